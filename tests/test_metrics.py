@@ -1,0 +1,288 @@
+"""Return metrics, PSR/DSR and the paired bootstrap on tiny, hand-checkable series."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from statistics import NormalDist
+
+import numpy as np
+import polars as pl
+import pytest
+
+from workbench.errors import ConfigError
+from workbench.metrics import (
+    METRIC_KEYS,
+    QLIB_DAILY_PERIODS,
+    SERIES_NAMES,
+    align_excess_returns,
+    bootstrap_sharpe_diff_ci,
+    compute_return_metrics,
+    deflated_sharpe_ratio,
+    excess_curves,
+    expected_max_sharpe,
+    probabilistic_sharpe_ratio,
+    sharpe_stats,
+)
+
+R = [0.01, -0.02, 0.03, 0.0]
+DAYS = [dt.date(2024, 1, 2), dt.date(2024, 1, 3), dt.date(2024, 1, 4), dt.date(2024, 1, 5)]
+
+
+def report(returns: list[float | None], *, bench: float = 0.0, cost: float = 0.0, **extra) -> pl.DataFrame:
+    """A converted Qlib daily report with constant bench and cost."""
+    n = len(returns)
+    days = [dt.date(2024, 1, 1) + dt.timedelta(days=i + 1) for i in range(n)]
+    return pl.DataFrame(
+        {"datetime": days, "return": returns, "bench": [bench] * n, "cost": [cost] * n, **extra},
+        schema_overrides={"datetime": pl.Date, "return": pl.Float64, "bench": pl.Float64, "cost": pl.Float64},
+    )
+
+
+# r = [0.01, -0.02, 0.03, 0.0], N = 252
+#   mean = 0.02 / 4 = 0.005
+#   deviations 0.005, -0.025, 0.025, -0.005 → squares sum 0.0013 → var(ddof=1) = 0.0013/3
+#   std = sqrt(0.0013/3) = 0.0208166599...
+#   additive annualized = 0.005 * 252 = 1.26
+#   IR = 0.005 / 0.0208166599 * sqrt(252) = 3.8129334...
+#   cumsum 0.01, -0.01, 0.02, 0.02; running max (Qlib: from day 1) 0.01, 0.01, 0.02, 0.02
+#   → additive max drawdown = -0.02
+#   wealth 1.01, 0.9898, 1.019494, 1.019494 → total return 0.019494
+#   compounded annualized = 1.019494 ** (252/4) - 1; drawdown 0.9898/1.01 - 1 = -0.02
+#   volatility = std * sqrt(252) = 0.3304542...
+#   population moments: m2 = 0.0013/4 = 3.25e-4, m3 = 0 (symmetric deviations)
+#   m4 = (2*0.005**4 + 2*0.025**4)/4 = 1.95625e-7 → kurtosis = 1.95625e-7 / 3.25e-4**2 = 1.852071
+STD = math.sqrt(0.0013 / 3)
+
+
+def test_hand_computed_metrics_of_a_four_day_series():
+    m = compute_return_metrics(report(R))
+    for series in SERIES_NAMES:  # bench 0, cost 0: with and without cost coincide
+        assert m[f"{series}.additive.mean"] == pytest.approx(0.005)
+        assert m[f"{series}.additive.std"] == pytest.approx(STD)
+        assert m[f"{series}.additive.annualized_return"] == pytest.approx(1.26)
+        assert m[f"{series}.additive.information_ratio"] == pytest.approx(0.005 / STD * math.sqrt(252))
+        assert m[f"{series}.additive.information_ratio"] == pytest.approx(3.8129334558)
+        assert m[f"{series}.additive.max_drawdown"] == pytest.approx(-0.02)
+        assert m[f"{series}.compounded.total_return"] == pytest.approx(0.019494)
+        assert m[f"{series}.compounded.annualized_return"] == pytest.approx(1.019494**63 - 1)
+        assert m[f"{series}.compounded.max_drawdown"] == pytest.approx(-0.02)
+        assert m[f"{series}.compounded.volatility"] == pytest.approx(STD * math.sqrt(252))
+    assert m["sharpe"] == pytest.approx(3.8129334558)
+    assert m["skewness"] == pytest.approx(0.0, abs=1e-12)
+    assert m["kurtosis"] == pytest.approx(1.95625e-7 / 3.25e-4**2)
+    assert (m["n_days"], m["n_dropped"], m["start"], m["end"]) == (4, 0, "2024-01-02", "2024-01-05")
+    assert m["turnover_mean"] is None
+    assert list(m) == list(METRIC_KEYS)
+
+
+def test_bench_and_cost_are_subtracted_in_the_right_series():
+    # return = r + 0.002, bench = 0.002, cost = 0.001:
+    # without cost mean = 0.005 (annualized 1.26); with cost mean = 0.004 (annualized 1.008)
+    m = compute_return_metrics(report([x + 0.002 for x in R], bench=0.002, cost=0.001))
+    assert m["excess_return_without_cost.additive.annualized_return"] == pytest.approx(1.26)
+    assert m["excess_return_with_cost.additive.annualized_return"] == pytest.approx(1.008)
+    assert m["excess_return_with_cost.additive.std"] == pytest.approx(STD)
+    assert m["sharpe"] == pytest.approx(0.004 / STD * math.sqrt(252))
+    # wealth with cost: 1.009 * 0.979 * 1.029 * 0.999
+    assert m["excess_return_with_cost.compounded.total_return"] == pytest.approx(
+        1.009 * 0.979 * 1.029 * 0.999 - 1
+    )
+
+
+def test_qlib_additive_drawdown_ignores_a_first_day_loss_but_compounded_does_not():
+    # r = [-0.01, -0.01]: Qlib cumsum -0.01, -0.02, running max starts at -0.01 → -0.01
+    # compounded: wealth 0.99, 0.9801 against the starting 1 → -0.0199
+    m = compute_return_metrics(report([-0.01, -0.01]))
+    assert m["excess_return_with_cost.additive.max_drawdown"] == pytest.approx(-0.01)
+    assert m["excess_return_with_cost.compounded.max_drawdown"] == pytest.approx(-0.0199)
+
+
+def test_periods_per_year_scales_annualised_values_only():
+    m = compute_return_metrics(report(R), periods_per_year=QLIB_DAILY_PERIODS)
+    assert QLIB_DAILY_PERIODS == 238
+    assert m["excess_return_with_cost.additive.annualized_return"] == pytest.approx(0.005 * 238)
+    assert m["excess_return_with_cost.additive.information_ratio"] == pytest.approx(
+        0.005 / STD * math.sqrt(238)
+    )
+    assert m["excess_return_with_cost.additive.mean"] == pytest.approx(0.005)
+
+
+def test_null_and_nan_rows_are_dropped_and_counted():
+    dirty = report([0.01, None, -0.02, float("nan"), 0.03, 0.0], turnover=[0.2, 0.1, 0.4, 0.3, None, 0.3])
+    m = compute_return_metrics(dirty)
+    clean = compute_return_metrics(report(R))
+    assert m["n_dropped"] == 2
+    assert m["n_days"] == 4
+    assert m["excess_return_with_cost.additive.information_ratio"] == pytest.approx(
+        clean["excess_return_with_cost.additive.information_ratio"]
+    )
+    # kept turnover values 0.2, 0.4, (null), 0.3 → mean 0.3
+    assert m["turnover_mean"] == pytest.approx(0.3)
+
+
+def test_unsorted_rows_are_sorted_by_date():
+    shuffled = report(R).reverse()
+    assert compute_return_metrics(shuffled)["excess_return_with_cost.additive.max_drawdown"] == pytest.approx(
+        -0.02
+    )
+
+
+def test_fewer_than_two_days_gives_none_not_an_exception():
+    m = compute_return_metrics(report([0.01]))
+    assert (m["n_days"], m["start"], m["end"]) == (1, "2024-01-02", "2024-01-02")
+    assert m["excess_return_with_cost.additive.mean"] is None
+    assert m["sharpe"] is None
+    empty = compute_return_metrics(report([]))
+    assert (empty["n_days"], empty["start"]) == (0, None)
+
+
+def test_zero_std_gives_no_information_ratio():
+    m = compute_return_metrics(report([0.01, 0.01, 0.01]))
+    assert m["excess_return_with_cost.additive.std"] == pytest.approx(0.0)
+    assert m["excess_return_with_cost.additive.information_ratio"] is None
+    assert m["sharpe"] is None and m["skewness"] is None and m["kurtosis"] is None
+    assert m["excess_return_with_cost.compounded.total_return"] == pytest.approx(1.01**3 - 1)
+
+
+def test_datetime_column_is_accepted_and_missing_columns_rejected():
+    frame = report(R).with_columns(pl.col("datetime").cast(pl.Datetime("us", "UTC")))
+    assert compute_return_metrics(frame)["start"] == "2024-01-02"
+    with pytest.raises(ConfigError, match="bench"):
+        compute_return_metrics(report(R).drop("bench"))
+
+
+def test_excess_curves_match_the_metrics():
+    curves = excess_curves(report(R))
+    assert curves.columns == [
+        "datetime",
+        "excess_with_cost",
+        "cum_excess_additive",
+        "cum_excess_compounded",
+        "drawdown_additive",
+        "drawdown_compounded",
+    ]
+    assert curves["cum_excess_additive"].to_list() == pytest.approx([0.01, -0.01, 0.02, 0.02])
+    assert curves["cum_excess_compounded"].to_list() == pytest.approx([0.01, -0.0102, 0.019494, 0.019494])
+    assert curves["drawdown_additive"].to_list() == pytest.approx([0.0, -0.02, 0.0, 0.0])
+    assert curves["drawdown_compounded"].to_list() == pytest.approx([0.0, 0.9898 / 1.01 - 1, 0.0, 0.0])
+    first_loss = excess_curves(report([-0.01, -0.01]))
+    assert first_loss["drawdown_compounded"].to_list() == pytest.approx([-0.01, -0.0199])
+
+
+def test_align_excess_returns_keeps_common_dates():
+    treatment = report(R, cost=0.001)
+    control = report([0.0, 0.01, 0.02])  # three days only
+    aligned = align_excess_returns(treatment, control)
+    assert aligned.columns == ["datetime", "treatment", "control"]
+    assert aligned["datetime"].to_list() == DAYS[:3]
+    assert aligned["treatment"].to_list() == pytest.approx([0.009, -0.021, 0.029])
+    assert align_excess_returns(treatment, control, with_cost=False)["treatment"].to_list() == pytest.approx(
+        R[:3]
+    )
+
+
+# --------------------------------------------------------------------------- PSR / DSR
+
+
+def test_sharpe_stats_are_per_period():
+    s = sharpe_stats(np.array([0.01, -0.02, 0.03, 0.0, np.nan]))
+    assert s["n"] == 4
+    assert s["sr"] == pytest.approx(0.005 / STD)
+    assert s["skew"] == pytest.approx(0.0, abs=1e-12)
+    assert s["kurtosis"] == pytest.approx(1.852071, rel=1e-6)
+    assert sharpe_stats(pl.Series([0.01, None]))["sr"] is None
+
+
+def test_psr_normal_case_reduces_to_the_simple_formula():
+    # skew 0, kurtosis 3: PSR = Φ(SR·√(n−1) / √(1 + SR²/2))
+    sr, n = 0.1, 101
+    expected = NormalDist().cdf(sr * math.sqrt(n - 1) / math.sqrt(1 + sr**2 / 2))
+    assert probabilistic_sharpe_ratio(sr, n=n, skew=0.0, kurtosis=3.0) == pytest.approx(expected)
+    assert expected == pytest.approx(0.84074, abs=1e-5)  # Φ(0.997509)
+    assert probabilistic_sharpe_ratio(0.0, n=50, skew=-1.0, kurtosis=6.0) == pytest.approx(0.5)
+    assert probabilistic_sharpe_ratio(0.2, n=50, skew=0.0, kurtosis=3.0, sr_benchmark=0.2) == pytest.approx(
+        0.5
+    )
+
+
+def test_psr_negative_skew_and_fat_tails_lower_confidence():
+    normal = probabilistic_sharpe_ratio(0.1, n=250, skew=0.0, kurtosis=3.0)
+    assert probabilistic_sharpe_ratio(0.1, n=250, skew=-2.0, kurtosis=10.0) < normal
+
+
+def test_psr_annualised_inputs_are_de_annualised():
+    annual = probabilistic_sharpe_ratio(2.0, n=500, skew=0.0, kurtosis=3.0, periods_per_year=252)
+    daily = probabilistic_sharpe_ratio(2.0 / math.sqrt(252), n=500, skew=0.0, kurtosis=3.0)
+    assert annual == pytest.approx(daily)
+
+
+def test_expected_max_sharpe_grows_with_the_number_of_trials():
+    values = [expected_max_sharpe(n_trials=k, var_trials=1.0) for k in (1, 2, 10, 100, 1000)]
+    assert values[0] == 0.0
+    assert all(a < b for a, b in zip(values, values[1:], strict=False))
+    # scales with √V; the paper's example: √0.5 · 2.5306 ≈ 1.7894 annualised
+    assert expected_max_sharpe(n_trials=100, var_trials=0.5) == pytest.approx(1.7894, abs=1e-4)
+
+
+def test_deflated_sharpe_ratio_reproduces_the_paper_example():
+    # Bailey & López de Prado (2014): SR 2.5 annualised, T = 1250 days, 100 trials,
+    # V[annualised SR] = 0.5, skew −3, kurtosis 10, 250 days/year → DSR ≈ 0.9004
+    dsr = deflated_sharpe_ratio(
+        2.5, n=1250, skew=-3.0, kurtosis=10.0, n_trials=100, var_trials=0.5, periods_per_year=250
+    )
+    assert dsr == pytest.approx(0.9004, abs=5e-4)
+    per_day = deflated_sharpe_ratio(
+        2.5 / math.sqrt(250), n=1250, skew=-3.0, kurtosis=10.0, n_trials=100, var_trials=0.5 / 250
+    )
+    assert per_day == pytest.approx(dsr)
+
+
+def test_invalid_psr_inputs_raise_config_error():
+    with pytest.raises(ConfigError, match="at least 2"):
+        probabilistic_sharpe_ratio(0.1, n=1, skew=0.0, kurtosis=3.0)
+    with pytest.raises(ConfigError, match="n_trials"):
+        expected_max_sharpe(n_trials=0, var_trials=1.0)
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def _noise(n: int = 500, seed: int = 7) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0.0003, 0.01, n)
+
+
+def test_identical_series_give_a_zero_interval():
+    x = _noise()
+    assert bootstrap_sharpe_diff_ci(x, x.copy(), n_boot=300) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("method", ["circular", "stationary"])
+def test_constant_positive_drift_puts_the_interval_above_zero(method):
+    control = _noise()
+    point, low, high = bootstrap_sharpe_diff_ci(control + 0.001, control, n_boot=500, method=method)
+    # same std on every resample, so each difference is 0.001/std·√252 > 0
+    assert point == pytest.approx(0.001 / control.std(ddof=1) * math.sqrt(252))
+    assert 0 < low <= point <= high
+
+
+def test_bootstrap_is_deterministic_for_a_seed():
+    t, c = _noise(seed=1), _noise(seed=2)
+    first = bootstrap_sharpe_diff_ci(t, c, n_boot=200, seed=3)
+    assert bootstrap_sharpe_diff_ci(pl.Series(t), pl.Series(c), n_boot=200, seed=3) == first
+    assert bootstrap_sharpe_diff_ci(t, c, n_boot=200, seed=4) != first
+
+
+def test_bootstrap_handles_a_ten_year_sample():
+    t, c = _noise(2500, seed=1), _noise(2500, seed=2)
+    point, low, high = bootstrap_sharpe_diff_ci(t, c, n_boot=2000, block=5)
+    assert low < point < high
+
+
+def test_bootstrap_rejects_misaligned_or_flat_input():
+    with pytest.raises(ConfigError, match="equal length"):
+        bootstrap_sharpe_diff_ci(np.zeros(5), np.zeros(4))
+    with pytest.raises(ConfigError, match="zero variance"):
+        bootstrap_sharpe_diff_ci(np.full(10, 0.01), _noise(10))
+    with pytest.raises(ConfigError, match="block"):
+        bootstrap_sharpe_diff_ci(_noise(10), _noise(10, seed=3), block=11)

@@ -1,0 +1,191 @@
+"""The DuckDB catalog: where it lives, how to open it briefly, how it is upgraded.
+
+DuckDB lets one process write a database file (or several read it). A scheduled job and a
+notebook must not break each other, so every connection here is short-lived and opening retries
+with backoff; when it finally gives up, the message names the process holding the file.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from workbench.archive.schema import LATEST_VERSION, MIGRATIONS
+from workbench.errors import ArchiveBusyError, ArchiveError
+
+DEFAULT_ARCHIVE = Path("data/archive")
+CATALOG_FILE = "catalog.duckdb"
+
+
+@dataclass(frozen=True)
+class ArchiveLayout:
+    """Every path inside one archive folder."""
+
+    root: Path
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / CATALOG_FILE
+
+    @property
+    def objects(self) -> Path:
+        return self.root / "objects"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".workbench.lock"
+
+    @classmethod
+    def at(cls, root: Path | str | None) -> ArchiveLayout:
+        return cls(Path(root if root is not None else DEFAULT_ARCHIVE).absolute())
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+_HOLDER_RE = re.compile(r"Conflicting lock is held in (?P<prog>.+?) \(PID (?P<pid>\d+)\)(?: by user (?P<user>\S+))?")
+
+
+def describe_lock_holder(message: str) -> str:
+    """Turn DuckDB's lock-conflict message into 'PID n (program)' for people."""
+    match = _HOLDER_RE.search(message)
+    if not match:
+        return "another process"
+    return f"PID {match['pid']} ({match['prog']})"
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    text = str(exc)
+    return "Could not set lock" in text or "Conflicting lock" in text
+
+
+def _connect_with_retry(path: Path, *, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + timeout_s
+    delay = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if not _is_lock_conflict(exc):
+                raise ArchiveError(f"cannot open catalog {path}: {exc}") from exc
+            if time.monotonic() + delay > deadline:
+                holder = describe_lock_holder(str(exc))
+                raise ArchiveBusyError(
+                    f"catalog {path} is held by {holder} for more than {timeout_s:.0f} s; "
+                    "close the notebook kernel or job that holds it, or retry later"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+@contextmanager
+def open_catalog(
+    archive: Path | str | None = None,
+    *,
+    read_only: bool = False,
+    timeout_s: float = 60.0,
+    create: bool = False,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the catalog briefly; upgrade its schema when opened for writing.
+
+    `create=True` makes a new archive folder and catalog if none exists; otherwise a missing
+    catalog is an error that says how to make one.
+    """
+    layout = ArchiveLayout.at(archive)
+    if not layout.catalog.exists():
+        if not create:
+            raise ArchiveError(
+                f"no archive at {layout.root} (missing {CATALOG_FILE}); "
+                "run `workbench archive --archive DIR ...` first, or pass the right --archive"
+            )
+        layout.root.mkdir(parents=True, exist_ok=True)
+        read_only = False
+    con = _connect_with_retry(layout.catalog, read_only=read_only, timeout_s=timeout_s)
+    try:
+        if read_only:
+            check_schema_version(con, layout.catalog)
+        else:
+            migrate(con)
+        yield con
+    finally:
+        con.close()
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The version a catalog was brought to, 0 for an empty file."""
+    has_meta = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'wb_meta'"
+    ).fetchone()
+    if not has_meta or has_meta[0] == 0:
+        return 0
+    row = con.execute("SELECT value FROM wb_meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def check_schema_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    version = schema_version(con)
+    if version > LATEST_VERSION:
+        raise ArchiveError(
+            f"catalog {path} has schema version {version}, newer than this workbench "
+            f"({LATEST_VERSION}); upgrade workbench"
+        )
+    if version < LATEST_VERSION:
+        raise ArchiveError(
+            f"catalog {path} has schema version {version}, older than {LATEST_VERSION}; "
+            "run any writing command (e.g. `workbench archive --mode incremental`) to upgrade it"
+        )
+
+
+def migrate(con: duckdb.DuckDBPyConnection, *, target: int = LATEST_VERSION) -> list[int]:
+    """Apply the missing migration steps in order; return the steps applied."""
+    current = schema_version(con)
+    if current > LATEST_VERSION:
+        raise ArchiveError(
+            f"catalog has schema version {current}, newer than this workbench ({LATEST_VERSION})"
+        )
+    applied: list[int] = []
+    for step in sorted(v for v in MIGRATIONS if current < v <= target):
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(MIGRATIONS[step])
+            con.execute(
+                "INSERT INTO wb_meta VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [str(step)],
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(step)
+    return applied
+
+
+def read_frame(
+    archive: Path | str | None,
+    sql: str,
+    params: Sequence[Any] | Mapping[str, Any] | None = None,
+    *,
+    timeout_s: float = 30.0,
+) -> pl.DataFrame:
+    """Run one query on a read-only connection and return a Polars frame; the file is released."""
+    with open_catalog(archive, read_only=True, timeout_s=timeout_s) as con:
+        return con.execute(sql, params or []).pl()

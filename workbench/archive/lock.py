@@ -1,0 +1,64 @@
+"""One archive or cleanup job at a time per archive.
+
+The lock is an exclusive `flock` on ``.workbench.lock`` in the archive folder. The kernel drops
+it when the holder dies (even by `kill -9`), so a crashed job never blocks the next one; the file
+also records who holds it (host, pid, job, start time) so a refusal can name the holder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from workbench.archive.catalog import ArchiveLayout, utc_now
+from workbench.errors import ArchiveBusyError
+
+
+def read_holder(lock_path: Path) -> dict[str, object]:
+    """What the lock file says about its last holder (may be stale)."""
+    try:
+        return json.loads(lock_path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+@contextmanager
+def archive_lock(archive: Path | str | None, *, job: str, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the archive's job lock for the duration of the block.
+
+    `wait_s` > 0 waits (polling) for a running job to finish before giving up.
+    """
+    layout = ArchiveLayout.at(archive)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = read_holder(layout.lock)
+                    raise ArchiveBusyError(
+                        f"archive {layout.root} is in use by job {holder.get('job', '?')!r} "
+                        f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+                        f"since {holder.get('started_at', '?')}); wait for it to finish"
+                    ) from None
+                time.sleep(0.2)
+        info = {"job": job, "pid": os.getpid(), "host": socket.gethostname(),
+                "started_at": utc_now().isoformat()}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)

@@ -1,0 +1,318 @@
+"""Persist: store and verify a batch's files, then commit its rows and levels in one transaction.
+
+Write ordering (an interruption anywhere leaves a valid archive):
+1. key files → object store (temporary name, rename), each verified by SHA-256 against the bytes
+   read and, where the registry has one, against ``artifact_files.sha256``;
+2. one durable sync of the batch's objects;
+3. one DuckDB transaction: library rows, experiment rows with their level, return series,
+   stored-file rows, loop state, errors. Level 2 is granted only inside that transaction and only
+   for experiments whose every key file is stored and verified.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from workbench.archive.extract import Extracted, ItemError, to_json_text
+from workbench.archive.store import ObjectStore, StoredObject
+from workbench.errors import VerificationError
+
+SERIES_COLUMNS = ["account", "return", "total_turnover", "turnover", "total_cost", "cost", "value", "cash", "bench"]
+
+
+@dataclass
+class StoredBatch:
+    """What step 1 produced for one experiment."""
+
+    files: list[dict[str, Any]] = field(default_factory=list)
+    objects: list[StoredObject] = field(default_factory=list)
+    errors: list[ItemError] = field(default_factory=list)
+    bytes_read: int = 0
+    bytes_written: int = 0
+
+
+def store_files(
+    item: Extracted,
+    store: ObjectStore,
+    *,
+    known: dict[str, str],
+    registry_hashes: dict[str, str],
+    verify: bool = True,
+) -> StoredBatch:
+    """Copy one experiment's kept files into the store; fill hashes into its file refs."""
+    result = StoredBatch()
+    refs = {ref["path"]: ref for ref in item.file_refs}
+    for entry in item.files:
+        try:
+            obj = store.put_file(entry.source, known=known)
+            if verify and obj.written and not store.verify(obj.storage_key, obj.sha256):
+                raise VerificationError(f"stored copy of {entry.source} does not hash to {obj.sha256}")
+            expected = registry_hashes.get(entry.rel_path)
+            if expected and expected.lower() != obj.sha256:
+                raise VerificationError(
+                    f"{entry.source} hashes to {obj.sha256} but the registry recorded {expected}; "
+                    "the workspace file changed after registration"
+                )
+        except (OSError, VerificationError) as exc:
+            result.errors.append(ItemError("store", type(exc).__name__, str(exc), str(entry.source)))
+            continue
+        result.bytes_read += obj.size_bytes
+        result.bytes_written += obj.stored_bytes if obj.written else 0
+        result.objects.append(obj)
+        ref = refs.get(entry.rel_path)
+        if ref is not None:
+            ref["sha256"] = obj.sha256
+            ref["storage_key"] = obj.storage_key
+        result.files.append(
+            {
+                "experiment_id": item.candidate.experiment_id,
+                "rel_path": entry.rel_path,
+                "sha256": obj.sha256,
+                "size_bytes": obj.size_bytes,
+                "file_class": entry.info.file_class,
+                "mtime_utc": datetime.fromtimestamp(entry.info.mtime_ns / 1e9).astimezone().isoformat(),
+            }
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class Outcome:
+    experiment_id: str
+    task_run_id: str
+    loop_id: int
+    level: int
+    state: str
+    fingerprint: str
+    errors: tuple[ItemError, ...]
+
+
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pl.DataFrame:
+    """Rows → frame with exactly `columns`; types inferred from all rows (DuckDB casts on insert)."""
+    if not rows:
+        return pl.DataFrame(schema={c: pl.String for c in columns})
+    return pl.DataFrame([{c: r.get(c) for c in columns} for r in rows], infer_schema_length=None)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, conflict: str) -> None:
+    if frame.height == 0:
+        return
+    con.register("_batch", frame.to_arrow())
+    try:
+        columns = ", ".join(f'"{c}"' for c in frame.columns)
+        con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _batch {conflict}")
+    finally:
+        con.unregister("_batch")
+
+
+def commit_batch(
+    con: duckdb.DuckDBPyConnection,
+    outcomes: list[Outcome],
+    items: dict[str, Extracted],
+    stored: dict[str, StoredBatch],
+    *,
+    run_id: str,
+    now: datetime,
+) -> None:
+    """Write one batch in a single transaction (see the module docstring for the ordering)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        _write_rows(con, outcomes, items, stored, run_id=run_id, now=now)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _write_rows(
+    con: duckdb.DuckDBPyConnection,
+    outcomes: list[Outcome],
+    items: dict[str, Extracted],
+    stored: dict[str, StoredBatch],
+    *,
+    run_id: str,
+    now: datetime,
+) -> None:
+    rows_for = [o for o in outcomes if o.level >= 1 and o.experiment_id in items]
+    extracted = [items[o.experiment_id] for o in rows_for]
+    _write_library(con, extracted, now=now)
+    _write_experiments(con, rows_for, items, now=now)
+    level2 = [o for o in rows_for if o.level == 2]
+    _write_level2(con, level2, items, stored, now=now)
+    _write_state(con, outcomes, run_id=run_id, now=now)
+
+
+def _write_library(con: duckdb.DuckDBPyConnection, extracted: list[Extracted], *, now: datetime) -> None:
+    stamp = now.isoformat()
+    factors = [{**f, "created_at": stamp, "updated_at": stamp} for x in extracted for f in x.factors]
+    factor_cols = ["id", "name", "version", "source", "description_cn", "formula_hint", "expression", "expression_key",
+                   "tags", "region", "freq", "variables_json", "first_experiment_id", "created_at", "updated_at"]
+    fill = ", ".join(
+        f"{c} = coalesce(nullif(aistock_factors.{c}, ''), excluded.{c})"
+        for c in ("version", "description_cn", "formula_hint", "expression", "expression_key", "region", "freq", "variables_json")
+    )
+    _insert(con, "aistock_factors", _dedupe(_frame(factors, factor_cols), "id"),
+            f"ON CONFLICT (id) DO UPDATE SET {fill}")
+    perf_cols = ["id", "factor_id", "window_name", "start_date", "end_date", "ic_mean", "ic_ir", "coverage",
+                 "annual_return", "max_drawdown", "sharpe", "experiment_id", "basis", "updated_at"]
+    perf = [{**p, "updated_at": stamp} for x in extracted for p in x.performance]
+    perf_frame = _dedupe(_frame(perf, perf_cols), "id")
+    _insert(con, "aistock_factor_performance", perf_frame,
+            "ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in perf_cols[1:-1]))
+    combos = [{**x.combination, "created_at": stamp} for x in extracted if x.combination]
+    combo_cols = ["id", "name", "factor_ids", "experiment_id", "source", "created_at"]
+    _insert(con, "aistock_factor_combinations", _dedupe(_frame(combos, combo_cols), "id"), "ON CONFLICT (id) DO NOTHING")
+    usage = []
+    for x in extracted:
+        combination = x.combination["id"] if x.combination else ""
+        members = set(json.loads(x.combination["factor_ids"])) if x.combination else set()
+        for factor in {f["id"] for f in x.factors}:
+            usage.append({"factor_id": factor, "experiment_id": x.candidate.experiment_id,
+                          "combination_id": combination if factor in members else ""})
+    _insert(con, "aistock_factor_usage", _dedupe(_frame(usage, ["factor_id", "experiment_id", "combination_id"]),
+                                                 ["factor_id", "experiment_id", "combination_id"]), "ON CONFLICT DO NOTHING")
+    strategies = [{**x.strategy, "created_at": stamp, "updated_at": stamp} for x in extracted if x.strategy]
+    strat_cols = ["id", "strategy_key", "name", "shape", "output_mode", "source", "strategy_type", "config_json",
+                  "factor_combination_id", "recommendation_status", "created_at", "updated_at"]
+    keep_manual = (
+        "recommendation_status = CASE WHEN aistock_strategies.recommendation_status = 'manual_review' "
+        "THEN aistock_strategies.recommendation_status ELSE excluded.recommendation_status END"
+    )
+    update = ", ".join(f"{c} = excluded.{c}" for c in ("name", "shape", "output_mode", "source", "strategy_type",
+                                                      "config_json", "factor_combination_id"))
+    _insert(con, "aistock_strategies", _dedupe(_frame(strategies, strat_cols), "id"),
+            f"ON CONFLICT (id) DO UPDATE SET {update}, {keep_manual}")
+
+
+def _dedupe(frame: pl.DataFrame, key: str | list[str]) -> pl.DataFrame:
+    if frame.height == 0:
+        return frame
+    return frame.unique(subset=key, keep="first", maintain_order=True)
+
+
+EXPERIMENT_COLS = ["id", "task_run_id", "loop_id", "workspace_id", "strategy_id", "archiving_level", "action", "scenario",
+                   "loop_status", "workspace_path", "workspace_dir", "log_trace_path", "metrics_json",
+                   "recomputed_metrics_json", "feedback_json", "file_refs_json", "request_name", "strategy_role",
+                   "source_fingerprint", "created_at", "imported_at", "level2_at"]
+
+
+def _write_experiments(con: duckdb.DuckDBPyConnection, outcomes: list[Outcome], items: dict[str, Extracted], *, now: datetime) -> None:
+    rows = []
+    for outcome in outcomes:
+        item = items[outcome.experiment_id]
+        rows.append({
+            **item.experiment,
+            "archiving_level": str(outcome.level),
+            "loop_id": str(outcome.loop_id),
+            "file_refs_json": to_json_text(item.file_refs) if outcome.level == 2 else None,
+            "source_fingerprint": outcome.fingerprint,
+            "imported_at": now.isoformat(),
+            "level2_at": now.isoformat() if outcome.level == 2 else None,
+        })
+    frame = _frame(rows, EXPERIMENT_COLS)
+    if frame.height == 0:
+        return
+    con.register("_batch", frame.to_arrow())
+    try:
+        con.execute(
+            f"""
+            INSERT INTO aistock_experiments ({", ".join(EXPERIMENT_COLS)})
+            SELECT id, task_run_id, CAST(loop_id AS BIGINT), workspace_id, strategy_id, CAST(archiving_level AS INTEGER),
+                   action, scenario, loop_status, workspace_path, workspace_dir, log_trace_path, metrics_json,
+                   recomputed_metrics_json, feedback_json, file_refs_json, request_name, strategy_role,
+                   source_fingerprint, TRY_CAST(replace(created_at, ' ', 'T') AS TIMESTAMPTZ),
+                   CAST(imported_at AS TIMESTAMPTZ), CAST(level2_at AS TIMESTAMPTZ)
+            FROM _batch
+            ON CONFLICT (id) DO UPDATE SET
+                workspace_id = excluded.workspace_id, strategy_id = excluded.strategy_id,
+                archiving_level = greatest(aistock_experiments.archiving_level, excluded.archiving_level),
+                action = excluded.action, scenario = excluded.scenario, loop_status = excluded.loop_status,
+                workspace_path = excluded.workspace_path, workspace_dir = excluded.workspace_dir,
+                log_trace_path = excluded.log_trace_path, metrics_json = excluded.metrics_json,
+                recomputed_metrics_json = coalesce(excluded.recomputed_metrics_json, aistock_experiments.recomputed_metrics_json),
+                feedback_json = coalesce(excluded.feedback_json, aistock_experiments.feedback_json),
+                file_refs_json = coalesce(excluded.file_refs_json, aistock_experiments.file_refs_json),
+                request_name = excluded.request_name, strategy_role = excluded.strategy_role,
+                source_fingerprint = excluded.source_fingerprint,
+                created_at = coalesce(excluded.created_at, aistock_experiments.created_at),
+                level2_at = coalesce(aistock_experiments.level2_at, excluded.level2_at)
+            """
+        )
+    finally:
+        con.unregister("_batch")
+
+
+def _write_level2(
+    con: duckdb.DuckDBPyConnection,
+    outcomes: list[Outcome],
+    items: dict[str, Extracted],
+    stored: dict[str, StoredBatch],
+    *,
+    now: datetime,
+) -> None:
+    if not outcomes:
+        return
+    ids = [o.experiment_id for o in outcomes]
+    id_frame = pl.DataFrame({"experiment_id": ids})
+    con.register("_ids", id_frame.to_arrow())
+    try:
+        con.execute("DELETE FROM aistock_return_series WHERE experiment_id IN (SELECT experiment_id FROM _ids)")
+        con.execute("DELETE FROM wb_stored_files WHERE experiment_id IN (SELECT experiment_id FROM _ids)")
+    finally:
+        con.unregister("_ids")
+    series = [
+        items[i].returns.select(pl.lit(i).alias("experiment_id"), "datetime", *SERIES_COLUMNS)  # type: ignore[union-attr]
+        for i in ids
+    ]
+    if series:
+        frame = pl.concat(series, how="vertical_relaxed")
+        con.register("_series", frame.to_arrow())
+        try:
+            columns = ", ".join(f'"{c}"' for c in frame.columns)
+            con.execute(f"INSERT INTO aistock_return_series ({columns}) SELECT {columns} FROM _series")
+        finally:
+            con.unregister("_series")
+    files = [f for i in ids for f in stored[i].files]
+    file_cols = ["experiment_id", "rel_path", "sha256", "size_bytes", "file_class", "mtime_utc", "stored_at"]
+    stamp = now.isoformat()
+    _insert(con, "wb_stored_files",
+            _frame([{**f, "size_bytes": str(f["size_bytes"]), "stored_at": stamp} for f in files], file_cols),
+            "ON CONFLICT DO NOTHING")
+    objects = {o.sha256: o for i in ids for o in stored[i].objects}
+    obj_rows = [{"sha256": o.sha256, "size_bytes": str(o.size_bytes), "stored_bytes": str(o.stored_bytes),
+                 "storage_key": o.storage_key, "codec": o.codec, "created_at": stamp} for o in objects.values()]
+    _insert(con, "wb_objects", _frame(obj_rows, ["sha256", "size_bytes", "stored_bytes", "storage_key", "codec", "created_at"]),
+            "ON CONFLICT (sha256) DO NOTHING")
+
+
+def _write_state(con: duckdb.DuckDBPyConnection, outcomes: Iterable[Outcome], *, run_id: str, now: datetime) -> None:
+    stamp = now.isoformat()
+    state_rows = []
+    error_rows = []
+    for o in outcomes:
+        state_rows.append({
+            "task_run_id": o.task_run_id, "loop_id": str(o.loop_id), "experiment_id": o.experiment_id,
+            "state": o.state, "archiving_level": str(o.level), "fingerprint": o.fingerprint,
+            "last_run_id": run_id, "last_error": o.errors[0].message[:2000] if o.errors else None, "updated_at": stamp,
+        })
+        for e in o.errors:
+            error_rows.append({
+                "run_id": run_id, "task_run_id": o.task_run_id, "loop_id": str(o.loop_id), "experiment_id": o.experiment_id,
+                "path": e.path, "stage": e.stage, "error_type": e.error_type, "message": e.message[:4000], "created_at": stamp,
+            })
+    state_cols = ["task_run_id", "loop_id", "experiment_id", "state", "archiving_level", "fingerprint", "last_run_id",
+                  "last_error", "updated_at"]
+    _insert(con, "wb_loop_state", _frame(state_rows, state_cols),
+            "ON CONFLICT (task_run_id, loop_id) DO UPDATE SET experiment_id = excluded.experiment_id, state = excluded.state, "
+            "archiving_level = greatest(wb_loop_state.archiving_level, excluded.archiving_level), "
+            "fingerprint = excluded.fingerprint, last_run_id = excluded.last_run_id, last_error = excluded.last_error, "
+            "updated_at = excluded.updated_at")
+    _insert(con, "wb_item_errors", _frame(error_rows, ["run_id", "task_run_id", "loop_id", "experiment_id", "path", "stage",
+                                                       "error_type", "message", "created_at"]), "")

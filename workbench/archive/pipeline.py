@@ -1,0 +1,426 @@
+"""The archive job: scan → extract → persist, full or incremental, idempotent and resumable.
+
+* Full (design §3.2): every loop of the registry (optionally `since` a date); loops already at the
+  target level with an unchanged fingerprint are skipped, level-1 loops get their files.
+* Incremental (design §3.3): loops the registry changed since the cursor of the last run, the
+  latest `last` loops or those of the last `hours`, and every loop still below the target level
+  or failed before. A run with nothing new reads only the registry rows past the cursor.
+* Each batch is committed on its own, so a killed run loses at most its current batch, and the
+  cursor moves only when a run completes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+from workbench.rdagent.installation import Installation
+from workbench.rdagent.registry import RegistrySnapshot, read_loops_changed_since, read_registry
+
+from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
+from workbench.archive.extract import Extracted, ItemError, extract_loop, validate_request
+from workbench.archive.lock import archive_lock
+from workbench.archive.persist import Outcome, StoredBatch, commit_batch, store_files
+from workbench.archive.scan import LoopCandidate, build_candidates, is_archivable, loop_timestamp, parse_time
+from workbench.archive.store import ObjectStore
+from workbench.errors import ConfigError, WorkbenchError
+
+Mode = Literal["full", "incremental"]
+CURSOR_NAME = "registry"
+
+
+@dataclass
+class RunSummary:
+    """What one archive run did; printed, stored in the catalog and in ``runs/<run_id>.json``."""
+
+    run_id: str
+    mode: str
+    archive: str
+    started_at: str
+    ended_at: str | None = None
+    status: str = "running"
+    candidates: int = 0
+    level1: int = 0
+    level2: int = 0
+    unchanged: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    bytes_read: int = 0
+    bytes_stored: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors) or self.status == "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def format(self) -> str:
+        lines = [
+            f"archive run {self.run_id} ({self.mode}) {self.status}",
+            f"  archive:    {self.archive}",
+            f"  candidates: {self.candidates}   level 1: {self.level1}   level 2: {self.level2}   unchanged: {self.unchanged}",
+            f"  skipped:    {', '.join(f'{k}={v}' for k, v in sorted(self.skipped.items())) or 'none'}",
+            f"  bytes:      {self.bytes_read:,} read from key files, {self.bytes_stored:,} newly stored",
+            f"  errors:     {len(self.errors)}",
+        ]
+        for error in self.errors[:20]:
+            where = error.get("path") or f"{error.get('task_run_id')}/{error.get('loop_id')}"
+            lines.append(f"    - [{error.get('stage')}] {where}: {error.get('message')}")
+        if len(self.errors) > 20:
+            lines.append(f"    ... {len(self.errors) - 20} more (table wb_item_errors, run_id = '{self.run_id}')")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class CatalogState:
+    """What the catalog knows before the run: per-loop state, cursor, attached requests."""
+
+    loops: dict[tuple[str, int], dict[str, Any]]
+    cursor: tuple[int, str | None] | None
+    requests: dict[str, dict[str, Any]]
+
+
+def archive(
+    rdagent_root: Path | str,
+    *,
+    archive: Path | str | None = None,
+    mode: Mode = "full",
+    registry: Path | str | None = None,
+    path_map: Sequence[str] = (),
+    since: date | datetime | str | None = None,
+    hours: float | None = None,
+    last: int | None = None,
+    target_level: int = 2,
+    batch_size: int = 200,
+    include_heavy: bool = False,
+    progress: bool = True,
+    lock_wait_s: float = 0.0,
+) -> RunSummary:
+    """Archive an RD-Agent installation into `archive`; see the module docstring."""
+    if mode not in ("full", "incremental"):
+        raise ConfigError(f"unknown mode {mode!r}; use 'full' or 'incremental'")
+    if target_level not in (1, 2):
+        raise ConfigError(f"--target-level must be 1 or 2, not {target_level}")
+    if hours is not None and last is not None:
+        raise ConfigError("give either --hours or --last, not both")
+    if batch_size < 1:
+        raise ConfigError("--batch-size must be at least 1")
+    installation = Installation.open(Path(rdagent_root), registry=Path(registry) if registry else None, path_map=path_map)
+    layout = ArchiveLayout.at(archive)
+    summary = RunSummary(run_id=uuid.uuid4().hex, mode=mode, archive=str(layout.root), started_at=utc_now().isoformat())
+    params = {"rdagent_root": str(installation.root), "registry": str(installation.registry_path), "mode": mode,
+              "since": str(since) if since else None, "hours": hours, "last": last, "target_level": target_level,
+              "batch_size": batch_size, "include_heavy": include_heavy, "path_map": list(path_map)}
+    with archive_lock(layout.root, job=f"archive-{mode}", wait_s=lock_wait_s):
+        with open_catalog(layout.root, create=True) as con:
+            state = _load_state(con)
+            _record_run_start(con, summary, params)
+        try:
+            _run(installation, layout, summary, state, mode=mode, since=since, hours=hours, last=last,
+                 target_level=target_level, batch_size=batch_size, include_heavy=include_heavy, progress=progress)
+            summary.status = "failed" if summary.errors else "success"
+        except BaseException as exc:
+            summary.status = "aborted"
+            summary.notes.append(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            summary.ended_at = utc_now().isoformat()
+            _record_run_end(layout, summary)
+    return summary
+
+
+def _load_state(con: duckdb.DuckDBPyConnection) -> CatalogState:
+    loops = {
+        (r[0], int(r[1])): {"state": r[2], "level": r[3], "fingerprint": r[4], "experiment_id": r[5]}
+        for r in con.execute(
+            "SELECT task_run_id, loop_id, state, archiving_level, fingerprint, experiment_id FROM wb_loop_state"
+        ).fetchall()
+    }
+    row = con.execute(
+        "SELECT registry_rowid, registry_updated_at FROM wb_cursor WHERE name = ?", [CURSOR_NAME]
+    ).fetchone()
+    requests = {r[0]: json.loads(r[1]) for r in con.execute("SELECT task_run_id, request_json FROM wb_attached_requests").fetchall()}
+    return CatalogState(loops, (int(row[0]), row[1]) if row else None, requests)
+
+
+def _record_run_start(con: duckdb.DuckDBPyConnection, summary: RunSummary, params: dict[str, Any]) -> None:
+    con.execute(
+        "INSERT INTO wb_archive_runs (run_id, mode, status, started_at, params_json) VALUES (?, ?, 'running', ?, ?)",
+        [summary.run_id, summary.mode, summary.started_at, json.dumps(params)],
+    )
+
+
+def _record_run_end(layout: ArchiveLayout, summary: RunSummary) -> None:
+    """Store the summary in the catalog and as a JSON file next to it (evidence even if the catalog is busy)."""
+    layout.runs.mkdir(parents=True, exist_ok=True)
+    (layout.runs / f"{summary.run_id}.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str), encoding="utf-8")
+    try:
+        with open_catalog(layout.root) as con:
+            con.execute(
+                """UPDATE wb_archive_runs SET status = ?, ended_at = ?, n_candidates = ?, n_level1 = ?, n_level2 = ?,
+                   n_unchanged = ?, n_skipped = ?, n_errors = ?, bytes_read = ?, bytes_stored = ?, summary_json = ?
+                   WHERE run_id = ?""",
+                [summary.status, summary.ended_at, summary.candidates, summary.level1, summary.level2, summary.unchanged,
+                 sum(summary.skipped.values()), len(summary.errors), summary.bytes_read, summary.bytes_stored,
+                 json.dumps(summary.to_dict(), default=str), summary.run_id],
+            )
+    except WorkbenchError as exc:
+        summary.notes.append(f"run summary not stored in the catalog: {exc}")
+
+
+def _load_snapshot(installation: Installation, mode: Mode, state: CatalogState) -> tuple[RegistrySnapshot, bool]:
+    """The registry rows this run looks at; True when the snapshot is the whole registry."""
+    if mode == "full" or state.cursor is None:
+        return read_registry(installation.registry_path), True
+    rowid, updated_at = state.cursor
+    pending = [key for key, s in state.loops.items() if s["state"] in ("failed", "partial")]
+    return read_loops_changed_since(installation.registry_path, rowid=rowid, updated_at=updated_at, also=pending), False
+
+
+def _select(
+    candidates: list[LoopCandidate],
+    state: CatalogState,
+    *,
+    mode: Mode,
+    since: date | datetime | str | None,
+    hours: float | None,
+    last: int | None,
+    target_level: int,
+) -> list[LoopCandidate]:
+    """Apply the time/count filters, then keep loops that are new, changed, failed or below target."""
+    chosen = candidates
+    if since is not None:
+        bound = parse_time(str(since)) if not isinstance(since, datetime) else since
+        if bound is None:
+            raise ConfigError(f"--since {since!r} is not a date (use YYYY-MM-DD)")
+        chosen = [c for c in chosen if (t := parse_time(loop_timestamp(c.loop))) is None or t >= bound]
+    if hours is not None:
+        bound = datetime.now(UTC) - timedelta(hours=hours)
+        chosen = [c for c in chosen if (t := parse_time(loop_timestamp(c.loop))) is not None and t >= bound]
+    if last is not None:
+        chosen = sorted(chosen, key=lambda c: (c.loop.get("_order") or 0, loop_timestamp(c.loop) or ""))[-last:]
+    return chosen
+
+
+def _run(
+    installation: Installation,
+    layout: ArchiveLayout,
+    summary: RunSummary,
+    state: CatalogState,
+    *,
+    mode: Mode,
+    since: Any,
+    hours: float | None,
+    last: int | None,
+    target_level: int,
+    batch_size: int,
+    include_heavy: bool,
+    progress: bool,
+) -> None:
+    snapshot, whole = _load_snapshot(installation, mode, state)
+    candidates = build_candidates(snapshot, installation)
+    for c, order in zip(candidates, snapshot.loops["_rowid"].to_list(), strict=True):
+        c.loop["_order"] = order
+    chosen = _select(candidates, state, mode=mode, since=since, hours=hours, last=last, target_level=target_level)
+    requests = _requests_by_task_run(snapshot, state)
+    summary.candidates = len(chosen)
+    work: list[tuple[LoopCandidate, str]] = []
+    skip_outcomes: list[Outcome] = []
+    for candidate in sorted(chosen, key=lambda c: (loop_timestamp(c.loop) or "", c.task_run_id, c.loop_id)):
+        previous = state.loops.get(candidate.key)
+        if candidate.duplicate_of:
+            _count(summary, "duplicate")
+            skip_outcomes.append(Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0,
+                                         "duplicate", "", ()))
+            continue
+        if not is_archivable(candidate):
+            reason = "workspace_missing" if candidate.notes and not candidate.has_results_on_disk and \
+                candidate.experiment_workspace is not None and candidate.experiment_workspace.directory is None else "no_results"
+            _count(summary, reason)
+            if previous is None or previous["state"] != "no_results":
+                skip_outcomes.append(Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0,
+                                             "no_results", "", ()))
+            continue
+        fingerprint = candidate.fingerprint()
+        if previous and previous["fingerprint"] == fingerprint and previous["state"] in ("archived", "partial") \
+                and (previous["level"] >= target_level or previous["state"] == "partial"):
+            summary.unchanged += 1
+            continue
+        work.append((candidate, fingerprint))
+    _process(layout, summary, work, skip_outcomes, requests, target_level=target_level, batch_size=batch_size,
+             include_heavy=include_heavy, progress=progress, installation=installation)
+    cursor = _snapshot_cursor(snapshot, whole, state)
+    with open_catalog(layout.root) as con:
+        if cursor is not None:
+            con.execute(
+                "INSERT INTO wb_cursor VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "registry_rowid = greatest(wb_cursor.registry_rowid, excluded.registry_rowid), "
+                "registry_updated_at = greatest(wb_cursor.registry_updated_at, excluded.registry_updated_at), "
+                "run_id = excluded.run_id, updated_at = excluded.updated_at",
+                [CURSOR_NAME, cursor[0], cursor[1], summary.run_id, utc_now()],
+            )
+
+
+def _snapshot_cursor(snapshot: RegistrySnapshot, whole: bool, state: CatalogState) -> tuple[int, str | None] | None:
+    loops = snapshot.loops
+    if loops.height == 0:
+        return state.cursor
+    max_rowid = int(loops["_rowid"].max())  # type: ignore[arg-type]
+    stamps = [t for t in (loop_timestamp(r) for r in loops.iter_rows(named=True)) if t]
+    max_stamp = max(stamps) if stamps else None
+    if state.cursor:
+        max_rowid = max(max_rowid, state.cursor[0])
+        if state.cursor[1] and (max_stamp is None or state.cursor[1] > max_stamp):
+            max_stamp = state.cursor[1]
+    return max_rowid, max_stamp
+
+
+def _count(summary: RunSummary, reason: str) -> None:
+    summary.skipped[reason] = summary.skipped.get(reason, 0) + 1
+
+
+def _requests_by_task_run(snapshot: RegistrySnapshot, state: CatalogState) -> dict[str, dict[str, Any] | ItemError]:
+    """Experiment requests from task_runs.params_json, overridden by attached ones; invalid → error."""
+    found: dict[str, dict[str, Any] | ItemError] = {}
+    for row in snapshot.task_runs.iter_rows(named=True):
+        raw = row.get("params_json")
+        if not raw:
+            continue
+        try:
+            params = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(params, dict) and params.get("experiment_request") is not None:
+            source = f"task_runs.params_json of {row['task_run_id']}"
+            try:
+                found[row["task_run_id"]] = validate_request(params["experiment_request"], source=source)
+            except ConfigError as exc:
+                found[row["task_run_id"]] = ItemError("request", "ConfigError", str(exc), source)
+    found.update(state.requests)
+    return found
+
+
+def _process(
+    layout: ArchiveLayout,
+    summary: RunSummary,
+    work: list[tuple[LoopCandidate, str]],
+    skip_outcomes: list[Outcome],
+    requests: dict[str, dict[str, Any] | ItemError],
+    *,
+    target_level: int,
+    batch_size: int,
+    include_heavy: bool,
+    progress: bool,
+    installation: Installation,
+) -> None:
+    store = ObjectStore(layout.objects, tmp=layout.tmp)
+    store.clear_tmp()
+    known: dict[str, str] | None = None
+    bar = _progress_bar(len(work), enabled=progress)
+    try:
+        if skip_outcomes:
+            _commit(layout, summary, skip_outcomes, {}, {})
+        for start in range(0, len(work), batch_size):
+            batch = work[start:start + batch_size]
+            if known is None and target_level >= 2:
+                known = _known_objects(layout)
+            outcomes, items, stored = [], {}, {}
+            for candidate, fingerprint in batch:
+                outcome, item, files = _archive_one(candidate, fingerprint, requests, store, known or {},
+                                                    target_level=target_level, include_heavy=include_heavy)
+                outcomes.append(outcome)
+                if item is not None:
+                    items[candidate.experiment_id] = item
+                if files is not None:
+                    stored[candidate.experiment_id] = files
+                    summary.bytes_read += files.bytes_read
+                    summary.bytes_stored += files.bytes_written
+                bar.update(1)
+            store.sync()
+            _commit(layout, summary, outcomes, items, stored)
+            for obj in (o for s in stored.values() for o in s.objects):
+                (known if known is not None else {}).setdefault(obj.sha256, obj.storage_key)
+    finally:
+        bar.close()
+
+
+def _progress_bar(total: int, *, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="archiving loops", unit="loop", disable=not enabled or total == 0)
+
+
+def _known_objects(layout: ArchiveLayout) -> dict[str, str]:
+    with open_catalog(layout.root) as con:
+        return dict(con.execute("SELECT sha256, storage_key FROM wb_objects").fetchall())
+
+
+def _archive_one(
+    candidate: LoopCandidate,
+    fingerprint: str,
+    requests: dict[str, dict[str, Any] | ItemError],
+    store: ObjectStore,
+    known: dict[str, str],
+    *,
+    target_level: int,
+    include_heavy: bool,
+) -> tuple[Outcome, Extracted | None, StoredBatch | None]:
+    """Extract and store one loop; never raises for bad input (it becomes the outcome's errors)."""
+    request = requests.get(candidate.task_run_id)
+    if isinstance(request, ItemError):
+        return Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0, "failed", fingerprint,
+                       (request,)), None, None
+    try:
+        item = extract_loop(candidate, request=request, include_heavy=include_heavy, with_files=target_level >= 2)
+    except (WorkbenchError, OSError, ValueError) as exc:
+        error = ItemError("extract", type(exc).__name__, str(exc))
+        return Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0, "failed", fingerprint,
+                       (error,)), None, None
+    stored = None
+    level = 1
+    if target_level >= 2 and item.can_reach_level2:
+        stored = store_files(item, store, known=known, registry_hashes={})
+        item.errors.extend(stored.errors)
+        level = 2 if not stored.errors else 1
+    errors = tuple(item.errors)
+    if errors:
+        state = "failed"
+    elif level >= target_level:
+        state = "archived"
+    else:
+        state = "partial"
+        if not candidate.has_results_on_disk:
+            item.errors.append(ItemError("scan", "Note", "; ".join(candidate.notes) or "results not on disk"))
+    return Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, level, state, fingerprint,
+                   errors), item, stored
+
+
+def _commit(
+    layout: ArchiveLayout,
+    summary: RunSummary,
+    outcomes: list[Outcome],
+    items: dict[str, Extracted],
+    stored: dict[str, StoredBatch],
+) -> None:
+    now = utc_now()
+    with open_catalog(layout.root) as con:
+        commit_batch(con, outcomes, items, stored, run_id=summary.run_id, now=now)
+    for o in outcomes:
+        if o.state in ("archived", "partial", "failed") and o.level >= 1:
+            if o.level == 2:
+                summary.level2 += 1
+            else:
+                summary.level1 += 1
+        for e in o.errors:
+            summary.errors.append({"task_run_id": o.task_run_id, "loop_id": o.loop_id, "experiment_id": o.experiment_id,
+                                   "stage": e.stage, "path": e.path, "message": e.message})
+    _ = os.getpid

@@ -1,0 +1,201 @@
+"""Scan: which registry loops to archive now, and where their workspaces are on this machine.
+
+Driven by the registry (design §3.1): loops with results recorded there, and also loops whose
+experiment workspace holds results on disk although the registry says otherwise. One directory
+registered under two ids, or one run under two task-run ids, is archived once; the duplicates are
+reported, not archived twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from workbench.rdagent.installation import Installation
+from workbench.rdagent.paths import normalise_path_key
+from workbench.rdagent.registry import RegistrySnapshot
+
+from workbench.archive.ids import experiment_id
+
+RESULT_FILES = ("qlib_res.csv", "ret.pkl")
+_HEX32 = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class WorkspaceRef:
+    workspace_id: str
+    role: str | None
+    raw_path: str | None
+    directory: Path | None
+
+
+@dataclass
+class LoopCandidate:
+    """One registry loop with what the scan learned about it."""
+
+    task_run_id: str
+    loop_id: int
+    experiment_id: str
+    loop: dict[str, Any]
+    task_run: dict[str, Any] | None
+    experiment_workspace: WorkspaceRef | None
+    sub_workspaces: list[WorkspaceRef] = field(default_factory=list)
+    has_results_on_disk: bool = False
+    duplicate_of: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.task_run_id, self.loop_id)
+
+    def fingerprint(self) -> str:
+        """Changes when the registry rows or the workspace files change."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps(self.loop, sort_keys=True, default=str).encode())
+        digest.update(json.dumps(self.task_run or {}, sort_keys=True, default=str).encode())
+        for ref in [self.experiment_workspace, *self.sub_workspaces]:
+            if ref is None:
+                continue
+            digest.update(f"{ref.workspace_id}|{ref.directory}".encode())
+            if ref.directory is not None and ref.directory.is_dir():
+                for child in sorted(ref.directory.iterdir()):
+                    try:
+                        st = child.lstat()
+                    except OSError:
+                        continue
+                    digest.update(f"{child.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+        return digest.hexdigest()
+
+
+def _rows_by(frame: pl.DataFrame, keys: list[str]) -> dict[tuple, list[dict[str, Any]]]:
+    grouped: dict[tuple, list[dict[str, Any]]] = {}
+    for row in frame.iter_rows(named=True):
+        grouped.setdefault(tuple(row[k] for k in keys), []).append(row)
+    return grouped
+
+
+def _has_results(directory: Path | None) -> bool:
+    return directory is not None and all((directory / name).is_file() for name in RESULT_FILES)
+
+
+def _workspace_ref(row: dict[str, Any], installation: Installation) -> WorkspaceRef:
+    directory = installation.resolver.resolve(row.get("workspace_path"))
+    if directory is not None and not directory.is_dir():
+        directory = None
+    return WorkspaceRef(row["workspace_id"], row.get("workspace_role"), row.get("workspace_path"), directory)
+
+
+def _pick_experiment_workspace(
+    loop: dict[str, Any], rows: list[dict[str, Any]], installation: Installation
+) -> tuple[WorkspaceRef | None, list[WorkspaceRef]]:
+    """The workspace holding the loop's results, and its factor/model sub-workspaces."""
+    best = loop.get("best_workspace_id")
+    ordered = sorted(rows, key=lambda r: (r["workspace_id"] != best, r.get("workspace_role") == "sub_workspace"))
+    experiment_refs = [_workspace_ref(r, installation) for r in ordered if r.get("workspace_role") != "sub_workspace"]
+    subs = [_workspace_ref(r, installation) for r in ordered if r.get("workspace_role") == "sub_workspace"]
+    with_results = [ref for ref in experiment_refs if _has_results(ref.directory)]
+    existing = [ref for ref in experiment_refs if ref.directory is not None]
+    chosen = (with_results or existing or experiment_refs or [None])[0]
+    return chosen, subs
+
+
+def build_candidates(snapshot: RegistrySnapshot, installation: Installation) -> list[LoopCandidate]:
+    """Every loop of the snapshot as a candidate, duplicates marked."""
+    task_runs = {row["task_run_id"]: row for row in snapshot.task_runs.iter_rows(named=True)}
+    workspaces = _rows_by(snapshot.workspaces, ["task_run_id", "loop_id"])
+    candidates: list[LoopCandidate] = []
+    for loop in snapshot.loops.iter_rows(named=True):
+        task_run_id, loop_id = loop["task_run_id"], int(loop["loop_id"])
+        loop_row = {k: v for k, v in loop.items() if k != "_rowid"}
+        chosen, subs = _pick_experiment_workspace(loop, workspaces.get((task_run_id, loop_id), []), installation)
+        candidate = LoopCandidate(
+            task_run_id=task_run_id,
+            loop_id=loop_id,
+            experiment_id=experiment_id(task_run_id, loop_id),
+            loop=loop_row,
+            task_run=task_runs.get(task_run_id),
+            experiment_workspace=chosen,
+            sub_workspaces=subs,
+            has_results_on_disk=_has_results(chosen.directory if chosen else None),
+        )
+        if candidate.task_run is None:
+            candidate.notes.append("no task_runs row for this loop")
+        if chosen is not None and chosen.directory is None:
+            candidate.notes.append(f"workspace {chosen.workspace_id} not found on this machine ({chosen.raw_path})")
+        candidates.append(candidate)
+    mark_duplicates(candidates)
+    return candidates
+
+
+def _canonical_rank(candidate: LoopCandidate) -> tuple:
+    """Prefer the live uuid run id with a task_runs row over bootstrap duplicates."""
+    task_run = candidate.task_run or {}
+    return (
+        not _HEX32.match(candidate.task_run_id),
+        candidate.task_run is None,
+        task_run.get("status") in (None, "unknown", "legacy"),
+        candidate.task_run_id,
+        candidate.loop_id,
+    )
+
+
+def mark_duplicates(candidates: Iterable[LoopCandidate]) -> None:
+    """Loops whose experiment workspace is the same directory: keep one, mark the others."""
+    by_dir: dict[str, list[LoopCandidate]] = {}
+    for candidate in candidates:
+        ref = candidate.experiment_workspace
+        if ref is None or ref.directory is None:
+            continue
+        by_dir.setdefault(normalise_path_key(str(ref.directory.resolve())), []).append(candidate)
+    for group in by_dir.values():
+        if len(group) < 2:
+            continue
+        group.sort(key=_canonical_rank)
+        keeper = group[0]
+        for other in group[1:]:
+            other.duplicate_of = keeper.experiment_id
+            other.notes.append(
+                f"same workspace directory as {keeper.task_run_id}/{keeper.loop_id}; archived once there"
+            )
+
+
+def loop_timestamp(loop: dict[str, Any]) -> str | None:
+    """The loop's latest known time as ISO text (registry formats vary, §2.6)."""
+    for column in ("updated_at_utc", "ended_at_utc", "started_at_utc"):
+        value = loop.get(column)
+        if value:
+            return str(value).replace(" ", "T")
+    return None
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if value.tzinfo is None:
+        from datetime import UTC
+
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def is_archivable(candidate: LoopCandidate) -> bool:
+    """Results on disk, or results recorded in the registry (level 1 from the registry alone)."""
+    if candidate.duplicate_of:
+        return False
+    if candidate.has_results_on_disk:
+        return True
+    loop = candidate.loop
+    has_result = loop.get("has_result") in (1, "1", True)
+    registry_metrics = loop.get("metrics_json") or loop.get("ic_mean") is not None
+    return bool(has_result and registry_metrics)

@@ -1,0 +1,116 @@
+"""Archive status: what is archived at which level, per task run, and what failed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from workbench.archive.catalog import open_catalog
+
+
+@dataclass(frozen=True)
+class ArchiveStatus:
+    """Frames a notebook can filter further; `format()` for the terminal."""
+
+    experiments: pl.DataFrame
+    by_level: pl.DataFrame
+    by_task_run: pl.DataFrame
+    runs: pl.DataFrame
+    errors: pl.DataFrame
+    storage: dict[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "by_level": self.by_level.to_dicts(),
+            "by_task_run": self.by_task_run.to_dicts(),
+            "runs": self.runs.to_dicts(),
+            "errors": self.errors.to_dicts(),
+            "storage": self.storage,
+        }
+
+    def format(self) -> str:
+        lines = ["experiments by level:"]
+        lines += [f"  level {r['archiving_level']}: {r['experiments']}" for r in self.by_level.iter_rows(named=True)]
+        lines.append("by task run:")
+        for r in self.by_task_run.iter_rows(named=True):
+            lines.append(f"  {r['task_run_id']}: {r['experiments']} experiments, level 2: {r['level2']}, "
+                         f"level 1: {r['level1']}")
+        s = self.storage
+        lines.append(f"storage: {s['objects']} objects, {s['stored_bytes']:,} bytes stored for "
+                     f"{s['original_bytes']:,} bytes of kept files ({s['workspace_bytes']:,} bytes in workspaces)")
+        lines.append("recent runs:")
+        for r in self.runs.head(5).iter_rows(named=True):
+            lines.append(f"  {r['started_at']} {r['mode']:<11} {r['status']:<8} level2={r['n_level2']} "
+                         f"errors={r['n_errors']} ({r['run_id']})")
+        if self.errors.height:
+            lines.append(f"open errors ({self.errors.height}):")
+            for r in self.errors.head(20).iter_rows(named=True):
+                lines.append(f"  {r['task_run_id']}/{r['loop_id']} [{r['state']}]: {r['last_error']}")
+        return "\n".join(lines)
+
+
+def archive_status(
+    archive: Path | str | None = None,
+    *,
+    level: int | None = None,
+    task_run_id: str | None = None,
+    errors_only: bool = False,
+    since: str | None = None,
+) -> ArchiveStatus:
+    """Read the catalog once (read-only, released at once) and summarise it."""
+    where, params = ["1=1"], []
+    if level is not None:
+        where.append("e.archiving_level = ?")
+        params.append(level)
+    if task_run_id:
+        where.append("e.task_run_id = ?")
+        params.append(task_run_id)
+    if since:
+        where.append("e.created_at >= CAST(? AS TIMESTAMPTZ)")
+        params.append(since)
+    if errors_only:
+        where.append("s.state = 'failed'")
+    with open_catalog(archive, read_only=True) as con:
+        experiments = con.execute(
+            f"""SELECT e.id, e.task_run_id, e.loop_id, e.workspace_id, e.action, e.archiving_level, e.workspace_state,
+                       e.request_name, e.strategy_role, e.created_at, e.imported_at, s.state, s.last_error,
+                       (SELECT coalesce(sum(f.size_bytes), 0) FROM wb_stored_files f WHERE f.experiment_id = e.id) AS kept_bytes,
+                       (SELECT coalesce(sum((j->>'size_bytes')::BIGINT), 0)
+                          FROM (SELECT unnest(from_json(e.file_refs_json, '["JSON"]')) AS j)) AS workspace_bytes
+                FROM aistock_experiments e LEFT JOIN wb_loop_state s ON s.experiment_id = e.id
+                WHERE {' AND '.join(where)} ORDER BY e.task_run_id, e.loop_id""",
+            params,
+        ).pl()
+        runs = con.execute(
+            "SELECT run_id, mode, status, started_at, ended_at, n_candidates, n_level1, n_level2, n_unchanged, "
+            "n_errors, bytes_read, bytes_stored FROM wb_archive_runs ORDER BY started_at DESC LIMIT 50"
+        ).pl()
+        errors = con.execute(
+            "SELECT task_run_id, loop_id, experiment_id, state, last_error, updated_at FROM wb_loop_state "
+            "WHERE state = 'failed' ORDER BY updated_at DESC"
+        ).pl()
+        objects, stored_bytes, original_bytes = con.execute(
+            "SELECT count(*), coalesce(sum(stored_bytes), 0), coalesce(sum(size_bytes), 0) FROM wb_objects"
+        ).fetchone()
+    by_level = experiments.group_by("archiving_level").agg(pl.len().alias("experiments")).sort("archiving_level")
+    by_task_run = (
+        experiments.group_by("task_run_id")
+        .agg(
+            pl.len().alias("experiments"),
+            (pl.col("archiving_level") == 2).sum().alias("level2"),
+            (pl.col("archiving_level") == 1).sum().alias("level1"),
+            pl.col("kept_bytes").sum().alias("kept_bytes"),
+            pl.col("workspace_bytes").sum().alias("workspace_bytes"),
+        )
+        .sort("task_run_id")
+    )
+    storage = {
+        "objects": int(objects),
+        "stored_bytes": int(stored_bytes),
+        "original_bytes": int(original_bytes),
+        "workspace_bytes": int(experiments["workspace_bytes"].sum() or 0),
+    }
+    return ArchiveStatus(experiments, by_level, by_task_run, runs, errors, storage)

@@ -1,0 +1,218 @@
+"""Content-addressed object store: one file per distinct content, named by its SHA-256.
+
+Write ordering (the rules that make an interruption harmless):
+1. content is read once; the hash is computed from the very bytes that are stored;
+2. the object is written to ``tmp/`` and renamed into ``objects/aa/<sha256>[.zst]``;
+3. the caller makes the batch durable (`ObjectStore.sync`) before committing catalog rows that
+   reference the objects; an object on disk that the catalog does not list yet is rewritten
+   rather than trusted, because it may be the torn result of a crash before the sync.
+
+Objects are stored zstd-compressed when that saves at least 10 %, raw otherwise (Parquet, for
+example, is already compressed and stays directly readable by polars, duckdb and pyarrow).
+A compressed object starts with an 8-byte magic and the original size, so it can be restored
+without the catalog.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import struct
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pyarrow as pa
+
+from workbench.errors import VerificationError
+
+MAGIC = b"WBZSTD1\n"
+HEADER = struct.Struct(">8sQ")
+CHUNK = 4 * 1024 * 1024
+COMPRESS_LIMIT = 256 * 1024 * 1024
+MIN_SAVING = 0.90
+Codec = Literal["raw", "zstd"]
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    sha256: str
+    size_bytes: int
+    stored_bytes: int
+    storage_key: str
+    codec: Codec
+    written: bool
+
+
+def sha256_file(path: Path) -> str:
+    """Stream a file through SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ObjectStore:
+    """The ``objects/`` folder of one archive."""
+
+    def __init__(self, root: Path, *, tmp: Path | None = None, level: int = 3) -> None:
+        self.root = root
+        self.tmp = tmp or root.parent / "tmp"
+        self.level = level
+        self._dirty: set[Path] = set()
+        self._session: dict[str, str] = {}
+
+    def key_for(self, sha256: str, codec: Codec) -> str:
+        suffix = ".zst" if codec == "zstd" else ""
+        return f"{sha256[:2]}/{sha256}{suffix}"
+
+    def path_for(self, storage_key: str) -> Path:
+        return self.root / storage_key
+
+    def find(self, sha256: str) -> Path | None:
+        for codec in ("zstd", "raw"):
+            candidate = self.path_for(self.key_for(sha256, codec))  # type: ignore[arg-type]
+            if candidate.exists():
+                return candidate
+        return None
+
+    def put_file(self, source: Path, *, known: dict[str, str] | None = None) -> StoredObject:
+        """Store one file; `known` maps sha256 → storage_key of objects the catalog already lists."""
+        size = source.stat().st_size
+        if size > COMPRESS_LIMIT:
+            return self._put_large(source, known=known)
+        data = source.read_bytes()
+        return self.put_bytes(data, known=known)
+
+    def put_bytes(self, data: bytes, *, known: dict[str, str] | None = None) -> StoredObject:
+        sha = hashlib.sha256(data).hexdigest()
+        key = self._session.get(sha) or (known or {}).get(sha)
+        if key is not None:
+            codec: Codec = "zstd" if key.endswith(".zst") else "raw"
+            stored = self.path_for(key)
+            if stored.exists():
+                return StoredObject(sha, len(data), stored.stat().st_size, key, codec, False)
+        payload, codec = self._encode(data)
+        key = self.key_for(sha, codec)
+        self._write_atomic(self.path_for(key), payload)
+        self._session[sha] = key
+        return StoredObject(sha, len(data), len(payload), key, codec, True)
+
+    def _encode(self, data: bytes) -> tuple[bytes, Codec]:
+        if len(data) < 64:
+            return data, "raw"
+        compressed = pa.compress(data, codec="zstd", compression_level=self.level, asbytes=True)
+        if len(compressed) + HEADER.size <= len(data) * MIN_SAVING:
+            return HEADER.pack(MAGIC, len(data)) + compressed, "zstd"
+        return data, "raw"
+
+    def _write_atomic(self, target: Path, payload: bytes) -> None:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.tmp / f"{uuid.uuid4().hex}.part"
+        with open(temp, "wb") as handle:
+            handle.write(payload)
+        os.replace(temp, target)
+        self._dirty.add(target.parent)
+
+    def _put_large(self, source: Path, *, known: dict[str, str] | None) -> StoredObject:
+        """Stream a file too large to hold in memory: hash while copying, store raw."""
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        temp = self.tmp / f"{uuid.uuid4().hex}.part"
+        digest = hashlib.sha256()
+        size = 0
+        with open(source, "rb") as src, open(temp, "wb") as dst:
+            for chunk in iter(lambda: src.read(CHUNK), b""):
+                digest.update(chunk)
+                dst.write(chunk)
+                size += len(chunk)
+        sha = digest.hexdigest()
+        key = self.key_for(sha, "raw")
+        target = self.path_for(key)
+        trusted = self._session.get(sha) or (known or {}).get(sha)
+        if trusted is not None and self.path_for(trusted).exists():
+            temp.unlink()
+            key = trusted
+            return StoredObject(sha, size, self.path_for(key).stat().st_size, key,
+                                "zstd" if key.endswith(".zst") else "raw", False)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp, target)
+        self._dirty.add(target.parent)
+        self._session[sha] = key
+        return StoredObject(sha, size, size, key, "raw", True)
+
+    def sync(self) -> None:
+        """Make every object written since the last call durable (data and directory entries)."""
+        if not self._dirty:
+            return
+        os.sync()
+        for folder in self._dirty:
+            _fsync_dir(folder)
+        self._dirty.clear()
+
+    def open_content(self, storage_key: str) -> bytes:
+        """The original bytes of an object (decompressed)."""
+        raw = self.path_for(storage_key).read_bytes()
+        if storage_key.endswith(".zst"):
+            magic, size = HEADER.unpack_from(raw)
+            if magic != MAGIC:
+                raise VerificationError(f"object {storage_key} lacks the zstd header; it is damaged")
+            return pa.decompress(raw[HEADER.size:], decompressed_size=size, codec="zstd", asbytes=True)
+        return raw
+
+    def iter_content(self, storage_key: str) -> Iterator[bytes]:
+        """Yield the original bytes in chunks (raw objects are streamed, zstd decoded whole)."""
+        if storage_key.endswith(".zst"):
+            yield self.open_content(storage_key)
+            return
+        with open(self.path_for(storage_key), "rb") as handle:
+            yield from iter(lambda: handle.read(CHUNK), b"")
+
+    def verify(self, storage_key: str, sha256: str) -> bool:
+        """Re-hash a stored object; False when it is missing or its content differs."""
+        if not self.path_for(storage_key).exists():
+            return False
+        digest = hashlib.sha256()
+        try:
+            for chunk in self.iter_content(storage_key):
+                digest.update(chunk)
+        except (OSError, VerificationError, pa.ArrowException, struct.error):
+            return False
+        return digest.hexdigest() == sha256
+
+    def restore_to(self, storage_key: str, sha256: str, target: Path) -> None:
+        """Write an object's original bytes to `target` atomically, checking the hash."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        digest = hashlib.sha256()
+        with open(temp, "wb") as handle:
+            for chunk in self.iter_content(storage_key):
+                digest.update(chunk)
+                handle.write(chunk)
+        if digest.hexdigest() != sha256:
+            temp.unlink()
+            raise VerificationError(
+                f"object {storage_key} does not hash to {sha256}; the archive copy is damaged "
+                "(run `workbench verify` to list every damaged object)"
+            )
+        os.replace(temp, target)
+
+    def clear_tmp(self) -> None:
+        """Remove temporary files left by an interrupted run."""
+        if self.tmp.exists():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,58 @@
+"""The `workbench` command: thin wrappers over the library, one command per entry point.
+
+Each command parses options, calls one library function with the same argument names, prints
+the result, and maps `WorkbenchError` subclasses to the documented exit codes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from workbench.cli import archive_cmds, cleanup_cmds, library_cmds
+from workbench.errors import WorkbenchError
+
+app = typer.Typer(
+    name="workbench",
+    help="Archive, clean up and compare what RD-Agent produced.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+archive_cmds.register(app)
+cleanup_cmds.register(app)
+library_cmds.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point: run the app, turn project errors into a message and an exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except WorkbenchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except SystemExit as exc:  # click's own usage errors
+        return int(exc.code or 0)
+    except Exception as exc:  # click.exceptions.UsageError and friends
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            typer.echo("aborted", err=True)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    """`workbench` console script."""
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Commands that make and read an archive: sample, archive, status, verify, restore, demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ArchiveOpt = Annotated[Path, typer.Option("--archive", help="Archive folder (catalog.duckdb + objects/).")]
+RootOpt = Annotated[Path, typer.Option("--rdagent-root", help="RD-Agent repo root (holds RDagentDB/, git_ignore_folder/, log/).")]
+DEFAULT_ARCHIVE = Path("data/archive")
+DEFAULT_SAMPLE = Path("data/sample")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sample")(sample)
+    app.command("archive")(archive)
+    app.command("status")(status)
+    app.command("verify")(verify)
+    app.command("restore")(restore)
+    app.command("demo")(demo)
+
+
+def sample(
+    out: Annotated[Path, typer.Option("--out", help="Folder to create (must not exist or be empty).")] = DEFAULT_SAMPLE,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same installation.")] = 0,
+    task_runs: Annotated[int, typer.Option(help="Number of ordinary task runs.")] = 3,
+    loops_per_run: Annotated[int, typer.Option(help="Loops per task run.")] = 4,
+    trading_days: Annotated[int, typer.Option(help="Trading days in each return series.")] = 60,
+    heavy_bytes: Annotated[int, typer.Option(help="Approximate size of each heavy intermediate file.")] = 32_768,
+) -> None:
+    """Generate a sample RD-Agent installation (registry, workspaces, logs, quirks included)."""
+    from workbench.rdagent.sample import generate_sample
+
+    info = generate_sample(out, seed=seed, task_runs=task_runs, loops_per_run=loops_per_run,
+                           trading_days=trading_days, heavy_bytes=heavy_bytes)
+    data = info.to_dict()
+    typer.echo(f"sample installation written to {out}")
+    typer.echo(f"  loops in registry: {len(data.get('loops', []))}, experiments with results: "
+               f"{len(data.get('experiments_expected', []))}")
+    typer.echo(f"  manifest: {out / 'sample_manifest.json'}")
+
+
+def archive(
+    rdagent_root: RootOpt = DEFAULT_SAMPLE,
+    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    mode: Annotated[str, typer.Option(help="full: every loop; incremental: new, changed, failed or below target.")] = "full",
+    registry: Annotated[Path | None, typer.Option(help="Registry file (default ROOT/RDagentDB/registry.sqlite).")] = None,
+    path_map: Annotated[list[str], typer.Option("--path-map", help="FROM=TO prefix rule for registry paths; repeatable.")] = [],  # noqa: B006
+    since: Annotated[str | None, typer.Option(help="Only loops at or after this date (YYYY-MM-DD).")] = None,
+    hours: Annotated[float | None, typer.Option(help="Incremental: loops of the last N hours.")] = None,
+    last: Annotated[int | None, typer.Option(help="Incremental: the latest N loops.")] = None,
+    target_level: Annotated[int, typer.Option(help="1: catalog rows only; 2: rows plus verified key files.")] = 2,
+    batch_size: Annotated[int, typer.Option(help="Loops committed per transaction.")] = 200,
+    include_heavy: Annotated[bool, typer.Option("--include-heavy", help="Also store heavy intermediates.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide the progress bar.")] = False,
+) -> None:
+    """Archive an RD-Agent installation (levels 0 → 1 → 2), full or incremental; exits 1 if any loop failed."""
+    from workbench.archive.pipeline import archive as run_archive
+
+    summary = run_archive(rdagent_root, archive=archive, mode=mode, registry=registry, path_map=path_map,  # type: ignore[arg-type]
+                          since=since, hours=hours, last=last, target_level=target_level, batch_size=batch_size,
+                          include_heavy=include_heavy, progress=not no_progress)
+    typer.echo(json.dumps(summary.to_dict(), indent=2, default=str) if json_output else summary.format())
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def status(
+    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    level: Annotated[int | None, typer.Option(help="Only experiments at this level.")] = None,
+    task_run: Annotated[str | None, typer.Option(help="Only this task run.")] = None,
+    errors_only: Annotated[bool, typer.Option("--errors", help="Only experiments whose last run failed.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show archive status: experiments by level and task run, recent runs, open errors."""
+    from workbench.archive.status import archive_status
+
+    report = archive_status(archive, level=level, task_run_id=task_run, errors_only=errors_only)
+    typer.echo(json.dumps(report.to_dict(), indent=2, default=str) if json_output else report.format())
+
+
+def verify(
+    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Re-hash every stored object against the catalog; exits 7 if any is missing or damaged."""
+    from workbench.archive.verify import verify_archive
+
+    report = verify_archive(archive)
+    typer.echo(json.dumps(report.to_dict(), indent=2) if json_output else report.format())
+    if report.damaged or report.missing:
+        raise typer.Exit(7)
+
+
+def restore(
+    experiment_id: Annotated[str, typer.Argument(help="Experiment id (or workspace id) to rebuild.")],
+    to: Annotated[Path, typer.Option("--to", help="Folder to write the workspace files into.")],
+    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+) -> None:
+    """Rebuild the archived files of a workspace byte for byte into a folder."""
+    from workbench.restore import restore_experiment
+
+    result = restore_experiment(experiment_id, to=to, archive=archive)
+    typer.echo(f"restored {result.files} files ({result.bytes:,} bytes) of {result.experiment_id} into {result.target}")
+    for path in result.left_out[:20]:
+        typer.echo(f"  not archived (deliberately left out): {path}")
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Where the sample installation goes.")] = DEFAULT_SAMPLE,
+    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    seed: Annotated[int, typer.Option(help="Sample seed.")] = 0,
+) -> None:
+    """The main job on the embedded default: make a sample installation (once), archive it, summarise."""
+    from workbench.demo import run_demo
+
+    text, failed = run_demo(out=out, archive=archive, seed=seed)
+    typer.echo(text)
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,79 @@
+"""The project's own exceptions: one base class, a few named kinds.
+
+Every message says what went wrong, with which file or id, and what to do next.
+CLI exit codes (documented in the README) are attached to each class.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class WorkbenchError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(WorkbenchError):
+    """A command-line option, config file or request is invalid."""
+
+    exit_code = 2
+
+
+class InputFileError(WorkbenchError):
+    """One RD-Agent input file is unreadable, malformed or unsafe.
+
+    Raised by the readers; the archive pipeline turns it into an error record and goes on.
+    """
+
+    exit_code = 3
+
+    def __init__(self, path: Path | str, reason: str, *, hint: str | None = None) -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.hint = hint
+        message = f"{self.path}: {reason}"
+        if hint:
+            message += f" ({hint})"
+        super().__init__(message)
+
+
+class UnsafePickleError(InputFileError):
+    """A pickle asked for something other than the pandas/numpy reconstruction of a DataFrame."""
+
+
+class RegistryError(WorkbenchError):
+    """The RD-Agent registry cannot be read (missing, not SQLite, locked past the retry budget)."""
+
+    exit_code = 4
+
+
+class ArchiveError(WorkbenchError):
+    """The archive is missing, damaged or of an unknown newer version."""
+
+    exit_code = 5
+
+
+class ArchiveBusyError(ArchiveError):
+    """Another job holds the archive lock, or another process holds the catalog file."""
+
+    exit_code = 6
+
+
+class VerificationError(ArchiveError):
+    """A stored or source file does not have the hash the catalog promised."""
+
+    exit_code = 7
+
+
+class UnsafePathError(WorkbenchError):
+    """A path escapes its root, contains '..' or goes through a link; it is never touched."""
+
+    exit_code = 8
+
+
+class PlanChangedError(WorkbenchError):
+    """A cleanup plan no longer matches the approval it is confirmed with."""
+
+    exit_code = 9
