@@ -13,18 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from workbench.rdagent.files.factor_meta import read_factor_meta
-from workbench.rdagent.files.factor_perf import read_factor_perf
-from workbench.rdagent.files.feedback import read_feedback
-from workbench.rdagent.files.jsonfile import read_json_file
-from workbench.rdagent.files.qlib_res import qlib_metrics_by_name, read_qlib_res
-from workbench.rdagent.files.returns import read_returns
 
 from workbench.archive import ids
 from workbench.archive.files import WorkspaceFile, walk_workspace
 from workbench.archive.scan import LoopCandidate
 from workbench.errors import ConfigError, InputFileError
 from workbench.metrics import compute_return_metrics
+from workbench.rdagent.files.factor_meta import read_factor_meta
+from workbench.rdagent.files.factor_perf import read_factor_perf
+from workbench.rdagent.files.feedback import read_feedback
+from workbench.rdagent.files.jsonfile import read_json_file
+from workbench.rdagent.files.qlib_res import qlib_metrics_by_name, read_qlib_res
+from workbench.rdagent.files.returns import read_returns
 
 REGISTRY_METRIC_COLUMNS = ("ic_mean", "rank_ic_mean", "ann_return", "mdd", "turnover", "multi_score")
 META_FILES = ("workspace_meta.json", "experiment_summary.json", "manifest.json", "model_meta.json", "strategy_meta.json")

@@ -102,14 +102,23 @@ def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pl.DataFrame:
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, conflict: str) -> None:
+    """INSERT ... SELECT from a registered Arrow table (one statement per table and batch)."""
     if frame.height == 0:
         return
-    con.register("_batch", frame.to_arrow())
+    columns = ", ".join(f'"{c}"' for c in frame.columns)
+    _execute_with(con, "_batch", frame, f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _batch {conflict}")
+
+
+def _execute_with(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, sql: str) -> None:
+    """Run `sql` with `frame` visible as `name`; the original error wins over cleanup errors."""
+    con.register(name, frame.to_arrow())
     try:
-        columns = ", ".join(f'"{c}"' for c in frame.columns)
-        con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _batch {conflict}")
+        con.execute(sql)
     finally:
-        con.unregister("_batch")
+        try:
+            con.unregister(name)
+        except duckdb.Error:
+            pass
 
 
 def commit_batch(
@@ -156,8 +165,8 @@ def _write_library(con: duckdb.DuckDBPyConnection, extracted: list[Extracted], *
                    "tags", "region", "freq", "variables_json", "first_experiment_id", "created_at", "updated_at"]
     fill = ", ".join(
         f"{c} = coalesce(nullif(aistock_factors.{c}, ''), excluded.{c})"
-        for c in ("version", "description_cn", "formula_hint", "expression", "expression_key", "region", "freq", "variables_json")
-    )
+        for c in ("version", "description_cn", "formula_hint", "expression", "expression_key", "region", "freq")
+    ) + ", variables_json = coalesce(aistock_factors.variables_json, excluded.variables_json)"
     _insert(con, "aistock_factors", _dedupe(_frame(factors, factor_cols), "id"),
             f"ON CONFLICT (id) DO UPDATE SET {fill}")
     perf_cols = ["id", "factor_id", "window_name", "start_date", "end_date", "ic_mean", "ic_ir", "coverage",
@@ -283,10 +292,10 @@ def _write_level2(
     file_cols = ["experiment_id", "rel_path", "sha256", "size_bytes", "file_class", "mtime_utc", "stored_at"]
     stamp = now.isoformat()
     _insert(con, "wb_stored_files",
-            _frame([{**f, "size_bytes": str(f["size_bytes"]), "stored_at": stamp} for f in files], file_cols),
+            _frame([{**f, "stored_at": stamp} for f in files], file_cols),
             "ON CONFLICT DO NOTHING")
     objects = {o.sha256: o for i in ids for o in stored[i].objects}
-    obj_rows = [{"sha256": o.sha256, "size_bytes": str(o.size_bytes), "stored_bytes": str(o.stored_bytes),
+    obj_rows = [{"sha256": o.sha256, "size_bytes": o.size_bytes, "stored_bytes": o.stored_bytes,
                  "storage_key": o.storage_key, "codec": o.codec, "created_at": stamp} for o in objects.values()]
     _insert(con, "wb_objects", _frame(obj_rows, ["sha256", "size_bytes", "stored_bytes", "storage_key", "codec", "created_at"]),
             "ON CONFLICT (sha256) DO NOTHING")
@@ -298,13 +307,13 @@ def _write_state(con: duckdb.DuckDBPyConnection, outcomes: Iterable[Outcome], *,
     error_rows = []
     for o in outcomes:
         state_rows.append({
-            "task_run_id": o.task_run_id, "loop_id": str(o.loop_id), "experiment_id": o.experiment_id,
-            "state": o.state, "archiving_level": str(o.level), "fingerprint": o.fingerprint,
+            "task_run_id": o.task_run_id, "loop_id": o.loop_id, "experiment_id": o.experiment_id,
+            "state": o.state, "archiving_level": o.level, "fingerprint": o.fingerprint,
             "last_run_id": run_id, "last_error": o.errors[0].message[:2000] if o.errors else None, "updated_at": stamp,
         })
         for e in o.errors:
             error_rows.append({
-                "run_id": run_id, "task_run_id": o.task_run_id, "loop_id": str(o.loop_id), "experiment_id": o.experiment_id,
+                "run_id": run_id, "task_run_id": o.task_run_id, "loop_id": o.loop_id, "experiment_id": o.experiment_id,
                 "path": e.path, "stage": e.stage, "error_type": e.error_type, "message": e.message[:4000], "created_at": stamp,
             })
     state_cols = ["task_run_id", "loop_id", "experiment_id", "state", "archiving_level", "fingerprint", "last_run_id",

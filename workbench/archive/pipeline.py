@@ -12,17 +12,15 @@
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
-from workbench.rdagent.installation import Installation
-from workbench.rdagent.registry import RegistrySnapshot, read_loops_changed_since, read_registry
+import polars as pl
 
 from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
 from workbench.archive.extract import Extracted, ItemError, extract_loop, validate_request
@@ -31,6 +29,8 @@ from workbench.archive.persist import Outcome, StoredBatch, commit_batch, store_
 from workbench.archive.scan import LoopCandidate, build_candidates, is_archivable, loop_timestamp, parse_time
 from workbench.archive.store import ObjectStore
 from workbench.errors import ConfigError, WorkbenchError
+from workbench.rdagent.installation import Installation
+from workbench.rdagent.registry import RegistrySnapshot, read_loops_changed_since, read_registry
 
 Mode = Literal["full", "incremental"]
 CURSOR_NAME = "registry"
@@ -73,7 +73,7 @@ class RunSummary:
             f"  errors:     {len(self.errors)}",
         ]
         for error in self.errors[:20]:
-            where = error.get("path") or f"{error.get('task_run_id')}/{error.get('loop_id')}"
+            where = f"{error.get('task_run_id')}/{error.get('loop_id')}"
             lines.append(f"    - [{error.get('stage')}] {where}: {error.get('message')}")
         if len(self.errors) > 20:
             lines.append(f"    ... {len(self.errors) - 20} more (table wb_item_errors, run_id = '{self.run_id}')")
@@ -177,13 +177,26 @@ def _record_run_end(layout: ArchiveLayout, summary: RunSummary) -> None:
         summary.notes.append(f"run summary not stored in the catalog: {exc}")
 
 
-def _load_snapshot(installation: Installation, mode: Mode, state: CatalogState) -> tuple[RegistrySnapshot, bool]:
-    """The registry rows this run looks at; True when the snapshot is the whole registry."""
+def _load_snapshot(installation: Installation, mode: Mode, state: CatalogState) -> RegistrySnapshot:
+    """The registry rows this run looks at.
+
+    Full runs and first runs read everything. Incremental runs read only the loops past the
+    cursor; loops that failed or stayed partial before are added from a full read only when
+    there are any (they are few, and retrying them is the point).
+    """
     if mode == "full" or state.cursor is None:
-        return read_registry(installation.registry_path), True
+        return read_registry(installation.registry_path)
     rowid, updated_at = state.cursor
-    pending = [key for key, s in state.loops.items() if s["state"] in ("failed", "partial")]
-    return read_loops_changed_since(installation.registry_path, rowid=rowid, updated_at=updated_at, also=pending), False
+    changed = read_loops_changed_since(installation.registry_path, rowid=rowid, updated_at=updated_at)
+    pending = {key for key, s in state.loops.items() if s["state"] in ("failed", "partial")}
+    if not pending:
+        return changed
+    whole = read_registry(installation.registry_path)
+    changed_keys = set(zip(changed.loops["task_run_id"].to_list(), changed.loops["loop_id"].to_list(), strict=True))
+    wanted = changed_keys | pending
+    keep = pl.struct("task_run_id", "loop_id").map_elements(
+        lambda r: (r["task_run_id"], r["loop_id"]) in wanted, return_dtype=pl.Boolean)
+    return replace(whole, loops=whole.loops.filter(keep))
 
 
 def _select(
@@ -226,12 +239,13 @@ def _run(
     include_heavy: bool,
     progress: bool,
 ) -> None:
-    snapshot, whole = _load_snapshot(installation, mode, state)
+    snapshot = _load_snapshot(installation, mode, state)
     candidates = build_candidates(snapshot, installation)
     for c, order in zip(candidates, snapshot.loops["_rowid"].to_list(), strict=True):
         c.loop["_order"] = order
     chosen = _select(candidates, state, mode=mode, since=since, hours=hours, last=last, target_level=target_level)
     requests = _requests_by_task_run(snapshot, state)
+    hashes = _registry_hashes(snapshot)
     summary.candidates = len(chosen)
     work: list[tuple[LoopCandidate, str]] = []
     skip_outcomes: list[Outcome] = []
@@ -256,9 +270,9 @@ def _run(
             summary.unchanged += 1
             continue
         work.append((candidate, fingerprint))
-    _process(layout, summary, work, skip_outcomes, requests, target_level=target_level, batch_size=batch_size,
-             include_heavy=include_heavy, progress=progress, installation=installation)
-    cursor = _snapshot_cursor(snapshot, whole, state)
+    _process(layout, summary, work, skip_outcomes, requests, hashes, target_level=target_level,
+             batch_size=batch_size, include_heavy=include_heavy, progress=progress)
+    cursor = _snapshot_cursor(snapshot, state)
     with open_catalog(layout.root) as con:
         if cursor is not None:
             con.execute(
@@ -270,18 +284,24 @@ def _run(
             )
 
 
-def _snapshot_cursor(snapshot: RegistrySnapshot, whole: bool, state: CatalogState) -> tuple[int, str | None] | None:
-    loops = snapshot.loops
-    if loops.height == 0:
-        return state.cursor
-    max_rowid = int(loops["_rowid"].max())  # type: ignore[arg-type]
-    stamps = [t for t in (loop_timestamp(r) for r in loops.iter_rows(named=True)) if t]
-    max_stamp = max(stamps) if stamps else None
+def _snapshot_cursor(snapshot: RegistrySnapshot, state: CatalogState) -> tuple[int, str | None] | None:
+    """The cursor after this run: the registry's own, never moving backwards."""
+    rowid, stamp = snapshot.max_rowid, snapshot.max_updated_at
     if state.cursor:
-        max_rowid = max(max_rowid, state.cursor[0])
-        if state.cursor[1] and (max_stamp is None or state.cursor[1] > max_stamp):
-            max_stamp = state.cursor[1]
-    return max_rowid, max_stamp
+        rowid = max(rowid, state.cursor[0])
+        if state.cursor[1] and (stamp is None or state.cursor[1] > stamp):
+            stamp = state.cursor[1]
+    return rowid, stamp
+
+
+def _registry_hashes(snapshot: RegistrySnapshot) -> dict[str, dict[str, str]]:
+    """workspace_id → {relative path: sha256} for files the registry hashed (V1 rows only)."""
+    found: dict[str, dict[str, str]] = {}
+    frame = snapshot.artifact_files.filter(pl.col("sha256").is_not_null())
+    for row in frame.select("workspace_id", "path", "sha256").iter_rows(named=True):
+        rel = str(row["path"]).replace("\\", "/")
+        found.setdefault(row["workspace_id"], {})[rel] = row["sha256"]
+    return found
 
 
 def _count(summary: RunSummary, reason: str) -> None:
@@ -315,12 +335,12 @@ def _process(
     work: list[tuple[LoopCandidate, str]],
     skip_outcomes: list[Outcome],
     requests: dict[str, dict[str, Any] | ItemError],
+    hashes: dict[str, dict[str, str]],
     *,
     target_level: int,
     batch_size: int,
     include_heavy: bool,
     progress: bool,
-    installation: Installation,
 ) -> None:
     store = ObjectStore(layout.objects, tmp=layout.tmp)
     store.clear_tmp()
@@ -335,7 +355,7 @@ def _process(
                 known = _known_objects(layout)
             outcomes, items, stored = [], {}, {}
             for candidate, fingerprint in batch:
-                outcome, item, files = _archive_one(candidate, fingerprint, requests, store, known or {},
+                outcome, item, files = _archive_one(candidate, fingerprint, requests, hashes, store, known or {},
                                                     target_level=target_level, include_heavy=include_heavy)
                 outcomes.append(outcome)
                 if item is not None:
@@ -368,6 +388,7 @@ def _archive_one(
     candidate: LoopCandidate,
     fingerprint: str,
     requests: dict[str, dict[str, Any] | ItemError],
+    hashes: dict[str, dict[str, str]],
     store: ObjectStore,
     known: dict[str, str],
     *,
@@ -388,7 +409,8 @@ def _archive_one(
     stored = None
     level = 1
     if target_level >= 2 and item.can_reach_level2:
-        stored = store_files(item, store, known=known, registry_hashes={})
+        ws = candidate.experiment_workspace
+        stored = store_files(item, store, known=known, registry_hashes=hashes.get(ws.workspace_id, {}) if ws else {})
         item.errors.extend(stored.errors)
         level = 2 if not stored.errors else 1
     errors = tuple(item.errors)
@@ -423,4 +445,3 @@ def _commit(
         for e in o.errors:
             summary.errors.append({"task_run_id": o.task_run_id, "loop_id": o.loop_id, "experiment_id": o.experiment_id,
                                    "stage": e.stage, "path": e.path, "message": e.message})
-    _ = os.getpid

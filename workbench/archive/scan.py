@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from workbench.archive.ids import experiment_id
 from workbench.rdagent.installation import Installation
 from workbench.rdagent.paths import normalise_path_key
 from workbench.rdagent.registry import RegistrySnapshot
-
-from workbench.archive.ids import experiment_id
 
 RESULT_FILES = ("qlib_res.csv", "ret.pkl")
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")

@@ -62,7 +62,7 @@ class ObjectStore:
     def __init__(self, root: Path, *, tmp: Path | None = None, level: int = 3) -> None:
         self.root = root
         self.tmp = tmp or root.parent / "tmp"
-        self.level = level
+        self._codec = pa.Codec("zstd", compression_level=level)
         self._dirty: set[Path] = set()
         self._session: dict[str, str] = {}
 
@@ -105,7 +105,7 @@ class ObjectStore:
     def _encode(self, data: bytes) -> tuple[bytes, Codec]:
         if len(data) < 64:
             return data, "raw"
-        compressed = pa.compress(data, codec="zstd", compression_level=self.level, asbytes=True)
+        compressed = self._codec.compress(data, asbytes=True)
         if len(compressed) + HEADER.size <= len(data) * MIN_SAVING:
             return HEADER.pack(MAGIC, len(data)) + compressed, "zstd"
         return data, "raw"
@@ -161,7 +161,7 @@ class ObjectStore:
             magic, size = HEADER.unpack_from(raw)
             if magic != MAGIC:
                 raise VerificationError(f"object {storage_key} lacks the zstd header; it is damaged")
-            return pa.decompress(raw[HEADER.size:], decompressed_size=size, codec="zstd", asbytes=True)
+            return pa.Codec("zstd").decompress(raw[HEADER.size:], decompressed_size=size, asbytes=True)
         return raw
 
     def iter_content(self, storage_key: str) -> Iterator[bytes]:

@@ -41,7 +41,7 @@ _SIGNAL_NULL_IDS = ("task_run_id", "loop_id", "workspace_id", "model_version")
 
 def trading_days(count: int) -> pd.DatetimeIndex:
     """Naive business days named `datetime`, as in Qlib's report frames."""
-    return pd.bdate_range(FIRST_TRADING_DAY, periods=count, name="datetime")
+    return pd.bdate_range(FIRST_TRADING_DAY, periods=count, name="datetime").as_unit("ns")
 
 
 def instrument_codes(count: int) -> list[str]:
@@ -167,13 +167,19 @@ class SignalShape:
         self.instrument_array = np.array(self.instruments, dtype=object)
 
 
-def signals_files(
-    scores: np.ndarray, *, shape: SignalShape, n_drop: int, generated_at: str
-) -> tuple[bytes, bytes]:
-    """`signals.parquet` / `signals.json` (§7.4): top-k rows per trade date by score."""
-    k = shape.topk
+SIGNAL_NULL_COLUMNS = ("target_position", "price_ref") + _SIGNAL_NULL_FLOATS + _SIGNAL_NULL_TEXT + _SIGNAL_NULL_IDS
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices and values of the k best scores of every day (row), best first."""
     top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    picked = np.take_along_axis(scores, top, axis=1).ravel()
+    return top, np.take_along_axis(scores, top, axis=1).ravel()
+
+
+def signals_frame(scores: np.ndarray, *, shape: SignalShape, n_drop: int, generated_at: str) -> pd.DataFrame:
+    """The §7.4 signals table: top-k rows per trade date by score, columns in spec order."""
+    k = shape.topk
+    top, picked = top_k(scores, k)
     rows = len(picked)
     columns: dict[str, object] = {
         "trade_date": shape.date_text,
@@ -196,11 +202,25 @@ def signals_files(
     columns["topk"] = np.full(rows, k, dtype=np.int64)
     columns["n_drop"] = np.full(rows, n_drop, dtype=np.int64)
     columns["rebalance_freq"] = np.full(rows, "1d", dtype=object)
-    frame = pd.DataFrame(columns)
+    return pd.DataFrame(
+        {name: pd.Series(values, dtype=object) if _is_text(values) else values for name, values in columns.items()}
+    )
+
+
+def signals_files(
+    scores: np.ndarray, *, shape: SignalShape, n_drop: int, generated_at: str
+) -> tuple[bytes, bytes]:
+    """`signals.parquet` / `signals.json` through pandas (the reference for `sample_tables`)."""
+    frame = signals_frame(scores, shape=shape, n_drop=n_drop, generated_at=generated_at)
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False, engine="pyarrow")
     text = frame.to_json(orient="table", date_format="iso", index=True)
     return buffer.getvalue(), text.encode()
+
+
+def _is_text(values: object) -> bool:
+    """Object arrays stay object (pandas < 3 wrote them so), not pandas 3's `str` dtype."""
+    return isinstance(values, np.ndarray) and values.dtype == object
 
 
 def pred_pickle(scores: np.ndarray, *, days: pd.DatetimeIndex, instruments: list[str], rows: int) -> bytes:
@@ -216,19 +236,30 @@ def factor_values(seed: int, name: str, size: int) -> np.ndarray:
     return np.random.default_rng([seed, zlib.crc32(name.encode())]).normal(0.0, 1.0, size)
 
 
+def combined_index(days: pd.DatetimeIndex, instruments: list[str]) -> pd.MultiIndex:
+    """(datetime, instrument) index; instruments kept as object dtype, as pandas < 3 wrote them."""
+    return pd.MultiIndex.from_product(
+        [days, pd.Index(instruments, dtype=object)], names=["datetime", "instrument"]
+    )
+
+
+def combined_factors_frame(
+    seed: int, names: tuple[str, ...], *, days: pd.DatetimeIndex, instruments: list[str]
+) -> pd.DataFrame:
+    """The factor runner's frame: ('feature', name) columns over a (datetime, instrument) index."""
+    index = combined_index(days, instruments)
+    columns = pd.MultiIndex.from_tuples([("feature", name) for name in names])
+    values = np.column_stack([factor_values(seed, name, len(index)) for name in names])
+    return pd.DataFrame(values, index=index, columns=columns)
+
+
 def combined_factors_parquet(
     seed: int, names: tuple[str, ...], *, days: pd.DatetimeIndex, instruments: list[str]
 ) -> bytes:
-    """`combined_factors_df.parquet` (§8): ('feature', name) columns, (datetime, instrument) index.
-
-    Written through pandas with pyarrow, so the raw parquet column names are tuple strings.
-    """
-    index = pd.MultiIndex.from_product([days, instruments], names=["datetime", "instrument"])
-    columns = pd.MultiIndex.from_tuples([("feature", name) for name in names])
-    data = np.column_stack([factor_values(seed, name, len(index)) for name in names])
-    frame = pd.DataFrame(data, index=index, columns=columns)
+    """`combined_factors_df.parquet` (§8), written through pandas with pyarrow, so the raw
+    parquet column names are tuple strings (the reference for `sample_tables`)."""
     buffer = io.BytesIO()
-    frame.to_parquet(buffer, engine="pyarrow")
+    combined_factors_frame(seed, names, days=days, instruments=instruments).to_parquet(buffer, engine="pyarrow")
     return buffer.getvalue()
 
 
