@@ -6,6 +6,7 @@ import builtins
 import csv
 import math
 import pickle
+import struct
 from datetime import date
 from pathlib import Path
 
@@ -231,3 +232,17 @@ def test_frame_without_dates_is_rejected(tmp_path: Path):
     pd.DataFrame({"account": [1.0]}).to_pickle(tmp_path / "ret.pkl")
     with pytest.raises(InputFileError, match="no DatetimeIndex"):
         read_returns(tmp_path / "ret.pkl")
+
+
+@pytest.mark.parametrize("name", ["ret_pandas3.1.1_numpy2.4.6.pkl", "ret_pandas3.1.1_numpy2.4.6_protocol4.pkl"])
+def test_arrow_labels_with_bad_offsets_are_rejected_not_read_out_of_bounds(tmp_path: Path, name: str):
+    # pandas 3 stores the column labels as an Arrow string array: offsets buffer + data buffer.
+    lengths = [len(c) for c in RETURN_COLUMNS]
+    offsets = [sum(lengths[:i]) for i in range(len(lengths) + 1)]
+    good = struct.pack(f"<{len(offsets)}q", *offsets)
+    bad = struct.pack(f"<{len(offsets)}q", *offsets[:-1], 10**9)  # last label ends far past the data
+    data = (FIXTURES / name).read_bytes()
+    assert data.count(good) == 1
+    path = _write(tmp_path, "ret.pkl", data.replace(good, bad))
+    with pytest.raises(InputFileError, match="not a readable pickle"):
+        read_returns(path)

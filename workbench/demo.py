@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from workbench.archive.pipeline import archive
 from workbench.archive.status import archive_status
 
 

@@ -188,4 +188,14 @@ def read_frame(
 ) -> pl.DataFrame:
     """Run one query on a read-only connection and return a Polars frame; the file is released."""
     with open_catalog(archive, read_only=True, timeout_s=timeout_s) as con:
-        return con.execute(sql, params or []).pl()
+        return fetch_frame(con, sql, params)
+
+
+def fetch_frame(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+) -> pl.DataFrame:
+    """One query's result as a Polars frame (through Arrow, no pandas)."""
+    relation = con.sql(sql, params=params) if params else con.sql(sql)
+    frame = pl.from_arrow(relation.to_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    return frame

@@ -160,7 +160,7 @@ def _write_rows(
 
 def _write_library(con: duckdb.DuckDBPyConnection, extracted: list[Extracted], *, now: datetime) -> None:
     stamp = now.isoformat()
-    factors = [{**f, "created_at": stamp, "updated_at": stamp} for x in extracted for f in x.factors]
+    factors = _merge_by_id([{**f, "created_at": stamp, "updated_at": stamp} for x in extracted for f in x.factors])
     factor_cols = ["id", "name", "version", "source", "description_cn", "formula_hint", "expression", "expression_key",
                    "tags", "region", "freq", "variables_json", "first_experiment_id", "created_at", "updated_at"]
     fill = ", ".join(
@@ -198,6 +198,17 @@ def _write_library(con: duckdb.DuckDBPyConnection, extracted: list[Extracted], *
                                                       "config_json", "factor_combination_id"))
     _insert(con, "aistock_strategies", _dedupe(_frame(strategies, strat_cols), "id"),
             f"ON CONFLICT (id) DO UPDATE SET {update}, {keep_manual}")
+
+
+def _merge_by_id(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per id: the first row, its empty fields filled from later rows (same as the upsert)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        current = merged.setdefault(row["id"], dict(row))
+        for key, value in row.items():
+            if current.get(key) in (None, ""):
+                current[key] = value
+    return list(merged.values())
 
 
 def _dedupe(frame: pl.DataFrame, key: str | list[str]) -> pl.DataFrame:

@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from workbench.archive.catalog import open_catalog
+from workbench.archive.catalog import fetch_frame, open_catalog
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ def archive_status(
     if errors_only:
         where.append("s.state = 'failed'")
     with open_catalog(archive, read_only=True) as con:
-        experiments = con.execute(
+        experiments = fetch_frame(
+            con,
             f"""SELECT e.id, e.task_run_id, e.loop_id, e.workspace_id, e.action, e.archiving_level, e.workspace_state,
                        e.request_name, e.strategy_role, e.created_at, e.imported_at, s.state, s.last_error,
                        (SELECT coalesce(sum(f.size_bytes), 0) FROM wb_stored_files f WHERE f.experiment_id = e.id) AS kept_bytes,
@@ -83,15 +84,17 @@ def archive_status(
                 FROM aistock_experiments e LEFT JOIN wb_loop_state s ON s.experiment_id = e.id
                 WHERE {' AND '.join(where)} ORDER BY e.task_run_id, e.loop_id""",
             params,
-        ).pl()
-        runs = con.execute(
+        )
+        runs = fetch_frame(
+            con,
             "SELECT run_id, mode, status, started_at, ended_at, n_candidates, n_level1, n_level2, n_unchanged, "
             "n_errors, bytes_read, bytes_stored FROM wb_archive_runs ORDER BY started_at DESC LIMIT 50"
-        ).pl()
-        errors = con.execute(
+        )
+        errors = fetch_frame(
+            con,
             "SELECT task_run_id, loop_id, experiment_id, state, last_error, updated_at FROM wb_loop_state "
-            "WHERE state = 'failed' ORDER BY updated_at DESC"
-        ).pl()
+            "WHERE state = 'failed' ORDER BY updated_at DESC",
+        )
         objects, stored_bytes, original_bytes = con.execute(
             "SELECT count(*), coalesce(sum(stored_bytes), 0), coalesce(sum(size_bytes), 0) FROM wb_objects"
         ).fetchone()

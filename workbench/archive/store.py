@@ -7,8 +7,8 @@ Write ordering (the rules that make an interruption harmless):
    reference the objects; an object on disk that the catalog does not list yet is rewritten
    rather than trusted, because it may be the torn result of a crash before the sync.
 
-Objects are stored zstd-compressed when that saves at least 10 %, raw otherwise (Parquet, for
-example, is already compressed and stays directly readable by polars, duckdb and pyarrow).
+Objects are stored zstd-compressed when that saves at least 10 %, raw otherwise; Parquet is
+always stored raw, so the stored object opens directly in polars, duckdb and pyarrow.
 A compressed object starts with an 8-byte magic and the original size, so it can be restored
 without the catalog.
 """
@@ -103,7 +103,7 @@ class ObjectStore:
         return StoredObject(sha, len(data), len(payload), key, codec, True)
 
     def _encode(self, data: bytes) -> tuple[bytes, Codec]:
-        if len(data) < 64:
+        if len(data) < 64 or _is_parquet(data):
             return data, "raw"
         compressed = self._codec.compress(data, asbytes=True)
         if len(compressed) + HEADER.size <= len(data) * MIN_SAVING:
@@ -205,6 +205,11 @@ class ObjectStore:
         """Remove temporary files left by an interrupted run."""
         if self.tmp.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _is_parquet(data: bytes) -> bool:
+    """Parquet stays raw so that polars, duckdb and pyarrow open the stored object directly."""
+    return data[:4] == b"PAR1" and data[-4:] == b"PAR1"
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -44,11 +44,15 @@ def read_qlib_res(
     path = Path(path)
     text = read_text_file(path, max_bytes=max_bytes)
     values: dict[str, float] = {}
-    rows = list(csv.reader(io.StringIO(text)))
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise InputFileError(path, f"not a readable CSV file ({exc})") from None
+    first = _first_nonblank(rows)
     for line_no, row in enumerate(rows, start=1):
         if not row or all(not cell.strip() for cell in row):
             continue
-        if line_no == _first_nonblank(rows) and _is_header(row):
+        if line_no == first and _is_header(row):
             continue
         name, value = _parse_row(row, line_no, path)
         if name in values and on_duplicate == "error":
