@@ -1,0 +1,218 @@
+"""Archive runs against other processes: kill -9 and resume, locks, a busy catalog, a live registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from workbench.archive.catalog import migrate, open_catalog, schema_version
+from workbench.archive.lock import archive_lock
+from workbench.archive.pipeline import archive
+from workbench.archive.schema import LATEST_VERSION, MIGRATIONS
+from workbench.archive.verify import verify_archive
+from workbench.errors import ArchiveBusyError
+from workbench.rdagent.sample import generate_sample
+
+PYTHON = sys.executable
+
+
+def rows(archive_dir: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(archive_dir / "catalog.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def archive_in_subprocess(root: Path, archive_dir: Path, *extra: str) -> subprocess.Popen:
+    code = textwrap.dedent(f"""
+        from workbench.archive.pipeline import archive
+        archive({str(root)!r}, archive={str(archive_dir)!r}, mode="full", progress=False, batch_size=1)
+    """)
+    return subprocess.Popen([PYTHON, "-c", code, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def count_files(folder: Path) -> int:
+    return sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
+
+
+def test_killed_full_run_is_completed_by_the_next(tmp_path: Path) -> None:
+    root = tmp_path / "rd"
+    generate_sample(root, seed=3, task_runs=6, loops_per_run=6)
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    proc = archive_in_subprocess(root, killed)
+    deadline = time.monotonic() + 60
+    while count_files(killed / "objects") < 150 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "the run finished before it could be killed; the sample is too small"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    interrupted = rows(killed, "SELECT status FROM wb_archive_runs")
+    assert interrupted == [("running",)], "the killed run must be visible as unfinished"
+    # no experiment is left half at level 2: every level-2 row has its series and files
+    half = rows(killed, """SELECT e.id FROM aistock_experiments e WHERE e.archiving_level = 2 AND (
+                             NOT EXISTS (SELECT 1 FROM aistock_return_series r WHERE r.experiment_id = e.id)
+                          OR NOT EXISTS (SELECT 1 FROM wb_stored_files f WHERE f.experiment_id = e.id))""")
+    assert half == []
+    archive(root, archive=killed, mode="full", progress=False)
+    archive(root, archive=clean, mode="full", progress=False)
+    for sql in ("SELECT id, archiving_level FROM aistock_experiments ORDER BY id",
+                "SELECT experiment_id, rel_path, sha256 FROM wb_stored_files ORDER BY 1, 2",
+                "SELECT sha256, storage_key FROM wb_objects ORDER BY 1",
+                "SELECT experiment_id, count(*), sum(account) FROM aistock_return_series GROUP BY 1 ORDER BY 1",
+                "SELECT id FROM aistock_factors ORDER BY id"):
+        assert rows(killed, sql) == rows(clean, sql), sql
+    report = verify_archive(killed)
+    assert report.checked > 0 and not report.damaged and not report.missing
+    assert not (killed / "tmp").exists() or count_files(killed / "tmp") == 0
+
+
+def test_second_job_on_the_same_archive_is_refused_and_a_dead_holder_frees_the_lock(
+        rd_root: Path, archive_dir: Path) -> None:
+    holder = subprocess.Popen([PYTHON, "-c", textwrap.dedent(f"""
+        import time
+        from workbench.archive.lock import archive_lock
+        with archive_lock({str(archive_dir)!r}, job="cleanup"):
+            print("held", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with pytest.raises(ArchiveBusyError) as info:
+        archive(rd_root, archive=archive_dir, progress=False)
+    assert "cleanup" in str(info.value) and str(holder.pid) in str(info.value)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    with archive_lock(archive_dir, job="test"):
+        pass
+    assert archive(rd_root, archive=archive_dir, progress=False).level2 > 0
+
+
+def test_a_notebook_holding_the_catalog_delays_the_job_instead_of_failing_it(
+        rd_root: Path, archive_dir: Path) -> None:
+    archive(rd_root, archive=archive_dir, mode="incremental", target_level=1, progress=False)
+    reader = subprocess.Popen([PYTHON, "-c", textwrap.dedent(f"""
+        import time, duckdb
+        con = duckdb.connect({str(archive_dir / "catalog.duckdb")!r}, read_only=True)
+        print("open", flush=True)
+        time.sleep(1.5)
+        con.close()
+    """)], stdout=subprocess.PIPE, text=True)
+    assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
+    summary = archive(rd_root, archive=archive_dir, mode="full", progress=False)
+    reader.wait()
+    assert summary.level2 > 0
+
+
+def test_a_catalog_held_too_long_gives_up_naming_the_holder(archive_dir: Path) -> None:
+    with open_catalog(archive_dir, create=True):
+        pass
+    reader = subprocess.Popen([PYTHON, "-c", textwrap.dedent(f"""
+        import time, duckdb
+        con = duckdb.connect({str(archive_dir / "catalog.duckdb")!r}, read_only=True)
+        print("open", flush=True)
+        time.sleep(30)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
+        with pytest.raises(ArchiveBusyError) as info:
+            with open_catalog(archive_dir, timeout_s=0.5):
+                pass
+        assert f"PID {reader.pid}" in str(info.value)
+    finally:
+        reader.kill()
+        reader.wait()
+
+
+def add_loop_like_rdagent(root: Path, *, task_run_id: str, loop_id: int, source_workspace: Path) -> str:
+    """Another process (as RD-Agent would) adds a finished loop: a workspace folder, then registry rows."""
+    new_id = f"{loop_id:02d}" + "ab" * 15
+    target = root / "git_ignore_folder" / "RD-Agent_workspace" / new_id
+    shutil.copytree(source_workspace, target, symlinks=True)
+    code = textwrap.dedent(f"""
+        import sqlite3
+        con = sqlite3.connect({str(root / "RDagentDB" / "registry.sqlite")!r}, timeout=10)
+        con.execute("PRAGMA journal_mode=WAL")
+        now = "2026-11-25T10:00:00.000001+00:00"
+        with con:
+            con.execute("INSERT INTO loops (task_run_id, loop_id, action, status, has_result, started_at_utc, "
+                        "ended_at_utc, updated_at_utc) VALUES (?, ?, 'model', 'success', 0, ?, ?, ?)",
+                        ({task_run_id!r}, {loop_id}, now, now, now))
+            con.execute("INSERT INTO workspaces (workspace_id, task_run_id, loop_id, workspace_role, "
+                        "experiment_type, step_name, status, workspace_path, created_at_utc, updated_at_utc) "
+                        "VALUES (?, ?, ?, 'experiment_workspace', 'model', 'feedback', 'success', ?, ?, ?)",
+                        ({new_id!r}, {task_run_id!r}, {loop_id},
+                         "/mnt/f/Dev/RD-Agent-main/git_ignore_folder/RD-Agent_workspace/{new_id}", now, now))
+        con.close()
+    """)
+    subprocess.run([PYTHON, "-c", code], check=True)
+    return new_id
+
+
+def test_incremental_picks_up_only_what_is_new(rd_root: Path, archive_dir: Path) -> None:
+    archive(rd_root, archive=archive_dir, mode="full", progress=False)
+    noop = archive(rd_root, archive=archive_dir, mode="incremental", progress=False)
+    failed_before = rows(archive_dir, "SELECT count(*) FROM wb_loop_state WHERE state IN ('failed', 'partial')")[0][0]
+    assert noop.candidates == failed_before and noop.level2 == 0
+    source_dir, task_run_id = rows(
+        archive_dir, "SELECT workspace_dir, task_run_id FROM aistock_experiments WHERE archiving_level = 2 "
+                     "AND action = 'model' ORDER BY id LIMIT 1")[0]
+    new_id = add_loop_like_rdagent(rd_root, task_run_id=task_run_id, loop_id=77, source_workspace=Path(source_dir))
+    summary = archive(rd_root, archive=archive_dir, mode="incremental", progress=False)
+    assert summary.level2 == 1
+    assert summary.candidates == failed_before + 1
+    level = rows(archive_dir, f"SELECT archiving_level FROM aistock_experiments WHERE workspace_id = '{new_id}'")
+    assert level == [(2,)]
+
+
+def test_incremental_last_n_limits_the_work(rd_root: Path, archive_dir: Path) -> None:
+    summary = archive(rd_root, archive=archive_dir, mode="incremental", last=3, progress=False)
+    assert summary.candidates == 3
+
+
+def test_incremental_hours_selects_recent_loops_only(rd_root: Path, archive_dir: Path) -> None:
+    summary = archive(rd_root, archive=archive_dir, mode="incremental", hours=1, progress=False)
+    assert summary.candidates == 0  # the sample's loops are months old
+
+
+def test_old_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "ar"
+    path.mkdir()
+    con = duckdb.connect(str(path / "catalog.duckdb"))
+    migrate(con, target=1)
+    assert schema_version(con) == 1
+    con.execute("INSERT INTO aistock_factors (id, name, source) VALUES ('f1', 'RESI5', 'qlib_alpha158')")
+    con.close()
+    with open_catalog(path) as upgraded:
+        assert schema_version(upgraded) == LATEST_VERSION
+        assert upgraded.execute("SELECT name FROM aistock_factors").fetchall() == [("RESI5",)]
+        tables = {r[0] for r in upgraded.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert {"wb_holds", "wb_attached_requests"} <= tables
+    assert max(MIGRATIONS) == LATEST_VERSION
+
+
+def test_run_summary_is_stored_and_written_as_json(rd_root: Path, archive_dir: Path) -> None:
+    summary = archive(rd_root, archive=archive_dir, progress=False)
+    stored = rows(archive_dir, f"SELECT status, n_level2, n_errors FROM wb_archive_runs WHERE run_id = '{summary.run_id}'")
+    assert stored == [(summary.status, summary.level2, len(summary.errors))]
+    on_disk = json.loads((archive_dir / "runs" / f"{summary.run_id}.json").read_text())
+    assert on_disk["level2"] == summary.level2
+
+
+def test_registry_is_never_modified(rd_root: Path, archive_dir: Path) -> None:
+    registry = rd_root / "RDagentDB" / "registry.sqlite"
+    before = {p.name: p.read_bytes() for p in registry.parent.glob("registry.sqlite*")}
+    archive(rd_root, archive=archive_dir, progress=False)
+    after = {p.name: p.read_bytes() for p in registry.parent.glob("registry.sqlite*")}
+    assert after == before
+    assert sqlite3.connect(registry).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
