@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Install, then run the whole test suite: unit and integration tests, papermill runs of the
-# notebooks (tests/test_notebooks.py) and nbval over every notebook.
+# Install, then run the whole test suite: unit and integration tests (including papermill runs of
+# every notebook, tests/test_notebooks.py), then nbval over every notebook on a temporary sample.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install.sh
 .venv/bin/python -m pytest -q -p no:cacheprovider tests
-.venv/bin/python -m pytest -q -p no:cacheprovider --nbval-lax notebooks
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+WORKBENCH_RDAGENT_ROOT="$scratch/rd" WORKBENCH_ARCHIVE="$scratch/archive" \
+  .venv/bin/python -m pytest -q -p no:cacheprovider --nbval-lax notebooks

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.archive.catalog import ArchiveLayout, open_catalog
+from workbench.archive.catalog import ArchiveLayout, fetch_one, open_catalog
 from workbench.archive.store import ObjectStore
 from workbench.errors import ArchiveError, UnsafePathError
 
@@ -31,11 +31,12 @@ def restore_experiment(experiment_id: str, *, to: Path | str, archive: Path | st
     """Write every stored file of one experiment (or workspace id) under `to`, checking each hash."""
     layout = ArchiveLayout.at(archive)
     with open_catalog(layout.root, read_only=True) as con:
-        row = con.execute(
+        row = fetch_one(
+            con,
             "SELECT id, file_refs_json FROM aistock_experiments WHERE id = ? OR workspace_id = ? "
             "ORDER BY archiving_level DESC LIMIT 1",
             [experiment_id, experiment_id],
-        ).fetchone()
+        )
         if row is None:
             raise ArchiveError(f"no experiment or workspace {experiment_id!r} in {layout.root}; "
                                "list them with `workbench status`")

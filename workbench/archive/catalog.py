@@ -129,14 +129,20 @@ def open_catalog(
         con.close()
 
 
+def fetch_one(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None
+) -> tuple[Any, ...] | None:
+    """The first row or None, with the result fully consumed (DuckDB refuses new work otherwise)."""
+    result = con.execute(sql, params or []).fetchall()
+    return result[0] if result else None
+
+
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     """The version a catalog was brought to, 0 for an empty file."""
-    has_meta = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'wb_meta'"
-    ).fetchone()
+    has_meta = fetch_one(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'wb_meta'")
     if not has_meta or has_meta[0] == 0:
         return 0
-    row = con.execute("SELECT value FROM wb_meta WHERE key = 'schema_version'").fetchone()
+    row = fetch_one(con, "SELECT value FROM wb_meta WHERE key = 'schema_version'")
     return int(row[0]) if row else 0
 
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import duckdb
 import polars as pl
 
-from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
+from workbench.archive.catalog import ArchiveLayout, fetch_one, open_catalog, utc_now
 from workbench.archive.extract import Extracted, ItemError, extract_loop, validate_request
 from workbench.archive.lock import archive_lock
 from workbench.archive.persist import Outcome, StoredBatch, commit_batch, store_files
@@ -145,9 +145,7 @@ def _load_state(con: duckdb.DuckDBPyConnection) -> CatalogState:
             "SELECT task_run_id, loop_id, state, archiving_level, fingerprint, experiment_id FROM wb_loop_state"
         ).fetchall()
     }
-    row = con.execute(
-        "SELECT registry_rowid, registry_updated_at FROM wb_cursor WHERE name = ?", [CURSOR_NAME]
-    ).fetchone()
+    row = fetch_one(con, "SELECT registry_rowid, registry_updated_at FROM wb_cursor WHERE name = ?", [CURSOR_NAME])
     requests = {r[0]: json.loads(r[1]) for r in con.execute("SELECT task_run_id, request_json FROM wb_attached_requests").fetchall()}
     return CatalogState(loops, (int(row[0]), row[1]) if row else None, requests)
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from workbench.archive.catalog import fetch_frame, open_catalog
+from workbench.archive.catalog import fetch_frame, fetch_one, open_catalog
 
 
 @dataclass(frozen=True)
@@ -95,9 +95,9 @@ def archive_status(
             "SELECT task_run_id, loop_id, experiment_id, state, last_error, updated_at FROM wb_loop_state "
             "WHERE state = 'failed' ORDER BY updated_at DESC",
         )
-        objects, stored_bytes, original_bytes = con.execute(
-            "SELECT count(*), coalesce(sum(stored_bytes), 0), coalesce(sum(size_bytes), 0) FROM wb_objects"
-        ).fetchone()
+        objects, stored_bytes, original_bytes = fetch_one(
+            con, "SELECT count(*), coalesce(sum(stored_bytes), 0), coalesce(sum(size_bytes), 0) FROM wb_objects"
+        ) or (0, 0, 0)
     by_level = experiments.group_by("archiving_level").agg(pl.len().alias("experiments")).sort("archiving_level")
     by_task_run = (
         experiments.group_by("task_run_id")
