@@ -53,7 +53,7 @@ def test_killed_full_run_is_completed_by_the_next(tmp_path: Path) -> None:
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     proc = archive_in_subprocess(root, killed)
     deadline = time.monotonic() + 60
-    while count_files(killed / "objects") < 150 and proc.poll() is None and time.monotonic() < deadline:
+    while count_files(killed / "objects") < 40 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     assert proc.poll() is None, "the run finished before it could be killed; the sample is too small"
     os.kill(proc.pid, signal.SIGKILL)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -135,6 +135,16 @@ def fetch_one(
     """The first row or None, with the result fully consumed (DuckDB refuses new work otherwise)."""
     result = con.execute(sql, params or []).fetchall()
     return result[0] if result else None
+
+
+def inline_reader(con: duckdb.DuckDBPyConnection) -> Callable[[str], bytes | None]:
+    """Read small objects kept in the catalog (see store.py) through an open connection."""
+
+    def read(sha256: str) -> bytes | None:
+        row = fetch_one(con, "SELECT data FROM wb_inline_objects WHERE sha256 = ?", [sha256])
+        return bytes(row[0]) if row else None
+
+    return read
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:

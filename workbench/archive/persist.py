@@ -51,9 +51,7 @@ def store_files(
     refs = {ref["path"]: ref for ref in item.file_refs}
     for entry in item.files:
         try:
-            obj = store.put_file(entry.source, known=known)
-            if verify and obj.written and not store.verify(obj.storage_key, obj.sha256):
-                raise VerificationError(f"stored copy of {entry.source} does not hash to {obj.sha256}")
+            obj = store.put_file(entry.source, known=known, verify=verify)
             expected = registry_hashes.get(entry.rel_path)
             if expected and expected.lower() != obj.sha256:
                 raise VerificationError(
@@ -154,6 +152,7 @@ def _write_rows(
     _write_library(con, extracted, now=now)
     _write_experiments(con, rows_for, items, now=now)
     level2 = [o for o in rows_for if o.level == 2]
+    _write_objects(con, stored, now=now)
     _write_level2(con, level2, items, stored, now=now)
     _write_state(con, outcomes, run_id=run_id, now=now)
 
@@ -305,11 +304,24 @@ def _write_level2(
     _insert(con, "wb_stored_files",
             _frame([{**f, "stored_at": stamp} for f in files], file_cols),
             "ON CONFLICT DO NOTHING")
-    objects = {o.sha256: o for i in ids for o in stored[i].objects}
+
+
+
+def _write_objects(con: duckdb.DuckDBPyConnection, stored: dict[str, StoredBatch], *, now: datetime) -> None:
+    """Objects of every stored item, failed ones too: later batches may reuse them by hash."""
+    stamp = now.isoformat()
+    objects: dict[str, StoredObject] = {}
+    for o in (o for batch in stored.values() for o in batch.objects):  # failed items' objects too
+        if o.sha256 not in objects or o.inline_data is not None:
+            objects[o.sha256] = o
     obj_rows = [{"sha256": o.sha256, "size_bytes": o.size_bytes, "stored_bytes": o.stored_bytes,
                  "storage_key": o.storage_key, "codec": o.codec, "created_at": stamp} for o in objects.values()]
     _insert(con, "wb_objects", _frame(obj_rows, ["sha256", "size_bytes", "stored_bytes", "storage_key", "codec", "created_at"]),
             "ON CONFLICT (sha256) DO NOTHING")
+    inline = [{"sha256": o.sha256, "data": o.inline_data} for o in objects.values() if o.inline_data is not None]
+    if inline:
+        frame = pl.DataFrame(inline, schema={"sha256": pl.String, "data": pl.Binary})
+        _insert(con, "wb_inline_objects", frame, "ON CONFLICT (sha256) DO NOTHING")
 
 
 def _write_state(con: duckdb.DuckDBPyConnection, outcomes: Iterable[Outcome], *, run_id: str, now: datetime) -> None:

@@ -12,8 +12,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -104,6 +107,7 @@ def archive(
     include_heavy: bool = False,
     progress: bool = True,
     lock_wait_s: float = 0.0,
+    workers: int | None = None,
 ) -> RunSummary:
     """Archive an RD-Agent installation into `archive`; see the module docstring."""
     if mode not in ("full", "incremental"):
@@ -126,7 +130,8 @@ def archive(
             _record_run_start(con, summary, params)
         try:
             _run(installation, layout, summary, state, mode=mode, since=since, hours=hours, last=last,
-                 target_level=target_level, batch_size=batch_size, include_heavy=include_heavy, progress=progress)
+                 target_level=target_level, batch_size=batch_size, include_heavy=include_heavy, progress=progress,
+                 workers=workers or (os.cpu_count() or 1))
             summary.status = "failed" if summary.errors else "success"
         except BaseException as exc:
             summary.status = "aborted"
@@ -236,6 +241,7 @@ def _run(
     batch_size: int,
     include_heavy: bool,
     progress: bool,
+    workers: int,
 ) -> None:
     snapshot = _load_snapshot(installation, mode, state)
     candidates = build_candidates(snapshot, installation)
@@ -269,7 +275,7 @@ def _run(
             continue
         work.append((candidate, fingerprint))
     _process(layout, summary, work, skip_outcomes, requests, hashes, target_level=target_level,
-             batch_size=batch_size, include_heavy=include_heavy, progress=progress)
+             batch_size=batch_size, include_heavy=include_heavy, progress=progress, workers=workers)
     cursor = _snapshot_cursor(snapshot, state)
     with open_catalog(layout.root) as con:
         if cursor is not None:
@@ -327,6 +333,9 @@ def _requests_by_task_run(snapshot: RegistrySnapshot, state: CatalogState) -> di
     return found
 
 
+PARALLEL_MIN_LOOPS = 200
+
+
 def _process(
     layout: ArchiveLayout,
     summary: RunSummary,
@@ -339,22 +348,26 @@ def _process(
     batch_size: int,
     include_heavy: bool,
     progress: bool,
+    workers: int,
 ) -> None:
-    store = ObjectStore(layout.objects, tmp=layout.tmp)
-    store.clear_tmp()
-    known: dict[str, str] | None = None
+    """Extract and store loops (in worker processes for large runs), commit batch by batch."""
+    ObjectStore(layout.objects, tmp=layout.tmp).clear_tmp()
+    if skip_outcomes:
+        _commit(layout, summary, skip_outcomes, {}, {})
+    if not work:
+        return
+    known = _known_objects(layout) if target_level >= 2 else {}
+    settings = _WorkerSettings(layout.objects, layout.tmp, requests, hashes, known, target_level, include_heavy)
     bar = _progress_bar(len(work), enabled=progress)
+    pool = _worker_pool(settings, workers=workers if len(work) >= PARALLEL_MIN_LOOPS else 1)
+    committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+    pending: Future[None] | None = None
     try:
-        if skip_outcomes:
-            _commit(layout, summary, skip_outcomes, {}, {})
         for start in range(0, len(work), batch_size):
             batch = work[start:start + batch_size]
-            if known is None and target_level >= 2:
-                known = _known_objects(layout)
             outcomes, items, stored = [], {}, {}
-            for candidate, fingerprint in batch:
-                outcome, item, files = _archive_one(candidate, fingerprint, requests, hashes, store, known or {},
-                                                    target_level=target_level, include_heavy=include_heavy)
+            results = pool.map(_archive_in_worker, batch, chunksize=4) if pool else map(_archive_in_worker, batch)
+            for (candidate, _), (outcome, item, files) in zip(batch, results, strict=True):
                 outcomes.append(outcome)
                 if item is not None:
                     items[candidate.experiment_id] = item
@@ -363,12 +376,65 @@ def _process(
                     summary.bytes_read += files.bytes_read
                     summary.bytes_stored += files.bytes_written
                 bar.update(1)
-            store.sync()
-            _commit(layout, summary, outcomes, items, stored)
-            for obj in (o for s in stored.values() for o in s.objects):
-                (known if known is not None else {}).setdefault(obj.sha256, obj.storage_key)
+            if pending is not None:
+                pending.result()
+            # the commit of this batch overlaps the extraction of the next one
+            pending = committer.submit(_sync_and_commit, layout, summary, outcomes, items, stored)
+        if pending is not None:
+            pending.result()
     finally:
+        committer.shutdown(wait=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
+
+
+def _sync_and_commit(
+    layout: ArchiveLayout,
+    summary: RunSummary,
+    outcomes: list[Outcome],
+    items: dict[str, Extracted],
+    stored: dict[str, StoredBatch],
+) -> None:
+    if any(f.bytes_written for f in stored.values()):
+        os.sync()  # objects durable before the rows that reference them (store.py rule 3)
+    _commit(layout, summary, outcomes, items, stored)
+
+
+@dataclass(frozen=True)
+class _WorkerSettings:
+    objects: Path
+    tmp: Path
+    requests: dict[str, dict[str, Any] | ItemError]
+    hashes: dict[str, dict[str, str]]
+    known: dict[str, str]
+    target_level: int
+    include_heavy: bool
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(settings: _WorkerSettings) -> None:
+    _WORKER["settings"] = settings
+    _WORKER["store"] = ObjectStore(settings.objects, tmp=settings.tmp)
+
+
+def _worker_pool(settings: _WorkerSettings, *, workers: int) -> ProcessPoolExecutor | None:
+    """Worker processes (spawned: no forked thread pools) for large runs; None means in-process."""
+    _init_worker(settings)
+    if workers <= 1:
+        return None
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                               initargs=(settings,))
+
+
+def _archive_in_worker(job: tuple[LoopCandidate, str]) -> tuple[Outcome, Extracted | None, StoredBatch | None]:
+    settings: _WorkerSettings = _WORKER["settings"]
+    return _archive_one(job, requests=settings.requests, hashes=settings.hashes, store=_WORKER["store"],
+                        known=settings.known, target_level=settings.target_level,
+                        include_heavy=settings.include_heavy)
 
 
 def _progress_bar(total: int, *, enabled: bool) -> Any:
@@ -383,17 +449,20 @@ def _known_objects(layout: ArchiveLayout) -> dict[str, str]:
 
 
 def _archive_one(
-    candidate: LoopCandidate,
-    fingerprint: str,
+    job: tuple[LoopCandidate, str],
+    *,
     requests: dict[str, dict[str, Any] | ItemError],
     hashes: dict[str, dict[str, str]],
     store: ObjectStore,
     known: dict[str, str],
-    *,
     target_level: int,
     include_heavy: bool,
 ) -> tuple[Outcome, Extracted | None, StoredBatch | None]:
-    """Extract and store one loop; never raises for bad input (it becomes the outcome's errors)."""
+    """Extract and store one loop; never raises for bad input (it becomes the outcome's errors).
+
+    Runs in worker threads: reading, hashing, compressing and writing release the GIL.
+    """
+    candidate, fingerprint = job
     request = requests.get(candidate.task_run_id)
     if isinstance(request, ItemError):
         return Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0, "failed", fingerprint,

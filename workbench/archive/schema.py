@@ -252,6 +252,36 @@ CREATE TABLE aistock_factor_values (
     value DOUBLE
 );
 """,
+    5: """
+-- Asset pool: where imported factors and strategies came from, and who reviewed which strategy.
+CREATE TABLE wb_imports (
+    import_id VARCHAR PRIMARY KEY,
+    kind VARCHAR NOT NULL,
+    source VARCHAR NOT NULL,
+    path VARCHAR NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    item_ids JSON NOT NULL,
+    n_values BIGINT NOT NULL DEFAULT 0,
+    first_imported_at TIMESTAMPTZ NOT NULL,
+    last_imported_at TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE wb_strategy_reviews (
+    strategy_id VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    previous_status VARCHAR,
+    note VARCHAR,
+    reviewer VARCHAR,
+    created_at TIMESTAMPTZ NOT NULL
+);
+""",
+    6: """
+-- Small objects (<= 4 KiB) live in the catalog instead of as files: see store.py.
+CREATE TABLE wb_inline_objects (
+    sha256 VARCHAR PRIMARY KEY,
+    data BLOB NOT NULL
+);
+""",
 }
 
 LATEST_VERSION = max(MIGRATIONS)

@@ -7,6 +7,11 @@ Write ordering (the rules that make an interruption harmless):
    reference the objects; an object on disk that the catalog does not list yet is rewritten
    rather than trusted, because it may be the torn result of a crash before the sync.
 
+Small objects (at most `INLINE_MAX` bytes: metric files, configs, most JSON) are not files at
+all: their bytes travel with the batch and are written into the catalog table
+``wb_inline_objects`` in the same transaction as the rows that reference them (storage key
+``inline:<sha256>``). Creating tens of thousands of tiny files is what made archiving slow.
+
 Objects are stored zstd-compressed when that saves at least 10 %, raw otherwise; Parquet is
 always stored raw, so the stored object opens directly in polars, duckdb and pyarrow.
 A compressed object starts with an 8-byte magic and the original size, so it can be restored
@@ -20,7 +25,7 @@ import os
 import shutil
 import struct
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -34,7 +39,10 @@ HEADER = struct.Struct(">8sQ")
 CHUNK = 4 * 1024 * 1024
 COMPRESS_LIMIT = 256 * 1024 * 1024
 MIN_SAVING = 0.90
-Codec = Literal["raw", "zstd"]
+INLINE_MAX = 4096
+INLINE_PREFIX = "inline:"
+Codec = Literal["raw", "zstd", "inline"]
+InlineReader = Callable[[str], "bytes | None"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class StoredObject:
     storage_key: str
     codec: Codec
     written: bool
+    inline_data: bytes | None = None
 
 
 def sha256_file(path: Path) -> str:
@@ -59,14 +68,19 @@ def sha256_file(path: Path) -> str:
 class ObjectStore:
     """The ``objects/`` folder of one archive."""
 
-    def __init__(self, root: Path, *, tmp: Path | None = None, level: int = 3) -> None:
+    def __init__(
+        self, root: Path, *, tmp: Path | None = None, level: int = 1, inline: InlineReader | None = None
+    ) -> None:
         self.root = root
+        self._inline = inline
         self.tmp = tmp or root.parent / "tmp"
         self._codec = pa.Codec("zstd", compression_level=level)
         self._dirty: set[Path] = set()
         self._session: dict[str, str] = {}
 
     def key_for(self, sha256: str, codec: Codec) -> str:
+        if codec == "inline":
+            return INLINE_PREFIX + sha256
         suffix = ".zst" if codec == "zstd" else ""
         return f"{sha256[:2]}/{sha256}{suffix}"
 
@@ -80,23 +94,38 @@ class ObjectStore:
                 return candidate
         return None
 
-    def put_file(self, source: Path, *, known: dict[str, str] | None = None) -> StoredObject:
+    def put_file(self, source: Path, *, known: dict[str, str] | None = None, verify: bool = True) -> StoredObject:
         """Store one file; `known` maps sha256 → storage_key of objects the catalog already lists."""
         size = source.stat().st_size
         if size > COMPRESS_LIMIT:
             return self._put_large(source, known=known)
         data = source.read_bytes()
-        return self.put_bytes(data, known=known)
+        return self.put_bytes(data, known=known, verify=verify)
 
-    def put_bytes(self, data: bytes, *, known: dict[str, str] | None = None) -> StoredObject:
+    def put_bytes(self, data: bytes, *, known: dict[str, str] | None = None, verify: bool = True) -> StoredObject:
+        """Store bytes under their SHA-256.
+
+        With `verify`, a compressed payload is decompressed again and re-hashed before it is
+        written, so what lands on disk provably decodes to the hashed content.
+        """
         sha = hashlib.sha256(data).hexdigest()
         key = self._session.get(sha) or (known or {}).get(sha)
         if key is not None:
+            if key.startswith(INLINE_PREFIX):
+                return StoredObject(sha, len(data), len(data), key, "inline", False)
             codec: Codec = "zstd" if key.endswith(".zst") else "raw"
             stored = self.path_for(key)
             if stored.exists():
                 return StoredObject(sha, len(data), stored.stat().st_size, key, codec, False)
+        if len(data) <= INLINE_MAX:
+            key = self.key_for(sha, "inline")
+            self._session[sha] = key
+            return StoredObject(sha, len(data), len(data), key, "inline", True, inline_data=data)
         payload, codec = self._encode(data)
+        if verify and codec == "zstd":
+            decoded = self._codec.decompress(payload[HEADER.size:], decompressed_size=len(data), asbytes=True)
+            if hashlib.sha256(decoded).hexdigest() != sha:
+                raise VerificationError(f"compressed object {sha} does not decode to its content")
         key = self.key_for(sha, codec)
         self._write_atomic(self.path_for(key), payload)
         self._session[sha] = key
@@ -154,8 +183,23 @@ class ObjectStore:
             _fsync_dir(folder)
         self._dirty.clear()
 
+    def exists(self, storage_key: str) -> bool:
+        if storage_key.startswith(INLINE_PREFIX):
+            return self._read_inline(storage_key) is not None
+        return self.path_for(storage_key).exists()
+
+    def _read_inline(self, storage_key: str) -> bytes | None:
+        if self._inline is None:
+            raise VerificationError(f"object {storage_key} lives in the catalog; open the store with a catalog reader")
+        return self._inline(storage_key[len(INLINE_PREFIX):])
+
     def open_content(self, storage_key: str) -> bytes:
         """The original bytes of an object (decompressed)."""
+        if storage_key.startswith(INLINE_PREFIX):
+            data = self._read_inline(storage_key)
+            if data is None:
+                raise VerificationError(f"object {storage_key} is missing from wb_inline_objects")
+            return data
         raw = self.path_for(storage_key).read_bytes()
         if storage_key.endswith(".zst"):
             magic, size = HEADER.unpack_from(raw)
@@ -166,7 +210,7 @@ class ObjectStore:
 
     def iter_content(self, storage_key: str) -> Iterator[bytes]:
         """Yield the original bytes in chunks (raw objects are streamed, zstd decoded whole)."""
-        if storage_key.endswith(".zst"):
+        if storage_key.endswith(".zst") or storage_key.startswith(INLINE_PREFIX):
             yield self.open_content(storage_key)
             return
         with open(self.path_for(storage_key), "rb") as handle:
@@ -174,7 +218,7 @@ class ObjectStore:
 
     def verify(self, storage_key: str, sha256: str) -> bool:
         """Re-hash a stored object; False when it is missing or its content differs."""
-        if not self.path_for(storage_key).exists():
+        if not self.exists(storage_key):
             return False
         digest = hashlib.sha256()
         try:

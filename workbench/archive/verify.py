@@ -31,6 +31,7 @@ def verify_objects(archive: Path | str | None, sha256s: list[str] | None = None)
     layout = ArchiveLayout.at(archive)
     with open_catalog(layout.root, read_only=True) as con:
         rows = con.execute("SELECT sha256, storage_key FROM wb_objects ORDER BY sha256").fetchall()
+        inline = {r[0]: bytes(r[1]) for r in con.execute("SELECT sha256, data FROM wb_inline_objects").fetchall()}
     if sha256s is not None:
         wanted = set(sha256s)
         rows = [r for r in rows if r[0] in wanted]
@@ -38,11 +39,11 @@ def verify_objects(archive: Path | str | None, sha256s: list[str] | None = None)
         missing_rows = sorted(wanted - listed)
     else:
         missing_rows = []
-    store = ObjectStore(layout.objects, tmp=layout.tmp)
+    store = ObjectStore(layout.objects, tmp=layout.tmp, inline=inline.get)
     report = VerifyReport(missing=list(missing_rows))
     for sha, key in rows:
         report.checked += 1
-        if not store.path_for(key).exists():
+        if not store.exists(key):
             report.missing.append(sha)
         elif not store.verify(key, sha):
             report.damaged.append(sha)

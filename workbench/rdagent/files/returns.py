@@ -48,10 +48,19 @@ def returns_frame_from_pandas(frame: Any, path: Path) -> pl.DataFrame:
             path, f"no DatetimeIndex and no 'datetime' column (index is {type(frame.index).__name__})"
         )
     columns = {"datetime": _dates(stamps, path)}
-    for name in RETURN_COLUMNS:
-        if name in frame.columns:
-            columns[name] = pl.Series(name, _floats(frame[name], name, path), dtype=pl.Float64, nan_to_null=False)
+    present = [name for name in RETURN_COLUMNS if name in frame.columns]
+    block = _float_block(frame, present)
+    for i, name in enumerate(present):
+        values = block[:, i] if block is not None else _floats(frame[name], name, path)
+        columns[name] = pl.Series(name, values, dtype=pl.Float64, nan_to_null=False)
     return normalise_returns_frame(pl.DataFrame(columns), path)
+
+
+def _float_block(frame: Any, names: list[str]) -> np.ndarray | None:
+    """All wanted columns as one float64 array when they already are float64 (the usual case)."""
+    if not names or any(str(frame.dtypes[name]) != "float64" for name in names):
+        return None
+    return frame[names].to_numpy(dtype="float64")
 
 
 def normalise_returns_frame(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
@@ -60,7 +69,10 @@ def normalise_returns_frame(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
         raise InputFileError(path, "no 'datetime' column")
     if frame["datetime"].null_count():
         raise InputFileError(path, "a row has no date (NaT/null datetime)")
-    dup = frame.filter(pl.col("datetime").is_duplicated())["datetime"]
+    if frame["datetime"].is_sorted() and frame["datetime"].n_unique() == frame.height:
+        dup = frame["datetime"].head(0)
+    else:
+        dup = frame.filter(pl.col("datetime").is_duplicated())["datetime"]
     if len(dup):
         raise InputFileError(path, f"date {dup[0]} appears {int((frame['datetime'] == dup[0]).sum())} times")
     out = frame.select(
@@ -79,10 +91,10 @@ def _dates(stamps: Any, path: Path) -> pl.Series:
         stamps = stamps.tz_localize(None)
     if stamps.hasnans:
         raise InputFileError(path, "the datetime index has NaT entries")
-    if not (stamps == stamps.normalize()).all():
-        bad = stamps[stamps != stamps.normalize()][0]
-        raise InputFileError(path, f"the datetime index has a time of day ({bad}); expected daily dates")
     days = stamps.to_numpy().astype("datetime64[D]")
+    off_midnight = days.astype(stamps.dtype) != stamps.to_numpy()
+    if off_midnight.any():
+        raise InputFileError(path, f"the datetime index has a time of day ({stamps[off_midnight][0]}); expected daily dates")
     return pl.Series("datetime", days).cast(pl.Date)
 
 
