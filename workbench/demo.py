@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from workbench.archive.pipeline import archive as run_archive
 from workbench.archive.status import archive_status
 
 
@@ -30,8 +31,8 @@ def run_demo(*, out: Path, archive: Path, seed: int = 0) -> tuple[str, bool]:
         lines.append(f"generated a sample RD-Agent installation in {out}")
     else:
         lines.append(f"using the sample RD-Agent installation in {out}")
-    summary = archive_run = archive(out, archive=archive, mode="incremental", progress=True)
-    lines.append(archive_run.format())
+    summary = run_archive(out, archive=archive, mode="incremental", progress=True)
+    lines.append(summary.format())
     expected = _expected_broken(out)
     unexpected = [e for e in summary.errors if not e.get("path") or str(Path(e["path"]).resolve()) not in expected]
     if summary.errors and not unexpected:

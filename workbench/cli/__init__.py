@@ -28,7 +28,9 @@ library_cmds.register(app)
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: run the app, turn project errors into a message and an exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        result = app(args=argv, standalone_mode=False)
+        if isinstance(result, int):  # typer.Exit(code) is returned, not raised, without standalone mode
+            return result
     except WorkbenchError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
