@@ -216,3 +216,18 @@ def test_registry_is_never_modified(rd_root: Path, archive_dir: Path) -> None:
     after = {p.name: p.read_bytes() for p in registry.parent.glob("registry.sqlite*")}
     assert after == before
     assert sqlite3.connect(registry).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_rearchiving_after_a_full_cleanup_keeps_the_archived_record(rd_root: Path, archive_dir: Path) -> None:
+    from workbench.cleanup import cleanup
+
+    archive(rd_root, archive=archive_dir, mode="full", progress=False)
+    outcome = cleanup(rd_root, archive=archive_dir, stage="full", confirm=True, yes=True)
+    deleted = rows(archive_dir, "SELECT id FROM aistock_experiments WHERE workspace_state = 'deleted'")
+    assert deleted, f"the full cleanup should delete workspaces ({outcome})"
+    sql = ("SELECT id, archiving_level, metrics_json, feedback_json, file_refs_json, workspace_dir "
+           "FROM aistock_experiments ORDER BY id")
+    before = rows(archive_dir, sql)
+    summary = archive(rd_root, archive=archive_dir, mode="full", progress=False)
+    assert summary.skipped.get("cleaned_up", 0) >= len(deleted)
+    assert rows(archive_dir, sql) == before

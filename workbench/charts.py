@@ -92,3 +92,102 @@ def archive_bytes_chart(storage: dict[str, int]) -> alt.Chart:
         .encode(y=alt.Y("what:N", sort=None, title=None), x=alt.X("bytes:Q", title="bytes"), tooltip=["what:N", "bytes:Q"])
         .properties(title="Bytes stored versus bytes in workspaces", width=420, height=120)
     )
+
+
+# --------------------------------------------------------------------------- strategy comparison
+
+
+def _strategy_color(n_strategies: int) -> alt.Color:
+    """Distinct colours for up to 20 strategies; a two-column legend that lists all of them beyond."""
+    return alt.Color(
+        "strategy:N",
+        sort=None,
+        scale=alt.Scale(scheme="tableau20" if n_strategies > 10 else "tableau10"),
+        legend=alt.Legend(title="strategy", symbolLimit=0, columns=2 if n_strategies > 20 else 1, labelLimit=160),
+    )
+
+
+def comparison_curves_chart(
+    curves: pl.DataFrame, *, control: str | None = None, max_rows: int = MAX_ROWS, width: int = 560
+) -> alt.VConcatChart:
+    """Cumulative excess return above drawdown, one line per strategy, the control drawn thicker.
+
+    `curves` is long (`strategy, datetime, cum_excess, drawdown`); it is thinned per strategy to
+    at most `max_rows` points (50 strategies over 10 years stay below Altair's 5,000-row limit),
+    and both panels share one copy of the data.
+    """
+    # A frame (not inline values) becomes one top-level dataset that Altair does not validate row by
+    # row, which keeps building the specification fast; thinning keeps it under MAX_ROWS.
+    data = thin_series(curves, by="strategy", max_rows=max_rows).with_columns(pl.col("datetime").cast(pl.String))
+    n_strategies = max(curves["strategy"].n_unique(), 1)
+    size = (alt.condition(alt.datum.strategy == control, alt.value(3.0), alt.value(1.2)) if control
+            else alt.value(1.5))
+    tooltip = ["strategy:N", alt.Tooltip("datetime:T"), alt.Tooltip("cum_excess:Q", format=".2%"),
+               alt.Tooltip("drawdown:Q", format=".2%")]
+    base = alt.Chart().mark_line().encode(
+        x=alt.X("datetime:T", title=None), color=_strategy_color(n_strategies), size=size, tooltip=tooltip
+    )
+    cumulative = base.encode(
+        y=alt.Y("cum_excess:Q", title="cumulative excess return", axis=alt.Axis(format="%"))
+    ).properties(width=width, height=220, title="Cumulative excess return" + (f" (control: {control})" if control else ""))
+    drawdown = base.encode(
+        y=alt.Y("drawdown:Q", title="drawdown", axis=alt.Axis(format="%"))
+    ).properties(width=width, height=130, title="Drawdown of cumulative excess return")
+    return alt.vconcat(cumulative, drawdown, data=data)
+
+
+def sharpe_diff_chart(table: pl.DataFrame, *, width: int = 300) -> alt.LayerChart:
+    """Each treatment's Sharpe ratio minus the control's with its bootstrap interval; 0 = no difference."""
+    rows = table.filter((pl.col("role") == "treatment") & pl.col("sharpe_diff").is_not_null()).select(
+        "strategy", "sharpe_diff", "sharpe_diff_low", "sharpe_diff_high", "psr", "dsr"
+    )
+    data = rows
+    y = alt.Y("strategy:N", sort=None, title=None)
+    intervals = alt.Chart(data).mark_rule(strokeWidth=2).encode(
+        y=y, x=alt.X("sharpe_diff_low:Q", title="Sharpe ratio − control's (95% CI)"), x2="sharpe_diff_high:Q"
+    )
+    points = alt.Chart(data).mark_point(filled=True, size=60).encode(
+        y=y, x="sharpe_diff:Q",
+        color=alt.when(alt.datum.sharpe_diff_low > 0).then(alt.value("#2ca02c"))
+        .when(alt.datum.sharpe_diff_high < 0).then(alt.value("#d62728")).otherwise(alt.value("#555555")),
+        tooltip=["strategy:N", alt.Tooltip("sharpe_diff:Q", format="+.2f"), alt.Tooltip("sharpe_diff_low:Q", format="+.2f"),
+                 alt.Tooltip("sharpe_diff_high:Q", format="+.2f"), alt.Tooltip("psr:Q", format=".2f"),
+                 alt.Tooltip("dsr:Q", format=".2f")],
+    )
+    zero = alt.Chart(pl.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="#888888").encode(x="x:Q")
+    return alt.layer(intervals, points, zero).properties(
+        width=width, height=max(60, 18 * rows.height), title="Sharpe ratio versus the control"
+    )
+
+
+def comparison_chart(curves: pl.DataFrame, table: pl.DataFrame, *, control: str | None = None) -> alt.TopLevelMixin:
+    """The comparison at a glance: curves on the left, Sharpe differences on the right (when there are treatments)."""
+    left = comparison_curves_chart(curves, control=control)
+    if table.filter(pl.col("role") == "treatment").height == 0:
+        return left
+    return alt.hconcat(left, sharpe_diff_chart(table))
+
+
+# --------------------------------------------------------------------------- factor library
+
+
+def factor_windows_chart(performance: pl.DataFrame, *, metric: str = "ic_ir", width: int = 420) -> alt.Chart:
+    """A factor's result in each window (one dot per window and experiment), factors by their best value.
+
+    `performance` is :func:`workbench.library.factors.factor_performance` output (or a subset);
+    the shape tells a factor's own figures from those of a combination it was part of.
+    """
+    rows = performance.filter(pl.col(metric).is_not_null()).select("name", "window_name", "basis", metric).head(MAX_ROWS)
+    order = rows.group_by("name").agg(pl.col(metric).max()).sort(metric, descending=True)["name"].to_list()
+    return (
+        alt.Chart(rows)
+        .mark_point(filled=True, size=60)
+        .encode(
+            x=alt.X(f"{metric}:Q", title=metric),
+            y=alt.Y("name:N", sort=order, title=None),
+            color=alt.Color("window_name:N", title="window"),
+            shape=alt.Shape("basis:N", title="basis"),
+            tooltip=["name:N", "window_name:N", "basis:N", alt.Tooltip(f"{metric}:Q", format=".3f")],
+        )
+        .properties(width=width, height=max(80, 16 * len(order)), title=f"{metric} by window")
+    )

@@ -90,6 +90,7 @@ class CatalogState:
     loops: dict[tuple[str, int], dict[str, Any]]
     cursor: tuple[int, str | None] | None
     requests: dict[str, dict[str, Any]]
+    cleaned: set[str]
 
 
 def archive(
@@ -152,7 +153,9 @@ def _load_state(con: duckdb.DuckDBPyConnection) -> CatalogState:
     }
     row = fetch_one(con, "SELECT registry_rowid, registry_updated_at FROM wb_cursor WHERE name = ?", [CURSOR_NAME])
     requests = {r[0]: json.loads(r[1]) for r in con.execute("SELECT task_run_id, request_json FROM wb_attached_requests").fetchall()}
-    return CatalogState(loops, (int(row[0]), row[1]) if row else None, requests)
+    cleaned = {r[0] for r in con.execute(
+        "SELECT id FROM aistock_experiments WHERE workspace_state <> 'present'").fetchall()}
+    return CatalogState(loops, (int(row[0]), row[1]) if row else None, requests, cleaned)
 
 
 def _record_run_start(con: duckdb.DuckDBPyConnection, summary: RunSummary, params: dict[str, Any]) -> None:
@@ -255,6 +258,10 @@ def _run(
     skip_outcomes: list[Outcome] = []
     for candidate in sorted(chosen, key=lambda c: (loop_timestamp(c.loop) or "", c.task_run_id, c.loop_id)):
         previous = state.loops.get(candidate.key)
+        if candidate.experiment_id in state.cleaned:
+            # the workspace was slimmed or deleted by cleanup: the archive is the record now
+            _count(summary, "cleaned_up")
+            continue
         if candidate.duplicate_of:
             _count(summary, "duplicate")
             skip_outcomes.append(Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0,

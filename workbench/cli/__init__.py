@@ -38,13 +38,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except SystemExit as exc:  # click's own usage errors
         return int(exc.code or 0)
-    except Exception as exc:  # click.exceptions.UsageError and friends
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # usage errors of (typer's bundled) click: they know how to show themselves
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+            return int(exc.exit_code)
+        if type(exc).__name__ == "Abort":
             typer.echo("aborted", err=True)
             return 1
         raise

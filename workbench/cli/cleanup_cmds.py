@@ -1,9 +1,221 @@
-"""Cleanup commands (filled in by the cleanup module)."""
+"""Cleanup commands: cleanup (dry run / confirm) with approve, undo, purge, plans; hold, release,
+holds; export-cleanup-manifest. Each is a thin wrapper over one `workbench.cleanup` function."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+ArchiveOpt = Annotated[Path, typer.Option("--archive", help="Archive folder (catalog.duckdb + objects/).")]
+RootOpt = Annotated[Path, typer.Option("--rdagent-root", help="RD-Agent repo root (holds RDagentDB/, git_ignore_folder/, log/).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+DEFAULT_ARCHIVE = Path("data/archive")
+DEFAULT_SAMPLE = Path("data/sample")
+
+cleanup_app = typer.Typer(
+    name="cleanup",
+    help="Clean up RD-Agent workspaces and logs the archive provably holds: plan, approve, quarantine, purge or undo.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
 
 
 def register(app: typer.Typer) -> None:
     """Add the cleanup commands to the main app."""
+    app.add_typer(cleanup_app, name="cleanup")
+    app.command("hold")(hold)
+    app.command("release")(release)
+    app.command("holds")(holds)
+    app.command("export-cleanup-manifest")(export_cleanup_manifest)
+
+
+@cleanup_app.callback()
+def cleanup(
+    ctx: typer.Context,
+    rdagent_root: RootOpt = DEFAULT_SAMPLE,
+    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the exact plan and store it (nothing is changed).")] = False,
+    confirm: Annotated[bool, typer.Option("--confirm", help="Recompute the plan and move it to quarantine.")] = False,
+    approval: Annotated[str | None, typer.Option("--approval", help="With --confirm: apply only what this approval approved; exit 9 if it changed.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="With --confirm: do not ask (for scripts).")] = False,
+    stage: Annotated[str, typer.Option(help="conservative: heavy intermediates only; full: whole workspace folders.")] = "conservative",
+    min_archiving_level: Annotated[int, typer.Option(help="Workspaces need at least this archiving level (2 or more).")] = 2,
+    hold_days: Annotated[float, typer.Option(help="A hold blocks cleanup for this many days.")] = 30.0,
+    active_list: Annotated[Path | None, typer.Option("--active-list", help="File of task-run/workspace ids under active debugging, one a line.")] = None,
+    grace_minutes: Annotated[float, typer.Option(help="Leave folders with a file modified within this many minutes.")] = 120.0,
+    running_window_hours: Annotated[float, typer.Option(help="A 'running' task run updated within this many hours is live.")] = 24.0,
+    workspaces: Annotated[bool, typer.Option("--workspaces/--no-workspaces", help="Plan workspace folders.")] = True,
+    logs: Annotated[bool, typer.Option("--logs", help="Also plan log/<timestamp>/ folders (level 1 is enough).")] = False,
+    keep_days: Annotated[float, typer.Option(help="Logs: keep folders whose newest file is younger than this.")] = 30.0,
+    max_total_size: Annotated[str | None, typer.Option(help="Logs: remove oldest first only while all logs exceed this (e.g. 20G).")] = None,
+    keep_last: Annotated[int | None, typer.Option(help="Logs: always keep the N newest log folders.")] = None,
+    registry: Annotated[Path | None, typer.Option(help="Registry file (default ROOT/RDagentDB/registry.sqlite).")] = None,
+    path_map: Annotated[list[str], typer.Option("--path-map", help="FROM=TO prefix rule for registry paths; repeatable.")] = [],  # noqa: B006
+    json_output: JsonOpt = False,
+) -> None:
+    """Plan (--dry-run) or apply (--confirm) a cleanup; subcommands approve, undo, purge, plans."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from workbench.cleanup import cleanup as run_cleanup
+
+    options = dict(archive=archive, stage=stage, min_archiving_level=min_archiving_level, hold_days=hold_days,
+                   active_list=active_list, grace_minutes=grace_minutes, running_window_hours=running_window_hours,
+                   workspaces=workspaces, logs=logs, keep_days=keep_days, max_total_size=max_total_size,
+                   keep_last=keep_last, registry=registry, path_map=path_map)
+    expect = None
+    if confirm and not approval and not yes:
+        shown = run_cleanup(rdagent_root, dry_run=True, **options)  # type: ignore[arg-type]
+        typer.echo(shown.plan.format())
+        if not shown.plan.items:
+            typer.echo("nothing to clean up")
+            return
+        if not sys.stdin.isatty():
+            typer.echo("error: --confirm without --yes or --approval needs a terminal to ask; nothing was deleted", err=True)
+            raise typer.Exit(2)
+        typer.confirm(f"move these {len(shown.plan.items)} items to quarantine (restorable with "
+                      "`workbench cleanup undo`)?", abort=True)
+        expect = shown.plan.plan_hash
+    outcome = run_cleanup(rdagent_root, dry_run=dry_run, confirm=confirm, approval=approval, yes=yes,
+                          expect_plan_hash=expect, **options)  # type: ignore[arg-type]
+    if json_output:
+        typer.echo(json.dumps(outcome.to_dict(), indent=2, default=str, ensure_ascii=False))
+    else:
+        typer.echo(outcome.format(archive=archive, rdagent_root=rdagent_root))
+    if not outcome.ok:
+        raise typer.Exit(1)
+
+
+@cleanup_app.command("approve")
+def approve(
+    plan_id: Annotated[str, typer.Argument(help="Plan id printed by --dry-run.")],
+    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    item: Annotated[list[str], typer.Option("--item", help="Approve only this item id; repeatable (default: every item).")] = [],  # noqa: B006
+    by: Annotated[str | None, typer.Option("--by", help="Who approves (default: the login name).")] = None,
+    note: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
+) -> None:
+    """Approve a stored plan (or some of its items); prints the approval id for --confirm --approval."""
+    from workbench.cleanup import approve_plan
+
+    result = approve_plan(plan_id, item_ids=item or None, approved_by=by, note=note, archive=archive)
+    typer.echo(f"approval {result.approval_id}: {len(result.item_ids)} items of plan {plan_id} approved by "
+               f"{result.approved_by}")
+    typer.echo(f"apply with: workbench cleanup --rdagent-root ROOT --archive {archive} --confirm --approval "
+               f"{result.approval_id}")
+
+
+@cleanup_app.command("undo")
+def undo(
+    plan_id: Annotated[str, typer.Argument(help="Plan whose quarantined items go back.")],
+    rdagent_root: RootOpt = DEFAULT_SAMPLE,
+    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    json_output: JsonOpt = False,
+) -> None:
+    """Move every quarantined item of a plan back; refuses where the original path exists again."""
+    from workbench.cleanup import undo_plan
+
+    result = undo_plan(plan_id, rdagent_root=rdagent_root, archive=archive)
+    typer.echo(json.dumps(result.to_dict(), indent=2) if json_output else result.format())
+    if result.refused:
+        raise typer.Exit(1)
+
+
+@cleanup_app.command("purge")
+def purge(
+    older_than: Annotated[str, typer.Option("--older-than", help="Purge what was quarantined at least this long ago (7d, 12h, 0s).")] = "7d",
+    rdagent_root: RootOpt = DEFAULT_SAMPLE,
+    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    json_output: JsonOpt = False,
+) -> None:
+    """Delete quarantined items for good (links are unlinked, never followed)."""
+    from workbench.cleanup import purge_quarantine
+
+    result = purge_quarantine(rdagent_root=rdagent_root, archive=archive, older_than=older_than)
+    typer.echo(json.dumps(result.to_dict(), indent=2) if json_output else result.format())
+    if result.skipped:
+        raise typer.Exit(1)
+
+
+@cleanup_app.command("plans")
+def plans(
+    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    limit: Annotated[int, typer.Option(help="How many recent plans.")] = 20,
+    json_output: JsonOpt = False,
+) -> None:
+    """Recent cleanup plans: status, items, what was moved and what is still in quarantine."""
+    from workbench.cleanup import list_plans
+    from workbench.cleanup.units import format_bytes
+
+    rows = list_plans(archive=archive, limit=limit)
+    if json_output:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    for r in rows:
+        typer.echo(f"{r['plan_id']}  {r['stage']:<12} {r['status']:<17} items {r['items']:>4}  moved {r['moved']:>4} "
+                   f"({format_bytes(r['bytes'])})  in quarantine {r['in_quarantine']}  approval {r['approval_id'] or '-'}")
+
+
+def hold(
+    target_id: Annotated[str, typer.Argument(help="Experiment id, workspace id or task-run id.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why it must not be cleaned up (recorded).")],
+    active: Annotated[bool, typer.Option("--active", help="Put it on the active debugging list (no expiry).")] = False,
+    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+) -> None:
+    """Flag an id for re-tracing/debugging so cleanup leaves it alone (recorded with time and reason)."""
+    from workbench.cleanup import hold as add_hold
+
+    record = add_hold(target_id, reason=reason, active=active, archive=archive)
+    typer.echo(f"recorded: {record.describe()}")
+
+
+def release(
+    target_id: Annotated[str, typer.Argument(help="The id a hold was placed on.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why the hold is lifted (recorded).")],
+    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+) -> None:
+    """Lift the open holds on an id (they stay in the record with the release time and reason)."""
+    from workbench.cleanup import release as lift
+
+    for record in lift(target_id, reason=reason, archive=archive):
+        typer.echo(f"released: {record.describe()}")
+
+
+def holds(
+    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    all_holds: Annotated[bool, typer.Option("--all", help="Include released holds.")] = False,
+) -> None:
+    """List holds (open ones unless --all)."""
+    from workbench.cleanup import list_holds
+
+    records = list_holds(archive, include_released=all_holds)
+    if not records:
+        typer.echo("no holds")
+    for record in records:
+        released = f"  released {record.released_at:%Y-%m-%d %H:%M}: {record.release_reason}" if record.released_at else ""
+        typer.echo(record.describe() + released)
+
+
+def export_cleanup_manifest(
+    out: Annotated[Path, typer.Option("--out", help="Manifest file to write (JSON).")],
+    rdagent_root: RootOpt = DEFAULT_SAMPLE,
+    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    min_archiving_level: Annotated[int, typer.Option(help="Minimum archiving level for can_cleanup.")] = 2,
+    hold_days: Annotated[float, typer.Option(help="A hold blocks cleanup for this many days.")] = 30.0,
+    active_list: Annotated[Path | None, typer.Option("--active-list", help="File of ids under active debugging.")] = None,
+    grace_minutes: Annotated[float, typer.Option(help="Leave folders modified within this many minutes.")] = 120.0,
+    running_window_hours: Annotated[float, typer.Option(help="A 'running' task run updated within this many hours is live.")] = 24.0,
+    registry: Annotated[Path | None, typer.Option(help="Registry file (default ROOT/RDagentDB/registry.sqlite).")] = None,
+    path_map: Annotated[list[str], typer.Option("--path-map", help="FROM=TO prefix rule for registry paths; repeatable.")] = [],  # noqa: B006
+) -> None:
+    """Write the manifest RD-Agent's tools/cleanup_archived_workspaces.py reads (full-stage decisions)."""
+    from workbench.cleanup import export_cleanup_manifest as export
+
+    document = export(rdagent_root, out=out, archive=archive, min_archiving_level=min_archiving_level,
+                      hold_days=hold_days, active_list=active_list, grace_minutes=grace_minutes,
+                      running_window_hours=running_window_hours, registry=registry, path_map=path_map)
+    entries = document["experiments"]
+    typer.echo(f"wrote {out}: {len(entries)} entries, {sum(e['can_cleanup'] for e in entries)} with can_cleanup=true "
+               f"(plan {document['plan_id']})")

@@ -7,8 +7,10 @@ V1 loop's own JSON (which lists the artifacts), and deletions only after registr
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,11 +18,10 @@ from pathlib import Path
 from workbench.rdagent import sample_meta as meta
 from workbench.rdagent import sample_rows as rows_mod
 from workbench.rdagent.sample_logs import LogWriter
-from workbench.rdagent.sample_plan import LoopPlan, RunPlan, SamplePlan
+from workbench.rdagent.sample_plan import Knobs, LoopPlan, RunPlan, SamplePlan
 from workbench.rdagent.sample_registry import RegistryRows
 from workbench.rdagent.sample_templates import ALPHA158_SUBSET, FACTOR_ENTRY_ALPHA158, SELF_CHECK_PY
 from workbench.rdagent.sample_workspace import (
-    WORKSPACE_ROOT,
     Disk,
     WorkspaceWriter,
     WrittenWorkspace,
@@ -61,6 +62,29 @@ class BuildState:
     factor_names_by_loop: dict[str, list[dict]] = field(default_factory=dict)
     orphan_record: LoopRecord | None = None
 
+    def merge(self, other: BuildState) -> None:
+        """Append another state's collections (one run built elsewhere), keeping run order."""
+        for table, table_rows in other.rows.tables().items():
+            self.rows.tables()[table].extend(table_rows)
+        for name in ("records", "log_dirs", "nan_json_files", "broken_files", "bundles", "deletions"):
+            getattr(self, name).extend(getattr(other, name))
+        self.perf_by_loop.update(other.perf_by_loop)
+        self.factor_names_by_loop.update(other.factor_names_by_loop)
+
+
+_WORKER: InstallationBuilder | None = None
+
+
+def _init_worker(out: Path, plan: SamplePlan, knobs: Knobs) -> None:
+    """Process-pool initializer: each worker owns its writers (caches are per process)."""
+    global _WORKER
+    _WORKER = InstallationBuilder.create(out, plan, knobs)
+
+
+def _build_run_in_worker(index: int) -> BuildState:
+    assert _WORKER is not None
+    return _WORKER.build_run(index)
+
 
 class InstallationBuilder:
     """Writes one planned installation under `out` and collects the registry rows."""
@@ -72,17 +96,47 @@ class InstallationBuilder:
         self.logs = logs
         self.state = BuildState()
 
+    @classmethod
+    def create(cls, out: Path, plan: SamplePlan, knobs: Knobs) -> InstallationBuilder:
+        disk = Disk(out)
+        return cls(
+            out, plan, WorkspaceWriter(disk, seed=plan.seed, knobs=knobs), LogWriter(disk, seed=plan.seed)
+        )
+
     # -- runs ----------------------------------------------------------------------------
-    def build(self) -> BuildState:
+    def build(self, *, knobs: Knobs, workers: int) -> BuildState:
+        """Write everything; runs go to `workers` processes, merged back in plan order.
+
+        Every file is a function of the plan alone, so the result does not depend on `workers`.
+        """
         self.writer.write_source_data(SOURCE_DATA_TIME)
-        for run in self.plan.runs:
-            self._add_run(run)
+        indexes = range(len(self.plan.runs))
+        if workers <= 1 or len(self.plan.runs) <= 1:
+            states = [self.build_run(index) for index in indexes]
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=context,
+                initializer=_init_worker,
+                initargs=(self.out, self.plan, knobs),
+            ) as pool:
+                states = list(pool.map(_build_run_in_worker, indexes))
+        self.state = BuildState()
+        for state in states:
+            self.state.merge(state)
         if self.plan.orphan_loop is not None:
             self._add_orphan(self.plan.orphan_loop)
         if self.plan.duplicate_of is not None:
             self._add_duplicate(self.plan.duplicate_of)
         self._add_orphan_factor_rows()
         self._write_catalog()
+        return self.state
+
+    def build_run(self, index: int) -> BuildState:
+        """Write one run (workspaces, JSON, logs) into a fresh state and return that state."""
+        self.state = BuildState()
+        self._add_run(self.plan.runs[index])
         return self.state
 
     def _add_run(self, run: RunPlan) -> None:
@@ -118,7 +172,12 @@ class InstallationBuilder:
         record = LoopRecord(run, loop, written, subs)
         if written is not None and loop.broken.get("ret.pkl") and "ret.pkl" in written.files:
             self.state.broken_files.append(
-                {"path": f"{written.rel_dir}/ret.pkl", "kind": loop.broken["ret.pkl"], "workspace_id": written.plan.dir_id, "loop_key": loop.key}
+                {
+                    "path": f"{written.rel_dir}/ret.pkl",
+                    "kind": loop.broken["ret.pkl"],
+                    "workspace_id": written.plan.dir_id,
+                    "loop_key": loop.key,
+                }
             )
         if written is not None and written.plan.results == "full":
             if run.backfill_time is not None and run.generation == "head":
@@ -138,7 +197,9 @@ class InstallationBuilder:
             return row
         mlruns_size = rows_mod.directory_size(str(self.out / written.rel_dir / "mlruns"))
         if run.generation == "v1":
-            listing = rows_mod.v1_artifacts(run, loop, written, mlruns_size=mlruns_size, rows=self.state.rows, seed=self.plan.seed)
+            listing = rows_mod.v1_artifacts(
+                run, loop, written, mlruns_size=mlruns_size, rows=self.state.rows, seed=self.plan.seed
+            )
             self._write_v1_json(record, listing)
         elif run.backfill_time is not None and run.generation == "head":
             rows_mod.head_artifacts(run, loop, written, mlruns_size=mlruns_size, rows=self.state.rows)
@@ -157,7 +218,12 @@ class InstallationBuilder:
             self.state.nan_json_files.append(rel)
         if broken is not None:
             self.state.broken_files.append(
-                {"path": rel, "kind": broken, "workspace_id": written.plan.dir_id, "loop_key": record.loop.key}
+                {
+                    "path": rel,
+                    "kind": broken,
+                    "workspace_id": written.plan.dir_id,
+                    "loop_key": record.loop.key,
+                }
             )
 
     def _write_backfill_json(self, record: LoopRecord) -> None:
@@ -175,17 +241,24 @@ class InstallationBuilder:
         self._put_json(record, "factor_perf.json", perf, at_time)
         self.state.perf_by_loop[loop.key] = perf
         self.state.factor_names_by_loop[loop.key] = factor_meta["factors"]
-        self._put_json(record, "feedback.json", meta.feedback(loop, at=at, log_driven=bool(loop.decision)), at_time)
+        self._put_json(
+            record, "feedback.json", meta.feedback(loop, at=at, log_driven=bool(loop.decision)), at_time
+        )
         if loop.action == "model":
             self._put_json(record, "model_meta.json", meta.model_meta(loop, workspace_id=ws_id), at_time)
         self._put_json(
-            record, "strategy_meta.json", meta.strategy_meta(workspace_id=ws_id, has_strategy_yaml=loop.action == "factor"), at_time
+            record,
+            "strategy_meta.json",
+            meta.strategy_meta(workspace_id=ws_id, has_strategy_yaml=loop.action == "factor"),
+            at_time,
         )
         if loop.action == "factor":
             ws_meta = meta.workspace_meta_head(loop, workspace_id=ws_id, workspace_path=ws_path, at=at)
             present = set(written.files) | {"mlruns"}
             self._put_json(record, "workspace_meta.json", ws_meta, at_time)
-            self._put_json(record, "experiment_summary.json", meta.experiment_summary_head(ws_meta, present), at_time)
+            self._put_json(
+                record, "experiment_summary.json", meta.experiment_summary_head(ws_meta, present), at_time
+            )
             self._put_json(record, "manifest.json", meta.manifest_head(ws_meta), at_time)
 
     def _write_gap_json(self, record: LoopRecord) -> None:
@@ -195,7 +268,12 @@ class InstallationBuilder:
         at = iso(at_time)
         record.factor_meta_variant = "B"
         self._put_json(record, "factor_meta.json", meta.factor_meta_gap(loop, at=at), at_time)
-        self._put_json(record, "factor_perf.json", meta.factor_perf_gap(loop, written.metrics, written.first_metric, at=at), at_time)
+        self._put_json(
+            record,
+            "factor_perf.json",
+            meta.factor_perf_gap(loop, written.metrics, written.first_metric, at=at),
+            at_time,
+        )
         self._put_json(record, "feedback.json", meta.feedback(loop, at=at, log_driven=True), at_time)
 
     def _write_v1_json(self, record: LoopRecord, listing: list[dict]) -> None:
@@ -215,12 +293,21 @@ class InstallationBuilder:
         )
         present = set(written.files) | {"mlruns"}
         self._put_json(record, "workspace_meta.json", ws_meta, loop.ended)
-        self._put_json(record, "experiment_summary.json", meta.experiment_summary_v1(ws_meta, present, listing, written.metrics), loop.ended)
-        self._put_json(record, "manifest.json", meta.manifest_v1(ws_meta, listing, written.metrics), loop.ended)
+        self._put_json(
+            record,
+            "experiment_summary.json",
+            meta.experiment_summary_v1(ws_meta, present, listing, written.metrics),
+            loop.ended,
+        )
+        self._put_json(
+            record, "manifest.json", meta.manifest_v1(ws_meta, listing, written.metrics), loop.ended
+        )
         if loop.action == "factor" and loop.factor_set:
             record.factor_meta_variant = "C"
             scan_time = datetime(2026, 1, 3, 9, 30, tzinfo=UTC) + timedelta(seconds=loop.loop_id)
-            self._put_json(record, "factor_meta.json", meta.factor_meta_scan(loop, workspace_path=ws_path), scan_time)
+            self._put_json(
+                record, "factor_meta.json", meta.factor_meta_scan(loop, workspace_path=ws_path), scan_time
+            )
 
     # -- bundles, factor registry, catalog -------------------------------------------------
     def _solidify(self, record: LoopRecord, row: dict) -> None:
@@ -232,12 +319,16 @@ class InstallationBuilder:
         rows_mod.solidify(row, bundle_id=loop.bundle_id, at=at)
         root = f"{BUNDLE_ROOT}/{loop.bundle_id}"
         disk = self.writer.disk
-        manifest = meta.bundle_manifest(bundle_id=loop.bundle_id, loop=loop, workspace_id=ws_id, workspace_path=ws_path, at=at)
+        manifest = meta.bundle_manifest(
+            bundle_id=loop.bundle_id, loop=loop, workspace_id=ws_id, workspace_path=ws_path, at=at
+        )
         disk.put(f"{root}/manifest.json", meta.dump_json(manifest).encode(), at)
         disk.put(f"{root}/self_check.py", SELF_CHECK_PY, at)
         for name in sorted(written.files):
             if "/" not in name and name.endswith((".yaml", ".yml")):
-                disk.put(f"{root}/workspaces/{ws_id}/{name}", (self.out / written.rel_dir / name).read_bytes(), at)
+                disk.put(
+                    f"{root}/workspaces/{ws_id}/{name}", (self.out / written.rel_dir / name).read_bytes(), at
+                )
         disk.put(f"{root}/workspaces/{ws_id}/factor_entry.py", FACTOR_ENTRY_ALPHA158, at)
         disk.put(f"{root}/workspaces/{ws_id}/model.pkl", written.params_pkl or b"", at)
         perf = self.state.perf_by_loop.get(loop.key, {})
@@ -259,7 +350,14 @@ class InstallationBuilder:
                     "updated_at_utc": iso(at),
                 }
             )
-        self.state.bundles.append({"asset_bundle_id": loop.bundle_id, "loop_key": loop.key, "bundle_dir": root, "workspace_id": ws_id})
+        self.state.bundles.append(
+            {
+                "asset_bundle_id": loop.bundle_id,
+                "loop_key": loop.key,
+                "bundle_dir": root,
+                "workspace_id": ws_id,
+            }
+        )
 
     def _add_orphan_factor_rows(self) -> None:
         """Rows of an earlier solidification whose bundle was rejected and deleted (§2.2)."""
@@ -271,7 +369,9 @@ class InstallationBuilder:
         for row in list(self.state.rows.factor_registry)[:3]:
             orphan = {**row, "asset_bundle_id": self.plan.orphan_bundle_id, "performance_json": "{}"}
             self.state.rows.factor_registry.append(orphan)
-            self.state.orphan_factor_rows.append({"factor_name": row["factor_name"], "asset_bundle_id": self.plan.orphan_bundle_id})
+            self.state.orphan_factor_rows.append(
+                {"factor_name": row["factor_name"], "asset_bundle_id": self.plan.orphan_bundle_id}
+            )
 
     def _write_catalog(self) -> None:
         generated: dict[str, tuple[str, float | None, float | None]] = {}
@@ -279,7 +379,9 @@ class InstallationBuilder:
             window = perf["combinations"][0]["windows"][0]
             for entry in self.state.factor_names_by_loop.get(key, []):
                 if entry.get("source") == "rdagent_generated" and not entry["name"].startswith("("):
-                    generated.setdefault(entry["name"], (entry["name"], window["sharpe"], window["annual_return"]))
+                    generated.setdefault(
+                        entry["name"], (entry["name"], window["sharpe"], window["annual_return"])
+                    )
         chosen = [generated[name] for name in sorted(generated)[:10]]
         at = datetime(2026, 2, 12, 7, 0, tzinfo=UTC)
         catalog = meta.factor_catalog(chosen, at=iso(at))
@@ -289,8 +391,16 @@ class InstallationBuilder:
     def _add_orphan(self, loop: LoopPlan) -> None:
         """A finished experiment directory that no registry row points at."""
         run = RunPlan(
-            task_run_id=loop.task_run_id, generation="head", flavor="head_live", role="regular", status=None,
-            log_name="", started=loop.started, ended=loop.ended, path_style="wsl", pid=0,
+            task_run_id=loop.task_run_id,
+            generation="head",
+            flavor="head_live",
+            role="regular",
+            status=None,
+            log_name="",
+            started=loop.started,
+            ended=loop.ended,
+            path_style="wsl",
+            pid=0,
         )
         subs = [self.writer.write_sub_workspace(loop, sub) for sub in loop.subs]
         written = self.writer.write_experiment(run, loop, loop.experiment, sha=False)
@@ -300,14 +410,16 @@ class InstallationBuilder:
         exists = {}
         has_results = {}
         for record in self.state.records:
-            if record.run is not run:
+            if record.run.task_run_id != run.task_run_id:
                 continue
             for ws in [record.written, *record.subs]:
                 if ws is None:
                     continue
                 exists[ws.plan.dir_id] = ws.rel_dir not in self.state.deletions
                 has_results[ws.plan.dir_id] = "qlib_res.csv" in ws.files and "ret.pkl" in ws.files
-        self.state.duplicates = rows_mod.duplicate_rows(run, run.loops, exists=exists, has_results=has_results, rows=self.state.rows)
+        self.state.duplicates = rows_mod.duplicate_rows(
+            run, run.loops, exists=exists, has_results=has_results, rows=self.state.rows
+        )
         for entry in self.state.log_dirs:
             if entry["log_dir"] == f"log/{run.log_name}":
                 entry["task_run_ids"].append(run.log_name)

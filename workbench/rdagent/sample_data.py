@@ -167,7 +167,9 @@ class SignalShape:
         self.instrument_array = np.array(self.instruments, dtype=object)
 
 
-SIGNAL_NULL_COLUMNS = ("target_position", "price_ref") + _SIGNAL_NULL_FLOATS + _SIGNAL_NULL_TEXT + _SIGNAL_NULL_IDS
+SIGNAL_NULL_COLUMNS = (
+    ("target_position", "price_ref") + _SIGNAL_NULL_FLOATS + _SIGNAL_NULL_TEXT + _SIGNAL_NULL_IDS
+)
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,7 +205,10 @@ def signals_frame(scores: np.ndarray, *, shape: SignalShape, n_drop: int, genera
     columns["n_drop"] = np.full(rows, n_drop, dtype=np.int64)
     columns["rebalance_freq"] = np.full(rows, "1d", dtype=object)
     return pd.DataFrame(
-        {name: pd.Series(values, dtype=object) if _is_text(values) else values for name, values in columns.items()}
+        {
+            name: pd.Series(values, dtype=object) if _is_text(values) else values
+            for name, values in columns.items()
+        }
     )
 
 
@@ -223,12 +228,16 @@ def _is_text(values: object) -> bool:
     return isinstance(values, np.ndarray) and values.dtype == object
 
 
-def pred_pickle(scores: np.ndarray, *, days: pd.DatetimeIndex, instruments: list[str], rows: int) -> bytes:
-    """`mlruns/.../artifacts/pred.pkl`: the score frame of the last `rows` days (size knob)."""
+def pred_index(days: pd.DatetimeIndex, instruments: list[str], *, rows: int) -> pd.MultiIndex:
+    """Index of `pred.pkl`: the last `rows` days (a size knob) times all instruments."""
     tail = max(1, min(len(days), rows))
-    index = pd.MultiIndex.from_product([days[-tail:], instruments], names=["datetime", "instrument"])
-    frame = pd.DataFrame({"score": scores[-tail:].ravel()}, index=index)
-    return frame_pickle(frame)
+    return pd.MultiIndex.from_product([days[-tail:], instruments], names=["datetime", "instrument"])
+
+
+def pred_pickle(scores: np.ndarray, index: pd.MultiIndex) -> bytes:
+    """`mlruns/.../artifacts/pred.pkl`: the model's score frame over `index` (see `pred_index`)."""
+    tail = len(index) // scores.shape[1]
+    return frame_pickle(pd.DataFrame({"score": scores[-tail:].ravel()}, index=index))
 
 
 def factor_values(seed: int, name: str, size: int) -> np.ndarray:
@@ -259,7 +268,9 @@ def combined_factors_parquet(
     """`combined_factors_df.parquet` (§8), written through pandas with pyarrow, so the raw
     parquet column names are tuple strings (the reference for `sample_tables`)."""
     buffer = io.BytesIO()
-    combined_factors_frame(seed, names, days=days, instruments=instruments).to_parquet(buffer, engine="pyarrow")
+    combined_factors_frame(seed, names, days=days, instruments=instruments).to_parquet(
+        buffer, engine="pyarrow"
+    )
     return buffer.getvalue()
 
 

@@ -38,7 +38,12 @@ class LogWriter:
         """Write the whole trace directory; return its path relative to `out`."""
         rel = f"log/{run.log_name}"
         rng = np.random.default_rng([self.seed, 8_000_000 + int(run.task_run_id[:6], 16)])
-        self._pickle(rel, f"scenario/{run.pid}", run.started, {"scenario": "QuantRDLoop", "RDLOOP_SETTINGS": {"step_n": None, "loop_n": len(run.loops)}})
+        self._pickle(
+            rel,
+            f"scenario/{run.pid}",
+            run.started,
+            {"scenario": "QuantRDLoop", "RDLOOP_SETTINGS": {"step_n": None, "loop_n": len(run.loops)}},
+        )
         for loop in run.loops:
             self._write_loop(run, loop, rel, rng, results.get(loop.loop_id))
         if run.abort is not None:
@@ -50,65 +55,192 @@ class LogWriter:
         self.disk.put(f"{rel}/{tag_dir}/{log_stamp(at)}.pkl", small_pickle(obj), at)
 
     def _write_loop(
-        self, run: RunPlan, loop: LoopPlan, rel: str, rng: np.random.Generator, metrics: dict[str, float] | None
+        self,
+        run: RunPlan,
+        loop: LoopPlan,
+        rel: str,
+        rng: np.random.Generator,
+        metrics: dict[str, float] | None,
     ) -> None:
         base = f"Loop_{loop.loop_id}"
         pid = str(run.pid)
         for index, (step, start, end) in enumerate(loop.step_times):
             writer = getattr(self, f"_step_{step}")
             writer(run, loop, rel, f"{base}/{step}", pid, start, end, metrics)
-            self._pickle(rel, f"{base}/{step}/time_info/{pid}", end, {"start_time": start.isoformat(), "end_time": end.isoformat()})
+            if loop.loop_id == 0:
+                # Every step of every loop has time_info in reality; loop 0 is enough to show it.
+                self._pickle(
+                    rel,
+                    f"{base}/{step}/time_info/{pid}",
+                    end,
+                    {"start_time": start.isoformat(), "end_time": end.isoformat()},
+                )
             session = opaque_bytes(rng, 512 + int(rng.integers(0, 512)))
-            self.disk.put(f"{rel}/__session__/{loop.loop_id}/{index}_{STEPS[index]}", session, end + timedelta(milliseconds=5))
+            self.disk.put(
+                f"{rel}/__session__/{loop.loop_id}/{index}_{STEPS[index]}",
+                session,
+                end + timedelta(milliseconds=5),
+            )
 
-    def _step_direct_exp_gen(self, run, loop, rel, base, pid, start, end, metrics) -> None:  # noqa: ANN001
-        self._pickle(rel, f"{base}/hypothesis generation/{pid}", start + timedelta(seconds=20), {
-            "hypothesis": loop.hypothesis, "reason": "derived from the previous feedback", "action": loop.action,
-        })
+    def _step_direct_exp_gen(
+        self,
+        run: RunPlan,
+        loop: LoopPlan,
+        rel: str,
+        base: str,
+        pid: str,
+        start: datetime,
+        end: datetime,
+        metrics: dict[str, float] | None,
+    ) -> None:
+        self._pickle(
+            rel,
+            f"{base}/hypothesis generation/{pid}",
+            start + timedelta(seconds=20),
+            {
+                "hypothesis": loop.hypothesis,
+                "reason": "derived from the previous feedback",
+                "action": loop.action,
+            },
+        )
         if loop.action == "factor":
             tasks = [
-                {"factor_name": name, "factor_description": factor_description(name), "factor_formulation": factor_formula(name),
-                 "variables": factor_variables(name)}
+                {
+                    "factor_name": name,
+                    "factor_description": factor_description(name),
+                    "factor_formulation": factor_formula(name),
+                    "variables": factor_variables(name),
+                }
                 for name in loop.new_factors
             ]
         else:
             hidden, layers, dropout = loop.model_shape
-            tasks = [{"name": "Net", "model_type": "TimeSeries" if layers > 2 else "Tabular",
-                      "description": f"MLP, {layers} layers of {hidden}, dropout {dropout}"}]
+            tasks = [
+                {
+                    "name": "Net",
+                    "model_type": "TimeSeries" if layers > 2 else "Tabular",
+                    "description": f"MLP, {layers} layers of {hidden}, dropout {dropout}",
+                }
+            ]
         self._pickle(rel, f"{base}/experiment generation/{pid}", end - timedelta(seconds=3), tasks)
-        self._pickle(rel, f"{base}/debug_llm/{pid}", start + timedelta(seconds=10), {
-            "system": _PROMPT * 4, "user": loop.hypothesis, "resp": json.dumps(tasks, ensure_ascii=False),
-        })
+        if loop.loop_id == 0:
+            self._pickle(
+                rel,
+                f"{base}/debug_llm/{pid}",
+                start + timedelta(seconds=10),
+                {
+                    "system": _PROMPT * 4,
+                    "user": loop.hypothesis,
+                    "resp": json.dumps(tasks, ensure_ascii=False),
+                },
+            )
 
     def _sub_paths(self, run: RunPlan, loop: LoopPlan) -> list[str]:
         return [workspace_registry_path(run.path_style, sub.dir_id) for sub in loop.subs]
 
-    def _step_coding(self, run, loop, rel, base, pid, start, end, metrics) -> None:  # noqa: ANN001
-        self._pickle(rel, f"{base}/evo_loop_0/{pid}", start + timedelta(seconds=30), {"evolving_round": 0, "feedback": "code executed"})
-        self._pickle(rel, f"{base}/coder result/{pid}", end, {
-            "sub_workspace_list": self._sub_paths(run, loop), "failed": loop.status == "failed",
-            "error": loop.error_message,
-        })
+    def _step_coding(
+        self,
+        run: RunPlan,
+        loop: LoopPlan,
+        rel: str,
+        base: str,
+        pid: str,
+        start: datetime,
+        end: datetime,
+        metrics: dict[str, float] | None,
+    ) -> None:
+        if loop.loop_id == 0:
+            self._pickle(
+                rel,
+                f"{base}/evo_loop_0/{pid}",
+                start + timedelta(seconds=30),
+                {"evolving_round": 0, "feedback": "code executed"},
+            )
+        self._pickle(
+            rel,
+            f"{base}/coder result/{pid}",
+            end,
+            {
+                "sub_workspace_list": self._sub_paths(run, loop),
+                "failed": loop.status == "failed",
+                "error": loop.error_message,
+            },
+        )
 
-    def _step_running(self, run, loop, rel, base, pid, start, end, metrics) -> None:  # noqa: ANN001
+    def _step_running(
+        self,
+        run: RunPlan,
+        loop: LoopPlan,
+        rel: str,
+        base: str,
+        pid: str,
+        start: datetime,
+        end: datetime,
+        metrics: dict[str, float] | None,
+    ) -> None:
         experiment = loop.experiment
-        ws_path = workspace_registry_path(run.path_style, experiment.dir_id) if experiment is not None else None
+        ws_path = (
+            workspace_registry_path(run.path_style, experiment.dir_id) if experiment is not None else None
+        )
         child = f"{pid}-{int(pid) + 17}"
-        self._pickle(rel, f"{base}/running/runner result/{child}", end, {
-            "experiment_workspace": ws_path, "sub_workspace_list": self._sub_paths(run, loop),
-            "result": None if metrics is None else {k: float(v) for k, v in metrics.items()},
-        })
-        self._pickle(rel, f"{base}/running/Qlib_execute_log/{child}", end - timedelta(seconds=1),
-                     f"qrun conf.yaml\n[{pid}] workflow finished, recorder saved\n")
-        if metrics is not None:
-            self._pickle(rel, f"{base}/running/Quantitative Backtesting Chart/{pid}", end, {
-                "columns": ["account", "return", "total_turnover", "turnover", "total_cost", "cost", "value", "cash", "bench"],
-                "annualized_return": metrics.get("1day.excess_return_with_cost.annualized_return"),
-            })
+        self._pickle(
+            rel,
+            f"{base}/running/runner result/{child}",
+            end,
+            {
+                "experiment_workspace": ws_path,
+                "sub_workspace_list": self._sub_paths(run, loop),
+                "result": None if metrics is None else {k: float(v) for k, v in metrics.items()},
+            },
+        )
+        if loop.loop_id == 0:
+            self._pickle(
+                rel,
+                f"{base}/running/Qlib_execute_log/{child}",
+                end - timedelta(seconds=1),
+                f"qrun conf.yaml\n[{pid}] workflow finished, recorder saved\n",
+            )
+        if metrics is not None and loop.loop_id == 0:
+            self._pickle(
+                rel,
+                f"{base}/running/Quantitative Backtesting Chart/{pid}",
+                end,
+                {
+                    "columns": [
+                        "account",
+                        "return",
+                        "total_turnover",
+                        "turnover",
+                        "total_cost",
+                        "cost",
+                        "value",
+                        "cash",
+                        "bench",
+                    ],
+                    "annualized_return": metrics.get("1day.excess_return_with_cost.annualized_return"),
+                },
+            )
 
-    def _step_feedback(self, run, loop, rel, base, pid, start, end, metrics) -> None:  # noqa: ANN001
-        self._pickle(rel, f"{base}/feedback/feedback/{pid}", end, {
-            "decision": loop.decision, "reason": "compared with SOTA on IC and annualized return",
-            "observations": f"loop {loop.loop_id} finished", "hypothesis_evaluation": "supported" if loop.decision else "not supported",
-            "new_hypothesis": loop.hypothesis,
-        })
+    def _step_feedback(
+        self,
+        run: RunPlan,
+        loop: LoopPlan,
+        rel: str,
+        base: str,
+        pid: str,
+        start: datetime,
+        end: datetime,
+        metrics: dict[str, float] | None,
+    ) -> None:
+        self._pickle(
+            rel,
+            f"{base}/feedback/feedback/{pid}",
+            end,
+            {
+                "decision": loop.decision,
+                "reason": "compared with SOTA on IC and annualized return",
+                "observations": f"loop {loop.loop_id} finished",
+                "hypothesis_evaluation": "supported" if loop.decision else "not supported",
+                "new_hypothesis": loop.hypothesis,
+            },
+        )

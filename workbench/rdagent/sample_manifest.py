@@ -42,7 +42,9 @@ class ManifestBuilder:
         return rel is not None and all((self.out / rel / name).is_file() for name in RESULT_PAIR)
 
     # -- loops ---------------------------------------------------------------------------
-    def _entry(self, record: LoopRecord, *, task_run_id: str, workspace_id: str | None, duplicate_of: str | None) -> dict:
+    def _entry(
+        self, record: LoopRecord, *, task_run_id: str, workspace_id: str | None, duplicate_of: str | None
+    ) -> dict:
         loop = record.loop
         dir_id = loop.experiment.dir_id if loop.experiment is not None else None
         rel = self.rel_dir(dir_id) if dir_id is not None else None
@@ -91,11 +93,13 @@ class ManifestBuilder:
         if duplicate is not None:
             by_dir = {entry["dir_id"]: entry["duplicate_workspace_id"] for entry in self.state.duplicates}
             for record in self.state.records:
-                if record.run is not duplicate:
+                if record.run.task_run_id != duplicate.task_run_id:
                     continue
                 loop = record.loop
                 ws_id = by_dir.get(loop.experiment.dir_id) if loop.experiment is not None else None
-                entry = self._entry(record, task_run_id=duplicate.log_name, workspace_id=ws_id, duplicate_of=loop.key)
+                entry = self._entry(
+                    record, task_run_id=duplicate.log_name, workspace_id=ws_id, duplicate_of=loop.key
+                )
                 entry["quirks"] = sorted(set(entry["quirks"]) | {"duplicate_run"})
                 entries.append(entry)
         return entries
@@ -103,7 +107,9 @@ class ManifestBuilder:
     # -- quirks --------------------------------------------------------------------------
     def _missing_workspace_rows(self) -> list[str]:
         return sorted(
-            ws_id for ws_id, row in self.workspace_rows.items() if self.rel_dir(dir_id_of(row["workspace_path"])) is None
+            ws_id
+            for ws_id, row in self.workspace_rows.items()
+            if self.rel_dir(dir_id_of(row["workspace_path"])) is None
         )
 
     def _unregistered_dirs(self) -> list[str]:
@@ -119,7 +125,12 @@ class ManifestBuilder:
                 continue
             if not (self.out / WORKSPACE_ROOT / row["workspace_id"] / row["path"]).exists():
                 missing.append(
-                    {"artifact_id": row["artifact_id"], "file_id": row["file_id"], "workspace_id": row["workspace_id"], "path": row["path"]}
+                    {
+                        "artifact_id": row["artifact_id"],
+                        "file_id": row["file_id"],
+                        "workspace_id": row["workspace_id"],
+                        "path": row["path"],
+                    }
                 )
         return missing
 
@@ -127,11 +138,21 @@ class ManifestBuilder:
         found = []
         for row in self.rows.loops:
             if row.get("metrics_json") and "NaN" in row["metrics_json"]:
-                found.append({"table": "loops", "column": "metrics_json", "key": f"{row['task_run_id']}/{row['loop_id']}"})
+                found.append(
+                    {
+                        "table": "loops",
+                        "column": "metrics_json",
+                        "key": f"{row['task_run_id']}/{row['loop_id']}",
+                    }
+                )
         for row in self.rows.factor_registry:
             if "NaN" in (row.get("performance_json") or ""):
                 found.append(
-                    {"table": "factor_registry", "column": "performance_json", "key": f"{row['factor_name']}|{row['asset_bundle_id']}"}
+                    {
+                        "table": "factor_registry",
+                        "column": "performance_json",
+                        "key": f"{row['factor_name']}|{row['asset_bundle_id']}",
+                    }
                 )
         return found
 
@@ -161,7 +182,12 @@ class ManifestBuilder:
             rel = self.rel_dir(experiment.dir_id)
             present = [name for name in names if rel is not None and (self.out / rel / name).exists()]
             found.append(
-                {"loop_key": record.loop.key, "workspace_dir": rel, "present": present, "missing": [n for n in names if n not in present]}
+                {
+                    "loop_key": record.loop.key,
+                    "workspace_dir": rel,
+                    "present": present,
+                    "missing": [n for n in names if n not in present],
+                }
             )
         return found
 
@@ -189,7 +215,9 @@ class ManifestBuilder:
         multiple = [
             record.written.plan.dir_id
             for record in self.state.records
-            if record.loop.multiple_mlruns and record.written is not None and record.written.plan.results != "none"
+            if record.loop.multiple_mlruns
+            and record.written is not None
+            and record.written.plan.results != "none"
         ]
         return {
             "loops_without_task_run": by_tag.get("no_task_run", []),
@@ -198,7 +226,12 @@ class ManifestBuilder:
             "workspace_rows_missing_dir": self._missing_workspace_rows(),
             "unregistered_workspace_dirs": self._unregistered_dirs(),
             "duplicate_runs": (
-                [{"task_run_id": self.plan.duplicate_of.task_run_id, "duplicate_task_run_id": self.plan.duplicate_of.log_name}]
+                [
+                    {
+                        "task_run_id": self.plan.duplicate_of.task_run_id,
+                        "duplicate_task_run_id": self.plan.duplicate_of.log_name,
+                    }
+                ]
                 if self.plan.duplicate_of is not None
                 else []
             ),
@@ -207,19 +240,42 @@ class ManifestBuilder:
             "artifact_present_file_missing": self._present_files_missing(),
             "nan_in_json_files": sorted(self.state.nan_json_files),
             "nan_in_json_columns": self._nan_columns(),
-            "running_task_runs": [row["task_run_id"] for row in self.rows.task_runs if row["status"] == "running"],
-            "aborted_task_runs": [row["task_run_id"] for row in self.rows.task_runs if row["status"] == "aborted"],
-            "running_loops": [f"{row['task_run_id']}/{row['loop_id']}" for row in self.rows.loops if row["status"] == "running"],
+            "running_task_runs": [
+                row["task_run_id"] for row in self.rows.task_runs if row["status"] == "running"
+            ],
+            "aborted_task_runs": [
+                row["task_run_id"] for row in self.rows.task_runs if row["status"] == "aborted"
+            ],
+            "running_loops": [
+                f"{row['task_run_id']}/{row['loop_id']}"
+                for row in self.rows.loops
+                if row["status"] == "running"
+            ],
             "partial_results": self._partial_results(loops),
             "broken_files": list(self.state.broken_files),
             "path_styles": self._path_styles(),
             "relative_log_trace_paths": [
-                row["task_run_id"] for row in self.rows.task_runs if (row["log_trace_path"] or "").startswith("log/")
+                row["task_run_id"]
+                for row in self.rows.task_runs
+                if (row["log_trace_path"] or "").startswith("log/")
             ],
+            "sqlite_datetime_timestamps": self._sqlite_timestamps(),
             "factor_meta_variants": variants,
             "tuple_string_factor_names": sorted(variants.get("C", []) + self._tuple_name_workspaces()),
             "mlruns_multiple_runs": multiple,
         }
+
+    def _sqlite_timestamps(self) -> list[dict]:
+        """Values in SQLite `datetime('now')` format (`2026-01-07 10:11:12`, no `T`, no zone)."""
+        pattern = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+        found = []
+        for row in self.rows.loops:
+            for column in ("materialization_updated_at_utc", "ended_at_utc", "updated_at_utc"):
+                if row.get(column) and pattern.fullmatch(row[column]):
+                    found.append(
+                        {"table": "loops", "column": column, "key": f"{row['task_run_id']}/{row['loop_id']}"}
+                    )
+        return found
 
     def _tuple_name_workspaces(self) -> list[str]:
         return [

@@ -81,7 +81,9 @@ def input_schema(name: str) -> dict:
     }
 
 
-def _variant_a_entry(name: str, *, source: str, expression: str, tags: list[str], loop: LoopPlan, at: str) -> dict:
+def _variant_a_entry(
+    name: str, *, source: str, expression: str, tags: list[str], loop: LoopPlan, at: str
+) -> dict:
     entry = {
         "name": name,
         "source": source,
@@ -131,18 +133,33 @@ def factor_meta_head(loop: LoopPlan, *, at: str) -> tuple[dict, str]:
     """
     if loop.action == "factor":
         factors = [
-            _variant_a_entry(name, source="qlib_alpha158", expression=expr, tags=["alpha158"], loop=loop, at=at)
+            _variant_a_entry(
+                name, source="qlib_alpha158", expression=expr, tags=["alpha158"], loop=loop, at=at
+            )
             for name, expr in ALPHA158_SUBSET
         ]
         factors += [_variant_d_entry(name) for name in loop.new_factors]
         variant = "A+D" if loop.new_factors else "A"
     else:
         factors = [
-            _variant_a_entry(f"('feature', '{name}')", source="rdagent_generated", expression="", tags=["rdagent"], loop=loop, at=at)
+            _variant_a_entry(
+                f"('feature', '{name}')",
+                source="rdagent_generated",
+                expression="",
+                tags=["rdagent"],
+                loop=loop,
+                at=at,
+            )
             for name in loop.factor_set
         ]
         variant = "A"
-    meta = {"version": "v1", "task_run_id": loop.task_run_id, "loop_id": loop.loop_id, "created_at_utc": at, "factors": factors}
+    meta = {
+        "version": "v1",
+        "task_run_id": loop.task_run_id,
+        "loop_id": loop.loop_id,
+        "created_at_utc": at,
+        "factors": factors,
+    }
     return meta, variant
 
 
@@ -165,7 +182,13 @@ def factor_meta_gap(loop: LoopPlan, *, at: str) -> dict:
         {"name": name, "expression": expr, "source": "qlib_alpha158", "region": "cn", "tags": ["alpha158"]}
         for name, expr in ALPHA158_SUBSET[:5]
     ]
-    return {"version": "v1", "task_run_id": loop.task_run_id, "loop_id": loop.loop_id, "created_at_utc": at, "factors": generated + alpha}
+    return {
+        "version": "v1",
+        "task_run_id": loop.task_run_id,
+        "loop_id": loop.loop_id,
+        "created_at_utc": at,
+        "factors": generated + alpha,
+    }
 
 
 def factor_meta_scan(loop: LoopPlan, *, workspace_path: str) -> dict:
@@ -174,7 +197,9 @@ def factor_meta_scan(loop: LoopPlan, *, workspace_path: str) -> dict:
         "version": "v1",
         "source": "backfill_scan",
         "workspace_path": workspace_path,
-        "factors": [{"name": f"('feature', '{name}')", "source": "rdagent_generated"} for name in loop.factor_set],
+        "factors": [
+            {"name": f"('feature', '{name}')", "source": "rdagent_generated"} for name in loop.factor_set
+        ],
     }
 
 
@@ -194,15 +219,29 @@ def _window_values(metrics: dict[str, float]) -> tuple[float | None, float | Non
     return pick("annualized_return"), pick("max_drawdown"), pick("information_ratio")
 
 
-def factor_perf_head(loop: LoopPlan, metrics: dict[str, float], first_row: str, *, at: str, names: list[str]) -> dict:
+def factor_perf_head(
+    loop: LoopPlan, metrics: dict[str, float], first_row: str, *, at: str, names: list[str]
+) -> dict:
     """HEAD backfill shape with the bogus `""`/`"0"` keys from the header-based CSV reader."""
     annual, mdd, sharpe = _window_values(metrics)
     window_metrics: dict[str, object] = {"": first_row, "0": metrics[first_row]}
     window_metrics.update(metrics)
     window_metrics.update(
-        {"annualized_return": annual, "max_drawdown": mdd, "sharpe": sharpe, "ic": metrics.get("IC"), "ic_ir": metrics.get("ICIR")}
+        {
+            "annualized_return": annual,
+            "max_drawdown": mdd,
+            "sharpe": sharpe,
+            "ic": metrics.get("IC"),
+            "ic_ir": metrics.get("ICIR"),
+        }
     )
-    window = {"name": "main_window", "annual_return": annual, "max_drawdown": mdd, "sharpe": sharpe, "metrics": window_metrics}
+    window = {
+        "name": "main_window",
+        "annual_return": annual,
+        "max_drawdown": mdd,
+        "sharpe": sharpe,
+        "metrics": window_metrics,
+    }
     return {
         "version": "v1",
         "task_run_id": loop.task_run_id,
@@ -228,7 +267,9 @@ def factor_perf_gap(loop: LoopPlan, metrics: dict[str, float], first_row: str, *
         "loop_id": loop.loop_id,
         "generated_at_utc": at,
         "factors": [],
-        "combinations": [{"name": "main", "factor_names": list(loop.new_factors or loop.factor_set), "windows": [window]}],
+        "combinations": [
+            {"name": "main", "factor_names": list(loop.new_factors or loop.factor_set), "windows": [window]}
+        ],
     }
 
 
@@ -263,7 +304,11 @@ def _required_files(action: str, *, head: bool) -> list[str]:
     return ["combined_factors_df.parquet", "factor.py"] if head else ["combined_factors_df.parquet"]
 
 
-POINTERS = {"meta_path": "workspace_meta.json", "summary_path": "experiment_summary.json", "manifest_path": "manifest.json"}
+POINTERS = {
+    "meta_path": "workspace_meta.json",
+    "summary_path": "experiment_summary.json",
+    "manifest_path": "manifest.json",
+}
 RESULT_FILES = (
     "qlib_res.csv",
     "ret.pkl",
@@ -319,7 +364,14 @@ def key_metrics(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def workspace_meta_v1(
-    run: RunPlan, loop: LoopPlan, *, workspace_id: str, workspace_path: str, log_trace_path: str, db_path: str, at: str,
+    run: RunPlan,
+    loop: LoopPlan,
+    *,
+    workspace_id: str,
+    workspace_path: str,
+    log_trace_path: str,
+    db_path: str,
+    at: str,
     metrics: dict[str, float],
 ) -> dict:
     """Dec-24 loop shape: more keys (registry, workspace_row, key_metrics), no version."""
@@ -349,7 +401,11 @@ def workspace_meta_v1(
         "best_workspace_id": workspace_id,
         "registry": {"db_path": db_path},
         "result_criteria": {"required_files": _required_files(loop.action, head=False), "has_result": True},
-        "task_run": {"task_run_id": run.task_run_id, "scenario": "QuantRDLoop", "log_trace_path": log_trace_path},
+        "task_run": {
+            "task_run_id": run.task_run_id,
+            "scenario": "QuantRDLoop",
+            "log_trace_path": log_trace_path,
+        },
         "loop": {
             "task_run_id": loop.task_run_id,
             "loop_id": loop.loop_id,
@@ -364,15 +420,28 @@ def workspace_meta_v1(
     }
 
 
-def experiment_summary_v1(meta: dict, present: set[str], artifacts: list[dict], metrics: dict[str, float]) -> dict:
-    return {**meta, "files": files_map(present), "artifacts": artifacts, "metrics": metrics, "key_metrics": key_metrics(metrics)}
+def experiment_summary_v1(
+    meta: dict, present: set[str], artifacts: list[dict], metrics: dict[str, float]
+) -> dict:
+    return {
+        **meta,
+        "files": files_map(present),
+        "artifacts": artifacts,
+        "metrics": metrics,
+        "key_metrics": key_metrics(metrics),
+    }
 
 
 def manifest_v1(meta: dict, artifacts: list[dict], metrics: dict[str, float]) -> dict:
     return {**meta, "artifacts": artifacts, "key_metrics": key_metrics(metrics)}
 
 
-PREPROCESS_DEFAULT = {"normalize": "zscore", "fillna": "forward_fill", "clip": None, "standardize_features": True}
+PREPROCESS_DEFAULT = {
+    "normalize": "zscore",
+    "fillna": "forward_fill",
+    "clip": None,
+    "standardize_features": True,
+}
 
 
 def model_meta(loop: LoopPlan, *, workspace_id: str) -> dict:
@@ -446,7 +515,9 @@ def factor_catalog(generated: list[tuple[str, float | None, float | None]], *, a
         entry = _variant_d_entry(name)
         sharpe, annual = _finite_or_none(sharpe), _finite_or_none(annual)
         entry["best_performance"] = (
-            f"Sharpe: {sharpe:.2f}, Ann.Ret: {annual * 100:.2f}%" if sharpe is not None and annual is not None else "无回测记录"
+            f"Sharpe: {sharpe:.2f}, Ann.Ret: {annual * 100:.2f}%"
+            if sharpe is not None and annual is not None
+            else "无回测记录"
         )
         factors.append(entry)
     return {"version": "v1", "generated_at_utc": at, "source": "rdagent_tools", "factors": factors}

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from workbench.rdagent.sample_request import multi_strategy_request
+
 Generation = Literal["v1", "gap", "head"]
 Flavor = Literal["v1", "gap", "head_live", "head_backfilled"]
 Role = Literal["regular", "killed", "running", "multi_strategy"]
@@ -176,7 +178,9 @@ class _Ids:
 
     def jitter(self, *, minutes: int) -> timedelta:
         return timedelta(
-            minutes=self.rng.randrange(minutes), seconds=self.rng.randrange(60), microseconds=self.rng.randrange(1, 10**6)
+            minutes=self.rng.randrange(minutes),
+            seconds=self.rng.randrange(60),
+            microseconds=self.rng.randrange(1, 10**6),
         )
 
 
@@ -264,7 +268,7 @@ class _RunBuilder:
             ended=step_times[-1][2],
             step_times=step_times,
             hypothesis=self.ids.rng.choice(HYPOTHESES),
-            alpha=self.ids.rng.uniform(-0.0002, 0.0009),
+            alpha=self.ids.rng.uniform(0.0002, 0.0012),
         )
         self.cursor = step_times[-1][2] + timedelta(seconds=self.ids.rng.uniform(2, 30))
         if action == "factor":
@@ -381,7 +385,9 @@ def _regular_runs(ids: _Ids, knobs: Knobs) -> list[RunPlan]:
             }
         builder = _RunBuilder(ids, run, force_failed_loop=position == 0)
         for loop_id in range(knobs.loops_per_run):
-            builder.add_loop(action="factor" if loop_id % 2 == 0 else "model", status=builder.next_status(loop_id))
+            builder.add_loop(
+                action="factor" if loop_id % 2 == 0 else "model", status=builder.next_status(loop_id)
+            )
         _finish_run(run, builder)
         runs.append(run)
     return runs
@@ -408,8 +414,8 @@ def _mark_aborted(run: RunPlan, *, quirks: bool) -> None:
         "loop_idx": loop_idx,
         "step_idx": step_idx,
         "max_parallel": 1,
-        "traceback": "Traceback (most recent call last):\n  File \"rdagent/utils/workflow/loop.py\", line 312, "
-        "in run\n    raise LoopTerminationError(\"Timer timeout\")\nLoopTerminationError: Timer timeout\n",
+        "traceback": 'Traceback (most recent call last):\n  File "rdagent/utils/workflow/loop.py", line 312, '
+        'in run\n    raise LoopTerminationError("Timer timeout")\nLoopTerminationError: Timer timeout\n',
     }
 
 
@@ -452,64 +458,6 @@ def _running_run(ids: _Ids) -> RunPlan:
     return run
 
 
-def multi_strategy_request() -> dict:
-    """The A/B ExperimentRequest stored in `task_runs.params_json` of the multi-strategy run."""
-    base_factors = [
-        {"name": "RESI5", "source": "qlib_alpha158"},
-        {"name": "WVMA5", "source": "qlib_alpha158"},
-        {"name": "CORR20", "source": "qlib_alpha158"},
-        {"name": "Momentum_20D", "source": "rdagent_generated"},
-        {"name": "MF_Net_Inflow_Ratio_10D", "source": "rdagent_generated"},
-    ]
-    alt_factors = [
-        {"name": "KLEN", "source": "qlib_alpha158"},
-        {"name": "ROC60", "source": "qlib_alpha158"},
-        {"name": "Volatility_60D", "source": "rdagent_generated"},
-        {"name": "PB_Zscore_20D", "source": "external_manual"},
-    ]
-
-    def strategy(name: str, role: str, loop_id: int, rule: dict, risk: dict, factors: list) -> dict:
-        return {
-            "name": name,
-            "role": role,
-            "loop_id": loop_id,
-            "strategy_type": "topk",
-            "trading_rule": rule,
-            "risk_model": risk,
-            "benchmark": "SH000300",
-            "factor_set": {"factors": factors},
-        }
-
-    return {
-        "name": "topk_ab_2026q1",
-        "kind": "ab_test",
-        "description": "SOTA top-50 control against three treatments: smaller book, risk cap, other factors",
-        "factor_set": {"factors": base_factors},
-        "train_test": {
-            "train_start": "2018-01-01",
-            "train_end": "2021-12-31",
-            "valid_start": "2022-01-01",
-            "valid_end": "2024-06-30",
-            "test_start": "2024-07-01",
-            "test_end": "2025-12-31",
-        },
-        "objective": {"primary_metric": "information_ratio", "direction": "maximize"},
-        "strategies": [
-            strategy("sota_topk50", "control", 0, {"topk": 50, "n_drop": 5}, {"max_single_weight": 0.05}, base_factors),
-            strategy("topk30", "treatment", 1, {"topk": 30, "n_drop": 3}, {"max_single_weight": 0.05}, base_factors),
-            strategy(
-                "topk50_riskcap",
-                "treatment",
-                2,
-                {"topk": 50, "n_drop": 5},
-                {"max_single_weight": 0.03, "max_industry_weight": 0.2},
-                base_factors,
-            ),
-            strategy("alt_factors", "treatment", 3, {"topk": 50, "n_drop": 5}, {"max_single_weight": 0.05}, alt_factors),
-        ],
-    }
-
-
 STRATEGY_ALPHAS = (0.0002, 0.0006, 0.0004, 0.0008)
 
 
@@ -527,7 +475,9 @@ def _multi_strategy_run(ids: _Ids) -> RunPlan:
     run.params = {"experiment_request": request}
     builder = _RunBuilder(ids, run, force_failed_loop=False)
     for strategy in request["strategies"]:
-        builder.sota_factors = [f["name"] for f in strategy["factor_set"]["factors"] if f["source"] != "qlib_alpha158"]
+        builder.sota_factors = [
+            f["name"] for f in strategy["factor_set"]["factors"] if f["source"] != "qlib_alpha158"
+        ]
         loop = builder.add_loop(action="model", status="success")
         loop.strategy = strategy
         loop.alpha = STRATEGY_ALPHAS[strategy["loop_id"] % len(STRATEGY_ALPHAS)]
@@ -540,7 +490,11 @@ def _multi_strategy_run(ids: _Ids) -> RunPlan:
 def _orphan_loop(ids: _Ids, like: RunPlan) -> LoopPlan:
     """A finished factor experiment whose run never reached the registry (registry disabled)."""
     run = _new_run(
-        ids, generation="head", flavor="head_live", role="regular", started=like.started + timedelta(hours=3),
+        ids,
+        generation="head",
+        flavor="head_live",
+        role="regular",
+        started=like.started + timedelta(hours=3),
         path_style="wsl",
     )
     run.status = None
@@ -550,13 +504,17 @@ def _orphan_loop(ids: _Ids, like: RunPlan) -> LoopPlan:
     return loop
 
 
-def _successful_with_results(runs: list[RunPlan], flavor: Flavor, action: str | None = None) -> list[LoopPlan]:
+def _successful_with_results(
+    runs: list[RunPlan], flavor: Flavor, action: str | None = None
+) -> list[LoopPlan]:
     return [
         loop
         for run in runs
         if run.flavor == flavor and run.role == "regular"
         for loop in run.loops
-        if loop.experiment is not None and loop.experiment.results == "full" and (action is None or loop.action == action)
+        if loop.experiment is not None
+        and loop.experiment.results == "full"
+        and (action is None or loop.action == action)
     ]
 
 

@@ -88,7 +88,16 @@ _ARTIFACTS_HEAD_PART = (
 )
 ARTIFACTS_HEAD_COLUMNS = _ARTIFACTS_HEAD_PART + ARTIFACTS_MODEL_COLUMNS + ("created_at_utc", "updated_at_utc")
 ARTIFACTS_V1_COLUMNS = _ARTIFACTS_HEAD_PART + ("created_at_utc", "updated_at_utc")
-ARTIFACT_FILES_COLUMNS = ("file_id", "artifact_id", "workspace_id", "path", "sha256", "size_bytes", "mtime_utc", "kind")
+ARTIFACT_FILES_COLUMNS = (
+    "file_id",
+    "artifact_id",
+    "workspace_id",
+    "path",
+    "sha256",
+    "size_bytes",
+    "mtime_utc",
+    "kind",
+)
 FACTOR_REGISTRY_COLUMNS = (
     "factor_name",
     "expression",
@@ -226,8 +235,23 @@ _INDEXES_SQL = (
 def schema_statements(generation: RegistryGeneration) -> list[str]:
     """DDL in the order the real code paths ran it (V1 create, later HEAD migration)."""
     if generation == "head":
-        return [_TASK_RUNS_SQL, _LOOPS_HEAD_SQL, _WORKSPACES_SQL, _ARTIFACTS_HEAD_SQL, _ARTIFACT_FILES_SQL, _FACTOR_REGISTRY_SQL, *_INDEXES_SQL]
-    v1 = [_TASK_RUNS_SQL, _LOOPS_V1_SQL, _WORKSPACES_SQL, _ARTIFACTS_V1_SQL, _ARTIFACT_FILES_SQL, *_INDEXES_SQL]
+        return [
+            _TASK_RUNS_SQL,
+            _LOOPS_HEAD_SQL,
+            _WORKSPACES_SQL,
+            _ARTIFACTS_HEAD_SQL,
+            _ARTIFACT_FILES_SQL,
+            _FACTOR_REGISTRY_SQL,
+            *_INDEXES_SQL,
+        ]
+    v1 = [
+        _TASK_RUNS_SQL,
+        _LOOPS_V1_SQL,
+        _WORKSPACES_SQL,
+        _ARTIFACTS_V1_SQL,
+        _ARTIFACT_FILES_SQL,
+        *_INDEXES_SQL,
+    ]
     return v1 + list(_LOOPS_MIGRATIONS) + [_FACTOR_REGISTRY_SQL]
 
 
@@ -269,7 +293,15 @@ class RegistryRows:
 def empty_loop_row(task_run_id: str, loop_id: int) -> dict:
     """A loops row with every HEAD column, defaults as SQLite would fill them."""
     row = dict.fromkeys(LOOPS_HEAD_COLUMNS)
-    row.update({"task_run_id": task_run_id, "loop_id": loop_id, "has_result": 0, "is_solidified": 0, "sync_status": "pending"})
+    row.update(
+        {
+            "task_run_id": task_run_id,
+            "loop_id": loop_id,
+            "has_result": 0,
+            "is_solidified": 0,
+            "sync_status": "pending",
+        }
+    )
     return row
 
 

@@ -23,7 +23,13 @@ from workbench.rdagent.sample_registry import (
     head_artifact_id,
     head_file_id,
 )
-from workbench.rdagent.sample_workspace import WrittenWorkspace, iso, registry_path, workspace_registry_path
+from workbench.rdagent.sample_workspace import (
+    FileRecord,
+    WrittenWorkspace,
+    iso,
+    registry_path,
+    workspace_registry_path,
+)
 
 REPORT_FILES = RESULT_FILES[:6]
 _GIT_SHAS = {
@@ -119,7 +125,9 @@ def _apply_backfill(run: RunPlan, loop: LoopPlan, row: dict, has_files: bool) ->
         row["materialization_status"] = "done"
     else:
         row["materialization_status"] = "failed"
-        row["materialization_error"] = "RuntimeError: missing_model_weights (no model.pkl at the workspace root)"
+        row["materialization_error"] = (
+            "RuntimeError: missing_model_weights (no model.pkl at the workspace root)"
+        )
 
 
 def solidify(row: dict, *, bundle_id: str, at: datetime) -> None:
@@ -139,7 +147,9 @@ def solidify(row: dict, *, bundle_id: str, at: datetime) -> None:
     )
 
 
-def workspace_rows(run: RunPlan, loop: LoopPlan, written: WrittenWorkspace | None, subs: list[WrittenWorkspace]) -> list[dict]:
+def workspace_rows(
+    run: RunPlan, loop: LoopPlan, written: WrittenWorkspace | None, subs: list[WrittenWorkspace]
+) -> list[dict]:
     """`workspaces` rows: V1 experiment + sub-workspaces; others only successful experiments."""
     rows = []
     experiment = loop.experiment
@@ -181,7 +191,9 @@ def _workspace_row(run: RunPlan, loop: LoopPlan, dir_id: str, written: WrittenWo
     }
 
 
-def _file_row(file_id: str, artifact_id: str, workspace_id: str, path: str, record, kind: str) -> dict:  # noqa: ANN001
+def _file_row(
+    file_id: str, artifact_id: str, workspace_id: str, path: str, record: FileRecord | None, kind: str
+) -> dict:
     return {
         "file_id": file_id,
         "artifact_id": artifact_id,
@@ -206,16 +218,65 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
         return name if name in files else "."
 
     specs = [
-        ("report", "qlib_report", 1, {"files": list(REPORT_FILES)}, entry("qlib_res.csv"), [(n, "report") for n in present]),
-        ("backtest_metrics", "qlib_res.csv", 1, {"file": "qlib_res.csv"}, entry("qlib_res.csv"),
-         [("qlib_res.csv", "backtest_metrics")] if "qlib_res.csv" in files else []),
-        ("backtest_curve", "ret.pkl", 1, {"file": "ret.pkl"}, entry("ret.pkl"), [("ret.pkl", "backtest_curve")] if "ret.pkl" in files else []),
-        ("signals", "signals", 0, {"files": signals}, signals[0] if signals else ".", [(signals[0], "signals")] if signals else []),
-        ("ret_schema", "ret_schema", 0, {"files": schema}, schema[0] if schema else ".", [(schema[0], "ret_schema")] if schema else []),
+        (
+            "report",
+            "qlib_report",
+            1,
+            {"files": list(REPORT_FILES)},
+            entry("qlib_res.csv"),
+            [(n, "report") for n in present],
+        ),
+        (
+            "backtest_metrics",
+            "qlib_res.csv",
+            1,
+            {"file": "qlib_res.csv"},
+            entry("qlib_res.csv"),
+            [("qlib_res.csv", "backtest_metrics")] if "qlib_res.csv" in files else [],
+        ),
+        (
+            "backtest_curve",
+            "ret.pkl",
+            1,
+            {"file": "ret.pkl"},
+            entry("ret.pkl"),
+            [("ret.pkl", "backtest_curve")] if "ret.pkl" in files else [],
+        ),
+        (
+            "signals",
+            "signals",
+            0,
+            {"files": signals},
+            signals[0] if signals else ".",
+            [(signals[0], "signals")] if signals else [],
+        ),
+        (
+            "ret_schema",
+            "ret_schema",
+            0,
+            {"files": schema},
+            schema[0] if schema else ".",
+            [(schema[0], "ret_schema")] if schema else [],
+        ),
         ("model", "mlruns", 0, {"path": "mlruns"}, "mlruns", [("mlruns", "model")]),
-        ("config_snapshot", "workspace_configs", 0, {"count": len(configs)}, ".", [(n, "config_snapshot") for n in configs]),
-        ("factor_data", "combined_factors", 1, {"files": ["combined_factors_df.parquet"]}, entry("combined_factors_df.parquet"),
-         [("combined_factors_df.parquet", "factor_data")] if "combined_factors_df.parquet" in files else []),
+        (
+            "config_snapshot",
+            "workspace_configs",
+            0,
+            {"count": len(configs)},
+            ".",
+            [(n, "config_snapshot") for n in configs],
+        ),
+        (
+            "factor_data",
+            "combined_factors",
+            1,
+            {"files": ["combined_factors_df.parquet"]},
+            entry("combined_factors_df.parquet"),
+            [("combined_factors_df.parquet", "factor_data")]
+            if "combined_factors_df.parquet" in files
+            else [],
+        ),
     ]
     for kind in ("factor_meta", "factor_perf", "feedback"):
         name = f"{kind}.json"
@@ -228,7 +289,9 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
     return specs
 
 
-def head_artifacts(run: RunPlan, loop: LoopPlan, written: WrittenWorkspace, *, mlruns_size: int, rows: RegistryRows) -> None:
+def head_artifacts(
+    run: RunPlan, loop: LoopPlan, written: WrittenWorkspace, *, mlruns_size: int, rows: RegistryRows
+) -> None:
     """HEAD backfill artifacts: uuid5 ids (idempotent), sha256 NULL, model columns on `report`."""
     ws_id = written.plan.dir_id
     at = iso(run.backfill_time)
@@ -254,7 +317,9 @@ def head_artifacts(run: RunPlan, loop: LoopPlan, written: WrittenWorkspace, *, m
         rows.artifacts.append(row)
         for path, kind in file_specs:
             record = written.files.get(path)
-            file_row = _file_row(head_file_id(artifact_id, ws_id, kind, path), artifact_id, ws_id, path, record, kind)
+            file_row = _file_row(
+                head_file_id(artifact_id, ws_id, kind, path), artifact_id, ws_id, path, record, kind
+            )
             file_row["sha256"] = None
             if path == "mlruns":
                 file_row.update({"size_bytes": mlruns_size, "mtime_utc": iso(loop.step_times[2][2])})
@@ -266,7 +331,13 @@ def _uuid4(rng: random.Random) -> str:
 
 
 def v1_artifacts(
-    run: RunPlan, loop: LoopPlan, written: WrittenWorkspace, *, mlruns_size: int, rows: RegistryRows, seed: int
+    run: RunPlan,
+    loop: LoopPlan,
+    written: WrittenWorkspace,
+    *,
+    mlruns_size: int,
+    rows: RegistryRows,
+    seed: int,
 ) -> list[dict]:
     """V1 live artifacts (uuid4 ids, sha256 for files); returns the JSON `artifacts` list."""
     rng = random.Random(f"{seed}|v1-artifacts|{written.plan.dir_id}")
@@ -276,14 +347,42 @@ def v1_artifacts(
     files = written.files
     configs = sorted(name for name in files if "/" not in name and name.endswith((".yaml", ".yml")))
     specs = [
-        ("report", "qlib_report", 1, {"files": ["qlib_res.csv", "ret.pkl"]}, "qlib_res.csv",
-         [(n, "report") for n in ("qlib_res.csv", "ret.pkl") if n in files]),
-        ("model", "mlruns", 0, {"path": "mlruns"}, "mlruns", [("mlruns", "model")] + [(p, "model") for p in written.mlruns_pickles]),
-        ("config_snapshot", "workspace_configs", 0, {"count": len(configs)}, ws_path, [(n, "config") for n in configs[:50]]),
+        (
+            "report",
+            "qlib_report",
+            1,
+            {"files": ["qlib_res.csv", "ret.pkl"]},
+            "qlib_res.csv",
+            [(n, "report") for n in ("qlib_res.csv", "ret.pkl") if n in files],
+        ),
+        (
+            "model",
+            "mlruns",
+            0,
+            {"path": "mlruns"},
+            "mlruns",
+            [("mlruns", "model")] + [(p, "model") for p in written.mlruns_pickles],
+        ),
+        (
+            "config_snapshot",
+            "workspace_configs",
+            0,
+            {"count": len(configs)},
+            ws_path,
+            [(n, "config") for n in configs[:50]],
+        ),
     ]
     if "combined_factors_df.parquet" in files:
-        specs.append(("feature_set", "combined_factors_df", 1, {"file": "combined_factors_df.parquet"},
-                      "combined_factors_df.parquet", [("combined_factors_df.parquet", "data")]))
+        specs.append(
+            (
+                "feature_set",
+                "combined_factors_df",
+                1,
+                {"file": "combined_factors_df.parquet"},
+                "combined_factors_df.parquet",
+                [("combined_factors_df.parquet", "data")],
+            )
+        )
     listing = []
     for artifact_type, name, primary, summary, entry, file_specs in specs:
         artifact_id = _uuid4(rng)
@@ -307,11 +406,19 @@ def v1_artifacts(
         for path, kind in file_specs:
             file_row = _file_row(_uuid4(rng), artifact_id, ws_id, path, files.get(path), kind)
             if path == "mlruns":
-                file_row.update({"sha256": None, "size_bytes": mlruns_size, "mtime_utc": iso(loop.step_times[2][2])})
+                file_row.update(
+                    {"sha256": None, "size_bytes": mlruns_size, "mtime_utc": iso(loop.step_times[2][2])}
+                )
             rows.artifact_files.append(file_row)
         listing.append(
-            {"artifact_id": artifact_id, "artifact_type": artifact_type, "name": name, "status": "present",
-             "entry_path": entry, "files": [path for path, _ in file_specs]}
+            {
+                "artifact_id": artifact_id,
+                "artifact_type": artifact_type,
+                "name": name,
+                "status": "present",
+                "entry_path": entry,
+                "files": [path for path, _ in file_specs],
+            }
         )
     return listing
 
@@ -321,7 +428,14 @@ def directory_size(path: str) -> int:
     return os.stat(path).st_size
 
 
-def duplicate_rows(run: RunPlan, loops: list[LoopPlan], *, exists: dict[str, bool], has_results: dict[str, bool], rows: RegistryRows) -> list[dict]:
+def duplicate_rows(
+    run: RunPlan,
+    loops: list[LoopPlan],
+    *,
+    exists: dict[str, bool],
+    has_results: dict[str, bool],
+    rows: RegistryRows,
+) -> list[dict]:
     """`tools/bootstrap_registry_from_logs.py`: the same run again under its log-dir name.
 
     Every workspace path found in the logs (sub-workspaces included) becomes an
@@ -350,8 +464,15 @@ def duplicate_rows(run: RunPlan, loops: list[LoopPlan], *, exists: dict[str, boo
         found = [experiment] if experiment is not None else []
         found += loop.subs
         with_results = experiment is not None and has_results.get(experiment.dir_id, False)
-        row.update({"action": loop.action, "status": "unknown", "has_result": 1 if with_results else 0,
-                    "started_at_utc": iso(loop.step_times[0][1]), "updated_at_utc": iso(at)})
+        row.update(
+            {
+                "action": loop.action,
+                "status": "unknown",
+                "has_result": 1 if with_results else 0,
+                "started_at_utc": iso(loop.step_times[0][1]),
+                "updated_at_utc": iso(at),
+            }
+        )
         rows.loops.append(row)
         for ws in found:
             path = workspace_registry_path("win_lower", ws.dir_id)
@@ -373,6 +494,12 @@ def duplicate_rows(run: RunPlan, loops: list[LoopPlan], *, exists: dict[str, boo
                     "updated_at_utc": iso(at),
                 }
             )
-            duplicates.append({"dir_id": ws.dir_id, "duplicate_workspace_id": ws_id, "duplicate_path": path,
-                               "loop_key": f"{dup_id}/{loop.loop_id}"})
+            duplicates.append(
+                {
+                    "dir_id": ws.dir_id,
+                    "duplicate_workspace_id": ws_id,
+                    "duplicate_path": path,
+                    "loop_key": f"{dup_id}/{loop.loop_id}",
+                }
+            )
     return duplicates

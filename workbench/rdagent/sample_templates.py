@@ -13,7 +13,10 @@ Era = Literal["v1", "gap", "head"]
 
 ALPHA158_SUBSET: tuple[tuple[str, str], ...] = (
     ("RESI5", "Resi($close, 5)/$close"),
-    ("WVMA5", "Std(Abs($close/Ref($close, 1)-1)*$volume, 5)/(Mean(Abs($close/Ref($close, 1)-1)*$volume, 5)+1e-12)"),
+    (
+        "WVMA5",
+        "Std(Abs($close/Ref($close, 1)-1)*$volume, 5)/(Mean(Abs($close/Ref($close, 1)-1)*$volume, 5)+1e-12)",
+    ),
     ("RSQR5", "Rsquare($close, 5)"),
     ("KLEN", "($high-$low)/$open"),
     ("RSQR10", "Rsquare($close, 10)"),
@@ -25,7 +28,10 @@ ALPHA158_SUBSET: tuple[tuple[str, str], ...] = (
     ("VSTD5", "Std($volume, 5)/($volume+1e-12)"),
     ("RSQR60", "Rsquare($close, 60)"),
     ("CORR60", "Corr($close, Log($volume+1), 60)"),
-    ("WVMA60", "Std(Abs($close/Ref($close, 1)-1)*$volume, 60)/(Mean(Abs($close/Ref($close, 1)-1)*$volume, 60)+1e-12)"),
+    (
+        "WVMA60",
+        "Std(Abs($close/Ref($close, 1)-1)*$volume, 60)/(Mean(Abs($close/Ref($close, 1)-1)*$volume, 60)+1e-12)",
+    ),
     ("STD5", "Std($close, 5)/$close"),
     ("RSQR20", "Rsquare($close, 20)"),
     ("CORD60", "Corr($close/Ref($close,1), Log($volume/Ref($volume, 1)+1), 60)"),
@@ -41,7 +47,7 @@ This folder is created by RD-Agent from the Qlib scenario template.
 `qlib_res.csv`, `ret.pkl`, `ret_schema.*` and `signals.*`.
 """
 
-_READ_EXP_RES = '''import pickle
+_READ_EXP_RES = """import pickle
 from pathlib import Path
 
 import pandas as pd
@@ -64,7 +70,7 @@ metrics = pd.Series(latest_recorder.list_metrics())
 metrics.to_csv("qlib_res.csv")
 ret_data_frame = latest_recorder.load_object("portfolio_analysis/report_normal_1day.pkl")
 ret_data_frame.to_pickle("ret.pkl")
-'''
+"""
 
 _CUSTOM_STRATEGY = '''from qlib.contrib.strategy import TopkDropoutStrategy
 

@@ -112,14 +112,17 @@ class WorkspaceWriter:
         self.instruments = data.instrument_codes(knobs.instruments)
         self.bench = data.benchmark_returns(seed, knobs.trading_days)
         self.tables = TableWriter(
-            seed=seed, days=self.days, instruments=self.instruments, topk=min(knobs.signals_topk, knobs.instruments)
+            seed=seed,
+            days=self.days,
+            instruments=self.instruments,
+            topk=min(knobs.signals_topk, knobs.instruments),
         )
         self._templates: dict[tuple[str, str], dict[str, bytes]] = {}
         self._combined: dict[tuple[str, ...], bytes] = {}
         self._code_diff: dict[str, bytes] = {}
-        self.source_files: list[str] = []
-        per_row = 8 * max(1, knobs.instruments)
-        self.pred_days = max(1, knobs.heavy_bytes // (per_row + 2 * knobs.instruments))
+        self.source_files = [f"{SOURCE_DATA_DIR}/daily_pv.h5", f"{SOURCE_DATA_DIR}/README.md"]
+        pred_days = max(1, knobs.heavy_bytes // (10 * max(1, knobs.instruments)))
+        self.pred_index = data.pred_index(self.days, self.instruments, rows=pred_days)
 
     # -- shared pieces -------------------------------------------------------------------
     def templates(self, kind: str, era: str) -> dict[str, bytes]:
@@ -156,10 +159,12 @@ class WorkspaceWriter:
         rng = np.random.default_rng([self.seed, 7_000_001])
         # h5py/pytables are not installed: the HDF5 files are opaque bytes behind the HDF5 signature.
         pv = data.opaque_bytes(rng, self.knobs.heavy_bytes, prefix=HDF5_SIGNATURE)
-        for folder, payload in ((SOURCE_DATA_DIR, pv), (SOURCE_DATA_DIR + "_debug", pv[: max(16, len(pv) // 8)])):
+        for folder, payload in (
+            (SOURCE_DATA_DIR, pv),
+            (SOURCE_DATA_DIR + "_debug", pv[: max(16, len(pv) // 8)]),
+        ):
             self.disk.put(f"{folder}/daily_pv.h5", payload, at)
             self.disk.put(f"{folder}/README.md", SOURCE_DATA_README, at)
-        self.source_files = [f"{SOURCE_DATA_DIR}/daily_pv.h5", f"{SOURCE_DATA_DIR}/README.md"]
 
     # -- sub-workspaces ------------------------------------------------------------------
     def write_sub_workspace(self, loop: LoopPlan, ws: WorkspacePlan) -> WrittenWorkspace:
@@ -168,7 +173,14 @@ class WorkspaceWriter:
         written = WrittenWorkspace(ws, rel_dir)
         at = loop.step_times[min(1, len(loop.step_times) - 1)][2]
         if ws.kind == "model_sub":
-            self._record(written, "model.py", model_code(hidden=loop.model_shape[0], layers=loop.model_shape[1], dropout=loop.model_shape[2]), at)
+            self._record(
+                written,
+                "model.py",
+                model_code(
+                    hidden=loop.model_shape[0], layers=loop.model_shape[1], dropout=loop.model_shape[2]
+                ),
+                at,
+            )
             return written
         name = ws.factor_name or "factor"
         self._record(written, "factor.py", factor_code(name, window=ws.factor_window, variant=ws.ordinal), at)
@@ -176,19 +188,28 @@ class WorkspaceWriter:
         if ws.results == "full":
             rng = np.random.default_rng([self.seed, ws.ordinal, 1])
             # Real result.h5 is HDF5 (pandas key "data"); without h5py we write opaque bytes.
-            self._record(written, "result.h5", data.opaque_bytes(rng, self.knobs.heavy_bytes, prefix=HDF5_SIGNATURE), at)
+            self._record(
+                written,
+                "result.h5",
+                data.opaque_bytes(rng, self.knobs.heavy_bytes, prefix=HDF5_SIGNATURE),
+                at,
+            )
         for source in self.source_files:
             target = f"{rel_dir}/{source.rpartition('/')[2]}"
             os.link(self.disk.out / source, self.disk.out / target)
         return written
 
-    def _record(self, written: WrittenWorkspace, rel: str, payload: bytes, at: datetime, *, sha: bool = False) -> None:
+    def _record(
+        self, written: WrittenWorkspace, rel: str, payload: bytes, at: datetime, *, sha: bool = False
+    ) -> None:
         size = self.disk.put(f"{written.rel_dir}/{rel}", payload, at)
         digest = hashlib.sha256(payload).hexdigest() if sha else None
         written.files[rel] = FileRecord(size, at, digest)
 
     # -- experiment workspaces -----------------------------------------------------------
-    def write_experiment(self, run: RunPlan, loop: LoopPlan, ws: WorkspacePlan, *, sha: bool) -> WrittenWorkspace:
+    def write_experiment(
+        self, run: RunPlan, loop: LoopPlan, ws: WorkspacePlan, *, sha: bool
+    ) -> WrittenWorkspace:
         """Templates, injected code, `mlruns/`, result files (§3.2/§3.3) of one experiment."""
         rel_dir = f"{WORKSPACE_ROOT}/{ws.dir_id}"
         written = WrittenWorkspace(ws, rel_dir)
@@ -199,12 +220,24 @@ class WorkspaceWriter:
         coded = loop.step_times[min(1, len(loop.step_times) - 1)][2]
         if loop.action == "model":
             shape = loop.model_shape
-            self._record(written, "model.py", model_code(hidden=shape[0], layers=shape[1], dropout=shape[2]), coded, sha=sha)
+            self._record(
+                written,
+                "model.py",
+                model_code(hidden=shape[0], layers=shape[1], dropout=shape[2]),
+                coded,
+                sha=sha,
+            )
         elif loop.sota_model:
             self._record(written, "model.py", model_code(hidden=64, layers=2, dropout=0.1), coded, sha=sha)
         started_running = loop.step_times[min(2, len(loop.step_times) - 1)][1]
         if loop.factor_set and (ws.results != "none" or loop.status == "running"):
-            self._record(written, "combined_factors_df.parquet", self.combined_parquet(loop.factor_set), started_running, sha=sha)
+            self._record(
+                written,
+                "combined_factors_df.parquet",
+                self.combined_parquet(loop.factor_set),
+                started_running,
+                sha=sha,
+            )
         if ws.results == "none":
             return written
         finished = loop.step_times[2][2]
@@ -215,7 +248,14 @@ class WorkspaceWriter:
         return written
 
     def _write_results(
-        self, run: RunPlan, loop: LoopPlan, written: WrittenWorkspace, started: datetime, finished: datetime, *, sha: bool
+        self,
+        run: RunPlan,
+        loop: LoopPlan,
+        written: WrittenWorkspace,
+        started: datetime,
+        finished: datetime,
+        *,
+        sha: bool,
     ) -> None:
         rng = np.random.default_rng([self.seed, written.plan.ordinal])
         ret = data.build_ret_frame(rng, days=self.days, bench=self.bench, alpha=loop.alpha)
@@ -239,7 +279,9 @@ class WorkspaceWriter:
         self._record(written, "ret_schema.parquet", schema_parquet, finished)
         self._record(written, "ret_schema.json", schema_json, finished)
         n_drop = 5 if loop.action == "factor" else 0
-        signals_parquet, signals_json = self.tables.signals_files(scores, n_drop=n_drop, generated_at=iso(finished))
+        signals_parquet, signals_json = self.tables.signals_files(
+            scores, n_drop=n_drop, generated_at=iso(finished)
+        )
         self._record(written, "signals.parquet", signals_parquet, finished)
         self._record(written, "signals.json", signals_json, finished)
 
@@ -271,40 +313,50 @@ class WorkspaceWriter:
         self.disk.ensure_dir(f"{written.rel_dir}/mlruns/.trash")
         if loop.multiple_mlruns:
             failed_run = rng.bytes(16).hex()
-            self._mlflow_run_meta(written, exp_id, failed_run, started, started + timedelta(minutes=1), status=4)
-            self._record(written, f"mlruns/{exp_id}/{failed_run}/artifacts/code_diff.txt", self.code_diff(run), started)
+            self._mlflow_run_meta(
+                written, exp_id, failed_run, started, started + timedelta(minutes=1), status=4
+            )
+            self._record(
+                written, f"mlruns/{exp_id}/{failed_run}/artifacts/code_diff.txt", self.code_diff(run), started
+            )
         run_id = rng.bytes(16).hex()
         base = f"mlruns/{exp_id}/{run_id}"
         self._mlflow_run_meta(written, exp_id, run_id, started, finished, status=3)
         stamp = int(finished.timestamp() * 1000)
         for name, value in metrics.items():
-            self._record(written, f"{base}/metrics/{name}", f"{stamp} {float(value)!r} 0\n".encode(), finished)
+            self._record(
+                written, f"{base}/metrics/{name}", f"{stamp} {float(value)!r} 0\n".encode(), finished
+            )
         model_class = "LGBModel" if loop.action == "factor" else "GeneralPTNN"
-        params = {
-            "model.class": model_class,
-            "model.module_path": "qlib.contrib.model.gbdt" if loop.action == "factor" else "qlib.contrib.model.pytorch_general_nn",
-            "dataset.class": "DatasetH",
-            "dataset.kwargs.segments.test": "['2024-07-01', '2025-12-31']",
-        }
-        for name, value in params.items():
-            self._record(written, f"{base}/params/{name}", value.encode(), started)
+        self._record(written, f"{base}/params/model.class", model_class.encode(), started)
+        self._record(
+            written, f"{base}/params/dataset.kwargs.segments.test", b"['2024-07-01', '2025-12-31']", started
+        )
         self._record(written, f"{base}/tags/mlflow.runName", b"mlflow_recorder", started)
-        self._record(written, f"{base}/tags/mlflow.user", b"root", started)
         params_pkl = data.small_pickle({"model_class": model_class, "weights": rng.bytes(1024)})
         written.params_pkl = params_pkl
         pickles = {
             f"{base}/artifacts/params.pkl": params_pkl,
-            f"{base}/artifacts/pred.pkl": data.pred_pickle(scores, days=self.days, instruments=self.instruments, rows=self.pred_days),
+            f"{base}/artifacts/pred.pkl": data.pred_pickle(scores, self.pred_index),
             f"{base}/artifacts/portfolio_analysis/report_normal_1day.pkl": ret_pickle,
         }
         for rel, payload in pickles.items():
             self._record(written, rel, payload, finished, sha=sha)
             written.mlruns_pickles.append(rel)
         self._record(written, f"{base}/artifacts/code_diff.txt", self.code_diff(run), started)
-        self._record(written, f"{base}/artifacts/code_status.txt", b" M rdagent/app/qlib_rd_loop/quant.py\n", started)
+        self._record(
+            written, f"{base}/artifacts/code_status.txt", b" M rdagent/app/qlib_rd_loop/quant.py\n", started
+        )
 
     def _mlflow_run_meta(
-        self, written: WrittenWorkspace, exp_id: str, run_id: str, started: datetime, finished: datetime, *, status: int
+        self,
+        written: WrittenWorkspace,
+        exp_id: str,
+        run_id: str,
+        started: datetime,
+        finished: datetime,
+        *,
+        status: int,
     ) -> None:
         ws_path = workspace_registry_path("wsl", written.plan.dir_id)
         text = (
@@ -323,7 +375,9 @@ class WorkspaceWriter:
         )
         self._record(written, f"mlruns/{exp_id}/{run_id}/meta.yaml", text.encode(), started)
 
-    def put_json(self, written: WrittenWorkspace, name: str, text: str, at: datetime, *, broken: str | None = None) -> None:
+    def put_json(
+        self, written: WrittenWorkspace, name: str, text: str, at: datetime, *, broken: str | None = None
+    ) -> None:
         """Write one metadata JSON, applying the broken-file quirk assigned to it, if any."""
         payload = text.encode("utf-8")
         if broken == "truncated_json":

@@ -1,0 +1,203 @@
+"""Confirm, quarantine, undo, purge: what moves, what survives, and what the archive still serves."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import polars as pl
+import pytest
+import test_cleanup_support as support
+from test_cleanup_support import Env, files_under
+
+from workbench.archive.lock import archive_lock
+from workbench.cleanup import CleanupPolicy, cleanup, purge_quarantine, undo_plan
+from workbench.cleanup.execute import apply_items
+from workbench.cleanup.planner import plan_context, plan_from_context
+from workbench.cleanup.records import save_plan
+from workbench.cli import main
+from workbench.errors import ArchiveBusyError
+from workbench.rdagent.files.factor_meta import read_factor_meta
+from workbench.rdagent.files.qlib_res import read_qlib_res
+from workbench.rdagent.files.returns import read_returns
+from workbench.restore import restore_experiment
+
+OLD = 1_600_000_000  # an mtime far outside any grace window
+
+cleanup_template = support.cleanup_template  # shared fixtures (see test_cleanup_support)
+env = support.env
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def original_file(env: Env, experiment: dict, rel: str) -> Path:
+    """Where an archived rel path lives in the installation (sub/<id>/... is a sibling folder)."""
+    if rel.startswith("sub/"):
+        _sub, ws_id, rest = rel.split("/", 2)
+        return env.workspace_root / ws_id / rest
+    return env.workspace_root / experiment["workspace_id"] / rel
+
+
+def test_restore_rebuilds_every_archived_file_byte_for_byte(env: Env, tmp_path: Path) -> None:
+    for experiment in env.level2().values():
+        target = tmp_path / "restored" / experiment["id"]
+        result = restore_experiment(experiment["id"], to=target, archive=env.ar)
+        kept = [r for r in json.loads(experiment["file_refs"]) if r["kept"]]
+        assert result.files == len(kept) > 0
+        for ref in kept:
+            assert sha(target / ref["path"]) == sha(original_file(env, experiment, ref["path"])) == ref["sha256"]
+
+
+def test_archive_alone_serves_everything_after_full_cleanup(env: Env, tmp_path: Path) -> None:
+    level2 = env.level2()
+    expected = {}
+    for experiment in level2.values():
+        folder = env.workspace_root / experiment["workspace_id"]
+        names = read_factor_meta(folder / "factor_meta.json")["name"].to_list() if (folder / "factor_meta.json").exists() else []
+        qlib = read_qlib_res(folder / "qlib_res.csv")
+        expected[experiment["id"]] = {
+            "returns": read_returns(folder / "ret.pkl"),
+            "qlib": dict(zip(qlib["metric"].to_list(), qlib["value"].to_list(), strict=True)),
+            "factors": sorted(set(names)),
+            "hashes": {r["path"]: sha(original_file(env, experiment, r["path"]))
+                       for r in json.loads(experiment["file_refs"]) if r["kept"]},
+        }
+    outcome = cleanup(env.rd, archive=env.ar, stage="full", confirm=True, yes=True, logs=True, keep_days=0)
+    assert outcome.ok and outcome.applied is not None and outcome.applied.count("moved") == len(outcome.plan.items)
+    states = {e["id"]: e["state"] for e in env.experiments().values()}
+    assert all(states[i] == "deleted" for i in level2)
+    purged = purge_quarantine(rdagent_root=env.rd, archive=env.ar, older_than="0s")
+    assert len(purged.purged) == len(outcome.plan.items) and not purged.skipped
+    shutil.rmtree(env.rd)
+    assert not env.rd.exists()
+
+    for experiment_id, want in expected.items():
+        series = pl.DataFrame(env.query(
+            'SELECT datetime, account, "return", total_turnover, turnover, total_cost, cost, value, cash, bench '
+            "FROM aistock_return_series WHERE experiment_id = ? ORDER BY datetime", [experiment_id]),
+            schema=want["returns"].columns, orient="row")
+        assert series.equals(want["returns"].sort("datetime"))
+        metrics = json.loads(env.query("SELECT metrics_json FROM aistock_experiments WHERE id = ?", [experiment_id])[0][0])
+        assert set(metrics["qlib_raw"]) == set(want["qlib"])
+        for name, value in want["qlib"].items():
+            stored = metrics["qlib_raw"][name]
+            assert stored is None if value != value else stored == pytest.approx(value), name  # NaN is stored as null
+        strategy = env.query("SELECT s.id, s.config_json FROM aistock_strategies s JOIN aistock_experiments e "
+                             "ON e.strategy_id = s.id WHERE e.id = ?", [experiment_id])
+        assert len(strategy) == 1
+        factors = env.query("SELECT DISTINCT f.name FROM aistock_factors f JOIN aistock_factor_usage u ON u.factor_id = f.id "
+                            "WHERE u.experiment_id = ? ORDER BY 1", [experiment_id])
+        assert set(want["factors"]) <= {r[0] for r in factors}
+        restored = restore_experiment(experiment_id, to=tmp_path / experiment_id, archive=env.ar)
+        assert {p: sha(restored.target / p) for p in want["hashes"]} == want["hashes"]
+    deletions = env.query("SELECT state, count(*) FROM wb_deletions GROUP BY 1")
+    assert deletions == [("purged", len(outcome.plan.items))]
+
+
+def _link_outside(env: Env, experiment: dict) -> tuple[Path, Path, Path]:
+    """A file and a folder outside the root, linked from inside a workspace (old mtimes)."""
+    outside = env.tmp / "outside"
+    (outside / "folder").mkdir(parents=True)
+    target = outside / "shared_data.h5"
+    target.write_bytes(b"precious source data")
+    (outside / "folder" / "keep.txt").write_text("keep", encoding="utf-8")
+    folder = env.workspace_root / experiment["workspace_id"]
+    os.symlink(target, folder / "linked_data.h5")
+    os.symlink(outside / "folder", folder / "linked_folder")
+    for name in ("linked_data.h5", "linked_folder"):
+        os.utime(folder / name, (OLD, OLD), follow_symlinks=False)
+    return target, outside / "folder", folder
+
+
+@pytest.mark.parametrize("stage", ["conservative", "full"])
+def test_symlink_to_outside_survives_with_target_untouched(env: Env, stage: str) -> None:
+    experiment = sorted(env.level2().values(), key=lambda e: e["id"])[0]
+    target, outside_folder, folder = _link_outside(env, experiment)
+    source_data = next((env.rd / "git_ignore_folder" / "factor_implementation_source_data").glob("*.h5"))
+    before = (target.stat(), sha(target), files_under(outside_folder), sha(source_data))
+    outcome = cleanup(env.rd, archive=env.ar, stage=stage, confirm=True, yes=True)
+    assert outcome.ok
+    moved = {i.path for i in outcome.plan.items}
+    assert str(folder) in moved
+    if stage == "conservative":
+        item = next(i for i in outcome.plan.items if i.path == str(folder))
+        assert "linked_data.h5" in {f.rel_path for f in item.files}
+        assert not os.path.lexists(folder / "linked_data.h5") and (folder / "linked_folder").is_symlink()
+        assert (folder / "qlib_res.csv").exists() and (folder / "ret.pkl").exists()
+    else:
+        assert not folder.exists()
+    purge_quarantine(rdagent_root=env.rd, archive=env.ar, older_than="0s")
+    after = (target.stat(), sha(target), files_under(outside_folder), sha(source_data))
+    assert after[1:] == before[1:] and after[0].st_ino == before[0].st_ino and after[0].st_mtime_ns == before[0].st_mtime_ns
+    assert source_data.stat().st_nlink >= 1 and source_data.read_bytes()
+
+
+def test_undo_puts_everything_back_and_resets_state(env: Env) -> None:
+    before = files_under(env.workspace_root)
+    outcome = cleanup(env.rd, archive=env.ar, stage="full", confirm=True, yes=True)
+    plan_id = outcome.plan.plan_id
+    assert files_under(env.workspace_root) != before
+    assert (env.rd / ".workbench_quarantine" / plan_id / "journal.jsonl").exists()
+    result = undo_plan(plan_id, rdagent_root=env.rd, archive=env.ar)
+    assert not result.refused and len(result.restored) == len(outcome.plan.items)
+    assert files_under(env.workspace_root) == before
+    assert {e["state"] for e in env.experiments().values()} == {"present"}
+    assert env.query("SELECT DISTINCT state FROM wb_deletions WHERE plan_id = ?", [plan_id]) == [("restored",)]
+    assert not (env.rd / ".workbench_quarantine" / plan_id).exists()
+
+
+def test_conservative_cleanup_slims_and_undo_refuses_an_existing_path(env: Env) -> None:
+    outcome = cleanup(env.rd, archive=env.ar, confirm=True, yes=True)
+    states = {e["state"] for e in env.level2().values()}
+    assert states == {"slimmed"}
+    item = outcome.plan.items[0]
+    first = Path(item.path) / item.files[0].rel_path
+    first.write_bytes(b"recreated by RD-Agent")
+    result = undo_plan(outcome.plan.plan_id, rdagent_root=env.rd, archive=env.ar)
+    assert [p for p, _ in result.refused] == [str(first)]
+    assert "exists again" in result.refused[0][1]
+    assert first.read_bytes() == b"recreated by RD-Agent"
+    assert env.query("SELECT count(*) FROM wb_deletions WHERE state = 'quarantined'") == [(1,)]
+
+
+def test_cleanup_and_archiving_never_run_together(env: Env) -> None:
+    before = files_under(env.workspace_root)
+    with archive_lock(env.ar, job="archive-full"), pytest.raises(ArchiveBusyError, match="archive-full"):
+        cleanup(env.rd, archive=env.ar, stage="full", confirm=True, yes=True)
+    with archive_lock(env.ar, job="archive-full"):
+        code = main(["cleanup", "--rdagent-root", str(env.rd), "--archive", str(env.ar), "--confirm", "--yes"])
+    assert code == 6
+    assert files_under(env.workspace_root) == before
+
+
+def test_damage_found_right_before_the_move_skips_the_item(env: Env) -> None:
+    policy = CleanupPolicy(stage="full")
+    context = plan_context(env.rd, archive=env.ar, policy=policy)
+    plan = save_plan(plan_from_context(context), archive=env.ar)
+    victim = plan.items[0]
+    experiment = env.experiments()[victim.experiment_ids[0]]
+    ref = next(r for r in json.loads(experiment["file_refs"]) if r["kept"] and not r["storage_key"].startswith("inline:"))
+    (env.ar / "objects" / ref["storage_key"]).write_bytes(b"bit rot")
+    with archive_lock(env.ar, job="cleanup"):
+        result = apply_items(plan, [victim], context=context)
+    assert result.outcomes[0].status == "skipped" and "damaged_archive" in result.outcomes[0].detail
+    assert Path(victim.path).is_dir()
+    assert env.query("SELECT count(*) FROM wb_deletions") == [(0,)]
+
+
+def test_purge_respects_age_and_cli_paths(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    outcome = cleanup(env.rd, archive=env.ar, confirm=True, yes=True)
+    assert main(["cleanup", "purge", "--older-than", "7d", "--rdagent-root", str(env.rd), "--archive", str(env.ar)]) == 0
+    assert "purged 0" in capsys.readouterr().out
+    assert env.query("SELECT count(*) FROM wb_deletions WHERE state = 'quarantined'")[0][0] > 0
+    assert main(["cleanup", "purge", "--older-than", "0s", "--rdagent-root", str(env.rd), "--archive", str(env.ar)]) == 0
+    assert env.query("SELECT DISTINCT state FROM wb_deletions") == [("purged",)]
+    assert not (env.rd / ".workbench_quarantine" / outcome.plan.plan_id).exists()
+    assert main(["cleanup", "undo", outcome.plan.plan_id, "--rdagent-root", str(env.rd), "--archive", str(env.ar)]) == 2
+    assert main(["cleanup", "plans", "--archive", str(env.ar)]) == 0
+    assert outcome.plan.plan_id in capsys.readouterr().out

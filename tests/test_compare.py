@@ -1,0 +1,228 @@
+"""Control versus treatments: the comparison, its honest ranking, charts and the widget panel."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pytest
+
+from workbench import charts
+from workbench.archive.pipeline import archive
+from workbench.cli import main
+from workbench.compare import comparable_task_runs, compare_task_run
+from workbench.errors import ConfigError
+from workbench.metrics import (
+    align_excess_returns,
+    bootstrap_sharpe_diff_ci,
+    deflated_sharpe_ratio,
+    probabilistic_sharpe_ratio,
+    sharpe_stats,
+)
+from workbench.widgets.comparison_panel import ComparisonPanel
+
+MULTI = "4279b14dae554dffb4ab18fd0a68e88e"  # the sample's multi-strategy task run (seed 0)
+PLAIN = "8f837ef727464f22803d1f83a859890c"  # a regular run without a request; loop 2 has no readable series
+
+
+@pytest.fixture(scope="module")
+def archive_dir(sample_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("compare")
+    shutil.copytree(sample_template, root / "rd", symlinks=True)
+    manifest = json.loads((root / "rd" / "sample_manifest.json").read_text(encoding="utf-8"))
+    assert MULTI in manifest["multi_strategy_task_runs"]
+    archive(root / "rd", archive=root / "ar", mode="full", progress=False)
+    return root / "ar"
+
+
+def _archived_series(archive_dir: Path, task_run_id: str) -> dict[int, pl.DataFrame]:
+    """Return series straight from the catalog, by loop (what compare must have used)."""
+    con = duckdb.connect(str(archive_dir / "catalog.duckdb"), read_only=True)
+    try:
+        frame = con.sql(
+            'SELECT e.loop_id, r.datetime, r."return", r.bench, r.cost, r.turnover FROM aistock_return_series r '
+            "JOIN aistock_experiments e ON e.id = r.experiment_id WHERE e.task_run_id = ? ORDER BY e.loop_id, r.datetime",
+            params=[task_run_id],
+        ).pl()
+    finally:
+        con.close()
+    return {key[0]: group.drop("loop_id") for key, group in frame.group_by("loop_id", maintain_order=True)}
+
+
+def test_control_and_treatments_side_by_side_with_differences(archive_dir: Path) -> None:
+    result = compare_task_run(archive_dir, MULTI[:8], n_boot=500)
+    table = result.table
+    assert result.task_run_id == MULTI and result.request_name == "topk_ab_2026q1"
+    assert (result.control, result.control_basis) == ("sota_topk50", "request")
+    assert table["role"].to_list() == ["control", "treatment", "treatment", "treatment"]
+    assert (result.n_days, result.start, result.end) == (60, "2024-07-01", "2024-09-20")
+    control = table.row(0, named=True)
+    for row in table.iter_rows(named=True):
+        for metric in ("annualized_excess_return", "information_ratio", "max_drawdown", "ic", "turnover"):
+            assert row[metric] is not None
+            expected = None if row["role"] == "control" else row[metric] - control[metric]
+            assert row[f"{metric}_diff"] == pytest.approx(expected)
+        assert row["max_drawdown"] <= 0 and 0 <= row["psr"] <= 1 and 0 <= row["dsr"] <= row["psr"]
+    curves = result.curves
+    assert curves.columns == ["strategy", "datetime", "cum_excess", "drawdown"]
+    assert curves.group_by("strategy").len()["len"].to_list() == [60] * 4
+    # the curves end where the metrics say: cumulative excess = mean * n, worst drawdown = max_drawdown
+    for row in table.iter_rows(named=True):
+        own = curves.filter(pl.col("strategy") == row["strategy"])
+        assert own["cum_excess"][-1] == pytest.approx(row["annualized_excess_return"] / 252 * 60)
+        assert own["drawdown"].min() == pytest.approx(row["max_drawdown"])
+
+
+def test_psr_and_dsr_equal_the_metric_functions_on_the_archived_series(archive_dir: Path) -> None:
+    result = compare_task_run(archive_dir, MULTI, n_boot=200)
+    series = _archived_series(archive_dir, MULTI)
+    assert result.n_trials == len(series) == 4  # every loop of the run with a return series is a trial
+    excess = {loop: (f["return"] - f["bench"] - f["cost"]).to_numpy() for loop, f in series.items()}
+    annual = [sharpe_stats(x)["sr"] * math.sqrt(252) for x in excess.values()]  # type: ignore[operator]
+    assert result.var_trials == pytest.approx(float(np.var(annual, ddof=1)), rel=1e-12)
+    for row in result.table.iter_rows(named=True):
+        stats = sharpe_stats(excess[row["loop_id"]])
+        psr = probabilistic_sharpe_ratio(stats["sr"], n=stats["n"], skew=stats["skew"], kurtosis=stats["kurtosis"])  # type: ignore[arg-type]
+        dsr = deflated_sharpe_ratio(stats["sr"] * math.sqrt(252), n=stats["n"], skew=stats["skew"],  # type: ignore[operator,arg-type]
+                                    kurtosis=stats["kurtosis"], n_trials=4, var_trials=result.var_trials,  # type: ignore[arg-type]
+                                    periods_per_year=252)
+        assert row["psr"] == pytest.approx(psr, abs=1e-12)
+        assert row["dsr"] == pytest.approx(dsr, abs=1e-12)
+        assert row["information_ratio"] == pytest.approx(stats["sr"] * math.sqrt(252))  # type: ignore[operator]
+
+
+def test_sharpe_difference_intervals_equal_the_paired_bootstrap(archive_dir: Path) -> None:
+    result = compare_task_run(archive_dir, MULTI, n_boot=700, seed=11)
+    series = _archived_series(archive_dir, MULTI)
+    for row in result.table.filter(pl.col("role") == "treatment").iter_rows(named=True):
+        aligned = align_excess_returns(series[row["loop_id"]], series[0])
+        point, low, high = bootstrap_sharpe_diff_ci(aligned["treatment"], aligned["control"], n_boot=700, seed=11)
+        assert (row["sharpe_diff"], row["sharpe_diff_low"], row["sharpe_diff_high"]) == pytest.approx((point, low, high),
+                                                                                                        abs=1e-9)
+        assert row["sharpe_diff"] == pytest.approx(row["information_ratio_diff"])
+    same = compare_task_run(archive_dir, MULTI, n_boot=700, seed=11)
+    assert same.table.equals(result.table)  # a seed makes the interval reproducible
+
+
+def test_compare_json_carries_psr_dsr_and_the_interval_for_every_strategy(
+    archive_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["compare", MULTI, "--archive", str(archive_dir), "--json", "--n-boot", "300",
+                 "--save-chart", str(tmp_path / "chart.svg")])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["control_basis"] == "request" and data["n_trials"] == 4
+    assert data["trials_basis"].startswith("loops of the task run with a return series")
+    assert data["window"] == {"start": "2024-07-01", "end": "2024-09-20", "n_days": 60}
+    for entry in data["strategies"]:
+        assert {"psr", "dsr", "sharpe_diff_ci"} <= set(entry)
+        if entry["role"] == "control":
+            assert entry["sharpe_diff_ci"] is None
+        else:
+            low, high = entry["sharpe_diff_ci"]
+            assert low < high
+    assert (tmp_path / "chart.svg").read_text(encoding="utf-8").lstrip().startswith("<svg")
+    code = main(["compare", PLAIN, "--archive", str(archive_dir), "--n-boot", "100", "--without-cost"])
+    text = capsys.readouterr().out
+    assert code == 0 and "first loop" in text and "without cost" in text and "skipped:" in text
+
+
+def test_without_a_request_the_first_loop_is_the_control(archive_dir: Path) -> None:
+    result = compare_task_run(archive_dir, PLAIN, n_boot=200)
+    assert result.control_basis == "first_loop" and result.request_name is None
+    assert result.table["loop_id"].to_list() == [0, 1]
+    assert [s["loop_id"] for s in result.skipped] == [2]
+    assert result.n_trials == 2
+    json.dumps(result.to_dict(curves=True))
+
+
+def test_choosing_strategies_and_the_control(archive_dir: Path) -> None:
+    subset = compare_task_run(archive_dir, MULTI, strategies=["alt_factors"], n_boot=200)
+    assert subset.table["strategy"].to_list() == ["sota_topk50", "alt_factors"]  # the control is always kept
+    assert subset.n_trials == 4  # the trials are the whole run, not the chosen few
+    by_loop = compare_task_run(archive_dir, MULTI, strategies=[2], control="topk30", n_boot=200)
+    assert by_loop.control_basis == "chosen" and by_loop.table["strategy"].to_list() == ["topk30", "topk50_riskcap"]
+    gross = compare_task_run(archive_dir, MULTI, with_cost=False, n_boot=200)
+    net = compare_task_run(archive_dir, MULTI, n_boot=200)
+    assert (gross.table["annualized_excess_return"] > net.table["annualized_excess_return"]).all()
+    with pytest.raises(ConfigError, match="matches no strategy.*available: sota_topk50"):
+        compare_task_run(archive_dir, MULTI, strategies=["nope"])
+    with pytest.raises(ConfigError, match="unknown task run"):
+        compare_task_run(archive_dir, "ffffffffffff")
+
+
+def test_comparable_task_runs_put_requests_first(archive_dir: Path) -> None:
+    runs = comparable_task_runs(archive_dir)
+    assert runs["task_run_id"][0] == MULTI and runs["control"][0] == "sota_topk50"
+    assert (runs["n_with_series"] >= 1).all() and (runs["n_with_series"] <= runs["n_loops"]).all()
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def _many_curves(n_strategies: int, n_days: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    rng = np.random.default_rng(0)
+    dates = [date(2015, 1, 1) + timedelta(days=i) for i in range(n_days)]
+    frames = []
+    for i in range(n_strategies):
+        cum = np.cumsum(rng.normal(0.0002, 0.01, n_days))
+        frames.append(pl.DataFrame({"strategy": f"s{i:02d}", "datetime": dates, "cum_excess": cum,
+                                    "drawdown": cum - np.maximum.accumulate(cum)}))
+    table = pl.DataFrame({"strategy": [f"s{i:02d}" for i in range(n_strategies)],
+                          "role": ["control"] + ["treatment"] * (n_strategies - 1),
+                          "sharpe_diff": [None] + [0.1] * (n_strategies - 1),
+                          "sharpe_diff_low": [None] + [-0.4] * (n_strategies - 1),
+                          "sharpe_diff_high": [None] + [0.6] * (n_strategies - 1),
+                          "psr": [0.5] * n_strategies, "dsr": [0.3] * n_strategies})
+    return pl.concat(frames), table
+
+
+def test_fifty_strategies_over_ten_years_chart_offline_to_svg_and_png(tmp_path: Path) -> None:
+    curves, table = _many_curves(50, 2520)
+    chart = charts.comparison_chart(curves, table, control="s00")
+    spec = chart.to_dict()  # would raise Altair's MaxRowsError above 5,000 rows
+    datasets = spec["datasets"]
+    assert all(len(rows) <= charts.MAX_ROWS for rows in datasets.values())
+    rows = datasets[spec["hconcat"][0]["data"]["name"]]
+    assert {r["strategy"] for r in rows} == {f"s{i:02d}" for i in range(50)}
+    assert max(r["datetime"] for r in rows) == "2021-11-24"  # each strategy's last day is kept
+    svg = charts.save(chart, tmp_path / "c.svg").read_bytes()
+    png = charts.save(chart, tmp_path / "c.png").read_bytes()
+    assert svg.lstrip().startswith(b"<svg") and png.startswith(b"\x89PNG")
+
+
+def test_a_comparison_chart_renders(archive_dir: Path) -> None:
+    result = compare_task_run(archive_dir, MULTI, n_boot=200)
+    svg = charts.render(result.chart()).decode("utf-8")
+    assert "sota_topk50" in svg and "Sharpe ratio versus the control" in svg
+
+
+# --------------------------------------------------------------------------- widget
+
+
+def test_the_comparison_panel_follows_the_pickers(archive_dir: Path) -> None:
+    panel = ComparisonPanel(archive_dir, n_boot=200)
+    assert panel.task_run.value == MULTI
+    assert panel.strategies.options == ("sota_topk50", "topk30", "topk50_riskcap", "alt_factors")
+    assert panel.comparison is not None and panel.comparison.table.height == 4
+    assert "<svg" in panel.chart_view.value and "topk50_riskcap" in panel.table_view.value
+
+    panel.select_strategies(["topk30"])
+    assert panel.table()["strategy"].to_list() == ["sota_topk50", "topk30"]
+    assert "alt_factors" not in panel.table_view.value
+
+    panel.with_cost.value = False
+    assert panel.comparison.with_cost is False and panel.table().height == 2
+
+    panel.select_task_run(PLAIN[:8])
+    assert panel.task_run.value == PLAIN and len(panel.strategies.options) == 2
+    assert panel.table().height == 2 and "skipped" in panel.table_view.value
+    assert "first_loop" in panel.table_view.value
+
+    with pytest.raises(ConfigError):
+        panel.select_task_run("not-a-run")

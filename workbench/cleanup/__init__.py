@@ -1,0 +1,29 @@
+"""Safe cleanup of RD-Agent workspaces and logs: policy → plan → approval → quarantine → purge / undo.
+
+Public entry points (the CLI calls exactly these):
+
+* `cleanup(rdagent_root, archive=..., dry_run=True | confirm=True, ...)` — `workbench cleanup`
+* `approve_plan(plan_id, item_ids=..., archive=...)` — `workbench cleanup approve`
+* `undo_plan(plan_id, rdagent_root=..., archive=...)` — `workbench cleanup undo`
+* `purge_quarantine(rdagent_root=..., archive=..., older_than="7d")` — `workbench cleanup purge`
+* `hold`, `release`, `list_holds` — `workbench hold`, `workbench release`, `workbench holds`
+* `export_cleanup_manifest(rdagent_root, out=..., archive=...)` — `workbench export-cleanup-manifest`
+* `make_plan(rdagent_root, archive=..., policy=CleanupPolicy(...))` — the plan alone (notebooks)
+"""
+
+from workbench.cleanup.approvals import Approval, approve_plan, load_approval
+from workbench.cleanup.execute import ApplyResult, PurgeResult, UndoResult, purge_quarantine, undo_plan
+from workbench.cleanup.holds import Hold, hold, list_holds, read_active_list, release
+from workbench.cleanup.job import CleanupOutcome, build_policy, cleanup
+from workbench.cleanup.manifest import export_cleanup_manifest
+from workbench.cleanup.plan import CleanupPlan, Exclusion, PlanFile, PlanItem
+from workbench.cleanup.planner import make_plan
+from workbench.cleanup.policy import CleanupPolicy
+from workbench.cleanup.records import deletions, list_plans, load_plan, save_plan
+
+__all__ = [
+    "ApplyResult", "Approval", "CleanupOutcome", "CleanupPlan", "CleanupPolicy", "Exclusion", "Hold", "PlanFile",
+    "PlanItem", "PurgeResult", "UndoResult", "approve_plan", "build_policy", "cleanup", "deletions",
+    "export_cleanup_manifest", "hold", "list_holds", "list_plans", "load_approval", "load_plan", "make_plan",
+    "purge_quarantine", "read_active_list", "release", "save_plan", "undo_plan",
+]

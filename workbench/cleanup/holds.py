@@ -1,0 +1,150 @@
+"""Holds: experiments, workspaces or task runs that must not be cleaned up (design 4.1).
+
+Two kinds, both stored in `wb_holds` and never deleted (a release sets `released_at`):
+
+* `hold` — flagged for re-tracing or debugging; blocks cleanup while it is open and younger than
+  `--hold-days` (an older open hold is reported as expired in the plan);
+* `active` — on the active debugging list; blocks cleanup until released.
+
+An id may be an experiment id, a workspace id or a task-run id; the plan checks every id an item
+belongs to. The active list can also come from a file (`--active-list`), one id a line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from workbench.archive.catalog import open_catalog, utc_now
+from workbench.errors import ConfigError
+
+HoldKind = Literal["hold", "active"]
+
+
+@dataclass(frozen=True)
+class Hold:
+    target_id: str
+    kind: str
+    reason: str | None
+    created_at: datetime
+    released_at: datetime | None = None
+    release_reason: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.released_at is None
+
+    def describe(self) -> str:
+        return f"{self.kind} on {self.target_id} since {self.created_at:%Y-%m-%d %H:%M} UTC: {self.reason or '-'}"
+
+
+@dataclass(frozen=True)
+class HoldIndex:
+    """Open holds by id, split by what they mean for a plan made at `now`."""
+
+    held: dict[str, Hold] = field(default_factory=dict)
+    active: dict[str, str] = field(default_factory=dict)
+    expired: dict[str, Hold] = field(default_factory=dict)
+
+    def blocking_holds(self, ids: set[str]) -> list[Hold]:
+        return [self.held[i] for i in sorted(ids) if i in self.held]
+
+    def active_reasons(self, ids: set[str]) -> list[str]:
+        return [f"{i}: {self.active[i]}" for i in sorted(ids) if i in self.active]
+
+    def expired_holds(self, ids: set[str]) -> list[Hold]:
+        return [self.expired[i] for i in sorted(ids) if i in self.expired]
+
+
+def _clean_id(target_id: str) -> str:
+    text = (target_id or "").strip()
+    if not text:
+        raise ConfigError("an id is required (experiment id, workspace id or task-run id)")
+    return text
+
+
+def hold(target_id: str, *, reason: str, active: bool = False, archive: Path | str | None = None) -> Hold:
+    """Flag an id for re-tracing/debugging (`active=True`: put it on the active debugging list)."""
+    target = _clean_id(target_id)
+    if not (reason or "").strip():
+        raise ConfigError("--reason is required: say why this must not be cleaned up")
+    record = Hold(target, "active" if active else "hold", reason.strip(), utc_now())
+    with open_catalog(archive) as con:
+        con.execute(
+            "INSERT INTO wb_holds (target_id, kind, reason, created_at) VALUES (?, ?, ?, ?)",
+            [record.target_id, record.kind, record.reason, record.created_at],
+        )
+    return record
+
+
+def release(target_id: str, *, reason: str, archive: Path | str | None = None) -> list[Hold]:
+    """Lift every open hold (both kinds) on an id; returns the holds released."""
+    target = _clean_id(target_id)
+    if not (reason or "").strip():
+        raise ConfigError("--reason is required: say why the hold is lifted")
+    now = utc_now()
+    with open_catalog(archive) as con:
+        rows = con.execute(
+            "SELECT target_id, kind, reason, created_at FROM wb_holds WHERE target_id = ? AND released_at IS NULL "
+            "ORDER BY created_at",
+            [target],
+        ).fetchall()
+        if not rows:
+            raise ConfigError(f"no open hold on {target}; list them with `workbench holds`")
+        con.execute(
+            "UPDATE wb_holds SET released_at = ?, release_reason = ? WHERE target_id = ? AND released_at IS NULL",
+            [now, reason.strip(), target],
+        )
+    return [Hold(r[0], r[1], r[2], r[3], now, reason.strip()) for r in rows]
+
+
+def list_holds(archive: Path | str | None = None, *, include_released: bool = False) -> list[Hold]:
+    """Holds, newest first (open ones only unless `include_released`)."""
+    where = "" if include_released else "WHERE released_at IS NULL"
+    with open_catalog(archive, read_only=True) as con:
+        rows = con.execute(
+            "SELECT target_id, kind, reason, created_at, released_at, release_reason FROM wb_holds "
+            f"{where} ORDER BY created_at DESC"
+        ).fetchall()
+    return [Hold(*row) for row in rows]
+
+
+def read_active_list(path: Path | str | None) -> frozenset[str]:
+    """Ids from an active-list file: one task-run or workspace id a line; `#` starts a comment."""
+    if path is None:
+        return frozenset()
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--active-list {file}: cannot read it ({exc})") from exc
+    ids = set()
+    for line in text.splitlines():
+        value = line.split("#", 1)[0].strip()
+        if value:
+            ids.add(value)
+    return frozenset(ids)
+
+
+def hold_index(
+    archive: Path | str | None,
+    *,
+    hold_days: float,
+    now: datetime,
+    active_ids: frozenset[str] = frozenset(),
+) -> HoldIndex:
+    """Open holds as of `now`: blocking (hold younger than `hold_days`, or active), expired."""
+    held: dict[str, Hold] = {}
+    expired: dict[str, Hold] = {}
+    active = {i: "listed in --active-list" for i in active_ids}
+    cutoff = now - timedelta(days=hold_days)
+    for record in list_holds(archive):
+        if record.kind == "active":
+            active.setdefault(record.target_id, f"active debugging ({record.reason or 'no reason given'})")
+        elif record.created_at >= cutoff:
+            held.setdefault(record.target_id, record)
+        else:
+            expired.setdefault(record.target_id, record)
+    return HoldIndex(held=held, active=active, expired=expired)

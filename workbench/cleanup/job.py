@@ -1,0 +1,190 @@
+"""`workbench cleanup`: dry run (plan, stored) or confirm (re-plan under the lock, then apply).
+
+Confirming never trusts an old plan: it takes the archive lock (so archiving cannot run at the
+same time), recomputes the plan from the catalog, the registry and the disk, and then
+
+* with an approval: applies only the approved items, and refuses (`PlanChangedError`, exit 9)
+  if any of them is gone from the new plan or its content changed;
+* with `expect_plan_hash` (the interactive confirmation): refuses if the new plan differs from
+  the one the person just saw;
+* with `yes=True`: applies the recomputed plan.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from workbench.archive.lock import archive_lock
+from workbench.cleanup.approvals import Approval, approved_items, load_approval, mark_used
+from workbench.cleanup.execute import ApplyResult, apply_items
+from workbench.cleanup.holds import read_active_list
+from workbench.cleanup.plan import CleanupPlan
+from workbench.cleanup.planner import plan_context, plan_from_context
+from workbench.cleanup.policy import CleanupPolicy
+from workbench.cleanup.records import load_plan, save_plan, set_plan_status
+from workbench.cleanup.units import format_bytes, parse_size
+from workbench.errors import ConfigError, PlanChangedError
+
+
+@dataclass
+class CleanupOutcome:
+    """What one `cleanup` call did: the plan, and for a confirm what was moved."""
+
+    plan: CleanupPlan
+    applied: ApplyResult | None = None
+    approval: Approval | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.applied is None or self.applied.ok
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"plan": self.plan.to_dict()}
+        if self.applied is not None:
+            data["applied"] = self.applied.to_dict()
+        if self.approval is not None:
+            data["approval_id"] = self.approval.approval_id
+        return data
+
+    def format(self, *, archive: Path | str | None = None, rdagent_root: Path | str | None = None) -> str:
+        if self.applied is not None:
+            text = self.applied.format()
+            return text + (f"\nundo with: workbench cleanup undo {self.plan.plan_id} --rdagent-root {rdagent_root} "
+                           f"--archive {archive}\npurge later with: workbench cleanup purge --older-than 7d "
+                           f"--rdagent-root {rdagent_root} --archive {archive}")
+        lines = [self.plan.format(), "", f"plan id: {self.plan.plan_id}   hash: {self.plan.plan_hash}", "next:"]
+        lines.append(f"  review and approve: notebooks/cleanup_review.ipynb, or `workbench cleanup approve "
+                     f"{self.plan.plan_id} --archive {archive}`")
+        lines.append(f"  then delete exactly what was approved: `workbench cleanup --rdagent-root {rdagent_root} "
+                     f"--archive {archive} --confirm --approval APPROVAL_ID`")
+        lines.append("  (or `--confirm` alone: recompute, show, ask; `--confirm --yes`: recompute and apply)")
+        lines.extend(self.notes)
+        return "\n".join(lines)
+
+
+def build_policy(
+    *,
+    stage: str = "conservative",
+    min_archiving_level: int = 2,
+    hold_days: float = 30.0,
+    active_list: Path | str | None = None,
+    active_ids: Sequence[str] = (),
+    grace_minutes: float = 120.0,
+    running_window_hours: float = 24.0,
+    workspaces: bool = True,
+    logs: bool = False,
+    keep_days: float | None = 30.0,
+    max_total_size: str | int | None = None,
+    keep_last: int | None = None,
+) -> CleanupPolicy:
+    """Options (as the CLI spells them) → a validated policy."""
+    ids = set(active_ids) | set(read_active_list(active_list))
+    return CleanupPolicy(
+        stage=stage,  # type: ignore[arg-type]
+        min_archiving_level=min_archiving_level,
+        hold_days=hold_days,
+        grace_minutes=grace_minutes,
+        running_window_hours=running_window_hours,
+        workspaces=workspaces,
+        logs=logs,
+        keep_days=keep_days,
+        keep_last=keep_last,
+        max_total_size=parse_size(max_total_size),
+        active_ids=tuple(sorted(ids)),
+    )
+
+
+def cleanup(
+    rdagent_root: Path | str,
+    *,
+    archive: Path | str | None = None,
+    stage: str = "conservative",
+    min_archiving_level: int = 2,
+    hold_days: float = 30.0,
+    active_list: Path | str | None = None,
+    active_ids: Sequence[str] = (),
+    grace_minutes: float = 120.0,
+    running_window_hours: float = 24.0,
+    workspaces: bool = True,
+    logs: bool = False,
+    keep_days: float | None = 30.0,
+    max_total_size: str | int | None = None,
+    keep_last: int | None = None,
+    registry: Path | str | None = None,
+    path_map: Sequence[str] = (),
+    dry_run: bool = False,
+    confirm: bool = False,
+    approval: str | None = None,
+    yes: bool = False,
+    expect_plan_hash: str | None = None,
+    now: datetime | None = None,
+) -> CleanupOutcome:
+    """Plan (`dry_run`) or apply (`confirm`) a cleanup of one RD-Agent installation."""
+    if dry_run == confirm:
+        raise ConfigError("choose exactly one of --dry-run (show the plan) or --confirm (apply it)")
+    if dry_run and (approval or yes):
+        raise ConfigError("--approval and --yes belong to --confirm")
+    policy = build_policy(stage=stage, min_archiving_level=min_archiving_level, hold_days=hold_days,
+                          active_list=active_list, active_ids=active_ids, grace_minutes=grace_minutes,
+                          running_window_hours=running_window_hours, workspaces=workspaces, logs=logs,
+                          keep_days=keep_days, max_total_size=max_total_size, keep_last=keep_last)
+    if dry_run:
+        context = plan_context(rdagent_root, archive=archive, policy=policy, registry=registry, path_map=path_map,
+                               now=now)
+        plan = save_plan(plan_from_context(context), archive=archive)
+        return CleanupOutcome(plan)
+    if approval:
+        return _confirm_approved(rdagent_root, approval, archive=archive, policy=policy, registry=registry,
+                                 path_map=path_map, now=now)
+    if not yes and expect_plan_hash is None:
+        raise ConfigError("--confirm deletes data: add --approval ID (reviewed plan), or --yes, "
+                          "or run it in a terminal to confirm interactively")
+    with archive_lock(archive, job="cleanup"):
+        context = plan_context(rdagent_root, archive=archive, policy=policy, registry=registry, path_map=path_map,
+                               now=now)
+        plan = plan_from_context(context)
+        if expect_plan_hash is not None and plan.plan_hash != expect_plan_hash:
+            raise PlanChangedError("the plan changed between showing it and confirming; nothing was deleted. "
+                                   "Run the command again to see the new plan")
+        plan = save_plan(plan, archive=archive, status="applying")
+        result = apply_items(plan, list(plan.items), context=context)
+        set_plan_status(plan.plan_id or "", "applied" if result.ok else "partially_applied", archive=archive,
+                        applied=True)
+    return CleanupOutcome(plan, result)
+
+
+def _confirm_approved(
+    rdagent_root: Path | str,
+    approval_id: str,
+    *,
+    archive: Path | str | None,
+    policy: CleanupPolicy,
+    registry: Path | str | None,
+    path_map: Sequence[str],
+    now: datetime | None,
+) -> CleanupOutcome:
+    """Apply an approval: the approved plan's own options, the current holds, only approved items."""
+    approval = load_approval(approval_id, archive=archive)
+    stored = load_plan(approval.plan_id, archive=archive)
+    if os.path.realpath(rdagent_root) != stored.plan.rdagent_root:
+        raise ConfigError(f"approval {approval_id} is for {stored.plan.rdagent_root}, not {rdagent_root}")
+    approved_policy = CleanupPolicy.from_params(stored.plan.params)
+    merged = CleanupPolicy.from_params({**approved_policy.to_params(),
+                                        "active_ids": sorted(set(approved_policy.active_ids) | set(policy.active_ids))})
+    with archive_lock(archive, job="cleanup"):
+        context = plan_context(rdagent_root, archive=archive, policy=merged, registry=registry, path_map=path_map,
+                               now=now)
+        current = plan_from_context(context)
+        items = approved_items(load_approval(approval_id, archive=archive), stored.plan, current)
+        mark_used(approval_id, archive=archive)
+        result = apply_items(stored.plan, items, context=context)
+        set_plan_status(stored.plan.plan_id or "", "applied" if result.ok else "partially_applied", archive=archive,
+                        applied=True, approval_id=approval_id)
+    note = f"applied {len(items)} approved items of plan {stored.plan.plan_id} ({format_bytes(result.bytes)})"
+    return CleanupOutcome(stored.plan, result, approval, [note])

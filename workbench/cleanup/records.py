@@ -1,0 +1,202 @@
+"""Cleanup in the catalog: stored plans, deletions, and each experiment's workspace state.
+
+`wb_cleanup_plans` keeps the exact plan (JSON and hash) a dry run printed, so an approval can
+refer to it; `wb_deletions` keeps one row per moved entry (what, when, bytes, which plan, where
+it sits in quarantine, and whether it was restored or purged); `aistock_experiments.workspace_state`
+says whether an experiment's workspace is `present`, `slimmed` or `deleted`.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from workbench.archive.catalog import open_catalog, utc_now
+from workbench.cleanup.plan import CleanupPlan, PlanItem, new_plan_id
+from workbench.errors import ArchiveError, ConfigError
+
+STATE_RANK = {"present": 0, "slimmed": 1, "deleted": 2}
+ACTIVE_STATES = ("quarantined", "purged")
+
+
+@dataclass(frozen=True)
+class StoredPlan:
+    plan: CleanupPlan
+    status: str
+    stored_hash: str
+    applied_at: datetime | None
+    approval_id: str | None
+
+
+@dataclass(frozen=True)
+class Deletion:
+    deletion_id: str
+    plan_id: str
+    item_id: str
+    experiment_id: str | None
+    kind: str
+    original_path: str
+    quarantine_path: str | None
+    bytes: int
+    state: str
+    deleted_at: datetime
+    restored_at: datetime | None = None
+    purged_at: datetime | None = None
+
+
+def save_plan(plan: CleanupPlan, *, archive: Path | str | None, status: str = "planned") -> CleanupPlan:
+    """Store a plan under a new id (returned on the plan) so it can be approved and audited."""
+    stored = plan.with_id(plan.plan_id or new_plan_id(utc_now()))
+    with open_catalog(archive) as con:
+        con.execute(
+            "INSERT INTO wb_cleanup_plans (plan_id, plan_hash, stage, created_at, params_json, plan_json, status) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [stored.plan_id, stored.plan_hash, stored.stage, utc_now(), stored.params_json, stored.to_json(), status],
+        )
+    return stored
+
+
+def load_plan(plan_id: str, *, archive: Path | str | None) -> StoredPlan:
+    """A stored plan; its JSON is re-hashed and must match the hash stored beside it."""
+    with open_catalog(archive, read_only=True) as con:
+        row = con.execute(
+            "SELECT plan_json, status, plan_hash, applied_at, approval_id FROM wb_cleanup_plans WHERE plan_id = ?",
+            [plan_id],
+        ).fetchone()
+    if row is None:
+        raise ConfigError(f"no cleanup plan {plan_id!r} in the archive; list plans with `workbench cleanup plans`")
+    plan = CleanupPlan.from_dict(json.loads(row[0]))
+    if plan.plan_hash != row[2]:
+        raise ArchiveError(f"stored plan {plan_id} does not hash to its recorded hash; the catalog row was altered")
+    return StoredPlan(plan, row[1], row[2], row[3], row[4])
+
+
+def list_plans(*, archive: Path | str | None, limit: int = 50) -> list[dict[str, Any]]:
+    """Recent plans with their status and how much they moved."""
+    with open_catalog(archive, read_only=True) as con:
+        rows = con.execute(
+            """
+            SELECT p.plan_id, p.stage, p.created_at, p.status, p.applied_at, p.approval_id,
+                   json_array_length(json_extract(p.plan_json, '$.items')) AS items,
+                   count(d.deletion_id) AS moved, coalesce(sum(d.bytes), 0) AS bytes,
+                   count(*) FILTER (WHERE d.state = 'quarantined') AS in_quarantine
+            FROM wb_cleanup_plans p LEFT JOIN wb_deletions d ON d.plan_id = p.plan_id
+            GROUP BY ALL ORDER BY p.created_at DESC LIMIT ?
+            """,
+            [limit],
+        ).fetchall()
+    keys = ["plan_id", "stage", "created_at", "status", "applied_at", "approval_id", "items", "moved", "bytes",
+            "in_quarantine"]
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def set_plan_status(plan_id: str, status: str, *, archive: Path | str | None, applied: bool = False,
+                    approval_id: str | None = None) -> None:
+    with open_catalog(archive) as con:
+        con.execute(
+            "UPDATE wb_cleanup_plans SET status = ?, applied_at = CASE WHEN ? THEN ? ELSE applied_at END, "
+            "approval_id = coalesce(?, approval_id) WHERE plan_id = ?",
+            [status, applied, utc_now(), approval_id, plan_id],
+        )
+
+
+def record_moves(
+    plan: CleanupPlan, item: PlanItem, moves: list[tuple[str, str, int]], *, archive: Path | str | None
+) -> list[Deletion]:
+    """One `wb_deletions` row per moved entry, and the new workspace state of its experiments."""
+    now = utc_now()
+    experiment = item.experiment_ids[0] if item.experiment_ids else None
+    rows = [Deletion(uuid.uuid4().hex, plan.plan_id or "", item.item_id, experiment, item.kind, original, target,
+                     size, "quarantined", now) for original, target, size in moves]
+    with open_catalog(archive) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for d in rows:
+                con.execute(
+                    "INSERT INTO wb_deletions (deletion_id, plan_id, item_id, experiment_id, kind, original_path, "
+                    "quarantine_path, bytes, state, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [d.deletion_id, d.plan_id, d.item_id, d.experiment_id, d.kind, d.original_path,
+                     d.quarantine_path, d.bytes, d.state, d.deleted_at],
+                )
+            refresh_workspace_states(con, set(item.experiment_ids))
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    return rows
+
+
+def deletions(*, archive: Path | str | None, plan_id: str | None = None, states: tuple[str, ...] = ()) -> list[Deletion]:
+    """Deletion rows, oldest first, optionally of one plan and in some states."""
+    where, params = [], []
+    if plan_id is not None:
+        where.append("plan_id = ?")
+        params.append(plan_id)
+    if states:
+        where.append(f"state IN ({', '.join('?' for _ in states)})")
+        params.extend(states)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    with open_catalog(archive, read_only=True) as con:
+        rows = con.execute(
+            "SELECT deletion_id, plan_id, item_id, experiment_id, kind, original_path, quarantine_path, bytes, state, "
+            f"deleted_at, restored_at, purged_at FROM wb_deletions {clause} ORDER BY deleted_at, deletion_id",
+            params,
+        ).fetchall()
+    return [Deletion(*r[:7], int(r[7] or 0), *r[8:]) for r in rows]
+
+
+def mark_deletions(deletion_ids: list[str], state: str, *, archive: Path | str | None,
+                   experiment_ids: set[str] | None = None) -> None:
+    """Set rows to `restored` or `purged` (with the time) and refresh the touched experiments."""
+    if not deletion_ids:
+        return
+    column = {"restored": "restored_at", "purged": "purged_at"}[state]
+    with open_catalog(archive) as con:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for deletion_id in deletion_ids:
+                con.execute(f"UPDATE wb_deletions SET state = ?, {column} = ? WHERE deletion_id = ?",
+                            [state, utc_now(), deletion_id])
+            if experiment_ids:
+                refresh_workspace_states(con, experiment_ids)
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+
+
+def _effect(item: PlanItem, experiment_id: str) -> str:
+    if item.kind == "workspace_full" and experiment_id in item.main_experiment_ids:
+        return "deleted"
+    return "slimmed" if item.kind in ("workspace_full", "workspace_heavy") else "present"
+
+
+def refresh_workspace_states(con: duckdb.DuckDBPyConnection, experiment_ids: set[str]) -> dict[str, str]:
+    """Recompute `workspace_state` of these experiments from every deletion not restored."""
+    if not experiment_ids:
+        return {}
+    rows = con.execute(
+        f"SELECT DISTINCT d.plan_id, d.item_id, p.plan_json FROM wb_deletions d JOIN wb_cleanup_plans p "
+        f"ON p.plan_id = d.plan_id WHERE d.state IN ({', '.join('?' for _ in ACTIVE_STATES)})",
+        list(ACTIVE_STATES),
+    ).fetchall()
+    plans: dict[str, CleanupPlan] = {}
+    states = dict.fromkeys(experiment_ids, "present")
+    for plan_id, item_id, plan_json in rows:
+        plan = plans.setdefault(plan_id, CleanupPlan.from_dict(json.loads(plan_json)))
+        item = plan.item(item_id)
+        if item is None:
+            continue
+        for experiment_id in set(item.experiment_ids) & experiment_ids:
+            effect = _effect(item, experiment_id)
+            if STATE_RANK[effect] > STATE_RANK[states[experiment_id]]:
+                states[experiment_id] = effect
+    for experiment_id, state in states.items():
+        con.execute("UPDATE aistock_experiments SET workspace_state = ? WHERE id = ?", [state, experiment_id])
+    return states

@@ -1,0 +1,145 @@
+"""Factor combinations: named sets of library factors and the experiments that used them.
+
+A combination is its set of factors (:func:`workbench.archive.ids.combination_id`): the archive
+job records the set each loop trained on, and a person can save a new set to hand to RD-Agent
+(:func:`save_combination`, then ``workbench export-request --combination ID``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from workbench.archive import ids
+from workbench.archive.catalog import open_catalog, read_frame, utc_now
+from workbench.archive.lock import archive_lock
+from workbench.errors import ConfigError
+from workbench.library.factors import resolve_factor_ids
+
+__all__ = ["combination_members", "combinations", "resolve_combination_id", "save_combination"]
+
+# Experiments of a combination: the one that recorded it, those whose factors were used as it,
+# and those run by a strategy built on it.
+_EXPERIMENTS_SQL = """
+    SELECT id AS combination_id, experiment_id FROM aistock_factor_combinations WHERE experiment_id IS NOT NULL
+    UNION
+    SELECT combination_id, experiment_id FROM aistock_factor_usage WHERE combination_id <> ''
+    UNION
+    SELECT s.factor_combination_id, e.id FROM aistock_strategies s JOIN aistock_experiments e ON e.strategy_id = s.id
+    WHERE s.factor_combination_id IS NOT NULL
+"""
+
+
+def combinations(
+    archive: Path | str | None,
+    *,
+    factor_id: str | None = None,
+    source: str | None = None,
+) -> pl.DataFrame:
+    """One row per combination: its factors (ids and names), the experiments and task runs that used it.
+
+    ``factor_id`` keeps the combinations containing that factor. Sorted by how often a
+    combination was used, then name.
+    """
+    params: dict[str, Any] = {}
+    where = ["TRUE"]
+    if factor_id is not None:
+        (resolved,) = resolve_factor_ids(archive, [factor_id])
+        where.append("list_contains(c.members, $factor_id)")
+        params["factor_id"] = resolved
+    if source is not None:
+        where.append("c.source = $source")
+        params["source"] = source
+    sql = f"""
+    WITH c AS (
+        SELECT id, name, source, CAST(factor_ids AS VARCHAR[]) AS members, experiment_id, created_at
+        FROM aistock_factor_combinations
+    ),
+    used AS (
+        SELECT x.combination_id, list(DISTINCT x.experiment_id ORDER BY x.experiment_id) AS experiment_ids,
+               list(DISTINCT e.task_run_id ORDER BY e.task_run_id) FILTER (WHERE e.task_run_id IS NOT NULL) AS task_run_ids
+        FROM ({_EXPERIMENTS_SQL}) x LEFT JOIN aistock_experiments e ON e.id = x.experiment_id
+        GROUP BY x.combination_id
+    ),
+    names AS (
+        SELECT c.id, list(f.name ORDER BY f.name) AS factor_names, list(DISTINCT f.source ORDER BY f.source) AS factor_sources
+        FROM c, unnest(c.members) AS m(member) JOIN aistock_factors f ON f.id = m.member
+        GROUP BY c.id
+    )
+    SELECT c.id AS combination_id, c.name, c.source, len(c.members) AS n_factors, c.members AS factor_ids,
+           coalesce(n.factor_names, []) AS factor_names, coalesce(n.factor_sources, []) AS factor_sources,
+           len(coalesce(u.experiment_ids, [])) AS n_experiments, coalesce(u.experiment_ids, []) AS experiment_ids,
+           coalesce(u.task_run_ids, []) AS task_run_ids, c.experiment_id AS first_experiment_id, c.created_at
+    FROM c LEFT JOIN used u ON u.combination_id = c.id LEFT JOIN names n ON n.id = c.id
+    WHERE {" AND ".join(where)}
+    ORDER BY n_experiments DESC, c.name, c.id
+    """
+    return read_frame(archive, sql, params)
+
+
+def resolve_combination_id(archive: Path | str | None, ref: str) -> str:
+    """A combination id from an id, a unique id prefix (≥ 6 characters) or a unique name."""
+    ref = ref.strip()
+    hits = read_frame(
+        archive,
+        "SELECT id, name FROM aistock_factor_combinations "
+        "WHERE id = $ref OR name = $ref OR (length($ref) >= 6 AND starts_with(id, $ref))",
+        {"ref": ref},
+    )
+    exact = hits.filter(pl.col("id") == ref)
+    if exact.height:
+        return ref
+    if hits.height == 0:
+        raise ConfigError(f"unknown combination {ref!r}: no combination has that id or name (see `workbench combinations`)")
+    if hits.height > 1:
+        listed = ", ".join(f"{r['id'][:12]} ({r['name']})" for r in hits.iter_rows(named=True))
+        raise ConfigError(f"combination {ref!r} is ambiguous: {listed}; give the id")
+    return hits["id"][0]
+
+
+def combination_members(archive: Path | str | None, combination_id: str) -> pl.DataFrame:
+    """The factors of one combination with their library rows (name, source, version, expression, tags)."""
+    resolved = resolve_combination_id(archive, combination_id)
+    return read_frame(
+        archive,
+        """
+        SELECT f.id AS factor_id, f.name, f.version, f.source, CAST(coalesce(f.tags, '[]') AS VARCHAR[]) AS tags,
+               f.expression, f.description_cn
+        FROM aistock_factor_combinations c, unnest(CAST(c.factor_ids AS VARCHAR[])) AS m(member)
+        JOIN aistock_factors f ON f.id = m.member
+        WHERE c.id = $id
+        ORDER BY f.name, f.id
+        """,
+        {"id": resolved},
+    )
+
+
+def save_combination(
+    archive: Path | str | None,
+    name: str,
+    factor_ids: Sequence[str],
+    *,
+    source: str = "manual",
+) -> str:
+    """Save a set of library factors as a named combination; returns its id (the same set → the same id).
+
+    Factors may be given by id, unique id prefix or unique name; an unknown one is an error and
+    nothing is saved. Saving a set that already exists keeps the existing row (and its name).
+    """
+    if not name or not name.strip():
+        raise ConfigError("a combination needs a name")
+    members = resolve_factor_ids(archive, list(factor_ids))
+    if not members:
+        raise ConfigError("a combination needs at least one factor")
+    combination = ids.combination_id(members)
+    with archive_lock(archive, job="save-combination"), open_catalog(archive) as con:
+        con.execute(
+            "INSERT INTO aistock_factor_combinations (id, name, factor_ids, experiment_id, source, created_at) "
+            "VALUES (?, ?, ?, NULL, ?, ?) ON CONFLICT (id) DO NOTHING",
+            [combination, name.strip(), json.dumps(sorted(set(members))), source, utc_now()],
+        )
+    return combination

@@ -1,0 +1,336 @@
+"""The factor library: one row per distinct factor, its performance per window and its lineage.
+
+A factor is one row of ``aistock_factors`` (same normalised expression, or same name and
+version, is the same factor: :mod:`workbench.archive.ids`). Its results live in
+``aistock_factor_performance`` (one row per factor, window and experiment; ``basis`` says whether
+the figures are the factor's own or those of a combination it belonged to) and its uses in
+``aistock_factor_usage`` and ``aistock_factor_combinations``.
+
+:func:`factor_library` filters and sorts in one call over an in-memory copy of the library that is
+refreshed whenever the catalog changes, so a library of 100,000 factors answers in milliseconds;
+every other function here is a small read for one factor or a few.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import polars as pl
+
+from workbench.archive.catalog import ArchiveLayout, fetch_frame, open_catalog, read_frame
+from workbench.errors import ConfigError
+from workbench.library.strategies import EXPERIMENT_METRICS_SQL
+
+__all__ = [
+    "FactorSort",
+    "clear_library_cache",
+    "PERFORMANCE_METRICS",
+    "factor_library",
+    "factor_lineage",
+    "factor_performance",
+    "resolve_factor_ids",
+]
+
+PerformanceMetric = Literal["ic_ir", "ic_mean", "sharpe", "annual_return", "max_drawdown", "coverage"]
+FactorSort = Literal[
+    "ic_ir", "ic_mean", "sharpe", "annual_return", "max_drawdown", "coverage",
+    "name", "source", "created_at", "n_experiments", "n_combinations", "n_windows",
+]
+PERFORMANCE_METRICS: tuple[str, ...] = get_args(PerformanceMetric)
+"""Performance columns; for each of them a higher value is better (drawdowns are negative)."""
+
+_FACTOR_COLUMNS = """
+    f.id AS factor_id, f.name, f.version, f.source,
+    CAST(coalesce(f.tags, '[]') AS VARCHAR[]) AS tags,
+    f.description_cn, f.expression, f.formula_hint, f.region, f.freq, f.first_experiment_id, f.created_at
+"""
+
+
+def _as_list(value: str | Sequence[str] | None, *, option: str) -> list[str] | None:
+    """A single value or several; an empty list means 'no filter' rather than 'match nothing'."""
+    if value is None:
+        return None
+    values = [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(v, str) and v for v in values):
+        raise ConfigError(f"{option}: expected non-empty strings, got {values!r}")
+    return values or None
+
+
+def _check_choice(value: str, choices: tuple[str, ...], *, option: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{option}={value!r} is not one of: {', '.join(choices)}")
+
+
+@dataclass
+class _Snapshot:
+    """The whole factor library as Polars frames, valid while the catalog files are unchanged."""
+
+    state: tuple[Any, ...]
+    factors: pl.DataFrame
+    performance: pl.DataFrame
+    picks: dict[tuple[str | None, str], pl.DataFrame] = field(default_factory=dict)
+
+
+_SNAPSHOTS: dict[Path, _Snapshot] = {}
+
+_SNAPSHOT_SQL = {
+    "factors": f"""
+        WITH used AS (
+            SELECT factor_id, count(DISTINCT experiment_id) AS n_experiments FROM aistock_factor_usage GROUP BY factor_id
+        ),
+        members AS (
+            SELECT member AS factor_id, count(DISTINCT id) AS n_combinations
+            FROM (SELECT id, unnest(CAST(factor_ids AS VARCHAR[])) AS member FROM aistock_factor_combinations)
+            GROUP BY member
+        )
+        SELECT {_FACTOR_COLUMNS},
+               coalesce(u.n_experiments, 0) AS n_experiments, coalesce(m.n_combinations, 0) AS n_combinations
+        FROM aistock_factors f LEFT JOIN used u ON u.factor_id = f.id LEFT JOIN members m ON m.factor_id = f.id
+    """,
+    "performance": """
+        SELECT id, factor_id, window_name, start_date, end_date, ic_mean, ic_ir, coverage, annual_return,
+               max_drawdown, sharpe, basis, experiment_id AS perf_experiment_id, updated_at
+        FROM aistock_factor_performance
+    """,
+}
+
+
+def clear_library_cache() -> None:
+    """Forget every in-memory library copy (they are refreshed on change anyway; this frees memory)."""
+    _SNAPSHOTS.clear()
+
+
+def _catalog_state(archive: Path | str | None) -> tuple[Any, ...]:
+    """Identity and change stamps of the catalog and its write-ahead log: any commit changes one."""
+    catalog = ArchiveLayout.at(archive).catalog
+    stamps: list[Any] = [str(catalog)]
+    for path in (catalog, catalog.with_name(catalog.name + ".wal")):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            stamps.append(None)
+            continue
+        stamps.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return tuple(stamps)
+
+
+def _snapshot(archive: Path | str | None) -> _Snapshot:
+    """The cached library, reloaded whenever the catalog changed since it was read.
+
+    Why: every call would otherwise re-read and decompress the whole performance table through a
+    fresh connection; a notebook or widget filters the same library many times between writes.
+    """
+    key = ArchiveLayout.at(archive).root
+    state = _catalog_state(archive)  # taken before reading: a write during the read forces a reload
+    cached = _SNAPSHOTS.get(key)
+    if cached is not None and cached.state == state:
+        return cached
+    with open_catalog(archive, read_only=True) as con:
+        factors = fetch_frame(con, _SNAPSHOT_SQL["factors"])
+        performance = fetch_frame(con, _SNAPSHOT_SQL["performance"])
+    windows = performance.group_by("factor_id").agg(pl.col("window_name").n_unique().cast(pl.Int64).alias("n_windows"))
+    factors = factors.join(windows, on="factor_id", how="left").with_columns(pl.col("n_windows").fill_null(0))
+    snapshot = _Snapshot(state, factors, performance)
+    _SNAPSHOTS[key] = snapshot
+    return snapshot
+
+
+def _best_rows(snapshot: _Snapshot, *, window: str | None, metric: str) -> pl.DataFrame:
+    """One performance row per factor: its own figures before a combination's, then the best ``metric``."""
+    key = (window, metric)
+    if key not in snapshot.picks:
+        rows = snapshot.performance if window is None else snapshot.performance.filter(pl.col("window_name") == window)
+        snapshot.picks[key] = (
+            rows.sort(
+                [pl.col("factor_id"), pl.col("basis") == "factor", pl.col(metric), pl.col("updated_at"), pl.col("id")],
+                descending=[False, True, True, True, False], nulls_last=True,
+            )
+            .unique(subset="factor_id", keep="first")
+            .drop("id", "updated_at")
+        )
+    return snapshot.picks[key]
+
+
+_RESULT_ORDER = ["factor_id", "name", "version", "source", "tags", "description_cn", "expression", "formula_hint",
+                 "region", "freq", "first_experiment_id", "created_at", "window_name", "start_date", "end_date",
+                 "ic_mean", "ic_ir", "coverage", "annual_return", "max_drawdown", "sharpe", "basis",
+                 "perf_experiment_id", "n_windows", "n_experiments", "n_combinations"]
+
+
+def factor_library(
+    archive: Path | str | None,
+    *,
+    source: str | Sequence[str] | None = None,
+    tags: str | Sequence[str] | None = None,
+    name_like: str | None = None,
+    min_ic: float | None = None,
+    window: str | None = None,
+    sort_by: FactorSort = "ic_ir",
+    descending: bool = True,
+    limit: int | None = None,
+) -> pl.DataFrame:
+    """Filter and sort the factor library in one call: one row per factor.
+
+    Each factor carries ONE performance row: within ``window`` if given (factors without a result
+    in that window are left out), else over all windows; its own figures (``basis='factor'``)
+    are preferred over those of a combination it was part of, then the best value of the sort
+    metric (``ic_ir`` when sorting by a non-performance column). ``n_windows``,
+    ``n_experiments`` and ``n_combinations`` say how much evidence stands behind the row.
+
+    Filters: ``source`` (one or several), ``tags`` (the factor must carry every tag given),
+    ``name_like`` (case-insensitive substring), ``min_ic`` (the selected row's ``ic_mean``).
+    Nulls sort last in either direction; ties break by name, then id.
+
+    The library is read once into memory and filtered there with Polars; it is read again as
+    soon as the catalog changes (any commit changes the catalog file or its write-ahead log).
+    """
+    _check_choice(sort_by, get_args(FactorSort), option="sort_by")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be at least 1, got {limit}")
+    sources = _as_list(source, option="source")
+    wanted_tags = _as_list(tags, option="tags")
+    snapshot = _snapshot(archive)
+    chosen = snapshot.factors
+    if sources:
+        chosen = chosen.filter(pl.col("source").is_in(sources))
+    if wanted_tags:
+        chosen = chosen.filter(pl.all_horizontal([pl.col("tags").list.contains(t) for t in wanted_tags]))
+    if name_like:
+        chosen = chosen.filter(pl.col("name").str.to_lowercase().str.contains(name_like.lower(), literal=True))
+    best = _best_rows(snapshot, window=window, metric=sort_by if sort_by in PERFORMANCE_METRICS else "ic_ir")
+    frame = chosen.join(best, on="factor_id", how="inner" if window is not None else "left")
+    if min_ic is not None:
+        frame = frame.filter(pl.col("ic_mean") >= float(min_ic))
+    frame = frame.sort([sort_by, "name", "factor_id"], descending=[descending, False, False], nulls_last=True)
+    if limit is not None:
+        frame = frame.head(limit)
+    return frame.select(_RESULT_ORDER)
+
+
+def resolve_factor_ids(archive: Path | str | None, refs: Sequence[str]) -> list[str]:
+    """Factor ids for ids, unique id prefixes (≥ 6 characters) or unique names, in the order given.
+
+    Why: people copy names and short ids from tables; an ambiguous reference is an error that
+    lists the candidates rather than a silent pick.
+    """
+    refs = [r.strip() for r in refs if r and r.strip()]
+    if not refs:
+        return []
+    known = _lookup(archive, refs)
+    resolved = []
+    for ref in refs:
+        hits = known.filter((pl.col("id") == ref) | (pl.col("name") == ref) |
+                            (pl.lit(len(ref) >= 6) & pl.col("id").str.starts_with(ref)))
+        exact = hits.filter(pl.col("id") == ref)
+        if exact.height:
+            hits = exact
+        if hits.height == 0:
+            raise ConfigError(f"unknown factor {ref!r}: no factor has that id, id prefix or name "
+                              "(see `workbench factors`)")
+        if hits.height > 1:
+            listed = ", ".join(f"{r['id'][:12]} ({r['name']} v{r['version']}, {r['source']})" for r in hits.iter_rows(named=True))
+            raise ConfigError(f"factor {ref!r} is ambiguous: {listed}; give the id")
+        resolved.append(hits["id"][0])
+    return resolved
+
+
+def _lookup(archive: Path | str | None, refs: list[str]) -> pl.DataFrame:
+    """Candidate factors for a list of references (ids, id prefixes, names)."""
+    return read_frame(
+        archive,
+        """
+        SELECT f.id, f.name, f.version, f.source FROM aistock_factors f
+        WHERE f.id IN (SELECT unnest($refs)) OR f.name IN (SELECT unnest($refs))
+           OR EXISTS (SELECT 1 FROM (SELECT unnest($refs) AS r) WHERE length(r) >= 6 AND starts_with(f.id, r))
+        """,
+        {"refs": refs},
+    )
+
+
+_PERFORMANCE_SQL = """
+    SELECT p.factor_id, f.name, f.source, p.window_name, p.start_date, p.end_date, p.ic_mean, p.ic_ir,
+           p.coverage, p.annual_return, p.max_drawdown, p.sharpe, p.basis, p.experiment_id,
+           e.task_run_id, e.loop_id, e.request_name, e.strategy_role, e.created_at AS experiment_created_at
+    FROM aistock_factor_performance p
+    JOIN aistock_factors f ON f.id = p.factor_id
+    LEFT JOIN aistock_experiments e ON e.id = p.experiment_id
+    {where}
+    ORDER BY f.name, p.factor_id, p.window_name, e.created_at NULLS LAST, p.experiment_id
+"""
+
+
+def factor_performance(archive: Path | str | None, factor_ids: Sequence[str] | None = None) -> pl.DataFrame:
+    """Every performance row (factor × window × experiment) with the factor's name and the run it came from.
+
+    Sorted by factor name, window and experiment time, so a factor's windows sit together.
+    """
+    if factor_ids is None:
+        return read_frame(archive, _PERFORMANCE_SQL.format(where=""))
+    return read_frame(archive, _PERFORMANCE_SQL.format(where="WHERE p.factor_id IN (SELECT unnest($ids))"),
+                      {"ids": list(factor_ids) or [""]})
+
+
+_LINEAGE_METRICS = ", ".join(f"{EXPERIMENT_METRICS_SQL[k]} AS {k}"
+                             for k in ("annualized_return", "information_ratio", "max_drawdown", "ic"))
+_LINEAGE_SQL = {
+    "factor": f"SELECT {_FACTOR_COLUMNS}, f.variables_json, f.updated_at FROM aistock_factors f WHERE f.id = $id",
+    "experiments": f"""
+        SELECT u.experiment_id, e.task_run_id, e.loop_id, e.request_name, e.strategy_role,
+               e.strategy_id, s.name AS strategy_name, s.recommendation_status,
+               nullif(u.combination_id, '') AS combination_id, e.archiving_level, e.created_at,
+               {_LINEAGE_METRICS}
+        FROM aistock_factor_usage u
+        LEFT JOIN aistock_experiments e ON e.id = u.experiment_id
+        LEFT JOIN aistock_strategies s ON s.id = e.strategy_id
+        WHERE u.factor_id = $id
+        ORDER BY e.created_at NULLS LAST, e.task_run_id, e.loop_id
+    """,
+    "combinations": """
+        SELECT c.id AS combination_id, c.name, c.source, len(CAST(c.factor_ids AS VARCHAR[])) AS n_factors,
+               c.experiment_id, c.created_at
+        FROM aistock_factor_combinations c
+        WHERE list_contains(CAST(c.factor_ids AS VARCHAR[]), $id)
+        ORDER BY c.created_at NULLS LAST, c.name
+    """,
+    "performance": _PERFORMANCE_SQL.format(where="WHERE p.factor_id = $id"),
+    "values": "SELECT count(*) AS n_rows, min(datetime) AS start, max(datetime) AS end, "
+              "count(DISTINCT instrument) AS n_instruments FROM aistock_factor_values WHERE factor_id = $id",
+}
+
+
+def factor_lineage(archive: Path | str | None, factor_id: str) -> dict[str, Any]:
+    """Where a factor came from and everything that used it, JSON-ready.
+
+    Keys: ``factor`` (its library row), ``first_experiment``, ``experiments`` (every experiment
+    that used it, oldest first, with its strategy, the combination it was part of and the
+    experiment's key results: ``annualized_return``, ``information_ratio``, ``max_drawdown``, ``ic``),
+    ``combinations`` (every named set containing it), ``performance`` (rows of
+    :func:`factor_performance`), ``values`` (external factor values held: rows, dates, instruments).
+    """
+    (resolved,) = resolve_factor_ids(archive, [factor_id])
+    with open_catalog(archive, read_only=True) as con:
+        parts = {key: _json_rows(fetch_frame(con, sql, {"id": resolved})) for key, sql in _LINEAGE_SQL.items()}
+    row = parts["factor"][0]
+    first_id = row.get("first_experiment_id")
+    first = next((e for e in parts["experiments"] if e["experiment_id"] == first_id), None)
+    if first is None and first_id:
+        first = {"experiment_id": first_id}
+    return {
+        "factor": row,
+        "first_experiment": first,
+        "experiments": parts["experiments"],
+        "combinations": parts["combinations"],
+        "performance": parts["performance"],
+        "values": parts["values"][0],
+    }
+
+
+def _json_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    """Rows as plain dicts with dates and timestamps as ISO text (json.dumps-ready)."""
+    out = []
+    for row in frame.iter_rows(named=True):
+        out.append({k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()})
+    return out

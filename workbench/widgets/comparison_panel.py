@@ -1,0 +1,174 @@
+"""An ipywidgets panel over :func:`workbench.compare.compare_task_run`.
+
+Pick a task run and some of its strategies; the table and the charts follow. The panel holds no
+logic of its own: every change calls the library and shows its result. Table and chart are
+plain HTML/SVG (rendered locally by vl-convert), so the panel works without network access
+and can be driven from tests by setting the widgets' values.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+import polars as pl
+
+from workbench import charts
+from workbench.compare import Comparison, comparable_task_runs, compare_task_run
+from workbench.errors import ConfigError, WorkbenchError
+
+__all__ = ["ComparisonPanel", "comparison_table_html"]
+
+_SHOWN = {
+    "strategy": ("strategy", None), "role": ("role", None),
+    "annualized_excess_return": ("ann. excess", "{:.2%}"), "annualized_excess_return_diff": ("Δ vs control", "{:+.2%}"),
+    "information_ratio": ("IR", "{:.2f}"), "information_ratio_diff": ("Δ IR", "{:+.2f}"),
+    "max_drawdown": ("max DD", "{:.2%}"), "ic": ("IC", "{:.4f}"), "turnover": ("turnover", "{:.3f}"),
+    "psr": ("PSR", "{:.2f}"), "dsr": ("DSR", "{:.2f}"), "sharpe_diff": ("Sharpe Δ", "{:+.2f}"),
+    "sharpe_diff_low": ("CI low", "{:+.2f}"), "sharpe_diff_high": ("CI high", "{:+.2f}"),
+}
+
+
+def comparison_table_html(comparison: Comparison) -> str:
+    """The comparison table as a small HTML table (control first), with the honesty notes under it."""
+    head = "".join(f"<th>{html.escape(label)}</th>" for label, _ in _SHOWN.values())
+    body = []
+    for row in comparison.table.iter_rows(named=True):
+        cells = []
+        for column, (_, spec) in _SHOWN.items():
+            value = row.get(column)
+            text = "" if value is None else (spec.format(value) if spec else str(value))
+            cells.append(f"<td>{html.escape(text)}</td>")
+        style = ' style="font-weight:bold"' if row["role"] == "control" else ""
+        body.append(f"<tr{style}>{''.join(cells)}</tr>")
+    caption = (f"{comparison.n_days} common days {comparison.start} .. {comparison.end}; "
+               f"control {comparison.control} ({comparison.control_basis}); DSR over {comparison.n_trials} trials")
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in (*comparison.notes,
+                    *(f"skipped {s['strategy']}: {s['reason']}" for s in comparison.skipped)))
+    return (f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>" + (f"<ul>{notes}</ul>" if notes else ""))
+
+
+class ComparisonPanel:
+    """Task run and strategy pickers, a cost switch, the comparison table and its charts.
+
+    ``panel.widget`` is the VBox to display (a notebook cell ending in ``panel`` shows it).
+    After every change ``panel.comparison`` holds the latest :class:`Comparison` (or None and
+    ``panel.message`` says why).
+    """
+
+    def __init__(
+        self,
+        archive: Path | str | None,
+        *,
+        task_run_id: str | None = None,
+        n_boot: int = 2000,
+        seed: int = 0,
+    ) -> None:
+        self.archive = archive
+        self.n_boot = n_boot
+        self.seed = seed
+        self.comparison: Comparison | None = None
+        self.runs = comparable_task_runs(archive)
+        self.task_run = widgets.Dropdown(options=self._run_options(), description="task run",
+                                         layout=widgets.Layout(width="640px"))
+        self.strategies = widgets.SelectMultiple(options=[], description="strategies", rows=8,
+                                                 layout=widgets.Layout(width="640px"))
+        self.with_cost = widgets.Checkbox(value=True, description="excess return with cost")
+        self.status = widgets.HTML()
+        self.table_view = widgets.HTML()
+        self.chart_view = widgets.HTML()
+        self.widget = widgets.VBox([
+            widgets.HTML("<b>Strategy comparison</b> — control versus treatments, honest ranking (PSR, DSR, "
+                         "bootstrap CI of the Sharpe difference)"),
+            self.task_run, self.strategies, self.with_cost, self.status, self.table_view, self.chart_view,
+        ])
+        self._quiet = False
+        self.task_run.observe(self._on_task_run, names="value")
+        self.strategies.observe(self._on_change, names="value")
+        self.with_cost.observe(self._on_change, names="value")
+        if task_run_id is not None:
+            self.select_task_run(task_run_id)
+        elif self.runs.height:
+            self._on_task_run({"new": self.task_run.value})
+        else:
+            self.status.value = "no task run with an archived return series yet"
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def message(self) -> str:
+        return self.status.value
+
+    def select_task_run(self, task_run_id: str) -> None:
+        """Show a task run (by id or unique prefix); all its strategies are selected."""
+        matches = [v for _, v in self.task_run.options if v == task_run_id or v.startswith(task_run_id)]
+        if len(matches) != 1:
+            raise ConfigError(f"task run {task_run_id!r} is not one of the comparable task runs")
+        if self.task_run.value == matches[0]:
+            self._on_task_run({"new": matches[0]})
+        else:
+            self.task_run.value = matches[0]
+
+    def select_strategies(self, names: list[str]) -> None:
+        """Compare only these strategies (the control is always added back)."""
+        self.strategies.value = tuple(names)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    # ------------------------------------------------------------------ internals
+
+    def _run_options(self) -> list[tuple[str, str]]:
+        options = []
+        for row in self.runs.iter_rows(named=True):
+            label = f"{row['task_run_id'][:12]}  {row['request_name'] or '(no request)'}  " \
+                    f"{row['n_with_series']}/{row['n_loops']} loops with series"
+            options.append((label, row["task_run_id"]))
+        return options
+
+    def _on_task_run(self, change: dict[str, Any]) -> None:
+        """New task run: compare everything once, then offer its strategies (all selected)."""
+        task_run = change["new"]
+        if task_run is None:
+            return
+        self.comparison = None
+        self._refresh(task_run, strategies=None)
+        names = self.comparison.table["strategy"].to_list() if self.comparison else []
+        self._quiet = True
+        try:
+            self.strategies.options = names
+            self.strategies.value = tuple(names)
+        finally:
+            self._quiet = False
+
+    def _on_change(self, change: dict[str, Any]) -> None:
+        if self._quiet or self.task_run.value is None:
+            return
+        chosen = list(self.strategies.value)
+        self._refresh(self.task_run.value, strategies=chosen or None)
+
+    def _refresh(self, task_run: str, *, strategies: list[str] | None) -> None:
+        try:
+            comparison = compare_task_run(self.archive, task_run, strategies=strategies, with_cost=self.with_cost.value,
+                                          n_boot=self.n_boot, seed=self.seed)
+        except WorkbenchError as exc:
+            self.comparison = None
+            self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
+            self.table_view.value = ""
+            self.chart_view.value = ""
+            return
+        self.comparison = comparison
+        self.status.value = html.escape(f"task run {comparison.task_run_id}"
+                                        + (f" — request {comparison.request_name}" if comparison.request_name else ""))
+        self.table_view.value = comparison_table_html(comparison)
+        chart = charts.comparison_chart(comparison.curves, comparison.table, control=comparison.control)
+        self.chart_view.value = charts.render(chart, fmt="svg").decode("utf-8")
+
+    def table(self) -> pl.DataFrame:
+        """The current comparison table (empty when nothing could be compared)."""
+        return self.comparison.table if self.comparison else pl.DataFrame()
