@@ -20,6 +20,7 @@ import pytest
 from workbench.errors import ConfigError
 from workbench.rdagent import sample_data as data
 from workbench.rdagent.sample import SampleInfo, generate_sample, main, read_manifest
+from workbench.rdagent.sample_plan import STEPS
 from workbench.rdagent.sample_registry import (
     ARTIFACTS_HEAD_COLUMNS,
     ARTIFACTS_V1_COLUMNS,
@@ -90,8 +91,18 @@ def test_same_seed_gives_byte_identical_tree_and_registry(
 
 def test_different_seed_gives_different_ids(tmp_path: Path, sample: tuple[Path, SampleInfo]) -> None:
     _, info = sample
-    other = generate_sample(tmp_path / "other", seed=8, task_runs=3, loops_per_run=4)
+    other = generate_sample(tmp_path / "other", seed=8, loops_per_run=2, trading_days=10, heavy_bytes=1024)
     assert set(info.loop_keys()).isdisjoint(other.loop_keys())
+
+
+def test_parallel_workers_write_the_same_tree(tmp_path: Path) -> None:
+    knobs = {"seed": 11, "task_runs": 2, "loops_per_run": 2, "trading_days": 10, "heavy_bytes": 1024}
+    one = generate_sample(tmp_path / "one", workers=1, **knobs)
+    two = generate_sample(tmp_path / "two", workers=2, **knobs)
+    assert tree_digest(tmp_path / "one") == tree_digest(tmp_path / "two")
+    assert one.to_dict() == two.to_dict()
+    with pytest.raises(ConfigError, match="workers"):
+        generate_sample(tmp_path / "three", workers=0)
 
 
 def test_manifest_file_equals_returned_info(sample: tuple[Path, SampleInfo]) -> None:
@@ -137,7 +148,7 @@ def test_registry_is_wal_with_head_schema(sample: tuple[Path, SampleInfo]) -> No
 
 def test_v1_migrated_registry_has_appended_columns_and_no_log_dir(tmp_path: Path) -> None:
     root = tmp_path / "v1"
-    generate_sample(root, seed=3, registry_generation="v1_migrated")
+    generate_sample(root, seed=3, registry_generation="v1_migrated", trading_days=10, heavy_bytes=1024)
     loops = columns(root, "loops")
     assert loops == list(LOOPS_V1_COLUMNS) + list(LOOPS_MIGRATED_COLUMNS)
     assert "log_dir" not in loops
@@ -310,12 +321,16 @@ def test_log_trees_follow_the_file_storage_layout(sample: tuple[Path, SampleInfo
     task_runs = {row["task_run_id"]: row for row in rows(root, "task_runs")}
     for entry in info.log_dirs:
         folder = root / entry["log_dir"]
-        pickles = list(folder.glob("Loop_0/*/*/*/*.pkl"))
+        pickles = list(folder.glob("Loop_*/**/*.pkl"))
         assert pickles
         for path in pickles:
-            obj = pickle.loads(path.read_bytes())
-            assert isinstance(obj, dict | list | str)
-            assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}\.pkl", path.name)
+            loop_dir, step, tag, pid, name = path.relative_to(folder).parts
+            assert re.fullmatch(r"Loop_\d+", loop_dir) and step in STEPS and tag
+            assert re.fullmatch(r"\d+(-\d+)?", pid)
+            assert re.fullmatch(r"\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d-\d{6}\.pkl", name)
+            assert isinstance(pickle.loads(path.read_bytes()), dict | list | str)
+        tags = {path.relative_to(folder).parts[2] for path in pickles}
+        assert {"hypothesis generation", "experiment generation", "coder result", "runner result"} <= tags
         assert (folder / "__session__/0/0_direct_exp_gen").is_file()
         assert (folder / "abort_reason.json").exists() == entry["has_abort_reason"]
         for task_run_id in entry["task_run_ids"]:
@@ -432,6 +447,9 @@ def test_quirks_about_workspaces_hold(sample: tuple[Path, SampleInfo]) -> None:
     assert quirks["unregistered_workspace_dirs"]
     for name in quirks["unregistered_workspace_dirs"]:
         assert (root / WS_ROOT / name).is_dir() and name not in registered_dirs
+    (orphan,) = quirks["unregistered_experiments_with_results"]
+    assert dir_name(orphan) in quirks["unregistered_workspace_dirs"]
+    assert (root / orphan / "qlib_res.csv").is_file() and (root / orphan / "ret.pkl").is_file()
     namespace = uuid.UUID("5b9b5f74-0f3e-4e3c-8f86-6d8a9c7d0f11")
     assert quirks["duplicate_workspaces"]
     for item in quirks["duplicate_workspaces"]:
@@ -482,6 +500,11 @@ def test_quirks_about_artifacts_and_files_hold(sample: tuple[Path, SampleInfo]) 
         kinds["non_utf8"].read_bytes().decode("utf-8")
     with pytest.raises(Exception):  # noqa: B017 - pandas raises one of several unpickling errors
         pd.read_pickle(kinds["truncated_pickle"])
+    task_runs = {row["task_run_id"]: row for row in rows(root, "task_runs")}
+    assert all(task_runs[t]["log_trace_path"].startswith("log/") for t in quirks["relative_log_trace_paths"])
+    for workspace_id in quirks["mlruns_multiple_runs"]:
+        runs = [p for p in (root / WS_ROOT / workspace_id / "mlruns").glob("*/*") if p.is_dir()]
+        assert len(runs) == 2
     variants = quirks["factor_meta_variants"]
     assert {"A", "A+D", "B", "C"} <= set(variants)
     for workspace_id in quirks["tuple_string_factor_names"]:

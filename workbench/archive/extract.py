@@ -102,6 +102,7 @@ def extract_loop(
     request: dict[str, Any] | None,
     include_heavy: bool,
     with_files: bool,
+    library: dict[str, str] | None = None,
 ) -> Extracted:
     """Everything the catalog needs about one loop."""
     out = Extracted(candidate)
@@ -129,9 +130,10 @@ def extract_loop(
                 meta[name] = data
 
     entry = _strategy_entry(request, candidate.loop_id)
-    factor_ids = _build_factors(out, factor_frame, entry)
-    _build_performance(out, factor_ids, per_factor, combos)
-    _build_combination(out, factor_ids, entry, combos)
+    factor_set = _entry_factor_set(entry, request)
+    factor_ids = _build_factors(out, factor_frame, factor_set, library or {})
+    members = _build_combination(out, factor_ids, entry, factor_set, combos)
+    _build_performance(out, factor_ids, per_factor, combos, members)
     _build_strategy(out, feedback, meta, entry, request)
     recomputed = compute_return_metrics(out.returns) if out.returns is not None and out.returns.height else {}
     _build_experiment(out, qlib_named, qlib_raw, feedback, meta, recomputed, entry, request)
@@ -186,8 +188,23 @@ def _strategy_entry(request: dict[str, Any] | None, loop_id: int) -> dict[str, A
     return None
 
 
-def _build_factors(out: Extracted, frame: pl.DataFrame | None, entry: dict[str, Any] | None) -> dict[str, str]:
-    """Factor library rows; returns name → factor id for this loop."""
+def _entry_factor_set(entry: dict[str, Any] | None, request: dict[str, Any] | None) -> dict[str, Any]:
+    """The strategy entry's own factor set, else the request-wide one."""
+    return (entry or {}).get("factor_set") or (request or {}).get("factor_set") or {}
+
+
+def _build_factors(
+    out: Extracted,
+    frame: pl.DataFrame | None,
+    factor_set: dict[str, Any],
+    library: dict[str, str],
+) -> dict[str, str]:
+    """Factor library rows; returns name → factor id for this loop.
+
+    A factor a request names without an expression is the library's factor of that name (ids
+    given by `export-request` under `factor_set.extra.library_factor_ids` first), so naming a
+    library factor never creates a second row for it.
+    """
     experiment = out.candidate.experiment_id
     name_to_id: dict[str, str] = {}
     if frame is not None:
@@ -213,16 +230,18 @@ def _build_factors(out: Extracted, frame: pl.DataFrame | None, entry: dict[str, 
                     "first_experiment_id": experiment,
                 }
             )
-    for ref in ((entry or {}).get("factor_set") or {}).get("factors") or []:
+    given = ((factor_set.get("extra") or {}).get("library_factor_ids")) or {}
+    for ref in factor_set.get("factors") or []:
         name = ref.get("name")
-        if name and name not in name_to_id:
-            factor = ids.factor_id(name, version=ref.get("version"))
-            name_to_id[name] = factor
-            out.factors.append(
-                {"id": factor, "name": name, "version": ref.get("version"), "source": ref.get("source") or "rdagent_generated",
-                 "description_cn": None, "formula_hint": None, "expression": None, "expression_key": None,
-                 "tags": "[]", "region": None, "freq": None, "variables_json": None, "first_experiment_id": experiment}
-            )
+        if not name or name in name_to_id:
+            continue
+        factor = given.get(name) or library.get(name) or ids.factor_id(name, version=ref.get("version"))
+        name_to_id[name] = factor
+        out.factors.append(
+            {"id": factor, "name": name, "version": ref.get("version"), "source": ref.get("source") or "rdagent_generated",
+             "description_cn": None, "formula_hint": None, "expression": None, "expression_key": None,
+             "tags": "[]", "region": None, "freq": None, "variables_json": None, "first_experiment_id": experiment}
+        )
     return name_to_id
 
 
@@ -237,8 +256,17 @@ def _finite(value: Any) -> float | None:
 
 
 def _build_performance(
-    out: Extracted, factor_ids: dict[str, str], per_factor: pl.DataFrame | None, combos: pl.DataFrame | None
+    out: Extracted,
+    factor_ids: dict[str, str],
+    per_factor: pl.DataFrame | None,
+    combos: pl.DataFrame | None,
+    members: list[str],
 ) -> None:
+    """Per-factor windows where the file has them; else the combination's windows for its members.
+
+    `members` are the names of the loop's combination (the strategy's factor set when a request
+    defines one), so every member gets the combination's results, labelled `basis='combination'`.
+    """
     experiment = out.candidate.experiment_id
     seen: set[str] = set()
     if per_factor is not None:
@@ -251,8 +279,7 @@ def _build_performance(
     if combos is None:
         return
     for row in combos.iter_rows(named=True):
-        names = row.get("factor_names") or []
-        for name in names:
+        for name in members or row.get("factor_names") or []:
             factor = factor_ids.get(name)
             if factor is None:
                 continue
@@ -284,14 +311,19 @@ def _perf_row(perf_id: str, factor: str, window: str, row: dict[str, Any], exper
 
 
 def _build_combination(
-    out: Extracted, factor_ids: dict[str, str], entry: dict[str, Any] | None, combos: pl.DataFrame | None
-) -> None:
+    out: Extracted,
+    factor_ids: dict[str, str],
+    entry: dict[str, Any] | None,
+    factor_set: dict[str, Any],
+    combos: pl.DataFrame | None,
+) -> list[str]:
+    """The loop's factor combination; returns its member names."""
     names: list[str] = []
     label = "main"
-    entry_factors = ((entry or {}).get("factor_set") or {}).get("factors") or []
-    if entry_factors:
-        names = [f["name"] for f in entry_factors if f.get("name")]
-        label = f"{entry.get('name', 'strategy')}_factors" if entry else label
+    set_factors = factor_set.get("factors") or []
+    if set_factors:
+        names = [f["name"] for f in set_factors if f.get("name")]
+        label = f"{entry.get('name', 'strategy')}_factors" if entry else "request_factors"
     elif combos is not None and combos.height:
         names = list(combos.row(0, named=True).get("factor_names") or [])
         label = combos.row(0, named=True).get("combination_name") or label
@@ -299,15 +331,15 @@ def _build_combination(
         names = list(factor_ids)
     members = [factor_ids[n] for n in names if n in factor_ids]
     if not members:
-        return
-    combination = ids.combination_id(members)
+        return []
     out.combination = {
-        "id": combination,
+        "id": ids.combination_id(members),
         "name": f"{label}:{out.candidate.task_run_id[:8]}/{out.candidate.loop_id}",
         "factor_ids": to_json_text(sorted(set(members))),
         "experiment_id": out.candidate.experiment_id,
         "source": "rdagent",
     }
+    return [n for n in names if n in factor_ids]
 
 
 def _recommendation(feedback: dict[str, Any] | None) -> str | None:
@@ -419,6 +451,27 @@ def _collect_files(out: Extracted, *, include_heavy: bool) -> None:
             out.file_refs.append(entry)
             if keep:
                 out.files.append(FileToStore(rel, ref.directory / info.rel_path, info))
+
+
+def remap_factor_ids(item: Extracted, mapping: dict[str, str]) -> None:
+    """Point a loop's rows at other factor ids (a request's name-only factor → the library's factor)."""
+    if not mapping:
+        return
+    kept: dict[str, dict[str, Any]] = {}
+    for factor in item.factors:
+        factor["id"] = mapping.get(factor["id"], factor["id"])
+        kept.setdefault(factor["id"], factor)
+    item.factors = list(kept.values())
+    for perf in item.performance:
+        if perf["factor_id"] in mapping:
+            perf["factor_id"] = mapping[perf["factor_id"]]
+            perf["id"] = ids.performance_id(perf["factor_id"], perf["window_name"], perf["experiment_id"])
+    if item.combination:
+        members = sorted({mapping.get(f, f) for f in json.loads(item.combination["factor_ids"])})
+        item.combination["id"] = ids.combination_id(members)
+        item.combination["factor_ids"] = to_json_text(members)
+        if item.strategy:
+            item.strategy["factor_combination_id"] = item.combination["id"]
 
 
 def validate_request(raw: Any, *, source: str) -> dict[str, Any]:

@@ -20,7 +20,9 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from workbench.archive.extract import Extracted, ItemError, to_json_text
+from workbench.archive.extract import Extracted, ItemError, remap_factor_ids, to_json_text
+from workbench.archive.ids import combination_id as ids_combination
+from workbench.archive.ids import performance_id as ids_performance
 from workbench.archive.store import ObjectStore, StoredObject
 from workbench.errors import VerificationError
 
@@ -131,11 +133,99 @@ def commit_batch(
     """Write one batch in a single transaction (see the module docstring for the ordering)."""
     con.execute("BEGIN TRANSACTION")
     try:
+        resolve_name_only_factors(con, list(items.values()))
         _write_rows(con, outcomes, items, stored, run_id=run_id, now=now)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
+
+
+def resolve_name_only_factors(con: duckdb.DuckDBPyConnection, items: list[Extracted]) -> None:
+    """A factor known only by name (named in a request) is the factor of that name that has an
+    expression — in this batch or already in the library — so it is never stored twice."""
+    by_name: dict[str, str] = {}
+    for item in items:
+        for f in item.factors:
+            if f.get("expression_key") and (f["name"] not in by_name or f["id"] < by_name[f["name"]]):
+                by_name[f["name"]] = f["id"]
+    wanted = {f["name"] for item in items for f in item.factors if not f.get("expression_key")} - set(by_name)
+    if wanted:
+        frame = pl.DataFrame({"name": sorted(wanted)})
+        con.register("_names", frame.to_arrow())
+        try:
+            found = con.execute(
+                "SELECT f.name, f.id FROM aistock_factors f JOIN _names n USING (name) "
+                "WHERE f.expression_key IS NOT NULL ORDER BY f.name, f.id"
+            ).fetchall()
+        finally:
+            con.unregister("_names")
+        for name, factor in found:
+            by_name.setdefault(name, factor)
+    for item in items:
+        mapping = {f["id"]: by_name[f["name"]] for f in item.factors
+                   if not f.get("expression_key") and f["name"] in by_name and by_name[f["name"]] != f["id"]}
+        remap_factor_ids(item, mapping)
+
+
+def consolidate_factors(con: duckdb.DuckDBPyConnection) -> int:
+    """Merge factors known only by name into the factor of that name with an expression.
+
+    Batches resolve names against what exists when they commit; this pass at the end of a run
+    makes the result independent of batch order and size. Returns the number of merged rows.
+    """
+    pairs = con.execute(
+        """SELECT n.id, min(e.id) FROM aistock_factors n JOIN aistock_factors e
+               ON e.name = n.name AND e.expression_key IS NOT NULL
+           WHERE n.expression_key IS NULL GROUP BY n.id"""
+    ).fetchall()
+    if not pairs:
+        return 0
+    mapping = dict(pairs)
+    for old, new in mapping.items():
+        _fill_factor(con, old, new)
+        con.execute("DELETE FROM aistock_factors WHERE id = ?", [old])
+        con.execute("INSERT INTO aistock_factor_usage SELECT ?, experiment_id, combination_id FROM aistock_factor_usage "
+                    "WHERE factor_id = ? ON CONFLICT DO NOTHING", [new, old])
+        con.execute("DELETE FROM aistock_factor_usage WHERE factor_id = ?", [old])
+        for perf_id, window, experiment in con.execute(
+                "SELECT id, window_name, experiment_id FROM aistock_factor_performance WHERE factor_id = ?", [old]).fetchall():
+            new_perf = ids_performance(new, window, experiment)
+            con.execute("DELETE FROM aistock_factor_performance WHERE id = ? AND EXISTS "
+                        "(SELECT 1 FROM aistock_factor_performance WHERE id = ?)", [perf_id, new_perf])
+            con.execute("UPDATE aistock_factor_performance SET id = ?, factor_id = ? WHERE id = ?", [new_perf, new, perf_id])
+    _remap_combinations(con, mapping)
+    return len(mapping)
+
+
+def _fill_factor(con: duckdb.DuckDBPyConnection, old: str, new: str) -> None:
+    """The surviving factor keeps its values and takes the merged one's where it has none."""
+    con.execute(
+        """UPDATE aistock_factors AS t SET
+               description_cn = CASE WHEN coalesce(t.description_cn, '') = '' THEN o.description_cn ELSE t.description_cn END,
+               version = coalesce(t.version, o.version),
+               first_experiment_id = coalesce(t.first_experiment_id, o.first_experiment_id)
+           FROM aistock_factors o WHERE t.id = ? AND o.id = ?""",
+        [new, old],
+    )
+
+
+def _remap_combinations(con: duckdb.DuckDBPyConnection, mapping: dict[str, str]) -> None:
+    for combo_id, name, factor_ids, experiment, source, created in con.execute(
+            "SELECT id, name, factor_ids, experiment_id, source, created_at FROM aistock_factor_combinations").fetchall():
+        members = json.loads(factor_ids)
+        if not set(members) & set(mapping):
+            continue
+        new_members = sorted({mapping.get(m, m) for m in members})
+        new_id = ids_combination(new_members)
+        con.execute("DELETE FROM aistock_factor_combinations WHERE id = ?", [combo_id])
+        con.execute("INSERT INTO aistock_factor_combinations VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    [new_id, name, json.dumps(new_members), experiment, source, created])
+        con.execute("UPDATE aistock_strategies SET factor_combination_id = ? WHERE factor_combination_id = ?",
+                    [new_id, combo_id])
+        con.execute("INSERT INTO aistock_factor_usage SELECT factor_id, experiment_id, ? FROM aistock_factor_usage "
+                    "WHERE combination_id = ? ON CONFLICT DO NOTHING", [new_id, combo_id])
+        con.execute("DELETE FROM aistock_factor_usage WHERE combination_id = ?", [combo_id])
 
 
 def _write_rows(
@@ -163,7 +253,8 @@ def _write_library(con: duckdb.DuckDBPyConnection, extracted: list[Extracted], *
     factor_cols = ["id", "name", "version", "source", "description_cn", "formula_hint", "expression", "expression_key",
                    "tags", "region", "freq", "variables_json", "first_experiment_id", "created_at", "updated_at"]
     fill = ", ".join(
-        f"{c} = coalesce(nullif(aistock_factors.{c}, ''), excluded.{c})"
+        f"{c} = CASE WHEN aistock_factors.{c} IS NULL OR (aistock_factors.{c} = '' AND excluded.{c} <> '') "
+        f"THEN excluded.{c} ELSE aistock_factors.{c} END"
         for c in ("version", "description_cn", "formula_hint", "expression", "expression_key", "region", "freq")
     ) + ", variables_json = coalesce(aistock_factors.variables_json, excluded.variables_json)"
     _insert(con, "aistock_factors", _dedupe(_frame(factors, factor_cols), "id"),
@@ -200,12 +291,16 @@ def _write_library(con: duckdb.DuckDBPyConnection, extracted: list[Extracted], *
 
 
 def _merge_by_id(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per id: the first row, its empty fields filled from later rows (same as the upsert)."""
+    """One row per id: the first row, its missing fields filled from later rows.
+
+    A value only ever improves (null < empty text < text), as in the upsert, so rerunning with
+    the same rows changes nothing whatever the order.
+    """
     merged: dict[str, dict[str, Any]] = {}
     for row in rows:
         current = merged.setdefault(row["id"], dict(row))
         for key, value in row.items():
-            if current.get(key) in (None, ""):
+            if (current.get(key) is None and value is not None) or (current.get(key) == "" and value not in (None, "")):
                 current[key] = value
     return list(merged.values())
 

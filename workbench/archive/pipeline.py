@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -28,7 +29,7 @@ import polars as pl
 from workbench.archive.catalog import ArchiveLayout, fetch_one, open_catalog, utc_now
 from workbench.archive.extract import Extracted, ItemError, extract_loop, validate_request
 from workbench.archive.lock import archive_lock
-from workbench.archive.persist import Outcome, StoredBatch, commit_batch, store_files
+from workbench.archive.persist import Outcome, StoredBatch, commit_batch, consolidate_factors, store_files
 from workbench.archive.scan import LoopCandidate, build_candidates, is_archivable, loop_timestamp, parse_time
 from workbench.archive.store import ObjectStore
 from workbench.errors import ConfigError, WorkbenchError
@@ -91,6 +92,7 @@ class CatalogState:
     cursor: tuple[int, str | None] | None
     requests: dict[str, dict[str, Any]]
     cleaned: set[str]
+    fresh_requests: set[str]
 
 
 def archive(
@@ -155,7 +157,10 @@ def _load_state(con: duckdb.DuckDBPyConnection) -> CatalogState:
     requests = {r[0]: json.loads(r[1]) for r in con.execute("SELECT task_run_id, request_json FROM wb_attached_requests").fetchall()}
     cleaned = {r[0] for r in con.execute(
         "SELECT id FROM aistock_experiments WHERE workspace_state <> 'present'").fetchall()}
-    return CatalogState(loops, (int(row[0]), row[1]) if row else None, requests, cleaned)
+    fresh = {r[0] for r in con.execute(
+        "SELECT a.task_run_id FROM wb_attached_requests a WHERE a.attached_at > "
+        "coalesce((SELECT max(updated_at) FROM wb_cursor), TIMESTAMPTZ '1970-01-01 00:00:00+00')").fetchall()}
+    return CatalogState(loops, (int(row[0]), row[1]) if row else None, requests, cleaned, fresh)
 
 
 def _record_run_start(con: duckdb.DuckDBPyConnection, summary: RunSummary, params: dict[str, Any]) -> None:
@@ -194,7 +199,8 @@ def _load_snapshot(installation: Installation, mode: Mode, state: CatalogState) 
         return read_registry(installation.registry_path)
     rowid, updated_at = state.cursor
     changed = read_loops_changed_since(installation.registry_path, rowid=rowid, updated_at=updated_at)
-    pending = {key for key, s in state.loops.items() if s["state"] in ("failed", "partial")}
+    pending = {key for key, s in state.loops.items()
+               if s["state"] in ("failed", "partial") or key[0] in state.fresh_requests}
     if not pending:
         return changed
     whole = read_registry(installation.registry_path)
@@ -256,7 +262,9 @@ def _run(
     summary.candidates = len(chosen)
     work: list[tuple[LoopCandidate, str]] = []
     skip_outcomes: list[Outcome] = []
-    for candidate in sorted(chosen, key=lambda c: (loop_timestamp(c.loop) or "", c.task_run_id, c.loop_id)):
+    # loops of task runs with a request go last, so the factors they name by name already exist
+    for candidate in sorted(chosen, key=lambda c: (c.task_run_id in requests, loop_timestamp(c.loop) or "",
+                                                   c.task_run_id, c.loop_id)):
         previous = state.loops.get(candidate.key)
         if candidate.experiment_id in state.cleaned:
             # the workspace was slimmed or deleted by cleanup: the archive is the record now
@@ -275,7 +283,7 @@ def _run(
                 skip_outcomes.append(Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0,
                                              "no_results", "", ()))
             continue
-        fingerprint = candidate.fingerprint()
+        fingerprint = _with_request(candidate.fingerprint(), requests.get(candidate.task_run_id))
         if previous and previous["fingerprint"] == fingerprint and previous["state"] in ("archived", "partial") \
                 and (previous["level"] >= target_level or previous["state"] == "partial"):
             summary.unchanged += 1
@@ -285,6 +293,11 @@ def _run(
              batch_size=batch_size, include_heavy=include_heavy, progress=progress, workers=workers)
     cursor = _snapshot_cursor(snapshot, state)
     with open_catalog(layout.root) as con:
+        con.execute("BEGIN TRANSACTION")
+        merged = consolidate_factors(con)
+        con.execute("COMMIT")
+        if merged:
+            summary.notes.append(f"{merged} factors known only by name merged into the library factor of that name")
         if cursor is not None:
             con.execute(
                 "INSERT INTO wb_cursor VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
@@ -293,6 +306,14 @@ def _run(
                 "run_id = excluded.run_id, updated_at = excluded.updated_at",
                 [CURSOR_NAME, cursor[0], cursor[1], summary.run_id, utc_now()],
             )
+
+
+def _with_request(fingerprint: str, request: dict[str, Any] | ItemError | None) -> str:
+    """A loop also changes when its task run's experiment request is attached or replaced."""
+    if request is None:
+        return fingerprint
+    text = json.dumps(request if isinstance(request, dict) else str(request), sort_keys=True, default=str)
+    return hashlib.sha256(f"{fingerprint}|{text}".encode()).hexdigest()
 
 
 def _snapshot_cursor(snapshot: RegistrySnapshot, state: CatalogState) -> tuple[int, str | None] | None:

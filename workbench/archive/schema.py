@@ -252,7 +252,7 @@ CREATE TABLE aistock_factor_values (
     value DOUBLE
 );
 """,
-    5: """
+    4: """
 -- Asset pool: where imported factors and strategies came from, and who reviewed which strategy.
 CREATE TABLE wb_imports (
     import_id VARCHAR PRIMARY KEY,
@@ -275,7 +275,7 @@ CREATE TABLE wb_strategy_reviews (
     created_at TIMESTAMPTZ NOT NULL
 );
 """,
-    6: """
+    5: """
 -- Small objects (<= 4 KiB) live in the catalog instead of as files: see store.py.
 CREATE TABLE wb_inline_objects (
     sha256 VARCHAR PRIMARY KEY,

@@ -110,7 +110,7 @@ def generate_sample(
     quirks: bool = True,
     signals_topk: int = 3,
     registry_generation: Literal["head", "v1_migrated"] = "head",
-    workers: int | None = None,
+    workers: int = 1,
 ) -> SampleInfo:
     """Write a sample RD-Agent installation under `out` (the RD-Agent repo root).
 
@@ -121,8 +121,9 @@ def generate_sample(
     bootstrap duplicate of one HEAD run). `heavy_bytes` sizes the heavy stand-ins (result.h5,
     daily_pv.h5, pred.pkl, code_diff.txt, combined_factors_df.parquet); `signals_topk` rows per
     trade date go into `signals.*` (RD-Agent uses 50; kept small so big samples stay small).
-    `workers`: processes writing runs in parallel (None: up to 4 for samples of 300+ loops,
-    else 1); the output is identical whatever the count.
+    `workers`: processes writing runs in parallel (see `auto_workers`); the output is identical
+    whatever the count. Workers are spawned, so a calling script needs an
+    `if __name__ == "__main__":` guard when `workers > 1`.
     """
     out = Path(out)
     knobs = Knobs(
@@ -137,11 +138,13 @@ def generate_sample(
         registry_generation=registry_generation,
     )
     _check_knobs(knobs)
+    if workers < 1:
+        raise ConfigError(f"workers={workers}: must be at least 1")
     _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     plan = build_plan(seed, knobs)
     builder = InstallationBuilder.create(out, plan, knobs)
-    state = builder.build(knobs=knobs, workers=_worker_count(workers, plan))
+    state = builder.build(knobs=knobs, workers=workers)
     write_registry(out / REGISTRY_REL, state.rows, generation=registry_generation)
     builder.apply_deletions()
     info = _sample_info(out, plan, state, knobs, seed)
@@ -153,14 +156,11 @@ def generate_sample(
 PARALLEL_FROM_LOOPS = 300
 
 
-def _worker_count(workers: int | None, plan: SamplePlan) -> int:
-    """Processes pay off only for big samples (spawning one costs about a second of imports)."""
-    if workers is not None:
-        if workers < 1:
-            raise ConfigError(f"workers={workers}: must be at least 1")
-        return workers
-    loops = sum(len(run.loops) for run in plan.runs)
-    return min(4, os.cpu_count() or 1) if loops >= PARALLEL_FROM_LOOPS else 1
+def auto_workers(*, task_runs: int, loops_per_run: int) -> int:
+    """A sensible `workers` value: parallel only for big samples (spawning costs ~1 s each)."""
+    if task_runs * loops_per_run < PARALLEL_FROM_LOOPS:
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _sample_info(out: Path, plan: SamplePlan, state: BuildState, knobs: Knobs, seed: int) -> SampleInfo:
@@ -207,7 +207,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--registry-generation", choices=("head", "v1_migrated"), default="head")
     parser.add_argument("--no-multi-strategy", action="store_true")
     parser.add_argument("--no-quirks", action="store_true")
-    parser.add_argument("--workers", type=int, default=None, help="parallel writer processes (default: auto)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="parallel writer processes (default: auto_workers)"
+    )
     return parser.parse_args(argv)
 
 
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             quirks=not args.no_quirks,
             signals_topk=args.signals_topk,
             registry_generation=args.registry_generation,
-            workers=args.workers,
+            workers=args.workers or auto_workers(task_runs=args.task_runs, loops_per_run=args.loops_per_run),
         )
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

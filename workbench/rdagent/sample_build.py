@@ -363,11 +363,14 @@ class InstallationBuilder:
         """Rows of an earlier solidification whose bundle was rejected and deleted (§2.2)."""
         if self.plan.orphan_bundle_id is None:
             return
-        source = next((row for row in self.state.rows.factor_registry), None)
-        if source is None:
-            return
         for row in list(self.state.rows.factor_registry)[:3]:
-            orphan = {**row, "asset_bundle_id": self.plan.orphan_bundle_id, "performance_json": "{}"}
+            earlier = datetime.fromisoformat(row["updated_at_utc"]) - timedelta(hours=6)
+            orphan = {
+                **row,
+                "asset_bundle_id": self.plan.orphan_bundle_id,
+                "performance_json": "{}",
+                "updated_at_utc": iso(earlier),
+            }
             self.state.rows.factor_registry.append(orphan)
             self.state.orphan_factor_rows.append(
                 {"factor_name": row["factor_name"], "asset_bundle_id": self.plan.orphan_bundle_id}

@@ -185,7 +185,7 @@ class LogWriter:
         child = f"{pid}-{int(pid) + 17}"
         self._pickle(
             rel,
-            f"{base}/running/runner result/{child}",
+            f"{base}/runner result/{child}",
             end,
             {
                 "experiment_workspace": ws_path,
@@ -196,14 +196,14 @@ class LogWriter:
         if loop.loop_id == 0:
             self._pickle(
                 rel,
-                f"{base}/running/Qlib_execute_log/{child}",
+                f"{base}/Qlib_execute_log/{child}",
                 end - timedelta(seconds=1),
                 f"qrun conf.yaml\n[{pid}] workflow finished, recorder saved\n",
             )
         if metrics is not None and loop.loop_id == 0:
             self._pickle(
                 rel,
-                f"{base}/running/Quantitative Backtesting Chart/{pid}",
+                f"{base}/Quantitative Backtesting Chart/{pid}",
                 end,
                 {
                     "columns": [
@@ -234,7 +234,7 @@ class LogWriter:
     ) -> None:
         self._pickle(
             rel,
-            f"{base}/feedback/feedback/{pid}",
+            f"{base}/feedback/{pid}",
             end,
             {
                 "decision": loop.decision,

@@ -117,6 +117,13 @@ class ManifestBuilder:
         root = self.out / WORKSPACE_ROOT
         return sorted(path.name for path in root.iterdir() if path.is_dir() and path.name not in registered)
 
+    def _orphan_experiments(self) -> list[str]:
+        """Experiment directories with full results that no registry row points at."""
+        record = self.state.orphan_record
+        if record is None or record.written is None:
+            return []
+        return [record.written.rel_dir] if self.has_results(record.written.rel_dir) else []
+
     def _present_files_missing(self) -> list[dict]:
         present = {row["artifact_id"] for row in self.rows.artifacts if row["status"] == "present"}
         missing = []
@@ -172,7 +179,7 @@ class ManifestBuilder:
             )
         return found
 
-    def _partial_results(self, loops: list[dict]) -> list[dict]:
+    def _partial_results(self) -> list[dict]:
         names = ("qlib_res.csv", "ret.pkl", "ret_schema.parquet", "signals.parquet")
         found = []
         for record in self.state.records:
@@ -225,6 +232,7 @@ class ManifestBuilder:
             "has_result_without_metrics": by_tag.get("has_result_without_metrics", []),
             "workspace_rows_missing_dir": self._missing_workspace_rows(),
             "unregistered_workspace_dirs": self._unregistered_dirs(),
+            "unregistered_experiments_with_results": self._orphan_experiments(),
             "duplicate_runs": (
                 [
                     {
@@ -251,7 +259,7 @@ class ManifestBuilder:
                 for row in self.rows.loops
                 if row["status"] == "running"
             ],
-            "partial_results": self._partial_results(loops),
+            "partial_results": self._partial_results(),
             "broken_files": list(self.state.broken_files),
             "path_styles": self._path_styles(),
             "relative_log_trace_paths": [

@@ -36,7 +36,6 @@ SPECIAL_STARTS: dict[Role, datetime] = {
     "killed": datetime(2026, 2, 10, 2, 0, tzinfo=UTC),
     "running": datetime(2026, 2, 11, 1, 0, tzinfo=UTC),
 }
-BOOTSTRAP_TIME = datetime(2026, 2, 12, 6, 30, tzinfo=UTC)
 STEPS = ("direct_exp_gen", "coding", "running", "feedback")
 FACTOR_PREFIXES = (
     "Momentum",
@@ -569,6 +568,18 @@ def _assign_misc(ids: _Ids, runs: list[RunPlan]) -> None:
                 loop.nan_metric = "Rank ICIR"
             if loop.action == "model" and ids.rng.random() < 0.15:
                 loop.multiple_mlruns = True
+    model_loops = [
+        loop
+        for run in runs
+        if run.role == "regular"
+        for loop in run.loops
+        if loop.action == "model"
+        and loop.experiment is not None
+        and loop.experiment.exists
+        and loop.experiment.results == "full"
+    ]
+    if model_loops:
+        model_loops[0].multiple_mlruns = True  # at least one, so the case is always there
 
 
 def build_plan(seed: int, knobs: Knobs) -> SamplePlan:

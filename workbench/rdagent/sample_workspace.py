@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from workbench.rdagent.sample_plan import Knobs, LoopPlan, PathStyle, RunPlan, W
 from workbench.rdagent.sample_tables import TableWriter
 from workbench.rdagent.sample_templates import (
     SOURCE_DATA_README,
+    Era,
     factor_code,
     factor_template_files,
     model_code,
@@ -125,11 +127,11 @@ class WorkspaceWriter:
         self.pred_index = data.pred_index(self.days, self.instruments, rows=pred_days)
 
     # -- shared pieces -------------------------------------------------------------------
-    def templates(self, kind: str, era: str) -> dict[str, bytes]:
+    def templates(self, kind: Literal["factor", "model"], era: Era) -> dict[str, bytes]:
         key = (kind, era)
         if key not in self._templates:
             builder = factor_template_files if kind == "factor" else model_template_files
-            self._templates[key] = builder(era)  # type: ignore[arg-type]
+            self._templates[key] = builder(era)
         return self._templates[key]
 
     def combined_parquet(self, names: tuple[str, ...]) -> bytes:
@@ -214,8 +216,7 @@ class WorkspaceWriter:
         rel_dir = f"{WORKSPACE_ROOT}/{ws.dir_id}"
         written = WrittenWorkspace(ws, rel_dir)
         created = loop.step_times[0][1]
-        kind = "factor" if loop.action == "factor" else "model"
-        for name, payload in self.templates(kind, loop.generation).items():
+        for name, payload in self.templates(loop.action, loop.generation).items():
             self._record(written, name, payload, created, sha=sha)
         coded = loop.step_times[min(1, len(loop.step_times) - 1)][2]
         if loop.action == "model":
