@@ -175,6 +175,17 @@ def test_generations_write_their_own_row_shapes(sample: tuple[Path, SampleInfo])
     assert all(row["log_dir"].endswith("log") for row in live)
     workspaces = rows(root, "workspaces")
     assert {row["workspace_role"] for row in workspaces} == {"experiment_workspace", "sub_workspace"}
+    v1_experiments = [
+        row
+        for row in workspaces
+        if generation.get(row["task_run_id"]) == "v1" and row["workspace_role"] == "experiment_workspace"
+    ]
+    assert v1_experiments and all(row["meta_path"] == "workspace_meta.json" for row in v1_experiments)
+    for row in workspaces:
+        folder = root / WS_ROOT / dir_name(row["workspace_path"])
+        if row["meta_path"] and folder.exists():
+            meta = json.loads((folder / row["meta_path"]).read_text(encoding="utf-8"))
+            assert meta["workspace_id"] == row["workspace_id"] and meta["loop_id"] == row["loop_id"]
     for row in loops + rows(root, "task_runs"):
         for column in ("started_at_utc", "created_at_utc"):
             if row.get(column):

@@ -30,12 +30,14 @@ def sample(
     loops_per_run: Annotated[int, typer.Option(help="Loops per task run.")] = 4,
     trading_days: Annotated[int, typer.Option(help="Trading days in each return series.")] = 60,
     heavy_bytes: Annotated[int, typer.Option(help="Approximate size of each heavy intermediate file.")] = 32_768,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: by size).")] = None,
 ) -> None:
     """Generate a sample RD-Agent installation (registry, workspaces, logs, quirks included)."""
-    from workbench.rdagent.sample import generate_sample
+    from workbench.rdagent.sample import auto_workers, generate_sample
 
     info = generate_sample(out, seed=seed, task_runs=task_runs, loops_per_run=loops_per_run,
-                           trading_days=trading_days, heavy_bytes=heavy_bytes)
+                           trading_days=trading_days, heavy_bytes=heavy_bytes,
+                           workers=workers or auto_workers(task_runs=task_runs, loops_per_run=loops_per_run))
     data = info.to_dict()
     typer.echo(f"sample installation written to {out}")
     typer.echo(f"  loops in registry: {len(data.get('loops', []))}, experiments with results: "

@@ -8,9 +8,12 @@ solidified bundle, a factor catalog, and `sample_manifest.json` with the expecte
 The output is a pure function of the seed and the knobs: two calls give byte-identical files
 (mtimes are set from the plan too). Nothing reads the clock or the network.
 
-Modules: `sample_plan` (what to write), `sample_workspace`/`sample_data`/`sample_templates`
-(workspace files), `sample_meta` (JSON shapes), `sample_logs` (log trees), `sample_rows` +
-`sample_registry` (registry), `sample_build` (write order), `sample_manifest` (expected sets).
+Modules: `sample_plan` + `sample_request` (what to write), `sample_workspace` /
+`sample_data` / `sample_tables` / `sample_templates` (workspace files), `sample_meta` (JSON
+shapes), `sample_logs` (log trees), `sample_rows` + `sample_registry` (registry),
+`sample_build` (write order, optional worker processes), `sample_manifest` (expected sets).
+
+Command line: `python -m workbench.rdagent.sample --out DIR --seed N [knobs]`.
 """
 
 from __future__ import annotations
@@ -42,8 +45,12 @@ class SampleInfo:
     `loops`: one entry per registry loop row (`task_run_id`, `loop_id`, `action`, `status`,
     `generation`, `workspace_id` (registry id of its experiment workspace or None),
     `workspace_dir` (relative to the root, None if absent), `has_results_on_disk`, `quirks`).
-    `experiments_expected`: loops whose experiment directory holds `qlib_res.csv` and `ret.pkl`.
-    `quirks`: quirk name -> loop keys (`"<task_run_id>/<loop_id>"`), workspace ids or dicts.
+    `experiments_expected`: loops whose experiment directory holds `qlib_res.csv` and `ret.pkl`
+    (bootstrap-duplicate loops point at the same directory and carry `duplicate_of`; a loop whose
+    file is deliberately broken lists it in `broken_files`).
+    `quirks`: quirk name -> loop keys (`"<task_run_id>/<loop_id>"`), workspace ids or dicts;
+    computed from the registry rows and the final tree, so every entry holds.
+    `counts`: table sizes and `extra_loops` (loops beyond `task_runs * loops_per_run`).
     """
 
     manifest_version: int

@@ -190,11 +190,16 @@ class InstallationBuilder:
         return record
 
     def _register_loop(self, record: LoopRecord) -> dict:
+        """Loop, workspace and artifact rows; V1 JSON (which lists the artifacts) in between."""
         run, loop, written = record.run, record.loop, record.written
         row = rows_mod.loop_row(run, loop, written)
+        if written is not None and written.plan.results == "full" and loop.status == "success":
+            self._register_results(record, row)
         self.state.rows.workspaces.extend(rows_mod.workspace_rows(run, loop, written, record.subs))
-        if written is None or written.plan.results != "full" or loop.status != "success":
-            return row
+        return row
+
+    def _register_results(self, record: LoopRecord, row: dict) -> None:
+        run, loop, written = record.run, record.loop, record.written
         mlruns_size = rows_mod.directory_size(str(self.out / written.rel_dir / "mlruns"))
         if run.generation == "v1":
             listing = rows_mod.v1_artifacts(
@@ -205,7 +210,6 @@ class InstallationBuilder:
             rows_mod.head_artifacts(run, loop, written, mlruns_size=mlruns_size, rows=self.state.rows)
         if loop.bundle_id is not None:
             self._solidify(record, row)
-        return row
 
     # -- JSON metadata -------------------------------------------------------------------
     def _put_json(self, record: LoopRecord, name: str, obj: object, at: datetime) -> None:
