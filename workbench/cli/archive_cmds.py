@@ -30,7 +30,7 @@ def sample(
     loops_per_run: Annotated[int, typer.Option(help="Loops per task run.")] = 4,
     trading_days: Annotated[int, typer.Option(help="Trading days in each return series.")] = 60,
     heavy_bytes: Annotated[int, typer.Option(help="Approximate size of each heavy intermediate file.")] = 32_768,
-    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: by size).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: by size).")] = None,
 ) -> None:
     """Generate a sample RD-Agent installation (registry, workspaces, logs, quirks included)."""
     from workbench.rdagent.sample import auto_workers, generate_sample
