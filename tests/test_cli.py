@@ -37,6 +37,12 @@ def test_every_command_has_help_and_a_readme_entry() -> None:
         assert re.search(rf"`workbench {re.escape(name)}\b", README), f"README does not document `workbench {name}`"
 
 
+def test_every_command_help_renders(capsys) -> None:
+    for name in command_names():
+        assert main([*name.split(), "--help"]) == 0, name
+        assert "Usage" in capsys.readouterr().out
+
+
 def test_demo_runs_the_main_job_and_succeeds(tmp_path: Path, capsys) -> None:
     code = main(["demo", "--out", str(tmp_path / "sample"), "--archive", str(tmp_path / "archive")])
     out = capsys.readouterr().out

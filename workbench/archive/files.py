@@ -70,18 +70,27 @@ def _classify_mlruns(parts: list[str]) -> tuple[FileClass, str]:
 
 def walk_workspace(root: Path) -> Iterator[WorkspaceFile]:
     """Every file under `root` without following links, with its class; sorted for stable output."""
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames.sort()
-        base = Path(dirpath)
-        entries = sorted(filenames) + sorted(d for d in dirnames if (base / d).is_symlink())
-        dirnames[:] = [d for d in dirnames if not (base / d).is_symlink()]
-        for name in entries:
-            path = base / name
-            try:
-                st = path.lstat()
-            except OSError:
-                continue
-            rel = path.relative_to(root).as_posix()
-            file_class, reason = classify(rel, st)
-            target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
-            yield WorkspaceFile(rel, st.st_size, st.st_mtime_ns, file_class, reason, target)
+    yield from _walk(str(root), "")
+
+
+def _walk(directory: str, prefix: str) -> Iterator[WorkspaceFile]:
+    """`os.scandir` recursion: one lstat per entry, no Path objects (this runs for every file)."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError:
+        return
+    subdirs = []
+    for entry in entries:
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        rel = prefix + entry.name
+        if stat.S_ISDIR(st.st_mode):
+            subdirs.append((entry.path, rel + "/"))
+            continue
+        file_class, reason = classify(rel, st)
+        target = os.readlink(entry.path) if stat.S_ISLNK(st.st_mode) else None
+        yield WorkspaceFile(rel, st.st_size, st.st_mtime_ns, file_class, reason, target)
+    for path, rel_prefix in subdirs:
+        yield from _walk(path, rel_prefix)

@@ -58,7 +58,8 @@ def returns_frame_from_pandas(frame: Any, path: Path) -> pl.DataFrame:
 
 def _float_block(frame: Any, names: list[str]) -> np.ndarray | None:
     """All wanted columns as one float64 array when they already are float64 (the usual case)."""
-    if not names or any(str(frame.dtypes[name]) != "float64" for name in names):
+    dtypes = dict(zip(frame.columns, frame.dtypes.tolist(), strict=True))
+    if not names or any(str(dtypes[name]) != "float64" for name in names):
         return None
     return frame[names].to_numpy(dtype="float64")
 
