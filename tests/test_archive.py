@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import shutil
 import sqlite3
@@ -251,3 +252,33 @@ def test_archive_survives_the_installation_being_moved(rd_root: Path, tmp_path: 
     summary = archive(moved, archive=tmp_path / "ar", mode="full", progress=False,
                       path_map=[f"/mnt/f/Dev/RD-Agent-main={moved}"])
     assert summary.level2 > 0
+
+
+def test_hard_linked_key_files_stay_key_files(rd_root: Path, archive_dir: Path, tmp_path: Path) -> None:
+    """A dedupe or backup tool may hard-link results; they are still kept, never 'heavy'."""
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    workspaces = sorted((rd_root / "git_ignore_folder" / "RD-Agent_workspace").glob("*/ret.pkl"))
+    for i, path in enumerate(workspaces):
+        os.link(path, backup / f"ret_{i}.pkl")
+        os.link(path.parent / "qlib_res.csv", backup / f"qlib_{i}.csv")
+    archive(rd_root, archive=archive_dir, mode="full", progress=False)
+    for (refs_json,) in catalog_rows(archive_dir, "SELECT file_refs_json FROM aistock_experiments "
+                                                  "WHERE archiving_level = 2"):
+        by_path = {r["path"]: r for r in json.loads(refs_json)}
+        assert by_path["ret.pkl"]["kept"] and by_path["ret.pkl"]["class"] == "key"
+        assert by_path["qlib_res.csv"]["kept"]
+
+
+def test_objects_of_a_failed_file_check_are_still_written(rd_root: Path, archive_dir: Path) -> None:
+    """A shared small file whose registry hash is wrong must not leave later copies without bytes."""
+    con = sqlite3.connect(rd_root / "RDagentDB" / "registry.sqlite")
+    with con:
+        changed = con.execute("UPDATE artifact_files SET sha256 = ? WHERE sha256 IS NOT NULL AND path LIKE '%.yaml'",
+                              ["0" * 64]).rowcount
+    con.close()
+    if not changed:
+        pytest.skip("sample has no hashed yaml rows")
+    archive(rd_root, archive=archive_dir, mode="full", progress=False)
+    report = verify_archive(archive_dir)
+    assert report.checked > 0 and not report.missing and not report.damaged

@@ -17,6 +17,7 @@ import polars as pl
 from workbench.archive import ids
 from workbench.archive.files import WorkspaceFile, walk_workspace
 from workbench.archive.scan import LoopCandidate
+from workbench.archive.store import sha256_file
 from workbench.errors import ConfigError, InputFileError
 from workbench.metrics import compute_return_metrics
 from workbench.rdagent.files.factor_meta import read_factor_meta
@@ -57,6 +58,7 @@ class Extracted:
     files: list[FileToStore] = field(default_factory=list)
     file_refs: list[dict[str, Any]] = field(default_factory=list)
     errors: list[ItemError] = field(default_factory=list)
+    series_sha256: str | None = None
 
     @property
     def can_reach_level2(self) -> bool:
@@ -170,10 +172,15 @@ def _read_series(directory: Path, out: Extracted) -> pl.DataFrame | None:
     if not path.exists():
         return None
     try:
-        return read_returns(path)
-    except InputFileError as exc:
+        before = sha256_file(path)
+        series = read_returns(path)
+        if sha256_file(path) != before:
+            raise InputFileError(path, "the file changed while it was read (is RD-Agent still writing it?)")
+    except (InputFileError, OSError) as exc:
         out.errors.append(_error("returns", exc, path))
         return None
+    out.series_sha256 = before
+    return series
 
 
 def _strategy_entry(request: dict[str, Any] | None, loop_id: int) -> dict[str, Any] | None:

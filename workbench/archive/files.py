@@ -21,6 +21,10 @@ NOISE_NAMES = {"execution.lock"}
 NOISE_DIRS = {"__pycache__", ".ipynb_checkpoints"}
 MLRUNS_KEPT_DIRS = {"metrics", "params", "tags"}
 SHARED_DATA_SUFFIXES = {".h5", ".hdf5", ".hdf", ".parquet", ".pkl", ".csv", ".bin"}
+# results and metadata are key even when hard-linked (e.g. by a dedupe or backup tool)
+KEY_NAMES = {"qlib_res.csv", "ret.pkl", "ret_schema.parquet", "ret_schema.json", "signals.parquet", "signals.json",
+             "model.pkl", "params.pkl"}
+KEY_SUFFIXES = {".json", ".yaml", ".yml", ".py", ".md"}
 LARGE_UNKNOWN_BYTES = 256 * 1024 * 1024
 
 
@@ -48,6 +52,8 @@ def classify(rel_path: str, st: os.stat_result) -> tuple[FileClass, str]:
         return _classify_mlruns(parts)
     if name in HEAVY_NAMES:
         return "heavy", f"heavy intermediate ({name})"
+    if name in KEY_NAMES or os.path.splitext(name)[1].lower() in KEY_SUFFIXES:
+        return "key", "workspace file"
     if st.st_nlink > 1 and os.path.splitext(name)[1].lower() in SHARED_DATA_SUFFIXES:
         return "heavy", "hard link to shared source data"
     if st.st_size > LARGE_UNKNOWN_BYTES and len(parts) > 1:

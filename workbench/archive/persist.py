@@ -54,18 +54,22 @@ def store_files(
     for entry in item.files:
         try:
             obj = store.put_file(entry.source, known=known, verify=verify)
+            result.objects.append(obj)  # stored whatever the checks below say: later copies may reuse it
             expected = registry_hashes.get(entry.rel_path)
             if expected and expected.lower() != obj.sha256:
                 raise VerificationError(
                     f"{entry.source} hashes to {obj.sha256} but the registry recorded {expected}; "
                     "the workspace file changed after registration"
                 )
+            if entry.rel_path == "ret.pkl" and item.series_sha256 and item.series_sha256 != obj.sha256:
+                raise VerificationError(
+                    f"{entry.source} changed between reading the return series and storing it; rerun the archive"
+                )
         except (OSError, VerificationError) as exc:
             result.errors.append(ItemError("store", type(exc).__name__, str(exc), str(entry.source)))
             continue
         result.bytes_read += obj.size_bytes
         result.bytes_written += obj.stored_bytes if obj.written else 0
-        result.objects.append(obj)
         ref = refs.get(entry.rel_path)
         if ref is not None:
             ref["sha256"] = obj.sha256

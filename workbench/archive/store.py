@@ -112,7 +112,9 @@ class ObjectStore:
         key = self._session.get(sha) or (known or {}).get(sha)
         if key is not None:
             if key.startswith(INLINE_PREFIX):
-                return StoredObject(sha, len(data), len(data), key, "inline", False)
+                # carry the bytes again: the catalog write of the first copy may not happen
+                # (its item can fail), and the insert ignores duplicates
+                return StoredObject(sha, len(data), len(data), key, "inline", False, inline_data=data)
             codec: Codec = "zstd" if key.endswith(".zst") else "raw"
             stored = self.path_for(key)
             if stored.exists():
@@ -145,6 +147,10 @@ class ObjectStore:
         temp = self.tmp / f"{uuid.uuid4().hex}.part"
         with open(temp, "wb") as handle:
             handle.write(payload)
+            if target.exists():
+                # replacing an object that may already be listed: never expose unsynced bytes under its name
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(temp, target)
         self._dirty.add(target.parent)
 
