@@ -1,6 +1,7 @@
 """Archive throughput against the machine's own limit, measured in one run.
 
     .venv/bin/python benchmarks/bench_archive.py [--task-runs 40 --loops-per-run 50 --trading-days 250]
+                                                 [--signals-topk 50]
 
 Steps, all on the same generated installation (≥ 2,000 loops):
 1. limit: read, SHA-256 and write every key file of every experiment workspace once into a fresh
@@ -25,7 +26,7 @@ from pathlib import Path
 from workbench.archive.catalog import open_catalog
 from workbench.archive.files import walk_workspace
 from workbench.archive.pipeline import archive
-from workbench.rdagent.sample import generate_sample
+from workbench.rdagent.sample import auto_workers, generate_sample
 
 
 def key_files(root: Path) -> tuple[list[Path], int]:
@@ -74,16 +75,20 @@ def main() -> None:
     parser.add_argument("--loops-per-run", type=int, default=50)
     parser.add_argument("--trading-days", type=int, default=250)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--signals-topk", type=int, default=50,
+                        help="rows per day in signals.* (RD-Agent's default top-k is 50)")
     args = parser.parse_args()
 
-    root, limit_dir, archive_dir = args.work / "rd", args.work / "limit", args.work / "archive"
+    tag = f"rd_{args.task_runs}x{args.loops_per_run}_{args.trading_days}d_top{args.signals_topk}"
+    root, limit_dir, archive_dir = args.work / tag, args.work / "limit", args.work / "archive"
     for folder in (limit_dir, archive_dir):
         shutil.rmtree(folder, ignore_errors=True)
     if not (root / "sample_manifest.json").exists():
         shutil.rmtree(root, ignore_errors=True)
         started = time.perf_counter()
         generate_sample(root, seed=args.seed, task_runs=args.task_runs, loops_per_run=args.loops_per_run,
-                        trading_days=args.trading_days)
+                        trading_days=args.trading_days, signals_topk=args.signals_topk,
+                        workers=auto_workers(task_runs=args.task_runs, loops_per_run=args.loops_per_run))
         print(f"generated sample in {time.perf_counter() - started:.1f} s")
     files, workspace_bytes = key_files(root)
     hash_s = hash_only(files)
@@ -125,7 +130,10 @@ def main() -> None:
         "stored_over_key_bytes": stored_bytes / key_bytes,
         "stored_over_workspace_bytes": stored_bytes / workspace_bytes,
     }
-    (args.work / "results_archive.json").write_text(json.dumps(results, indent=2))
+    results["knobs"] = {"task_runs": args.task_runs, "loops_per_run": args.loops_per_run,
+                        "trading_days": args.trading_days, "signals_topk": args.signals_topk, "seed": args.seed}
+    (args.work / f"results_{tag}.json").write_text(json.dumps(results, indent=2))
+    print(f"knobs: {results['knobs']}")
     print(f"| loops | {loops} (level 2: {full.level2}) |")
     print(f"| key files | {len(files)} files, {mb:,.0f} MB (workspaces {workspace_bytes / 1e6:,.0f} MB) |")
     print(f"| hash only | {mb / hash_s:,.0f} MB/s |")
