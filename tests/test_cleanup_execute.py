@@ -13,8 +13,9 @@ import pytest
 import test_cleanup_support as support
 from test_cleanup_support import Env, files_under
 
+import workbench.cleanup.execute as execute
 from workbench.archive.lock import archive_lock
-from workbench.cleanup import CleanupPolicy, cleanup, purge_quarantine, undo_plan
+from workbench.cleanup import CleanupPolicy, approve_plan, cleanup, list_plans, purge_quarantine, undo_plan
 from workbench.cleanup.execute import apply_items
 from workbench.cleanup.planner import plan_context, plan_from_context
 from workbench.cleanup.records import save_plan
@@ -201,3 +202,92 @@ def test_purge_respects_age_and_cli_paths(env: Env, capsys: pytest.CaptureFixtur
     assert main(["cleanup", "undo", outcome.plan.plan_id, "--rdagent-root", str(env.rd), "--archive", str(env.ar)]) == 2
     assert main(["cleanup", "plans", "--archive", str(env.ar)]) == 0
     assert outcome.plan.plan_id in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("linked", ["plan", "item"])
+def test_linked_plan_or_item_folder_in_quarantine_moves_nothing_outside(env: Env, linked: str) -> None:
+    """Plan and item ids are known between the dry run and --approval: a link planted there is refused."""
+    before = files_under(env.workspace_root)
+    plan = cleanup(env.rd, archive=env.ar, stage="full", dry_run=True).plan
+    approval = approve_plan(plan.plan_id or "", archive=env.ar)
+    outside = env.tmp / "outside"
+    outside.mkdir()
+    quarantine = env.rd / ".workbench_quarantine"
+    quarantine.mkdir(mode=0o700)
+    if linked == "plan":
+        os.symlink(outside, quarantine / (plan.plan_id or ""))
+    else:
+        (quarantine / (plan.plan_id or "")).mkdir()
+        os.symlink(outside, quarantine / (plan.plan_id or "") / plan.items[0].item_id)
+    outcome = cleanup(env.rd, archive=env.ar, confirm=True, approval=approval.approval_id)
+    assert outcome.applied is not None and not outcome.ok
+    refused = [o for o in outcome.applied.outcomes if o.status == "failed"]
+    assert refused and all("link" in o.detail for o in refused)
+    assert len(refused) == (len(plan.items) if linked == "plan" else 1)
+    assert os.listdir(outside) == []
+    assert env.query("SELECT count(*) FROM wb_deletions WHERE item_id IN (SELECT unnest(?))",
+                     [[o.item_id for o in refused]]) == [(0,)]
+    for o in refused:
+        assert Path(o.path).is_dir()
+    if linked == "plan":
+        assert files_under(env.workspace_root) == before
+
+
+def test_purge_failing_partway_records_what_it_purged(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    outcome = cleanup(env.rd, archive=env.ar, stage="full", confirm=True, yes=True)
+    assert outcome.ok and len(outcome.plan.items) >= 3
+    real_remove, calls = execute.remove_tree_no_follow, []
+
+    def flaky(path: Path) -> int:
+        calls.append(path)
+        if len(calls) == 2:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_remove(path)
+
+    monkeypatch.setattr(execute, "remove_tree_no_follow", flaky)
+    result = purge_quarantine(rdagent_root=env.rd, archive=env.ar, older_than="0s")
+    assert len(result.purged) == len(outcome.plan.items) - 1
+    assert [p for p, _ in result.skipped] == [str(calls[1])] and "Permission denied" in result.skipped[0][1]
+    rows = env.query("SELECT quarantine_path FROM wb_deletions WHERE state = 'quarantined'")
+    assert rows == [(str(calls[1]),)] and calls[1].exists()
+    monkeypatch.undo()
+    again = purge_quarantine(rdagent_root=env.rd, archive=env.ar, older_than="0s")
+    assert len(again.purged) == 1 and not again.skipped
+    assert env.query("SELECT DISTINCT state FROM wb_deletions") == [("purged",)]
+
+
+@pytest.mark.parametrize("stage", ["full", "conservative"])
+def test_move_whose_record_fails_is_kept_in_the_journal_and_undone(
+    env: Env, monkeypatch: pytest.MonkeyPatch, stage: str
+) -> None:
+    before = files_under(env.workspace_root)
+    real_record, calls = execute.record_moves, []
+
+    def busy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(args[1].item_id)
+        if len(calls) == 2:
+            raise ArchiveBusyError("catalog busy (simulated)")
+        return real_record(*args, **kwargs)
+
+    monkeypatch.setattr(execute, "record_moves", busy)
+    outcome = cleanup(env.rd, archive=env.ar, stage=stage, confirm=True, yes=True)
+    monkeypatch.undo()
+    applied, plan_id = outcome.applied, outcome.plan.plan_id or ""
+    assert applied is not None and applied.needs_recovery and not outcome.ok
+    assert [o.status for o in applied.outcomes][:2] == ["moved", "failed"]
+    assert all(o.status == "skipped" for o in applied.outcomes[2:])
+    assert f"workbench cleanup undo {plan_id}" in outcome.format()
+    listed = next(p for p in list_plans(archive=env.ar) if p["plan_id"] == plan_id)
+    assert listed["status"] == "applying" and f"workbench cleanup undo {plan_id}" in listed["recovery"]
+    folder = env.rd / ".workbench_quarantine" / plan_id
+    assert (folder / calls[1]).is_dir()  # moved, but without a wb_deletions row
+    purge_quarantine(rdagent_root=env.rd, archive=env.ar, older_than="0s")  # purges the recorded one only
+    assert (folder / "journal.jsonl").is_file() and (folder / calls[1]).is_dir()
+    result = undo_plan(plan_id, rdagent_root=env.rd, archive=env.ar)
+    assert not result.refused and result.restored
+    assert not folder.exists()
+    unrecorded = next(i for i in outcome.plan.items if i.item_id == calls[1])
+    if stage == "full":
+        assert Path(unrecorded.path).is_dir()
+    assert {k: v for k, v in files_under(env.workspace_root).items() if k.startswith(Path(unrecorded.path).name)} == {
+        k: v for k, v in before.items() if k.startswith(Path(unrecorded.path).name)}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+import workbench.cleanup.safety as safety
 from workbench.cleanup.safety import (
+    Roots,
     checked_child,
     checked_entry,
     has_dotdot,
@@ -70,13 +73,13 @@ def test_move_refuses_overwrite_and_removal_never_follows_links(root: Path, tmp_
     shared = tmp_path / "shared.h5"
     shared.write_bytes(b"shared data")
     os.link(shared, folder / "hard.h5")
-    quarantine = tmp_path / "q" / "plan" / "item" / HEX
-    (tmp_path / "q" / "plan" / "item").mkdir(parents=True)
-    (quarantine).mkdir()
+    roots = Roots(Path(os.path.realpath(tmp_path)), root, Path(os.path.realpath(tmp_path)) / "log")
+    quarantine = roots.quarantine / "plan" / "item" / HEX
+    quarantine.mkdir(parents=True)
     with pytest.raises(UnsafePathError, match="already exists"):
-        move_entry(folder, quarantine)
+        move_entry(folder, quarantine, roots=roots)
     quarantine.rmdir()
-    move_entry(folder, quarantine)
+    move_entry(folder, quarantine, roots=roots)
     assert not folder.exists() and (quarantine / "to_dir").is_symlink()
     removed = remove_tree_no_follow(quarantine)
     assert removed >= 5 and not quarantine.exists()
@@ -90,14 +93,70 @@ def test_move_across_file_systems_is_refused(tmp_path: Path) -> None:
         pytest.skip("no second file system to move across")
     source = tmp_path / "data"
     source.write_text("x", encoding="utf-8")
-    target = other / f"wb-test-{os.getpid()}" / "data"
+    other_root = Path(os.path.realpath(other)) / f"wb-test-{os.getpid()}"
+    roots = Roots(other_root, other_root / "ws", other_root / "log")
+    target = roots.quarantine / "plan" / "item" / "data"
+    target.parent.mkdir(parents=True)
     try:
         with pytest.raises(UnsafePathError, match="another file system"):
-            move_entry(source, target)
+            move_entry(source, target, roots=roots)
         assert source.exists() and not target.exists()
     finally:
-        if target.parent.exists():
-            target.parent.rmdir()
+        shutil.rmtree(other_root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("linked", ["quarantine", "plan", "item", "sub"])
+def test_move_never_follows_a_link_in_the_quarantine(root: Path, tmp_path: Path, linked: str) -> None:
+    """A pre-created link for the quarantine, plan, item or a sub-folder must not carry a move outside."""
+    rd = Path(os.path.realpath(tmp_path))
+    roots = Roots(rd, root, rd / "log")
+    outside = rd / "outside"
+    source = root / HEX / "sub"
+    chain = [roots.quarantine, roots.quarantine / "plan", roots.quarantine / "plan" / "item",
+             roots.quarantine / "plan" / "item" / "sub"]
+    at = ["quarantine", "plan", "item", "sub"].index(linked)
+    for folder in chain[:at]:
+        folder.mkdir()
+    os.symlink(outside, chain[at])
+    target = chain[-1] / "moved"
+    with pytest.raises(UnsafePathError, match="link"):
+        move_entry(source, target, roots=roots)
+    assert (source / "f.txt").read_text(encoding="utf-8") == "x"
+    assert sorted(os.listdir(outside)) == ["secret.txt"]
+
+
+def _fake_device(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """Make `path` look like a mount of another file system to `os.lstat`."""
+    real_lstat = os.lstat
+
+    def lstat(p, *args, **kwargs):  # noqa: ANN001, ANN202
+        st = real_lstat(p, *args, **kwargs)
+        if os.fspath(p) == os.fspath(path):
+            return os.stat_result((st.st_mode, st.st_ino, st.st_dev + 1, *tuple(st)[3:]))
+        return st
+
+    monkeypatch.setattr(os, "lstat", lstat)
+
+
+@pytest.mark.parametrize("how", ["device", "bind_mount"])
+def test_purge_removal_never_enters_another_file_system(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    top = root / HEX
+    mounted = top / "sub" / "mnt"
+    mounted.mkdir()
+    (mounted / "data.bin").write_bytes(b"not ours")
+    (top / "other.txt").write_text("y", encoding="utf-8")
+    if how == "device":
+        _fake_device(monkeypatch, mounted)
+    else:  # a bind mount of the same file system has the same st_dev; the mount table names it
+        monkeypatch.setattr(safety, "mount_points", lambda: frozenset({str(mounted)}), raising=False)
+    with pytest.raises(UnsafePathError, match="left in place 1 entries"):
+        remove_tree_no_follow(top)
+    assert (mounted / "data.bin").read_bytes() == b"not ours"
+    assert not (top / "other.txt").exists() and not (top / "sub" / "f.txt").exists()
+    monkeypatch.undo()
+    assert remove_tree_no_follow(top) == 4 and not top.exists()
 
 
 def test_units() -> None:

@@ -5,10 +5,14 @@ Phase one moves each confirmed entry with `rename` into
 checking again, right before the move, that the entry is inside its root, that the archived
 copy verifies, that nothing changed within the grace window and (full stage) that every key file
 is byte for byte in the archive. Each move is written to a journal in the quarantine first and to
-`wb_deletions` right after, so an interrupted run leaves a complete record.
+`wb_deletions` right after, so an interrupted run leaves a complete record. A move whose row
+cannot be written (catalog busy, ...) stops the run and leaves the plan `applying`: the journal
+still knows the entry, and `workbench cleanup undo PLAN_ID` puts it back with the rest.
 
-`undo_plan` moves a plan's entries back (refusing where the original path exists again);
-`purge_quarantine` deletes quarantined entries older than an age, never following links.
+`undo_plan` moves a plan's entries back (refusing where the original path exists again), also
+those the journal knows but `wb_deletions` does not; `purge_quarantine` deletes quarantined
+entries older than an age, never following links and never entering another file system.
+The journal is only deleted once nothing else is left in the plan's quarantine folder.
 The caller of `apply_items` holds the archive lock; `undo_plan` and `purge_quarantine` take it.
 """
 
@@ -37,6 +41,7 @@ from workbench.cleanup.safety import (
     has_dotdot,
     inside,
     is_workspace_name,
+    mount_points,
     move_entry,
     quarantine_target,
     remove_tree_no_follow,
@@ -46,6 +51,10 @@ from workbench.errors import ConfigError, UnsafePathError
 
 Status = Literal["moved", "partial", "skipped", "failed"]
 JOURNAL = "journal.jsonl"
+
+
+class UnrecordedMove(Exception):
+    """Entries were moved to quarantine but their `wb_deletions` rows could not be written."""
 
 
 class SkipItem(Exception):
@@ -72,6 +81,13 @@ class ItemOutcome:
 class ApplyResult:
     plan_id: str
     outcomes: list[ItemOutcome] = field(default_factory=list)
+    needs_recovery: bool = False
+
+    @property
+    def recovery(self) -> str:
+        return (f"RECOVERY NEEDED: entries of plan {self.plan_id} were moved to quarantine but not recorded; "
+                f"the plan stays 'applying'. Put everything back with `workbench cleanup undo {self.plan_id}` "
+                "(it reads the quarantine journal), then plan again") if self.needs_recovery else ""
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -87,6 +103,7 @@ class ApplyResult:
     def to_dict(self) -> dict:
         return {"plan_id": self.plan_id, "moved": self.count("moved"), "partial": self.count("partial"),
                 "skipped": self.count("skipped"), "failed": self.count("failed"), "bytes": self.bytes,
+                "needs_recovery": self.needs_recovery, "recovery": self.recovery,
                 "outcomes": [asdict(o) for o in self.outcomes]}
 
     def format(self) -> str:
@@ -96,6 +113,8 @@ class ApplyResult:
         for o in self.outcomes:
             if o.status != "moved":
                 lines.append(f"  [{o.status.upper()}] {o.path}: {o.detail}")
+        if self.needs_recovery:
+            lines.append(self.recovery)
         return "\n".join(lines)
 
 
@@ -112,31 +131,71 @@ def _quarantine_dir(roots: Roots, plan_id: str) -> Path:
     else:
         base.mkdir(mode=0o700)
     folder = quarantine_target(roots, plan_id, "x", "x").parent.parent
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    st = os.lstat(folder)  # mkdir(exist_ok) accepts a link to a folder: a pre-created link is refused here
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UnsafePathError(f"plan quarantine {folder} is a link or not a folder; refusing to use it, nothing moved")
     return folder
 
 
 def _journal(folder: Path, entry: dict) -> None:
     """Append one intended move to the plan's journal, durably, before the move happens."""
-    with open(folder / JOURNAL, "a", encoding="utf-8") as handle:
+    fd = os.open(folder / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with open(fd, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _journal_entries(folder: Path) -> list[dict]:
+    """The plan's journal (a link or a torn last line is ignored)."""
+    path = folder / JOURNAL
+    if not os.path.lexists(path) or not stat.S_ISREG(os.lstat(path).st_mode):
+        return []
+    entries = []
+    with open(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)), encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("item_id", "original", "quarantine")):
+                entries.append(entry)
+    return entries
+
+
+def _record(plan: CleanupPlan, item: PlanItem, moves: list[tuple[str, str, int]], context: PlanContext) -> None:
+    """`record_moves`, or `UnrecordedMove` when the rows cannot be written (the moves are done)."""
+    try:
+        record_moves(plan, item, moves, archive=context.archive)
+    except Exception as exc:  # any failure here leaves moved entries without a row
+        raise UnrecordedMove(f"moved {len(moves)} entries to quarantine but could not record them ({exc})") from exc
 
 
 def apply_items(plan: CleanupPlan, items: list[PlanItem], *, context: PlanContext) -> ApplyResult:
     """Move each item to quarantine after last-moment checks; the caller holds the archive lock."""
     assert plan.plan_id, "store the plan first (records.save_plan)"
     roots = context.roots
-    folder = _quarantine_dir(roots, plan.plan_id)
+    result = ApplyResult(plan.plan_id)
+    try:
+        folder = _quarantine_dir(roots, plan.plan_id)
+    except (UnsafePathError, OSError) as exc:
+        result.outcomes = [ItemOutcome(i.item_id, i.kind, i.path, "failed", detail=str(exc)) for i in items]
+        return result
     dirs = {str(d.path): d for d in workspace_dirs(context.facts, context.snapshot, context.installation, roots)
             if d.path is not None}
-    result = ApplyResult(plan.plan_id)
     for item in items:
+        if result.needs_recovery:
+            result.outcomes.append(ItemOutcome(item.item_id, item.kind, item.path, "skipped",
+                                               detail="not attempted: an earlier move could not be recorded"))
+            continue
         try:
             outcome = _apply_one(plan, item, folder, dirs, context)
         except SkipItem as exc:
             outcome = ItemOutcome(item.item_id, item.kind, item.path, "skipped", detail=f"{exc.reason}: {exc.detail}")
+        except UnrecordedMove as exc:
+            result.needs_recovery = True
+            outcome = ItemOutcome(item.item_id, item.kind, item.path, "failed", detail=str(exc))
         except (UnsafePathError, OSError) as exc:
             outcome = ItemOutcome(item.item_id, item.kind, item.path, "failed", detail=str(exc))
         result.outcomes.append(outcome)
@@ -190,8 +249,8 @@ def _move_whole(plan: CleanupPlan, item: PlanItem, real: Path, folder: Path, con
     target = quarantine_target(context.roots, plan.plan_id or "", item.item_id, real.name)
     _journal(folder, {"item_id": item.item_id, "original": str(real), "quarantine": str(target),
                       "bytes": item.bytes, "at": utc_now().isoformat()})
-    move_entry(real, target)
-    record_moves(plan, item, [(str(real), str(target), item.bytes)], archive=context.archive)
+    move_entry(real, target, roots=context.roots)
+    _record(plan, item, [(str(real), str(target), item.bytes)], context)
     return ItemOutcome(item.item_id, item.kind, item.path, "moved", item.bytes, moved=1)
 
 
@@ -218,13 +277,13 @@ def _move_files(plan: CleanupPlan, item: PlanItem, real: Path, folder: Path, con
         _journal(folder, {"item_id": item.item_id, "original": str(source), "quarantine": str(target),
                           "bytes": freed, "at": utc_now().isoformat()})
         try:
-            move_entry(source, target)
+            move_entry(source, target, roots=context.roots)
         except (UnsafePathError, OSError) as exc:
             notes.append(f"{entry.rel_path}: {exc}")
             continue
         moves.append((str(source), str(target), freed))
     if moves:
-        record_moves(plan, item, moves, archive=context.archive)
+        _record(plan, item, moves, context)
     status: Status = "moved" if not notes else ("partial" if moves else "skipped")
     return ItemOutcome(item.item_id, item.kind, item.path, status, sum(m[2] for m in moves), "; ".join(notes[:5]),
                        moved=len(moves))
@@ -276,6 +335,7 @@ def undo_plan(plan_id: str, *, rdagent_root: Path | str, archive: Path | str | N
     stored = load_plan(plan_id, archive=archive)
     with archive_lock(archive, job="cleanup-undo"):
         rows = deletions(archive=archive, plan_id=plan_id, states=("quarantined",))
+        rows += _unrecorded(stored.plan, roots, archive=archive)
         if not rows:
             raise ConfigError(f"plan {plan_id} has nothing in quarantine (never applied, already undone or purged)")
         result = UndoResult(plan_id)
@@ -290,12 +350,35 @@ def undo_plan(plan_id: str, *, rdagent_root: Path | str, archive: Path | str | N
             result.restored.append(row.original_path)
         touched = {e for row in done for e in (stored.plan.item(row.item_id).experiment_ids  # type: ignore[union-attr]
                                                if stored.plan.item(row.item_id) else ())}
-        mark_deletions([d.deletion_id for d in done], "restored", archive=archive, experiment_ids=touched)
+        mark_deletions([d.deletion_id for d in done if d.deletion_id], "restored", archive=archive,
+                       experiment_ids=touched)
         from workbench.cleanup.records import set_plan_status
 
         set_plan_status(plan_id, "undone" if not result.refused else "partially_undone", archive=archive)
         _tidy_quarantine(roots.quarantine / plan_id, archive=archive, plan_id=plan_id)
     return result
+
+
+def _unrecorded(plan: CleanupPlan, roots: Roots, *, archive: Path | str | None) -> list[Deletion]:
+    """Entries the plan's journal moved to quarantine that have no `wb_deletions` row (a failed record).
+
+    Returned as row-like `Deletion`s without a deletion id, so `_restore_one` checks them the same
+    way; only entries of the plan's own items that are still in its quarantine folder count.
+    """
+    folder = roots.quarantine / (plan.plan_id or "")
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    known = {r.quarantine_path for r in deletions(archive=archive, plan_id=plan.plan_id)}
+    out: dict[str, Deletion] = {}
+    for entry in _journal_entries(folder):
+        item = plan.item(entry["item_id"])
+        quarantined = entry["quarantine"]
+        if (item is None or quarantined in known or quarantined in out or has_dotdot(quarantined)
+                or folder / item.item_id not in Path(quarantined).parents or not os.path.lexists(quarantined)):
+            continue
+        out[quarantined] = Deletion("", plan.plan_id or "", item.item_id, None, item.kind, entry["original"],
+                                    quarantined, int(entry.get("bytes") or 0), "unrecorded", utc_now())
+    return list(out.values())
 
 
 # --------------------------------------------------------------------------- purge
@@ -331,35 +414,54 @@ def purge_quarantine(
         rows = [r for r in deletions(archive=archive, states=("quarantined",)) if r.deleted_at <= result.cutoff]
         done: list[str] = []
         plans: set[str] = set()
-        for row in rows:
-            quarantined = Path(row.quarantine_path or "")
-            if not row.quarantine_path or not entry_inside(roots.quarantine / row.plan_id, quarantined):
-                result.skipped.append((str(quarantined), f"not in the quarantine of {roots.rdagent_root}"))
-                continue
-            if not os.path.lexists(quarantined):
-                result.skipped.append((str(quarantined), "missing from quarantine (moved by hand?)"))
-                continue
-            remove_tree_no_follow(quarantined)
-            done.append(row.deletion_id)
-            plans.add(row.plan_id)
-            result.purged.append(row.original_path)
-            result.bytes += row.bytes
-        mark_deletions(done, "purged", archive=archive)
+        try:
+            for row in rows:
+                quarantined = Path(row.quarantine_path or "")
+                if not row.quarantine_path or not entry_inside(roots.quarantine / row.plan_id, quarantined):
+                    result.skipped.append((str(quarantined), f"not in the quarantine of {roots.rdagent_root}"))
+                    continue
+                if not os.path.lexists(quarantined):
+                    result.skipped.append((str(quarantined), "missing from quarantine (moved by hand?)"))
+                    continue
+                try:
+                    remove_tree_no_follow(quarantined)
+                except (UnsafePathError, OSError) as exc:
+                    result.skipped.append((str(quarantined), f"not (fully) deleted, still recorded as quarantined: {exc}"))
+                    continue
+                done.append(row.deletion_id)
+                plans.add(row.plan_id)
+                result.purged.append(row.original_path)
+                result.bytes += row.bytes
+        finally:
+            mark_deletions(done, "purged", archive=archive)
         for plan_id in sorted(plans):
             _tidy_quarantine(roots.quarantine / plan_id, archive=archive, plan_id=plan_id)
     return result
 
 
 def _tidy_quarantine(folder: Path, *, archive: Path | str | None, plan_id: str) -> None:
-    """Remove empty folders of a plan's quarantine, and its journal once nothing is left in it."""
+    """Remove empty folders of a plan's quarantine, and its journal once nothing else is left in it.
+
+    The journal is the only trace of a move whose record failed, so it stays while the folder holds
+    anything besides it. Links and other file systems are never entered.
+    """
     if not folder.is_dir() or os.path.islink(folder):
         return
-    for dirpath, dirnames, _files in os.walk(folder, topdown=False, followlinks=False):
-        for name in dirnames:
-            entry = Path(dirpath) / name
-            if not entry.is_symlink() and not any(entry.iterdir()):
-                entry.rmdir()
+    device, mounts = os.lstat(folder).st_dev, mount_points()
+    folders: list[str] = []
+    for dirpath, dirnames, _files in os.walk(folder, topdown=True, followlinks=False):
+        folders.append(dirpath)
+        paths = [os.path.join(dirpath, n) for n in dirnames]
+        dirnames[:] = [os.path.basename(e) for e in paths
+                       if not os.path.islink(e) and e not in mounts and os.lstat(e).st_dev == device]
+    for dirpath in reversed(folders[1:]):
+        try:
+            os.rmdir(dirpath)  # only succeeds when empty
+        except OSError:
+            pass
     if deletions(archive=archive, plan_id=plan_id, states=("quarantined",)):
+        return
+    if any(entry.name != JOURNAL for entry in folder.iterdir()):
         return
     journal = folder / JOURNAL
     if journal.is_file() and not journal.is_symlink():

@@ -154,8 +154,9 @@ def cleanup(
                                    "Run the command again to see the new plan")
         plan = save_plan(plan, archive=archive, status="applying")
         result = apply_items(plan, list(plan.items), context=context)
-        set_plan_status(plan.plan_id or "", "applied" if result.ok else "partially_applied", archive=archive,
-                        applied=True)
+        if not result.needs_recovery:  # otherwise it stays 'applying': `workbench cleanup undo` recovers it
+            set_plan_status(plan.plan_id or "", "applied" if result.ok else "partially_applied", archive=archive,
+                            applied=True)
     return CleanupOutcome(plan, result)
 
 
@@ -183,8 +184,10 @@ def _confirm_approved(
         current = plan_from_context(context)
         items = approved_items(load_approval(approval_id, archive=archive), stored.plan, current)
         mark_used(approval_id, archive=archive)
+        set_plan_status(stored.plan.plan_id or "", "applying", archive=archive, approval_id=approval_id)
         result = apply_items(stored.plan, items, context=context)
-        set_plan_status(stored.plan.plan_id or "", "applied" if result.ok else "partially_applied", archive=archive,
-                        applied=True, approval_id=approval_id)
+        if not result.needs_recovery:  # otherwise it stays 'applying': `workbench cleanup undo` recovers it
+            set_plan_status(stored.plan.plan_id or "", "applied" if result.ok else "partially_applied",
+                            archive=archive, applied=True, approval_id=approval_id)
     note = f"applied {len(items)} approved items of plan {stored.plan.plan_id} ({format_bytes(result.bytes)})"
     return CleanupOutcome(stored.plan, result, approval, [note])

@@ -93,7 +93,11 @@ def list_plans(*, archive: Path | str | None, limit: int = 50) -> list[dict[str,
         ).fetchall()
     keys = ["plan_id", "stage", "created_at", "status", "applied_at", "approval_id", "items", "moved", "bytes",
             "in_quarantine"]
-    return [dict(zip(keys, row, strict=True)) for row in rows]
+    plans = [dict(zip(keys, row, strict=True)) for row in rows]
+    for plan in plans:
+        plan["recovery"] = (f"interrupted, or a move could not be recorded: unless a cleanup is running now, put it "
+                            f"back with `workbench cleanup undo {plan['plan_id']}`" if plan["status"] == "applying" else None)
+    return plans
 
 
 def set_plan_status(plan_id: str, status: str, *, archive: Path | str | None, applied: bool = False,

@@ -11,8 +11,11 @@ Safety by construction, not by hope:
 * removal is a `rename` into the quarantine on the same file system (a link moves as the link,
   a hard link moves as that one directory entry); a rename across file systems is refused, never
   replaced by copy-and-delete;
+* the quarantine itself must be a real folder in the RD-Agent root, and every folder created
+  or used below it (plan, item) a real folder, never a link, right before each move;
 * purging removes links with `unlink` and walks directories without following links, so the
-  target of a link and the other names of a hard-linked file are never touched.
+  target of a link and the other names of a hard-linked file are never touched; it never enters
+  another file system or a mount (bind mounts included) inside a quarantined entry.
 """
 
 from __future__ import annotations
@@ -147,15 +150,45 @@ def quarantine_target(roots: Roots, plan_id: str, item_id: str, rel: str) -> Pat
     return roots.quarantine / plan_id / item_id / rel
 
 
-def move_entry(source: Path, target: Path) -> None:
+def _quarantine_parent(target: Path, roots: Roots) -> None:
+    """Create the folders from the quarantine down to `target.parent`, refusing any link on the way.
+
+    The quarantine must be a real directory directly in the RD-Agent root; every folder below it
+    (plan, item, sub-folders) is created or found with `lstat` and must be a real directory, and
+    the real location of `target.parent` must be inside the real quarantine. A pre-created link
+    (plan and item ids are predictable) would otherwise carry the move outside the root.
+    """
+    quarantine = roots.quarantine
+    st = os.lstat(quarantine)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or Path(os.path.realpath(quarantine)).parent != roots.rdagent_root:
+        raise UnsafePathError(f"quarantine {quarantine} is not a real folder directly in {roots.rdagent_root}; refused")
+    if has_dotdot(str(target)) or quarantine not in target.parents:
+        raise UnsafePathError(f"{target} is not inside the quarantine {quarantine}; refused")
+    current = quarantine
+    for part in target.parent.relative_to(quarantine).parts:
+        current = current / part
+        try:
+            current.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(current)
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            raise UnsafePathError(f"quarantine folder {current} is a link or not a folder; links are never "
+                                  "followed, nothing was moved")
+    if not inside(Path(os.path.realpath(quarantine)), target.parent):
+        raise UnsafePathError(f"{target.parent} resolves outside the quarantine {quarantine}; nothing was moved")
+
+
+def move_entry(source: Path, target: Path, *, roots: Roots) -> None:
     """Rename `source` (a file, link or folder, never followed) to `target` on the same file system.
 
+    `target` must lie in the quarantine of `roots` with no link on the way (see `_quarantine_parent`).
     Refuses when `target` exists and when the rename would cross file systems (EXDEV): cleanup
     never copies and deletes, because a half-finished copy is worse than nothing.
     """
+    _quarantine_parent(target, roots)
     if os.path.lexists(target):
         raise UnsafePathError(f"{target} already exists; refusing to overwrite it")
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.rename(source, target)
     except OSError as exc:
@@ -167,27 +200,66 @@ def move_entry(source: Path, target: Path) -> None:
         raise
 
 
+def _unescape_mountinfo(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_points() -> frozenset[str]:
+    """Every mount point of this process (`/proc/self/mountinfo`; empty where there is none).
+
+    A bind mount of a folder of the same file system has the same `st_dev` as its parent, so the
+    device alone does not reveal it; the mount table does.
+    """
+    try:
+        text = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    return frozenset(_unescape_mountinfo(line.split()[4]) for line in text.splitlines() if len(line.split()) > 4)
+
+
 def remove_tree_no_follow(path: Path) -> int:
     """Delete a quarantined entry for good without following any link; returns entries removed.
 
     Links (symbolic or hard) are unlinked, so their targets and the other names of a hard-linked
-    file survive; directories are walked bottom-up with `followlinks=False`.
+    file survive; directories are walked without following links. Nothing on another file system
+    or mounted inside the entry (a bind mount) is entered or removed: the rest is deleted, and
+    `UnsafePathError` then names what was left in place (the entry stays, and stays recorded).
     """
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
         os.unlink(path)
         return 1
+    mounts = mount_points()
+    top = os.fspath(path)
+    if top in mounts or st.st_dev != os.lstat(os.path.dirname(top)).st_dev:
+        raise UnsafePathError(f"{top} is a mount point or on another file system; nothing was deleted")
     removed = 0
-    for dirpath, dirnames, filenames in os.walk(path, topdown=False, followlinks=False):
-        for name in filenames:
-            os.unlink(os.path.join(dirpath, name))
-            removed += 1
-        for name in dirnames:
+    foreign: list[str] = []
+    folders: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(top, topdown=True, followlinks=False):
+        folders.append(dirpath)
+        descend = []
+        for name in dirnames + filenames:
             entry = os.path.join(dirpath, name)
-            if stat.S_ISLNK(os.lstat(entry).st_mode):
+            est = os.lstat(entry)
+            if est.st_dev != st.st_dev or entry in mounts:
+                foreign.append(entry)
+            elif stat.S_ISDIR(est.st_mode):
+                descend.append(name)
+            else:  # files, symbolic links (also to folders), anything else: the entry itself
                 os.unlink(entry)
-            else:
-                os.rmdir(entry)
-            removed += 1
-    os.rmdir(path)
-    return removed + 1
+                removed += 1
+        dirnames[:] = descend
+    holding = {os.path.dirname(entry) for entry in foreign}
+    for folder in reversed(folders):
+        if folder in holding:
+            holding.add(os.path.dirname(folder))
+            continue
+        os.rmdir(folder)
+        removed += 1
+    if foreign:
+        raise UnsafePathError(
+            f"left in place {len(foreign)} entries on another file system or mounted inside {top} "
+            f"({', '.join(foreign[:3])}); the rest was deleted. Unmount them, then purge again"
+        )
+    return removed

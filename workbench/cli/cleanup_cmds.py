@@ -156,6 +156,8 @@ def plans(
     for r in rows:
         typer.echo(f"{r['plan_id']}  {r['stage']:<12} {r['status']:<17} items {r['items']:>4}  moved {r['moved']:>4} "
                    f"({format_bytes(r['bytes'])})  in quarantine {r['in_quarantine']}  approval {r['approval_id'] or '-'}")
+        if r.get("recovery"):
+            typer.echo(f"    RECOVERY NEEDED: {r['recovery']}")
 
 
 def hold(
