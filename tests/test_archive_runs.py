@@ -231,3 +231,17 @@ def test_rearchiving_after_a_full_cleanup_keeps_the_archived_record(rd_root: Pat
     summary = archive(rd_root, archive=archive_dir, mode="full", progress=False)
     assert summary.skipped.get("cleaned_up", 0) >= len(deleted)
     assert rows(archive_dir, sql) == before
+
+
+def test_since_limits_a_full_run_to_recent_loops(rd_root: Path, archive_dir: Path) -> None:
+    nothing = archive(rd_root, archive=archive_dir, mode="full", since="2100-01-01", progress=False)
+    assert nothing.candidates == 0 and nothing.level2 == 0
+    everything = archive(rd_root, archive=archive_dir, mode="full", since="2000-01-01", progress=False)
+    assert everything.level2 > 0
+
+
+def test_bad_since_is_a_config_error(rd_root: Path, archive_dir: Path) -> None:
+    from workbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="since"):
+        archive(rd_root, archive=archive_dir, mode="full", since="last tuesday", progress=False)

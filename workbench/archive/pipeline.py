@@ -121,6 +121,8 @@ def archive(
         raise ConfigError("give either --hours or --last, not both")
     if batch_size < 1:
         raise ConfigError("--batch-size must be at least 1")
+    if since is not None and not isinstance(since, datetime) and parse_time(str(since)) is None:
+        raise ConfigError(f"--since {since!r} is not a date (use YYYY-MM-DD)")
     installation = Installation.open(Path(rdagent_root), registry=Path(registry) if registry else None, path_map=path_map)
     layout = ArchiveLayout.at(archive)
     summary = RunSummary(run_id=uuid.uuid4().hex, mode=mode, archive=str(layout.root), started_at=utc_now().isoformat())
