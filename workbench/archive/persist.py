@@ -96,6 +96,7 @@ class Outcome:
     state: str
     fingerprint: str
     errors: tuple[ItemError, ...]
+    note: str | None = None
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pl.DataFrame:
@@ -431,7 +432,8 @@ def _write_state(con: duckdb.DuckDBPyConnection, outcomes: Iterable[Outcome], *,
         state_rows.append({
             "task_run_id": o.task_run_id, "loop_id": o.loop_id, "experiment_id": o.experiment_id,
             "state": o.state, "archiving_level": o.level, "fingerprint": o.fingerprint,
-            "last_run_id": run_id, "last_error": o.errors[0].message[:2000] if o.errors else None, "updated_at": stamp,
+            "last_run_id": run_id, "updated_at": stamp,
+            "last_error": o.errors[0].message[:2000] if o.errors else (o.note[:2000] if o.note else None),
         })
         for e in o.errors:
             error_rows.append({

@@ -215,15 +215,12 @@ def _load_snapshot(installation: Installation, mode: Mode, state: CatalogState) 
 
 def _select(
     candidates: list[LoopCandidate],
-    state: CatalogState,
     *,
-    mode: Mode,
     since: date | datetime | str | None,
     hours: float | None,
     last: int | None,
-    target_level: int,
 ) -> list[LoopCandidate]:
-    """Apply the time/count filters, then keep loops that are new, changed, failed or below target."""
+    """Apply the --since, --hours and --last filters."""
     chosen = candidates
     if since is not None:
         bound = parse_time(str(since)) if not isinstance(since, datetime) else since
@@ -258,7 +255,7 @@ def _run(
     candidates = build_candidates(snapshot, installation)
     for c, order in zip(candidates, snapshot.loops["_rowid"].to_list(), strict=True):
         c.loop["_order"] = order
-    chosen = _select(candidates, state, mode=mode, since=since, hours=hours, last=last, target_level=target_level)
+    chosen = _select(candidates, since=since, hours=hours, last=last)
     requests = _requests_by_task_run(snapshot, state)
     hashes = _registry_hashes(snapshot)
     summary.candidates = len(chosen)
@@ -490,7 +487,7 @@ def _archive_one(
 ) -> tuple[Outcome, Extracted | None, StoredBatch | None]:
     """Extract and store one loop; never raises for bad input (it becomes the outcome's errors).
 
-    Runs in worker threads: reading, hashing, compressing and writing release the GIL.
+    Runs in a worker process for large runs (see `_worker_pool`), in process otherwise.
     """
     candidate, fingerprint = job
     request = requests.get(candidate.task_run_id)
@@ -511,16 +508,16 @@ def _archive_one(
         item.errors.extend(stored.errors)
         level = 2 if not stored.errors else 1
     errors = tuple(item.errors)
+    note = None
     if errors:
         state = "failed"
     elif level >= target_level:
         state = "archived"
     else:
         state = "partial"
-        if not candidate.has_results_on_disk:
-            item.errors.append(ItemError("scan", "Note", "; ".join(candidate.notes) or "results not on disk"))
+        note = "; ".join(candidate.notes) or "results not on disk; archived from the registry alone"
     return Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, level, state, fingerprint,
-                   errors), item, stored
+                   errors, note), item, stored
 
 
 def _commit(
