@@ -496,17 +496,20 @@ def _archive_one(
                        (request,)), None, None
     try:
         item = extract_loop(candidate, request=request, include_heavy=include_heavy, with_files=target_level >= 2)
-    except (WorkbenchError, OSError, ValueError) as exc:
-        error = ItemError("extract", type(exc).__name__, str(exc))
+        stored = None
+        level = 1
+        if target_level >= 2 and item.can_reach_level2:
+            ws = candidate.experiment_workspace
+            hashes_of_ws = hashes.get(ws.workspace_id, {}) if ws else {}
+            stored = store_files(item, store, known=known, registry_hashes=hashes_of_ws)
+            item.errors.extend(stored.errors)
+            level = 2 if not stored.errors else 1
+    except Exception as exc:  # one bad loop never stops a run, whatever its input triggers
+        stage = "extract" if isinstance(exc, WorkbenchError | OSError | ValueError) else "internal"
+        message = str(exc) if stage == "extract" else f"unexpected {type(exc).__name__}: {exc} (please report this)"
+        error = ItemError(stage, type(exc).__name__, message)
         return Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0, "failed", fingerprint,
                        (error,)), None, None
-    stored = None
-    level = 1
-    if target_level >= 2 and item.can_reach_level2:
-        ws = candidate.experiment_workspace
-        stored = store_files(item, store, known=known, registry_hashes=hashes.get(ws.workspace_id, {}) if ws else {})
-        item.errors.extend(stored.errors)
-        level = 2 if not stored.errors else 1
     errors = tuple(item.errors)
     note = None
     if errors:
