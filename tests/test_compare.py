@@ -137,7 +137,9 @@ def test_without_a_request_the_first_loop_is_the_control(archive_dir: Path) -> N
     assert result.control_basis == "first_loop" and result.request_name is None
     assert result.table["loop_id"].to_list() == [0, 1]
     assert [s["loop_id"] for s in result.skipped] == [2]
-    assert result.n_trials == 2
+    # the skipped loop (no usable series) was still a trial: it counts for the deflation
+    assert result.n_trials == 3
+    assert any("n_trials = 3" in note for note in result.notes)
     json.dumps(result.to_dict(curves=True))
 
 

@@ -374,3 +374,21 @@ def test_asset_pool_commands(archive_dir: Path, tmp_path: Path, capsys: pytest.C
     assert [r["name"] for r in json.loads(out)] == ["topk30"]
     code, _, err = _run(["review", "topk30", "--status", "manual_review", *a], capsys)
     assert code == 2 and "note" in err
+
+
+def test_reimporting_a_file_without_a_window_removes_that_window(archive_dir: Path, tmp_path: Path) -> None:
+    meta = _metadata(tmp_path / "meta.parquet")
+    import_factors(meta, archive=archive_dir, source="alpha_library")
+    table = pl.read_parquet(meta)
+    trimmed = table.filter(pl.col("window_name") != "train_2018_2020")
+    trimmed.write_parquet(tmp_path / "trimmed.parquet")
+    import_factors(tmp_path / "trimmed.parquet", archive=archive_dir, source="alpha_library")
+    mom = factor_lineage(archive_dir, "ext_mom_5")
+    assert sorted(p["window_name"] for p in mom["performance"]) == ["test_2021_2025"]
+
+
+def test_tuple_string_names_in_metadata_are_normalised(archive_dir: Path, tmp_path: Path) -> None:
+    table = pl.DataFrame({"name": ["('feature', 'EXT_TUPLE')"], "expression": ["$close/$open"]})
+    table.write_parquet(tmp_path / "meta.parquet")
+    import_factors(tmp_path / "meta.parquet", archive=archive_dir, source="external_manual")
+    assert factor_lineage(archive_dir, "EXT_TUPLE")["factor"]["name"] == "EXT_TUPLE"

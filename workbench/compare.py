@@ -435,7 +435,12 @@ def compare_task_run(
     n_days = next(iter(frames.values())).height
     trial_srs = _trial_sharpes(series.filter(pl.col("experiment_id").is_in(list(with_series))),
                                with_cost=with_cost, periods_per_year=periods_per_year)
-    n_trials = len(with_series)
+    # every archived loop of the task run was a trial, with a series or not: counting only those with a
+    # series would make the deflation too generous; the variance uses the trials whose Sharpe is defined
+    n_trials = max(len(rows), len(trial_srs))
+    if n_trials > len(trial_srs):
+        notes.append(f"n_trials = {n_trials} archived loops of the task run; the variance of trial Sharpe ratios "
+                     f"uses the {len(trial_srs)} with a usable return series")
     var_trials = float(np.var(trial_srs, ddof=1)) if len(trial_srs) >= 2 else 0.0
     if len(trial_srs) < 2:
         notes.append("fewer than 2 trials with a defined Sharpe ratio: var_trials = 0, so DSR equals PSR")

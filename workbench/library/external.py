@@ -218,6 +218,7 @@ def _validate_metadata(frame: pl.DataFrame, *, where: str) -> pl.DataFrame:
     if frame.height == 0:
         raise ConfigError(f"{where}: the table has no rows")
     names = _cast_text(frame, "name", where=where).str.strip_chars()
+    names = names.map_elements(normalise_factor_name, return_dtype=pl.String) if names.len() else names
     bad = names.is_null() | (names == "")
     if bad.any():
         raise ConfigError(f"{where}: column 'name' is empty in {_rows(bad)}; every factor needs a name")
@@ -464,6 +465,11 @@ def _write_factors(
         con.execute("BEGIN TRANSACTION")
         try:
             _upsert_factors(con, to_write, now=now)
+            # the file is the truth for its own factors' imported windows: a window dropped from it goes
+            _register(con, "_imported", merged.select(pl.col("id").alias("factor_id")))
+            _register(con, "_perf_ids", perf.select("id") if perf.height else pl.DataFrame({"id": []}, schema={"id": pl.String}))
+            con.execute("DELETE FROM aistock_factor_performance WHERE experiment_id IS NULL AND basis = 'factor' "
+                        "AND factor_id IN (SELECT factor_id FROM _imported) AND id NOT IN (SELECT id FROM _perf_ids)")
             if perf.height:
                 _register(con, "_perf", perf.with_columns(pl.lit(now).alias("updated_at")))
                 con.execute(
