@@ -515,3 +515,56 @@ def test_signals_wrong_types(tmp_path: Path):
     pd.DataFrame({"trade_date": ["2024-07-01"], "score": ["high"]}).to_parquet(tmp_path / "s.parquet")
     with pytest.raises(InputFileError, match="column 'score'"):
         read_signals(tmp_path / "s.parquet")
+
+
+# --------------------------------------------------------------------------- damaged numbers and strings
+
+
+def test_oversized_integer_literal_is_a_file_error_not_a_crash(tmp_path: Path):
+    huge = "9" * 5000  # beyond Python's 4,300-digit int parsing limit
+    with pytest.raises(InputFileError, match=r"integer 9{20}\.\.\. \(5000 digits\) is too large"):
+        read_feedback(write_text(tmp_path / "feedback.json", f'{{"loop_id": {huge}}}'))
+    perf = write_text(tmp_path / "factor_perf.json", '{"factors": [{"name": "A", "sharpe": ' + "9" * 400 + "}]}")
+    with pytest.raises(InputFileError, match="too large"):
+        read_factor_perf(perf)
+    # the largest integers RD-Agent writes (epoch milliseconds, ids) still parse
+    assert read_json_file(write_text(tmp_path / "ok.json", '{"t": 1719792000000, "n": -123456789012345678}')) == {
+        "t": 1719792000000, "n": -123456789012345678}
+
+
+def test_epoch_dates_and_integers_out_of_range_are_file_errors(tmp_path: Path):
+    far = {"data": [{"datetime": 1e20, "account": 1.0}]}
+    with pytest.raises(InputFileError, match=r"data\[0\]\.datetime = 1e\+20 is not a date in epoch milliseconds"):
+        read_ret_schema(write_json(tmp_path / "ret_schema.json", far))
+    rank = {"data": [{"trade_date": "2024-07-01", "instrument": "SH600000", "rank": 1e30}]}
+    with pytest.raises(InputFileError, match=r"data\[0\]\.rank = 1e\+30 is out of the 64-bit integer range"):
+        read_signals(write_json(tmp_path / "signals.json", rank))
+
+
+def test_unpaired_surrogate_escape_is_refused_paired_one_kept(tmp_path: Path):
+    with pytest.raises(InputFileError, match="unpaired UTF-16 surrogate"):
+        read_factor_meta(write_text(tmp_path / "factor_meta.json", '{"factors": [{"name": "\\ud800"}]}'))
+    assert read_json_file(write_text(tmp_path / "ok.json", '{"k": "\\ud83d\\ude00"}')) == {"k": "😀"}
+
+
+def test_json_cut_inside_a_string_is_reported_as_truncated(tmp_path: Path):
+    with pytest.raises(InputFileError, match="truncated JSON"):
+        read_json_file(write_text(tmp_path / "a.json", '{\n  "decision": true,\n  "reason": "the factor was'))
+
+
+def test_ret_schema_parquet_refuses_text_boolean_and_struct_columns(tmp_path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for value, kind in (([{"x": 1}], "Struct"), (["1.5"], "String"), ([True], "Boolean")):
+        pq.write_table(pa.table({"datetime": ["2024-01-02"], "account": value}), tmp_path / "ret_schema.parquet")
+        with pytest.raises(InputFileError, match=f"column 'account' is not numeric .*{kind}"):
+            read_ret_schema(tmp_path / "ret_schema.parquet")
+
+
+def test_signals_parquet_time_of_day_is_refused_like_json(tmp_path: Path):
+    frame = _signals_frame()
+    frame["trade_date"] = pd.to_datetime(["2024-07-01 15:30", "2024-07-01 00:00"])
+    frame.to_parquet(tmp_path / "signals.parquet", index=False)
+    with pytest.raises(InputFileError, match="trade_date has a time of day"):
+        read_signals(tmp_path / "signals.parquet")

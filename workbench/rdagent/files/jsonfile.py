@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -72,17 +73,63 @@ def parse_json_text(text: str, path: Path) -> Any:
     if not text.strip():
         raise InputFileError(path, "empty file, expected JSON")
     try:
-        return json.loads(text)
+        data = json.loads(text, parse_int=_bounded_int_parser(path))
     except json.JSONDecodeError as exc:
-        if exc.pos >= len(text.rstrip()):
+        # a file cut inside a string fails at the string's opening quote, not at the end
+        if exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string"):
             raise InputFileError(
                 path,
-                f"truncated JSON: the file ends at line {exc.lineno} column {exc.colno} ({exc.msg})",
+                f"truncated JSON: the file ends before the value at line {exc.lineno} column {exc.colno} is "
+                f"complete ({exc.msg})",
                 hint="the writer was probably interrupted",
             ) from None
         raise InputFileError(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except RecursionError:
         raise InputFileError(path, "JSON nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(text):
+        _refuse_lone_surrogates(data, path)
+    return data
+
+
+#: Integers RD-Agent writes (loop ids, counts, epoch milliseconds) fit in 64 bits with room to spare.
+_MAX_INT_DIGITS = 18
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _bounded_int_parser(path: Path) -> Any:
+    """`json.loads`' integer hook: a literal longer than 18 digits is damage, not data.
+
+    Why: Python parses integers of any length (and refuses over 4,300 digits with a bare
+    ValueError), and such values later overflow floats, Int64 columns and dates.
+    """
+
+    def parse(literal: str) -> int:
+        digits = len(literal.lstrip("-"))
+        if digits > _MAX_INT_DIGITS:
+            preview = literal if len(literal) <= 24 else f"{literal[:20]}... ({digits} digits)"
+            raise InputFileError(path, f"integer {preview} is too large for any field of this file",
+                                 hint="the file is damaged or not an RD-Agent file")
+        return int(literal)
+
+    return parse
+
+
+def _refuse_lone_surrogates(data: Any, path: Path) -> None:
+    """An escaped UTF-16 surrogate without its pair cannot be stored or encoded: the file is damaged."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InputFileError(path, f"string {_preview(value)} holds an unpaired UTF-16 surrogate escape",
+                                     hint="the file is damaged; RD-Agent writes valid UTF-8") from None
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
 
 
 def expect_object(data: Any, path: Path, *, what: str = "top level") -> dict[str, Any]:
@@ -157,7 +204,10 @@ def as_float(value: Any, path: Path, *, where: str) -> float | None:
     if isinstance(value, bool):
         raise InputFileError(path, f"{where} must be a number, found boolean")
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise InputFileError(path, f"{where} = {_preview(value)} is too large for a number") from None
     if isinstance(value, str):
         parsed = parse_float_text(value)
         if parsed is not None or not value.strip():
@@ -253,7 +303,12 @@ def as_date(value: Any, path: Path, *, where: str) -> date | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
             return None
-        return _midnight_date(datetime.fromtimestamp(value / 1000, tz=UTC), path, where=where)
+        try:
+            stamp = datetime.fromtimestamp(value / 1000, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise InputFileError(path, f"{where} = {_preview(value)} is not a date in epoch milliseconds "
+                                       "(out of range)") from None
+        return _midnight_date(stamp, path, where=where)
     if isinstance(value, str):
         text = value.strip()
         if not text:

@@ -64,11 +64,15 @@ def _from_parquet(path: Path, *, max_bytes: int) -> pl.DataFrame:
     columns = {"datetime": dates}
     for name in RETURN_COLUMNS:
         if name in frame.columns:
-            try:
-                columns[name] = frame[name].cast(pl.Float64, strict=True)
-            except pl.exceptions.PolarsError:
-                raise InputFileError(path, f"column {name!r} is not numeric ({frame[name].dtype})") from None
+            columns[name] = _numeric_column(frame[name], path)
     return normalise_returns_frame(pl.DataFrame(columns), path)
+
+
+def _numeric_column(series: pl.Series, path: Path) -> pl.Series:
+    """A number column as Float64; text, booleans, structs and lists are refused, not coerced."""
+    if not (series.dtype.is_numeric() or series.dtype == pl.Null):
+        raise InputFileError(path, f"column {series.name!r} is not numeric ({series.dtype})")
+    return series.cast(pl.Float64)
 
 
 def _date_column(series: pl.Series, path: Path) -> pl.Series:

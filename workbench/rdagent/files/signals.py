@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,9 @@ def read_signals(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> pl.DataFr
     return frame
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
 def _from_parquet(path: Path, *, max_bytes: int) -> pl.DataFrame:
     raw = read_parquet_checked(path, max_bytes=max_bytes)
     if "trade_date" not in raw.columns:
@@ -76,6 +80,9 @@ def _trade_dates(series: pl.Series, path: Path) -> pl.Series:
         return series
     if isinstance(series.dtype, pl.Datetime):
         stamps = series.dt.convert_time_zone("UTC") if series.dtype.time_zone else series
+        timed = stamps.filter(stamps.dt.time() != dt.time(0, 0))
+        if timed.len():
+            raise InputFileError(path, f"trade_date has a time of day ({timed[0]}); expected trading dates")
         return stamps.dt.date().rename("trade_date")
     if series.dtype == pl.String:
         return pl.Series("trade_date", [as_date(v, path, where="trade_date") for v in series.to_list()], dtype=pl.Date)
@@ -116,10 +123,12 @@ def _json_value(value: Any, dtype: Any, path: Path, where: str) -> Any:
     if dtype == pl.Int64:
         if isinstance(value, bool):
             return int(value)
-        if isinstance(value, int):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int):
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                raise InputFileError(path, f"{where} = {value:.6g} is out of the 64-bit integer range")
+            return value
         raise InputFileError(path, f"{where} must be an integer, found {json_type(value)} {value!r}")
     if isinstance(value, str):
         return value
