@@ -272,7 +272,8 @@ def test_rollback_journal_db_is_read_without_creating_files(tmp_path: Path):
     assert listing(tmp_path) == before and sha256(db) == digest
 
 
-def test_wal_with_committed_data_but_no_shm_is_refused_with_hint(tmp_path: Path):
+def _uncheckpointed_copy(tmp_path: Path) -> Path:
+    """A WAL database whose committed rows live only in the WAL, without -shm (as after a copy)."""
     source = tmp_path / "live"
     source.mkdir()
     db = make_db(source / "registry.sqlite", HEAD_DDL)
@@ -285,11 +286,48 @@ def test_wal_with_committed_data_but_no_shm_is_refused_with_hint(tmp_path: Path)
     shutil.copy2(db, copy / "registry.sqlite")
     shutil.copy2(source / "registry.sqlite-wal", copy / "registry.sqlite-wal")  # committed rows live here
     writer.close()
-    before = listing(copy)
-    with pytest.raises(RegistryError, match=r"registry.sqlite-shm is missing.*\.backup") as info:
-        read_registry(copy / "registry.sqlite", timeout_s=0.3)
-    assert "never" in str(info.value)
-    assert listing(copy) == before
+    return copy / "registry.sqlite"
+
+
+def test_wal_without_shm_is_read_from_a_private_copy_and_left_untouched(tmp_path: Path):
+    db = _uncheckpointed_copy(tmp_path)
+    before = {name: sha256(db.parent / name) for name in listing(db.parent)}
+    assert sorted(before) == ["registry.sqlite", "registry.sqlite-wal"]
+    snap = read_registry(db)
+    assert snap.loops.height == 3 and snap.workspaces.height == 2  # the rows only the WAL holds
+    registry_max_cursor(db)
+    read_loops_changed_since(db, rowid=0, updated_at=None)
+    assert {name: sha256(db.parent / name) for name in listing(db.parent)} == before
+
+
+def test_empty_leftover_wal_is_read_at_once(tmp_path: Path):
+    db = make_db(tmp_path / "registry.sqlite", HEAD_DDL, rows=HEAD_ROWS)
+    (tmp_path / "registry.sqlite-wal").write_bytes(b"")  # a crashed writer's leftover, no -shm
+    started = time.monotonic()
+    assert read_registry(db, timeout_s=5).loops.height == 3
+    assert time.monotonic() - started < 2
+    assert listing(tmp_path) == ["registry.sqlite", "registry.sqlite-wal"]
+
+
+def test_live_writer_side_files_are_byte_for_byte_unchanged(tmp_path: Path):
+    """A writer holds the database open (its -wal and -shm exist); reading changes none of the three files."""
+    db = make_db(tmp_path / "registry.sqlite", HEAD_DDL)
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.executescript("BEGIN;" + HEAD_ROWS + "COMMIT;")
+    # a last commit after the writer's own read marks: an in-place reader would record a new one in -shm
+    writer.execute("UPDATE loops SET status = status")
+    try:
+        names = listing(tmp_path)
+        assert names == ["registry.sqlite", "registry.sqlite-shm", "registry.sqlite-wal"]
+        before = {name: (tmp_path / name).read_bytes() for name in names}
+        for _ in range(3):
+            snap = read_registry(db)
+            assert snap.loops.height == 3
+        registry_max_cursor(db)
+        assert {name: (tmp_path / name).read_bytes() for name in listing(tmp_path)} == before
+    finally:
+        writer.close()
 
 
 WRITER = textwrap.dedent(

@@ -4,10 +4,14 @@ Why it is careful:
 
 * RD-Agent (and its offline tools) may be writing while we read, in WAL mode. All tables are read
   inside one read transaction, so a snapshot never mixes two commits.
-* The reader must not change the installation. SQLite's `mode=ro` still *creates* `-wal`/`-shm`
-  when they are missing (they are deleted when the last connection closes), so when the WAL file is
-  absent the database is quiescent and we read it with `immutable=1` (no side files, no locks),
-  then check that the main file did not change while we read; if it did, we read again.
+* The reader must not change the installation, not even its `-shm`: an SQLite reader of a live
+  WAL database records read marks there (and creates `-wal`/`-shm` when they are missing). So:
+  a WAL database without a WAL file is quiescent and is read in place with `immutable=1` (no side
+  files, no locks), then checked unchanged; a WAL database with a WAL file is read from a private
+  copy of the main file and the WAL (SQLite recovers the copy the way it recovers after a crash:
+  committed frames only). The copy is retried if the WAL was restarted or the main file was
+  checkpointed while it was copied. A rollback-journal database is read in place with `mode=ro`,
+  which only takes a shared lock.
 * Columns differ between schema generations (§2.3): columns are selected by name, absent
   tables/columns come back as nulls of the canonical type, and SQLite's loose typing
   (`has_result = '1'`) is normalised.
@@ -15,7 +19,9 @@ Why it is careful:
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -162,9 +168,20 @@ def _with_retry(path: Path, timeout_s: float, body: Any) -> Any:
 
 def _attempt(path: Path, body: Any, deadline: float) -> Any:
     mode = _open_mode(path)
+    if mode == "copy":
+        with tempfile.TemporaryDirectory(prefix="workbench-registry-") as scratch:
+            copy = _copy_wal_database(path, Path(scratch))
+            return _query(copy, "mode=rw", body, deadline)  # the private copy may be recovered in place
     before = _file_state(path) if mode == "immutable" else None
+    result = _query(path, "mode=ro&immutable=1" if mode == "immutable" else "mode=ro", body, deadline)
+    if before is not None and _file_state(path) != before:
+        raise _Retry("the registry changed while it was read without locks", "a writer started; reading again")
+    return result
+
+
+def _query(path: Path, query: str, body: Any, deadline: float) -> Any:
+    """`body(con, columns)` inside one read transaction on `path` opened with the URI `query`."""
     busy_wait = max(0.05, min(1.0, deadline - time.monotonic()))
-    query = "mode=ro&immutable=1" if mode == "immutable" else "mode=ro"
     con = sqlite3.connect(f"{path.absolute().as_uri()}?{query}", uri=True, timeout=busy_wait, isolation_level=None)
     try:
         con.text_factory = _decode_text
@@ -174,27 +191,51 @@ def _attempt(path: Path, body: Any, deadline: float) -> Any:
         con.execute("COMMIT")
     finally:
         con.close()
-    if before is not None and _file_state(path) != before:
-        raise _Retry("the registry changed while it was read without locks", "a writer started; reading again")
     return result
 
 
-def _open_mode(path: Path) -> Literal["ro", "immutable"]:
-    """`ro` when SQLite needs no new side file, `immutable` when the WAL is absent (quiescent)."""
+def _open_mode(path: Path) -> Literal["ro", "immutable", "copy"]:
+    """`ro` for rollback-journal files, `immutable` for a quiescent WAL database, else `copy`."""
     header = _read_header(path)
     if header[18] != 2 and header[19] != 2:
-        return "ro"  # rollback-journal database: a read-only reader creates nothing
-    wal, shm = _side_file(path, "-wal"), _side_file(path, "-shm")
-    if not wal.exists():
+        return "ro"  # rollback-journal database: a read-only reader only takes a shared lock
+    if not _side_file(path, "-wal").exists():
         return "immutable"  # everything committed is in the main file; no side file may be created
-    if shm.exists():
-        return "ro"
-    raise _Retry(
-        f"{wal.name} exists but {shm.name} is missing",
-        f"SQLite would have to create {shm.name}, which this reader never does; let RD-Agent or "
-        f"`sqlite3 {path.name} 'PRAGMA quick_check'` open it once (recovers the WAL), or copy it with "
-        f"`sqlite3 {path.name} '.backup copy.sqlite'` and pass --registry copy.sqlite",
-    )
+    return "copy"  # a live WAL: reading in place would write read marks into -shm
+
+
+def _copy_wal_database(path: Path, into: Path) -> Path:
+    """Copy the main file, then the WAL, into `into`; retry if they changed under the copy.
+
+    Why this is a consistent snapshot: while the WAL header (its salts) stays the same, the WAL
+    only grows, and SQLite's recovery of the copy keeps exactly the frames up to the last complete
+    commit. The main file only changes when a checkpoint copies WAL frames into it, which we
+    detect (and retry) although replaying the WAL copy would already repair such pages.
+    """
+    wal = _side_file(path, "-wal")
+    copy = into / "registry.sqlite"
+    try:
+        before = _wal_pair_state(path)
+        shutil.copyfile(path, copy)
+        shutil.copyfile(wal, _side_file(copy, "-wal"))
+        after = _wal_pair_state(path)
+    except FileNotFoundError:
+        raise _Retry("the WAL was removed while it was copied", "the writer closed; reading again") from None
+    except OSError as exc:
+        raise RegistryError(f"registry {path} cannot be copied for reading ({exc}); check free space in "
+                            f"{into.parent} (TMPDIR) and the file's permissions") from exc
+    if after != before:
+        raise _Retry("the registry was checkpointed while it was copied", "a writer is busy; reading again")
+    return copy
+
+
+def _wal_pair_state(path: Path) -> tuple[Any, ...]:
+    """What must not change while main file and WAL are copied: the main file, the WAL's identity and header."""
+    wal = _side_file(path, "-wal")
+    st, wst = path.stat(), wal.stat()
+    with wal.open("rb") as fh:
+        wal_header = fh.read(32)
+    return (st.st_ino, st.st_size, st.st_mtime_ns, _read_header(path), wst.st_ino, wal_header)
 
 
 def _side_file(path: Path, suffix: str) -> Path:
