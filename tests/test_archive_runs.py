@@ -245,3 +245,57 @@ def test_bad_since_is_a_config_error(rd_root: Path, archive_dir: Path) -> None:
 
     with pytest.raises(ConfigError, match="since"):
         archive(rd_root, archive=archive_dir, mode="full", since="last tuesday", progress=False)
+
+
+def test_a_limited_first_run_leaves_the_rest_to_the_next_incremental_run(rd_root: Path, archive_dir: Path) -> None:
+    """--hours/--last/--since do not move the cursor past loops they left out."""
+    reference = archive(rd_root, archive=archive_dir / "reference", mode="incremental", progress=False)
+    assert reference.level2 > 0
+    limited = archive(rd_root, archive=archive_dir / "a", mode="incremental", hours=1, progress=False)
+    assert limited.candidates == 0 and any("cursor was not moved" in n for n in limited.notes)
+    assert rows(archive_dir / "a", "SELECT count(*) FROM wb_cursor") == [(0,)]
+    for run in (dict(mode="incremental", last=2), dict(mode="full", since="2100-01-01")):
+        archive(rd_root, archive=archive_dir / "b", progress=False, **run)
+    follow_up = archive(rd_root, archive=archive_dir / "a", mode="incremental", progress=False)
+    assert (follow_up.level1, follow_up.level2) == (reference.level1, reference.level2)
+    archive(rd_root, archive=archive_dir / "b", mode="incremental", progress=False)
+    sql = "SELECT count(*) FROM aistock_experiments WHERE archiving_level = 2"
+    assert rows(archive_dir / "b", sql) == rows(archive_dir / "reference", sql)
+
+
+def test_failed_and_below_target_loops_pass_the_hours_limit(rd_root: Path, archive_dir: Path) -> None:
+    archive(rd_root, archive=archive_dir, mode="full", target_level=1, progress=False)
+    at_level1 = rows(archive_dir, "SELECT count(*) FROM wb_loop_state WHERE state = 'archived' AND archiving_level = 1")
+    assert at_level1[0][0] > 0
+    upgraded = archive(rd_root, archive=archive_dir, mode="incremental", hours=1, progress=False)
+    assert upgraded.level2 > 0  # every loop still below the target level, though months old
+    assert rows(archive_dir, "SELECT count(*) FROM wb_loop_state WHERE state = 'archived' AND archiving_level = 1") \
+        == [(0,)]
+
+
+def test_include_heavy_on_an_existing_archive_stores_the_heavy_files(rd_root: Path, archive_dir: Path) -> None:
+    archive(rd_root, archive=archive_dir, mode="full", progress=False)
+    sql = "SELECT count(*) FROM wb_stored_files WHERE file_class = 'heavy'"
+    assert rows(archive_dir, sql) == [(0,)]
+    heavy = archive(rd_root, archive=archive_dir, mode="full", include_heavy=True, progress=False)
+    assert heavy.level2 > 0 and heavy.bytes_stored > 0
+    assert rows(archive_dir, sql)[0][0] > 0
+    again = archive(rd_root, archive=archive_dir, mode="full", include_heavy=True, progress=False)
+    plain = archive(rd_root, archive=archive_dir, mode="incremental", progress=False)
+    assert again.level2 == 0 and plain.level2 == 0  # a heavy archive also satisfies a plain run
+    assert rows(archive_dir, sql)[0][0] > 0
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (dict(mode="incremental", hours=-5), "--hours must be a positive"),
+    (dict(mode="incremental", hours=0), "--hours must be a positive"),
+    (dict(mode="incremental", last=0), "--last must be at least 1"),
+    (dict(mode="full", hours=1), "a full run takes --since"),
+    (dict(mode="full", last=3), "a full run takes --since"),
+])
+def test_bad_limits_are_config_errors(rd_root: Path, archive_dir: Path, options: dict, message: str) -> None:
+    from workbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        archive(rd_root, archive=archive_dir, progress=False, **options)
+    assert not (archive_dir / "catalog.duckdb").exists()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import uuid
@@ -119,6 +120,12 @@ def archive(
         raise ConfigError(f"--target-level must be 1 or 2, not {target_level}")
     if hours is not None and last is not None:
         raise ConfigError("give either --hours or --last, not both")
+    if mode == "full" and (hours is not None or last is not None):
+        raise ConfigError("--hours and --last select the loops of an incremental run; a full run takes --since DATE")
+    if hours is not None and not (isinstance(hours, int | float) and math.isfinite(hours) and hours > 0):
+        raise ConfigError(f"--hours must be a positive number of hours, not {hours!r}")
+    if last is not None and last < 1:
+        raise ConfigError(f"--last must be at least 1, not {last!r}")
     if batch_size < 1:
         raise ConfigError("--batch-size must be at least 1")
     if since is not None and not isinstance(since, datetime) and parse_time(str(since)) is None:
@@ -190,7 +197,19 @@ def _record_run_end(layout: ArchiveLayout, summary: RunSummary) -> None:
         summary.notes.append(f"run summary not stored in the catalog: {exc}")
 
 
-def _load_snapshot(installation: Installation, mode: Mode, state: CatalogState) -> RegistrySnapshot:
+def _pending_loops(state: CatalogState, target_level: int) -> set[tuple[str, int]]:
+    """Loops the catalog knows that every run must look at again, whatever its filters.
+
+    Failed and partial loops (retried, never skipped for good), loops archived below the target
+    level, and the loops of task runs whose request was attached since the last run.
+    """
+    return {key for key, s in state.loops.items()
+            if s["state"] in ("failed", "partial")
+            or (s["state"] == "archived" and (s["level"] or 0) < target_level)
+            or key[0] in state.fresh_requests}
+
+
+def _load_snapshot(installation: Installation, mode: Mode, state: CatalogState, target_level: int) -> RegistrySnapshot:
     """The registry rows this run looks at.
 
     Full runs and first runs read everything. Incremental runs read only the loops past the
@@ -201,8 +220,7 @@ def _load_snapshot(installation: Installation, mode: Mode, state: CatalogState) 
         return read_registry(installation.registry_path)
     rowid, updated_at = state.cursor
     changed = read_loops_changed_since(installation.registry_path, rowid=rowid, updated_at=updated_at)
-    pending = {key for key, s in state.loops.items()
-               if s["state"] in ("failed", "partial") or key[0] in state.fresh_requests}
+    pending = _pending_loops(state, target_level)
     if not pending:
         return changed
     whole = read_registry(installation.registry_path)
@@ -219,20 +237,26 @@ def _select(
     since: date | datetime | str | None,
     hours: float | None,
     last: int | None,
+    pending: set[tuple[str, int]] | None = None,
 ) -> list[LoopCandidate]:
-    """Apply the --since, --hours and --last filters."""
+    """Apply the --since, --hours and --last filters; `pending` loops pass --hours/--last regardless."""
     chosen = candidates
     if since is not None:
         bound = parse_time(str(since)) if not isinstance(since, datetime) else since
         if bound is None:
             raise ConfigError(f"--since {since!r} is not a date (use YYYY-MM-DD)")
         chosen = [c for c in chosen if (t := parse_time(loop_timestamp(c.loop))) is None or t >= bound]
+    if hours is None and last is None:
+        return chosen
+    keep = pending or set()
+    limited = [c for c in chosen if c.key not in keep]
     if hours is not None:
         bound = datetime.now(UTC) - timedelta(hours=hours)
-        chosen = [c for c in chosen if (t := parse_time(loop_timestamp(c.loop))) is not None and t >= bound]
+        limited = [c for c in limited if (t := parse_time(loop_timestamp(c.loop))) is not None and t >= bound]
     if last is not None:
-        chosen = sorted(chosen, key=lambda c: (c.loop.get("_order") or 0, loop_timestamp(c.loop) or ""))[-last:]
-    return chosen
+        limited = sorted(limited, key=lambda c: (c.loop.get("_order") or 0, loop_timestamp(c.loop) or ""))[-last:]
+    picked = {id(c) for c in limited}
+    return [c for c in chosen if c.key in keep or id(c) in picked]
 
 
 def _run(
@@ -251,11 +275,11 @@ def _run(
     progress: bool,
     workers: int,
 ) -> None:
-    snapshot = _load_snapshot(installation, mode, state)
+    snapshot = _load_snapshot(installation, mode, state, target_level)
     candidates = build_candidates(snapshot, installation)
     for c, order in zip(candidates, snapshot.loops["_rowid"].to_list(), strict=True):
         c.loop["_order"] = order
-    chosen = _select(candidates, since=since, hours=hours, last=last)
+    chosen = _select(candidates, since=since, hours=hours, last=last, pending=_pending_loops(state, target_level))
     requests = _requests_by_task_run(snapshot, state)
     hashes = _registry_hashes(snapshot)
     summary.candidates = len(chosen)
@@ -282,8 +306,12 @@ def _run(
                 skip_outcomes.append(Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0,
                                              "no_results", "", ()))
             continue
-        fingerprint = _with_request(candidate.fingerprint(), requests.get(candidate.task_run_id))
-        if previous and previous["fingerprint"] == fingerprint and previous["state"] in ("archived", "partial") \
+        plain = _with_request(candidate.fingerprint(), requests.get(candidate.task_run_id))
+        with_heavy = _with_heavy(plain)
+        fingerprint = with_heavy if include_heavy else plain
+        # an archive made with --include-heavy also satisfies a run without it, not the reverse
+        accepted = (with_heavy,) if include_heavy else (plain, with_heavy)
+        if previous and previous["fingerprint"] in accepted and previous["state"] in ("archived", "partial") \
                 and (previous["level"] >= target_level or previous["state"] == "partial"):
             summary.unchanged += 1
             continue
@@ -291,6 +319,11 @@ def _run(
     _process(layout, summary, work, skip_outcomes, requests, hashes, target_level=target_level,
              batch_size=batch_size, include_heavy=include_heavy, progress=progress, workers=workers)
     cursor = _snapshot_cursor(snapshot, state)
+    if len(chosen) < len(candidates):
+        # loops left out by the limit were not looked at: the next run must still see them
+        cursor = None
+        summary.notes.append(f"{len(candidates) - len(chosen)} loops outside --since/--hours/--last were left for a "
+                             "later run; the incremental cursor was not moved, so the next run still sees them")
     with open_catalog(layout.root) as con:
         con.execute("BEGIN TRANSACTION")
         merged = consolidate_factors(con)
@@ -313,6 +346,11 @@ def _with_request(fingerprint: str, request: dict[str, Any] | ItemError | None) 
         return fingerprint
     text = json.dumps(request if isinstance(request, dict) else str(request), sort_keys=True, default=str)
     return hashlib.sha256(f"{fingerprint}|{text}".encode()).hexdigest()
+
+
+def _with_heavy(fingerprint: str) -> str:
+    """The fingerprint of a loop archived with its heavy intermediates (--include-heavy)."""
+    return hashlib.sha256(f"{fingerprint}|include-heavy".encode()).hexdigest()
 
 
 def _snapshot_cursor(snapshot: RegistrySnapshot, state: CatalogState) -> tuple[int, str | None] | None:

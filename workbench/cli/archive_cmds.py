@@ -52,8 +52,8 @@ def archive(
     registry: Annotated[Path | None, typer.Option(help="Registry file (default ROOT/RDagentDB/registry.sqlite).")] = None,
     path_map: Annotated[list[str], typer.Option("--path-map", help="FROM=TO prefix rule for registry paths; repeatable.")] = [],  # noqa: B006
     since: Annotated[str | None, typer.Option(help="Only loops at or after this date (YYYY-MM-DD).")] = None,
-    hours: Annotated[float | None, typer.Option(help="Incremental: loops of the last N hours.")] = None,
-    last: Annotated[int | None, typer.Option(help="Incremental: the latest N loops.")] = None,
+    hours: Annotated[float | None, typer.Option(help="Incremental: only new loops of the last N hours (failed and below-target loops always pass).")] = None,
+    last: Annotated[int | None, typer.Option(help="Incremental: only the latest N new loops (failed and below-target loops always pass).")] = None,
     target_level: Annotated[int, typer.Option(help="1: catalog rows only; 2: rows plus verified key files.")] = 2,
     batch_size: Annotated[int, typer.Option(help="Loops committed per transaction.")] = 200,
     include_heavy: Annotated[bool, typer.Option("--include-heavy", help="Also store heavy intermediates.")] = False,
