@@ -282,3 +282,39 @@ def test_objects_of_a_failed_file_check_are_still_written(rd_root: Path, archive
     archive(rd_root, archive=archive_dir, mode="full", progress=False)
     report = verify_archive(archive_dir)
     assert report.checked > 0 and not report.missing and not report.damaged
+
+
+def test_status_lists_experiment_ids_and_checks_its_filters(rd_root: Path, archive_dir: Path) -> None:
+    from workbench.archive.status import archive_status
+    from workbench.errors import ConfigError
+
+    archive(rd_root, archive=archive_dir, progress=False)
+    report = archive_status(archive_dir, list_experiments=True)
+    data = json.loads(json.dumps(report.to_dict(), default=str))
+    ids = {e["id"] for e in data["experiments"]}
+    assert ids == set(report.experiments["id"].to_list()) and len(ids) > 5
+    assert all(isinstance(e["kept_bytes"], int) for e in data["experiments"])
+    assert all(isinstance(r["workspace_bytes"], int) for r in data["by_task_run"])
+    first = data["experiments"][0]
+    assert first["id"] in report.format() and first["workspace_id"] in report.format()
+    assert "experiments" not in archive_status(archive_dir).to_dict()
+    with pytest.raises(ConfigError, match="no task run 'nope'"):
+        archive_status(archive_dir, task_run_id="nope")
+    with pytest.raises(ConfigError, match="not an archiving level"):
+        archive_status(archive_dir, level=7)
+
+
+def test_a_file_where_a_folder_belongs_is_a_config_error(rd_root: Path, tmp_path: Path) -> None:
+    from workbench.errors import ConfigError
+    from workbench.restore import restore_experiment
+
+    not_a_folder = tmp_path / "archive.txt"
+    not_a_folder.write_text("keep me")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        archive(rd_root, archive=not_a_folder, progress=False)
+    assert not_a_folder.read_text() == "keep me"
+    archive(rd_root, archive=tmp_path / "ar", progress=False)
+    level2 = read_frame(tmp_path / "ar", "SELECT id FROM aistock_experiments WHERE archiving_level = 2 LIMIT 1")
+    with pytest.raises(ConfigError, match="is a file; give a folder"):
+        restore_experiment(level2["id"][0], to=not_a_folder, archive=tmp_path / "ar")
+    assert not_a_folder.read_text() == "keep me"

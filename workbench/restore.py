@@ -8,7 +8,7 @@ from pathlib import Path
 
 from workbench.archive.catalog import ArchiveLayout, fetch_one, open_catalog
 from workbench.archive.store import ObjectStore
-from workbench.errors import ArchiveError, UnsafePathError
+from workbench.errors import ArchiveError, ConfigError, UnsafePathError
 
 
 @dataclass
@@ -39,7 +39,7 @@ def restore_experiment(experiment_id: str, *, to: Path | str, archive: Path | st
         )
         if row is None:
             raise ArchiveError(f"no experiment or workspace {experiment_id!r} in {layout.root}; "
-                               "list them with `workbench status`")
+                               "list them with `workbench status --experiments`")
         files = con.execute(
             "SELECT f.rel_path, f.sha256, o.storage_key, f.size_bytes FROM wb_stored_files f "
             "JOIN wb_objects o ON o.sha256 = f.sha256 WHERE f.experiment_id = ? ORDER BY f.rel_path",
@@ -51,7 +51,12 @@ def restore_experiment(experiment_id: str, *, to: Path | str, archive: Path | st
     if not files:
         raise ArchiveError(f"experiment {row[0]} has no stored files (archiving level below 2); nothing to restore")
     target = Path(to)
-    target.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--to {target} is a file; give a folder (it is created if missing)")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the folder {target} ({exc.strerror}); choose another --to") from exc
     store = ObjectStore(layout.objects, tmp=layout.tmp, inline=inline.get)
     result = RestoreResult(row[0], target)
     for rel_path, sha, key, size in files:

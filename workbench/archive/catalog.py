@@ -20,7 +20,7 @@ import duckdb
 import polars as pl
 
 from workbench.archive.schema import LATEST_VERSION, MIGRATIONS
-from workbench.errors import ArchiveBusyError, ArchiveError
+from workbench.errors import ArchiveBusyError, ArchiveError, ConfigError
 
 DEFAULT_ARCHIVE = Path("data/archive")
 CATALOG_FILE = "catalog.duckdb"
@@ -54,7 +54,10 @@ class ArchiveLayout:
 
     @classmethod
     def at(cls, root: Path | str | None) -> ArchiveLayout:
-        return cls(Path(root if root is not None else DEFAULT_ARCHIVE).absolute())
+        path = Path(root if root is not None else DEFAULT_ARCHIVE).absolute()
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"archive {path} is a file, not a folder; pass --archive DIR (created if missing)")
+        return cls(path)
 
 
 def utc_now() -> datetime:

@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 
 from workbench.archive.catalog import fetch_frame, fetch_one, open_catalog
+from workbench.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -21,9 +22,11 @@ class ArchiveStatus:
     runs: pl.DataFrame
     errors: pl.DataFrame
     storage: dict[str, int]
+    list_experiments: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        listing = {"experiments": self.experiments.to_dicts()} if self.list_experiments else {}
+        return listing | {
             "by_level": self.by_level.to_dicts(),
             "by_task_run": self.by_task_run.to_dicts(),
             "runs": self.runs.to_dicts(),
@@ -32,7 +35,14 @@ class ArchiveStatus:
         }
 
     def format(self) -> str:
-        lines = ["experiments by level:"]
+        lines = []
+        if self.list_experiments:
+            lines.append(f"experiments ({self.experiments.height}):")
+            lines += [f"  {r['id']}  {r['task_run_id']}/{r['loop_id']}  workspace {r['workspace_id']}  "
+                      f"level {r['archiving_level']}  {r['workspace_state'] or 'present'}  {r['state'] or ''}"
+                      + (f"  {r['strategy_role']}" if r["strategy_role"] else "")
+                      for r in self.experiments.iter_rows(named=True)]
+        lines.append("experiments by level:")
         lines += [f"  level {r['archiving_level']}: {r['experiments']}" for r in self.by_level.iter_rows(named=True)]
         lines.append("by task run:")
         for r in self.by_task_run.iter_rows(named=True):
@@ -40,7 +50,8 @@ class ArchiveStatus:
                          f"level 1: {r['level1']}")
         s = self.storage
         lines.append(f"storage: {s['objects']} objects, {s['stored_bytes']:,} bytes stored for "
-                     f"{s['original_bytes']:,} bytes of kept files ({s['workspace_bytes']:,} bytes in workspaces)")
+                     f"{s['original_bytes']:,} bytes of kept files (whole archive); the experiments shown had "
+                     f"{s['workspace_bytes']:,} bytes in their workspaces")
         lines.append("recent runs:")
         for r in self.runs.head(5).iter_rows(named=True):
             lines.append(f"  {r['started_at']} {r['mode']:<11} {r['status']:<8} level2={r['n_level2']} "
@@ -59,8 +70,15 @@ def archive_status(
     task_run_id: str | None = None,
     errors_only: bool = False,
     since: str | None = None,
+    list_experiments: bool = False,
 ) -> ArchiveStatus:
-    """Read the catalog once (read-only, released at once) and summarise it."""
+    """Read the catalog once (read-only, released at once) and summarise it.
+
+    ``list_experiments`` adds one line (one JSON object) per experiment: the ids `restore`,
+    `hold` and `compare` take.
+    """
+    if level is not None and level not in (0, 1, 2):
+        raise ConfigError(f"--level {level} is not an archiving level; use 0, 1 or 2")
     where, params = ["1=1"], []
     if level is not None:
         where.append("e.archiving_level = ?")
@@ -74,13 +92,18 @@ def archive_status(
     if errors_only:
         where.append("s.state = 'failed'")
     with open_catalog(archive, read_only=True) as con:
+        if task_run_id and fetch_one(con, "SELECT 1 FROM aistock_experiments WHERE task_run_id = ? LIMIT 1",
+                                     [task_run_id]) is None:
+            raise ConfigError(f"no task run {task_run_id!r} in the archive; `workbench status` lists the task runs")
         experiments = fetch_frame(
             con,
             f"""SELECT e.id, e.task_run_id, e.loop_id, e.workspace_id, e.action, e.archiving_level, e.workspace_state,
                        e.request_name, e.strategy_role, e.created_at, e.imported_at, s.state, s.last_error,
-                       (SELECT coalesce(sum(f.size_bytes), 0) FROM wb_stored_files f WHERE f.experiment_id = e.id) AS kept_bytes,
+                       (SELECT coalesce(sum(f.size_bytes), 0) FROM wb_stored_files f WHERE f.experiment_id = e.id)::BIGINT
+                           AS kept_bytes,
                        (SELECT coalesce(sum((j->>'size_bytes')::BIGINT), 0)
-                          FROM (SELECT unnest(from_json(e.file_refs_json, '["JSON"]')) AS j)) AS workspace_bytes
+                          FROM (SELECT unnest(from_json(e.file_refs_json, '["JSON"]')) AS j))::BIGINT
+                           AS workspace_bytes
                 FROM aistock_experiments e LEFT JOIN wb_loop_state s ON s.experiment_id = e.id
                 WHERE {' AND '.join(where)} ORDER BY e.task_run_id, e.loop_id""",
             params,
@@ -116,4 +139,4 @@ def archive_status(
         "original_bytes": int(original_bytes),
         "workspace_bytes": int(experiments["workspace_bytes"].sum() or 0),
     }
-    return ArchiveStatus(experiments, by_level, by_task_run, runs, errors, storage)
+    return ArchiveStatus(experiments, by_level, by_task_run, runs, errors, storage, list_experiments)

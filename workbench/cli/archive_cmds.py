@@ -76,12 +76,14 @@ def status(
     level: Annotated[int | None, typer.Option(help="Only experiments at this level.")] = None,
     task_run: Annotated[str | None, typer.Option(help="Only this task run.")] = None,
     errors_only: Annotated[bool, typer.Option("--errors", help="Only experiments whose last run failed.")] = False,
+    experiments: Annotated[bool, typer.Option("--experiments", help="List every experiment with its ids.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show archive status: experiments by level and task run, recent runs, open errors."""
     from workbench.archive.status import archive_status
 
-    report = archive_status(archive, level=level, task_run_id=task_run, errors_only=errors_only)
+    report = archive_status(archive, level=level, task_run_id=task_run, errors_only=errors_only,
+                            list_experiments=experiments)
     typer.echo(json.dumps(report.to_dict(), indent=2, default=str) if json_output else report.format())
 
 
