@@ -299,3 +299,26 @@ def test_bad_limits_are_config_errors(rd_root: Path, archive_dir: Path, options:
     with pytest.raises(ConfigError, match=message):
         archive(rd_root, archive=archive_dir, progress=False, **options)
     assert not (archive_dir / "catalog.duckdb").exists()
+
+
+def test_a_foreign_lock_holder_is_not_named_after_a_finished_job(archive_dir: Path) -> None:
+    """After a workbench job ends, a foreign program holding the lock is not reported as that job."""
+    with archive_lock(archive_dir, job="archive-full"):
+        pass
+    assert (archive_dir / ".workbench.lock").read_text() == ""  # the finished job left no holder record
+    foreign = subprocess.Popen([PYTHON, "-c", textwrap.dedent(f"""
+        import fcntl, os, time
+        fd = os.open({str(archive_dir / ".workbench.lock")!r}, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        print("held", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert foreign.stdout is not None and foreign.stdout.readline().strip() == "held"
+        with pytest.raises(ArchiveBusyError, match="did not record itself") as info:
+            with archive_lock(archive_dir, job="test"):
+                pass
+        assert "archive-full" not in str(info.value)
+    finally:
+        foreign.kill()
+        foreign.wait()

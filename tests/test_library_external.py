@@ -314,6 +314,13 @@ def test_an_attached_exported_request_structures_the_next_archive_run(
     assert comparison.request_name == "mixed_b7"
     again = attach_request(fresh, task_run, request_file)
     assert again.replaced and any("archived again" in n for n in again.notes)
+    assert not any("cleaned up" in n for n in again.notes)
+
+    from workbench.cleanup import cleanup
+
+    cleanup(rd_root, archive=fresh, stage="full", confirm=True, yes=True)
+    after_cleanup = attach_request(fresh, task_run, request_file)
+    assert any("loop(s) [0, 1] had their workspaces cleaned up" in n for n in after_cleanup.notes)
 
 
 # --------------------------------------------------------------------------- commands

@@ -37,6 +37,7 @@ def archive_lock(archive: Path | str | None, *, job: str, wait_s: float = 0.0) -
     layout = ArchiveLayout.at(archive)
     layout.root.mkdir(parents=True, exist_ok=True)
     fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT, 0o644)
+    locked = False
     deadline = time.monotonic() + wait_s
     try:
         while True:
@@ -45,20 +46,43 @@ def archive_lock(archive: Path | str | None, *, job: str, wait_s: float = 0.0) -
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    holder = read_holder(layout.lock)
                     raise ArchiveBusyError(
-                        f"archive {layout.root} is in use by job {holder.get('job', '?')!r} "
-                        f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
-                        f"since {holder.get('started_at', '?')}); wait for it to finish"
+                        f"archive {layout.root} is in use by {describe_holder(read_holder(layout.lock))}; "
+                        f"wait for it to finish"
                     ) from None
                 time.sleep(0.2)
         info = {"job": job, "pid": os.getpid(), "host": socket.gethostname(),
                 "started_at": utc_now().isoformat()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
+        locked = True
         yield
     finally:
         try:
+            if locked:
+                os.ftruncate(fd, 0)  # no stale holder for the next refusal to name
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+
+def describe_holder(holder: dict[str, object]) -> str:
+    """Who holds the lock, as far as the lock file tells; never a process known to have ended."""
+    pid, host = holder.get("pid"), holder.get("host")
+    if not isinstance(pid, int):
+        return "another process that did not record itself in the lock file"
+    if host == socket.gethostname() and not _alive(pid):
+        return (f"another process (the lock file names pid {pid}, which has ended: the lock is held by a "
+                "program other than workbench, e.g. a copy or backup tool)")
+    return (f"job {holder.get('job', '?')!r} (pid {pid} on {host or '?'}, "
+            f"since {holder.get('started_at', '?')})")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -89,6 +89,9 @@ def attach_request(archive: Path | str | None, task_run_id: str, path: Path | st
         known_loops = {int(r[0]) for r in con.execute(
             "SELECT loop_id FROM wb_loop_state WHERE task_run_id = ? UNION SELECT loop_id FROM aistock_experiments "
             "WHERE task_run_id = ?", [task_run_id, task_run_id]).fetchall()}
+        cleaned = sorted(int(r[0]) for r in con.execute(
+            "SELECT loop_id FROM aistock_experiments WHERE task_run_id = ? AND workspace_state <> 'present'",
+            [task_run_id]).fetchall())
         replaced = bool(con.execute("SELECT count(*) FROM wb_attached_requests WHERE task_run_id = ?",
                                     [task_run_id]).fetchall()[0][0])
         con.execute(
@@ -105,7 +108,11 @@ def attach_request(archive: Path | str | None, task_run_id: str, path: Path | st
         if unknown:
             notes.append(f"loop(s) {unknown} named by the request are not in the archive (known: {sorted(known_loops)})")
         notes.append("loops already archived take the request up when archived again "
-                     "(`workbench archive --mode full --rdagent-root ...`)")
+                     "(the next `workbench archive` run does it)")
+        if cleaned:
+            notes.append(f"loop(s) {cleaned} had their workspaces cleaned up: they cannot be archived again and "
+                         "keep their earlier record; to apply the request to them, bring the workspaces back "
+                         "first (`workbench cleanup undo PLAN_ID` while they are in quarantine)")
     if len(entries) > 1 and any(e.loop_id is None for e in entries):
         notes.append("some strategies have no loop_id; the archive cannot tell which loop ran them")
     shown = tuple({"name": e.name, "role": e.role, "loop_id": e.loop_id, "source": e.source} for e in entries)
