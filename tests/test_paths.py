@@ -169,3 +169,32 @@ def test_installation_errors(tmp_path: Path, root: Path):
     assert Installation.open(bare, registry=other).registry_path == other.resolve()
     with pytest.raises(ConfigError, match="FROM=TO"):
         Installation.open(root, path_map=["nonsense"])
+
+
+def test_rules_match_windows_paths_in_any_case_and_keep_the_suffix_spelling(tmp_path: Path):
+    target = tmp_path / "data" / "Workspace" / WS
+    target.mkdir(parents=True)
+    resolver = PathResolver([("F:\\Dev\\RD-Agent-main", str(tmp_path / "data"))])
+    assert resolver.resolve(f"f:\\dev\\rd-agent-main\\Workspace\\{WS}") == target
+    assert resolver.resolve(f"\\\\?\\F:\\DEV\\RD-Agent-Main\\Workspace\\{WS}") == target  # extended-length form
+    unc = PathResolver([("\\\\server\\share", str(tmp_path / "data"))])
+    assert unc.resolve(f"\\\\SERVER\\Share\\Workspace\\{WS}") == target
+    assert unc.resolve(f"\\\\?\\UNC\\server\\share\\Workspace\\{WS}") == target
+    posix = PathResolver([("/srv/RD", str(tmp_path / "data"))])
+    assert posix.resolve(f"/srv/rd/Workspace/{WS}") is None  # POSIX paths stay case-sensitive
+
+
+def test_the_most_specific_rule_wins_whatever_the_order(tmp_path: Path):
+    broad, narrow = tmp_path / "b", tmp_path / "a"
+    (broad / "RD-Agent-main" / "x").mkdir(parents=True)
+    (narrow / "x").mkdir(parents=True)
+    resolver = PathResolver([("F:\\Dev", str(broad)), ("F:\\Dev\\RD-Agent-main", str(narrow))])
+    assert resolver.resolve("F:\\Dev\\RD-Agent-main\\x") == narrow / "x"
+    assert resolver.candidates("F:\\Dev\\RD-Agent-main\\x")[1][1] == broad / "RD-Agent-main" / "x"
+
+
+def test_wsl_share_paths_are_the_distribution_posix_paths(tmp_path: Path):
+    folder = tmp_path / "ws"
+    folder.mkdir()
+    assert PathResolver().resolve(f"\\\\wsl$\\Ubuntu{folder}".replace("/", "\\")) == folder
+    assert PathResolver().resolve(f"\\\\wsl.localhost\\Ubuntu-22.04{folder}".replace("/", "\\")) == folder

@@ -37,6 +37,7 @@ class _Parsed:
 def _parse(raw: str) -> _Parsed:
     """Split a raw path string; backslashes become slashes and `/mnt/x/` is read as drive x."""
     text = raw.strip().strip('"').strip("'").replace("\\", "/")
+    text = _strip_windows_prefixes(text)
     if text.startswith("//"):
         return _Parsed("unc", None, _squeeze(text[2:]))
     match = _DRIVE.match(text) or _WSL.match(text)
@@ -45,6 +46,21 @@ def _parse(raw: str) -> _Parsed:
     if text.startswith("/"):
         return _Parsed("posix", None, _squeeze(text))
     return _Parsed("relative", None, _squeeze(text))
+
+
+_WSL_SHARE = re.compile(r"^//(?:wsl\$|wsl\.localhost)/[^/]+(?=/|$)", re.IGNORECASE)
+
+
+def _strip_windows_prefixes(text: str) -> str:
+    """`//?/F:/x` → `F:/x`, `//?/UNC/host/share` → `//host/share`, `//wsl$/Ubuntu/home` → `/home`."""
+    if text[:4] in ("//?/", "//./"):
+        text = text[4:]
+        if text[:4].upper() == "UNC/":
+            text = "//" + text[4:]
+    match = _WSL_SHARE.match(text)
+    if match:  # a WSL distribution's root seen from Windows: the POSIX path inside it
+        text = text[match.end():] or "/"
+    return text
 
 
 def _squeeze(rest: str) -> str:
@@ -92,7 +108,8 @@ def _join(base: Path, segments: Sequence[str]) -> Path:
 class PathResolver:
     """Turn registry path strings into existing local paths; first existing candidate wins.
 
-    Order: explicit `(FROM, TO)` rules (prefix match on normalised keys), the path as written
+    Order: explicit `(FROM, TO)` rules (prefix match on normalised keys, most specific rule
+    first, case-insensitive for Windows paths), the path as written
     (if it is in this machine's style), automatic drive conversion (`X:\\...` ↔ `/mnt/x/...`),
     re-rooting at an anchor directory (`git_ignore_folder`, `log`, `RDagentDB`) under
     `rdagent_root`, and for relative paths `rdagent_root / path`.
@@ -148,13 +165,20 @@ class PathResolver:
         return "\n".join(lines)
 
     def _from_rules(self, raw: str) -> list[tuple[str, Path]]:
+        """Rules whose FROM is a prefix of `raw`, the longest (most specific) first.
+
+        Drive-letter and UNC paths are Windows paths: their prefixes match without regard to case.
+        """
         key = normalise_path_key(raw)
-        out = []
+        fold = key[:2] == "//" or bool(_DRIVE.match(key))
+        matches = []
         for (source, target), (source_key, target_path) in zip(self.rules, self._rule_keys, strict=True):
-            suffix = _strip_prefix(key, source_key)
+            suffix = _strip_prefix(key, source_key, fold=fold)
             if suffix is not None:
-                out.append((f"--path-map {source}={target}", _join(target_path, suffix.split("/") if suffix else [])))
-        return out
+                matches.append((len(source_key), f"--path-map {source}={target}",
+                                _join(target_path, suffix.split("/") if suffix else [])))
+        matches.sort(key=lambda m: -m[0])  # stable: equal lengths keep the command-line order
+        return [(label, path) for _length, label, path in matches]
 
     def _as_written(self, parsed: _Parsed) -> list[tuple[str, Path]]:
         if os.name == "nt":
@@ -195,12 +219,16 @@ class PathResolver:
         return out
 
 
-def _strip_prefix(key: str, prefix: str) -> str | None:
-    """`key` minus `prefix` on a segment boundary ('' for an exact match), else None."""
-    if key == prefix:
+def _strip_prefix(key: str, prefix: str, *, fold: bool = False) -> str | None:
+    """`key` minus `prefix` on a segment boundary ('' for an exact match), else None.
+
+    With `fold`, the comparison ignores case; the suffix keeps the key's own spelling.
+    """
+    compare_key, compare_prefix = (key.casefold(), prefix.casefold()) if fold else (key, prefix)
+    if compare_key == compare_prefix:
         return ""
-    base = prefix.rstrip("/")
-    if key.startswith(base + "/"):
+    base = compare_prefix.rstrip("/")
+    if compare_key.startswith(base + "/") and len(key.casefold()) == len(key):
         return key[len(base) + 1 :]
     return None
 
