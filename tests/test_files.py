@@ -437,6 +437,8 @@ def test_qlib_res_empty_cell_is_nan_and_duplicates(tmp_path: Path):
         (",0\nIC,0.1,0.2\n", "line 2 has 3 cells"),
         (",0\n", "no metric rows"),
         (",0\n,0.5\n", "line 2 has no metric name"),
+        (",0\nIC,1_000\n", "metric 'IC' on line 2 has non-numeric value '1_000'"),
+        ("metric_name,0\n", "no metric rows"),  # a labelled header is a header, not a metric
     ],
 )
 def test_qlib_res_malformed(tmp_path: Path, text: str, message: str):

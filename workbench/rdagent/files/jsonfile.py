@@ -216,9 +216,12 @@ def as_float(value: Any, path: Path, *, where: str) -> float | None:
 
 
 def parse_float_text(text: str) -> float | None:
-    """`float()` of a stripped string (nan/inf spellings included); None if empty or not a number."""
+    """`float()` of a stripped string (nan/inf spellings included); None if empty or not a number.
+
+    Python's own `1_000` digit grouping is not a number in any file RD-Agent writes.
+    """
     stripped = text.strip()
-    if not stripped:
+    if not stripped or "_" in stripped:
         return None
     try:
         return float(stripped)

@@ -88,7 +88,11 @@ def _first_nonblank(rows: list[list[str]]) -> int:
 def _is_header(row: list[str]) -> bool:
     """`,0` (pandas Series header: empty index name) or a `metric,value`-style label row."""
     first = row[0].strip().lower()
-    return not first or first in ("metric", "name", "index", "unnamed: 0")
+    return not first or first in _HEADER_LABELS
+
+
+_HEADER_LABELS = frozenset({"metric", "metrics", "metric_name", "metric name", "name", "index", "key",
+                            "unnamed: 0"})
 
 
 def _parse_row(row: list[str], line_no: int, path: Path) -> tuple[str, float]:
