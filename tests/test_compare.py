@@ -228,3 +228,86 @@ def test_the_comparison_panel_follows_the_pickers(archive_dir: Path) -> None:
 
     with pytest.raises(ConfigError):
         panel.select_task_run("not-a-run")
+
+
+# --------------------------------------------------------------------------- user mistakes: one-line errors, documented exit codes
+
+
+def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_save_chart_refuses_an_unsupported_suffix_before_comparing(
+    archive_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _cli(["compare", MULTI, "--archive", str(archive_dir), "--n-boot", "50",
+                           "--save-chart", str(tmp_path / "c.gif")], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "'.gif'" in err and ".svg, .png, .json" in err
+    assert not (tmp_path / "c.gif").exists()
+    with pytest.raises(ConfigError, match=r"\.svg, \.png, \.json"):
+        charts.save(compare_task_run(archive_dir, MULTI, n_boot=50).chart(), tmp_path / "c.pdf")
+
+
+def test_save_chart_creates_missing_folders_and_writes_atomically(
+    archive_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "new" / "deeper" / "c.svg"
+    code, out, _ = _cli(["compare", MULTI, "--archive", str(archive_dir), "--n-boot", "50",
+                         "--save-chart", str(target)], capsys)
+    assert code == 0 and f"chart written to {target}" in out
+    assert target.read_text(encoding="utf-8").lstrip().startswith("<svg")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["c.svg"]  # no temporary file left behind
+    spec = charts.save(compare_task_run(archive_dir, MULTI, n_boot=50).chart(), tmp_path / "more" / "c.json")
+    assert json.loads(spec.read_text(encoding="utf-8"))["$schema"].startswith("https://vega.github.io/")
+
+
+def test_save_chart_to_an_unwritable_place_is_a_one_line_error(
+    archive_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder", encoding="utf-8")
+    code, _, err = _cli(["compare", MULTI, "--archive", str(archive_dir), "--n-boot", "50",
+                         "--save-chart", str(blocker / "c.svg")], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "cannot write the chart" in err and "is a file, not a folder" in err
+    assert blocker.read_text(encoding="utf-8") == "not a folder"
+    (tmp_path / "folder.svg").mkdir()
+    code, _, err = _cli(["compare", MULTI, "--archive", str(archive_dir), "--save-chart", str(tmp_path / "folder.svg")],
+                        capsys)
+    assert code == 2 and "is a folder" in err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--n-boot", "0"], "n_boot (--n-boot) must be a whole number of at least 1, got 0"),
+        (["--n-boot", "-5"], "n_boot"),
+        (["--seed", "-1"], "seed (--seed) must be a whole number of at least 0, got -1"),
+    ],
+)
+def test_impossible_bootstrap_settings_are_refused(
+    archive_dir: Path, capsys: pytest.CaptureFixture[str], options: list[str], message: str
+) -> None:
+    code, out, err = _cli(["compare", MULTI, "--archive", str(archive_dir), *options], capsys)
+    assert code == 2 and out == "" and message in err and err.count("\n") == 1
+
+
+def test_compare_mistakes_name_the_problem_with_the_documented_exit_code(
+    archive_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cases = [
+        (["compare", "no-such-run", "--archive", str(archive_dir)], 2, "unknown task run 'no-such-run'"),
+        (["compare", "", "--archive", str(archive_dir)], 2, "task run id is empty"),
+        (["compare", MULTI, "--archive", str(archive_dir), "--strategy", "nope"], 2, "available: sota_topk50"),
+        (["compare", MULTI, "--archive", str(archive_dir), "--control", "nope"], 2, "control 'nope'"),
+        (["compare", MULTI, "--archive", str(tmp_path / "missing")], 5, "no archive at"),
+    ]
+    for argv, expected, message in cases:
+        code, _, err = _cli(argv, capsys)
+        assert (code, err.count("\n")) == (expected, 1), (argv, err)
+        assert message in err, (argv, err)
+    with pytest.raises(ConfigError, match="alpha"):
+        compare_task_run(archive_dir, MULTI, alpha=1.5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from workbench.archive import ids
 from workbench.archive.pipeline import archive
+from workbench.cli import main
 from workbench.compare import compare_task_run
 from workbench.errors import ConfigError
 from workbench.library.combinations import combination_members, combinations, save_combination
@@ -164,7 +166,9 @@ def test_factor_library_filters_and_sorts_in_one_call(archived: Archived) -> Non
 
     window = factor_library(archived.archive, window="main_window", limit=None)
     assert set(window["window_name"].to_list()) == {"main_window"}
-    assert factor_library(archived.archive, window="no_such_window", limit=None).height == 0
+    with pytest.raises(ConfigError, match=r"window='no_such_window': no factor has a result in that window; "
+                                          r"windows in the library: .*main_window"):
+        factor_library(archived.archive, window="no_such_window", limit=None)
 
     with pytest.raises(ConfigError, match="sort_by"):
         factor_library(archived.archive, sort_by="bogus")  # type: ignore[arg-type]
@@ -260,7 +264,7 @@ def test_save_combination_is_idempotent_and_refuses_unknown_factors(archived: Ar
     shutil.copytree(archived.archive, archive_dir)
     picks = factor_library(archive_dir, sort_by="ic_ir", limit=3)["factor_id"].to_list()
     first = save_combination(archive_dir, "top3_by_icir", picks)
-    again = save_combination(archive_dir, "renamed", list(reversed(picks)))
+    again = save_combination(archive_dir, "top3_by_icir", list(reversed(picks)))
     assert first == again == ids.combination_id(picks)
     saved = combinations(archive_dir, source="manual")
     assert saved["name"].to_list() == ["top3_by_icir"] and saved["n_factors"][0] == 3 and saved["n_experiments"][0] == 0
@@ -270,3 +274,95 @@ def test_save_combination_is_idempotent_and_refuses_unknown_factors(archived: Ar
     with pytest.raises(ConfigError, match="unknown factor"):
         save_combination(archive_dir, "bad", [picks[0], "not-a-factor"])
     assert _query(archive_dir, "SELECT count(*) FROM aistock_factor_combinations") == before
+
+
+def test_saving_a_known_set_under_another_name_says_which_combination_it_is(
+    archived: Archived, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive_dir = tmp_path / "ar"
+    shutil.copytree(archived.archive, archive_dir)
+    picks = factor_library(archive_dir, sort_by="ic_ir", limit=2)["factor_id"].to_list()
+    combo = save_combination(archive_dir, "mycombo", picks)
+    before = _query(archive_dir, "SELECT id, name FROM aistock_factor_combinations ORDER BY id")
+
+    code = main(["save-combination", "mycombo2", "--factors", ",".join(reversed(picks)), "--archive", str(archive_dir)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == "" and captured.err.count("\n") == 1
+    assert f"the same factors are already saved as combination 'mycombo' (id {combo}" in captured.err
+    assert "'mycombo2' was not recorded" in captured.err
+
+    others = factor_library(archive_dir, sort_by="ic_ir", limit=4)["factor_id"].to_list()[2:]
+    with pytest.raises(ConfigError, match="a combination named 'mycombo' already exists with other factors"):
+        save_combination(archive_dir, "mycombo", others)
+    assert _query(archive_dir, "SELECT id, name FROM aistock_factor_combinations ORDER BY id") == before
+
+    # a set RD-Agent already ran: the message names the combination the archive recorded
+    recorded = combinations(archive_dir, source="rdagent").row(0, named=True)
+    with pytest.raises(ConfigError, match=f"already saved as combination '{re.escape(recorded['name'])}'.*recorded by the archive"):
+        save_combination(archive_dir, "my_copy", recorded["factor_ids"])
+
+
+# --------------------------------------------------------------------------- filters refuse values that can never match
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["strategies", "--role", "boss"], "role='boss' is not one of: control, treatment"),
+        (["strategies", "--status", "nonsense"], "status='nonsense' is not one of: manual_review, rdagent_accept, "
+                                                 "rdagent_reject, none"),
+        (["strategies", "--source", "agent"], "source='agent' is not one of: external, handcrafted, rdagent"),
+        (["strategies", "--task-run", "no-such-run"], "unknown task run 'no-such-run'"),
+        (["strategies", "--request", "no_such_request"], "unknown request 'no_such_request'"),
+        (["strategies", "--sort-by", "sharpe"], "sort_by='sharpe' is not one of"),
+        (["factors", "--source", "qlib_alpha159"], "source='qlib_alpha159' is not one of: alpha_library, external_manual, "
+                                                   "qlib_alpha158, rdagent_generated"),
+        (["factors", "--window", "test_2012"], "window='test_2012': no factor has a result in that window"),
+        (["factors", "--sort-by", "ic"], "sort_by='ic' is not one of"),
+        (["factors", "--limit", "0"], "limit must be at least 1"),
+        (["factor", ""], "factor reference is empty"),
+        (["factor", "no-such-factor"], "unknown factor 'no-such-factor'"),
+        (["combinations", "--source", "manaul"], "source='manaul' is not one of: manual, rdagent"),
+        (["combinations", "--factor", "no-such-factor"], "unknown factor 'no-such-factor'"),
+        (["save-combination", "x", "--factors", "no-such-factor"], "unknown factor 'no-such-factor'"),
+    ],
+)
+def test_library_filters_refuse_values_that_can_never_match(
+    archived: Archived, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code = main([*argv, "--archive", str(archived.archive)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.count("\n") == 1 and message in captured.err, captured.err
+
+
+def test_library_filters_validate_in_python_too(archived: Archived) -> None:
+    with pytest.raises(ConfigError, match="role='boss'"):
+        strategy_library(archived.archive, role="boss")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="status='approved'"):
+        strategy_library(archived.archive, status=["rdagent_accept", "approved"])
+    with pytest.raises(ConfigError, match="task run id is empty"):
+        strategy_library(archived.archive, task_run_id="")
+    with pytest.raises(ConfigError, match="source='alpha'"):
+        factor_library(archived.archive, source=["qlib_alpha158", "alpha"])
+    with pytest.raises(ConfigError, match="source='nope'"):
+        combinations(archived.archive, source="nope")
+    with pytest.raises(ConfigError, match="factor reference is empty"):
+        factor_lineage(archived.archive, " ")
+    # valid values still filter: a documented source nobody has yet is an empty answer, not an error
+    assert factor_library(archived.archive, source="external_manual", limit=None).height == 0
+    assert strategy_library(archived.archive, source="handcrafted", limit=None).height == 0
+    assert combinations(archived.archive, source="manual").height == 0
+    prefix = strategy_library(archived.archive, task_run_id=archived.multi_task_run[:6], limit=None)
+    assert prefix.height == len(archived.multi_request["strategies"])
+    by_request = strategy_library(archived.archive, request_name=archived.multi_request["name"], role="control")
+    assert by_request["name"].to_list() == ["sota_topk50"]
+
+
+def test_library_commands_on_a_missing_archive_exit_5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["factors"], ["factor", "x"], ["strategies"], ["strategies", "--role", "control"], ["combinations"],
+                 ["save-combination", "x", "--factors", "y"], ["review", "x", "--status", "rdagent_accept"],
+                 ["export-request", "--factors", "y", "--out", str(tmp_path / "r.json")]):
+        code = main([*argv, "--archive", str(tmp_path / "nothing")])
+        err = capsys.readouterr().err
+        assert code == 5 and err.count("\n") == 1 and "no archive at" in err, (argv, err)

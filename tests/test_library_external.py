@@ -16,7 +16,7 @@ from workbench.archive import ids
 from workbench.archive.pipeline import archive
 from workbench.cli import main
 from workbench.compare import compare_task_run
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, InputFileError
 from workbench.library.combinations import save_combination
 from workbench.library.external import import_factors, import_strategy
 from workbench.library.factors import factor_library, factor_lineage
@@ -166,14 +166,71 @@ def test_values_must_belong_to_factors_of_the_metadata(archive_dir: Path, tmp_pa
     meta = tmp_path / "meta.parquet"
     pl.DataFrame({"name": ["ext_mom_5"], "version": ["1"]}).write_parquet(meta)
     before = _counts(archive_dir)
-    with pytest.raises(ConfigError, match=r"not in the metadata table: \['ext_value'\]"):
+    with pytest.raises(ConfigError, match=r"v\.parquet: values for factor\(s\) not in the metadata table .*meta\.parquet: \['ext_value'\]"):
         import_factors(meta, archive=archive_dir, source="external_manual", values=_wide_values(tmp_path / "v.parquet"))
     with pytest.raises(ConfigError, match="external_manual or|is not one of"):
         import_factors(meta, archive=archive_dir, source="rdagent_generated")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="not a readable Parquet"):
+    with pytest.raises(InputFileError, match="not a readable Parquet"):
         (tmp_path / "x.parquet").write_text("not parquet")
         import_factors(tmp_path / "x.parquet", archive=archive_dir, source="external_manual")
     assert _counts(archive_dir) == before
+
+
+def test_missing_or_unreadable_input_files_are_input_file_errors_naming_the_file(
+    archive_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = ["--archive", str(archive_dir)]
+    not_parquet = tmp_path / "notes.parquet"
+    not_parquet.write_text("name,ic\nmom,0.1\n", encoding="utf-8")
+    not_utf8 = tmp_path / "latin1.yaml"
+    not_utf8.write_bytes("strategy_type: topk\nname: caf\xe9\n".encode("latin-1"))
+    cases = [
+        (["import-factors", str(tmp_path / "missing.parquet"), "--source", "external_manual"], "missing.parquet: factor file not found"),
+        (["import-factors", str(not_parquet), "--source", "external_manual"], "notes.parquet: factor file is not a readable Parquet"),
+        (["import-factors", str(tmp_path), "--source", "external_manual"], "factor file is not a file"),
+        (["import-factors", str(_metadata(tmp_path / "meta.parquet")), "--source", "external_manual",
+          "--values", str(tmp_path / "gone.parquet")], "gone.parquet: values file not found"),
+        (["import-strategy", str(tmp_path / "missing.yaml")], "missing.yaml: file not found"),
+        (["import-strategy", str(not_utf8)], "latin1.yaml: not UTF-8 text"),
+        (["attach-request", "b7d779cc4b5c4436953c178e61067a8c", str(tmp_path / "missing.json")], "missing.json: file not found"),
+    ]
+    before = _counts(archive_dir)
+    for argv, message in cases:
+        code = main([*argv, *a])
+        captured = capsys.readouterr()
+        assert code == 3, (argv, code, captured.err)
+        assert captured.err.count("\n") == 1 and message in captured.err, (argv, captured.err)
+    assert _counts(archive_dir) == before
+    with pytest.raises(InputFileError) as caught:
+        import_strategy(tmp_path / "missing.yaml", archive=archive_dir)
+    assert caught.value.path == str(tmp_path / "missing.yaml")
+
+    # a readable file with invalid content stays a documented validation error (exit 2)
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("strategy_type: topk\ntrading_rules: {topk: 5}\n", encoding="utf-8")
+    assert main(["import-strategy", str(bad_yaml), *a]) == 2
+    assert "trading_rules: unknown field" in capsys.readouterr().err
+    pl.DataFrame({"name": ["x"], "bogus": [1]}).write_parquet(tmp_path / "cols.parquet")
+    assert main(["import-factors", str(tmp_path / "cols.parquet"), "--source", "external_manual", *a]) == 2
+    assert "unknown column(s) 'bogus'" in capsys.readouterr().err
+
+
+def test_a_bad_values_file_is_named_not_the_metadata_file(archive_dir: Path, tmp_path: Path) -> None:
+    meta = tmp_path / "meta.parquet"
+    pl.DataFrame({"name": ["ext_mom_5"], "version": ["1"]}).write_parquet(meta)
+    values = _wide_values(tmp_path / "values_file.parquet")  # holds ext_value too, which the metadata lacks
+    with pytest.raises(ConfigError) as caught:
+        import_factors(meta, archive=archive_dir, source="external_manual", values=values)
+    message = str(caught.value)
+    assert message.startswith(f"{values}: values for factor(s) not in the metadata table {meta}")
+    assert "['ext_value']" in message
+
+    two_versions = tmp_path / "two_versions.parquet"
+    pl.DataFrame({"name": ["ext_mom_5", "ext_mom_5", "ext_value"], "version": ["1", "2", "1"]}).write_parquet(two_versions)
+    with pytest.raises(ConfigError) as caught:
+        import_factors(two_versions, archive=archive_dir, source="external_manual", values=values)
+    assert str(caught.value).startswith(f"{values}: factor name(s) ['ext_mom_5'] stand for several factors")
+    assert str(two_versions) in str(caught.value)
 
 
 # --------------------------------------------------------------------------- strategies
@@ -399,3 +456,21 @@ def test_tuple_string_names_in_metadata_are_normalised(archive_dir: Path, tmp_pa
     table.write_parquet(tmp_path / "meta.parquet")
     import_factors(tmp_path / "meta.parquet", archive=archive_dir, source="external_manual")
     assert factor_lineage(archive_dir, "EXT_TUPLE")["factor"]["name"] == "EXT_TUPLE"
+
+
+def test_export_request_to_an_unwritable_place_is_a_one_line_error(
+    archive_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me", encoding="utf-8")
+    base = ["export-request", "--factors", "RESI5", "--archive", str(archive_dir)]
+    code, _, err = _run([*base, "--out", str(blocker / "req.json")], capsys)
+    assert code == 2 and err.count("\n") == 1 and "cannot write the request" in err and "is a file, not a folder" in err
+    assert blocker.read_text(encoding="utf-8") == "keep me"
+    (tmp_path / "folder.json").mkdir()
+    code, _, err = _run([*base, "--out", str(tmp_path / "folder.json")], capsys)
+    assert code == 2 and "is a folder" in err
+    target = tmp_path / "new" / "deeper" / "req.json"
+    code, out, _ = _run([*base, "--out", str(target)], capsys)
+    assert code == 0 and load_request(target).factor_set is not None
+    assert [p.name for p in target.parent.iterdir()] == ["req.json"]  # no temporary file left behind

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, InputFileError
 from workbench.library.models import (
     ExperimentRequest,
     StrategyConfig,
@@ -338,6 +338,12 @@ def test_unreadable_files_raise_config_error_naming_the_file(tmp_path, name, con
     assert str(path) in str(caught.value) and problem in str(caught.value)
 
 
-def test_missing_file_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="file not found"):
+def test_a_missing_or_unreadable_file_is_an_input_file_error(tmp_path):
+    with pytest.raises(InputFileError, match="absent.json: file not found"):
         load_request(tmp_path / "absent.json")
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(InputFileError, match="is a folder"):
+        load_strategy_config(tmp_path / "folder.yaml")
+    (tmp_path / "latin1.json").write_bytes('{"name": "caf\xe9"}'.encode("latin-1"))
+    with pytest.raises(InputFileError, match="not UTF-8 text"):
+        load_request(tmp_path / "latin1.json")

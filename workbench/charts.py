@@ -7,11 +7,16 @@ they reach a chart (`thin_series`), so a chart never trips Altair's 5,000-row li
 
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
 from pathlib import Path
 from typing import Literal
 
 import altair as alt
 import polars as pl
+
+from workbench.errors import ConfigError
 
 MAX_ROWS = 5000
 
@@ -31,17 +36,57 @@ def render(chart: alt.TopLevelMixin, *, fmt: Literal["svg", "png"] = "svg", scal
     return vlc.vegalite_to_png(spec, scale=scale)
 
 
-def save(chart: alt.TopLevelMixin, path: Path | str) -> Path:
-    """Export by suffix (.svg, .png, .json) without network access."""
+CHART_FORMATS: tuple[str, ...] = (".svg", ".png", ".json")
+"""File suffixes :func:`save` can write."""
+
+
+def check_chart_path(path: Path | str) -> Path:
+    """The path as a Path if its suffix is a chart format :func:`save` writes; else a ConfigError listing them.
+
+    Why: a command can check ``--save-chart`` before spending time on the comparison.
+    """
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        path.write_text(chart.to_json(), encoding="utf-8")
-    elif suffix in (".svg", ".png"):
-        path.write_bytes(render(chart, fmt=suffix[1:]))  # type: ignore[arg-type]
-    else:
-        raise ValueError(f"unknown chart format {suffix!r}; use .svg, .png or .json")
+    if path.suffix.lower() not in CHART_FORMATS:
+        raise ConfigError(f"{path}: cannot save a chart as {path.suffix or '(no suffix)'!r}; "
+                          f"use a file name ending in {', '.join(CHART_FORMATS)}")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give a file name ending in {', '.join(CHART_FORMATS)}")
     return path
+
+
+def save(chart: alt.TopLevelMixin, path: Path | str) -> Path:
+    """Export by suffix (.svg, .png, .json) without network access; returns the path written.
+
+    Missing parent folders are created and the file is written atomically (a temporary file in
+    the same folder, then renamed), so an interrupted export never leaves half a chart. An
+    unsupported suffix, or a path that cannot be written, is a :class:`ConfigError` naming it.
+    """
+    path = check_chart_path(path)
+    suffix = path.suffix.lower()
+    payload = chart.to_json().encode("utf-8") if suffix == ".json" else render(chart, fmt=suffix[1:])  # type: ignore[arg-type]
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp.write_bytes(payload)
+        os.replace(temp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        raise ConfigError(f"{path}: cannot write the chart: {_os_reason(exc, own=(path, temp))}; "
+                          "choose a writable file path") from exc
+    return path
+
+
+def _os_reason(exc: OSError, *, own: tuple[Path, ...] = ()) -> str:
+    """Why a write failed, in words (a parent that is a file is the common surprise).
+
+    ``own`` are the paths the message already names (the target, its temporary file): not repeated.
+    """
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        return f"{exc.filename or 'a parent'} is a file, not a folder"
+    reason = exc.strerror or type(exc).__name__
+    named = exc.filename is not None and str(exc.filename) not in {str(p) for p in own}
+    return f"{reason} ({exc.filename})" if named else reason
 
 
 def thin_series(frame: pl.DataFrame, *, by: str, date: str = "datetime", max_rows: int = MAX_ROWS) -> pl.DataFrame:

@@ -23,6 +23,7 @@ loop has no series) it is the first loop by ``loop_id`` — ``control_basis`` sa
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,14 +160,18 @@ def _finite_or_none(value: Any) -> Any:
 
 def resolve_task_run_id(archive: Path | str | None, ref: str) -> str:
     """A task run id from the full id or a unique prefix (≥ 6 characters)."""
-    ref = ref.strip()
+    ref = (ref or "").strip()
+    if not ref:
+        raise ConfigError("task run id is empty; give a task run id or a unique prefix of at least 6 characters "
+                          "(see `workbench status`)")
     hits = read_frame(archive, "SELECT DISTINCT task_run_id FROM aistock_experiments "
                                "WHERE task_run_id = $ref OR (length($ref) >= 6 AND starts_with(task_run_id, $ref))",
                       {"ref": ref})["task_run_id"].to_list()
     if ref in hits:
         return ref
     if not hits:
-        raise ConfigError(f"unknown task run {ref!r}: no archived experiment belongs to it "
+        short = " (a prefix needs at least 6 characters)" if len(ref) < 6 else ""
+        raise ConfigError(f"unknown task run {ref!r}: no archived experiment belongs to it{short} "
                           "(see `workbench status` or comparable_task_runs())")
     if len(hits) > 1:
         raise ConfigError(f"task run {ref!r} is ambiguous: {', '.join(sorted(hits))}")
@@ -416,6 +421,7 @@ def compare_task_run(
     with or without transaction cost. ``n_boot``, ``seed``, ``alpha`` and ``block`` (days per
     bootstrap block) set the Sharpe-difference interval; the same seed gives the same result.
     """
+    _check_settings(n_boot=n_boot, seed=seed, alpha=alpha, block=block, periods_per_year=periods_per_year)
     resolved = resolve_task_run_id(archive, task_run_id)
     experiments, series = _load(archive, resolved)
     experiments = _display_names(experiments)
@@ -476,6 +482,26 @@ def compare_task_run(
         bootstrap={"n_boot": n_boot, "seed": seed, "alpha": alpha, "block": block, "method": "circular", "paired": True},
         table=table, curves=_curves(frames, with_cost=with_cost), skipped=skipped, notes=tuple(notes),
     )
+
+
+def _check_settings(*, n_boot: int, seed: int, alpha: float, block: int, periods_per_year: int) -> None:
+    """Refuse bootstrap and annualisation settings that cannot work, before reading anything."""
+    def whole(value: Any, minimum: int) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+    problems = []
+    if not whole(n_boot, 1):
+        problems.append(f"n_boot (--n-boot) must be a whole number of at least 1, got {n_boot!r}")
+    if not whole(seed, 0):
+        problems.append(f"seed (--seed) must be a whole number of at least 0, got {seed!r}")
+    if not (isinstance(alpha, numbers.Real) and 0 < alpha < 1):
+        problems.append(f"alpha must be between 0 and 1 (0.05 for a 95% interval), got {alpha!r}")
+    if not whole(block, 1):
+        problems.append(f"block must be a whole number of days, at least 1, got {block!r}")
+    if not whole(periods_per_year, 1):
+        problems.append(f"periods_per_year must be a whole number, at least 1, got {periods_per_year!r}")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def _choose_control(

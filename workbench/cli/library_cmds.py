@@ -184,13 +184,14 @@ def compare(
     save_chart: Annotated[Path | None, typer.Option("--save-chart", help="Write the chart (.svg, .png or .json).")] = None,
 ) -> None:
     """Compare control and treatments of a task run: metrics, differences, PSR, DSR, Sharpe-difference CI."""
+    from workbench import charts
     from workbench.compare import compare_task_run
 
+    if save_chart is not None:
+        charts.check_chart_path(save_chart)  # a wrong suffix is refused before the comparison runs
     result = compare_task_run(archive, task_run_id, strategies=_split(strategy) or None, control=control,
                               with_cost=not without_cost, n_boot=n_boot, seed=seed)
     if save_chart is not None:
-        from workbench import charts
-
         charts.save(result.chart(), save_chart)
     typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if json_output else result.format())
     if save_chart is not None and not json_output:

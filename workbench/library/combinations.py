@@ -18,9 +18,13 @@ from workbench.archive import ids
 from workbench.archive.catalog import open_catalog, read_frame, utc_now
 from workbench.archive.lock import archive_lock
 from workbench.errors import ConfigError
-from workbench.library.factors import resolve_factor_ids
+from workbench.library.factors import resolve_factor_id, resolve_factor_ids
 
-__all__ = ["combination_members", "combinations", "resolve_combination_id", "save_combination"]
+__all__ = ["KNOWN_COMBINATION_SOURCES", "combination_members", "combinations", "resolve_combination_id",
+           "save_combination"]
+
+KNOWN_COMBINATION_SOURCES: tuple[str, ...] = ("rdagent", "manual")
+"""Combination sources workbench writes: recorded by the archive job, or saved by a person."""
 
 # Experiments of a combination: the one that recorded it, those whose factors were used as it,
 # and those run by a strategy built on it.
@@ -42,16 +46,21 @@ def combinations(
 ) -> pl.DataFrame:
     """One row per combination: its factors (ids and names), the experiments and task runs that used it.
 
-    ``factor_id`` keeps the combinations containing that factor. Sorted by how often a
-    combination was used, then name.
+    ``factor_id`` keeps the combinations containing that factor (id, unique prefix or name; an
+    unknown one is an error). ``source`` is ``rdagent`` or ``manual`` (or another source the
+    library holds; anything else is an error listing them). Sorted by how often a combination
+    was used, then name.
     """
     params: dict[str, Any] = {}
     where = ["TRUE"]
     if factor_id is not None:
-        (resolved,) = resolve_factor_ids(archive, [factor_id])
         where.append("list_contains(c.members, $factor_id)")
-        params["factor_id"] = resolved
+        params["factor_id"] = resolve_factor_id(archive, factor_id)
     if source is not None:
+        held = read_frame(archive, "SELECT DISTINCT source FROM aistock_factor_combinations WHERE source IS NOT NULL")
+        valid = sorted(set(KNOWN_COMBINATION_SOURCES) | set(held["source"].to_list()))
+        if source not in valid:
+            raise ConfigError(f"source={source!r} is not one of: {', '.join(valid)}")
         where.append("c.source = $source")
         params["source"] = source
     sql = f"""
@@ -94,7 +103,9 @@ def resolve_combination_id(archive: Path | str | None, ref: str) -> str:
     if exact.height:
         return ref
     if hits.height == 0:
-        raise ConfigError(f"unknown combination {ref!r}: no combination has that id or name (see `workbench combinations`)")
+        short = " (an id prefix needs at least 6 characters)" if len(ref) < 6 else ""
+        raise ConfigError(f"unknown combination {ref!r}: no combination has that id, id prefix or name{short} "
+                          "(see `workbench combinations`)")
     if hits.height > 1:
         listed = ", ".join(f"{r['id'][:12]} ({r['name']})" for r in hits.iter_rows(named=True))
         raise ConfigError(f"combination {ref!r} is ambiguous: {listed}; give the id")
@@ -128,18 +139,45 @@ def save_combination(
     """Save a set of library factors as a named combination; returns its id (the same set → the same id).
 
     Factors may be given by id, unique id prefix or unique name; an unknown one is an error and
-    nothing is saved. Saving a set that already exists keeps the existing row (and its name).
+    nothing is saved. A combination IS its set of factors and has one name:
+
+    * saving the same set under the same name again returns its id (idempotent);
+    * saving a set that is already a combination under another name is a :class:`ConfigError`
+      naming the existing combination and its id (use that name or the id; nothing is changed);
+    * a name already used by a combination with other factors is a :class:`ConfigError` too, so
+      a name always means one set.
     """
-    if not name or not name.strip():
+    if not isinstance(name, str) or not name.strip():
         raise ConfigError("a combination needs a name")
+    name = name.strip()
     members = resolve_factor_ids(archive, list(factor_ids))
     if not members:
-        raise ConfigError("a combination needs at least one factor")
+        raise ConfigError("a combination needs at least one factor (--factors ID,...)")
     combination = ids.combination_id(members)
     with archive_lock(archive, job="save-combination"), open_catalog(archive) as con:
+        same_set = con.execute("SELECT name, source, experiment_id FROM aistock_factor_combinations WHERE id = ?",
+                               [combination]).fetchall()
+        if same_set:
+            existing_name, existing_source, experiment = same_set[0]
+            if existing_name == name:
+                return combination
+            origin = (f", recorded by the archive from experiment {experiment}" if experiment
+                      else f", source {existing_source}" if existing_source else "")
+            raise ConfigError(
+                f"the same factors are already saved as combination {existing_name!r} (id {combination}{origin}); "
+                f"a combination is its set of factors and keeps one name, so {name!r} was not recorded: "
+                f"use {existing_name!r} or the id"
+            )
+        same_name = con.execute("SELECT id FROM aistock_factor_combinations WHERE name = ? ORDER BY id",
+                                [name]).fetchall()
+        if same_name:
+            raise ConfigError(
+                f"a combination named {name!r} already exists with other factors (id {same_name[0][0]}); "
+                "choose another name (see `workbench combinations`)"
+            )
         con.execute(
             "INSERT INTO aistock_factor_combinations (id, name, factor_ids, experiment_id, source, created_at) "
             "VALUES (?, ?, ?, NULL, ?, ?) ON CONFLICT (id) DO NOTHING",
-            [combination, name.strip(), json.dumps(sorted(set(members))), source, utc_now()],
+            [combination, name, json.dumps(sorted(set(members))), source, utc_now()],
         )
     return combination

@@ -71,7 +71,7 @@ import polars as pl
 from workbench.archive import ids
 from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
 from workbench.archive.lock import archive_lock
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, InputFileError
 from workbench.library.models import load_strategy_config
 from workbench.rdagent.files.factor_meta import normalise_factor_name
 
@@ -145,13 +145,26 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_parquet(path: Path) -> pl.DataFrame:
+def _file_sha256(path: Path) -> str:
+    """SHA-256 of an input file; a file that vanished or cannot be read meanwhile is an InputFileError."""
+    try:
+        return _sha256(path)
+    except OSError as exc:
+        raise InputFileError(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from exc
+
+
+def _read_parquet(path: Path, *, what: str = "factor file") -> pl.DataFrame:
+    """The Parquet table at ``path``; a missing, unreadable or non-Parquet file is an :class:`InputFileError`."""
+    if not path.exists():
+        raise InputFileError(path, f"{what} not found", hint="check the path")
     if not path.is_file():
-        raise ConfigError(f"{path}: file not found")
+        raise InputFileError(path, f"{what} is not a file", hint="give the path of a .parquet file")
     try:
         return pl.read_parquet(path)
     except Exception as exc:  # polars raises several kinds for a file that is not Parquet
-        raise ConfigError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from exc
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise InputFileError(path, f"{what} is not a readable Parquet file ({type(exc).__name__}: {detail})",
+                             hint="export the table with DataFrame.to_parquet / write_parquet") from exc
 
 
 def _rows(mask: pl.Series) -> str:
@@ -308,17 +321,24 @@ def _validate_values(frame: pl.DataFrame, *, where: str) -> pl.DataFrame:
     return long
 
 
-def _attach_value_ids(values: pl.DataFrame, meta: pl.DataFrame, *, where: str) -> pl.DataFrame:
-    """Factor id for every value row, through the metadata's names (each name must mean one factor)."""
+def _attach_value_ids(values: pl.DataFrame, meta: pl.DataFrame, *, where: str, meta_where: str | None = None) -> pl.DataFrame:
+    """Factor id for every value row, through the metadata's names (each name must mean one factor).
+
+    ``where`` names the file the values came from; ``meta_where`` the metadata file when the
+    values came as a second file (``--values``), so each message names the file to fix.
+    """
+    meta_label = f"the metadata table {meta_where}" if meta_where else "the metadata table"
     by_name = meta.select("name", "factor_id").unique()
     ambiguous = by_name.filter(pl.col("name").is_duplicated())["name"].unique().to_list()
     used_ambiguous = sorted(set(ambiguous) & set(values["name"].unique().to_list()))
     if used_ambiguous:
         raise ConfigError(f"{where}: factor name(s) {used_ambiguous} stand for several factors (versions or expressions) "
-                          "in the metadata; import their values in separate files, one version each")
+                          f"in {meta_label}; import their values in separate files, one version each")
     unknown = sorted(set(values["name"].unique().to_list()) - set(by_name["name"].to_list()))
     if unknown:
-        raise ConfigError(f"{where}: values for factor(s) not in the metadata table: {unknown[:10]}")
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise ConfigError(f"{where}: values for factor(s) not in {meta_label}: {unknown[:10]}{more}; "
+                          "add them to the metadata or drop their values")
     return values.join(by_name, on="name", how="left")
 
 
@@ -334,35 +354,38 @@ def import_factors(
 ) -> ImportResult:
     """Import an external factor table (and optionally its values) into the factor library.
 
-    See the module docstring for the accepted shapes. Raises :class:`ConfigError` naming the
-    column and rows of the first problem; nothing is written then.
+    See the module docstring for the accepted shapes. A missing file, or one that is not
+    Parquet, is an :class:`InputFileError` naming it (exit 3); a readable table with a problem is
+    a :class:`ConfigError` naming the file, the column and rows of the first problem (exit 2);
+    nothing is written then.
     """
     if source not in get_args(FactorImportSource):
         raise ConfigError(f"--source {source!r} is not one of: {', '.join(get_args(FactorImportSource))}")
     path = Path(path)
+    values_path = Path(values) if values is not None else None
     table = _read_parquet(path)
     value_frame: pl.DataFrame | None = None
     if _is_values_table(table):
-        if values is not None:
+        if values_path is not None:
             raise ConfigError(f"{path}: is a values table; give the metadata table first and the values with --values")
         value_frame = _validate_values(table, where=str(path))
         meta = _validate_metadata(value_frame.select("name").unique(maintain_order=True), where=str(path))
+        value_frame = _attach_value_ids(value_frame, meta, where=str(path))
     elif "name" in table.columns:
         meta = _validate_metadata(table, where=str(path))
-        if values is not None:
-            values_path = Path(values)
-            second = _read_parquet(values_path)
+        if values_path is not None:
+            second = _read_parquet(values_path, what="values file")
             if not _is_values_table(second):
-                raise ConfigError(f"{values_path}: a values table needs the columns datetime and instrument")
+                raise ConfigError(f"{values_path}: a values table needs the columns datetime and instrument; "
+                                  f"columns are {second.columns}")
             value_frame = _validate_values(second, where=str(values_path))
+            value_frame = _attach_value_ids(value_frame, meta, where=str(values_path), meta_where=str(path))
     else:
         raise ConfigError(f"{path}: neither a factor metadata table (needs a 'name' column) nor a values table "
                           f"(needs 'datetime' and 'instrument'); columns are {table.columns}")
-    if value_frame is not None:
-        value_frame = _attach_value_ids(value_frame, meta, where=str(path))
-    sha256 = _sha256(path)
-    if values is not None:
-        sha256 = hashlib.sha256(f"{sha256}|{_sha256(Path(values))}".encode()).hexdigest()
+    sha256 = _file_sha256(path)
+    if values_path is not None:
+        sha256 = hashlib.sha256(f"{sha256}|{_file_sha256(values_path)}".encode()).hexdigest()
     return _write_factors(archive, meta, value_frame, source=source, path=path, sha256=sha256)
 
 
@@ -564,6 +587,8 @@ def import_strategy(
 
     ``name`` overrides the config's name (default: its ``name``, else the file name);
     ``combination_id`` links the strategy to a library factor combination.
+    A missing or unreadable file is an :class:`InputFileError` (exit 3); a readable file that
+    is not a valid StrategyConfig is a :class:`ConfigError` naming the field (exit 2).
     """
     if source not in get_args(StrategyImportSource):
         raise ConfigError(f"--source {source!r} is not one of: {', '.join(get_args(StrategyImportSource))}")
@@ -573,7 +598,7 @@ def import_strategy(
     config_json = json.dumps(config.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
     key = f"external/{label}/{hashlib.sha256(config_json.encode()).hexdigest()[:12]}"
     strategy = ids.strategy_id(key)
-    sha256 = _sha256(path)
+    sha256 = _file_sha256(path)
     now = utc_now()
     if combination_id is not None:
         from workbench.library.combinations import resolve_combination_id

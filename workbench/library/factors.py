@@ -26,11 +26,13 @@ from workbench.library.strategies import EXPERIMENT_METRICS_SQL
 
 __all__ = [
     "FactorSort",
+    "KNOWN_FACTOR_SOURCES",
     "clear_library_cache",
     "PERFORMANCE_METRICS",
     "factor_library",
     "factor_lineage",
     "factor_performance",
+    "resolve_factor_id",
     "resolve_factor_ids",
 ]
 
@@ -41,6 +43,8 @@ FactorSort = Literal[
 ]
 PERFORMANCE_METRICS: tuple[str, ...] = get_args(PerformanceMetric)
 """Performance columns; for each of them a higher value is better (drawdowns are negative)."""
+KNOWN_FACTOR_SOURCES: tuple[str, ...] = ("rdagent_generated", "qlib_alpha158", "alpha_library", "external_manual")
+"""Documented factor sources; ``factor_library(source=...)`` also accepts any other source the library holds."""
 
 _FACTOR_COLUMNS = """
     f.id AS factor_id, f.name, f.version, f.source,
@@ -72,6 +76,22 @@ class _Snapshot:
     factors: pl.DataFrame
     performance: pl.DataFrame
     picks: dict[tuple[str | None, str], pl.DataFrame] = field(default_factory=dict)
+    _sources: tuple[str, ...] | None = None
+    _windows: tuple[str, ...] | None = None
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every factor source in the library, sorted (computed once per snapshot)."""
+        if self._sources is None:
+            self._sources = tuple(sorted(self.factors["source"].drop_nulls().unique().to_list()))
+        return self._sources
+
+    @property
+    def windows(self) -> tuple[str, ...]:
+        """Every window with a result in the library, sorted (computed once per snapshot)."""
+        if self._windows is None:
+            self._windows = tuple(sorted(self.performance["window_name"].drop_nulls().unique().to_list()))
+        return self._windows
 
 
 _SNAPSHOTS: dict[Path, _Snapshot] = {}
@@ -184,6 +204,10 @@ def factor_library(
     ``name_like`` (case-insensitive substring), ``min_ic`` (the selected row's ``ic_mean``).
     Nulls sort last in either direction; ties break by name, then id.
 
+    A ``source`` that is neither documented (:data:`KNOWN_FACTOR_SOURCES`) nor held by any
+    factor, or a ``window`` no factor has a result in, is a :class:`ConfigError` listing the
+    valid values (a typo would otherwise look like an empty library).
+
     The library is read once into memory and filtered there with Polars; it is read again as
     soon as the catalog changes (any commit changes the catalog file or its write-ahead log).
     """
@@ -192,7 +216,19 @@ def factor_library(
         raise ConfigError(f"limit must be at least 1, got {limit}")
     sources = _as_list(source, option="source")
     wanted_tags = _as_list(tags, option="tags")
+    if window is not None and (not isinstance(window, str) or not window.strip()):
+        raise ConfigError(f"window: expected a window name, got {window!r}")
     snapshot = _snapshot(archive)
+    if sources:
+        valid = sorted(set(KNOWN_FACTOR_SOURCES) | set(snapshot.sources))
+        wrong = [s for s in sources if s not in valid]
+        if wrong:
+            raise ConfigError(f"source={', '.join(map(repr, wrong))} is not one of: {', '.join(valid)}")
+    if window is not None and window not in snapshot.windows:
+        listed = ", ".join(snapshot.windows[:20]) + (f" and {len(snapshot.windows) - 20} more"
+                                                       if len(snapshot.windows) > 20 else "")
+        raise ConfigError(f"window={window!r}: no factor has a result in that window; windows in the library: "
+                          f"{listed or '(none yet)'}")
     chosen = snapshot.factors
     if sources:
         chosen = chosen.filter(pl.col("source").is_in(sources))
@@ -228,12 +264,22 @@ def resolve_factor_ids(archive: Path | str | None, refs: Sequence[str]) -> list[
         if exact.height:
             hits = exact
         if hits.height == 0:
-            raise ConfigError(f"unknown factor {ref!r}: no factor has that id, id prefix or name "
+            short = " (an id prefix needs at least 6 characters)" if len(ref) < 6 else ""
+            raise ConfigError(f"unknown factor {ref!r}: no factor has that id, id prefix or name{short} "
                               "(see `workbench factors`)")
         if hits.height > 1:
             listed = ", ".join(f"{r['id'][:12]} ({r['name']} v{r['version']}, {r['source']})" for r in hits.iter_rows(named=True))
             raise ConfigError(f"factor {ref!r} is ambiguous: {listed}; give the id")
         resolved.append(hits["id"][0])
+    return resolved
+
+
+def resolve_factor_id(archive: Path | str | None, ref: str) -> str:
+    """One factor id for an id, unique id prefix (≥ 6 characters) or unique name; an empty reference is an error."""
+    if not isinstance(ref, str) or not ref.strip():
+        raise ConfigError("factor reference is empty; give a factor id, a unique id prefix or a name "
+                          "(see `workbench factors`)")
+    (resolved,) = resolve_factor_ids(archive, [ref])
     return resolved
 
 
@@ -310,7 +356,7 @@ def factor_lineage(archive: Path | str | None, factor_id: str) -> dict[str, Any]
     ``combinations`` (every named set containing it), ``performance`` (rows of
     :func:`factor_performance`), ``values`` (external factor values held: rows, dates, instruments).
     """
-    (resolved,) = resolve_factor_ids(archive, [factor_id])
+    resolved = resolve_factor_id(archive, factor_id)
     with open_catalog(archive, read_only=True) as con:
         parts = {key: _json_rows(fetch_frame(con, sql, {"id": resolved})) for key, sql in _LINEAGE_SQL.items()}
     row = parts["factor"][0]

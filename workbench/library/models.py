@@ -12,7 +12,8 @@ and converts back to the shape RD-Agent's own parser accepts:
   ``extra.strategies`` is therefore a reserved key.
 
 Every validation problem surfaces as a :class:`~workbench.errors.ConfigError` whose message
-names the source, the field path (``strategies[1].role``) and the problem.
+names the source, the field path (``strategies[1].role``) and the problem. A file that cannot
+be read at all (missing, a folder, not UTF-8 text) is an :class:`~workbench.errors.InputFileError`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, InputFileError
 
 __all__ = [
     "DatasetConfig",
@@ -423,9 +424,14 @@ def _read_mapping(path: Path) -> Mapping[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read as UTF-8 text ({error})") from error
+        raise InputFileError(path, "file not found", hint="check the path") from None
+    except IsADirectoryError:
+        raise InputFileError(path, "is a folder, not a file", hint=f"give the path of a {suffix} file") from None
+    except UnicodeDecodeError as error:
+        raise InputFileError(path, f"not UTF-8 text ({error.reason} at byte {error.start})",
+                             hint="save the file as UTF-8") from error
+    except OSError as error:
+        raise InputFileError(path, f"cannot read the file ({error.strerror or type(error).__name__})") from error
     try:
         data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as error:

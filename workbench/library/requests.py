@@ -13,7 +13,10 @@ field and the problem, and nothing is stored or written.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -260,8 +263,17 @@ def export_request(
     data = request_to_rdagent_json(request)
     text = (json.dumps(data, indent=2, ensure_ascii=False) + "\n" if out.suffix.lower() == ".json"
             else yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(out)
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; give a file name ending in .json, .yaml or .yml (--out FILE)")
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.part")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        reason = (f"{exc.filename or 'a parent'} is a file, not a folder"
+                  if isinstance(exc, FileExistsError | NotADirectoryError) else exc.strerror or type(exc).__name__)
+        raise ConfigError(f"{out}: cannot write the request: {reason}; choose a writable --out path") from exc
     return out

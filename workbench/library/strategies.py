@@ -23,7 +23,10 @@ from workbench.library.models import StrategyConfig
 
 __all__ = [
     "EXPERIMENT_METRICS_SQL",
+    "KNOWN_STRATEGY_SOURCES",
     "RecommendationStatus",
+    "STATUS_FILTERS",
+    "StrategyRole",
     "StrategySort",
     "resolve_strategy_id",
     "set_recommendation",
@@ -32,6 +35,11 @@ __all__ = [
 ]
 
 RecommendationStatus = Literal["manual_review", "rdagent_accept", "rdagent_reject"]
+StrategyRole = Literal["control", "treatment"]
+STATUS_FILTERS: tuple[str, ...] = (*get_args(RecommendationStatus), "none")
+"""Values of ``strategy_library(status=...)``: the recommendation statuses, and ``none`` for not judged yet."""
+KNOWN_STRATEGY_SOURCES: tuple[str, ...] = ("rdagent", "external", "handcrafted")
+"""Strategy sources workbench writes; ``strategy_library(source=...)`` also accepts any other source in the library."""
 StrategySort = Literal[
     "information_ratio", "annualized_return", "max_drawdown", "ic", "rank_ic", "turnover",
     "name", "created_at", "task_run_id",
@@ -69,7 +77,7 @@ def strategy_library(
     source: str | Sequence[str] | None = None,
     task_run_id: str | None = None,
     request_name: str | None = None,
-    role: Literal["control", "treatment"] | None = None,
+    role: StrategyRole | None = None,
     name_like: str | None = None,
     sort_by: StrategySort = "information_ratio",
     descending: bool = True,
@@ -84,28 +92,38 @@ def strategy_library(
     ``metrics_basis`` says whether they were recomputed from the archived series (252 days a
     year) or taken from Qlib's ``qlib_res.csv``. ``status`` also accepts ``"none"`` for
     strategies nobody has judged yet.
+
+    A value no strategy could ever match is a :class:`ConfigError` listing the valid ones,
+    never an empty result: ``status`` and ``role`` outside their documented values, a ``source``
+    that is neither documented nor in the library, a ``task_run_id`` (id or prefix) or
+    ``request_name`` that no archived experiment has.
     """
     if sort_by not in get_args(StrategySort):
         raise ConfigError(f"sort_by={sort_by!r} is not one of: {', '.join(get_args(StrategySort))}")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
+    statuses = _choices(status, STATUS_FILTERS, option="status")
+    if role is not None and role not in get_args(StrategyRole):
+        raise ConfigError(f"role={role!r} is not one of: {', '.join(get_args(StrategyRole))}")
+    sources = [source] if isinstance(source, str) else list(source or [])
+    task_run_id = task_run_id.strip() if task_run_id is not None else None
+    if sources or task_run_id is not None or request_name is not None:
+        _check_in_library(archive, sources=sources, task_run_id=task_run_id, request_name=request_name)
     params: dict[str, Any] = {}
     where = ["TRUE"]
-    statuses = [status] if isinstance(status, str) else list(status or [])
     if statuses:
         where.append("(coalesce(s.recommendation_status, 'none') IN (SELECT unnest($statuses)))")
         params["statuses"] = statuses
-    sources = [source] if isinstance(source, str) else list(source or [])
     if sources:
         where.append("s.source IN (SELECT unnest($sources))")
         params["sources"] = sources
-    if task_run_id:
+    if task_run_id is not None:
         where.append("starts_with(e.task_run_id, $task_run_id)")
         params["task_run_id"] = task_run_id
-    if request_name:
+    if request_name is not None:
         where.append("e.request_name = $request_name")
         params["request_name"] = request_name
-    if role:
+    if role is not None:
         where.append("e.strategy_role = $role")
         params["role"] = role
     if name_like:
@@ -139,6 +157,53 @@ def strategy_library(
     return read_frame(archive, sql, params)
 
 
+def _choices(value: str | Sequence[str] | None, choices: tuple[str, ...], *, option: str) -> list[str]:
+    """A filter's values, each one of ``choices`` (else a ConfigError listing them)."""
+    values = [value] if isinstance(value, str) else list(value or [])
+    wrong = [v for v in values if v not in choices]
+    if wrong:
+        raise ConfigError(f"{option}={', '.join(map(repr, wrong))} is not one of: {', '.join(choices)}")
+    return values
+
+
+def _listed(values: Sequence[Any], *, at_most: int = 12) -> str:
+    shown = ", ".join(str(v) for v in values[:at_most])
+    more = f" and {len(values) - at_most} more" if len(values) > at_most else ""
+    return (shown + more) or "(none yet)"
+
+
+def _check_in_library(
+    archive: Path | str | None, *, sources: list[str], task_run_id: str | None, request_name: str | None
+) -> None:
+    """Refuse filter values the library does not hold, listing those it does (one small read)."""
+    task_runs: list[str] = []
+    requests: list[str] = []
+    with open_catalog(archive, read_only=True) as con:
+        known_sources = [r[0] for r in con.execute(
+            "SELECT DISTINCT source FROM aistock_strategies WHERE source IS NOT NULL ORDER BY source").fetchall()]
+        if task_run_id is not None:
+            task_runs = [r[0] for r in con.execute(
+                "SELECT DISTINCT task_run_id FROM aistock_experiments WHERE strategy_id IS NOT NULL "
+                "AND task_run_id IS NOT NULL ORDER BY task_run_id").fetchall()]
+        if request_name is not None:
+            requests = [r[0] for r in con.execute(
+                "SELECT DISTINCT request_name FROM aistock_experiments WHERE strategy_id IS NOT NULL "
+                "AND request_name IS NOT NULL ORDER BY request_name").fetchall()]
+    valid_sources = sorted(set(KNOWN_STRATEGY_SOURCES) | set(known_sources))
+    wrong = [s for s in sources if s not in valid_sources]
+    if wrong:
+        raise ConfigError(f"source={', '.join(map(repr, wrong))} is not one of: {', '.join(valid_sources)}")
+    if task_run_id is not None:
+        if not task_run_id:
+            raise ConfigError("task run id is empty; give a task run id or its prefix (see `workbench status`)")
+        if not any(t.startswith(task_run_id) for t in task_runs):
+            raise ConfigError(f"unknown task run {task_run_id!r}: no archived strategy belongs to a task run with "
+                              f"that id or prefix; task runs in the library: {_listed(task_runs)}")
+    if request_name is not None and request_name not in requests:
+        raise ConfigError(f"unknown request {request_name!r}: no archived experiment was run under that request name; "
+                          f"request names in the library: {_listed(requests)}")
+
+
 def resolve_strategy_id(archive: Path | str | None, ref: str) -> str:
     """A strategy id from an id, a unique id prefix (≥ 6 characters), a strategy key or a unique name."""
     ref = ref.strip()
@@ -154,7 +219,9 @@ def resolve_strategy_id(archive: Path | str | None, ref: str) -> str:
     if exact.height == 1:
         return exact["id"][0]
     if hits.height == 0:
-        raise ConfigError(f"unknown strategy {ref!r}: no strategy has that id, key or name (see `workbench strategies`)")
+        short = " (an id prefix needs at least 6 characters)" if len(ref) < 6 else ""
+        raise ConfigError(f"unknown strategy {ref!r}: no strategy has that id, id prefix, key or name{short} "
+                          "(see `workbench strategies`)")
     if hits.height > 1:
         listed = ", ".join(f"{r['id'][:12]} ({r['name']}, {r['strategy_key']})" for r in hits.iter_rows(named=True))
         raise ConfigError(f"strategy {ref!r} is ambiguous: {listed}; give the id")
