@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,12 @@ import polars as pl
 from workbench.archive import ids
 from workbench.archive.files import WorkspaceFile, walk_workspace
 from workbench.archive.scan import LoopCandidate
-from workbench.archive.store import sha256_file
 from workbench.errors import ConfigError, InputFileError
 from workbench.metrics import compute_return_metrics
 from workbench.rdagent.files.factor_meta import read_factor_meta
 from workbench.rdagent.files.factor_perf import read_factor_perf
 from workbench.rdagent.files.feedback import read_feedback
-from workbench.rdagent.files.jsonfile import read_json_file
+from workbench.rdagent.files.jsonfile import read_json_file, recording_reads
 from workbench.rdagent.files.qlib_res import qlib_metrics_by_name, read_qlib_res
 from workbench.rdagent.files.returns import read_returns
 
@@ -59,6 +59,8 @@ class Extracted:
     file_refs: list[dict[str, Any]] = field(default_factory=list)
     errors: list[ItemError] = field(default_factory=list)
     series_sha256: str | None = None
+    #: absolute path → sha256 of the bytes each reader parsed (checked again when the file is stored)
+    read_hashes: dict[str, str] = field(default_factory=dict)
 
     @property
     def can_reach_level2(self) -> bool:
@@ -119,19 +121,14 @@ def extract_loop(
     per_factor: pl.DataFrame | None = None
 
     if directory is not None:
-        qlib_named, qlib_raw = _read_qlib(directory, out)
-        out.returns = _read_series(directory, out)
-        feedback = _read_optional(directory / "feedback.json", read_feedback, "feedback", out)
-        factor_frame = _read_optional(directory / "factor_meta.json", read_factor_meta, "factor_meta", out)
-        perf = _read_optional(directory / "factor_perf.json", read_factor_perf, "factor_perf", out)
+        with recording_reads() as seen:
+            qlib_named, qlib_raw, feedback, factor_frame, perf = _read_workspace(directory, meta, out)
+        out.read_hashes = seen
         if perf is not None:
             combos, per_factor = perf.combinations, perf.factors
-        for name in META_FILES:
-            data = _read_optional(directory / name, read_json_file, "meta", out)
-            if data is not None:
-                meta[name] = data
 
     entry = _strategy_entry(request, candidate.loop_id)
+
     factor_set = _entry_factor_set(entry, request)
     factor_ids = _build_factors(out, factor_frame, factor_set, library or {})
     members = _build_combination(out, factor_ids, entry, factor_set, combos)
@@ -144,8 +141,27 @@ def extract_loop(
     return out
 
 
+def _read_workspace(directory: Path, meta: dict[str, Any], out: Extracted) -> tuple[Any, ...]:
+    """Parse the result and metadata files of an experiment workspace (errors go to `out`)."""
+    qlib_named, qlib_raw = _read_qlib(directory, out)
+    out.returns = _read_series(directory, out)
+    feedback = _read_optional(directory / "feedback.json", read_feedback, "feedback", out)
+    factor_frame = _read_optional(directory / "factor_meta.json", read_factor_meta, "factor_meta", out)
+    perf = _read_optional(directory / "factor_perf.json", read_factor_perf, "factor_perf", out)
+    for name in META_FILES:
+        data = _read_optional(directory / name, read_json_file, "meta", out)
+        if data is not None:
+            meta[name] = data
+    return qlib_named, qlib_raw, feedback, factor_frame, perf
+
+
+def _present(path: Path) -> bool:
+    """The entry exists (a link counts, so that a linked result file is reported, never read)."""
+    return os.path.lexists(path)
+
+
 def _read_optional(path: Path, reader: Any, stage: str, out: Extracted) -> Any:
-    if not path.exists():
+    if not _present(path):
         return None
     try:
         return reader(path)
@@ -156,7 +172,7 @@ def _read_optional(path: Path, reader: Any, stage: str, out: Extracted) -> Any:
 
 def _read_qlib(directory: Path, out: Extracted) -> tuple[dict[str, Any], dict[str, Any]]:
     path = directory / "qlib_res.csv"
-    if not path.exists():
+    if not _present(path):
         return {}, {}
     try:
         frame = read_qlib_res(path)
@@ -169,17 +185,16 @@ def _read_qlib(directory: Path, out: Extracted) -> tuple[dict[str, Any], dict[st
 
 def _read_series(directory: Path, out: Extracted) -> pl.DataFrame | None:
     path = directory / "ret.pkl"
-    if not path.exists():
+    if not _present(path):
         return None
     try:
-        before = sha256_file(path)
-        series = read_returns(path)
-        if sha256_file(path) != before:
-            raise InputFileError(path, "the file changed while it was read (is RD-Agent still writing it?)")
+        with recording_reads() as seen:
+            series = read_returns(path)
     except (InputFileError, OSError) as exc:
         out.errors.append(_error("returns", exc, path))
         return None
-    out.series_sha256 = before
+    # the frame was parsed from one read; storing the file checks it still has these bytes
+    out.series_sha256 = seen.get(os.path.abspath(path))
     return series
 
 
@@ -445,6 +460,9 @@ def _collect_files(out: Extracted, *, include_heavy: bool) -> None:
         for info in walk_workspace(ref.directory):
             keep = info.file_class == "key" or (include_heavy and info.file_class == "heavy")
             rel = prefix + info.rel_path
+            if info.file_class == "unreadable":  # the archive cannot hold it: no level 2, no cleanup
+                out.errors.append(ItemError("files", "UnreadableEntry", f"{rel}: {info.reason}",
+                                            str(ref.directory / info.rel_path)))
             entry: dict[str, Any] = {
                 "path": rel,
                 "workspace_id": ref.workspace_id,

@@ -12,6 +12,7 @@ Write ordering (an interruption anywhere leaves a valid archive):
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,7 +25,7 @@ from workbench.archive.extract import Extracted, ItemError, remap_factor_ids, to
 from workbench.archive.ids import combination_id as ids_combination
 from workbench.archive.ids import performance_id as ids_performance
 from workbench.archive.store import ObjectStore, StoredObject
-from workbench.errors import VerificationError
+from workbench.errors import InputFileError, VerificationError
 
 SERIES_COLUMNS = ["account", "return", "total_turnover", "turnover", "total_cost", "cost", "value", "cash", "bench"]
 
@@ -53,8 +54,14 @@ def store_files(
     refs = {ref["path"]: ref for ref in item.file_refs}
     for entry in item.files:
         try:
-            obj = store.put_file(entry.source, known=known, verify=verify)
+            obj = store.put_file(entry.source, known=known, verify=verify,
+                                 expect=(entry.info.size_bytes, entry.info.mtime_ns))
             result.objects.append(obj)  # stored whatever the checks below say: later copies may reuse it
+            parsed = item.read_hashes.get(os.path.abspath(entry.source))
+            if parsed is not None and parsed != obj.sha256:
+                raise VerificationError(
+                    f"{entry.source} changed between reading it into the catalog and storing it; rerun the archive"
+                )
             expected = registry_hashes.get(entry.rel_path)
             if expected and expected.lower() != obj.sha256:
                 raise VerificationError(
@@ -65,7 +72,7 @@ def store_files(
                 raise VerificationError(
                     f"{entry.source} changed between reading the return series and storing it; rerun the archive"
                 )
-        except (OSError, VerificationError) as exc:
+        except (OSError, InputFileError, VerificationError) as exc:
             result.errors.append(ItemError("store", type(exc).__name__, str(exc), str(entry.source)))
             continue
         result.bytes_read += obj.size_bytes

@@ -298,6 +298,13 @@ def _run(
             skip_outcomes.append(Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0,
                                          "duplicate", "", ()))
             continue
+        refusals = [ref.refused for ref in (candidate.experiment_workspace, *candidate.sub_workspaces)
+                    if ref is not None and ref.refused]
+        if refusals:  # a path escaping the roots, a link, an unreadable folder: reported, never read
+            errors = tuple(ItemError("scan", "UnsafePathError", message) for message in refusals)
+            skip_outcomes.append(Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0,
+                                         "failed", "", errors))
+            continue
         if not is_archivable(candidate):
             reason = "workspace_missing" if candidate.notes and not candidate.has_results_on_disk and \
                 candidate.experiment_workspace is not None and candidate.experiment_workspace.directory is None else "no_results"

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,6 +21,7 @@ from typing import Any
 
 import polars as pl
 
+from workbench.archive.files import walk_workspace
 from workbench.archive.ids import experiment_id
 from workbench.rdagent.installation import Installation
 from workbench.rdagent.paths import normalise_path_key
@@ -34,6 +37,8 @@ class WorkspaceRef:
     role: str | None
     raw_path: str | None
     directory: Path | None
+    #: why an existing folder was not used (outside the roots, a link, `..`, unreadable)
+    refused: str | None = None
 
 
 @dataclass
@@ -64,13 +69,10 @@ class LoopCandidate:
             if ref is None:
                 continue
             digest.update(f"{ref.workspace_id}|{ref.directory}".encode())
-            if ref.directory is not None and ref.directory.is_dir():
-                for child in sorted(ref.directory.iterdir()):
-                    try:
-                        st = child.lstat()
-                    except OSError:
-                        continue
-                    digest.update(f"{child.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+            if ref.directory is not None:
+                # the whole tree: a change in a nested file (mlruns/**/params/...) is a change too
+                for info in walk_workspace(ref.directory):
+                    digest.update(os.fsencode(f"{info.rel_path}|{info.size_bytes}|{info.mtime_ns}|{info.file_class}\n"))
         return digest.hexdigest()
 
 
@@ -82,14 +84,49 @@ def _rows_by(frame: pl.DataFrame, keys: list[str]) -> dict[tuple, list[dict[str,
 
 
 def _has_results(directory: Path | None) -> bool:
-    return directory is not None and all((directory / name).is_file() for name in RESULT_FILES)
+    """Both result files are regular files (a link or FIFO named ret.pkl is not a result)."""
+    return directory is not None and all(_is_regular_file(directory / name) for name in RESULT_FILES)
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _workspace_ref(row: dict[str, Any], installation: Installation) -> WorkspaceRef:
-    directory = installation.resolver.resolve(row.get("workspace_path"))
-    if directory is not None and not directory.is_dir():
+    raw = row.get("workspace_path")
+    directory = installation.resolver.resolve(raw)
+    refused = _refusal(raw, directory, installation) if directory is not None else None
+    if refused is not None:
         directory = None
-    return WorkspaceRef(row["workspace_id"], row.get("workspace_role"), row.get("workspace_path"), directory)
+    return WorkspaceRef(row["workspace_id"], row.get("workspace_role"), raw, directory, refused)
+
+
+def _refusal(raw: str | None, directory: Path, installation: Installation) -> str | None:
+    """Why a resolved workspace folder must not be read, or None when it is safe.
+
+    The same containment rules as cleanup: no `..`, not a link, a real folder, and inside the
+    installation's workspace root or a `--path-map` target the user named.
+    """
+    if ".." in re.split(r"[\\/]+", str(raw or "")):
+        return f"registry path {raw!r} contains '..'; refused"
+    try:
+        st = os.lstat(directory)
+    except OSError as exc:
+        return f"workspace folder {directory} cannot be read ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return f"workspace folder {directory} is a symbolic link; links are never followed"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"registry path {raw!r} resolves to {directory}, which is not a folder"
+    real = os.path.realpath(directory)
+    if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in installation.allowed_roots()):
+        return (f"registry path {raw!r} resolves to {real}, outside the workspace root "
+                f"{installation.workspace_root}; refused (add --path-map FROM=TO if the workspaces live there)")
+    if not os.access(directory, os.R_OK | os.X_OK):
+        return f"workspace folder {directory} cannot be read (permission denied)"
+    return None
 
 
 def _pick_experiment_workspace(
@@ -127,7 +164,10 @@ def build_candidates(snapshot: RegistrySnapshot, installation: Installation) -> 
         )
         if candidate.task_run is None:
             candidate.notes.append("no task_runs row for this loop")
-        if chosen is not None and chosen.directory is None:
+        for ref in [chosen, *subs]:
+            if ref is not None and ref.refused:
+                candidate.notes.append(f"workspace {ref.workspace_id}: {ref.refused}")
+        if chosen is not None and chosen.directory is None and not chosen.refused:
             candidate.notes.append(f"workspace {chosen.workspace_id} not found on this machine ({chosen.raw_path})")
         candidates.append(candidate)
     mark_duplicates(candidates)

@@ -28,11 +28,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import pyarrow as pa
 
 from workbench.errors import VerificationError
+from workbench.rdagent.files.jsonfile import open_regular_file
 
 MAGIC = b"WBZSTD1\n"
 HEADER = struct.Struct(">8sQ")
@@ -57,9 +58,9 @@ class StoredObject:
 
 
 def sha256_file(path: Path) -> str:
-    """Stream a file through SHA-256."""
+    """Stream a regular file (never a link, FIFO or device: `InputFileError`) through SHA-256."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with os.fdopen(open_regular_file(path), "rb") as handle:
         for chunk in iter(lambda: handle.read(CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -94,13 +95,35 @@ class ObjectStore:
                 return candidate
         return None
 
-    def put_file(self, source: Path, *, known: dict[str, str] | None = None, verify: bool = True) -> StoredObject:
-        """Store one file; `known` maps sha256 → storage_key of objects the catalog already lists."""
-        size = source.stat().st_size
-        if size > COMPRESS_LIMIT:
-            return self._put_large(source, known=known)
-        data = source.read_bytes()
-        return self.put_bytes(data, known=known, verify=verify)
+    def put_file(
+        self,
+        source: Path,
+        *,
+        known: dict[str, str] | None = None,
+        verify: bool = True,
+        expect: tuple[int, int] | None = None,
+    ) -> StoredObject:
+        """Store one regular file (never through a link); `known` maps sha256 → storage_key.
+
+        `expect` is `(size, mtime_ns)` as the workspace scan saw it: a file that differs, or that
+        changes while it is read, is refused (`VerificationError`) rather than stored half-new.
+        """
+        fd = open_regular_file(source)
+        with os.fdopen(fd, "rb") as handle:
+            before = os.fstat(handle.fileno())
+            if expect is not None and (before.st_size, before.st_mtime_ns) != expect:
+                raise VerificationError(f"{source} changed after the workspace was scanned "
+                                        f"({expect[0]} → {before.st_size} bytes); rerun the archive")
+            if before.st_size > COMPRESS_LIMIT:
+                obj = self._put_large(handle, known=known)
+                data = None
+            else:
+                data = handle.read()
+            after = os.fstat(handle.fileno())
+        read = obj.size_bytes if data is None else len(data)
+        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or read != before.st_size:
+            raise VerificationError(f"{source} changed while it was read; rerun the archive")
+        return obj if data is None else self.put_bytes(data, known=known, verify=verify)
 
     def put_bytes(self, data: bytes, *, known: dict[str, str] | None = None, verify: bool = True) -> StoredObject:
         """Store bytes under their SHA-256.
@@ -154,13 +177,13 @@ class ObjectStore:
         os.replace(temp, target)
         self._dirty.add(target.parent)
 
-    def _put_large(self, source: Path, *, known: dict[str, str] | None) -> StoredObject:
+    def _put_large(self, src: BinaryIO, *, known: dict[str, str] | None) -> StoredObject:
         """Stream a file too large to hold in memory: hash while copying, store raw."""
         self.tmp.mkdir(parents=True, exist_ok=True)
         temp = self.tmp / f"{uuid.uuid4().hex}.part"
         digest = hashlib.sha256()
         size = 0
-        with open(source, "rb") as src, open(temp, "wb") as dst:
+        with open(temp, "wb") as dst:
             for chunk in iter(lambda: src.read(CHUNK), b""):
                 digest.update(chunk)
                 dst.write(chunk)

@@ -15,6 +15,7 @@ from typing import Any
 from workbench.archive.catalog import ArchiveLayout, open_catalog
 from workbench.archive.store import INLINE_PREFIX, ObjectStore, sha256_file
 from workbench.cleanup.inventory import ArchivedExperiment, DirScan
+from workbench.errors import InputFileError
 
 MAX_LISTED = 3
 
@@ -88,6 +89,9 @@ def changed_key_files(scan: DirScan, refs: dict[str, dict[str, Any]], *, folder:
     """
     changed = []
     for entry in scan.files:
+        if entry.file_class == "unreadable":
+            changed.append(f"{entry.rel_path} ({entry.reason}; the archive cannot hold it)")
+            continue
         if entry.file_class != "key":
             continue
         ref = refs.get(entry.rel_path)
@@ -95,8 +99,14 @@ def changed_key_files(scan: DirScan, refs: dict[str, dict[str, Any]], *, folder:
             changed.append(f"{entry.rel_path} (not in the archive)")
         elif ref.get("size_bytes") is None or int(ref["size_bytes"]) != entry.size:
             changed.append(f"{entry.rel_path} (size {entry.size} ≠ archived {ref.get('size_bytes')})")
-        elif folder is not None and ref.get("kept") and sha256_file(folder / entry.rel_path) != ref.get("sha256"):
-            changed.append(f"{entry.rel_path} (content differs from the archived copy)")
+        elif folder is not None and ref.get("kept"):
+            try:
+                same = sha256_file(folder / entry.rel_path) == ref.get("sha256")
+            except (InputFileError, OSError) as exc:
+                changed.append(f"{entry.rel_path} (cannot be re-read: {exc})")
+                continue
+            if not same:
+                changed.append(f"{entry.rel_path} (content differs from the archived copy)")
     return changed
 
 

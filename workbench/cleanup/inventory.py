@@ -99,6 +99,9 @@ def scan_dir(path: Path) -> DirScan:
     """Walk a checked folder without following links; each entry is lstat-ed for its link count."""
     files = []
     for info in walk_workspace(path):
+        if info.file_class == "unreadable":  # kept in the scan: it blocks removing the folder
+            files.append(ScannedFile(info.rel_path, 0, 0, info.file_class, info.reason, 1, False))
+            continue
         try:
             st = os.lstat(path / info.rel_path)
         except OSError:

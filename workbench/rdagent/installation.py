@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,3 +52,13 @@ class Installation:
             log_root=root / LOG_RELPATH,
             resolver=PathResolver(rules, rdagent_root=root),
         )
+
+    def allowed_roots(self) -> tuple[str, ...]:
+        """Real paths under which workspace folders may be read: the workspace root and `--path-map` targets.
+
+        Why: a registry path is input like any other; one that resolves elsewhere on the machine
+        must not make the archive copy that place (cleanup applies the same containment).
+        """
+        roots = [os.path.realpath(self.workspace_root)]
+        roots += [os.path.realpath(Path(target).expanduser()) for _source, target in self.resolver.rules]
+        return tuple(roots)

@@ -8,9 +8,16 @@ truncated JSON (line/column), wrong top-level type, wrong field type.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import math
+import os
 import re
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -21,29 +28,92 @@ from workbench.errors import InputFileError
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 
-def read_file_bytes(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
-    """The bytes of a regular file no bigger than `max_bytes`."""
+def open_regular_file(path: Path, *, follow_links: bool = False) -> int:
+    """A file descriptor of `path`, which must be a regular file (never a FIFO, device or socket).
+
+    Why: opening a FIFO blocks forever and a device can be endless; a workspace file that is a
+    symbolic link may point anywhere on the machine. So the open is non-blocking, refuses a link
+    as the last component (unless `follow_links`, for files a user names on the command line),
+    and the kind of file is checked on the open descriptor, not on the name.
+    """
     path = Path(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if not follow_links:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        st = path.stat()
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise InputFileError(path, "file does not exist") from None
     except OSError as exc:
-        raise InputFileError(path, f"cannot stat file: {exc.strerror}") from exc
-    if not path.is_file():
-        raise InputFileError(path, "not a regular file")
-    if st.st_size > max_bytes:
-        raise InputFileError(
-            path, f"file is {st.st_size} bytes, more than the limit of {max_bytes}", hint="raise max_bytes to read it"
-        )
+        if exc.errno == errno.ELOOP or (not follow_links and path.is_symlink()):
+            raise InputFileError(path, "is a symbolic link; links in a workspace are never followed",
+                                 hint="replace the link by the file itself if it belongs to the workspace") from None
+        raise InputFileError(path, f"cannot open file: {exc.strerror}") from exc
     try:
-        with path.open("rb") as fh:
-            data = fh.read(max_bytes + 1)
+        mode = os.fstat(fd).st_mode
     except OSError as exc:
-        raise InputFileError(path, f"cannot read file: {exc.strerror}") from exc
+        os.close(fd)
+        raise InputFileError(path, f"cannot stat file: {exc.strerror}") from exc
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise InputFileError(path, f"not a regular file ({_file_kind(mode)}); it is never read")
+    return fd
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_file_bytes(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, follow_links: bool = False) -> bytes:
+    """The bytes of a regular file no bigger than `max_bytes` (links refused unless `follow_links`)."""
+    path = Path(path)
+    fd = open_regular_file(path, follow_links=follow_links)
+    with os.fdopen(fd, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > max_bytes:
+            raise InputFileError(
+                path, f"file is {size} bytes, more than the limit of {max_bytes}", hint="raise max_bytes to read it"
+            )
+        try:
+            data = fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise InputFileError(path, f"cannot read file: {exc.strerror}") from exc
     if len(data) > max_bytes:
         raise InputFileError(path, f"file grew beyond the limit of {max_bytes} bytes while being read")
+    _record_read(path, data)
     return data
+
+
+# --------------------------------------------------------------------------- what a reader saw
+
+_READS: ContextVar[tuple[dict[str, str], ...]] = ContextVar("workbench_reads", default=())
+
+
+@contextmanager
+def recording_reads() -> Iterator[dict[str, str]]:
+    """Collect `{absolute path: sha256 of the bytes read}` for every file read inside the block.
+
+    Why: the archive parses a file once and stores it later; comparing the stored hash with the
+    parsed one proves the catalog rows describe the very bytes that were kept.
+    """
+    seen: dict[str, str] = {}
+    token = _READS.set((*_READS.get(), seen))  # nested blocks: the outer ones see the reads too
+    try:
+        yield seen
+    finally:
+        _READS.reset(token)
+
+
+def _record_read(path: Path, data: bytes) -> None:
+    recorders = _READS.get()
+    if recorders:
+        digest = hashlib.sha256(data).hexdigest()
+        for seen in recorders:
+            seen[os.path.abspath(path)] = digest
 
 
 def decode_utf8(data: bytes, path: Path) -> str:
