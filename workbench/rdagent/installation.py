@@ -39,6 +39,8 @@ class Installation:
             raise ConfigError(f"RD-Agent root {root} is not a directory; pass the repo root, not a file in it")
         root = root.resolve()
         registry_path = Path(registry).expanduser() if registry is not None else root / REGISTRY_RELPATH
+        if registry_path.exists() and not registry_path.is_file():
+            raise RegistryError(f"registry {registry_path} is not a regular file; pass the path of registry.sqlite itself")
         if not registry_path.is_file():
             raise RegistryError(
                 f"registry {registry_path} not found; RD-Agent creates it on first write "

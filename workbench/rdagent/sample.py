@@ -1,12 +1,13 @@
 """Sample RD-Agent installation generator, for tests, demos and benchmarks.
 
 `generate_sample(out, seed=...)` writes a tree that follows the input contract
-(`/work/shared/spec/rdagent_formats.md`, quirks included): a WAL-mode `registry.sqlite` with
+(the RD-Agent formats spec, `rdagent_formats.md`, quirks included): a WAL-mode `registry.sqlite` with
 V1, gap-era and HEAD rows, experiment and factor workspaces, log trace directories, a
 solidified bundle, a factor catalog, and `sample_manifest.json` with the expected sets.
 
 The output is a pure function of the seed and the knobs: two calls give byte-identical files
-(mtimes are set from the plan too). Nothing reads the clock or the network.
+(file mtimes are set from the plan too; folders and the registry file keep the time they were
+written). Nothing reads the clock or the network.
 
 Modules: `sample_plan` + `sample_request` (what to write), `sample_workspace` /
 `sample_data` / `sample_tables` / `sample_templates` (workspace files), `sample_meta` (JSON
