@@ -104,4 +104,4 @@ def test_approve_cli_and_unknown_items(env: Env, capsys: pytest.CaptureFixture[s
     assert main(["cleanup", "approve", plan.plan_id, "--archive", str(env.ar), "--item", "nope"]) == 2
     assert main(["cleanup", "approve", plan.plan_id, "--archive", str(env.ar), "--by", "ops"]) == 0
     text = capsys.readouterr().out
-    assert f"{len(plan.items)} items" in text and "--approval a-" in text
+    assert f"{len(plan.items)} plan items" in text and "--approval a-" in text

@@ -73,7 +73,8 @@ def test_logs_of_held_running_and_unarchived_runs_are_kept(env: Env) -> None:
 
 def test_hold_release_and_holds_commands(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     archive = ["--archive", str(env.ar)]
-    assert main(["hold", "abc123", "--reason", "debugging", "--active", *archive]) == 0
+    assert main(["hold", "abc123", "--reason", "debugging", "--active", *archive]) == 2  # no such id in the archive
+    assert main(["hold", "abc123", "--reason", "debugging", "--active", "--allow-unknown", *archive]) == 0
     assert main(["holds", *archive]) == 0
     assert "active on abc123" in capsys.readouterr().out
     assert main(["release", "abc123", "--reason", "fixed", *archive]) == 0

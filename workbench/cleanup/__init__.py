@@ -4,8 +4,8 @@ Public entry points (the CLI calls exactly these):
 
 * `cleanup(rdagent_root, archive=..., dry_run=True | confirm=True, ...)` — `workbench cleanup`
 * `approve_plan(plan_id, item_ids=..., archive=...)` — `workbench cleanup approve`
-* `undo_plan(plan_id, rdagent_root=..., archive=...)` — `workbench cleanup undo`
-* `purge_quarantine(rdagent_root=..., archive=..., older_than="7d")` — `workbench cleanup purge`
+* `undo_plan(plan_id, archive=...)` — `workbench cleanup undo` (in the plan's own RD-Agent root)
+* `purge_quarantine(archive=..., older_than="7d")` — `workbench cleanup purge` (each plan in its own root)
 * `hold`, `release`, `list_holds` — `workbench hold`, `workbench release`, `workbench holds`
 * `export_cleanup_manifest(rdagent_root, out=..., archive=...)` — `workbench export-cleanup-manifest`
 * `make_plan(rdagent_root, archive=..., policy=CleanupPolicy(...))` — the plan alone (notebooks)

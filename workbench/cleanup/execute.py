@@ -32,7 +32,14 @@ from workbench.cleanup.inventory import WorkspaceDir, scan_dir, workspace_dirs
 from workbench.cleanup.plan import CleanupPlan, PlanFile, PlanItem
 from workbench.cleanup.planner import PlanContext, changed_since_archive
 from workbench.cleanup.policy import recently_modified
-from workbench.cleanup.records import Deletion, deletions, load_plan, mark_deletions, record_moves
+from workbench.cleanup.records import (
+    Deletion,
+    deletions,
+    load_plan,
+    mark_deletions,
+    record_moves,
+    recorded_roots,
+)
 from workbench.cleanup.safety import (
     Roots,
     checked_child,
@@ -97,19 +104,26 @@ class ApplyResult:
         return sum(o.bytes for o in self.outcomes)
 
     @property
+    def paths(self) -> int:
+        """Filesystem entries moved (a full item is one folder; a conservative item one entry per file)."""
+        return sum(o.moved for o in self.outcomes)
+
+    @property
     def ok(self) -> bool:
         return all(o.status == "moved" for o in self.outcomes)
 
     def to_dict(self) -> dict:
-        return {"plan_id": self.plan_id, "moved": self.count("moved"), "partial": self.count("partial"),
-                "skipped": self.count("skipped"), "failed": self.count("failed"), "bytes": self.bytes,
+        """Counts of plan items by outcome (`moved` = plan items moved in full) and of paths moved."""
+        return {"plan_id": self.plan_id, "items": len(self.outcomes), "moved": self.count("moved"),
+                "partial": self.count("partial"), "skipped": self.count("skipped"), "failed": self.count("failed"),
+                "paths_moved": self.paths, "bytes": self.bytes,
                 "needs_recovery": self.needs_recovery, "recovery": self.recovery,
                 "outcomes": [asdict(o) for o in self.outcomes]}
 
     def format(self) -> str:
-        lines = [f"plan {self.plan_id}: moved {self.count('moved')} items to quarantine "
-                 f"({format_bytes(self.bytes)}), partial {self.count('partial')}, skipped {self.count('skipped')}, "
-                 f"failed {self.count('failed')}"]
+        lines = [f"plan {self.plan_id}: {self.count('moved')} of {len(self.outcomes)} plan items moved to quarantine, "
+                 f"{self.count('partial')} partly, {self.count('skipped')} skipped, {self.count('failed')} failed; "
+                 f"{self.paths} paths moved in all ({format_bytes(self.bytes)})"]
         for o in self.outcomes:
             if o.status != "moved":
                 lines.append(f"  [{o.status.upper()}] {o.path}: {o.detail}")
@@ -299,7 +313,7 @@ class UndoResult:
     refused: list[tuple[str, str]] = field(default_factory=list)
 
     def format(self) -> str:
-        lines = [f"plan {self.plan_id}: restored {len(self.restored)} entries, refused {len(self.refused)}"]
+        lines = [f"plan {self.plan_id}: {len(self.restored)} paths restored from quarantine, {len(self.refused)} refused"]
         lines.extend(f"  [REFUSED] {path}: {why}" for path, why in self.refused)
         return "\n".join(lines)
 
@@ -329,10 +343,31 @@ def _restore_one(row: Deletion, roots: Roots) -> None:
     os.rename(quarantined, original)
 
 
-def undo_plan(plan_id: str, *, rdagent_root: Path | str, archive: Path | str | None = None) -> UndoResult:
-    """Move every quarantined entry of a plan back where it was."""
-    roots = Roots.at(rdagent_root)
+def plan_roots(plan: CleanupPlan, rdagent_root: Path | str | None = None, *, action: str) -> Roots:
+    """The roots a plan was made for; `rdagent_root`, when given, must be that same installation.
+
+    Undo and purge work on the plan's quarantine, which lives in the plan's own RD-Agent root, so
+    the root stored with the plan is used; a different root given by the user is refused
+    (`ConfigError`), and a recorded root that now resolves elsewhere is refused (`UnsafePathError`).
+    """
+    recorded = Roots(Path(plan.rdagent_root), Path(plan.workspace_root), Path(plan.log_root))
+    if rdagent_root is not None and os.path.realpath(Path(rdagent_root).expanduser()) != plan.rdagent_root:
+        raise ConfigError(f"plan {plan.plan_id} was made for RD-Agent root {plan.rdagent_root}, not {rdagent_root}; "
+                          f"drop --rdagent-root ({action} uses the plan's own root) or pass {plan.rdagent_root}")
+    if not recorded.rdagent_root.is_dir():
+        raise ConfigError(f"plan {plan.plan_id}'s RD-Agent root {plan.rdagent_root} is no longer a directory, and "
+                          f"its quarantine was inside it; nothing to {action}")
+    current = Roots.at(recorded.rdagent_root)
+    if current != recorded:
+        raise UnsafePathError(f"plan {plan.plan_id}'s roots now resolve to {current.rdagent_root}, "
+                              f"{current.workspace_root}, {current.log_root} instead of the recorded ones; refused")
+    return recorded
+
+
+def undo_plan(plan_id: str, *, rdagent_root: Path | str | None = None, archive: Path | str | None = None) -> UndoResult:
+    """Move every quarantined entry of a plan back where it was (in the plan's own RD-Agent root)."""
     stored = load_plan(plan_id, archive=archive)
+    roots = plan_roots(stored.plan, rdagent_root, action="undo")
     with archive_lock(archive, job="cleanup-undo"):
         rows = deletions(archive=archive, plan_id=plan_id, states=("quarantined",))
         rows += _unrecorded(stored.plan, roots, archive=archive)
@@ -390,33 +425,76 @@ class PurgeResult:
     purged: list[str] = field(default_factory=list)
     bytes: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    other_roots: int = 0
 
     def format(self) -> str:
-        lines = [f"purged {len(self.purged)} quarantined entries ({format_bytes(self.bytes)}) moved before "
+        lines = [f"purged {len(self.purged)} quarantined paths ({format_bytes(self.bytes)}) moved before "
                  f"{self.cutoff:%Y-%m-%d %H:%M:%S} UTC; skipped {len(self.skipped)}"]
         lines.extend(f"  [SKIPPED] {path}: {why}" for path, why in self.skipped)
+        if self.other_roots:
+            lines.append(f"  left alone: {self.other_roots} quarantined paths of plans for other RD-Agent roots "
+                         "(drop --rdagent-root to purge every plan's quarantine)")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
         return {"cutoff": self.cutoff.isoformat(), "purged": self.purged, "bytes": self.bytes,
-                "skipped": [{"path": p, "reason": r} for p, r in self.skipped]}
+                "skipped": [{"path": p, "reason": r} for p, r in self.skipped], "other_roots": self.other_roots}
+
+
+def _purge_scope(rdagent_root: Path | str | None, plan_ids: set[str], *,
+                 archive: Path | str | None) -> tuple[dict[str, Roots | str], set[str]]:
+    """Each plan's roots (or why they cannot be used), and the plans left out because of `rdagent_root`.
+
+    Without `rdagent_root` every plan is purged in its own recorded root. With it, only the plans
+    made for that installation; a root no plan of the archive was made for is refused (unless the
+    archive has no plans at all: then there is simply nothing to purge).
+    """
+    plans = {plan_id: load_plan(plan_id, archive=archive).plan for plan_id in sorted(plan_ids)}
+    other: set[str] = set()
+    if rdagent_root is not None:
+        wanted = os.path.realpath(Path(rdagent_root).expanduser())
+        recorded = {p.rdagent_root for p in plans.values()} | recorded_roots(archive=archive)
+        if recorded and wanted not in recorded:
+            known = ", ".join(sorted(recorded))
+            raise ConfigError(f"no cleanup plan in this archive was made for RD-Agent root {rdagent_root} (plans are "
+                              f"for: {known}); drop --rdagent-root to purge every plan's quarantine in its own root")
+        other = {plan_id for plan_id, plan in plans.items() if plan.rdagent_root != wanted}
+    scope: dict[str, Roots | str] = {}
+    for plan_id, plan in plans.items():
+        if plan_id in other:
+            continue
+        try:
+            scope[plan_id] = plan_roots(plan, action="purge")
+        except (ConfigError, UnsafePathError) as exc:
+            scope[plan_id] = str(exc)
+    return scope, other
 
 
 def purge_quarantine(
-    *, rdagent_root: Path | str, archive: Path | str | None = None, older_than: str | timedelta = "7d",
+    *, rdagent_root: Path | str | None = None, archive: Path | str | None = None, older_than: str | timedelta = "7d",
     now: datetime | None = None,
 ) -> PurgeResult:
-    """Delete for good what was quarantined at least `older_than` ago (links unlinked, never followed)."""
+    """Delete for good what was quarantined at least `older_than` ago (links unlinked, never followed).
+
+    Each plan's entries are purged in the plan's own RD-Agent root; `rdagent_root` limits the
+    purge to the plans made for that installation.
+    """
     age = parse_age(older_than)
-    roots = Roots.at(rdagent_root)
     result = PurgeResult((now or utc_now()) - age)
     with archive_lock(archive, job="cleanup-purge"):
         rows = [r for r in deletions(archive=archive, states=("quarantined",)) if r.deleted_at <= result.cutoff]
+        scope, other = _purge_scope(rdagent_root, {r.plan_id for r in rows}, archive=archive)
+        result.other_roots = sum(1 for r in rows if r.plan_id in other)
+        rows = [r for r in rows if r.plan_id not in other]
         done: list[str] = []
-        plans: set[str] = set()
+        plans: dict[str, Roots] = {}
         try:
             for row in rows:
                 quarantined = Path(row.quarantine_path or "")
+                roots = scope[row.plan_id]
+                if isinstance(roots, str):
+                    result.skipped.append((str(quarantined), roots))
+                    continue
                 if not row.quarantine_path or not entry_inside(roots.quarantine / row.plan_id, quarantined):
                     result.skipped.append((str(quarantined), f"not in the quarantine of {roots.rdagent_root}"))
                     continue
@@ -429,12 +507,12 @@ def purge_quarantine(
                     result.skipped.append((str(quarantined), f"not (fully) deleted, still recorded as quarantined: {exc}"))
                     continue
                 done.append(row.deletion_id)
-                plans.add(row.plan_id)
+                plans[row.plan_id] = roots
                 result.purged.append(row.original_path)
                 result.bytes += row.bytes
         finally:
             mark_deletions(done, "purged", archive=archive)
-        for plan_id in sorted(plans):
+        for plan_id, roots in sorted(plans.items()):
             _tidy_quarantine(roots.quarantine / plan_id, archive=archive, plan_id=plan_id)
     return result
 

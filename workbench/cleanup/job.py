@@ -3,8 +3,10 @@
 Confirming never trusts an old plan: it takes the archive lock (so archiving cannot run at the
 same time), recomputes the plan from the catalog, the registry and the disk, and then
 
-* with an approval: applies only the approved items, and refuses (`PlanChangedError`, exit 9)
-  if any of them is gone from the new plan or its content changed;
+* with an approval: re-plans with the approved plan's own root and options (a planning option
+  given now that differs from the approved one is refused, `ConfigError`: the approved plan is
+  executed exactly as approved), applies only the approved items, and refuses
+  (`PlanChangedError`, exit 9) if any of them is gone from the new plan or its content changed;
 * with `expect_plan_hash` (the interactive confirmation): refuses if the new plan differs from
   the one the person just saw;
 * with `yes=True`: applies the recomputed plan.
@@ -13,7 +15,7 @@ same time), recomputes the plan from the catalog, the registry and the disk, and
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +31,9 @@ from workbench.cleanup.policy import CleanupPolicy
 from workbench.cleanup.records import load_plan, save_plan, set_plan_status
 from workbench.cleanup.units import format_bytes, parse_size
 from workbench.errors import ConfigError, PlanChangedError
+
+CHOOSE_ONE = ("choose exactly one of --dry-run, --confirm (--dry-run shows and stores the plan, --confirm applies "
+              "it); nothing was changed")
 
 
 @dataclass
@@ -54,18 +59,56 @@ class CleanupOutcome:
 
     def format(self, *, archive: Path | str | None = None, rdagent_root: Path | str | None = None) -> str:
         if self.applied is not None:
-            text = self.applied.format()
-            return text + (f"\nundo with: workbench cleanup undo {self.plan.plan_id} --rdagent-root {rdagent_root} "
-                           f"--archive {archive}\npurge later with: workbench cleanup purge --older-than 7d "
-                           f"--rdagent-root {rdagent_root} --archive {archive}")
+            lines = [self.applied.format(), *self.notes]
+            lines.append(f"undo with: workbench cleanup undo {self.plan.plan_id} --archive {archive}")
+            lines.append(f"purge later with: workbench cleanup purge --older-than 7d --archive {archive}")
+            return "\n".join(lines)
         lines = [self.plan.format(), "", f"plan id: {self.plan.plan_id}   hash: {self.plan.plan_hash}", "next:"]
         lines.append(f"  review and approve: notebooks/cleanup_review.ipynb, or `workbench cleanup approve "
                      f"{self.plan.plan_id} --archive {archive}`")
-        lines.append(f"  then delete exactly what was approved: `workbench cleanup --rdagent-root {rdagent_root} "
-                     f"--archive {archive} --confirm --approval APPROVAL_ID`")
+        lines.append(f"  then delete exactly what was approved: `workbench cleanup --archive {archive} --confirm "
+                     "--approval APPROVAL_ID` (the plan's own RD-Agent root and options are used)")
         lines.append("  (or `--confirm` alone: recompute, show, ask; `--confirm --yes`: recompute and apply)")
         lines.extend(self.notes)
         return "\n".join(lines)
+
+
+PLANNING_OPTIONS: tuple[str, ...] = (
+    "stage", "min_archiving_level", "hold_days", "grace_minutes", "running_window_hours", "workspaces", "logs",
+    "keep_days", "max_total_size", "keep_last",
+)
+"""Options that decide what a plan contains; an approved plan is confirmed with its own values.
+
+`active_list`/`active_ids` are not among them: on confirm they are added to the approved plan's
+active ids, which can only protect more (an approved item they exclude makes the confirm refuse).
+"""
+
+
+def _spell(name: str, value: Any) -> str:
+    """An option value as a person would type it on the command line."""
+    flag = "--" + name.replace("_", "-")
+    if name == "workspaces":
+        return "--workspaces" if value else "--no-workspaces"
+    if name == "logs":
+        return "--logs" if value else "no --logs"
+    if value is None:
+        return f"no {flag}"
+    if name == "max_total_size":
+        return f"{flag} {format_bytes(value)}"
+    return f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
+
+
+def differing_options(requested: CleanupPolicy, approved: CleanupPolicy, given: Collection[str] | None) -> list[str]:
+    """Planning options given for a confirm whose value is not the approved plan's, spelled for a message.
+
+    `given` names the options the caller set on purpose (the CLI knows); None means every option
+    whose value differs from its default.
+    """
+    default = CleanupPolicy()
+    names = [n for n in PLANNING_OPTIONS
+             if (n in given if given is not None else getattr(requested, n) != getattr(default, n))]
+    return [f"{_spell(n, getattr(requested, n))} (approved: {_spell(n, getattr(approved, n))})"
+            for n in names if getattr(requested, n) != getattr(approved, n)]
 
 
 def build_policy(
@@ -101,7 +144,7 @@ def build_policy(
 
 
 def cleanup(
-    rdagent_root: Path | str,
+    rdagent_root: Path | str | None,
     *,
     archive: Path | str | None = None,
     stage: str = "conservative",
@@ -124,24 +167,34 @@ def cleanup(
     yes: bool = False,
     expect_plan_hash: str | None = None,
     now: datetime | None = None,
+    given: Collection[str] | None = None,
 ) -> CleanupOutcome:
-    """Plan (`dry_run`) or apply (`confirm`) a cleanup of one RD-Agent installation."""
+    """Plan (`dry_run`) or apply (`confirm`) a cleanup of one RD-Agent installation.
+
+    With `approval`, `rdagent_root` may be None (the approved plan's root is used), and the
+    planning options must be the approved plan's: `given` names those the caller set on purpose
+    (None: those that differ from their defaults); any of them that differs is refused.
+    """
     if dry_run == confirm:
-        raise ConfigError("choose exactly one of --dry-run (show the plan) or --confirm (apply it)")
+        raise ConfigError(CHOOSE_ONE)
     if dry_run and (approval or yes):
-        raise ConfigError("--approval and --yes belong to --confirm")
+        raise ConfigError("--approval and --yes belong to --confirm, not --dry-run")
+    if rdagent_root is None and not approval:
+        raise ConfigError("--rdagent-root is required (only --confirm --approval takes the root from the approved plan)")
     policy = build_policy(stage=stage, min_archiving_level=min_archiving_level, hold_days=hold_days,
                           active_list=active_list, active_ids=active_ids, grace_minutes=grace_minutes,
                           running_window_hours=running_window_hours, workspaces=workspaces, logs=logs,
                           keep_days=keep_days, max_total_size=max_total_size, keep_last=keep_last)
     if dry_run:
+        assert rdagent_root is not None
         context = plan_context(rdagent_root, archive=archive, policy=policy, registry=registry, path_map=path_map,
                                now=now)
         plan = save_plan(plan_from_context(context), archive=archive)
         return CleanupOutcome(plan)
     if approval:
         return _confirm_approved(rdagent_root, approval, archive=archive, policy=policy, registry=registry,
-                                 path_map=path_map, now=now)
+                                 path_map=path_map, now=now, given=given)
+    assert rdagent_root is not None
     if not yes and expect_plan_hash is None:
         raise ConfigError("--confirm deletes data: add --approval ID (reviewed plan), or --yes, "
                           "or run it in a terminal to confirm interactively")
@@ -161,7 +214,7 @@ def cleanup(
 
 
 def _confirm_approved(
-    rdagent_root: Path | str,
+    rdagent_root: Path | str | None,
     approval_id: str,
     *,
     archive: Path | str | None,
@@ -169,13 +222,23 @@ def _confirm_approved(
     registry: Path | str | None,
     path_map: Sequence[str],
     now: datetime | None,
+    given: Collection[str] | None,
 ) -> CleanupOutcome:
-    """Apply an approval: the approved plan's own options, the current holds, only approved items."""
+    """Apply an approval: the approved plan's own root and options, the current holds, only approved items."""
     approval = load_approval(approval_id, archive=archive)
     stored = load_plan(approval.plan_id, archive=archive)
-    if os.path.realpath(rdagent_root) != stored.plan.rdagent_root:
-        raise ConfigError(f"approval {approval_id} is for {stored.plan.rdagent_root}, not {rdagent_root}")
+    if rdagent_root is None:
+        rdagent_root = stored.plan.rdagent_root
+    elif os.path.realpath(rdagent_root) != stored.plan.rdagent_root:
+        raise ConfigError(f"approval {approval_id} is for plan {approval.plan_id} of RD-Agent root "
+                          f"{stored.plan.rdagent_root}, not {rdagent_root}; drop --rdagent-root (the approved plan's "
+                          f"root is used) or make and approve a plan for {rdagent_root}")
     approved_policy = CleanupPolicy.from_params(stored.plan.params)
+    differ = differing_options(policy, approved_policy, given)
+    if differ:
+        raise ConfigError(f"approval {approval_id} executes plan {approval.plan_id} exactly as it was approved, but "
+                          f"the command gives {'; '.join(differ)}; nothing was deleted. Drop the option, or make a "
+                          "new plan with it (--dry-run) and approve that")
     merged = CleanupPolicy.from_params({**approved_policy.to_params(),
                                         "active_ids": sorted(set(approved_policy.active_ids) | set(policy.active_ids))})
     with archive_lock(archive, job="cleanup"):
@@ -189,5 +252,6 @@ def _confirm_approved(
         if not result.needs_recovery:  # otherwise it stays 'applying': `workbench cleanup undo` recovers it
             set_plan_status(stored.plan.plan_id or "", "applied" if result.ok else "partially_applied",
                             archive=archive, applied=True, approval_id=approval_id)
-    note = f"applied {len(items)} approved items of plan {stored.plan.plan_id} ({format_bytes(result.bytes)})"
+    note = (f"approval {approval_id}: {len(items)} of the plan's {len(stored.plan.items)} plan items were approved "
+            "and attempted")
     return CleanupOutcome(stored.plan, result, approval, [note])

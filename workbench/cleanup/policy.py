@@ -17,6 +17,7 @@ from workbench.rdagent.registry import RegistrySnapshot
 
 Stage = Literal["conservative", "full"]
 STAGES: tuple[str, ...] = ("conservative", "full")
+MAX_LEVEL = 2  # archiving levels are 0, 1 and 2; workspaces need 2, so --min-archiving-level can only be 2
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,16 @@ class CleanupPolicy:
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ConfigError(f"--stage {self.stage!r}: expected 'conservative' or 'full'")
+        if self.min_archiving_level > MAX_LEVEL:
+            raise ConfigError(
+                f"--min-archiving-level {self.min_archiving_level}: archiving levels are 0, 1 and 2, so nothing "
+                "could ever reach it; use 2 (the default: every key file stored and verified)"
+            )
         if self.min_archiving_level < 2:
             raise ConfigError(
-                f"--min-archiving-level {self.min_archiving_level}: workspaces are cleaned only at level 2 or "
-                "more (level 1 keeps catalog rows, not the workspace files; design 2.1). Logs need only "
-                "level 1: use --logs"
+                f"--min-archiving-level {self.min_archiving_level}: workspaces are cleaned only at level 2 "
+                "(level 0 is not archived at all, level 1 keeps catalog rows but not the workspace files; "
+                "design 4.1); use 2. Logs need only level 1: use --logs"
             )
         for name in ("hold_days", "grace_minutes", "running_window_hours"):
             if getattr(self, name) < 0:

@@ -77,22 +77,37 @@ def load_plan(plan_id: str, *, archive: Path | str | None) -> StoredPlan:
     return StoredPlan(plan, row[1], row[2], row[3], row[4])
 
 
+def recorded_roots(*, archive: Path | str | None) -> set[str]:
+    """The RD-Agent roots the archive's stored plans were made for."""
+    with open_catalog(archive, read_only=True) as con:
+        rows = con.execute("SELECT DISTINCT json_extract_string(plan_json, '$.rdagent_root') FROM wb_cleanup_plans")
+        return {r[0] for r in rows.fetchall() if r[0]}
+
+
 def list_plans(*, archive: Path | str | None, limit: int = 50) -> list[dict[str, Any]]:
-    """Recent plans with their status and how much they moved."""
+    """Recent plans with their status and how much they moved.
+
+    Two units, never mixed: plan items (`items` in the plan, `items_moved` of them with at least
+    one path moved) and paths (`paths_moved` filesystem entries moved, one row each in
+    `wb_deletions`; `paths_in_quarantine` of them still there). A full-stage item is one path
+    (its folder); a conservative item is one path per heavy file.
+    """
     with open_catalog(archive, read_only=True) as con:
         rows = con.execute(
             """
             SELECT p.plan_id, p.stage, p.created_at, p.status, p.applied_at, p.approval_id,
                    json_array_length(json_extract(p.plan_json, '$.items')) AS items,
-                   count(d.deletion_id) AS moved, coalesce(sum(d.bytes), 0) AS bytes,
-                   count(*) FILTER (WHERE d.state = 'quarantined') AS in_quarantine
+                   count(DISTINCT d.item_id) AS items_moved,
+                   count(d.deletion_id) AS paths_moved, coalesce(sum(d.bytes), 0) AS bytes,
+                   count(*) FILTER (WHERE d.state = 'quarantined') AS paths_in_quarantine,
+                   json_extract_string(p.plan_json, '$.rdagent_root') AS rdagent_root
             FROM wb_cleanup_plans p LEFT JOIN wb_deletions d ON d.plan_id = p.plan_id
             GROUP BY ALL ORDER BY p.created_at DESC LIMIT ?
             """,
             [limit],
         ).fetchall()
-    keys = ["plan_id", "stage", "created_at", "status", "applied_at", "approval_id", "items", "moved", "bytes",
-            "in_quarantine"]
+    keys = ["plan_id", "stage", "created_at", "status", "applied_at", "approval_id", "items", "items_moved",
+            "paths_moved", "bytes", "paths_in_quarantine", "rdagent_root"]
     plans = [dict(zip(keys, row, strict=True)) for row in rows]
     for plan in plans:
         plan["recovery"] = (f"interrupted, or a move could not be recorded: unless a cleanup is running now, put it "

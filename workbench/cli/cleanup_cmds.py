@@ -12,6 +12,8 @@ import typer
 
 ArchiveOpt = Annotated[Path, typer.Option("--archive", help="Archive folder (catalog.duckdb + objects/).")]
 RootOpt = Annotated[Path, typer.Option("--rdagent-root", help="RD-Agent repo root (holds RDagentDB/, git_ignore_folder/, log/).")]
+PlanRootOpt = Annotated[Path | None, typer.Option(
+    "--rdagent-root", help="Default: the RD-Agent root each plan was made for; if given it must be that root.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 DEFAULT_ARCHIVE = Path("data/archive")
 DEFAULT_SAMPLE = Path("data/sample")
@@ -61,11 +63,19 @@ def cleanup(
     if ctx.invoked_subcommand is not None:
         return
     from workbench.cleanup import cleanup as run_cleanup
+    from workbench.cleanup.job import CHOOSE_ONE, PLANNING_OPTIONS
+    from workbench.errors import ConfigError
 
+    if dry_run == confirm:  # before anything is planned, shown or asked
+        raise ConfigError(CHOOSE_ONE)
+    given = [name for name in PLANNING_OPTIONS if _given(ctx, name)]
+    root: Path | None = rdagent_root
+    if approval and not _given(ctx, "rdagent_root"):
+        root = None  # the approved plan's own root
     options = dict(archive=archive, stage=stage, min_archiving_level=min_archiving_level, hold_days=hold_days,
                    active_list=active_list, grace_minutes=grace_minutes, running_window_hours=running_window_hours,
                    workspaces=workspaces, logs=logs, keep_days=keep_days, max_total_size=max_total_size,
-                   keep_last=keep_last, registry=registry, path_map=path_map)
+                   keep_last=keep_last, registry=registry, path_map=path_map, given=given)
     expect = None
     if confirm and not approval and not yes:
         shown = run_cleanup(rdagent_root, dry_run=True, **options)  # type: ignore[arg-type]
@@ -76,10 +86,10 @@ def cleanup(
         if not sys.stdin.isatty():
             typer.echo("error: --confirm without --yes or --approval needs a terminal to ask; nothing was deleted", err=True)
             raise typer.Exit(2)
-        typer.confirm(f"move these {len(shown.plan.items)} items to quarantine (restorable with "
+        typer.confirm(f"move these {len(shown.plan.items)} plan items to quarantine (restorable with "
                       "`workbench cleanup undo`)?", abort=True)
         expect = shown.plan.plan_hash
-    outcome = run_cleanup(rdagent_root, dry_run=dry_run, confirm=confirm, approval=approval, yes=yes,
+    outcome = run_cleanup(root, dry_run=dry_run, confirm=confirm, approval=approval, yes=yes,
                           expect_plan_hash=expect, **options)  # type: ignore[arg-type]
     if json_output:
         typer.echo(json.dumps(outcome.to_dict(), indent=2, default=str, ensure_ascii=False))
@@ -87,6 +97,12 @@ def cleanup(
         typer.echo(outcome.format(archive=archive, rdagent_root=rdagent_root))
     if not outcome.ok:
         raise typer.Exit(1)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user set this option (on the command line or through the environment)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 @cleanup_app.command("approve")
@@ -101,20 +117,20 @@ def approve(
     from workbench.cleanup import approve_plan
 
     result = approve_plan(plan_id, item_ids=item or None, approved_by=by, note=note, archive=archive)
-    typer.echo(f"approval {result.approval_id}: {len(result.item_ids)} items of plan {plan_id} approved by "
+    typer.echo(f"approval {result.approval_id}: {len(result.item_ids)} plan items of plan {plan_id} approved by "
                f"{result.approved_by}")
-    typer.echo(f"apply with: workbench cleanup --rdagent-root ROOT --archive {archive} --confirm --approval "
-               f"{result.approval_id}")
+    typer.echo(f"apply with: workbench cleanup --archive {archive} --confirm --approval {result.approval_id}  "
+               "(the plan's own RD-Agent root and options are used)")
 
 
 @cleanup_app.command("undo")
 def undo(
     plan_id: Annotated[str, typer.Argument(help="Plan whose quarantined items go back.")],
-    rdagent_root: RootOpt = DEFAULT_SAMPLE,
+    rdagent_root: PlanRootOpt = None,
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
     json_output: JsonOpt = False,
 ) -> None:
-    """Move every quarantined item of a plan back; refuses where the original path exists again."""
+    """Move every quarantined item of a plan back (in the plan's own root); refuses where the original path exists again."""
     from workbench.cleanup import undo_plan
 
     result = undo_plan(plan_id, rdagent_root=rdagent_root, archive=archive)
@@ -126,11 +142,12 @@ def undo(
 @cleanup_app.command("purge")
 def purge(
     older_than: Annotated[str, typer.Option("--older-than", help="Purge what was quarantined at least this long ago (7d, 12h, 0s).")] = "7d",
-    rdagent_root: RootOpt = DEFAULT_SAMPLE,
+    rdagent_root: Annotated[Path | None, typer.Option(
+        "--rdagent-root", help="Only plans made for this RD-Agent root (default: every plan, each in its own root).")] = None,
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
     json_output: JsonOpt = False,
 ) -> None:
-    """Delete quarantined items for good (links are unlinked, never followed)."""
+    """Delete quarantined items for good, each plan's in its own root (links are unlinked, never followed)."""
     from workbench.cleanup import purge_quarantine
 
     result = purge_quarantine(rdagent_root=rdagent_root, archive=archive, older_than=older_than)
@@ -145,7 +162,7 @@ def plans(
     limit: Annotated[int, typer.Option(help="How many recent plans.")] = 20,
     json_output: JsonOpt = False,
 ) -> None:
-    """Recent cleanup plans: status, items, what was moved and what is still in quarantine."""
+    """Recent cleanup plans: status, plan items, how many were moved (plan items and paths), what is still in quarantine."""
     from workbench.cleanup import list_plans
     from workbench.cleanup.units import format_bytes
 
@@ -153,9 +170,12 @@ def plans(
     if json_output:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return
+    if not rows:
+        typer.echo("no cleanup plans yet; make one with `workbench cleanup --rdagent-root ROOT --dry-run`")
     for r in rows:
-        typer.echo(f"{r['plan_id']}  {r['stage']:<12} {r['status']:<17} items {r['items']:>4}  moved {r['moved']:>4} "
-                   f"({format_bytes(r['bytes'])})  in quarantine {r['in_quarantine']}  approval {r['approval_id'] or '-'}")
+        typer.echo(f"{r['plan_id']}  {r['stage']:<12} {r['status']:<17} {r['items']:>4} plan items, "
+                   f"{r['items_moved']:>4} moved ({r['paths_moved']} paths, {format_bytes(r['bytes'])}); "
+                   f"{r['paths_in_quarantine']} paths still in quarantine  approval {r['approval_id'] or '-'}")
         if r.get("recovery"):
             typer.echo(f"    RECOVERY NEEDED: {r['recovery']}")
 
@@ -164,13 +184,18 @@ def hold(
     target_id: Annotated[str, typer.Argument(help="Experiment id, workspace id or task-run id.")],
     reason: Annotated[str, typer.Option("--reason", help="Why it must not be cleaned up (recorded).")],
     active: Annotated[bool, typer.Option("--active", help="Put it on the active debugging list (no expiry).")] = False,
+    allow_unknown: Annotated[bool, typer.Option(
+        "--allow-unknown", help="Record it even if the archive knows no such id (a workspace or task run not archived yet).")] = False,
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
 ) -> None:
     """Flag an id for re-tracing/debugging so cleanup leaves it alone (recorded with time and reason)."""
     from workbench.cleanup import hold as add_hold
 
-    record = add_hold(target_id, reason=reason, active=active, archive=archive)
-    typer.echo(f"recorded: {record.describe()}")
+    record = add_hold(target_id, reason=reason, active=active, allow_unknown=allow_unknown, archive=archive)
+    if record.known_as is None:
+        typer.echo(f"warning: {record.target_id} is not an id the archive knows (yet); the hold protects it only "
+                   "once an experiment, workspace or task run with exactly this id is archived", err=True)
+    typer.echo(f"recorded: {record.describe()}" + (f" ({record.known_as})" if record.known_as else ""))
 
 
 def release(
@@ -192,12 +217,13 @@ def holds(
     """List holds (open ones unless --all)."""
     from workbench.cleanup import list_holds
 
-    records = list_holds(archive, include_released=all_holds)
+    records = list_holds(archive, include_released=all_holds, identify=True)
     if not records:
-        typer.echo("no holds")
+        typer.echo("no holds" if all_holds else "no open holds (released ones: `workbench holds --all`)")
     for record in records:
+        known = f" ({record.known_as})" if record.known_as else " (id not in the archive)"
         released = f"  released {record.released_at:%Y-%m-%d %H:%M}: {record.release_reason}" if record.released_at else ""
-        typer.echo(record.describe() + released)
+        typer.echo(record.describe() + known + released)
 
 
 def export_cleanup_manifest(
