@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import test_cleanup_support as support
@@ -108,3 +109,18 @@ def test_manifest_for_the_rdagent_script(env: Env, capsys: pytest.CaptureFixture
     stored = env.query("SELECT status, plan_hash FROM wb_cleanup_plans WHERE plan_id = ?", [document["plan_id"]])
     assert stored == [("exported", document["plan_hash"])]
     assert export_cleanup_manifest(env.rd, out=out, archive=env.ar)["experiments"] == entries
+
+
+def test_manifest_to_a_folder_or_under_a_file_is_a_clear_error(env: Env, tmp_path: Path) -> None:
+    from workbench.errors import ConfigError
+
+    plans_before = env.query("SELECT count(*) FROM wb_cleanup_plans")
+    with pytest.raises(ConfigError, match="is a folder; give a file name"):
+        export_cleanup_manifest(env.rd, out=tmp_path, archive=env.ar)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="cannot create the folder of --out"):
+        export_cleanup_manifest(env.rd, out=blocker / "manifest.json", archive=env.ar)
+    assert env.query("SELECT count(*) FROM wb_cleanup_plans") == plans_before  # nothing planned or recorded
+    assert not [p for p in tmp_path.parent.iterdir() if p.name.endswith(".part")]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]

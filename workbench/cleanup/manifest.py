@@ -24,6 +24,7 @@ from workbench.cleanup.job import build_policy
 from workbench.cleanup.plan import CleanupPlan
 from workbench.cleanup.planner import plan_context, plan_from_context
 from workbench.cleanup.records import save_plan
+from workbench.errors import ConfigError
 
 
 def manifest_entries(plan: CleanupPlan, experiments: Sequence[Any]) -> list[dict[str, Any]]:
@@ -80,6 +81,7 @@ def export_cleanup_manifest(
     path_map: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write `{"experiments": [...]}` for the RD-Agent-side script; returns what was written."""
+    target = _checked_output(Path(out))
     policy = build_policy(stage="full", min_archiving_level=min_archiving_level, hold_days=hold_days,
                           active_list=active_list, grace_minutes=grace_minutes,
                           running_window_hours=running_window_hours)
@@ -93,9 +95,23 @@ def export_cleanup_manifest(
         "min_archiving_level": policy.required_level,
         "experiments": manifest_entries(plan, context.facts.experiments),
     }
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
     temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
-    temp.write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(temp, target)
+    try:
+        temp.write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        os.replace(temp, target)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the manifest {target} ({exc.strerror}); choose another --out") from exc
+    finally:
+        temp.unlink(missing_ok=True)
     return document
+
+
+def _checked_output(target: Path) -> Path:
+    """The manifest's path, checked before any planning: a file path whose folder can be made."""
+    if target.is_dir():
+        raise ConfigError(f"--out {target} is a folder; give a file name such as {target / 'cleanup_manifest.json'}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the folder of --out {target} ({exc.strerror}); choose another --out") from exc
+    return target
