@@ -366,3 +366,63 @@ def test_library_commands_on_a_missing_archive_exit_5(tmp_path: Path, capsys: py
         code = main([*argv, "--archive", str(tmp_path / "nothing")])
         err = capsys.readouterr().err
         assert code == 5 and err.count("\n") == 1 and "no archive at" in err, (argv, err)
+
+
+# --------------------------------------------------------------------------- the on-disk library copy
+
+
+def _wait_for_cache_writes() -> None:
+    import threading
+
+    for thread in threading.enumerate():
+        if thread.name == "factor-library-cache":
+            thread.join(timeout=30)
+
+
+def test_the_library_copy_on_disk_serves_a_fresh_process_and_never_a_changed_catalog(
+    archived: Archived, tmp_path: Path
+) -> None:
+    from workbench.library.factors import clear_library_cache, refresh_library_cache
+
+    archive_dir = tmp_path / "ar"
+    shutil.copytree(archived.archive, archive_dir)
+    shutil.rmtree(archive_dir / "cache", ignore_errors=True)
+    clear_library_cache()
+    from_catalog = factor_library(archive_dir, sort_by="name", descending=False)
+    _wait_for_cache_writes()  # the copy is written in the background
+    refresh_library_cache(archive_dir)
+    cached = sorted((archive_dir / "cache").glob("factor_library-*.arrow"))
+    assert [p.name.split(".", 1)[1] for p in cached] == ["factors.arrow", "performance.arrow"]
+    clear_library_cache()  # as in a new kernel: the copy on disk answers, with the same rows
+    assert factor_library(archive_dir, sort_by="name", descending=False).equals(from_catalog)
+
+    # another program changes the catalog: the copy made for the old state is never used again
+    con = duckdb.connect(str(archive_dir / "catalog.duckdb"))
+    first = from_catalog["factor_id"][0]
+    con.execute("UPDATE aistock_factors SET name = 'AAA_renamed' WHERE id = ?", [first])
+    con.close()
+    clear_library_cache()
+    renamed = factor_library(archive_dir, sort_by="name", descending=False)
+    assert renamed["name"][0] == "AAA_renamed" and renamed["factor_id"][0] == first
+    _wait_for_cache_writes()
+    refresh_library_cache(archive_dir)
+    assert len(list((archive_dir / "cache").glob("factor_library-*.arrow"))) == 2  # the old state's copy is gone
+
+    # a damaged copy is read as no copy
+    for path in (archive_dir / "cache").glob("factor_library-*.factors.arrow"):
+        path.write_bytes(b"not arrow")
+    clear_library_cache()
+    assert factor_library(archive_dir, sort_by="name", descending=False).equals(renamed)
+
+
+def test_jobs_that_change_the_library_leave_a_current_copy(archived: Archived, tmp_path: Path) -> None:
+    from workbench.library.factors import _cache_files, _catalog_state  # the copy's name for a catalog state
+
+    archive_dir = tmp_path / "ar"
+    shutil.copytree(archived.archive, archive_dir)
+    factor_ids = factor_library(archive_dir, limit=2)["factor_id"].to_list()
+    save_combination(archive_dir, "cache_check", factor_ids)
+    from workbench.archive.catalog import ArchiveLayout
+
+    files = _cache_files(ArchiveLayout.at(archive_dir), _catalog_state(archive_dir))
+    assert all(f.is_file() for f in files)

@@ -152,6 +152,10 @@ def archive(
         finally:
             summary.ended_at = utc_now().isoformat()
             _record_run_end(layout, summary)
+    if summary.level1 or summary.level2:
+        from workbench.library.factors import refresh_library_cache  # the library builds on the archive
+
+        refresh_library_cache(layout.root)  # the first factor query after the run need not re-read DuckDB
     return summary
 
 

@@ -18,7 +18,7 @@ from workbench.archive import ids
 from workbench.archive.catalog import open_catalog, read_frame, utc_now
 from workbench.archive.lock import archive_lock
 from workbench.errors import ConfigError
-from workbench.library.factors import resolve_factor_id, resolve_factor_ids
+from workbench.library.factors import refresh_library_cache, resolve_factor_id, resolve_factor_ids
 
 __all__ = ["KNOWN_COMBINATION_SOURCES", "combination_members", "combinations", "resolve_combination_id",
            "save_combination"]
@@ -180,4 +180,5 @@ def save_combination(
             "VALUES (?, ?, ?, NULL, ?, ?) ON CONFLICT (id) DO NOTHING",
             [combination, name, json.dumps(sorted(set(members))), source, utc_now()],
         )
+    refresh_library_cache(archive)
     return combination

@@ -72,6 +72,7 @@ from workbench.archive import ids
 from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
 from workbench.archive.lock import archive_lock
 from workbench.errors import ConfigError, InputFileError
+from workbench.library.factors import refresh_library_cache
 from workbench.library.models import load_strategy_config
 from workbench.rdagent.files.factor_meta import normalise_factor_name
 
@@ -386,7 +387,9 @@ def import_factors(
     sha256 = _file_sha256(path)
     if values_path is not None:
         sha256 = hashlib.sha256(f"{sha256}|{_file_sha256(values_path)}".encode()).hexdigest()
-    return _write_factors(archive, meta, value_frame, source=source, path=path, sha256=sha256)
+    result = _write_factors(archive, meta, value_frame, source=source, path=path, sha256=sha256)
+    refresh_library_cache(archive)
+    return result
 
 
 def _factor_rows(meta: pl.DataFrame, *, source: str, now: datetime) -> pl.DataFrame:

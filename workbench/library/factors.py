@@ -9,25 +9,36 @@ the figures are the factor's own or those of a combination it belonged to) and i
 :func:`factor_library` filters and sorts in one call over an in-memory copy of the library that is
 refreshed whenever the catalog changes, so a library of 100,000 factors answers in milliseconds;
 every other function here is a small read for one factor or a few.
+
+The copy is also kept on disk (``cache/`` in the archive, Arrow IPC, named by the catalog's change
+stamps), so a fresh kernel or process does not re-read the library from DuckDB; jobs that change
+the library refresh it when they finish (:func:`refresh_library_cache`). A cache file is only ever
+used for the exact catalog state it was made from; deleting ``cache/`` is always safe.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import duckdb
 import polars as pl
 
 from workbench.archive.catalog import ArchiveLayout, fetch_frame, open_catalog, read_frame
-from workbench.errors import ConfigError
+from workbench.errors import ConfigError, WorkbenchError
 from workbench.library.strategies import EXPERIMENT_METRICS_SQL
 
 __all__ = [
     "FactorSort",
     "KNOWN_FACTOR_SOURCES",
     "clear_library_cache",
+    "refresh_library_cache",
     "PERFORMANCE_METRICS",
     "factor_library",
     "factor_lineage",
@@ -137,25 +148,94 @@ def _catalog_state(archive: Path | str | None) -> tuple[Any, ...]:
     return tuple(stamps)
 
 
-def _snapshot(archive: Path | str | None) -> _Snapshot:
+def _snapshot(archive: Path | str | None, *, wait_for_disk: bool = False) -> _Snapshot:
     """The cached library, reloaded whenever the catalog changed since it was read.
 
     Why: every call would otherwise re-read and decompress the whole performance table through a
     fresh connection; a notebook or widget filters the same library many times between writes.
     """
-    key = ArchiveLayout.at(archive).root
+    layout = ArchiveLayout.at(archive)
     state = _catalog_state(archive)  # taken before reading: a write during the read forces a reload
-    cached = _SNAPSHOTS.get(key)
+    cached = _SNAPSHOTS.get(layout.root)
     if cached is not None and cached.state == state:
         return cached
+    files = _cache_files(layout, state)
+    persisted = _read_cache(files)
+    if persisted is not None:
+        factors, performance = persisted
+    else:
+        factors, performance = _read_library(archive)
+        if wait_for_disk:
+            _write_cache(files, factors, performance)
+        else:  # the caller has its answer without waiting for ~100 MB to be written
+            threading.Thread(target=_write_cache, args=(files, factors, performance), daemon=True,
+                             name="factor-library-cache").start()
+    snapshot = _Snapshot(state, factors, performance)
+    _SNAPSHOTS[layout.root] = snapshot
+    return snapshot
+
+
+def refresh_library_cache(archive: Path | str | None) -> None:
+    """Bring the in-memory and on-disk library copies up to date (jobs call it after writing).
+
+    Why: the first `factor_library` call after a job would otherwise pay for re-reading the
+    whole library from DuckDB. Best effort: a failure only means that call is slower.
+    """
+    try:
+        snapshot = _snapshot(archive, wait_for_disk=True)
+        files = _cache_files(ArchiveLayout.at(archive), snapshot.state)
+        if not all(f.is_file() for f in files):  # held in memory already, but not yet on disk
+            _write_cache(files, snapshot.factors, snapshot.performance)
+    except (OSError, WorkbenchError, duckdb.Error):
+        pass
+
+
+def _read_library(archive: Path | str | None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Factors (with their window count) and every performance row, read from the catalog."""
     with open_catalog(archive, read_only=True) as con:
         factors = fetch_frame(con, _SNAPSHOT_SQL["factors"])
         performance = fetch_frame(con, _SNAPSHOT_SQL["performance"])
     windows = performance.group_by("factor_id").agg(pl.col("window_name").n_unique().cast(pl.Int64).alias("n_windows"))
     factors = factors.join(windows, on="factor_id", how="left").with_columns(pl.col("n_windows").fill_null(0))
-    snapshot = _Snapshot(state, factors, performance)
-    _SNAPSHOTS[key] = snapshot
-    return snapshot
+    return factors, performance
+
+
+_CACHE_PREFIX = "factor_library-"
+
+
+def _cache_files(layout: ArchiveLayout, state: tuple[Any, ...]) -> tuple[Path, Path]:
+    """The two Arrow files of the library copy made from exactly this catalog state."""
+    tag = hashlib.sha256(repr(state).encode()).hexdigest()[:20]
+    folder = layout.root / "cache"
+    return folder / f"{_CACHE_PREFIX}{tag}.factors.arrow", folder / f"{_CACHE_PREFIX}{tag}.performance.arrow"
+
+
+def _read_cache(files: tuple[Path, Path]) -> tuple[pl.DataFrame, pl.DataFrame] | None:
+    """The cached copy for this state, or None (missing, half-written or unreadable: read the catalog)."""
+    if not all(f.is_file() for f in files):
+        return None
+    try:
+        return pl.read_ipc(files[0]), pl.read_ipc(files[1])
+    except Exception:  # a damaged cache is never worse than no cache
+        return None
+
+
+def _write_cache(files: tuple[Path, Path], factors: pl.DataFrame, performance: pl.DataFrame) -> None:
+    """Write the copy (each file atomically, performance first) and drop copies of older states."""
+    folder = files[0].parent
+    try:
+        folder.mkdir(exist_ok=True)
+        for target, frame in ((files[1], performance), (files[0], factors)):
+            temp = folder / f".{uuid.uuid4().hex}.part"
+            frame.write_ipc(temp, compression="uncompressed")  # uncompressed: reading it is the point
+            os.replace(temp, target)
+        for old in folder.glob(f"{_CACHE_PREFIX}*.arrow"):
+            if old not in files:
+                old.unlink(missing_ok=True)
+        for stale in folder.glob(".*.part"):
+            stale.unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only archive still answers, only without the cache
 
 
 def _best_rows(snapshot: _Snapshot, *, window: str | None, metric: str) -> pl.DataFrame:
