@@ -168,3 +168,15 @@ def test_units() -> None:
         parse_size("lots")
     with pytest.raises(ConfigError):
         parse_age("7 fortnights")
+
+
+def test_purging_a_very_deep_tree_needs_no_recursion(tmp_path: Path) -> None:
+    top = tmp_path / "quarantined"
+    deep = str(top)
+    os.mkdir(deep)
+    for _ in range(1200):  # deeper than Python's recursion limit (os.walk recurses on 3.11)
+        deep += "/d"
+        os.mkdir(deep)
+    with open(deep + "/leaf.yaml", "w") as handle:
+        handle.write("x: 1\n")
+    assert remove_tree_no_follow(top) == 1 + 1201 and not top.exists()

@@ -236,20 +236,20 @@ def remove_tree_no_follow(path: Path) -> int:
     removed = 0
     foreign: list[str] = []
     folders: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(top, topdown=True, followlinks=False):
-        folders.append(dirpath)
-        descend = []
-        for name in dirnames + filenames:
+    pending = [top]  # an explicit stack: os.walk recurses, and a quarantined tree may be very deep
+    while pending:
+        dirpath = pending.pop()
+        folders.append(dirpath)  # before its sub-folders: reversed, children go first
+        for name in os.listdir(dirpath):
             entry = os.path.join(dirpath, name)
             est = os.lstat(entry)
             if est.st_dev != st.st_dev or entry in mounts:
                 foreign.append(entry)
             elif stat.S_ISDIR(est.st_mode):
-                descend.append(name)
+                pending.append(entry)
             else:  # files, symbolic links (also to folders), anything else: the entry itself
                 os.unlink(entry)
                 removed += 1
-        dirnames[:] = descend
     holding = {os.path.dirname(entry) for entry in foreign}
     for folder in reversed(folders):
         if folder in holding:
