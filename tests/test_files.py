@@ -570,3 +570,11 @@ def test_signals_parquet_time_of_day_is_refused_like_json(tmp_path: Path):
     frame.to_parquet(tmp_path / "signals.parquet", index=False)
     with pytest.raises(InputFileError, match="trade_date has a time of day"):
         read_signals(tmp_path / "signals.parquet")
+
+
+def test_feedback_of_another_kind_of_file_is_refused(tmp_path: Path):
+    with pytest.raises(InputFileError, match="not a feedback file: none of decision, hypothesis, summary"):
+        read_feedback(write_json(tmp_path / "feedback.json", {"version": "v1", "factors": []}))
+    with pytest.raises(InputFileError, match="found no keys"):
+        read_feedback(write_json(tmp_path / "f1.json", {}))
+    assert read_feedback(write_json(tmp_path / "f2.json", {"decision": None}))["decision"] is None

@@ -37,6 +37,9 @@ def read_feedback(path: Path) -> Feedback:
     """Read a feedback.json; `decision` accepts true/false/null and the strings "true"/"false"."""
     path = Path(path)
     data = expect_object(read_json_file(path), path)
+    if not data or not (_FEEDBACK_KEYS & data.keys() or data.keys() <= _HEADER_KEYS):
+        found = ", ".join(sorted(data)[:6]) or "no keys"
+        raise InputFileError(path, f"not a feedback file: none of {', '.join(sorted(_FEEDBACK_KEYS))} (found {found})")
     summary = get_object(data, "summary", path) or {}
     return Feedback(
         version=get_text(data, "version", path),
@@ -51,6 +54,12 @@ def read_feedback(path: Path) -> Feedback:
         code_critic=_items(summary, "code_critic", path),
         limitations=_items(summary, "limitations", path),
     )
+
+
+#: Every feedback.json with content (spec §5.3) has at least one of these.
+_FEEDBACK_KEYS = frozenset({"decision", "summary", "hypothesis"})
+#: A header alone (an early backfill wrote just these) is an empty feedback, not another file.
+_HEADER_KEYS = frozenset({"version", "task_run_id", "loop_id", "generated_at_utc"})
 
 
 def _items(summary: dict[str, Any], key: str, path: Path) -> list[Any]:
