@@ -102,6 +102,9 @@ def test_import_factors_with_results_and_wide_values_is_idempotent(archive_dir: 
     again = import_factors(meta, archive=archive_dir, source="alpha_library", values=values)
     assert (again.new, again.updated, again.unchanged) == (0, 0, 3)
     assert _counts(archive_dir) == counts  # nothing duplicated, values replaced by themselves
+    assert not any("new one was created" in n for n in first.notes + again.notes)
+    mistyped = import_factors(meta, archive=tmp_path / "typo", source="alpha_library")
+    assert any(n.startswith(f"no archive existed at {tmp_path / 'typo'}") for n in mistyped.notes)
 
     library = factor_library(archive_dir, source="alpha_library", window="test_2021_2025", sort_by="ic_ir", limit=None)
     assert library["name"].to_list() == ["ext_value", "ext_mom_5"]
@@ -357,7 +360,8 @@ def test_an_attached_exported_request_structures_the_next_archive_run(
     task_run = "b7d779cc4b5c4436953c178e61067a8c"  # a regular run without a request, loops 0 and 1 with results
     fresh = tmp_path / "fresh"
     result = attach_request(fresh, task_run, request_file)
-    assert not result.replaced and "no loop of task run" in result.notes[0]
+    assert not result.replaced and "no loop of task run" in result.notes[1]
+    assert result.notes[0].startswith(f"no archive existed at {fresh}: a new one was created")
     assert attached_request(fresh, task_run).name == "mixed_b7"  # type: ignore[union-attr]
     archive(rd_root, archive=fresh, mode="full", progress=False)
 
@@ -371,7 +375,7 @@ def test_an_attached_exported_request_structures_the_next_archive_run(
     assert comparison.request_name == "mixed_b7"
     again = attach_request(fresh, task_run, request_file)
     assert again.replaced and any("archived again" in n for n in again.notes)
-    assert not any("cleaned up" in n for n in again.notes)
+    assert not any("cleaned up" in n or "new one was created" in n for n in again.notes)
 
     from workbench.cleanup import cleanup
 

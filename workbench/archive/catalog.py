@@ -60,6 +60,17 @@ class ArchiveLayout:
         return cls(path)
 
 
+def new_archive_note(archive: Path | str | None) -> str | None:
+    """A note for commands that may create an archive: None when one is already there.
+
+    Why: a mistyped `--archive` would otherwise silently start a second, empty archive.
+    """
+    layout = ArchiveLayout.at(archive)
+    if layout.catalog.exists():
+        return None
+    return f"no archive existed at {layout.root}: a new one was created there (check --archive if you meant another)"
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 

@@ -60,7 +60,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -69,7 +69,7 @@ import duckdb
 import polars as pl
 
 from workbench.archive import ids
-from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
+from workbench.archive.catalog import ArchiveLayout, new_archive_note, open_catalog, utc_now
 from workbench.archive.lock import archive_lock
 from workbench.errors import ConfigError, InputFileError
 from workbench.library.factors import refresh_library_cache
@@ -387,9 +387,10 @@ def import_factors(
     sha256 = _file_sha256(path)
     if values_path is not None:
         sha256 = hashlib.sha256(f"{sha256}|{_file_sha256(values_path)}".encode()).hexdigest()
+    created = new_archive_note(archive)
     result = _write_factors(archive, meta, value_frame, source=source, path=path, sha256=sha256)
     refresh_library_cache(archive)
-    return result
+    return replace(result, notes=(*result.notes, created)) if created else result
 
 
 def _factor_rows(meta: pl.DataFrame, *, source: str, now: datetime) -> pl.DataFrame:
@@ -607,6 +608,7 @@ def import_strategy(
         from workbench.library.combinations import resolve_combination_id
 
         combination_id = resolve_combination_id(archive, combination_id)
+    created = new_archive_note(archive)
     with archive_lock(archive, job="import-strategy"), open_catalog(archive, create=True) as con:
         before = con.execute("SELECT name, source, config_json::VARCHAR, factor_combination_id FROM aistock_strategies "
                              "WHERE id = ?", [strategy]).fetchall()
@@ -636,4 +638,5 @@ def import_strategy(
         old_name, old_source, _, old_combination = before[0]
         same = old_name == label and old_source == source and (combination_id in (None, old_combination))
         new, updated, unchanged = 0, int(not same), int(same)
-    return ImportResult("strategy", source, str(path), sha256, (strategy,), new, updated, unchanged)
+    return ImportResult("strategy", source, str(path), sha256, (strategy,), new, updated, unchanged,
+                        notes=(created,) if created else ())

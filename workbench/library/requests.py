@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from workbench.archive.catalog import open_catalog, read_frame, utc_now
+from workbench.archive.catalog import new_archive_note, open_catalog, read_frame, utc_now
 from workbench.archive.lock import archive_lock
 from workbench.errors import ConfigError
 from workbench.library.combinations import resolve_combination_id
@@ -88,6 +88,7 @@ def attach_request(archive: Path | str | None, task_run_id: str, path: Path | st
         raise ConfigError(f"{path}: the request names no strategy (give strategy or strategies); "
                           "there is nothing to attach to the task run's loops")
     now = utc_now()
+    created = new_archive_note(archive)
     with archive_lock(archive, job="attach-request"), open_catalog(archive, create=True) as con:
         known_loops = {int(r[0]) for r in con.execute(
             "SELECT loop_id FROM wb_loop_state WHERE task_run_id = ? UNION SELECT loop_id FROM aistock_experiments "
@@ -103,7 +104,7 @@ def attach_request(archive: Path | str | None, task_run_id: str, path: Path | st
             "source_path = excluded.source_path, attached_at = excluded.attached_at",
             [task_run_id, json.dumps(request.model_dump(mode="json"), ensure_ascii=False), str(path.absolute()), now],
         )
-    notes = []
+    notes = [created] if created else []
     if not known_loops:
         notes.append(f"the archive has no loop of task run {task_run_id} yet; the request applies when it is archived")
     else:
