@@ -215,3 +215,14 @@ def test_cli_dry_run_is_readable_and_json_is_complete(env: Env, capsys: pytest.C
                 "bytes", "rule", "files"} <= set(item)
     assert all(e["reasons"] and e["detail"] for e in plan["exclusions"])
     assert main(["cleanup", "--rdagent-root", str(env.rd), "--archive", str(env.ar)]) == 2
+
+
+def test_an_active_list_naming_unknown_ids_gets_a_warning(env: Env) -> None:
+    experiment = next(iter(env.level2().values()))
+    listed = env.tmp / "active_typo.txt"
+    listed.write_text(f"{experiment['task_run_id']}\n{experiment['workspace_id']}\nno_such_run_42\n")
+    outcome = cleanup(env.rd, archive=env.ar, stage="full", dry_run=True, active_list=listed)
+    (note,) = outcome.notes
+    assert "names 1 id(s)" in note and "no_such_run_42" in note and note in outcome.format(archive=env.ar)
+    listed.write_text(f"{experiment['task_run_id']}\n")
+    assert cleanup(env.rd, archive=env.ar, stage="full", dry_run=True, active_list=listed).notes == []

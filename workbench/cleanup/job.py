@@ -21,12 +21,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from workbench.archive.catalog import open_catalog
 from workbench.archive.lock import archive_lock
 from workbench.cleanup.approvals import Approval, approved_items, load_approval, mark_used
 from workbench.cleanup.execute import ApplyResult, apply_items
-from workbench.cleanup.holds import read_active_list
+from workbench.cleanup.holds import known_ids, read_active_list
 from workbench.cleanup.plan import CleanupPlan
-from workbench.cleanup.planner import plan_context, plan_from_context
+from workbench.cleanup.planner import PlanContext, plan_context, plan_from_context
 from workbench.cleanup.policy import CleanupPolicy
 from workbench.cleanup.records import load_plan, save_plan, set_plan_status
 from workbench.cleanup.units import format_bytes, parse_size
@@ -55,6 +56,8 @@ class CleanupOutcome:
             data["applied"] = self.applied.to_dict()
         if self.approval is not None:
             data["approval_id"] = self.approval.approval_id
+        if self.notes:
+            data["notes"] = list(self.notes)
         return data
 
     def format(self, *, archive: Path | str | None = None, rdagent_root: Path | str | None = None) -> str:
@@ -190,7 +193,7 @@ def cleanup(
         context = plan_context(rdagent_root, archive=archive, policy=policy, registry=registry, path_map=path_map,
                                now=now)
         plan = save_plan(plan_from_context(context), archive=archive)
-        return CleanupOutcome(plan)
+        return CleanupOutcome(plan, notes=_unknown_active_notes(context))
     if approval:
         return _confirm_approved(rdagent_root, approval, archive=archive, policy=policy, registry=registry,
                                  path_map=path_map, now=now, given=given)
@@ -211,6 +214,23 @@ def cleanup(
             set_plan_status(plan.plan_id or "", "applied" if result.ok else "partially_applied", archive=archive,
                             applied=True)
     return CleanupOutcome(plan, result)
+
+
+def _unknown_active_notes(context: PlanContext) -> list[str]:
+    """A warning for active-list ids that name nothing here: a typo protects nothing."""
+    if not context.policy.active_ids:
+        return []
+    with open_catalog(context.archive, read_only=True) as con:
+        known = set(known_ids(con))
+    known |= set(context.snapshot.task_runs["task_run_id"].drop_nulls().to_list())
+    known |= set(context.snapshot.workspaces["workspace_id"].drop_nulls().to_list())
+    unknown = sorted(set(context.policy.active_ids) - known)
+    if not unknown:
+        return []
+    shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+    return [f"warning: the active list names {len(unknown)} id(s) that are no task run, workspace or experiment "
+            f"of this installation or archive: {shown} (a typo protects nothing; "
+            "`workbench status --experiments` lists the ids)"]
 
 
 def _confirm_approved(
