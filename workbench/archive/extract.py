@@ -58,7 +58,6 @@ class Extracted:
     files: list[FileToStore] = field(default_factory=list)
     file_refs: list[dict[str, Any]] = field(default_factory=list)
     errors: list[ItemError] = field(default_factory=list)
-    series_sha256: str | None = None
     #: absolute path → sha256 of the bytes each reader parsed (checked again when the file is stored)
     read_hashes: dict[str, str] = field(default_factory=dict)
 
@@ -128,7 +127,6 @@ def extract_loop(
             combos, per_factor = perf.combinations, perf.factors
 
     entry = _strategy_entry(request, candidate.loop_id)
-
     factor_set = _entry_factor_set(entry, request)
     factor_ids = _build_factors(out, factor_frame, factor_set, library or {})
     members = _build_combination(out, factor_ids, entry, factor_set, combos)
@@ -188,14 +186,11 @@ def _read_series(directory: Path, out: Extracted) -> pl.DataFrame | None:
     if not _present(path):
         return None
     try:
-        with recording_reads() as seen:
-            series = read_returns(path)
+        # parsed from one read; storing the file checks it still has these bytes (read_hashes)
+        return read_returns(path)
     except (InputFileError, OSError) as exc:
         out.errors.append(_error("returns", exc, path))
         return None
-    # the frame was parsed from one read; storing the file checks it still has these bytes
-    out.series_sha256 = seen.get(os.path.abspath(path))
-    return series
 
 
 def _strategy_entry(request: dict[str, Any] | None, loop_id: int) -> dict[str, Any] | None:

@@ -213,18 +213,20 @@ def _pending_loops(state: CatalogState, target_level: int) -> set[tuple[str, int
             or key[0] in state.fresh_requests}
 
 
-def _load_snapshot(installation: Installation, mode: Mode, state: CatalogState, target_level: int) -> RegistrySnapshot:
+def _load_snapshot(
+    installation: Installation, mode: Mode, state: CatalogState, pending: set[tuple[str, int]]
+) -> RegistrySnapshot:
     """The registry rows this run looks at.
 
     Full runs and first runs read everything. Incremental runs read only the loops past the
-    cursor; loops that failed or stayed partial before are added from a full read only when
-    there are any (they are few, and retrying them is the point).
+    cursor; the `pending` loops (`_pending_loops`: failed, partial, below the target level, newly
+    attached request) are added from a full read only when there are any (they are few, and
+    retrying them is the point).
     """
     if mode == "full" or state.cursor is None:
         return read_registry(installation.registry_path)
     rowid, updated_at = state.cursor
     changed = read_loops_changed_since(installation.registry_path, rowid=rowid, updated_at=updated_at)
-    pending = _pending_loops(state, target_level)
     if not pending:
         return changed
     whole = read_registry(installation.registry_path)
@@ -279,11 +281,12 @@ def _run(
     progress: bool,
     workers: int,
 ) -> None:
-    snapshot = _load_snapshot(installation, mode, state, target_level)
+    pending = _pending_loops(state, target_level)
+    snapshot = _load_snapshot(installation, mode, state, pending)
     candidates = build_candidates(snapshot, installation)
     for c, order in zip(candidates, snapshot.loops["_rowid"].to_list(), strict=True):
         c.loop["_order"] = order
-    chosen = _select(candidates, since=since, hours=hours, last=last, pending=_pending_loops(state, target_level))
+    chosen = _select(candidates, since=since, hours=hours, last=last, pending=pending)
     requests = _requests_by_task_run(snapshot, state)
     hashes = _registry_hashes(snapshot)
     summary.candidates = len(chosen)

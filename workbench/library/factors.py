@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -232,8 +233,9 @@ def _write_cache(files: tuple[Path, Path], factors: pl.DataFrame, performance: p
         for old in folder.glob(f"{_CACHE_PREFIX}*.arrow"):
             if old not in files:
                 old.unlink(missing_ok=True)
-        for stale in folder.glob(".*.part"):
-            stale.unlink(missing_ok=True)
+        for stale in folder.glob(".*.part"):  # left by a process that died while writing
+            if stale.stat().st_mtime < time.time() - 600:
+                stale.unlink(missing_ok=True)
     except OSError:
         pass  # a read-only archive still answers, only without the cache
 
