@@ -61,6 +61,15 @@ class ArchiveBusyError(ArchiveError):
     exit_code = 6
 
 
+class CatalogCorruptError(ArchiveError):
+    """The catalog file cannot be read: damaged header or blocks, truncated, not a DuckDB file.
+
+    The message names the file, what is wrong, and `workbench repair --archive DIR`.
+    """
+
+    exit_code = 5
+
+
 class VerificationError(ArchiveError):
     """A stored or source file does not have the hash the catalog promised."""
 
@@ -77,3 +86,18 @@ class PlanChangedError(WorkbenchError):
     """A cleanup plan no longer matches the approval it is confirmed with."""
 
     exit_code = 9
+
+
+class StorageFullError(WorkbenchError):
+    """The archive's file system is full or over quota (ENOSPC, EDQUOT): nothing half-written is kept.
+
+    The message says what was being written, where, and how much space is needed.
+    """
+
+    exit_code = 10
+
+
+class StorageIOError(WorkbenchError):
+    """The operating system reported an I/O error (EIO) reading or writing the archive."""
+
+    exit_code = 11
