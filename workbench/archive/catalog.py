@@ -23,6 +23,7 @@ from workbench.archive.schema import LATEST_VERSION, MIGRATIONS
 from workbench.errors import ArchiveBusyError, ArchiveError, ConfigError
 
 DEFAULT_ARCHIVE = Path("data/archive")
+DURABLE_STEP = 6  # the schema step from which every change is also written to records/
 CATALOG_FILE = "catalog.duckdb"
 
 
@@ -39,6 +40,27 @@ class ArchiveLayout:
     @property
     def objects(self) -> Path:
         return self.root / "objects"
+
+    @property
+    def packs(self) -> Path:
+        return self.root / "packs"
+
+    @property
+    def manifests(self) -> Path:
+        return self.root / "manifests"
+
+    @property
+    def records(self) -> Path:
+        return self.root / "records"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def damaged(self) -> Path:
+        """Where `repair` keeps a damaged catalog it replaced (never deleted by workbench)."""
+        return self.root / "damaged"
 
     @property
     def tmp(self) -> Path:
@@ -137,7 +159,12 @@ def open_catalog(
         if read_only:
             check_schema_version(con, layout.catalog)
         else:
-            migrate(con)
+            applied = migrate(con)
+            if DURABLE_STEP in applied and 1 not in applied:
+                # an archive written before records: make it self-describing once (journal.py)
+                from workbench.archive.journal import write_baseline
+
+                write_baseline(con, layout)
         yield con
     finally:
         con.close()

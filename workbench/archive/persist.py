@@ -11,6 +11,7 @@ Write ordering (an interruption anywhere leaves a valid archive):
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Iterable
@@ -22,7 +23,9 @@ import duckdb
 import polars as pl
 
 from workbench.archive.extract import Extracted, ItemError, remap_factor_ids, to_json_text
+from workbench.archive.catalog import ArchiveLayout
 from workbench.archive.ids import combination_id as ids_combination
+from workbench.archive.journal import Recorder, recorded, series_pointer
 from workbench.archive.ids import performance_id as ids_performance
 from workbench.archive.store import ObjectStore, StoredObject
 from workbench.errors import InputFileError, VerificationError
@@ -39,6 +42,7 @@ class StoredBatch:
     errors: list[ItemError] = field(default_factory=list)
     bytes_read: int = 0
     bytes_written: int = 0
+    series: StoredObject | None = None
 
 
 def store_files(
@@ -51,7 +55,6 @@ def store_files(
 ) -> StoredBatch:
     """Copy one experiment's kept files into the store; fill hashes into its file refs."""
     result = StoredBatch()
-    refs = {ref["path"]: ref for ref in item.file_refs}
     for entry in item.files:
         try:
             obj = store.put_file(entry.source, known=known, verify=verify,
@@ -73,10 +76,6 @@ def store_files(
             continue
         result.bytes_read += obj.size_bytes
         result.bytes_written += obj.stored_bytes if obj.written else 0
-        ref = refs.get(entry.rel_path)
-        if ref is not None:
-            ref["sha256"] = obj.sha256
-            ref["storage_key"] = obj.storage_key
         result.files.append(
             {
                 "experiment_id": item.candidate.experiment_id,
@@ -87,7 +86,33 @@ def store_files(
                 "mtime_utc": datetime.fromtimestamp(entry.info.mtime_ns / 1e9).astimezone().isoformat(),
             }
         )
+    if item.returns is not None and not result.errors:
+        result.series = store.put_bytes(series_parquet(item.returns), known=known)
+        result.objects.append(result.series)
+    _finalise_keys(item, store, result)
     return result
+
+
+def series_parquet(returns: pl.DataFrame) -> bytes:
+    """A return series as the Parquet object its manifest points to (what `aistock_return_series` holds)."""
+    buffer = io.BytesIO()
+    returns.select("datetime", *SERIES_COLUMNS).write_parquet(buffer, compression="zstd", statistics=False)
+    return buffer.getvalue()
+
+
+def _finalise_keys(item: Extracted, store: ObjectStore, result: StoredBatch) -> None:
+    """Write the loop's small objects as one pack, then give every object and file ref its final key."""
+    keys = store.flush_pack()
+    result.objects = [store.finalise(o, keys) for o in result.objects]
+    if result.series is not None:
+        result.series = store.finalise(result.series, keys)
+    by_sha = {o.sha256: o.storage_key for o in result.objects}
+    refs = {ref["path"]: ref for ref in item.file_refs}
+    for row in result.files:
+        ref = refs.get(row["rel_path"])
+        if ref is not None:
+            ref["sha256"] = row["sha256"]
+            ref["storage_key"] = by_sha[row["sha256"]]
 
 
 @dataclass(frozen=True)
@@ -135,18 +160,30 @@ def commit_batch(
     items: dict[str, Extracted],
     stored: dict[str, StoredBatch],
     *,
+    layout: ArchiveLayout,
     run_id: str,
     now: datetime,
 ) -> None:
-    """Write one batch in a single transaction (see the module docstring for the ordering)."""
-    con.execute("BEGIN TRANSACTION")
-    try:
+    """Write one batch in a single transaction (see the module docstring for the ordering).
+
+    Before the COMMIT, every experiment of the batch gets a fresh manifest and the batch a record
+    (`journal.py`), both synced: the rows can always be rebuilt from disk.
+    """
+    with recorded(con, layout, "archive-batch", run_id=run_id) as rec:
         resolve_name_only_factors(con, list(items.values()))
         _write_rows(con, outcomes, items, stored, run_id=run_id, now=now)
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        series = {}
+        for o in outcomes:
+            batch = stored.get(o.experiment_id)
+            item = items.get(o.experiment_id)
+            if o.level == 2 and batch is not None and batch.series is not None and item is not None \
+                    and item.returns is not None:
+                series[o.experiment_id] = series_pointer(batch.series, item.returns.height)
+        rec.experiments({o.experiment_id for o in outcomes if o.level >= 1 and o.experiment_id in items}, series)
+        experiment_ids = [o.experiment_id for o in outcomes]
+        rec.capture("wb_loop_state", experiment_id=experiment_ids)
+        rec.capture("wb_item_errors", run_id=[run_id], experiment_id=experiment_ids)
+        rec.capture("wb_objects", sha256=[o.sha256 for b in stored.values() for o in b.objects])
 
 
 def resolve_name_only_factors(con: duckdb.DuckDBPyConnection, items: list[Extracted]) -> None:
@@ -176,11 +213,12 @@ def resolve_name_only_factors(con: duckdb.DuckDBPyConnection, items: list[Extrac
         remap_factor_ids(item, mapping)
 
 
-def consolidate_factors(con: duckdb.DuckDBPyConnection) -> int:
+def consolidate_factors(con: duckdb.DuckDBPyConnection, rec: Recorder | None = None) -> int:
     """Merge factors known only by name into the factor of that name with an expression.
 
     Batches resolve names against what exists when they commit; this pass at the end of a run
     makes the result independent of batch order and size. Returns the number of merged rows.
+    `rec` records every row it changes and re-writes the manifests of the experiments involved.
     """
     pairs = con.execute(
         """SELECT n.id, min(e.id) FROM aistock_factors n JOIN aistock_factors e
@@ -190,6 +228,11 @@ def consolidate_factors(con: duckdb.DuckDBPyConnection) -> int:
     if not pairs:
         return 0
     mapping = dict(pairs)
+    touched = sorted(set(mapping) | set(mapping.values()))
+    experiments = {r[0] for r in con.execute(
+        "SELECT experiment_id FROM aistock_factor_usage WHERE list_contains(?, factor_id) UNION "
+        "SELECT experiment_id FROM aistock_factor_performance WHERE list_contains(?, factor_id) "
+        "AND experiment_id IS NOT NULL", [touched, touched]).fetchall()}
     for old, new in mapping.items():
         _fill_factor(con, old, new)
         con.execute("DELETE FROM aistock_factors WHERE id = ?", [old])
@@ -202,7 +245,19 @@ def consolidate_factors(con: duckdb.DuckDBPyConnection) -> int:
             con.execute("DELETE FROM aistock_factor_performance WHERE id = ? AND EXISTS "
                         "(SELECT 1 FROM aistock_factor_performance WHERE id = ?)", [perf_id, new_perf])
             con.execute("UPDATE aistock_factor_performance SET id = ?, factor_id = ? WHERE id = ?", [new_perf, new, perf_id])
-    _remap_combinations(con, mapping)
+    combos = _remap_combinations(con, mapping)
+    if rec is not None:
+        combo_ids = sorted({c for pair in combos for c in pair})
+        experiments |= {r[0] for r in con.execute(
+            "SELECT experiment_id FROM aistock_factor_usage WHERE list_contains(?, combination_id)",
+            [combo_ids]).fetchall()}
+        rec.experiments(experiments)
+        rec.capture("aistock_factors", id=touched)
+        rec.capture("aistock_factor_performance", factor_id=touched)
+        rec.capture("aistock_factor_usage", factor_id=touched)
+        rec.capture("aistock_factor_usage", combination_id=combo_ids)
+        rec.capture("aistock_factor_combinations", id=combo_ids)
+        rec.capture("aistock_strategies", factor_combination_id=combo_ids)
     return len(mapping)
 
 
@@ -218,7 +273,9 @@ def _fill_factor(con: duckdb.DuckDBPyConnection, old: str, new: str) -> None:
     )
 
 
-def _remap_combinations(con: duckdb.DuckDBPyConnection, mapping: dict[str, str]) -> None:
+def _remap_combinations(con: duckdb.DuckDBPyConnection, mapping: dict[str, str]) -> list[tuple[str, str]]:
+    """Give combinations with merged members their new ids; the (old, new) id pairs."""
+    changed = []
     for combo_id, name, factor_ids, experiment, source, created in con.execute(
             "SELECT id, name, factor_ids, experiment_id, source, created_at FROM aistock_factor_combinations").fetchall():
         members = json.loads(factor_ids)
@@ -234,6 +291,8 @@ def _remap_combinations(con: duckdb.DuckDBPyConnection, mapping: dict[str, str])
         con.execute("INSERT INTO aistock_factor_usage SELECT factor_id, experiment_id, ? FROM aistock_factor_usage "
                     "WHERE combination_id = ? ON CONFLICT DO NOTHING", [new_id, combo_id])
         con.execute("DELETE FROM aistock_factor_usage WHERE combination_id = ?", [combo_id])
+        changed.append((combo_id, new_id))
+    return changed
 
 
 def _write_rows(
@@ -411,20 +470,24 @@ def _write_level2(
 
 
 def _write_objects(con: duckdb.DuckDBPyConnection, stored: dict[str, StoredBatch], *, now: datetime) -> None:
-    """Objects of every stored item, failed ones too: later batches may reuse them by hash."""
+    """Objects of every stored item, failed ones too: later batches may reuse them by hash.
+
+    An object written again (it was missing or damaged, or a small one packed anew) takes its new
+    storage key; one found already stored keeps the row it has.
+    """
     stamp = now.isoformat()
     objects: dict[str, StoredObject] = {}
     for o in (o for batch in stored.values() for o in batch.objects):  # failed items' objects too
-        if o.sha256 not in objects or o.inline_data is not None:
+        if o.sha256 not in objects or o.written:
             objects[o.sha256] = o
-    obj_rows = [{"sha256": o.sha256, "size_bytes": o.size_bytes, "stored_bytes": o.stored_bytes,
-                 "storage_key": o.storage_key, "codec": o.codec, "created_at": stamp} for o in objects.values()]
-    _insert(con, "wb_objects", _frame(obj_rows, ["sha256", "size_bytes", "stored_bytes", "storage_key", "codec", "created_at"]),
-            "ON CONFLICT (sha256) DO NOTHING")
-    inline = [{"sha256": o.sha256, "data": o.inline_data} for o in objects.values() if o.inline_data is not None]
-    if inline:
-        frame = pl.DataFrame(inline, schema={"sha256": pl.String, "data": pl.Binary})
-        _insert(con, "wb_inline_objects", frame, "ON CONFLICT (sha256) DO NOTHING")
+    columns = ["sha256", "size_bytes", "stored_bytes", "storage_key", "codec", "created_at"]
+    for written, conflict in ((False, "ON CONFLICT (sha256) DO NOTHING"),
+                              (True, "ON CONFLICT (sha256) DO UPDATE SET stored_bytes = excluded.stored_bytes, "
+                                     "storage_key = excluded.storage_key, codec = excluded.codec")):
+        rows = [{"sha256": o.sha256, "size_bytes": o.size_bytes, "stored_bytes": o.stored_bytes,
+                 "storage_key": o.storage_key, "codec": o.codec, "created_at": stamp}
+                for o in objects.values() if o.written == written]
+        _insert(con, "wb_objects", _frame(rows, columns), conflict)
 
 
 def _write_state(con: duckdb.DuckDBPyConnection, outcomes: Iterable[Outcome], *, run_id: str, now: datetime) -> None:

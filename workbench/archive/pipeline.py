@@ -17,7 +17,7 @@ import math
 import multiprocessing
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -29,10 +29,13 @@ import polars as pl
 
 from workbench.archive.catalog import ArchiveLayout, fetch_one, open_catalog, utc_now
 from workbench.archive.extract import Extracted, ItemError, extract_loop, validate_request
+from workbench.archive.journal import recorded
 from workbench.archive.lock import archive_lock
 from workbench.archive.persist import Outcome, StoredBatch, commit_batch, consolidate_factors, store_files
 from workbench.archive.scan import LoopCandidate, build_candidates, is_archivable, loop_timestamp, parse_time
-from workbench.archive.store import ObjectStore
+from workbench.archive.packs import is_pack_key, parse_pack_key
+from workbench.archive.snapshots import take_snapshot
+from workbench.archive.store import INLINE_PREFIX, ObjectStore
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.rdagent.installation import Installation
 from workbench.rdagent.registry import RegistrySnapshot, read_loops_changed_since, read_registry
@@ -94,6 +97,9 @@ class CatalogState:
     requests: dict[str, dict[str, Any]]
     cleaned: set[str]
     fresh_requests: set[str]
+    #: loops whose stored copy is missing or damaged (re-stored when the workspace still has the bytes)
+    damaged: set[tuple[str, int]] = field(default_factory=set)
+    damaged_objects: set[str] = field(default_factory=set)
 
 
 def archive(
@@ -112,8 +118,14 @@ def archive(
     progress: bool = True,
     lock_wait_s: float = 0.0,
     workers: int | None = None,
+    suspect: Iterable[str] = (),
 ) -> RunSummary:
-    """Archive an RD-Agent installation into `archive`; see the module docstring."""
+    """Archive an RD-Agent installation into `archive`; see the module docstring.
+
+    Loops whose stored objects are missing or damaged (`find_damaged_objects`, plus the sha256s
+    in `suspect`, which `repair` passes after re-hashing) are archived again whatever their
+    fingerprint, so the objects are stored again when the workspace still holds the bytes.
+    """
     if mode not in ("full", "incremental"):
         raise ConfigError(f"unknown mode {mode!r}; use 'full' or 'incremental'")
     if target_level not in (1, 2):
@@ -138,8 +150,10 @@ def archive(
               "batch_size": batch_size, "include_heavy": include_heavy, "path_map": list(path_map)}
     with archive_lock(layout.root, job=f"archive-{mode}", wait_s=lock_wait_s):
         with open_catalog(layout.root, create=True) as con:
-            state = _load_state(con)
-            _record_run_start(con, summary, params)
+            state = _load_state(con, layout, suspect=suspect)
+            with recorded(con, layout, "archive-run-start", run_id=summary.run_id) as rec:
+                _record_run_start(con, summary, params)
+                rec.capture("wb_archive_runs", run_id=[summary.run_id])
         try:
             _run(installation, layout, summary, state, mode=mode, since=since, hours=hours, last=last,
                  target_level=target_level, batch_size=batch_size, include_heavy=include_heavy, progress=progress,
@@ -152,6 +166,7 @@ def archive(
         finally:
             summary.ended_at = utc_now().isoformat()
             _record_run_end(layout, summary)
+        _snapshot_after(layout, summary)
     if summary.level1 or summary.level2:
         from workbench.library.factors import refresh_library_cache  # the library builds on the archive
 
@@ -159,7 +174,15 @@ def archive(
     return summary
 
 
-def _load_state(con: duckdb.DuckDBPyConnection) -> CatalogState:
+def _snapshot_after(layout: ArchiveLayout, summary: RunSummary) -> None:
+    """A catalog snapshot after the completed run; a failure to take one is a note, not a failed run."""
+    try:
+        take_snapshot(layout.root)
+    except OSError as exc:
+        summary.notes.append(f"catalog snapshot not taken ({exc.strerror or exc}); the records still hold every change")
+
+
+def _load_state(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, suspect: Iterable[str] = ()) -> CatalogState:
     loops = {
         (r[0], int(r[1])): {"state": r[2], "level": r[3], "fingerprint": r[4], "experiment_id": r[5]}
         for r in con.execute(
@@ -173,7 +196,44 @@ def _load_state(con: duckdb.DuckDBPyConnection) -> CatalogState:
     fresh = {r[0] for r in con.execute(
         "SELECT a.task_run_id FROM wb_attached_requests a WHERE a.attached_at > "
         "coalesce((SELECT max(updated_at) FROM wb_cursor), TIMESTAMPTZ '1970-01-01 00:00:00+00')").fetchall()}
-    return CatalogState(loops, (int(row[0]), row[1]) if row else None, requests, cleaned, fresh)
+    damaged_objects = find_damaged_objects(con, layout, suspect=suspect)
+    damaged = {(r[0], int(r[1])) for r in con.execute(
+        "SELECT DISTINCT e.task_run_id, e.loop_id FROM wb_stored_files f JOIN aistock_experiments e "
+        "ON e.id = f.experiment_id WHERE list_contains(?, f.sha256)", [sorted(damaged_objects)]).fetchall()}
+    return CatalogState(loops, (int(row[0]), row[1]) if row else None, requests, cleaned, fresh, damaged,
+                        damaged_objects)
+
+
+def find_damaged_objects(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *,
+                         suspect: Iterable[str] = ()) -> set[str]:
+    """Objects the catalog lists whose file (or pack) is missing or has the wrong size, plus `suspect`.
+
+    A cheap check (one stat per object file, one per pack) that lets every run notice an object
+    deleted or truncated under ``objects/`` and store it again; `verify --read-data` and `repair`
+    find altered bytes and pass them as `suspect`.
+    """
+    damaged = set(suspect)
+    store = ObjectStore(layout.objects, tmp=layout.tmp, packs=layout.packs)
+    pack_sizes: dict[str, int] = {}
+    for sha, key, stored_bytes in con.execute("SELECT sha256, storage_key, stored_bytes FROM wb_objects").fetchall():
+        if key.startswith(INLINE_PREFIX):
+            continue
+        if is_pack_key(key):
+            location = parse_pack_key(key)
+            if location.pack_sha256 not in pack_sizes:
+                try:
+                    pack_sizes[location.pack_sha256] = store.path_for(key).stat().st_size
+                except OSError:
+                    pack_sizes[location.pack_sha256] = -1
+            if pack_sizes[location.pack_sha256] < location.offset + location.length:
+                damaged.add(sha)
+            continue
+        try:
+            if store.path_for(key).stat().st_size != stored_bytes:
+                damaged.add(sha)
+        except OSError:
+            damaged.add(sha)
+    return damaged
 
 
 def _record_run_start(con: duckdb.DuckDBPyConnection, summary: RunSummary, params: dict[str, Any]) -> None:
@@ -188,7 +248,8 @@ def _record_run_end(layout: ArchiveLayout, summary: RunSummary) -> None:
     layout.runs.mkdir(parents=True, exist_ok=True)
     (layout.runs / f"{summary.run_id}.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str), encoding="utf-8")
     try:
-        with open_catalog(layout.root) as con:
+        with open_catalog(layout.root) as con, recorded(con, layout, "archive-run-end", run_id=summary.run_id) as rec:
+            rec.capture("wb_archive_runs", run_id=[summary.run_id])
             con.execute(
                 """UPDATE wb_archive_runs SET status = ?, ended_at = ?, n_candidates = ?, n_level1 = ?, n_level2 = ?,
                    n_unchanged = ?, n_skipped = ?, n_errors = ?, bytes_read = ?, bytes_stored = ?, summary_json = ?
@@ -210,7 +271,7 @@ def _pending_loops(state: CatalogState, target_level: int) -> set[tuple[str, int
     return {key for key, s in state.loops.items()
             if s["state"] in ("failed", "partial")
             or (s["state"] == "archived" and (s["level"] or 0) < target_level)
-            or key[0] in state.fresh_requests}
+            or key[0] in state.fresh_requests} | state.damaged
 
 
 def _load_snapshot(
@@ -299,6 +360,9 @@ def _run(
         if candidate.experiment_id in state.cleaned:
             # the workspace was slimmed or deleted by cleanup: the archive is the record now
             _count(summary, "cleaned_up")
+            if candidate.key in state.damaged:
+                summary.notes.append(f"experiment {candidate.experiment_id}: stored files are missing or damaged and "
+                                     "its workspace was cleaned up, so they cannot be stored again")
             continue
         if candidate.duplicate_of:
             _count(summary, "duplicate")
@@ -325,12 +389,12 @@ def _run(
         fingerprint = with_heavy if include_heavy else plain
         # an archive made with --include-heavy also satisfies a run without it, not the reverse
         accepted = (with_heavy,) if include_heavy else (plain, with_heavy)
-        if previous and previous["fingerprint"] in accepted and previous["state"] in ("archived", "partial") \
+        if previous and candidate.key not in state.damaged and previous["fingerprint"] in accepted and previous["state"] in ("archived", "partial") \
                 and (previous["level"] >= target_level or previous["state"] == "partial"):
             summary.unchanged += 1
             continue
         work.append((candidate, fingerprint))
-    _process(layout, summary, work, skip_outcomes, requests, hashes, target_level=target_level,
+    _process(layout, summary, work, skip_outcomes, requests, hashes, state.damaged_objects, target_level=target_level,
              batch_size=batch_size, include_heavy=include_heavy, progress=progress, workers=workers)
     cursor = _snapshot_cursor(snapshot, state)
     if len(chosen) < len(candidates):
@@ -338,10 +402,8 @@ def _run(
         cursor = None
         summary.notes.append(f"{len(candidates) - len(chosen)} loops outside --since/--hours/--last were left for a "
                              "later run; the incremental cursor was not moved, so the next run still sees them")
-    with open_catalog(layout.root) as con:
-        con.execute("BEGIN TRANSACTION")
-        merged = consolidate_factors(con)
-        con.execute("COMMIT")
+    with open_catalog(layout.root) as con, recorded(con, layout, "archive-run-finish", run_id=summary.run_id) as rec:
+        merged = consolidate_factors(con, rec)
         if merged:
             summary.notes.append(f"{merged} factors known only by name merged into the library factor of that name")
         if cursor is not None:
@@ -352,6 +414,7 @@ def _run(
                 "run_id = excluded.run_id, updated_at = excluded.updated_at",
                 [CURSOR_NAME, cursor[0], cursor[1], summary.run_id, utc_now()],
             )
+            rec.capture("wb_cursor", name=[CURSOR_NAME])
 
 
 def _with_request(fingerprint: str, request: dict[str, Any] | ItemError | None) -> str:
@@ -422,6 +485,7 @@ def _process(
     skip_outcomes: list[Outcome],
     requests: dict[str, dict[str, Any] | ItemError],
     hashes: dict[str, dict[str, str]],
+    damaged_objects: set[str],
     *,
     target_level: int,
     batch_size: int,
@@ -435,7 +499,7 @@ def _process(
         _commit(layout, summary, skip_outcomes, {}, {})
     if not work:
         return
-    known = _known_objects(layout) if target_level >= 2 else {}
+    known = _known_objects(layout, exclude=damaged_objects) if target_level >= 2 else {}
     settings = _WorkerSettings(layout.objects, layout.tmp, requests, hashes, known, target_level, include_heavy)
     bar = _progress_bar(len(work), enabled=progress)
     pool = _worker_pool(settings, workers=workers if len(work) >= PARALLEL_MIN_LOOPS else 1)
@@ -522,9 +586,11 @@ def _progress_bar(total: int, *, enabled: bool) -> Any:
     return tqdm(total=total, desc="archiving loops", unit="loop", disable=not enabled or total == 0)
 
 
-def _known_objects(layout: ArchiveLayout) -> dict[str, str]:
+def _known_objects(layout: ArchiveLayout, *, exclude: set[str]) -> dict[str, str]:
+    """sha256 → storage key of every stored object, except the damaged ones (they are written again)."""
     with open_catalog(layout.root) as con:
-        return dict(con.execute("SELECT sha256, storage_key FROM wb_objects").fetchall())
+        return {sha: key for sha, key in con.execute("SELECT sha256, storage_key FROM wb_objects").fetchall()
+                if sha not in exclude}
 
 
 def _archive_one(
@@ -584,7 +650,7 @@ def _commit(
 ) -> None:
     now = utc_now()
     with open_catalog(layout.root) as con:
-        commit_batch(con, outcomes, items, stored, run_id=summary.run_id, now=now)
+        commit_batch(con, outcomes, items, stored, layout=layout, run_id=summary.run_id, now=now)
     for o in outcomes:
         if o.state in ("archived", "partial", "failed") and o.level >= 1:
             if o.level == 2:

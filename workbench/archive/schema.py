@@ -282,6 +282,17 @@ CREATE TABLE wb_inline_objects (
     data BLOB NOT NULL
 );
 """,
+    6: """
+-- Durable archive: each experiment's current manifest (manifests/), and the record sequence.
+CREATE TABLE wb_manifests (
+    experiment_id VARCHAR PRIMARY KEY,
+    sha256 VARCHAR NOT NULL,
+    storage_key VARCHAR NOT NULL,
+    seq BIGINT NOT NULL,
+    written_at TIMESTAMPTZ NOT NULL
+);
+INSERT INTO wb_meta VALUES ('record_seq', '0') ON CONFLICT (key) DO NOTHING;
+""",
 }
 
 LATEST_VERSION = max(MIGRATIONS)

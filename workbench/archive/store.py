@@ -7,10 +7,13 @@ Write ordering (the rules that make an interruption harmless):
    reference the objects; an object on disk that the catalog does not list yet is rewritten
    rather than trusted, because it may be the torn result of a crash before the sync.
 
-Small objects (at most `INLINE_MAX` bytes: metric files, configs, most JSON) are not files at
-all: their bytes travel with the batch and are written into the catalog table
-``wb_inline_objects`` in the same transaction as the rows that reference them (storage key
-``inline:<sha256>``). Creating tens of thousands of tiny files is what made archiving slow.
+Small objects (at most `INLINE_MAX` bytes: metric files, configs, most JSON) are not files of
+their own: `put_bytes` holds them until `flush_pack` writes them together into one pack file
+(`packs.py`; storage key ``pack:<pack sha256>:<offset>:<length>``), one pack per loop. Creating
+tens of thousands of tiny files is what made archiving slow; keeping them only in the catalog is
+what made a damaged catalog lose them. Archives written before packs kept them in the catalog
+table ``wb_inline_objects`` (key ``inline:<sha256>``); those are still read, and the upgrade
+moves them into a pack.
 
 Objects are stored zstd-compressed when that saves at least 10 %, raw otherwise; Parquet is
 always stored raw, so the stored object opens directly in polars, duckdb and pyarrow.
@@ -26,12 +29,13 @@ import shutil
 import struct
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Literal
 
 import pyarrow as pa
 
+from workbench.archive.packs import PACK_PREFIX, blob_present, is_pack_key, pack_path, parse_pack_key, read_blob, write_pack
 from workbench.errors import VerificationError
 from workbench.rdagent.files.jsonfile import open_regular_file
 
@@ -42,7 +46,8 @@ COMPRESS_LIMIT = 256 * 1024 * 1024
 MIN_SAVING = 0.90
 INLINE_MAX = 4096
 INLINE_PREFIX = "inline:"
-Codec = Literal["raw", "zstd", "inline"]
+PENDING_PREFIX = "pending:"
+Codec = Literal["raw", "zstd", "inline", "pack"]
 InlineReader = Callable[[str], "bytes | None"]
 
 
@@ -54,7 +59,6 @@ class StoredObject:
     storage_key: str
     codec: Codec
     written: bool
-    inline_data: bytes | None = None
 
 
 def sha256_file(path: Path) -> str:
@@ -70,14 +74,24 @@ class ObjectStore:
     """The ``objects/`` folder of one archive."""
 
     def __init__(
-        self, root: Path, *, tmp: Path | None = None, level: int = 1, inline: InlineReader | None = None
+        self,
+        root: Path,
+        *,
+        tmp: Path | None = None,
+        level: int = 1,
+        inline: InlineReader | None = None,
+        packs: Path | None = None,
+        pack_small: bool = True,
     ) -> None:
         self.root = root
         self._inline = inline
         self.tmp = tmp or root.parent / "tmp"
+        self.packs = packs or root.parent / "packs"
+        self._pack_small = pack_small
         self._codec = pa.Codec("zstd", compression_level=level)
         self._dirty: set[Path] = set()
         self._session: dict[str, str] = {}
+        self._pending: dict[str, bytes] = {}
 
     def key_for(self, sha256: str, codec: Codec) -> str:
         if codec == "inline":
@@ -86,6 +100,8 @@ class ObjectStore:
         return f"{sha256[:2]}/{sha256}{suffix}"
 
     def path_for(self, storage_key: str) -> Path:
+        if is_pack_key(storage_key):
+            return pack_path(self.packs, parse_pack_key(storage_key).pack_sha256)
         return self.root / storage_key
 
     def find(self, sha256: str) -> Path | None:
@@ -133,19 +149,21 @@ class ObjectStore:
         """
         sha = hashlib.sha256(data).hexdigest()
         key = self._session.get(sha) or (known or {}).get(sha)
-        if key is not None:
-            if key.startswith(INLINE_PREFIX):
-                # carry the bytes again: the catalog write of the first copy may not happen
-                # (its item can fail), and the insert ignores duplicates
-                return StoredObject(sha, len(data), len(data), key, "inline", False, inline_data=data)
+        if key is not None and key.startswith(PENDING_PREFIX):
+            return StoredObject(sha, len(data), len(data), key, "pack", False)
+        if key is not None and is_pack_key(key):
+            if blob_present(self.packs, key):
+                return StoredObject(sha, len(data), len(data), key, "pack", False)
+        elif key is not None and not key.startswith(INLINE_PREFIX):  # a legacy inline object is packed again
             codec: Codec = "zstd" if key.endswith(".zst") else "raw"
             stored = self.path_for(key)
             if stored.exists():
                 return StoredObject(sha, len(data), stored.stat().st_size, key, codec, False)
-        if len(data) <= INLINE_MAX:
-            key = self.key_for(sha, "inline")
+        if len(data) <= INLINE_MAX and self._pack_small:
+            key = PENDING_PREFIX + sha
+            self._pending[sha] = data
             self._session[sha] = key
-            return StoredObject(sha, len(data), len(data), key, "inline", True, inline_data=data)
+            return StoredObject(sha, len(data), len(data), key, "pack", True)
         payload, codec = self._encode(data)
         if verify and codec == "zstd":
             decoded = self._codec.decompress(payload[HEADER.size:], decompressed_size=len(data), asbytes=True)
@@ -203,6 +221,30 @@ class ObjectStore:
         self._session[sha] = key
         return StoredObject(sha, size, size, key, "raw", True)
 
+    def flush_pack(self) -> dict[str, str]:
+        """Write the small objects held since the last call into one pack; sha256 → storage key.
+
+        Objects returned with a ``pending:`` key get their final key from this mapping
+        (`finalise`). The pack is fsynced; its folder is synced by `sync`.
+        """
+        if not self._pending:
+            return {}
+        target, locations = write_pack(self.packs, self.tmp, self._pending)
+        self._dirty.add(target.parent)
+        keys = {sha: loc.storage_key for sha, loc in locations.items()}
+        self._session.update(keys)
+        self._pending.clear()
+        return keys
+
+    def finalise(self, obj: StoredObject, keys: dict[str, str]) -> StoredObject:
+        """The object with its pack key once `flush_pack` has written it."""
+        if not obj.storage_key.startswith(PENDING_PREFIX):
+            return obj
+        key = keys.get(obj.sha256) or self._session.get(obj.sha256)
+        if key is None or key.startswith(PENDING_PREFIX):
+            raise VerificationError(f"object {obj.sha256} was never written to a pack")
+        return replace(obj, storage_key=key)
+
     def sync(self) -> None:
         """Make every object written since the last call durable (data and directory entries)."""
         if not self._dirty:
@@ -215,6 +257,8 @@ class ObjectStore:
     def exists(self, storage_key: str) -> bool:
         if storage_key.startswith(INLINE_PREFIX):
             return self._read_inline(storage_key) is not None
+        if is_pack_key(storage_key):
+            return blob_present(self.packs, storage_key)
         return self.path_for(storage_key).exists()
 
     def _read_inline(self, storage_key: str) -> bytes | None:
@@ -229,6 +273,8 @@ class ObjectStore:
             if data is None:
                 raise VerificationError(f"object {storage_key} is missing from wb_inline_objects")
             return data
+        if is_pack_key(storage_key):
+            return read_blob(self.packs, storage_key)
         raw = self.path_for(storage_key).read_bytes()
         if storage_key.endswith(".zst"):
             magic, size = HEADER.unpack_from(raw)
@@ -239,7 +285,7 @@ class ObjectStore:
 
     def iter_content(self, storage_key: str) -> Iterator[bytes]:
         """Yield the original bytes in chunks (raw objects are streamed, zstd decoded whole)."""
-        if storage_key.endswith(".zst") or storage_key.startswith(INLINE_PREFIX):
+        if storage_key.endswith(".zst") or storage_key.startswith((INLINE_PREFIX, PACK_PREFIX)):
             yield self.open_content(storage_key)
             return
         with open(self.path_for(storage_key), "rb") as handle:

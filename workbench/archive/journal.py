@@ -1,0 +1,587 @@
+"""Records and manifests: every change to the catalog is on disk before the catalog commits it.
+
+The catalog is an index, not the only copy (restic's index can be rebuilt from its packs; so can
+ours). Each writing transaction, just before its COMMIT:
+
+1. writes a **manifest** for every experiment it changed (content-addressed, in ``manifests/``):
+   the experiment's rows as they are after the transaction, its library rows (factors,
+   performance, combination, usage, strategy), its stored-file and object rows, and a pointer to
+   its return series (a Parquet object in the store);
+2. writes one **record** (``records/<seq>-<id>.json``): what kind of change it was, the row sets
+   of the archive-wide tables it changed (holds, reviews, approvals, plans, deletions, imports,
+   requests, combinations, runs, cursor, loop states, errors), and the manifests of step 1;
+3. fsyncs both, then commits.
+
+A *row set* says "after this change, the rows of TABLE matching MATCH are exactly these": it
+carries every column as DuckDB's own text (which round-trips every type exactly), or, for the two
+bulky tables, a Parquet object. Replaying the records in sequence order (`replay`) therefore
+rebuilds every table exactly. `seq` comes from ``wb_meta.record_seq``, bumped inside the same
+transaction, so committed records never share a number; a record whose transaction never
+committed (a crash between fsync and COMMIT) is replayed too, which only completes work whose
+objects were already durable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from workbench.archive.catalog import ArchiveLayout, fetch_one, utc_now
+from workbench.archive.store import ObjectStore, StoredObject
+from workbench.errors import ArchiveError, VerificationError
+
+RECORD_FORMAT = "workbench.record"
+MANIFEST_FORMAT = "workbench.manifest"
+FORMAT_VERSION = 1
+SEQ_KEY = "record_seq"
+BULK_TABLES = frozenset({"aistock_return_series", "aistock_factor_values"})
+SERIES_COLUMNS = ["datetime", "account", "return", "total_turnover", "turnover", "total_cost", "cost", "value",
+                  "cash", "bench"]
+_RECORD_NAME = re.compile(r"^(\d{12})-([0-9a-f]{32})\.json$")
+
+
+# ---------------------------------------------------------------- row sets
+
+
+@dataclass
+class RowSet:
+    """After the change, the rows of `table` matching `match` (column → values; {} = all) are these."""
+
+    table: str
+    match: dict[str, list[Any]]
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[str | None]] = field(default_factory=list)
+    parquet: dict[str, Any] | None = None  # {"sha256", "storage_key", "rows", "constants": {col: value}}
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"table": self.table, "match": self.match}
+        if self.parquet is not None:
+            out["parquet"] = self.parquet
+        else:
+            out["columns"] = self.columns
+            out["rows"] = self.rows
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RowSet:
+        return cls(str(data["table"]), dict(data.get("match") or {}), list(data.get("columns") or []),
+                   list(data.get("rows") or []), data.get("parquet"))
+
+
+_COLUMNS: dict[str, list[tuple[str, str]]] = {}
+_HAS_KEY: dict[str, bool] = {}
+
+
+def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str, str]]:
+    """(name, SQL type) of a catalog table, in order; unknown tables are refused (records are data)."""
+    if table not in _COLUMNS:
+        rows = con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'main' "
+            "AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()
+        if not rows:
+            raise ArchiveError(f"a record names table {table!r}, which the catalog does not have")
+        _COLUMNS[table] = [(r[0], r[1]) for r in rows]
+        _HAS_KEY[table] = bool(fetch_one(
+            con, "SELECT count(*) FROM duckdb_constraints() WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'",
+            [table])[0])  # type: ignore[index]
+    return _COLUMNS[table]
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _where(con: duckdb.DuckDBPyConnection, table: str, match: dict[str, list[Any]]) -> tuple[str, list[Any]]:
+    known = {c for c, _ in table_columns(con, table)}
+    clauses, params = [], []
+    for column, values in match.items():
+        if column not in known:
+            raise ArchiveError(f"a record matches {table}.{column}, which the catalog does not have")
+        clauses.append(f"list_contains(?, {_quote(column)})")
+        params.append(list(values))
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def capture(con: duckdb.DuckDBPyConnection, table: str, match: dict[str, list[Any]]) -> RowSet:
+    """The rows of `table` matching `match`, every value as DuckDB text (exact round trip)."""
+    columns = table_columns(con, table)
+    if any(len(v) == 0 for v in match.values()):
+        return RowSet(table, match, [c for c, _ in columns], [])
+    where, params = _where(con, table, match)
+    select = ", ".join(f"CAST({_quote(c)} AS VARCHAR)" for c, _ in columns)
+    rows = con.execute(f"SELECT {select} FROM {_quote(table)}{where} ORDER BY ALL", params).fetchall()
+    return RowSet(table, match, [c for c, _ in columns], [list(r) for r in rows])
+
+
+def capture_bulk(
+    con: duckdb.DuckDBPyConnection, store: ObjectStore, table: str, match: dict[str, list[Any]]
+) -> tuple[RowSet, StoredObject | None]:
+    """A bulky row set as a Parquet object in the store (returned so the caller lists it in wb_objects)."""
+    table_columns(con, table)
+    where, params = _where(con, table, match)
+    frame = pl.from_arrow(con.sql(f"SELECT * FROM {_quote(table)}{where} ORDER BY ALL", params=params).to_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    if frame.height == 0:
+        return RowSet(table, match), None
+    obj = _put_parquet(store, frame)
+    return RowSet(table, match, parquet={"sha256": obj.sha256, "storage_key": obj.storage_key,
+                                         "rows": frame.height, "constants": {}}), obj
+
+
+def _put_parquet(store: ObjectStore, frame: pl.DataFrame) -> StoredObject:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, compression="zstd", statistics=False)
+    obj = store.put_bytes(buffer.getvalue())
+    return store.finalise(obj, store.flush_pack())
+
+
+def apply_rowset(con: duckdb.DuckDBPyConnection, rowset: RowSet, store: ObjectStore) -> None:
+    """Make the rows of the table matching the row set's `match` exactly its rows."""
+    table = rowset.table
+    columns = table_columns(con, table)
+    where, params = _where(con, table, rowset.match)
+    con.execute(f"DELETE FROM {_quote(table)}{where}", params)
+    if rowset.parquet is not None:
+        _apply_parquet(con, rowset, store, columns)
+        return
+    if not rowset.rows:
+        return
+    types = dict(columns)
+    for name in rowset.columns:
+        if name not in types:
+            raise ArchiveError(f"a record has column {table}.{name}, which the catalog does not have")
+    frame = pl.DataFrame(rowset.rows, schema={c: pl.String for c in rowset.columns}, orient="row")
+    names = ", ".join(_quote(c) for c in rowset.columns)
+    casts = ", ".join(f"CAST({_quote(c)} AS {types[c]})" for c in rowset.columns)
+    verb = "INSERT OR REPLACE INTO" if _HAS_KEY[table] else "INSERT INTO"
+    _with_frame(con, frame, f"{verb} {_quote(table)} ({names}) SELECT {casts} FROM _rowset")
+
+
+def _apply_parquet(con: duckdb.DuckDBPyConnection, rowset: RowSet, store: ObjectStore,
+                   columns: list[tuple[str, str]]) -> None:
+    ref = rowset.parquet or {}
+    data = store.open_content(str(ref["storage_key"]))
+    if hashlib.sha256(data).hexdigest() != ref["sha256"]:
+        raise VerificationError(f"object {ref['sha256']} ({rowset.table} rows) is damaged; "
+                                "run `workbench verify --read-data` to list damaged objects")
+    frame = pl.read_parquet(io.BytesIO(data))
+    for column, value in (ref.get("constants") or {}).items():
+        frame = frame.with_columns(pl.lit(value).alias(column))
+    names = [c for c, _ in columns if c in frame.columns]
+    types = dict(columns)
+    select = ", ".join(f"CAST({_quote(c)} AS {types[c]})" for c in names)
+    _with_frame(con, frame, f"INSERT INTO {_quote(rowset.table)} ({', '.join(map(_quote, names))}) "
+                            f"SELECT {select} FROM _rowset")
+
+
+def _with_frame(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, sql: str) -> None:
+    con.register("_rowset", frame.to_arrow())
+    try:
+        con.execute(sql)
+    finally:
+        con.unregister("_rowset")
+
+
+# ---------------------------------------------------------------- manifests
+
+
+def manifest_store(layout: ArchiveLayout) -> ObjectStore:
+    return ObjectStore(layout.manifests, tmp=layout.tmp, pack_small=False)
+
+
+def object_store(layout: ArchiveLayout) -> ObjectStore:
+    return ObjectStore(layout.objects, tmp=layout.tmp, packs=layout.packs)
+
+
+def _values(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[Any]:
+    return sorted({r[0] for r in con.execute(sql, params).fetchall() if r[0] not in (None, "")})
+
+
+def build_manifest(
+    con: duckdb.DuckDBPyConnection, experiment_id: str, series: dict[str, Any] | None, *, seq: int, written_at: str
+) -> dict[str, Any] | None:
+    """Everything needed to rebuild one experiment's rows, read inside the writing transaction."""
+    row = fetch_one(con, "SELECT task_run_id, loop_id FROM aistock_experiments WHERE id = ?", [experiment_id])
+    if row is None:
+        return None
+    one = [experiment_id]
+    factors = _values(con, "SELECT factor_id FROM aistock_factor_usage WHERE experiment_id = ?", one)
+    strategy = _values(con, "SELECT strategy_id FROM aistock_experiments WHERE id = ?", one)
+    combos = sorted(set(_values(con, "SELECT combination_id FROM aistock_factor_usage WHERE experiment_id = ?", one))
+                    | set(_values(con, "SELECT factor_combination_id FROM aistock_strategies WHERE id = ?",
+                                  [strategy[0] if strategy else ""])))
+    shas = set(_values(con, "SELECT sha256 FROM wb_stored_files WHERE experiment_id = ?", one))
+    if series:
+        shas.add(series["sha256"])
+    rowsets = [
+        capture(con, "aistock_experiments", {"id": one}),
+        capture(con, "wb_loop_state", {"experiment_id": one}),
+        capture(con, "wb_stored_files", {"experiment_id": one}),
+        capture(con, "wb_objects", {"sha256": sorted(shas)}),
+        capture(con, "aistock_factor_usage", {"experiment_id": one}),
+        capture(con, "aistock_factor_performance", {"experiment_id": one}),
+        capture(con, "aistock_factors", {"id": factors}),
+        capture(con, "aistock_factor_combinations", {"id": combos}),
+        capture(con, "aistock_strategies", {"id": strategy}),
+    ]
+    if series:
+        rowsets.append(RowSet("aistock_return_series", {"experiment_id": one},
+                              parquet={**series, "constants": {"experiment_id": experiment_id}}))
+    else:
+        rowsets.append(RowSet("aistock_return_series", {"experiment_id": one}))
+    return {"format": MANIFEST_FORMAT, "version": FORMAT_VERSION, "experiment_id": experiment_id,
+            "task_run_id": row[0], "loop_id": int(row[1]), "seq": seq, "written_at": written_at,
+            "series": series, "rowsets": [r.to_json() for r in rowsets]}
+
+
+def load_manifest(layout: ArchiveLayout, storage_key: str, sha256: str) -> dict[str, Any]:
+    """A manifest, checked against its hash and format."""
+    try:
+        data = manifest_store(layout).open_content(storage_key)
+    except OSError as exc:
+        raise VerificationError(f"manifest {sha256} is missing ({exc.strerror})") from exc
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise VerificationError(f"manifest {sha256} does not hash to its name; it is damaged")
+    manifest = json.loads(data)
+    if manifest.get("format") != MANIFEST_FORMAT or int(manifest.get("version", 0)) > FORMAT_VERSION:
+        raise VerificationError(f"manifest {sha256} has format {manifest.get('format')!r} version "
+                                f"{manifest.get('version')!r}, which this workbench cannot read")
+    return manifest
+
+
+def _series_ref(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, experiment_id: str,
+                store: ObjectStore) -> tuple[dict[str, Any] | None, StoredObject | None]:
+    """The series pointer of an experiment whose series this transaction did not rewrite.
+
+    Taken from its current manifest; an experiment archived before manifests existed gets its
+    series exported from the catalog into a Parquet object (returned for `wb_objects`).
+    """
+    current = fetch_one(con, "SELECT sha256, storage_key FROM wb_manifests WHERE experiment_id = ?", [experiment_id])
+    if current is not None:
+        try:
+            series = load_manifest(layout, current[1], current[0]).get("series")
+            if series is None or store.verify(series["storage_key"], series["sha256"]):
+                return series, None
+        except (VerificationError, ValueError, OSError):
+            pass  # a damaged manifest or series object: export the series again
+    frame = pl.from_arrow(con.sql(
+        f"SELECT {', '.join(_quote(c) for c in SERIES_COLUMNS)} FROM aistock_return_series "
+        "WHERE experiment_id = $id ORDER BY datetime", params={"id": experiment_id}).to_arrow_table())
+    assert isinstance(frame, pl.DataFrame)
+    if frame.height == 0:
+        return None, None
+    obj = _put_parquet(store, frame)
+    return {"sha256": obj.sha256, "storage_key": obj.storage_key, "rows": frame.height}, obj
+
+
+def series_pointer(obj: StoredObject, rows: int) -> dict[str, Any]:
+    return {"sha256": obj.sha256, "storage_key": obj.storage_key, "rows": rows}
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass
+class Record:
+    seq: int
+    record_id: str
+    kind: str
+    written_at: str
+    meta: dict[str, Any]
+    rowsets: list[RowSet]
+    manifests: dict[str, dict[str, str]]  # experiment_id → {"sha256", "storage_key"}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": RECORD_FORMAT, "version": FORMAT_VERSION, "seq": self.seq, "record_id": self.record_id,
+                "kind": self.kind, "written_at": self.written_at, "meta": self.meta,
+                "manifests": self.manifests, "rowsets": [r.to_json() for r in self.rowsets]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Record:
+        if data.get("format") != RECORD_FORMAT or int(data.get("version", 0)) > FORMAT_VERSION:
+            raise ValueError(f"format {data.get('format')!r} version {data.get('version')!r} is not a record "
+                             "this workbench can read")
+        return cls(int(data["seq"]), str(data["record_id"]), str(data["kind"]), str(data["written_at"]),
+                   dict(data.get("meta") or {}), [RowSet.from_json(r) for r in data.get("rowsets") or []],
+                   dict(data.get("manifests") or {}))
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.seq:012d}-{self.record_id}.json"
+
+
+def durable_write(target: Path, data: bytes, tmp: Path) -> None:
+    """Write `data` to `target` so that it is on disk, whole, before this returns."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = tmp / f"{uuid.uuid4().hex}.part"
+    with open(temp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, target)
+    fsync_dir(target.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def record_files(layout: ArchiveLayout) -> list[Path]:
+    """Every record file, in sequence order (then by id)."""
+    if not layout.records.exists():
+        return []
+    return sorted(p for p in layout.records.iterdir() if _RECORD_NAME.match(p.name))
+
+
+def read_record(path: Path) -> Record:
+    try:
+        return Record.from_json(json.loads(path.read_bytes()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise VerificationError(f"record {path.name} is unreadable ({exc}); it is damaged") from exc
+
+
+def next_seq(con: duckdb.DuckDBPyConnection) -> int:
+    row = fetch_one(con, "SELECT value FROM wb_meta WHERE key = ?", [SEQ_KEY])
+    seq = (int(row[0]) if row else 0) + 1
+    set_seq(con, seq)
+    return seq
+
+
+def set_seq(con: duckdb.DuckDBPyConnection, seq: int) -> None:
+    con.execute("INSERT INTO wb_meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [SEQ_KEY, str(seq)])
+
+
+def current_seq(con: duckdb.DuckDBPyConnection) -> int:
+    row = fetch_one(con, "SELECT value FROM wb_meta WHERE key = ?", [SEQ_KEY])
+    return int(row[0]) if row else 0
+
+
+class Recorder:
+    """Collects what one writing transaction changed; `finish` writes it to disk before COMMIT."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, kind: str, meta: dict[str, Any]):
+        self.con = con
+        self.layout = layout
+        self.kind = kind
+        self.meta = meta
+        self._captures: list[tuple[str, dict[str, list[Any]]]] = []
+        self._experiments: dict[str, dict[str, Any] | None] = {}
+        self._new_objects: list[StoredObject] = []
+
+    def capture(self, table: str, **match: list[Any]) -> None:
+        """Record the rows of `table` matching `match` as they are when the transaction ends."""
+        self._captures.append((table, {k: sorted({v for v in vals if v is not None}) for k, vals in match.items()}))
+
+    def capture_all(self, table: str) -> None:
+        self._captures.append((table, {}))
+
+    def experiments(self, experiment_ids: set[str] | list[str], series: dict[str, dict[str, Any]] | None = None) -> None:
+        """Write fresh manifests of these experiments (`series`: the ones whose series was rewritten)."""
+        for experiment_id in experiment_ids:
+            self._experiments[experiment_id] = (series or {}).get(experiment_id, self._experiments.get(experiment_id))
+
+    def finish(self) -> Record:
+        seq = next_seq(self.con)
+        written_at = utc_now().isoformat()
+        store = object_store(self.layout)
+        manifests = self._write_manifests(store, seq=seq, written_at=written_at)
+        rowsets = []
+        for table, match in self._captures:
+            if table in BULK_TABLES:
+                rowset, obj = capture_bulk(self.con, store, table, match)
+                if obj is not None:
+                    self._new_objects.append(obj)
+                rowsets.append(rowset)
+        self._register_objects()
+        for table, match in self._captures:
+            if table not in BULK_TABLES:
+                rowsets.append(capture(self.con, table, match))
+        if self._new_objects:
+            rowsets.append(capture(self.con, "wb_objects", {"sha256": sorted({o.sha256 for o in self._new_objects})}))
+        if manifests:
+            rowsets.append(capture(self.con, "wb_manifests", {"experiment_id": sorted(manifests)}))
+        store.sync()
+        record = Record(seq, uuid.uuid4().hex, self.kind, written_at, self.meta, rowsets, manifests)
+        durable_write(self.layout.records / record.file_name, json.dumps(record.to_json(), separators=(",", ":"),
+                                                                         default=str).encode(), self.layout.tmp)
+        return record
+
+    def _write_manifests(self, store: ObjectStore, *, seq: int, written_at: str) -> dict[str, dict[str, str]]:
+        mstore = manifest_store(self.layout)
+        written: dict[str, dict[str, str]] = {}
+        rows = []
+        for experiment_id in sorted(self._experiments):
+            series = self._experiments[experiment_id]
+            if series is None:
+                series, obj = _series_ref(self.con, self.layout, experiment_id, store)
+                if obj is not None:
+                    self._new_objects.append(obj)
+                    self._register_objects()
+            manifest = build_manifest(self.con, experiment_id, series, seq=seq, written_at=written_at)
+            if manifest is None:
+                continue
+            obj = mstore.put_bytes(json.dumps(manifest, separators=(",", ":"), default=str).encode())
+            written[experiment_id] = {"sha256": obj.sha256, "storage_key": obj.storage_key}
+            rows.append((experiment_id, obj.sha256, obj.storage_key, seq, written_at))
+        mstore.sync()
+        if rows:
+            self.con.executemany(
+                "INSERT OR REPLACE INTO wb_manifests (experiment_id, sha256, storage_key, seq, written_at) "
+                "VALUES (?, ?, ?, ?, ?)", rows)
+        return written
+
+    def _register_objects(self) -> None:
+        """Objects this transaction wrote itself (series exports, bulk row sets) get wb_objects rows."""
+        stamp = utc_now()
+        for o in self._new_objects:
+            self.con.execute(
+                "INSERT INTO wb_objects (sha256, size_bytes, stored_bytes, storage_key, codec, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO UPDATE SET storage_key = excluded.storage_key, "
+                "stored_bytes = excluded.stored_bytes, codec = excluded.codec",
+                [o.sha256, o.size_bytes, o.stored_bytes, o.storage_key, o.codec, stamp])
+
+
+@contextmanager
+def recorded(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, kind: str, **meta: Any) -> Iterator[Recorder]:
+    """One transaction whose changes are written as a record (and manifests) before it commits."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        recorder = Recorder(con, layout, kind, meta)
+        yield recorder
+        recorder.finish()
+        con.execute("COMMIT")
+    except BaseException:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+        raise
+
+
+# ---------------------------------------------------------------- replay
+
+
+@dataclass
+class ReplayReport:
+    records: int = 0
+    manifests: int = 0
+    last_seq: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def replay(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, after_seq: int = 0) -> ReplayReport:
+    """Apply every record with a sequence number above `after_seq`, oldest first, one transaction each."""
+    report = ReplayReport(last_seq=after_seq)
+    store = object_store(layout)
+    entries = []
+    for path in record_files(layout):
+        try:
+            record = read_record(path)
+        except VerificationError as exc:
+            report.problems.append(str(exc))
+            continue
+        if record.seq > after_seq:
+            entries.append(record)
+    entries.sort(key=lambda r: (r.seq, r.written_at, r.record_id))
+    for record in entries:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for experiment_id, ref in sorted(record.manifests.items()):
+                try:
+                    manifest = load_manifest(layout, ref["storage_key"], ref["sha256"])
+                except (VerificationError, ValueError) as exc:
+                    report.problems.append(f"record {record.file_name}: experiment {experiment_id}: {exc}")
+                    continue
+                for data in manifest["rowsets"]:
+                    apply_rowset(con, RowSet.from_json(data), store)
+                report.manifests += 1
+            for rowset in record.rowsets:
+                apply_rowset(con, rowset, store)
+            set_seq(con, max(record.seq, report.last_seq))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        report.records += 1
+        report.last_seq = max(report.last_seq, record.seq)
+    return report
+
+
+def parse_written_at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+# ---------------------------------------------------------------- upgrade
+
+
+NOT_BASELINED = frozenset({"wb_meta", "wb_manifests", "wb_inline_objects", "aistock_return_series"})
+
+
+def write_baseline(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout) -> Record | None:
+    """Make an archive written before records self-describing: one record holding every row.
+
+    Small objects kept in ``wb_inline_objects`` move into a pack, every experiment gets a
+    manifest (series exported from the catalog), and every other table is captured whole. Run
+    once, by the upgrade to schema 6, in one transaction.
+    """
+    tables = [r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY table_name").fetchall()]
+    with recorded(con, layout, "baseline") as rec:
+        _externalise_inline_objects(con, layout)
+        for table in tables:
+            if table not in NOT_BASELINED:
+                rec.capture_all(table)
+        rec.experiments([r[0] for r in con.execute(
+            "SELECT id FROM aistock_experiments WHERE archiving_level >= 1 ORDER BY id").fetchall()])
+    return None
+
+
+def _externalise_inline_objects(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout) -> int:
+    """Move the small objects an older archive kept in the catalog into one pack; fix their keys."""
+    rows = con.execute("SELECT sha256, data FROM wb_inline_objects").fetchall()
+    if not rows:
+        return 0
+    store = object_store(layout)
+    keys = {}
+    for sha, data in rows:
+        blob = bytes(data)
+        if hashlib.sha256(blob).hexdigest() != sha:
+            raise VerificationError(f"small object {sha} in wb_inline_objects does not hash to its name; "
+                                    "the catalog is damaged (run `workbench repair`)")
+        obj = store.put_bytes(blob)
+        keys[sha] = obj.storage_key
+    final = store.flush_pack()
+    keys = {sha: final.get(sha, key) for sha, key in keys.items()}
+    store.sync()
+    con.executemany("UPDATE wb_objects SET storage_key = ?, codec = 'pack' WHERE sha256 = ?",
+                    [(key, sha) for sha, key in keys.items()])
+    old_keys = {f"inline:{sha}": key for sha, key in keys.items()}
+    for experiment_id, refs_text in con.execute(
+            "SELECT id, file_refs_json FROM aistock_experiments WHERE file_refs_json LIKE '%inline:%'").fetchall():
+        refs = json.loads(refs_text)
+        for ref in refs:
+            if ref.get("storage_key") in old_keys:
+                ref["storage_key"] = old_keys[ref["storage_key"]]
+        con.execute("UPDATE aistock_experiments SET file_refs_json = ? WHERE id = ?",
+                    [json.dumps(refs, ensure_ascii=False, sort_keys=True), experiment_id])
+    con.execute("DELETE FROM wb_inline_objects")
+    return len(keys)

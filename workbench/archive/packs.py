@@ -1,0 +1,165 @@
+"""Pack files: many small objects in one self-describing file (restic's packs are the model).
+
+A kept file of at most `PACK_MAX_BLOB` bytes (metric CSVs, JSON metadata, `params.pkl`, mlruns
+metric files) is not worth a file of its own, and it must not live only in the catalog either. The
+small objects of one loop are written together into one pack::
+
+    b"WBPACK1\\n"                      8-byte magic
+    blob 0 | blob 1 | ...             the objects' bytes, back to back, uncompressed
+    index                             UTF-8 JSON: {"format": "workbench.pack", "version": 1,
+                                        "blobs": [{"sha256", "offset", "length"}, ...]}
+    index length (8 bytes, big-endian) + b"WBPKEND\\n"
+
+The file is named by the SHA-256 of its whole content (``packs/<aa>/<sha256>.pack``) and written
+under a temporary name, then renamed. A blob's storage key carries its location,
+``pack:<pack sha256>:<offset>:<length>``, so reading one needs neither the catalog nor the index;
+the index lets `repair` and `verify --read-data` rebuild and check every blob from the pack alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.errors import VerificationError
+
+PACK_MAGIC = b"WBPACK1\n"
+PACK_END = b"WBPKEND\n"
+TRAILER = struct.Struct(">Q8s")
+PACK_PREFIX = "pack:"
+PACK_FORMAT = "workbench.pack"
+PACK_VERSION = 1
+MAX_INDEX_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    pack_sha256: str
+    offset: int
+    length: int
+
+    @property
+    def storage_key(self) -> str:
+        return f"{PACK_PREFIX}{self.pack_sha256}:{self.offset}:{self.length}"
+
+
+def is_pack_key(storage_key: str) -> bool:
+    return storage_key.startswith(PACK_PREFIX)
+
+
+def parse_pack_key(storage_key: str) -> BlobLocation:
+    """`pack:<sha>:<offset>:<length>` → its location; anything else is a damaged key."""
+    try:
+        sha, offset, length = storage_key[len(PACK_PREFIX):].split(":")
+        location = BlobLocation(sha, int(offset), int(length))
+    except ValueError:
+        raise VerificationError(f"storage key {storage_key!r} is not a pack location; the catalog row is damaged") from None
+    if len(sha) != 64 or location.offset < len(PACK_MAGIC) or location.length < 0:
+        raise VerificationError(f"storage key {storage_key!r} is not a pack location; the catalog row is damaged")
+    return location
+
+
+def pack_path(packs_root: Path, pack_sha256: str) -> Path:
+    return packs_root / pack_sha256[:2] / f"{pack_sha256}.pack"
+
+
+def encode_pack(blobs: dict[str, bytes]) -> tuple[bytes, dict[str, tuple[int, int]]]:
+    """The bytes of a pack holding `blobs` (sha256 → content) and each blob's (offset, length)."""
+    parts = [PACK_MAGIC]
+    offset = len(PACK_MAGIC)
+    where: dict[str, tuple[int, int]] = {}
+    for sha in sorted(blobs):
+        data = blobs[sha]
+        where[sha] = (offset, len(data))
+        parts.append(data)
+        offset += len(data)
+    index = json.dumps({"format": PACK_FORMAT, "version": PACK_VERSION,
+                        "blobs": [{"sha256": s, "offset": o, "length": n} for s, (o, n) in where.items()]},
+                       separators=(",", ":")).encode()
+    parts += [index, TRAILER.pack(len(index), PACK_END)]
+    return b"".join(parts), where
+
+
+def write_pack(packs_root: Path, tmp: Path, blobs: dict[str, bytes]) -> tuple[Path, dict[str, BlobLocation]]:
+    """Write one pack atomically (temporary name, fsync, rename); the caller syncs the folder."""
+    payload, where = encode_pack(blobs)
+    pack_sha = hashlib.sha256(payload).hexdigest()
+    target = pack_path(packs_root, pack_sha)
+    locations = {sha: BlobLocation(pack_sha, o, n) for sha, (o, n) in where.items()}
+    if target.exists() and target.stat().st_size == len(payload):
+        return target, locations
+    tmp.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = tmp / f"{uuid.uuid4().hex}.pack.part"
+    with open(temp, "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, target)
+    return target, locations
+
+
+def read_blob(packs_root: Path, storage_key: str) -> bytes:
+    """One blob's bytes by its storage key (not hash-checked here: callers hash what they read)."""
+    location = parse_pack_key(storage_key)
+    path = pack_path(packs_root, location.pack_sha256)
+    with open(path, "rb") as handle:
+        handle.seek(location.offset)
+        data = handle.read(location.length)
+    if len(data) != location.length:
+        raise VerificationError(f"pack {path.name} is shorter than the blob at {location.offset} needs; it is damaged")
+    return data
+
+
+def blob_present(packs_root: Path, storage_key: str) -> bool:
+    """The pack exists and is long enough to hold the blob (a cheap check, no hashing)."""
+    try:
+        location = parse_pack_key(storage_key)
+        size = pack_path(packs_root, location.pack_sha256).stat().st_size
+    except (OSError, VerificationError):
+        return False
+    return size >= location.offset + location.length + TRAILER.size
+
+
+@dataclass(frozen=True)
+class PackIndex:
+    path: Path
+    pack_sha256: str
+    blobs: dict[str, BlobLocation]
+
+
+def read_pack_index(path: Path) -> PackIndex:
+    """Parse a pack's own index (the trailer, then the JSON before it); damage → VerificationError."""
+    data = path.read_bytes()
+    pack_sha = hashlib.sha256(data).hexdigest()
+    name = path.name.removesuffix(".pack")
+    if name != pack_sha:
+        raise VerificationError(f"pack {path} hashes to {pack_sha}, not to its name; it is damaged")
+    if not data.startswith(PACK_MAGIC) or len(data) < len(PACK_MAGIC) + TRAILER.size:
+        raise VerificationError(f"pack {path} lacks its header or trailer; it is damaged")
+    length, end = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    start = len(data) - TRAILER.size - length
+    if end != PACK_END or length > MAX_INDEX_BYTES or start < len(PACK_MAGIC):
+        raise VerificationError(f"pack {path} has a damaged trailer")
+    try:
+        index = json.loads(data[start:len(data) - TRAILER.size])
+        blobs = {b["sha256"]: BlobLocation(pack_sha, int(b["offset"]), int(b["length"])) for b in index["blobs"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise VerificationError(f"pack {path} has an unreadable index ({exc})") from exc
+    for sha, loc in blobs.items():
+        if loc.offset < len(PACK_MAGIC) or loc.offset + loc.length > start or \
+                hashlib.sha256(data[loc.offset:loc.offset + loc.length]).hexdigest() != sha:
+            raise VerificationError(f"pack {path}: blob {sha} does not hash to its name; it is damaged")
+    return PackIndex(path, pack_sha, blobs)
+
+
+def iter_pack_files(packs_root: Path) -> list[Path]:
+    """Every pack file, sorted (temporary files of an interrupted write are not packs)."""
+    if not packs_root.exists():
+        return []
+    return sorted(p for p in packs_root.glob("*/*.pack") if p.is_file())
