@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from workbench.archive.catalog import ArchiveLayout, utc_now
+from workbench.archive.snapshots import snapshot_if_changed
 from workbench.errors import ArchiveBusyError
 
 
@@ -29,10 +30,11 @@ def read_holder(lock_path: Path) -> dict[str, object]:
 
 
 @contextmanager
-def archive_lock(archive: Path | str | None, *, job: str, wait_s: float = 0.0) -> Iterator[None]:
+def archive_lock(archive: Path | str | None, *, job: str, wait_s: float = 0.0, snapshot: bool = True) -> Iterator[None]:
     """Hold the archive's job lock for the duration of the block.
 
-    `wait_s` > 0 waits (polling) for a running job to finish before giving up.
+    `wait_s` > 0 waits (polling) for a running job to finish before giving up. A job that ends
+    without an exception leaves a catalog snapshot (`snapshots.py`) when it changed the catalog.
     """
     layout = ArchiveLayout.at(archive)
     layout.root.mkdir(parents=True, exist_ok=True)
@@ -57,6 +59,8 @@ def archive_lock(archive: Path | str | None, *, job: str, wait_s: float = 0.0) -
         os.pwrite(fd, json.dumps(info).encode(), 0)
         locked = True
         yield
+        if snapshot:
+            snapshot_if_changed(layout)
     finally:
         try:
             if locked:

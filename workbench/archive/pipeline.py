@@ -31,10 +31,9 @@ from workbench.archive.catalog import ArchiveLayout, fetch_one, open_catalog, ut
 from workbench.archive.extract import Extracted, ItemError, extract_loop, validate_request
 from workbench.archive.journal import recorded
 from workbench.archive.lock import archive_lock
+from workbench.archive.packs import is_pack_key, parse_pack_key
 from workbench.archive.persist import Outcome, StoredBatch, commit_batch, consolidate_factors, store_files
 from workbench.archive.scan import LoopCandidate, build_candidates, is_archivable, loop_timestamp, parse_time
-from workbench.archive.packs import is_pack_key, parse_pack_key
-from workbench.archive.snapshots import take_snapshot
 from workbench.archive.store import INLINE_PREFIX, ObjectStore
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.rdagent.installation import Installation
@@ -166,20 +165,11 @@ def archive(
         finally:
             summary.ended_at = utc_now().isoformat()
             _record_run_end(layout, summary)
-        _snapshot_after(layout, summary)
     if summary.level1 or summary.level2:
         from workbench.library.factors import refresh_library_cache  # the library builds on the archive
 
         refresh_library_cache(layout.root)  # the first factor query after the run need not re-read DuckDB
     return summary
-
-
-def _snapshot_after(layout: ArchiveLayout, summary: RunSummary) -> None:
-    """A catalog snapshot after the completed run; a failure to take one is a note, not a failed run."""
-    try:
-        take_snapshot(layout.root)
-    except OSError as exc:
-        summary.notes.append(f"catalog snapshot not taken ({exc.strerror or exc}); the records still hold every change")
 
 
 def _load_state(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, suspect: Iterable[str] = ()) -> CatalogState:

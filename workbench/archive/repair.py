@@ -173,7 +173,7 @@ def repair(
     if not layout.root.exists():
         raise ArchiveError(f"no archive folder at {layout.root}; pass the right --archive")
     report = RepairReport(str(layout.root))
-    with archive_lock(layout.root, job="repair"):
+    with archive_lock(layout.root, job="repair", snapshot=False):
         problem = catalog_problem(layout.catalog)
         if problem is not None or rebuild:
             report.catalog_problem = problem or "rebuild requested"
@@ -187,10 +187,10 @@ def repair(
             with open_catalog(layout.root) as con, recorded(con, layout, "repair-manifests") as rec:
                 rec.experiments(stale_manifests)
             report.manifests_rewritten = len(stale_manifests)
+        if report.catalog == "rebuilt" or stale_manifests:
+            take_snapshot(layout.root)
     if damaged:
         _restore_objects(layout, report, damaged, rdagent_root=rdagent_root, registry=registry, path_map=path_map)
-    with archive_lock(layout.root, job="repair"):
-        take_snapshot(layout.root)
     return report
 
 

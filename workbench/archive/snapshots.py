@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import duckdb
 
 from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
 from workbench.archive.journal import current_seq, fsync_dir
+from workbench.errors import WorkbenchError
 
 DEFAULT_KEEP = 3
 _NAME = re.compile(r"^catalog-(\d{12})-(\d{8}T\d{6}\d*Z)\.duckdb$")
@@ -61,6 +63,27 @@ def take_snapshot(archive: Path | str | None, *, keep: int = DEFAULT_KEEP) -> Sn
     for old in list_snapshots(layout.root)[max(keep, 1):]:
         old.path.unlink(missing_ok=True)
     return Snapshot(target, seq, stamp)
+
+
+def snapshot_if_changed(layout: ArchiveLayout) -> Snapshot | None:
+    """A snapshot when the catalog has records newer than the newest snapshot; failures only warn.
+
+    Records already hold every change, so a snapshot that cannot be taken (a full disk, say)
+    costs `repair` time, not data.
+    """
+    if not layout.catalog.exists():
+        return None
+    try:
+        with open_catalog(layout.root, read_only=True) as con:
+            seq = current_seq(con)
+        newest = list_snapshots(layout.root)
+        if newest and newest[0].seq >= seq:
+            return None
+        return take_snapshot(layout.root)
+    except (OSError, WorkbenchError) as exc:
+        warnings.warn(f"catalog snapshot not taken in {layout.snapshots} ({exc}); `workbench repair` can still "
+                      "rebuild the catalog from records/", stacklevel=2)
+        return None
 
 
 def _copy_synced(source: Path, target: Path) -> None:

@@ -35,7 +35,15 @@ from typing import BinaryIO, Literal
 
 import pyarrow as pa
 
-from workbench.archive.packs import PACK_PREFIX, blob_present, is_pack_key, pack_path, parse_pack_key, read_blob, write_pack
+from workbench.archive.packs import (
+    PACK_PREFIX,
+    blob_present,
+    is_pack_key,
+    pack_path,
+    parse_pack_key,
+    read_blob,
+    write_pack,
+)
 from workbench.errors import VerificationError
 from workbench.rdagent.files.jsonfile import open_regular_file
 

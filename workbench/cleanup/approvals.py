@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from workbench.archive.catalog import open_catalog, utc_now
+from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
+from workbench.archive.journal import recorded
 from workbench.cleanup.plan import CleanupPlan, PlanItem, hash_items
 from workbench.cleanup.records import load_plan
 from workbench.errors import ConfigError, PlanChangedError
@@ -54,7 +55,8 @@ def approve_plan(
         raise ConfigError(f"nothing to approve: no items selected from plan {plan_id}")
     approval = Approval(f"a-{secrets.token_hex(5)}", plan_id, plan.plan_hash, chosen,
                         approved_by or getpass.getuser(), note, utc_now())
-    with open_catalog(archive) as con:
+    with open_catalog(archive) as con, recorded(con, ArchiveLayout.at(archive), "approval") as rec:
+        rec.capture("wb_cleanup_approvals", approval_id=[approval.approval_id])
         con.execute(
             "INSERT INTO wb_cleanup_approvals (approval_id, plan_id, plan_hash, item_ids, approved_by, note, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -77,7 +79,8 @@ def load_approval(approval_id: str, *, archive: Path | str | None) -> Approval:
 
 
 def mark_used(approval_id: str, *, archive: Path | str | None) -> None:
-    with open_catalog(archive) as con:
+    with open_catalog(archive) as con, recorded(con, ArchiveLayout.at(archive), "approval-used") as rec:
+        rec.capture("wb_cleanup_approvals", approval_id=[approval_id])
         con.execute("UPDATE wb_cleanup_approvals SET used_at = ? WHERE approval_id = ?", [utc_now(), approval_id])
 
 

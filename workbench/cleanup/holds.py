@@ -23,7 +23,8 @@ from typing import Literal
 
 import duckdb
 
-from workbench.archive.catalog import open_catalog, utc_now
+from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
+from workbench.archive.journal import recorded
 from workbench.errors import ConfigError
 
 HoldKind = Literal["hold", "active"]
@@ -122,11 +123,12 @@ def hold(target_id: str, *, reason: str, active: bool = False, allow_unknown: bo
                           f"{_suggest(target, known)}; nothing was recorded; {LIST_IDS}; "
                           "to protect a workspace or task run not archived yet, add --allow-unknown")
     record = Hold(target, "active" if active else "hold", reason.strip(), utc_now(), known_as=what)
-    with open_catalog(archive) as con:
+    with open_catalog(archive) as con, recorded(con, ArchiveLayout.at(archive), "hold") as rec:
         con.execute(
             "INSERT INTO wb_holds (target_id, kind, reason, created_at) VALUES (?, ?, ?, ?)",
             [record.target_id, record.kind, record.reason, record.created_at],
         )
+        rec.capture("wb_holds", target_id=[record.target_id])
     return record
 
 
@@ -136,7 +138,8 @@ def release(target_id: str, *, reason: str, archive: Path | str | None = None) -
     if not (reason or "").strip():
         raise ConfigError("--reason is required: say why the hold is lifted")
     now = utc_now()
-    with open_catalog(archive) as con:
+    with open_catalog(archive) as con, recorded(con, ArchiveLayout.at(archive), "release") as rec:
+        rec.capture("wb_holds", target_id=[target])
         rows = con.execute(
             "SELECT target_id, kind, reason, created_at FROM wb_holds WHERE target_id = ? AND released_at IS NULL "
             "ORDER BY created_at",

@@ -17,7 +17,8 @@ from typing import Any
 
 import duckdb
 
-from workbench.archive.catalog import open_catalog, utc_now
+from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
+from workbench.archive.journal import recorded
 from workbench.cleanup.plan import CleanupPlan, PlanItem, new_plan_id
 from workbench.errors import ArchiveError, ConfigError
 
@@ -53,7 +54,8 @@ class Deletion:
 def save_plan(plan: CleanupPlan, *, archive: Path | str | None, status: str = "planned") -> CleanupPlan:
     """Store a plan under a new id (returned on the plan) so it can be approved and audited."""
     stored = plan.with_id(plan.plan_id or new_plan_id(utc_now()))
-    with open_catalog(archive) as con:
+    with open_catalog(archive) as con, recorded(con, ArchiveLayout.at(archive), "cleanup-plan") as rec:
+        rec.capture("wb_cleanup_plans", plan_id=[stored.plan_id])
         con.execute(
             "INSERT INTO wb_cleanup_plans (plan_id, plan_hash, stage, created_at, params_json, plan_json, status) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -117,7 +119,8 @@ def list_plans(*, archive: Path | str | None, limit: int = 50) -> list[dict[str,
 
 def set_plan_status(plan_id: str, status: str, *, archive: Path | str | None, applied: bool = False,
                     approval_id: str | None = None) -> None:
-    with open_catalog(archive) as con:
+    with open_catalog(archive) as con, recorded(con, ArchiveLayout.at(archive), "cleanup-plan-status") as rec:
+        rec.capture("wb_cleanup_plans", plan_id=[plan_id])
         con.execute(
             "UPDATE wb_cleanup_plans SET status = ?, applied_at = CASE WHEN ? THEN ? ELSE applied_at END, "
             "approval_id = coalesce(?, approval_id) WHERE plan_id = ?",
@@ -133,21 +136,17 @@ def record_moves(
     experiment = item.experiment_ids[0] if item.experiment_ids else None
     rows = [Deletion(uuid.uuid4().hex, plan.plan_id or "", item.item_id, experiment, item.kind, original, target,
                      size, "quarantined", now) for original, target, size in moves]
-    with open_catalog(archive) as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            for d in rows:
-                con.execute(
-                    "INSERT INTO wb_deletions (deletion_id, plan_id, item_id, experiment_id, kind, original_path, "
-                    "quarantine_path, bytes, state, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [d.deletion_id, d.plan_id, d.item_id, d.experiment_id, d.kind, d.original_path,
-                     d.quarantine_path, d.bytes, d.state, d.deleted_at],
-                )
-            refresh_workspace_states(con, set(item.experiment_ids))
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+    with open_catalog(archive) as con, recorded(con, ArchiveLayout.at(archive), "cleanup-moves") as rec:
+        for d in rows:
+            con.execute(
+                "INSERT INTO wb_deletions (deletion_id, plan_id, item_id, experiment_id, kind, original_path, "
+                "quarantine_path, bytes, state, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [d.deletion_id, d.plan_id, d.item_id, d.experiment_id, d.kind, d.original_path,
+                 d.quarantine_path, d.bytes, d.state, d.deleted_at],
+            )
+        refresh_workspace_states(con, set(item.experiment_ids))
+        rec.capture("wb_deletions", deletion_id=[d.deletion_id for d in rows])
+        rec.experiments(set(item.experiment_ids))
     return rows
 
 
@@ -176,18 +175,14 @@ def mark_deletions(deletion_ids: list[str], state: str, *, archive: Path | str |
     if not deletion_ids:
         return
     column = {"restored": "restored_at", "purged": "purged_at"}[state]
-    with open_catalog(archive) as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            for deletion_id in deletion_ids:
-                con.execute(f"UPDATE wb_deletions SET state = ?, {column} = ? WHERE deletion_id = ?",
-                            [state, utc_now(), deletion_id])
-            if experiment_ids:
-                refresh_workspace_states(con, experiment_ids)
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+    with open_catalog(archive) as con, recorded(con, ArchiveLayout.at(archive), f"cleanup-{state}") as rec:
+        for deletion_id in deletion_ids:
+            con.execute(f"UPDATE wb_deletions SET state = ?, {column} = ? WHERE deletion_id = ?",
+                        [state, utc_now(), deletion_id])
+        if experiment_ids:
+            refresh_workspace_states(con, experiment_ids)
+            rec.experiments(experiment_ids)
+        rec.capture("wb_deletions", deletion_id=list(deletion_ids))
 
 
 def _effect(item: PlanItem, experiment_id: str) -> str:

@@ -15,7 +15,8 @@ from typing import Any
 import polars as pl
 
 from workbench.archive import ids
-from workbench.archive.catalog import open_catalog, read_frame, utc_now
+from workbench.archive.catalog import ArchiveLayout, open_catalog, read_frame, utc_now
+from workbench.archive.journal import recorded
 from workbench.archive.lock import archive_lock
 from workbench.errors import ConfigError
 from workbench.library.factors import refresh_library_cache, resolve_factor_id, resolve_factor_ids
@@ -175,10 +176,12 @@ def save_combination(
                 f"a combination named {name!r} already exists with other factors (id {same_name[0][0]}); "
                 "choose another name (see `workbench combinations`)"
             )
-        con.execute(
-            "INSERT INTO aistock_factor_combinations (id, name, factor_ids, experiment_id, source, created_at) "
-            "VALUES (?, ?, ?, NULL, ?, ?) ON CONFLICT (id) DO NOTHING",
-            [combination, name, json.dumps(sorted(set(members))), source, utc_now()],
-        )
+        with recorded(con, ArchiveLayout.at(archive), "save-combination") as rec:
+            con.execute(
+                "INSERT INTO aistock_factor_combinations (id, name, factor_ids, experiment_id, source, created_at) "
+                "VALUES (?, ?, ?, NULL, ?, ?) ON CONFLICT (id) DO NOTHING",
+                [combination, name, json.dumps(sorted(set(members))), source, utc_now()],
+            )
+            rec.capture("aistock_factor_combinations", id=[combination])
     refresh_library_cache(archive)
     return combination

@@ -70,6 +70,7 @@ import polars as pl
 
 from workbench.archive import ids
 from workbench.archive.catalog import ArchiveLayout, new_archive_note, open_catalog, utc_now
+from workbench.archive.journal import recorded
 from workbench.archive.lock import archive_lock
 from workbench.errors import ConfigError, InputFileError
 from workbench.library.factors import refresh_library_cache
@@ -489,8 +490,7 @@ def _write_factors(
             notes.append(f"{kept_other_source.height} factor(s) were already in the library from another source "
                          f"(e.g. {kept_other_source['name'][0]!r} from {kept_other_source['source'][0]}); "
                          "they keep that source, empty fields were filled")
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with recorded(con, ArchiveLayout.at(archive), "import-factors") as rec:
             _upsert_factors(con, to_write, now=now)
             # the file is the truth for its own factors' imported windows: a window dropped from it goes
             _register(con, "_imported", merged.select(pl.col("id").alias("factor_id")))
@@ -507,12 +507,12 @@ def _write_factors(
                     + ", ".join(f"{c} = excluded.{c}" for c in ("start_date", "end_date", *PERFORMANCE_COLUMNS))
                 )
             n_values = _replace_values(con, values)
-            _record_import(con, kind="factors", source=source, path=path, sha256=sha256, item_ids=factor_ids,
-                           n_values=n_values, now=now)
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+            import_id = _record_import(con, kind="factors", source=source, path=path, sha256=sha256,
+                                       item_ids=factor_ids, n_values=n_values, now=now)
+            rec.capture("aistock_factors", id=factor_ids)
+            rec.capture("aistock_factor_performance", factor_id=factor_ids)
+            rec.capture("aistock_factor_values", factor_id=factor_ids)
+            rec.capture("wb_imports", import_id=[import_id])
     n_new = int(merged["_new"].sum())
     n_updated = int(changed.sum())
     return ImportResult("factors", source, str(path), sha256, tuple(factor_ids), n_new, n_updated,
@@ -565,7 +565,7 @@ def _record_import(
     item_ids: Sequence[str],
     n_values: int,
     now: datetime,
-) -> None:
+) -> str:
     import_id = hashlib.sha256(f"{kind}|{source}|{sha256}".encode()).hexdigest()[:32]
     con.execute(
         "INSERT INTO wb_imports (import_id, kind, source, path, sha256, item_ids, n_values, first_imported_at, "
@@ -574,6 +574,7 @@ def _record_import(
         "last_imported_at = excluded.last_imported_at",
         [import_id, kind, source, str(path.absolute()), sha256, json.dumps(list(item_ids)), n_values, now, now],
     )
+    return import_id
 
 
 # --------------------------------------------------------------------------- strategies
@@ -615,8 +616,7 @@ def import_strategy(
         row = [strategy, key, label, str(config.extra.get("shape") or "portfolio"),
                str(config.extra.get("output_mode") or "target_weight"), source, config.strategy_type,
                config_json, combination_id, now, now]
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with recorded(con, ArchiveLayout.at(archive), "import-strategy") as rec:
             con.execute(
                 "INSERT INTO aistock_strategies (id, strategy_key, name, shape, output_mode, source, strategy_type, "
                 "config_json, factor_combination_id, recommendation_status, created_at, updated_at) "
@@ -626,12 +626,10 @@ def import_strategy(
                 "aistock_strategies.factor_combination_id), updated_at = excluded.updated_at",
                 row,
             )
-            _record_import(con, kind="strategy", source=source, path=path, sha256=sha256, item_ids=[strategy],
-                           n_values=0, now=now)
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+            import_id = _record_import(con, kind="strategy", source=source, path=path, sha256=sha256,
+                                       item_ids=[strategy], n_values=0, now=now)
+            rec.capture("aistock_strategies", id=[strategy])
+            rec.capture("wb_imports", import_id=[import_id])
     if not before:
         new, updated, unchanged = 1, 0, 0
     else:

@@ -24,7 +24,8 @@ from typing import Any
 
 import yaml
 
-from workbench.archive.catalog import new_archive_note, open_catalog, read_frame, utc_now
+from workbench.archive.catalog import ArchiveLayout, new_archive_note, open_catalog, read_frame, utc_now
+from workbench.archive.journal import recorded
 from workbench.archive.lock import archive_lock
 from workbench.errors import ConfigError
 from workbench.library.combinations import resolve_combination_id
@@ -98,12 +99,15 @@ def attach_request(archive: Path | str | None, task_run_id: str, path: Path | st
             [task_run_id]).fetchall())
         replaced = bool(con.execute("SELECT count(*) FROM wb_attached_requests WHERE task_run_id = ?",
                                     [task_run_id]).fetchall()[0][0])
-        con.execute(
-            "INSERT INTO wb_attached_requests (task_run_id, request_json, source_path, attached_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (task_run_id) DO UPDATE SET request_json = excluded.request_json, "
-            "source_path = excluded.source_path, attached_at = excluded.attached_at",
-            [task_run_id, json.dumps(request.model_dump(mode="json"), ensure_ascii=False), str(path.absolute()), now],
-        )
+        with recorded(con, ArchiveLayout.at(archive), "attach-request") as rec:
+            con.execute(
+                "INSERT INTO wb_attached_requests (task_run_id, request_json, source_path, attached_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (task_run_id) DO UPDATE SET request_json = excluded.request_json, "
+                "source_path = excluded.source_path, attached_at = excluded.attached_at",
+                [task_run_id, json.dumps(request.model_dump(mode="json"), ensure_ascii=False), str(path.absolute()),
+                 now],
+            )
+            rec.capture("wb_attached_requests", task_run_id=[task_run_id])
     notes = [created] if created else []
     if not known_loops:
         notes.append(f"the archive has no loop of task run {task_run_id} yet; the request applies when it is archived")

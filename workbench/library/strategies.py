@@ -16,7 +16,8 @@ from typing import Any, Literal, get_args
 
 import polars as pl
 
-from workbench.archive.catalog import fetch_frame, open_catalog, read_frame, utc_now
+from workbench.archive.catalog import ArchiveLayout, fetch_frame, open_catalog, read_frame, utc_now
+from workbench.archive.journal import recorded
 from workbench.archive.lock import archive_lock
 from workbench.errors import ConfigError
 from workbench.library.models import StrategyConfig
@@ -250,8 +251,7 @@ def set_recommendation(
     resolved = resolve_strategy_id(archive, strategy_id)
     now = utc_now()
     with archive_lock(archive, job="review"), open_catalog(archive) as con:
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with recorded(con, ArchiveLayout.at(archive), "review") as rec:
             previous = con.execute("SELECT recommendation_status FROM aistock_strategies WHERE id = ?",
                                    [resolved]).fetchall()[0][0]
             con.execute(
@@ -263,10 +263,8 @@ def set_recommendation(
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [resolved, status, previous, note, reviewer, now],
             )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+            rec.capture("aistock_strategies", id=[resolved])
+            rec.capture("wb_strategy_reviews", strategy_id=[resolved])
         row = fetch_frame(con, "SELECT id AS strategy_id, name, recommendation_status, review_note, updated_at "
                                "FROM aistock_strategies WHERE id = $id", {"id": resolved})
     out = row.to_dicts()[0]
