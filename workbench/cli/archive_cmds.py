@@ -20,6 +20,7 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
     app.command("verify")(verify)
     app.command("restore")(restore)
+    app.command("repair")(repair)
     app.command("demo")(demo)
 
 
@@ -112,6 +113,28 @@ def restore(
     typer.echo(f"restored {result.files} files ({result.bytes:,} bytes) of {result.experiment_id} into {result.target}")
     for path in result.left_out[:20]:
         typer.echo(f"  not archived (deliberately left out): {path}")
+
+
+def repair(
+    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    rdagent_root: Annotated[Path | None, typer.Option(
+        "--rdagent-root", help="RD-Agent installation to take damaged objects from again "
+                               "(default: the one the last archive run used).")] = None,
+    path_map: Annotated[list[str] | None, typer.Option("--path-map", help="FROM=TO path rule (repeatable).")] = None,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild the catalog from disk even if it reads fine.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Rebuild a missing or damaged catalog from snapshots and records, store damaged objects again.
+
+    The damaged catalog is moved to damaged/, never deleted. Exits 7 when something could not
+    be repaired (listed, with the experiments that lose a file).
+    """
+    from workbench.archive.repair import repair as repair_archive
+
+    report = repair_archive(archive, rdagent_root=rdagent_root, path_map=path_map or [], rebuild=rebuild)
+    typer.echo(json.dumps(report.to_dict(), indent=2, default=str) if json_output else report.format())
+    if not report.ok:
+        raise typer.Exit(7)
 
 
 def demo(
