@@ -59,7 +59,7 @@ def unique_object(env: Env, experiment: dict) -> str:
             if ref.get("kept"):
                 counts[ref["sha256"]] = counts.get(ref["sha256"], 0) + 1
     for ref in json.loads(experiment["file_refs"]):
-        if ref.get("kept") and counts[ref["sha256"]] == 1 and not ref["storage_key"].startswith("inline:"):
+        if ref.get("kept") and counts[ref["sha256"]] == 1 and not ref["storage_key"].startswith(("inline:", "pack:")):
             return ref["storage_key"]
     raise AssertionError("no unique object")
 
