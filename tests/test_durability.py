@@ -231,3 +231,48 @@ def test_a_torn_record_from_a_crash_is_reported_not_fatal(env: Env) -> None:
     assert report.catalog == "rebuilt" and not report.ok
     assert any(torn.name in p for p in report.problems)
     os.remove(torn)
+
+
+def _make_like_schema_5(ar: Path) -> None:
+    """Turn a current archive into what workbench wrote before schema 6: small objects in the
+    catalog (`wb_inline_objects`, keys `inline:<sha>`), no packs, manifests, records or snapshots."""
+    layout = ArchiveLayout.at(ar)
+    con = duckdb.connect(str(layout.catalog))
+    for sha, key in con.execute("SELECT sha256, storage_key FROM wb_objects WHERE codec = 'pack'").fetchall():
+        _pack, offset, length = key.split(":")[1:]
+        with open(next(layout.packs.glob(f"*/{_pack}.pack")), "rb") as handle:
+            handle.seek(int(offset))
+            data = handle.read(int(length))
+        con.execute("INSERT INTO wb_inline_objects VALUES (?, ?)", [sha, data])
+        con.execute("UPDATE wb_objects SET storage_key = ?, codec = 'inline' WHERE sha256 = ?", [f"inline:{sha}", sha])
+    for experiment_id, refs in con.execute("SELECT id, file_refs_json FROM aistock_experiments "
+                                           "WHERE file_refs_json IS NOT NULL").fetchall():
+        fixed = [{**r, "storage_key": f"inline:{r['sha256']}"} if str(r.get("storage_key", "")).startswith("pack:")
+                 else r for r in json.loads(refs)]
+        con.execute("UPDATE aistock_experiments SET file_refs_json = ? WHERE id = ?", [json.dumps(fixed), experiment_id])
+    con.execute("DROP TABLE wb_manifests")
+    con.execute("DELETE FROM wb_meta WHERE key = 'record_seq'")
+    con.execute("UPDATE wb_meta SET value = '5' WHERE key = 'schema_version'")
+    con.close()
+    for folder in (layout.packs, layout.manifests, layout.records, layout.snapshots):
+        shutil.rmtree(folder)
+
+
+def test_an_archive_from_before_records_is_made_self_describing_by_its_upgrade(env: Env, tmp_path: Path) -> None:
+    _make_like_schema_5(env.ar)
+    archive(env.rd, archive=env.ar, mode="incremental", progress=False)  # a writing command upgrades
+    hold(sorted(env.level2())[0], reason="first hold after the upgrade", archive=env.ar)
+    assert env.query("SELECT count(*) FROM wb_inline_objects") == [(0,)]
+    assert env.query("SELECT count(*) FROM wb_objects WHERE codec = 'inline'") == [(0,)]
+    kinds = [json.loads(p.read_text())["kind"] for p in record_files(ArchiveLayout.at(env.ar))]
+    assert kinds[0] == "baseline" and "hold" in kinds
+    catalog = env.ar / "catalog.duckdb"
+    before = catalog_tables(catalog)
+    catalog.unlink()
+    shutil.rmtree(env.ar / "snapshots", ignore_errors=True)
+    assert repair(env.ar).ok
+    assert_same_tables(before, catalog_tables(catalog))
+    for experiment_id, refs in env.query("SELECT id, file_refs_json FROM aistock_experiments WHERE archiving_level = 2"):
+        target = tmp_path / "restored" / experiment_id
+        restore_experiment(experiment_id, to=target, archive=env.ar)
+        assert all(sha(target / r["path"]) == r["sha256"] for r in json.loads(refs) if r["kept"])
