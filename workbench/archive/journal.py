@@ -206,45 +206,95 @@ def object_store(layout: ArchiveLayout) -> ObjectStore:
     return ObjectStore(layout.objects, tmp=layout.tmp, packs=layout.packs)
 
 
-def _values(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> list[Any]:
-    return sorted({r[0] for r in con.execute(sql, params).fetchall() if r[0] not in (None, "")})
+def _rows_by(con: duckdb.DuckDBPyConnection, table: str, column: str, values: list[Any]) -> dict[str, list[list]]:
+    """Rows of `table` whose `column` is one of `values` (DuckDB text, ORDER BY ALL), grouped by it."""
+    captured = capture(con, table, {column: values})
+    at = captured.columns.index(column)
+    grouped: dict[str, list[list]] = {}
+    for row in captured.rows:
+        grouped.setdefault(str(row[at]), []).append(row)
+    return grouped
 
 
-def build_manifest(
-    con: duckdb.DuckDBPyConnection, experiment_id: str, series: dict[str, Any] | None, *, seq: int, written_at: str
-) -> dict[str, Any] | None:
-    """Everything needed to rebuild one experiment's rows, read inside the writing transaction."""
-    row = fetch_one(con, "SELECT task_run_id, loop_id FROM aistock_experiments WHERE id = ?", [experiment_id])
-    if row is None:
-        return None
-    one = [experiment_id]
-    factors = _values(con, "SELECT factor_id FROM aistock_factor_usage WHERE experiment_id = ?", one)
-    strategy = _values(con, "SELECT strategy_id FROM aistock_experiments WHERE id = ?", one)
-    combos = sorted(set(_values(con, "SELECT combination_id FROM aistock_factor_usage WHERE experiment_id = ?", one))
-                    | set(_values(con, "SELECT factor_combination_id FROM aistock_strategies WHERE id = ?",
-                                  [strategy[0] if strategy else ""])))
-    shas = set(_values(con, "SELECT sha256 FROM wb_stored_files WHERE experiment_id = ?", one))
-    if series:
-        shas.add(series["sha256"])
-    rowsets = [
-        capture(con, "aistock_experiments", {"id": one}),
-        capture(con, "wb_loop_state", {"experiment_id": one}),
-        capture(con, "wb_stored_files", {"experiment_id": one}),
-        capture(con, "wb_objects", {"sha256": sorted(shas)}),
-        capture(con, "aistock_factor_usage", {"experiment_id": one}),
-        capture(con, "aistock_factor_performance", {"experiment_id": one}),
-        capture(con, "aistock_factors", {"id": factors}),
-        capture(con, "aistock_factor_combinations", {"id": combos}),
-        capture(con, "aistock_strategies", {"id": strategy}),
-    ]
-    if series:
-        rowsets.append(RowSet("aistock_return_series", {"experiment_id": one},
-                              parquet={**series, "constants": {"experiment_id": experiment_id}}))
-    else:
-        rowsets.append(RowSet("aistock_return_series", {"experiment_id": one}))
-    return {"format": MANIFEST_FORMAT, "version": FORMAT_VERSION, "experiment_id": experiment_id,
-            "task_run_id": row[0], "loop_id": int(row[1]), "seq": seq, "written_at": written_at,
-            "series": series, "rowsets": [r.to_json() for r in rowsets]}
+def build_manifests(
+    con: duckdb.DuckDBPyConnection, series: dict[str, dict[str, Any] | None], *, seq: int, written_at: str
+) -> dict[str, dict[str, Any]]:
+    """Everything needed to rebuild each experiment's rows, read inside the writing transaction.
+
+    One query per table for the whole set (not per experiment), grouped here.
+    """
+    ids = sorted(series)
+    columns = {t: [c for c, _ in table_columns(con, t)] for t in (
+        "aistock_experiments", "wb_loop_state", "wb_stored_files", "aistock_factor_usage",
+        "aistock_factor_performance", "aistock_factors", "aistock_factor_combinations", "aistock_strategies",
+        "wb_objects")}
+    experiments = _rows_by(con, "aistock_experiments", "id", ids)
+    own = {t: _rows_by(con, t, "experiment_id", ids) for t in (
+        "wb_loop_state", "wb_stored_files", "aistock_factor_usage", "aistock_factor_performance")}
+    col = {t: {c: i for i, c in enumerate(cs)} for t, cs in columns.items()}
+
+    def field(table: str, row: list, name: str) -> Any:
+        return row[col[table][name]]
+
+    usage = own["aistock_factor_usage"]
+    strategy_of = {e: field("aistock_experiments", rows[0], "strategy_id") for e, rows in experiments.items()}
+    factor_ids = sorted({field("aistock_factor_usage", r, "factor_id") for rows in usage.values() for r in rows})
+    factors = _rows_by(con, "aistock_factors", "id", factor_ids)
+    strategies = _rows_by(con, "aistock_strategies", "id", sorted({s for s in strategy_of.values() if s}))
+    combo_ids = {field("aistock_factor_usage", r, "combination_id") for rows in usage.values() for r in rows}
+    combo_ids |= {field("aistock_strategies", rows[0], "factor_combination_id") for rows in strategies.values()}
+    combos = _rows_by(con, "aistock_factor_combinations", "id", sorted(c for c in combo_ids if c))
+    shas = {field("wb_stored_files", r, "sha256") for rows in own["wb_stored_files"].values() for r in rows}
+    shas |= {s["sha256"] for s in series.values() if s}
+    objects = _rows_by(con, "wb_objects", "sha256", sorted(shas))
+    out: dict[str, dict[str, Any]] = {}
+    for experiment_id in ids:
+        if experiment_id not in experiments:
+            continue
+        row = experiments[experiment_id][0]
+        my_usage = usage.get(experiment_id, [])
+        my_factors = sorted({field("aistock_factor_usage", r, "factor_id") for r in my_usage})
+        my_strategy = [strategy_of[experiment_id]] if strategy_of.get(experiment_id) else []
+        my_combos = {field("aistock_factor_usage", r, "combination_id") for r in my_usage}
+        my_combos |= {field("aistock_strategies", r, "factor_combination_id")
+                      for s in my_strategy for r in strategies.get(s, [])}
+        my_combos = sorted(c for c in my_combos if c)
+        my_shas = {field("wb_stored_files", r, "sha256") for r in own["wb_stored_files"].get(experiment_id, [])}
+        if series[experiment_id]:
+            my_shas.add(series[experiment_id]["sha256"])  # type: ignore[index]
+
+        def picked(table: str, groups: dict[str, list[list]], keys: list[str]) -> list[list]:
+            return sorted((r for k in keys for r in groups.get(k, [])), key=_sort_key)
+
+        rowsets = [
+            RowSet("aistock_experiments", {"id": [experiment_id]}, columns["aistock_experiments"], [row]),
+            *(RowSet(t, {"experiment_id": [experiment_id]}, columns[t], own[t].get(experiment_id, []))
+              for t in ("wb_loop_state", "wb_stored_files")),
+            RowSet("wb_objects", {"sha256": sorted(my_shas)}, columns["wb_objects"],
+                   picked("wb_objects", objects, sorted(my_shas))),
+            *(RowSet(t, {"experiment_id": [experiment_id]}, columns[t], own[t].get(experiment_id, []))
+              for t in ("aistock_factor_usage", "aistock_factor_performance")),
+            RowSet("aistock_factors", {"id": my_factors}, columns["aistock_factors"],
+                   picked("aistock_factors", factors, my_factors)),
+            RowSet("aistock_factor_combinations", {"id": my_combos}, columns["aistock_factor_combinations"],
+                   picked("aistock_factor_combinations", combos, my_combos)),
+            RowSet("aistock_strategies", {"id": my_strategy}, columns["aistock_strategies"],
+                   picked("aistock_strategies", strategies, my_strategy)),
+        ]
+        pointer = series[experiment_id]
+        rowsets.append(RowSet("aistock_return_series", {"experiment_id": [experiment_id]},
+                              parquet={**pointer, "constants": {"experiment_id": experiment_id}} if pointer else None))
+        out[experiment_id] = {
+            "format": MANIFEST_FORMAT, "version": FORMAT_VERSION, "experiment_id": experiment_id,
+            "task_run_id": field("aistock_experiments", row, "task_run_id"),
+            "loop_id": int(field("aistock_experiments", row, "loop_id")), "seq": seq, "written_at": written_at,
+            "series": pointer, "rowsets": [r.to_json() for r in rowsets]}
+    return out
+
+
+def _sort_key(row: list) -> tuple:
+    """ORDER BY ALL's order for text rows (NULLs last, as DuckDB sorts them)."""
+    return tuple((value is None, value or "") for value in row)
 
 
 def load_manifest(layout: ArchiveLayout, storage_key: str, sha256: str) -> dict[str, Any]:
@@ -429,16 +479,16 @@ class Recorder:
         mstore = manifest_store(self.layout)
         written: dict[str, dict[str, str]] = {}
         rows = []
+        pointers: dict[str, dict[str, Any] | None] = {}
         for experiment_id in sorted(self._experiments):
             series = self._experiments[experiment_id]
             if series is None:
                 series, obj = _series_ref(self.con, self.layout, experiment_id, store)
                 if obj is not None:
                     self._new_objects.append(obj)
-                    self._register_objects()
-            manifest = build_manifest(self.con, experiment_id, series, seq=seq, written_at=written_at)
-            if manifest is None:
-                continue
+            pointers[experiment_id] = series
+        self._register_objects()
+        for experiment_id, manifest in build_manifests(self.con, pointers, seq=seq, written_at=written_at).items():
             obj = mstore.put_bytes(json.dumps(manifest, separators=(",", ":"), default=str).encode())
             written[experiment_id] = {"sha256": obj.sha256, "storage_key": obj.storage_key}
             rows.append((experiment_id, obj.sha256, obj.storage_key, seq, written_at))
