@@ -60,7 +60,7 @@ def run(code: str, *args: object, tree: Path) -> list[str]:
     env = dict(os.environ, PYTHONPATH=str(tree))
     done = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env,
                           check=True, cwd=tree)
-    return done.stdout.split()
+    return done.stdout.strip().splitlines()[-1].split()  # the script's own last line
 
 
 def parts(archive: Path) -> dict[str, int]:

@@ -20,8 +20,8 @@ from pathlib import Path
 import duckdb
 
 from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
-from workbench.archive.journal import current_seq, fsync_dir
-from workbench.errors import WorkbenchError
+from workbench.archive.journal import current_seq, fsync_dir, read_record, record_files
+from workbench.errors import VerificationError, WorkbenchError
 
 DEFAULT_KEEP = 3
 _NAME = re.compile(r"^catalog-(\d{12})-(\d{8}T\d{6}\d*Z)\.duckdb$")
@@ -77,13 +77,38 @@ def snapshot_if_changed(layout: ArchiveLayout) -> Snapshot | None:
         with open_catalog(layout.root, read_only=True) as con:
             seq = current_seq(con)
         newest = list_snapshots(layout.root)
-        if newest and newest[0].seq >= seq:
+        if newest and not _substantive_since(layout, newest[0].seq, seq):
             return None
         return take_snapshot(layout.root)
     except (OSError, WorkbenchError) as exc:
         warnings.warn(f"catalog snapshot not taken in {layout.snapshots} ({exc}); `workbench repair` can still "
                       "rebuild the catalog from records/", stacklevel=2)
         return None
+
+
+BOOKKEEPING = frozenset({"archive-run-start", "archive-run-end", "archive-run-finish"})
+
+
+def _substantive_since(layout: ArchiveLayout, snapshot_seq: int, seq: int) -> bool:
+    """Whether a record after the snapshot changed more than run bookkeeping.
+
+    A scheduled incremental run that found nothing new writes only its run rows; copying the
+    whole catalog for that would make every hourly run cost a catalog's worth of I/O, while
+    replaying those few records costs nothing.
+    """
+    if seq <= snapshot_seq:
+        return False
+    for path in reversed(record_files(layout)):
+        try:
+            record = read_record(path)
+        except VerificationError:
+            return True
+        if record.seq <= snapshot_seq:
+            break
+        if record.kind not in BOOKKEEPING or record.manifests or any(
+                r.table not in ("wb_archive_runs", "wb_cursor") for r in record.rowsets):
+            return True
+    return False
 
 
 def _copy_synced(source: Path, target: Path) -> None:
