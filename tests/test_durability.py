@@ -157,13 +157,14 @@ def test_damaged_catalog_is_kept_aside_and_rebuilt_from_a_snapshot_and_later_rec
 def test_snapshots_are_rotated_and_each_opens(env: Env) -> None:
     snapshots = list_snapshots(env.ar)
     assert len(snapshots) == 3  # the fixture's jobs made more; the newest three are kept
-    hold(sorted(env.level2())[3], reason="a change", archive=env.ar)  # no job lock: no snapshot of its own
-    import_strategy(_strategy_file(env.tmp / "again.yaml"), archive=env.ar, name="another")
-    assert list_snapshots(env.ar)[0].seq > snapshots[0].seq and len(list_snapshots(env.ar)) == 3
     for snapshot in snapshots:
         con = duckdb.connect(str(snapshot.path), read_only=True)
         assert con.execute("SELECT value FROM wb_meta WHERE key = 'record_seq'").fetchall() == [(str(snapshot.seq),)]
         con.close()
+    hold(sorted(env.level2())[3], reason="a change", archive=env.ar)  # no job lock: no snapshot of its own
+    assert list_snapshots(env.ar) == snapshots
+    import_strategy(_strategy_file(env.tmp / "again.yaml"), archive=env.ar, name="another")
+    assert list_snapshots(env.ar)[0].seq > snapshots[0].seq and len(list_snapshots(env.ar)) == 3
 
 
 def _stored(env: Env, predicate: str) -> tuple[str, str, str]:
