@@ -37,7 +37,7 @@ import sys, time
 from workbench.archive.pipeline import archive
 start = time.perf_counter()
 summary = archive(sys.argv[1], archive=sys.argv[2], mode="full", progress=False)
-print(time.perf_counter() - start, summary.level2)
+print("RESULT", time.perf_counter() - start, summary.level2)
 """
 
 REPAIR = """
@@ -45,7 +45,7 @@ import sys, time
 from workbench.archive.repair import repair
 start = time.perf_counter()
 report = repair(sys.argv[1])
-print(time.perf_counter() - start, report.records_replayed, report.ok)
+print("RESULT", time.perf_counter() - start, report.records_replayed, report.ok)
 """
 
 
@@ -60,7 +60,10 @@ def run(code: str, *args: object, tree: Path) -> list[str]:
     env = dict(os.environ, PYTHONPATH=str(tree))
     done = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env,
                           check=True, cwd=tree)
-    return done.stdout.strip().splitlines()[-1].split()  # the script's own last line
+    lines = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
+        raise RuntimeError(f"no result from the benchmark step:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return lines[-1]
 
 
 def parts(archive: Path) -> dict[str, int]:
