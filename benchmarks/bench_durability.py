@@ -57,10 +57,10 @@ def folder_bytes(path: Path) -> int:
 
 def run(code: str, *args: object, tree: Path) -> list[str]:
     """Run `code` importing workbench from `tree` (run from there, so nothing else shadows it)."""
-    env = dict(os.environ, PYTHONPATH=str(tree))
+    env = dict(os.environ, PYTHONPATH=str(tree), DUCKDB_NO_PROGRESS="1")
     done = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env,
                           check=True, cwd=tree)
-    lines = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    lines = [part.split()[:3] for part in done.stdout.split("RESULT ")[1:]]  # DuckDB's progress bar shares lines
     if not lines:
         raise RuntimeError(f"no result from the benchmark step:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     return lines[-1]
