@@ -140,7 +140,11 @@ def extract_loop(
 
 
 def _read_workspace(directory: Path, meta: dict[str, Any], out: Extracted) -> tuple[Any, ...]:
-    """Parse the result and metadata files of an experiment workspace (errors go to `out`)."""
+    """Parse the result and metadata files of an experiment workspace (errors go to `out`).
+
+    Each reader refuses a file over its kind's size limit before reading it
+    (`workbench.rdagent.files.limits`), so one hostile file fails its loop, not the machine.
+    """
     qlib_named, qlib_raw = _read_qlib(directory, out)
     out.returns = _read_series(directory, out)
     feedback = _read_optional(directory / "feedback.json", read_feedback, "feedback", out)

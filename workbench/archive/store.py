@@ -18,7 +18,12 @@ moves them into a pack.
 Objects are stored zstd-compressed when that saves at least 10 %, raw otherwise; Parquet is
 always stored raw, so the stored object opens directly in polars, duckdb and pyarrow.
 A compressed object starts with an 8-byte magic and the original size, so it can be restored
-without the catalog.
+without the catalog; one zstd frame follows.
+
+Memory stays bounded whatever the file size: a file above `STREAM_ABOVE` (16 MiB) is never read
+whole but streamed in `CHUNK`s — hashed, copied and compressed in one pass through temp files —
+and verifying or restoring an object streams it back the same way (`iter_content`). The streamed
+zstd frame (Arrow's default level, 1, the store's own) decodes exactly like a one-shot one.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import shutil
 import struct
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -50,7 +56,8 @@ from workbench.rdagent.files.jsonfile import open_regular_file
 MAGIC = b"WBZSTD1\n"
 HEADER = struct.Struct(">8sQ")
 CHUNK = 4 * 1024 * 1024
-COMPRESS_LIMIT = 256 * 1024 * 1024
+#: Files larger than this are streamed in chunks (hashed, copied, compressed) instead of read whole.
+STREAM_ABOVE = 16 * 1024 * 1024
 MIN_SAVING = 0.90
 INLINE_MAX = 4096
 INLINE_PREFIX = "inline:"
@@ -131,6 +138,7 @@ class ObjectStore:
 
         `expect` is `(size, mtime_ns)` as the workspace scan saw it: a file that differs, or that
         changes while it is read, is refused (`VerificationError`) rather than stored half-new.
+        Files above `STREAM_ABOVE` are streamed (`_put_large`), never held in memory whole.
         """
         fd = open_regular_file(source)
         with os.fdopen(fd, "rb") as handle:
@@ -138,16 +146,11 @@ class ObjectStore:
             if expect is not None and (before.st_size, before.st_mtime_ns) != expect:
                 raise VerificationError(f"{source} changed after the workspace was scanned "
                                         f"({expect[0]} → {before.st_size} bytes); rerun the archive")
-            if before.st_size > COMPRESS_LIMIT:
-                obj = self._put_large(handle, known=known)
-                data = None
-            else:
-                data = handle.read()
-            after = os.fstat(handle.fileno())
-        read = obj.size_bytes if data is None else len(data)
-        if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or read != before.st_size:
-            raise VerificationError(f"{source} changed while it was read; rerun the archive")
-        return obj if data is None else self.put_bytes(data, known=known, verify=verify)
+            if before.st_size > STREAM_ABOVE:
+                return self._put_large(handle, source, before, known=known, verify=verify)
+            data = handle.read()
+            _check_unchanged(handle, source, before, read=len(data))
+        return self.put_bytes(data, known=known, verify=verify)
 
     def put_bytes(self, data: bytes, *, known: dict[str, str] | None = None, verify: bool = True) -> StoredObject:
         """Store bytes under their SHA-256.
@@ -203,31 +206,69 @@ class ObjectStore:
         os.replace(temp, target)
         self._dirty.add(target.parent)
 
-    def _put_large(self, src: BinaryIO, *, known: dict[str, str] | None) -> StoredObject:
-        """Stream a file too large to hold in memory: hash while copying, store raw."""
+    def _put_large(
+        self, src: BinaryIO, source: Path, before: os.stat_result, *, known: dict[str, str] | None, verify: bool
+    ) -> StoredObject:
+        """Stream a file too large to hold in memory: hash while copying, zstd where it saves 10 %.
+
+        One read of the source feeds the hash, a raw copy and (Parquet aside) a zstd copy, each a
+        temp file in `tmp/`; the smaller acceptable one is renamed into place, the other removed.
+        Memory stays at a few chunks whatever the size.
+        """
+        size = before.st_size
         self.tmp.mkdir(parents=True, exist_ok=True)
-        temp = self.tmp / f"{uuid.uuid4().hex}.part"
-        digest = hashlib.sha256()
-        size = 0
-        with open(temp, "wb") as dst:
-            for chunk in iter(lambda: src.read(CHUNK), b""):
-                digest.update(chunk)
-                dst.write(chunk)
-                size += len(chunk)
-        sha = digest.hexdigest()
-        key = self.key_for(sha, "raw")
-        target = self.path_for(key)
+        raw_tmp = self._temp_path()
+        zst_tmp = None if _is_parquet_file(src.fileno(), size) else self._temp_path()
+        try:
+            sha = _stream_copy(src, size, raw_tmp, zst_tmp, source)
+            _check_unchanged(src, source, before, read=size)
+            reused = self._reuse(sha, size, known)
+            if reused is not None:
+                return reused
+            codec: Codec = "zstd" if zst_tmp is not None and zst_tmp.stat().st_size <= size * MIN_SAVING else "raw"
+            chosen = zst_tmp if codec == "zstd" and zst_tmp is not None else raw_tmp
+            if codec == "zstd" and verify:
+                self._verify_file(chosen, sha, f"compressed object {sha}")
+            key = self.key_for(sha, codec)
+            stored = chosen.stat().st_size
+            self._commit_temp(chosen, self.path_for(key))
+            self._session[sha] = key
+            return StoredObject(sha, size, stored, key, codec, True)
+        finally:
+            for temp in (raw_tmp, zst_tmp):
+                if temp is not None:
+                    temp.unlink(missing_ok=True)
+
+    def _temp_path(self) -> Path:
+        return self.tmp / f"{uuid.uuid4().hex}.part"
+
+    def _reuse(self, sha: str, size: int, known: dict[str, str] | None) -> StoredObject | None:
+        """The object already stored this session or listed by the catalog, if its file is there."""
         trusted = self._session.get(sha) or (known or {}).get(sha)
-        if trusted is not None and self.path_for(trusted).exists():
-            temp.unlink()
-            key = trusted
-            return StoredObject(sha, size, self.path_for(key).stat().st_size, key,
-                                "zstd" if key.endswith(".zst") else "raw", False)
+        if trusted is None or trusted.startswith(INLINE_PREFIX) or not self.path_for(trusted).exists():
+            return None
+        codec: Codec = "zstd" if trusted.endswith(".zst") else "raw"
+        return StoredObject(sha, size, self.path_for(trusted).stat().st_size, trusted, codec, False)
+
+    def _verify_file(self, path: Path, sha: str, label: str) -> None:
+        """Decode a compressed temp file again, streaming, and check it hashes to `sha`."""
+        digest = hashlib.sha256()
+        try:
+            for chunk in _iter_zstd(path, label):
+                digest.update(chunk)
+        except (OSError, pa.ArrowException) as exc:
+            raise VerificationError(f"{label} does not decode ({exc})") from exc
+        if digest.hexdigest() != sha:
+            raise VerificationError(f"{label} does not decode to its content")
+
+    def _commit_temp(self, temp: Path, target: Path) -> None:
+        """Rename a finished temp file into place (made durable first if it replaces a file)."""
         target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            # replacing an object that may already be listed: never expose unsynced bytes under its name
+            _fsync_file(temp)
         os.replace(temp, target)
         self._dirty.add(target.parent)
-        self._session[sha] = key
-        return StoredObject(sha, size, size, key, "raw", True)
 
     def flush_pack(self) -> dict[str, str]:
         """Write the small objects held since the last call into one pack; sha256 → storage key.
@@ -292,11 +333,15 @@ class ObjectStore:
         return raw
 
     def iter_content(self, storage_key: str) -> Iterator[bytes]:
-        """Yield the original bytes in chunks (raw objects are streamed, zstd decoded whole)."""
-        if storage_key.endswith(".zst") or storage_key.startswith((INLINE_PREFIX, PACK_PREFIX)):
+        """Yield the original bytes in chunks; raw and zstd objects are both streamed."""
+        if storage_key.startswith((INLINE_PREFIX, PACK_PREFIX)):
             yield self.open_content(storage_key)
             return
-        with open(self.path_for(storage_key), "rb") as handle:
+        path = self.path_for(storage_key)
+        if storage_key.endswith(".zst"):
+            yield from _iter_zstd(path, f"object {storage_key}")
+            return
+        with open(path, "rb") as handle:
             yield from iter(lambda: handle.read(CHUNK), b"")
 
     def verify(self, storage_key: str, sha256: str) -> bool:
@@ -316,10 +361,14 @@ class ObjectStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
         digest = hashlib.sha256()
-        with open(temp, "wb") as handle:
-            for chunk in self.iter_content(storage_key):
-                digest.update(chunk)
-                handle.write(chunk)
+        try:
+            with open(temp, "wb") as handle:
+                for chunk in self.iter_content(storage_key):
+                    digest.update(chunk)
+                    handle.write(chunk)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
         if digest.hexdigest() != sha256:
             temp.unlink()
             raise VerificationError(
@@ -337,6 +386,72 @@ class ObjectStore:
 def _is_parquet(data: bytes) -> bool:
     """Parquet stays raw so that polars, duckdb and pyarrow open the stored object directly."""
     return data[:4] == b"PAR1" and data[-4:] == b"PAR1"
+
+
+def _is_parquet_file(fd: int, size: int) -> bool:
+    """`_is_parquet` on an open file, from its first and last 4 bytes (the read offset is untouched)."""
+    return size >= 8 and os.pread(fd, 4, 0) == b"PAR1" and os.pread(fd, 4, size - 4) == b"PAR1"
+
+
+def _check_unchanged(handle: BinaryIO, source: Path, before: os.stat_result, *, read: int) -> None:
+    """Refuse a file whose size or mtime moved while it was read, or that gave other than its size."""
+    after = os.fstat(handle.fileno())
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or read != before.st_size:
+        raise VerificationError(f"{source} changed while it was read; rerun the archive")
+
+
+def _stream_copy(src: BinaryIO, size: int, raw_tmp: Path, zst_tmp: Path | None, source: Path) -> str:
+    """Copy `src` chunk by chunk to a raw temp file and, when given, a zstd one; return the SHA-256.
+
+    The zstd file gets the usual header (magic + `size`, the size seen by fstat) and one zstd
+    frame, exactly what `_encode` writes, so `open_content` and `iter_content` read it alike.
+    """
+    digest = hashlib.sha256()
+    read = 0
+    with ExitStack() as stack:
+        raw = stack.enter_context(open(raw_tmp, "wb"))
+        packed = None
+        if zst_tmp is not None:
+            sink = stack.enter_context(pa.OSFile(str(zst_tmp), "wb"))
+            sink.write(HEADER.pack(MAGIC, size))
+            packed = stack.enter_context(pa.CompressedOutputStream(sink, "zstd"))
+        for chunk in iter(lambda: src.read(CHUNK), b""):
+            read += len(chunk)
+            if read > size:
+                break
+            digest.update(chunk)
+            raw.write(chunk)
+            if packed is not None:
+                packed.write(chunk)
+    if read != size:
+        raise VerificationError(f"{source} changed while it was read; rerun the archive")
+    return digest.hexdigest()
+
+
+def _iter_zstd(path: Path, label: str) -> Iterator[bytes]:
+    """The decoded chunks of a zstd object (header + zstd stream), checked against the header's size."""
+    with open(path, "rb") as handle:
+        header = handle.read(HEADER.size)
+        if len(header) < HEADER.size or header[:len(MAGIC)] != MAGIC:
+            raise VerificationError(f"{label} lacks the zstd header; it is damaged")
+        _, size = HEADER.unpack(header)
+        stream = pa.CompressedInputStream(handle, "zstd")
+        total = 0
+        for chunk in iter(lambda: stream.read(CHUNK), b""):
+            total += len(chunk)
+            if total > size:
+                break
+            yield chunk
+    if total != size:
+        raise VerificationError(f"{label} decodes to {total:,} bytes, not the {size:,} its header says; it is damaged")
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -31,6 +31,7 @@ from workbench.rdagent.files.jsonfile import (
     read_json_file,
     to_json_text,
 )
+from workbench.rdagent.files.limits import JSON_METADATA
 
 Variant = Literal["A", "B", "C", "D"]
 
@@ -78,10 +79,10 @@ def normalise_factor_name(raw: str) -> str:
     return text
 
 
-def read_factor_meta(path: Path) -> pl.DataFrame:
+def read_factor_meta(path: Path, *, max_bytes: int = JSON_METADATA.max_bytes) -> pl.DataFrame:
     """One row per factor entry, columns `FACTOR_META_SCHEMA`, with the detected variant."""
     path = Path(path)
-    data = expect_object(read_json_file(path), path)
+    data = expect_object(read_json_file(path, max_bytes=max_bytes), path)
     factors = get_list(data, "factors", path)
     if factors is None:
         raise InputFileError(path, "no 'factors' list: not a factor_meta.json")

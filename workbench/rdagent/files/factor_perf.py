@@ -30,6 +30,7 @@ from workbench.rdagent.files.jsonfile import (
     read_json_file,
     to_json_text,
 )
+from workbench.rdagent.files.limits import JSON_METADATA
 
 FACTOR_SCHEMA: dict[str, Any] = {
     "name": pl.String,
@@ -71,10 +72,10 @@ class FactorPerf:
     combinations: pl.DataFrame
 
 
-def read_factor_perf(path: Path) -> FactorPerf:
+def read_factor_perf(path: Path, *, max_bytes: int = JSON_METADATA.max_bytes) -> FactorPerf:
     """Read a factor_perf.json; one row per (factor, window) and per (combination, window)."""
     path = Path(path)
-    data = expect_object(read_json_file(path), path)
+    data = expect_object(read_json_file(path, max_bytes=max_bytes), path)
     factors = get_list(data, "factors", path) or []
     combinations = get_list(data, "combinations", path) or []
     factor_rows = [row for i, entry in enumerate(factors) for row in _factor_rows(entry, f"factors[{i}]", path)]

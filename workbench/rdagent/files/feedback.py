@@ -15,6 +15,7 @@ from workbench.rdagent.files.jsonfile import (
     json_type,
     read_json_file,
 )
+from workbench.rdagent.files.limits import JSON_METADATA
 
 
 class Feedback(TypedDict):
@@ -33,10 +34,10 @@ class Feedback(TypedDict):
     limitations: list[Any]
 
 
-def read_feedback(path: Path) -> Feedback:
+def read_feedback(path: Path, *, max_bytes: int = JSON_METADATA.max_bytes) -> Feedback:
     """Read a feedback.json; `decision` accepts true/false/null and the strings "true"/"false"."""
     path = Path(path)
-    data = expect_object(read_json_file(path), path)
+    data = expect_object(read_json_file(path, max_bytes=max_bytes), path)
     if not data or not (_FEEDBACK_KEYS & data.keys() or data.keys() <= _HEADER_KEYS):
         found = ", ".join(sorted(data)[:6]) or "no keys"
         raise InputFileError(path, f"not a feedback file: none of {', '.join(sorted(_FEEDBACK_KEYS))} (found {found})")

@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import InputFileError
+from workbench.rdagent.files.limits import JSON_METADATA, TABLE_PARQUET, FileKind, MiB, too_big_hint
 
-#: Default size limit for one input file; RD-Agent's largest JSON (signals.json) is a few MB.
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+#: Limit of `read_file_bytes` when no kind is given: the largest per-kind limit (`limits.py`).
+#: Every reader passes its own kind's, smaller limit.
+DEFAULT_MAX_BYTES = TABLE_PARQUET.max_bytes
 
 
 def open_regular_file(path: Path, *, follow_links: bool = False) -> int:
@@ -68,16 +70,21 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def read_file_bytes(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, follow_links: bool = False) -> bytes:
-    """The bytes of a regular file no bigger than `max_bytes` (links refused unless `follow_links`)."""
+def read_file_bytes(
+    path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, follow_links: bool = False, kind: FileKind | None = None
+) -> bytes:
+    """The bytes of a regular file no bigger than `max_bytes` (links refused unless `follow_links`).
+
+    The size is checked on the open descriptor before anything is read, and at most
+    `max_bytes + 1` bytes are read, so a huge (or growing) file never reaches memory. `kind`
+    names the file kind in the refusal (`limits.py`).
+    """
     path = Path(path)
     fd = open_regular_file(path, follow_links=follow_links)
     with os.fdopen(fd, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         if size > max_bytes:
-            raise InputFileError(
-                path, f"file is {size} bytes, more than the limit of {max_bytes}", hint="raise max_bytes to read it"
-            )
+            raise _too_big(path, size, max_bytes, kind)
         try:
             data = fh.read(max_bytes + 1)
         except OSError as exc:
@@ -86,6 +93,21 @@ def read_file_bytes(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, follow_li
         raise InputFileError(path, f"file grew beyond the limit of {max_bytes} bytes while being read")
     _record_read(path, data)
     return data
+
+
+def _too_big(path: Path, size: int, max_bytes: int, kind: FileKind | None) -> InputFileError:
+    what = f" for a {kind.label}" if kind else ""
+    hint = too_big_hint(kind) if kind else "raise max_bytes to read it"
+    return InputFileError(path, f"file is {format_size(size)}, more than the limit of {format_size(max_bytes)}{what}",
+                          hint=hint)
+
+
+def format_size(n: int) -> str:
+    """`812 bytes`, `4 MiB (4,194,304 bytes)`: readable, and exact for comparing with `ls -l`."""
+    if n < MiB:
+        return f"{n:,} bytes"
+    mib = f"{n // MiB}" if n % MiB == 0 else f"{n / MiB:.1f}"
+    return f"{mib} MiB ({n:,} bytes)"
 
 
 # --------------------------------------------------------------------------- what a reader saw
@@ -127,14 +149,16 @@ def decode_utf8(data: bytes, path: Path) -> str:
     return text[1:] if text.startswith("\ufeff") else text
 
 
-def read_text_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+def read_text_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, kind: FileKind | None = None) -> str:
     """A size-checked UTF-8 text file."""
-    return decode_utf8(read_file_bytes(path, max_bytes=max_bytes), Path(path))
+    return decode_utf8(read_file_bytes(path, max_bytes=max_bytes, kind=kind), Path(path))
 
 
-def read_json_file(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
-    """Parse a JSON file (NaN/Infinity tokens accepted as floats)."""
-    text = read_text_file(path, max_bytes=max_bytes)
+def read_json_file(
+    path: Path, *, max_bytes: int = JSON_METADATA.max_bytes, kind: FileKind = JSON_METADATA
+) -> Any:
+    """Parse a JSON file (NaN/Infinity tokens accepted as floats); by default a JSON metadata file."""
+    text = read_text_file(path, max_bytes=max_bytes, kind=kind)
     return parse_json_text(text, Path(path))
 
 

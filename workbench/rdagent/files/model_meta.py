@@ -8,6 +8,7 @@ from typing import Any
 
 from workbench.errors import InputFileError
 from workbench.rdagent.files.jsonfile import expect_object, get_int, get_object, get_text, read_json_file
+from workbench.rdagent.files.limits import JSON_METADATA
 
 PLACEHOLDER_STRATEGY_FUNC = "get_placeholder_config"
 
@@ -42,10 +43,10 @@ class StrategyMeta:
     is_placeholder: bool
 
 
-def read_model_meta(path: Path) -> ModelMeta:
+def read_model_meta(path: Path, *, max_bytes: int = JSON_METADATA.max_bytes) -> ModelMeta:
     """Read a model_meta.json."""
     path = Path(path)
-    data = expect_object(read_json_file(path), path)
+    data = expect_object(read_json_file(path, max_bytes=max_bytes), path)
     if not any(k in data for k in ("model_type", "model_conf", "dataset_conf")):
         raise InputFileError(path, "not a model_meta.json: none of model_type/model_conf/dataset_conf present")
     return ModelMeta(
@@ -60,10 +61,10 @@ def read_model_meta(path: Path) -> ModelMeta:
     )
 
 
-def read_strategy_meta(path: Path) -> StrategyMeta:
+def read_strategy_meta(path: Path, *, max_bytes: int = JSON_METADATA.max_bytes) -> StrategyMeta:
     """Read a strategy_meta.json."""
     path = Path(path)
-    data = expect_object(read_json_file(path), path)
+    data = expect_object(read_json_file(path, max_bytes=max_bytes), path)
     if not any(k in data for k in ("strategy_name", "impl_func", "python_implementation")):
         raise InputFileError(path, "not a strategy_meta.json: none of strategy_name/impl_func present")
     python = get_object(data, "python_implementation", path) or {}

@@ -10,13 +10,15 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 
 from workbench.errors import InputFileError
-from workbench.rdagent.files.jsonfile import DEFAULT_MAX_BYTES, parse_float_text, read_text_file
+from workbench.rdagent.files.jsonfile import parse_float_text, read_text_file
+from workbench.rdagent.files.limits import MAX_METRIC_NAME, MAX_METRIC_ROWS, METRIC_CSV
 
 QLIB_RES_SCHEMA: dict[str, Any] = {"metric": pl.String, "value": pl.Float64}
 
@@ -38,26 +40,28 @@ NAMED_METRICS: dict[str, str] = {
 
 
 def read_qlib_res(
-    path: Path, *, on_duplicate: Literal["last", "error"] = "last", max_bytes: int = DEFAULT_MAX_BYTES
+    path: Path, *, on_duplicate: Literal["last", "error"] = "last", max_bytes: int = METRIC_CSV.max_bytes
 ) -> pl.DataFrame:
-    """`(metric, value)` rows sorted by metric; duplicate names keep the last value (or raise)."""
+    """`(metric, value)` rows sorted by metric; duplicate names keep the last value (or raise).
+
+    At most `MAX_METRIC_ROWS` rows with names of at most `MAX_METRIC_NAME` characters: Qlib writes
+    about 20, and the metrics end up in one catalog JSON value, which must stay small.
+    """
     path = Path(path)
-    text = read_text_file(path, max_bytes=max_bytes)
+    text = read_text_file(path, max_bytes=max_bytes, kind=METRIC_CSV)
     values: dict[str, float] = {}
-    try:
-        rows = list(csv.reader(io.StringIO(text)))
-    except csv.Error as exc:
-        raise InputFileError(path, f"not a readable CSV file ({exc})") from None
-    first = _first_nonblank(rows)
-    for line_no, row in enumerate(rows, start=1):
+    seen_first = False
+    for line_no, row in _csv_rows(text, path):
         if not row or all(not cell.strip() for cell in row):
             continue
-        if line_no == first and _is_header(row):
+        first, seen_first = not seen_first, True
+        if first and _is_header(row):
             continue
         name, value = _parse_row(row, line_no, path)
         if name in values and on_duplicate == "error":
             raise InputFileError(path, f"metric {name!r} appears twice (line {line_no})")
         values[name] = value
+        _check_bounds(values, name, line_no, path)
     if not values:
         raise InputFileError(path, "no metric rows", hint="qlib_res.csv is written by read_exp_res.py after the backtest")
     metrics = sorted(values)
@@ -78,11 +82,24 @@ def qlib_metrics_by_name(frame: pl.DataFrame) -> dict[str, Any]:
     return out
 
 
-def _first_nonblank(rows: list[list[str]]) -> int:
-    for line_no, row in enumerate(rows, start=1):
-        if row and any(cell.strip() for cell in row):
-            return line_no
-    return 0
+def _csv_rows(text: str, path: Path) -> Iterator[tuple[int, list[str]]]:
+    """`(line number, cells)` one at a time, so a huge file is refused before it is all split."""
+    reader = csv.reader(io.StringIO(text))
+    try:
+        yield from enumerate(reader, start=1)
+    except csv.Error as exc:
+        raise InputFileError(path, f"not a readable CSV file ({exc})") from None
+
+
+def _check_bounds(values: dict[str, float], name: str, line_no: int, path: Path) -> None:
+    """Too many metrics, or a metric name too long, is not a Qlib metrics file."""
+    hint = "Qlib's qlib_res.csv has about 20 short metric names; check what wrote this file"
+    if len(values) > MAX_METRIC_ROWS:
+        raise InputFileError(path, f"more than {MAX_METRIC_ROWS} metric rows (line {line_no}): not a qlib metrics file",
+                             hint=hint)
+    if len(name) > MAX_METRIC_NAME:
+        raise InputFileError(path, f"metric name on line {line_no} is {len(name)} characters long, more than "
+                                   f"{MAX_METRIC_NAME}: not a qlib metrics file", hint=hint)
 
 
 def _is_header(row: list[str]) -> bool:

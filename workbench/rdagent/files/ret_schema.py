@@ -12,7 +12,6 @@ import polars as pl
 
 from workbench.errors import InputFileError
 from workbench.rdagent.files.jsonfile import (
-    DEFAULT_MAX_BYTES,
     as_date,
     as_float,
     expect_object,
@@ -21,23 +20,27 @@ from workbench.rdagent.files.jsonfile import (
     read_file_bytes,
     read_json_file,
 )
+from workbench.rdagent.files.limits import TABLE_JSON, TABLE_PARQUET
 from workbench.rdagent.files.returns import RETURN_COLUMNS, normalise_returns_frame
 
 
-def read_ret_schema(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> pl.DataFrame:
-    """Read `ret_schema.parquet` or `ret_schema.json` (by suffix) into `RETURNS_SCHEMA`."""
+def read_ret_schema(path: Path, *, max_bytes: int | None = None) -> pl.DataFrame:
+    """Read `ret_schema.parquet` or `ret_schema.json` (by suffix) into `RETURNS_SCHEMA`.
+
+    `max_bytes` defaults to the limit of the file's kind (`TABLE_PARQUET` or `TABLE_JSON`).
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        return _from_parquet(path, max_bytes=max_bytes)
+        return _from_parquet(path, max_bytes=TABLE_PARQUET.max_bytes if max_bytes is None else max_bytes)
     if suffix == ".json":
-        return _from_table_json(path, max_bytes=max_bytes)
+        return _from_table_json(path, max_bytes=TABLE_JSON.max_bytes if max_bytes is None else max_bytes)
     raise InputFileError(path, f"unknown ret_schema file type {suffix!r}; expected .parquet or .json")
 
 
 def read_parquet_checked(path: Path, *, max_bytes: int) -> pl.DataFrame:
     """A size-checked parquet file; unreadable parquet becomes InputFileError."""
-    data = read_file_bytes(path, max_bytes=max_bytes)
+    data = read_file_bytes(path, max_bytes=max_bytes, kind=TABLE_PARQUET)
     try:
         return pl.read_parquet(io.BytesIO(data))
     except Exception as exc:  # polars/arrow raise many kinds for damaged files
@@ -46,7 +49,7 @@ def read_parquet_checked(path: Path, *, max_bytes: int) -> pl.DataFrame:
 
 def read_table_records(path: Path, *, max_bytes: int) -> list[dict]:
     """The `data` records of a pandas `to_json(orient="table")` file."""
-    data = expect_object(read_json_file(path, max_bytes=max_bytes), path)
+    data = expect_object(read_json_file(path, max_bytes=max_bytes, kind=TABLE_JSON), path)
     records = get_list(data, "data", path)
     if records is None:
         raise InputFileError(path, "no 'data' list: not a pandas orient='table' JSON file")

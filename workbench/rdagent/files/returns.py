@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from workbench.errors import InputFileError
-from workbench.rdagent.files.jsonfile import DEFAULT_MAX_BYTES
+from workbench.rdagent.files.limits import RETURNS_PICKLE
 from workbench.rdagent.files.safe_pickle import load_dataframe_pickle
 
 RETURN_COLUMNS: tuple[str, ...] = (
@@ -22,7 +22,7 @@ RETURN_COLUMNS: tuple[str, ...] = (
 RETURNS_SCHEMA: dict[str, Any] = {"datetime": pl.Date, **dict.fromkeys(RETURN_COLUMNS, pl.Float64)}
 
 
-def read_returns(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> pl.DataFrame:
+def read_returns(path: Path, *, max_bytes: int = RETURNS_PICKLE.max_bytes) -> pl.DataFrame:
     """Read a `ret.pkl` safely into the `RETURNS_SCHEMA` frame."""
     path = Path(path)
     frame = load_dataframe_pickle(path, max_bytes=max_bytes)

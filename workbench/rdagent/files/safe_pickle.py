@@ -43,7 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import InputFileError, UnsafePickleError
-from workbench.rdagent.files.jsonfile import DEFAULT_MAX_BYTES, read_file_bytes
+from workbench.rdagent.files.jsonfile import read_file_bytes
+from workbench.rdagent.files.limits import RETURNS_PICKLE, FileKind
 
 MAX_ELEMENTS = 50_000_000  # per array (shape product); a daily return series has a few thousand
 MAX_ROWS = 10_000_000  # rows of the final frame (and of any index)
@@ -1065,12 +1066,14 @@ class RestrictedUnpickler(pickle._Unpickler):
     dispatch = {code: _counted(load) for code, load in dispatch.items()}
 
 
-def load_dataframe_pickle(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+def load_dataframe_pickle(
+    path: Path, *, max_bytes: int = RETURNS_PICKLE.max_bytes, kind: FileKind = RETURNS_PICKLE
+) -> Any:
     """Unpickle a pandas DataFrame through `RestrictedUnpickler`; anything else is an error."""
     import pandas as pd
 
     path = Path(path)
-    data = read_file_bytes(path, max_bytes=max_bytes)
+    data = read_file_bytes(path, max_bytes=max_bytes, kind=kind)
     if not data:
         raise InputFileError(path, "empty file, expected a pickled DataFrame")
     try:

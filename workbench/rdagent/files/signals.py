@@ -9,7 +9,8 @@ from typing import Any
 import polars as pl
 
 from workbench.errors import InputFileError
-from workbench.rdagent.files.jsonfile import DEFAULT_MAX_BYTES, as_date, as_float, json_type
+from workbench.rdagent.files.jsonfile import as_date, as_float, json_type
+from workbench.rdagent.files.limits import TABLE_JSON, TABLE_PARQUET
 from workbench.rdagent.files.ret_schema import read_parquet_checked, read_table_records
 
 #: §7.4 columns in their documented order.
@@ -42,14 +43,17 @@ SIGNALS_SCHEMA: dict[str, Any] = {
 }
 
 
-def read_signals(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> pl.DataFrame:
-    """Read `signals.parquet` or `signals.json` (by suffix) into `SIGNALS_SCHEMA`, absent columns null."""
+def read_signals(path: Path, *, max_bytes: int | None = None) -> pl.DataFrame:
+    """Read `signals.parquet` or `signals.json` (by suffix) into `SIGNALS_SCHEMA`, absent columns null.
+
+    `max_bytes` defaults to the limit of the file's kind (`TABLE_PARQUET` or `TABLE_JSON`).
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        frame = _from_parquet(path, max_bytes=max_bytes)
+        frame = _from_parquet(path, max_bytes=TABLE_PARQUET.max_bytes if max_bytes is None else max_bytes)
     elif suffix == ".json":
-        frame = _from_table_json(path, max_bytes=max_bytes)
+        frame = _from_table_json(path, max_bytes=TABLE_JSON.max_bytes if max_bytes is None else max_bytes)
     else:
         raise InputFileError(path, f"unknown signals file type {suffix!r}; expected .parquet or .json")
     if frame["trade_date"].null_count():

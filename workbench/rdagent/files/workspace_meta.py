@@ -31,6 +31,7 @@ from workbench.rdagent.files.jsonfile import (
     read_json_file,
     to_json_text,
 )
+from workbench.rdagent.files.limits import JSON_METADATA
 
 Shape = Literal["head", "v1", "sidecar"]
 Kind = Literal["workspace_meta", "experiment_summary", "manifest"]
@@ -93,19 +94,19 @@ class WorkspaceJson:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-def read_workspace_meta(path: Path) -> WorkspaceJson:
+def read_workspace_meta(path: Path, *, max_bytes: int = JSON_METADATA.max_bytes) -> WorkspaceJson:
     """Read a workspace_meta.json of any shape."""
-    return read_workspace_json(path, kind="workspace_meta")
+    return read_workspace_json(path, kind="workspace_meta", max_bytes=max_bytes)
 
 
-def read_experiment_summary(path: Path) -> WorkspaceJson:
+def read_experiment_summary(path: Path, *, max_bytes: int = JSON_METADATA.max_bytes) -> WorkspaceJson:
     """Read an experiment_summary.json of any shape."""
-    return read_workspace_json(path, kind="experiment_summary")
+    return read_workspace_json(path, kind="experiment_summary", max_bytes=max_bytes)
 
 
-def read_workspace_manifest(path: Path) -> WorkspaceJson:
+def read_workspace_manifest(path: Path, *, max_bytes: int = JSON_METADATA.max_bytes) -> WorkspaceJson:
     """Read a workspace-root manifest.json of any shape (not a bundle or template manifest)."""
-    return read_workspace_json(path, kind="manifest")
+    return read_workspace_json(path, kind="manifest", max_bytes=max_bytes)
 
 
 def detect_shape(data: dict[str, Any]) -> Shape | None:
@@ -122,10 +123,10 @@ def detect_shape(data: dict[str, Any]) -> Shape | None:
     return None
 
 
-def read_workspace_json(path: Path, *, kind: Kind) -> WorkspaceJson:
+def read_workspace_json(path: Path, *, kind: Kind, max_bytes: int = JSON_METADATA.max_bytes) -> WorkspaceJson:
     """Read one of the three files; the shape is detected from its keys."""
     path = Path(path)
-    data = expect_object(read_json_file(path), path)
+    data = expect_object(read_json_file(path, max_bytes=max_bytes), path)
     shape = detect_shape(data)
     if shape is None:
         raise InputFileError(
