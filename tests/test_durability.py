@@ -19,6 +19,7 @@ import pytest
 from test_cleanup_support import Env, copy_tree_keeping_links
 
 from workbench.archive.catalog import ArchiveLayout
+from workbench.archive.integrity import check_packs
 from workbench.archive.journal import load_manifest, record_files
 from workbench.archive.packs import read_pack_index
 from workbench.archive.pipeline import archive
@@ -280,3 +281,17 @@ def test_an_archive_from_before_records_is_made_self_describing_by_its_upgrade(e
         target = tmp_path / "restored" / experiment_id
         restore_experiment(experiment_id, to=target, archive=env.ar)
         assert all(sha(target / r["path"]) == r["sha256"] for r in json.loads(refs) if r["kept"])
+
+
+def test_a_damaged_pack_is_replaced_even_when_the_loop_packs_the_same_bytes_again(env: Env) -> None:
+    _experiment, digest, key = _stored(env, "o.codec = 'pack'")
+    pack = next((env.ar / "packs").glob(f"*/{key.split(':')[1]}.pack"))
+    data = bytearray(pack.read_bytes())
+    offset = int(key.split(":")[2])
+    data[offset] ^= 0x01  # same size, same name: only a re-hash tells
+    pack.write_bytes(bytes(data))
+    assert digest in verify_archive(env.ar).damaged
+    report = repair(env.ar)
+    assert report.ok and report.packs_set_aside == [str(env.ar / "damaged" / "packs" / pack.name)]
+    assert not verify_archive(env.ar).damaged and not pack.exists()
+    assert check_packs(ArchiveLayout.at(env.ar)).ok

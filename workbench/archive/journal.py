@@ -110,7 +110,7 @@ def _where(con: duckdb.DuckDBPyConnection, table: str, match: dict[str, list[Any
     for column, values in match.items():
         if column not in known:
             raise ArchiveError(f"a record matches {table}.{column}, which the catalog does not have")
-        clauses.append(f"list_contains(?, {_quote(column)})")
+        clauses.append(f"{_quote(column)} IN (SELECT unnest(?))")  # a hash semi-join, whatever the list size
         params.append(list(values))
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 

@@ -86,20 +86,22 @@ def encode_pack(blobs: dict[str, bytes]) -> tuple[bytes, dict[str, tuple[int, in
 
 
 def write_pack(packs_root: Path, tmp: Path, blobs: dict[str, bytes]) -> tuple[Path, dict[str, BlobLocation]]:
-    """Write one pack atomically (temporary name, fsync, rename); the caller syncs the folder."""
+    """Write one pack atomically (temporary name, rename); the caller makes it durable (`ObjectStore.sync`)
+    before any catalog row refers to it, as for every other object."""
     payload, where = encode_pack(blobs)
     pack_sha = hashlib.sha256(payload).hexdigest()
     target = pack_path(packs_root, pack_sha)
     locations = {sha: BlobLocation(pack_sha, o, n) for sha, (o, n) in where.items()}
-    if target.exists() and target.stat().st_size == len(payload):
-        return target, locations
     tmp.mkdir(parents=True, exist_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = tmp / f"{uuid.uuid4().hex}.pack.part"
     with open(temp, "wb") as handle:
         handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if target.exists():
+            # the same pack again (a loop archived anew, or a damaged pack being replaced): the name
+            # may already be listed, so never expose unsynced bytes under it
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(temp, target)
     return target, locations
 

@@ -16,6 +16,7 @@ What could not be repaired is listed, with the experiments that lose a file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -37,6 +38,7 @@ from workbench.archive.journal import (
     replay,
 )
 from workbench.archive.lock import archive_lock
+from workbench.archive.packs import iter_pack_files, parse_pack_key, read_blob, read_pack_index
 from workbench.archive.snapshots import list_snapshots, snapshot_opens, take_snapshot
 from workbench.errors import ArchiveError, VerificationError
 
@@ -55,6 +57,7 @@ class RepairReport:
     objects_restored: list[str] = field(default_factory=list)
     objects_unrepaired: list[dict[str, Any]] = field(default_factory=list)
     manifests_rewritten: int = 0
+    packs_set_aside: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -74,6 +77,7 @@ class RepairReport:
             lines.append("  catalog:   healthy")
         lines.append(f"  objects:   {self.objects_checked} checked, {len(self.objects_damaged)} missing or damaged, "
                      f"{len(self.objects_restored)} stored again from the workspaces")
+        lines += [f"  damaged pack moved to {p} (its good blobs were packed anew)" for p in self.packs_set_aside]
         if self.manifests_rewritten:
             lines.append(f"  manifests: {self.manifests_rewritten} written again from the catalog")
         for item in self.objects_unrepaired[:50]:
@@ -191,7 +195,63 @@ def repair(
             take_snapshot(layout.root)
     if damaged:
         _restore_objects(layout, report, damaged, rdagent_root=rdagent_root, registry=registry, path_map=path_map)
+    with archive_lock(layout.root, job="repair"):
+        _salvage_packs(layout, report)
     return report
+
+
+def _salvage_packs(layout: ArchiveLayout, report: RepairReport) -> None:
+    """Rewrite each damaged pack's intact, still-referenced blobs into a new pack; keep the old one aside.
+
+    The damaged blobs themselves were stored again from the workspaces (or are listed as not
+    repaired); what is left is a pack file that no longer hashes to its name. Its good blobs move
+    to a new pack (wb_objects updated in a recorded transaction), then the file goes to
+    ``damaged/packs/``: never deleted, and no catalog row points into it any more.
+    """
+    with open_catalog(layout.root, read_only=True) as con:
+        rows = con.execute("SELECT sha256, storage_key FROM wb_objects WHERE codec = 'pack'").fetchall()
+    by_pack: dict[str, list[tuple[str, str]]] = {}
+    for sha, key in rows:
+        by_pack.setdefault(parse_pack_key(key).pack_sha256, []).append((sha, key))
+    store = object_store(layout)
+    for path in iter_pack_files(layout.packs):
+        try:
+            read_pack_index(path)
+            continue
+        except (OSError, VerificationError):
+            pass
+        moved: dict[str, str] = {}
+        for sha, key in by_pack.get(path.name.removesuffix(".pack"), []):
+            try:
+                data = read_blob(layout.packs, key)
+            except (OSError, VerificationError):
+                continue
+            if hashlib.sha256(data).hexdigest() == sha:
+                store.put_bytes(data)
+                moved[sha] = key
+        if moved:
+            keys = store.flush_pack()
+            store.sync()
+            with open_catalog(layout.root) as con, recorded(con, layout, "repair-packs") as rec:
+                con.executemany("UPDATE wb_objects SET storage_key = ? WHERE sha256 = ?",
+                                [(keys[sha], sha) for sha in moved])
+                rec.capture("wb_objects", sha256=sorted(moved))
+                rec.experiments({r[0] for r in con.execute(
+                    "SELECT DISTINCT experiment_id FROM wb_stored_files WHERE sha256 IN (SELECT unnest(?))",
+                    [sorted(moved)]).fetchall()})
+        if any(parse_pack_key(k).pack_sha256 == path.name.removesuffix(".pack")
+               for k in _pack_keys(layout)):
+            report.problems.append(f"pack {path.name} is damaged and still referenced; run repair again")
+            continue
+        aside = layout.damaged / "packs" / path.name
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, aside)
+        report.packs_set_aside.append(str(aside))
+
+
+def _pack_keys(layout: ArchiveLayout) -> list[str]:
+    with open_catalog(layout.root, read_only=True) as con:
+        return [r[0] for r in con.execute("SELECT storage_key FROM wb_objects WHERE codec = 'pack'").fetchall()]
 
 
 def _check_objects_and_manifests(layout: ArchiveLayout, report: RepairReport) -> tuple[set[str], set[str]]:
