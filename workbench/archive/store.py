@@ -32,6 +32,7 @@ from typing import BinaryIO, Literal
 
 import pyarrow as pa
 
+from workbench.archive import faults
 from workbench.errors import VerificationError
 from workbench.rdagent.files.jsonfile import open_regular_file
 
@@ -168,6 +169,7 @@ class ObjectStore:
         self.tmp.mkdir(parents=True, exist_ok=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = self.tmp / f"{uuid.uuid4().hex}.part"
+        faults.check("objects", temp)
         with open(temp, "wb") as handle:
             handle.write(payload)
             if target.exists():
@@ -183,6 +185,7 @@ class ObjectStore:
         temp = self.tmp / f"{uuid.uuid4().hex}.part"
         digest = hashlib.sha256()
         size = 0
+        faults.check("objects", temp)
         with open(temp, "wb") as dst:
             for chunk in iter(lambda: src.read(CHUNK), b""):
                 digest.update(chunk)

@@ -17,6 +17,7 @@ import polars as pl
 from workbench.archive import ids
 from workbench.archive.catalog import open_catalog, read_frame, utc_now
 from workbench.archive.lock import archive_lock
+from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError
 from workbench.library.factors import refresh_library_cache, resolve_factor_id, resolve_factor_ids
 
@@ -129,6 +130,7 @@ def combination_members(archive: Path | str | None, combination_id: str) -> pl.D
     )
 
 
+@storage_errors('a saved combination to the archive catalog')
 def save_combination(
     archive: Path | str | None,
     name: str,
