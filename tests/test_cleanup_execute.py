@@ -6,6 +6,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
@@ -13,7 +15,7 @@ import pytest
 import test_cleanup_support as support
 from test_cleanup_support import Env, files_under
 
-import workbench.cleanup.execute as execute
+from workbench.archive import faults
 from workbench.archive.lock import archive_lock
 from workbench.cleanup import CleanupPolicy, approve_plan, cleanup, list_plans, purge_quarantine, undo_plan
 from workbench.cleanup.execute import apply_items
@@ -233,48 +235,91 @@ def test_linked_plan_or_item_folder_in_quarantine_moves_nothing_outside(env: Env
         assert files_under(env.workspace_root) == before
 
 
-def test_purge_failing_partway_records_what_it_purged(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+def _immutable(path: Path, on: bool) -> bool:
+    """`chattr +i` (root cannot delete it either); False where the file system does not support it."""
+    done = subprocess.run(["chattr", "+i" if on else "-i", str(path)], capture_output=True, text=True)
+    return done.returncode == 0
+
+
+def test_purge_failing_partway_records_what_it_purged(env: Env) -> None:
     outcome = cleanup(env.rd, archive=env.ar, stage="full", confirm=True, yes=True)
     assert outcome.ok and len(outcome.plan.items) >= 3
-    real_remove, calls = execute.remove_tree_no_follow, []
-
-    def flaky(path: Path) -> int:
-        calls.append(path)
-        if len(calls) == 2:
-            raise PermissionError(13, "Permission denied", str(path))
-        return real_remove(path)
-
-    monkeypatch.setattr(execute, "remove_tree_no_follow", flaky)
-    result = purge_quarantine(rdagent_root=env.rd, archive=env.ar, older_than="0s")
+    rows = env.query("SELECT quarantine_path FROM wb_deletions WHERE state = 'quarantined' ORDER BY deleted_at")
+    stuck = Path(rows[1][0])  # a real entry that cannot be deleted: one immutable file inside it
+    pinned = next(p for p in sorted(stuck.rglob("*")) if p.is_file() and not p.is_symlink())
+    if shutil.which("chattr") is None or not _immutable(pinned, True):
+        pytest.skip("chattr +i is not available on this file system (or not as root)")
+    try:
+        result = purge_quarantine(rdagent_root=env.rd, archive=env.ar, older_than="0s")
+    finally:
+        _immutable(pinned, False)
     assert len(result.purged) == len(outcome.plan.items) - 1
-    assert [p for p, _ in result.skipped] == [str(calls[1])] and "Permission denied" in result.skipped[0][1]
+    assert [p for p, _ in result.skipped] == [str(stuck)] and "Operation not permitted" in result.skipped[0][1]
     rows = env.query("SELECT quarantine_path FROM wb_deletions WHERE state = 'quarantined'")
-    assert rows == [(str(calls[1]),)] and calls[1].exists()
-    monkeypatch.undo()
+    assert rows == [(str(stuck),)] and stuck.exists()
     again = purge_quarantine(rdagent_root=env.rd, archive=env.ar, older_than="0s")
     assert len(again.purged) == 1 and not again.skipped
     assert env.query("SELECT DISTINCT state FROM wb_deletions") == [("purged",)]
+
+
+HOLDER = """
+import sys, time, json, duckdb
+from pathlib import Path
+quarantine, catalog, second = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+def journaled():
+    for journal in quarantine.glob("*/journal.jsonl"):
+        for line in journal.read_text().splitlines():
+            try:
+                if json.loads(line).get("item_id") == second:
+                    return True
+            except ValueError:
+                pass
+    return False
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline and not journaled():  # the first item is recorded by then
+    time.sleep(0.01)
+while True:  # then take the catalog for writing, as a notebook or another tool would
+    try:
+        con = duckdb.connect(catalog)
+        break
+    except duckdb.IOException:
+        time.sleep(0.01)
+print("held", flush=True)
+time.sleep(120)
+"""
 
 
 @pytest.mark.parametrize("stage", ["full", "conservative"])
 def test_move_whose_record_fails_is_kept_in_the_journal_and_undone(
     env: Env, monkeypatch: pytest.MonkeyPatch, stage: str
 ) -> None:
+    """A real second process holds the catalog while the second item's moves are recorded.
+
+    The fault seam only pauses the job after the second item's moves (`pause:record:after=1`), so
+    that the holder, which waits for the second item's journal entry, takes the catalog first.
+    """
     before = files_under(env.workspace_root)
-    real_record, calls = execute.record_moves, []
-
-    def busy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        calls.append(args[1].item_id)
-        if len(calls) == 2:
-            raise ArchiveBusyError("catalog busy (simulated)")
-        return real_record(*args, **kwargs)
-
-    monkeypatch.setattr(execute, "record_moves", busy)
-    outcome = cleanup(env.rd, archive=env.ar, stage=stage, confirm=True, yes=True)
-    monkeypatch.undo()
+    planned = cleanup(env.rd, archive=env.ar, stage=stage, dry_run=True).plan
+    second = planned.items[1].item_id  # plans are deterministic: the confirm re-plans the same items
+    folder_of = env.rd / ".workbench_quarantine"
+    monkeypatch.setenv("WORKBENCH_CATALOG_TIMEOUT_S", "1")
+    holder = None
+    try:
+        faults.configure("pause:record:after=1:times=1:ms=4000")
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder_of), str(env.ar / "catalog.duckdb"),
+                                   second], stdout=subprocess.PIPE, text=True)
+        outcome = cleanup(env.rd, archive=env.ar, stage=stage, confirm=True, yes=True)
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    finally:
+        faults.configure("")
+        if holder is not None:
+            holder.kill()
+            holder.wait()
     applied, plan_id = outcome.applied, outcome.plan.plan_id or ""
+    calls = [o.item_id for o in applied.outcomes] if applied else []
     assert applied is not None and applied.needs_recovery and not outcome.ok
     assert [o.status for o in applied.outcomes][:2] == ["moved", "failed"]
+    assert "is held by" in applied.outcomes[1].detail
     assert all(o.status == "skipped" for o in applied.outcomes[2:])
     assert f"workbench cleanup undo {plan_id}" in outcome.format()
     listed = next(p for p in list_plans(archive=env.ar) if p["plan_id"] == plan_id)

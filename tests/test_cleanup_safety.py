@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-import workbench.cleanup.safety as safety
 from workbench.cleanup.safety import (
     Roots,
     checked_child,
@@ -125,37 +125,34 @@ def test_move_never_follows_a_link_in_the_quarantine(root: Path, tmp_path: Path,
     assert sorted(os.listdir(outside)) == ["secret.txt"]
 
 
-def _fake_device(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
-    """Make `path` look like a mount of another file system to `os.lstat`."""
-    real_lstat = os.lstat
-
-    def lstat(p, *args, **kwargs):  # noqa: ANN001, ANN202
-        st = real_lstat(p, *args, **kwargs)
-        if os.fspath(p) == os.fspath(path):
-            return os.stat_result((st.st_mode, st.st_ino, st.st_dev + 1, *tuple(st)[3:]))
-        return st
-
-    monkeypatch.setattr(os, "lstat", lstat)
+def _mount(args: list[str]) -> None:
+    done = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount here (needs root and mount permission): {done.stderr.strip()}")
 
 
 @pytest.mark.parametrize("how", ["device", "bind_mount"])
-def test_purge_removal_never_enters_another_file_system(
-    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
-) -> None:
+def test_purge_removal_never_enters_another_file_system(root: Path, tmp_path: Path, how: str) -> None:
     top = root / HEX
     mounted = top / "sub" / "mnt"
     mounted.mkdir()
-    (mounted / "data.bin").write_bytes(b"not ours")
+    (mounted / "data.bin").write_bytes(b"under the mount")  # hidden while mounted, removed after
     (top / "other.txt").write_text("y", encoding="utf-8")
-    if how == "device":
-        _fake_device(monkeypatch, mounted)
-    else:  # a bind mount of the same file system has the same st_dev; the mount table names it
-        monkeypatch.setattr(safety, "mount_points", lambda: frozenset({str(mounted)}), raising=False)
-    with pytest.raises(UnsafePathError, match="left in place 1 entries"):
-        remove_tree_no_follow(top)
-    assert (mounted / "data.bin").read_bytes() == b"not ours"
-    assert not (top / "other.txt").exists() and not (top / "sub" / "f.txt").exists()
-    monkeypatch.undo()
+    if how == "device":  # a real tmpfs: another st_dev
+        _mount(["-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mounted)])
+    else:  # a bind mount of a folder of the same file system has the same st_dev; the mount table names it
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        _mount(["--bind", str(elsewhere), str(mounted)])
+        assert os.lstat(mounted).st_dev == os.lstat(top).st_dev
+    try:
+        (mounted / "data.bin").write_bytes(b"not ours")
+        with pytest.raises(UnsafePathError, match="left in place 1 entries"):
+            remove_tree_no_follow(top)
+        assert (mounted / "data.bin").read_bytes() == b"not ours"
+        assert not (top / "other.txt").exists() and not (top / "sub" / "f.txt").exists()
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True)
     assert remove_tree_no_follow(top) == 4 and not top.exists()
 
 

@@ -7,6 +7,7 @@ with backoff; when it finally gives up, the message names the process holding th
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -137,10 +138,13 @@ def open_catalog(
     archive: Path | str | None = None,
     *,
     read_only: bool = False,
-    timeout_s: float = 60.0,
+    timeout_s: float | None = None,
     create: bool = False,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the catalog briefly; upgrade its schema when opened for writing.
+
+    `timeout_s` is how long to retry while another process holds the file: by default
+    ``WORKBENCH_CATALOG_TIMEOUT_S`` seconds when set, else 60.
 
     `create=True` makes a new archive folder and catalog if none exists; otherwise a missing
     catalog is an error that says how to make one.
@@ -154,6 +158,8 @@ def open_catalog(
             )
         layout.root.mkdir(parents=True, exist_ok=True)
         read_only = False
+    if timeout_s is None:
+        timeout_s = float(os.environ.get("WORKBENCH_CATALOG_TIMEOUT_S") or 60.0)
     con = _connect_with_retry(layout.catalog, read_only=read_only, timeout_s=timeout_s)
     try:
         if read_only:

@@ -39,6 +39,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from workbench.archive import faults
 from workbench.archive.catalog import ArchiveLayout, fetch_one, utc_now
 from workbench.archive.store import ObjectStore, StoredObject
 from workbench.errors import ArchiveError, VerificationError
@@ -420,6 +421,7 @@ def durable_write(target: Path, data: bytes, tmp: Path) -> None:
     tmp.mkdir(parents=True, exist_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = tmp / f"{uuid.uuid4().hex}.part"
+    faults.check("records", temp)
     with open(temp, "wb") as handle:
         handle.write(data)
         handle.flush()

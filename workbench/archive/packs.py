@@ -26,6 +26,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.archive import faults
 from workbench.errors import VerificationError
 
 PACK_MAGIC = b"WBPACK1\n"
@@ -95,6 +96,7 @@ def write_pack(packs_root: Path, tmp: Path, blobs: dict[str, bytes]) -> tuple[Pa
     tmp.mkdir(parents=True, exist_ok=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = tmp / f"{uuid.uuid4().hex}.pack.part"
+    faults.check("objects", temp)
     with open(temp, "wb") as handle:
         handle.write(payload)
         if target.exists():

@@ -27,6 +27,7 @@ from workbench.archive.extract import Extracted, ItemError, remap_factor_ids, to
 from workbench.archive.ids import combination_id as ids_combination
 from workbench.archive.ids import performance_id as ids_performance
 from workbench.archive.journal import Recorder, recorded, series_pointer
+from workbench.archive.storage_errors import storage_error
 from workbench.archive.store import ObjectStore, StoredObject
 from workbench.errors import InputFileError, VerificationError
 
@@ -72,6 +73,10 @@ def store_files(
                     "the workspace file changed after registration"
                 )
         except (OSError, InputFileError, VerificationError) as exc:
+            full = storage_error(exc, writing=f"the archived copy of {entry.source}", path=store.root,
+                                 archive=store.root.parent, needed=entry.info.size_bytes)
+            if full is not None:  # a full or failing archive disk ends the run, it is no error of this loop
+                raise full from exc
             result.errors.append(ItemError("store", type(exc).__name__, str(exc), str(entry.source)))
             continue
         result.bytes_read += obj.size_bytes

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import duckdb
 import polars as pl
 
+from workbench.archive import faults
 from workbench.archive.catalog import ArchiveLayout, fetch_one, open_catalog, utc_now
 from workbench.archive.extract import Extracted, ItemError, extract_loop, validate_request
 from workbench.archive.journal import recorded
@@ -34,6 +35,7 @@ from workbench.archive.lock import archive_lock
 from workbench.archive.packs import is_pack_key, parse_pack_key
 from workbench.archive.persist import Outcome, StoredBatch, commit_batch, consolidate_factors, store_files
 from workbench.archive.scan import LoopCandidate, build_candidates, is_archivable, loop_timestamp, parse_time
+from workbench.archive.storage_errors import one_line, storage_errno, storage_error, storage_errors
 from workbench.archive.store import INLINE_PREFIX, ObjectStore
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.rdagent.installation import Installation
@@ -62,6 +64,7 @@ class RunSummary:
     bytes_read: int = 0
     bytes_stored: int = 0
     notes: list[str] = field(default_factory=list)
+    error: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -79,6 +82,8 @@ class RunSummary:
             f"  bytes:      {self.bytes_read:,} read from key files, {self.bytes_stored:,} newly stored",
             f"  errors:     {len(self.errors)}",
         ]
+        if self.error:
+            lines.insert(1, f"  failed:     {self.error}")
         for error in self.errors[:20]:
             where = f"{error.get('task_run_id')}/{error.get('loop_id')}"
             lines.append(f"    - [{error.get('stage')}] {where}: {error.get('message')}")
@@ -147,21 +152,31 @@ def archive(
     params = {"rdagent_root": str(installation.root), "registry": str(installation.registry_path), "mode": mode,
               "since": str(since) if since else None, "hours": hours, "last": last, "target_level": target_level,
               "batch_size": batch_size, "include_heavy": include_heavy, "path_map": list(path_map)}
-    with archive_lock(layout.root, job=f"archive-{mode}", wait_s=lock_wait_s):
+    with archive_lock(layout.root, job=f"archive-{mode}", wait_s=lock_wait_s), \
+            storage_errors("the archive catalog", path=layout.catalog, archive=layout.root):
         with open_catalog(layout.root, create=True) as con:
+            fix_ended_runs(con, layout)
             state = _load_state(con, layout, suspect=suspect)
             with recorded(con, layout, "archive-run-start", run_id=summary.run_id) as rec:
                 _record_run_start(con, summary, params)
                 rec.capture("wb_archive_runs", run_id=[summary.run_id])
         try:
+            start_run_file(layout, summary)
             _run(installation, layout, summary, state, mode=mode, since=since, hours=hours, last=last,
                  target_level=target_level, batch_size=batch_size, include_heavy=include_heavy, progress=progress,
                  workers=workers or (os.cpu_count() or 1))
             summary.status = "failed" if summary.errors else "success"
         except BaseException as exc:
-            summary.status = "aborted"
-            summary.notes.append(f"{type(exc).__name__}: {exc}")
-            raise
+            full = storage_error(exc, writing="the archive", archive=layout.root)
+            if full is None:
+                summary.status = "aborted"
+                summary.notes.append(f"{type(exc).__name__}: {exc}")
+                raise
+            # a full or failing disk: free this run's temporary files first, then record the failure
+            ObjectStore(layout.objects, tmp=layout.tmp).clear_tmp()
+            summary.status = "failed"
+            summary.error = str(full)
+            raise full from exc
         finally:
             summary.ended_at = utc_now().isoformat()
             _record_run_end(layout, summary)
@@ -234,22 +249,130 @@ def _record_run_start(con: duckdb.DuckDBPyConnection, summary: RunSummary, param
 
 
 def _record_run_end(layout: ArchiveLayout, summary: RunSummary) -> None:
-    """Store the summary in the catalog and as a JSON file next to it (evidence even if the catalog is busy)."""
-    layout.runs.mkdir(parents=True, exist_ok=True)
-    (layout.runs / f"{summary.run_id}.json").write_text(json.dumps(summary.to_dict(), indent=2, default=str), encoding="utf-8")
+    """Store the summary as ``runs/<run_id>.json`` and in the catalog (evidence even if the catalog is busy).
+
+    The JSON file was preallocated at the start (`start_run_file`) and is rewritten in place, so a
+    full disk cannot keep the end of a run from being recorded. When the run ended on a storage
+    fault, a failure here is only noted: the fault is what the job reports.
+    """
+    failing = summary.error is not None
+    try:
+        finish_run_file(layout, summary)
+    except OSError as exc:
+        if not failing:
+            raise
+        summary.notes.append(f"run file not written: {exc}")
     try:
         with open_catalog(layout.root) as con, recorded(con, layout, "archive-run-end", run_id=summary.run_id) as rec:
+            _update_run_row(con, summary.to_dict())
             rec.capture("wb_archive_runs", run_id=[summary.run_id])
-            con.execute(
-                """UPDATE wb_archive_runs SET status = ?, ended_at = ?, n_candidates = ?, n_level1 = ?, n_level2 = ?,
-                   n_unchanged = ?, n_skipped = ?, n_errors = ?, bytes_read = ?, bytes_stored = ?, summary_json = ?
-                   WHERE run_id = ?""",
-                [summary.status, summary.ended_at, summary.candidates, summary.level1, summary.level2, summary.unchanged,
-                 sum(summary.skipped.values()), len(summary.errors), summary.bytes_read, summary.bytes_stored,
-                 json.dumps(summary.to_dict(), default=str), summary.run_id],
-            )
-    except WorkbenchError as exc:
-        summary.notes.append(f"run summary not stored in the catalog: {exc}")
+    except (WorkbenchError, OSError, duckdb.Error) as exc:
+        if not failing and storage_error(exc) is not None:
+            raise
+        summary.notes.append(f"run summary not stored in the catalog: {one_line(str(exc))}")
+
+
+def _update_run_row(con: duckdb.DuckDBPyConnection, data: dict[str, Any]) -> None:
+    con.execute(
+        """UPDATE wb_archive_runs SET status = ?, ended_at = ?, n_candidates = ?, n_level1 = ?, n_level2 = ?,
+           n_unchanged = ?, n_skipped = ?, n_errors = ?, bytes_read = ?, bytes_stored = ?, summary_json = ?
+           WHERE run_id = ?""",
+        [data.get("status"), data.get("ended_at"), data.get("candidates", 0), data.get("level1", 0),
+         data.get("level2", 0), data.get("unchanged", 0), sum((data.get("skipped") or {}).values()),
+         len(data.get("errors") or []), data.get("bytes_read", 0), data.get("bytes_stored", 0),
+         json.dumps(data, default=str), data.get("run_id")],
+    )
+
+
+RUN_FILE_BYTES = 64 * 1024
+"""Space reserved for ``runs/<run_id>.json`` at the start of a run, so its end can be written on a full disk."""
+
+
+def run_file(layout: ArchiveLayout, run_id: str) -> Path:
+    return layout.runs / f"{run_id}.json"
+
+
+def start_run_file(layout: ArchiveLayout, summary: RunSummary) -> None:
+    """Write ``runs/<run_id>.json`` (status running), padded with spaces to `RUN_FILE_BYTES`, durably."""
+    layout.runs.mkdir(parents=True, exist_ok=True)
+    path = run_file(layout, summary.run_id)
+    faults.check("runs", path)
+    data = json.dumps(summary.to_dict(), indent=2, default=str).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        # real bytes, not a sparse hole: the blocks are allocated now, while there is space
+        os.write(fd, data + b" " * max(0, RUN_FILE_BYTES - len(data) - 1) + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fitting(data: dict[str, Any], limit: int) -> bytes:
+    """The summary as JSON, with its item errors cut short if that is what it takes to fit in `limit` bytes."""
+    text = json.dumps(data, indent=2, default=str).encode()
+    errors = list(data.get("errors") or [])
+    keep = len(errors)
+    while len(text) >= limit and keep > 0:
+        keep //= 2
+        cut = dict(data, errors=errors[:keep],
+                   notes=[*data.get("notes", []), f"{len(errors) - keep} more item errors in the catalog "
+                          f"(table wb_item_errors, run_id = '{data.get('run_id')}')"])
+        text = json.dumps(cut, indent=2, default=str).encode()
+    return text
+
+
+def finish_run_file(layout: ArchiveLayout, summary: RunSummary) -> None:
+    """Rewrite ``runs/<run_id>.json`` with the final summary.
+
+    In place inside the reserved bytes when it fits (no new blocks needed: works on a full disk),
+    then the padding is cut off; otherwise (or when the file is missing) written anew.
+    """
+    path = run_file(layout, summary.run_id)
+    faults.check("runs", path)
+    data = summary.to_dict()
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:
+        layout.runs.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+        return
+    try:
+        reserved = os.fstat(fd).st_size
+        text = _fitting(data, reserved) if summary.error else json.dumps(data, indent=2, default=str).encode()
+        if len(text) < reserved:
+            os.pwrite(fd, text + b" " * (reserved - len(text) - 1) + b"\n", 0)  # whitespace after JSON parses
+            os.fsync(fd)
+            os.ftruncate(fd, len(text))  # frees blocks, never needs one
+        else:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, text, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_run_file(layout: ArchiveLayout, run_id: str) -> dict[str, Any] | None:
+    """The summary in ``runs/<run_id>.json``, or None when it is missing or unreadable."""
+    try:
+        data = json.loads(run_file(layout, run_id).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def fix_ended_runs(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout) -> int:
+    """Catalog rows still 'running' whose run file says the run ended (the catalog was full or busy then)."""
+    ended = []
+    for (run_id,) in con.execute("SELECT run_id FROM wb_archive_runs WHERE status = 'running'").fetchall():
+        data = read_run_file(layout, run_id)
+        if data and data.get("status") not in (None, "running"):
+            ended.append(data)
+    if ended:
+        with recorded(con, layout, "archive-runs-ended") as rec:
+            for data in ended:
+                _update_run_row(con, data)
+            rec.capture("wb_archive_runs", run_id=[d.get("run_id") for d in ended])
+    return len(ended)
 
 
 def _pending_loops(state: CatalogState, target_level: int) -> set[tuple[str, int]]:
@@ -613,6 +736,8 @@ def _archive_one(
             item.errors.extend(stored.errors)
             level = 2 if not stored.errors else 1
     except Exception as exc:  # one bad loop never stops a run, whatever its input triggers
+        if storage_errno(exc) is not None:  # ... but a full or failing disk does
+            raise
         stage = "extract" if isinstance(exc, WorkbenchError | OSError | ValueError) else "internal"
         message = str(exc) if stage == "extract" else f"unexpected {type(exc).__name__}: {exc} (please report this)"
         error = ItemError(stage, type(exc).__name__, message)

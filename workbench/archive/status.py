@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from workbench.archive.catalog import fetch_frame, fetch_one, open_catalog
+from workbench.archive.catalog import ArchiveLayout, fetch_frame, fetch_one, open_catalog
 from workbench.errors import ConfigError
 
 
@@ -56,6 +57,8 @@ class ArchiveStatus:
         for r in self.runs.head(5).iter_rows(named=True):
             lines.append(f"  {r['started_at']} {r['mode']:<11} {r['status']:<8} level2={r['n_level2']} "
                          f"errors={r['n_errors']} ({r['run_id']})")
+            if r.get("error"):
+                lines.append(f"    failed: {r['error']}")
         if self.errors.height:
             lines.append(f"open errors ({self.errors.height}):")
             for r in self.errors.head(20).iter_rows(named=True):
@@ -111,7 +114,8 @@ def archive_status(
         runs = fetch_frame(
             con,
             "SELECT run_id, mode, status, started_at, ended_at, n_candidates, n_level1, n_level2, n_unchanged, "
-            "n_errors, bytes_read, bytes_stored FROM wb_archive_runs ORDER BY started_at DESC LIMIT 50"
+            "n_errors, bytes_read, bytes_stored, json_extract_string(summary_json, '$.error') AS error "
+            "FROM wb_archive_runs ORDER BY started_at DESC LIMIT 50"
         )
         errors = fetch_frame(
             con,
@@ -121,6 +125,7 @@ def archive_status(
         objects, stored_bytes, original_bytes = fetch_one(
             con, "SELECT count(*), coalesce(sum(stored_bytes), 0), coalesce(sum(size_bytes), 0) FROM wb_objects"
         ) or (0, 0, 0)
+    runs = _with_run_files(runs, ArchiveLayout.at(archive))
     by_level = experiments.group_by("archiving_level").agg(pl.len().alias("experiments")).sort("archiving_level")
     by_task_run = (
         experiments.group_by("task_run_id")
@@ -140,3 +145,30 @@ def archive_status(
         "workspace_bytes": int(experiments["workspace_bytes"].sum() or 0),
     }
     return ArchiveStatus(experiments, by_level, by_task_run, runs, errors, storage, list_experiments)
+
+
+def _with_run_files(runs: pl.DataFrame, layout: ArchiveLayout) -> pl.DataFrame:
+    """Runs the catalog still calls 'running' but whose ``runs/<run_id>.json`` says they ended.
+
+    A run that failed on a full disk may not have been able to update its catalog row; its run
+    file (space reserved at the start) has the outcome and the reason. The next archive run
+    writes it into the catalog (`pipeline.fix_ended_runs`).
+    """
+    from workbench.archive.pipeline import read_run_file
+
+    if runs.is_empty() or not (runs["status"] == "running").any():
+        return runs
+    rows = runs.to_dicts()
+    for row in rows:
+        if row["status"] != "running":
+            continue
+        data = read_run_file(layout, row["run_id"])
+        if not data or data.get("status") in (None, "running"):
+            continue
+        ended = data.get("ended_at")
+        row.update(status=data["status"], ended_at=datetime.fromisoformat(ended) if ended else None,
+                   error=data.get("error"),
+                   n_candidates=data.get("candidates"), n_level1=data.get("level1"), n_level2=data.get("level2"),
+                   n_unchanged=data.get("unchanged"), n_errors=len(data.get("errors") or []),
+                   bytes_read=data.get("bytes_read"), bytes_stored=data.get("bytes_stored"))
+    return pl.DataFrame(rows, schema=runs.schema, strict=False)

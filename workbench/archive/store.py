@@ -41,6 +41,7 @@ from typing import BinaryIO, Literal
 
 import pyarrow as pa
 
+from workbench.archive import faults
 from workbench.archive.packs import (
     PACK_PREFIX,
     blob_present,
@@ -197,6 +198,7 @@ class ObjectStore:
         self.tmp.mkdir(parents=True, exist_ok=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = self.tmp / f"{uuid.uuid4().hex}.part"
+        faults.check("objects", temp)
         with open(temp, "wb") as handle:
             handle.write(payload)
             if target.exists():
@@ -220,6 +222,7 @@ class ObjectStore:
         raw_tmp = self._temp_path()
         zst_tmp = None if _is_parquet_file(src.fileno(), size) else self._temp_path()
         try:
+            faults.check("objects", raw_tmp)
             sha = _stream_copy(src, size, raw_tmp, zst_tmp, source)
             _check_unchanged(src, source, before, read=size)
             reused = self._reuse(sha, size, known)

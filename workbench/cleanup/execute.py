@@ -26,8 +26,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
+from workbench.archive import faults
 from workbench.archive.catalog import utc_now
 from workbench.archive.lock import archive_lock
+from workbench.archive.storage_errors import storage_errno, storage_error, storage_errors
 from workbench.cleanup.inventory import WorkspaceDir, scan_dir, workspace_dirs
 from workbench.cleanup.plan import CleanupPlan, PlanFile, PlanItem
 from workbench.cleanup.planner import PlanContext, changed_since_archive
@@ -54,7 +56,7 @@ from workbench.cleanup.safety import (
     remove_tree_no_follow,
 )
 from workbench.cleanup.units import format_bytes, parse_age
-from workbench.errors import ConfigError, UnsafePathError
+from workbench.errors import ConfigError, StorageFullError, StorageIOError, UnsafePathError
 
 Status = Literal["moved", "partial", "skipped", "failed"]
 JOURNAL = "journal.jsonl"
@@ -89,6 +91,8 @@ class ApplyResult:
     plan_id: str
     outcomes: list[ItemOutcome] = field(default_factory=list)
     needs_recovery: bool = False
+    storage_error: StorageFullError | StorageIOError | None = None
+    """Set when a full or failing disk stopped the run (the items after it were not attempted)."""
 
     @property
     def recovery(self) -> str:
@@ -154,6 +158,7 @@ def _quarantine_dir(roots: Roots, plan_id: str) -> Path:
 
 def _journal(folder: Path, entry: dict) -> None:
     """Append one intended move to the plan's journal, durably, before the move happens."""
+    faults.check("journal", folder / JOURNAL)
     fd = os.open(folder / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
     with open(fd, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
@@ -181,6 +186,7 @@ def _journal_entries(folder: Path) -> list[dict]:
 def _record(plan: CleanupPlan, item: PlanItem, moves: list[tuple[str, str, int]], context: PlanContext) -> None:
     """`record_moves`, or `UnrecordedMove` when the rows cannot be written (the moves are done)."""
     try:
+        faults.check("record", context.archive)
         record_moves(plan, item, moves, archive=context.archive)
     except Exception as exc:  # any failure here leaves moved entries without a row
         raise UnrecordedMove(f"moved {len(moves)} entries to quarantine but could not record them ({exc})") from exc
@@ -199,9 +205,10 @@ def apply_items(plan: CleanupPlan, items: list[PlanItem], *, context: PlanContex
     dirs = {str(d.path): d for d in workspace_dirs(context.facts, context.snapshot, context.installation, roots)
             if d.path is not None}
     for item in items:
-        if result.needs_recovery:
+        if result.needs_recovery or result.storage_error:
+            why = "the disk is full or failing" if result.storage_error else "an earlier move could not be recorded"
             result.outcomes.append(ItemOutcome(item.item_id, item.kind, item.path, "skipped",
-                                               detail="not attempted: an earlier move could not be recorded"))
+                                               detail=f"not attempted: {why}"))
             continue
         try:
             outcome = _apply_one(plan, item, folder, dirs, context)
@@ -209,8 +216,12 @@ def apply_items(plan: CleanupPlan, items: list[PlanItem], *, context: PlanContex
             outcome = ItemOutcome(item.item_id, item.kind, item.path, "skipped", detail=f"{exc.reason}: {exc.detail}")
         except UnrecordedMove as exc:
             result.needs_recovery = True
+            result.storage_error = storage_error(exc, writing=f"the record of plan {plan.plan_id}'s moves",
+                                                 path=context.archive, archive=context.archive)
             outcome = ItemOutcome(item.item_id, item.kind, item.path, "failed", detail=str(exc))
-        except (UnsafePathError, OSError) as exc:
+        except (UnsafePathError, OSError, StorageFullError, StorageIOError) as exc:
+            result.storage_error = storage_error(exc, writing=f"the quarantine of plan {plan.plan_id}",
+                                                 path=folder, archive=folder)
             outcome = ItemOutcome(item.item_id, item.kind, item.path, "failed", detail=str(exc))
         result.outcomes.append(outcome)
     return result
@@ -293,6 +304,10 @@ def _move_files(plan: CleanupPlan, item: PlanItem, real: Path, folder: Path, con
         try:
             move_entry(source, target, roots=context.roots)
         except (UnsafePathError, OSError) as exc:
+            if storage_errno(exc) is not None and moves:
+                _record(plan, item, moves, context)  # what did move is recorded before the run stops
+            if storage_errno(exc) is not None:
+                raise
             notes.append(f"{entry.rel_path}: {exc}")
             continue
         moves.append((str(source), str(target), freed))
@@ -340,6 +355,7 @@ def _restore_one(row: Deletion, roots: Roots) -> None:
         raise UnsafePathError(f"{parent} goes through a symbolic link now; refused")
     if os.path.lexists(original):
         raise UnsafePathError(f"{original} exists again; move it away first, then undo")
+    faults.check("restore", original)
     os.rename(quarantined, original)
 
 
@@ -364,6 +380,7 @@ def plan_roots(plan: CleanupPlan, rdagent_root: Path | str | None = None, *, act
     return recorded
 
 
+@storage_errors('an undo of a cleanup plan')
 def undo_plan(plan_id: str, *, rdagent_root: Path | str | None = None, archive: Path | str | None = None) -> UndoResult:
     """Move every quarantined entry of a plan back where it was (in the plan's own RD-Agent root)."""
     stored = load_plan(plan_id, archive=archive)
@@ -375,10 +392,16 @@ def undo_plan(plan_id: str, *, rdagent_root: Path | str | None = None, archive: 
             raise ConfigError(f"plan {plan_id} has nothing in quarantine (never applied, already undone or purged)")
         result = UndoResult(plan_id)
         done: list[Deletion] = []
+        failure: StorageFullError | StorageIOError | None = None
         for row in reversed(rows):
             try:
                 _restore_one(row, roots)
             except (UnsafePathError, OSError) as exc:
+                failure = storage_error(exc, writing=f"{row.original_path} (undo of plan {plan_id})",
+                                        archive=roots.workspace_root,
+                                        hint=f"run `workbench cleanup undo {plan_id}` again to restore the rest")
+                if failure is not None:
+                    break
                 result.refused.append((row.original_path, str(exc)))
                 continue
             done.append(row)
@@ -389,6 +412,8 @@ def undo_plan(plan_id: str, *, rdagent_root: Path | str | None = None, archive: 
                        experiment_ids=touched)
         from workbench.cleanup.records import set_plan_status
 
+        if failure is not None:
+            raise failure
         set_plan_status(plan_id, "undone" if not result.refused else "partially_undone", archive=archive)
         _tidy_quarantine(roots.quarantine / plan_id, archive=archive, plan_id=plan_id)
     return result
@@ -470,6 +495,7 @@ def _purge_scope(rdagent_root: Path | str | None, plan_ids: set[str], *,
     return scope, other
 
 
+@storage_errors('a purge of the quarantine')
 def purge_quarantine(
     *, rdagent_root: Path | str | None = None, archive: Path | str | None = None, older_than: str | timedelta = "7d",
     now: datetime | None = None,
@@ -504,6 +530,11 @@ def purge_quarantine(
                 try:
                     remove_tree_no_follow(quarantined)
                 except (UnsafePathError, OSError) as exc:
+                    failure = storage_error(exc, writing=f"the quarantine (purging {quarantined})",
+                                            archive=quarantined.parent,
+                                            hint="what was purged before is recorded; purge again later")
+                    if failure is not None:
+                        raise failure from exc
                     result.skipped.append((str(quarantined), f"not (fully) deleted, still recorded as quarantined: {exc}"))
                     continue
                 done.append(row.deletion_id)

@@ -25,6 +25,7 @@ import duckdb
 
 from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
 from workbench.archive.journal import recorded
+from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError
 
 HoldKind = Literal["hold", "active"]
@@ -105,6 +106,7 @@ def _suggest(target: str, candidates: Iterable[str]) -> str:
     return f" (did you mean {shown}? ids must be given in full)"
 
 
+@storage_errors('a hold to the archive catalog')
 def hold(target_id: str, *, reason: str, active: bool = False, allow_unknown: bool = False,
          archive: Path | str | None = None) -> Hold:
     """Flag an id for re-tracing/debugging (`active=True`: put it on the active debugging list).
@@ -132,6 +134,7 @@ def hold(target_id: str, *, reason: str, active: bool = False, allow_unknown: bo
     return record
 
 
+@storage_errors('a hold release to the archive catalog')
 def release(target_id: str, *, reason: str, archive: Path | str | None = None) -> list[Hold]:
     """Lift every open hold (both kinds) on an id; returns the holds released."""
     target = _clean_id(target_id)

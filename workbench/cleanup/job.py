@@ -15,7 +15,7 @@ same time), recomputes the plan from the catalog, the registry and the disk, and
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any
 
 from workbench.archive.catalog import open_catalog
 from workbench.archive.lock import archive_lock
+from workbench.archive.storage_errors import storage_errors
 from workbench.cleanup.approvals import Approval, approved_items, load_approval, mark_used
 from workbench.cleanup.execute import ApplyResult, apply_items
 from workbench.cleanup.holds import known_ids, read_active_list
@@ -146,6 +147,7 @@ def build_policy(
     )
 
 
+@storage_errors('a cleanup (plan, quarantine moves, records)')
 def cleanup(
     rdagent_root: Path | str | None,
     *,
@@ -211,9 +213,30 @@ def cleanup(
         plan = save_plan(plan, archive=archive, status="applying")
         result = apply_items(plan, list(plan.items), context=context)
         if not result.needs_recovery:  # otherwise it stays 'applying': `workbench cleanup undo` recovers it
-            set_plan_status(plan.plan_id or "", "applied" if result.ok else "partially_applied", archive=archive,
-                            applied=True)
+            _finish(result, lambda: set_plan_status(plan.plan_id or "", "applied" if result.ok else "partially_applied",
+                                                    archive=archive, applied=True))
+    _raise_storage(result)
     return CleanupOutcome(plan, result)
+
+
+def _finish(result: ApplyResult, set_status: Callable[[], None]) -> None:
+    """Record the plan's outcome; on a full disk that may fail too, and the plan then stays 'applying'."""
+    try:
+        set_status()
+    except Exception:
+        if result.storage_error is None:
+            raise
+
+
+def _raise_storage(result: ApplyResult) -> None:
+    """A run stopped by a full or failing disk ends the command with that error (exit 10 or 11), on one line."""
+    error = result.storage_error
+    if error is None:
+        return
+    moved = result.paths
+    recovery = (f"{moved} paths were moved to quarantine before it stopped, each recorded (or in the quarantine "
+                f"journal); `workbench cleanup undo {result.plan_id}` puts them back")
+    raise type(error)(f"{error}; cleanup of plan {result.plan_id} stopped: {recovery}") from error
 
 
 def _unknown_active_notes(context: PlanContext) -> list[str]:
@@ -270,8 +293,10 @@ def _confirm_approved(
         set_plan_status(stored.plan.plan_id or "", "applying", archive=archive, approval_id=approval_id)
         result = apply_items(stored.plan, items, context=context)
         if not result.needs_recovery:  # otherwise it stays 'applying': `workbench cleanup undo` recovers it
-            set_plan_status(stored.plan.plan_id or "", "applied" if result.ok else "partially_applied",
-                            archive=archive, applied=True, approval_id=approval_id)
+            _finish(result, lambda: set_plan_status(stored.plan.plan_id or "",
+                                                    "applied" if result.ok else "partially_applied",
+                                                    archive=archive, applied=True, approval_id=approval_id))
+    _raise_storage(result)
     note = (f"approval {approval_id}: {len(items)} of the plan's {len(stored.plan.items)} plan items were approved "
             "and attempted")
     return CleanupOutcome(stored.plan, result, approval, [note])

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.archive import faults
 from workbench.errors import ConfigError, UnsafePathError
 from workbench.rdagent.installation import LOG_RELPATH, WORKSPACE_RELPATH, Installation
 
@@ -190,6 +191,7 @@ def move_entry(source: Path, target: Path, *, roots: Roots) -> None:
     if os.path.lexists(target):
         raise UnsafePathError(f"{target} already exists; refusing to overwrite it")
     try:
+        faults.check("quarantine", target)
         os.rename(source, target)
     except OSError as exc:
         if exc.errno == errno.EXDEV:
@@ -225,6 +227,7 @@ def remove_tree_no_follow(path: Path) -> int:
     or mounted inside the entry (a bind mount) is entered or removed: the rest is deleted, and
     `UnsafePathError` then names what was left in place (the entry stays, and stays recorded).
     """
+    faults.check("purge", path)
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or stat.S_ISLNK(st.st_mode):
         os.unlink(path)

@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from workbench.archive.storage_errors import one_line, storage_error
 from workbench.cli import archive_cmds, cleanup_cmds, library_cmds
 from workbench.errors import WorkbenchError
 
@@ -32,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(result, int):  # typer.Exit(code) is returned, not raised, without standalone mode
             return result
     except WorkbenchError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        exc = storage_error(exc) or exc  # e.g. a catalog that cannot be opened because its disk is full
+        typer.echo(f"error: {one_line(str(exc))}", err=True)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
@@ -45,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         if type(exc).__name__ == "Abort":
             typer.echo("aborted", err=True)
             return 1
+        storage = storage_error(exc)  # last resort: a full or failing disk is never a traceback
+        if storage is not None:
+            typer.echo(f"error: {one_line(str(storage))}", err=True)
+            return storage.exit_code
         raise
     return 0
 

@@ -18,6 +18,7 @@ from workbench.archive import ids
 from workbench.archive.catalog import ArchiveLayout, open_catalog, read_frame, utc_now
 from workbench.archive.journal import recorded
 from workbench.archive.lock import archive_lock
+from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError
 from workbench.library.factors import refresh_library_cache, resolve_factor_id, resolve_factor_ids
 
@@ -130,6 +131,7 @@ def combination_members(archive: Path | str | None, combination_id: str) -> pl.D
     )
 
 
+@storage_errors('a saved combination to the archive catalog')
 def save_combination(
     archive: Path | str | None,
     name: str,

@@ -72,6 +72,7 @@ from workbench.archive import ids
 from workbench.archive.catalog import ArchiveLayout, new_archive_note, open_catalog, utc_now
 from workbench.archive.journal import recorded
 from workbench.archive.lock import archive_lock
+from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError, InputFileError
 from workbench.library.factors import refresh_library_cache
 from workbench.library.models import load_strategy_config
@@ -347,6 +348,7 @@ def _attach_value_ids(values: pl.DataFrame, meta: pl.DataFrame, *, where: str, m
 # --------------------------------------------------------------------------- factors
 
 
+@storage_errors('imported factors to the archive')
 def import_factors(
     path: Path | str,
     *,
@@ -580,6 +582,7 @@ def _record_import(
 # --------------------------------------------------------------------------- strategies
 
 
+@storage_errors('an imported strategy to the archive')
 def import_strategy(
     path: Path | str,
     *,

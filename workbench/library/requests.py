@@ -27,6 +27,7 @@ import yaml
 from workbench.archive.catalog import ArchiveLayout, new_archive_note, open_catalog, read_frame, utc_now
 from workbench.archive.journal import recorded
 from workbench.archive.lock import archive_lock
+from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError
 from workbench.library.combinations import resolve_combination_id
 from workbench.library.factors import resolve_factor_ids
@@ -72,6 +73,7 @@ class AttachResult:
         return "\n".join(lines)
 
 
+@storage_errors('an attached request to the archive catalog')
 def attach_request(archive: Path | str | None, task_run_id: str, path: Path | str) -> AttachResult:
     """Validate a request file (JSON or YAML) and attach it to a task run (replacing an earlier one).
 

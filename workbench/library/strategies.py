@@ -19,6 +19,7 @@ import polars as pl
 from workbench.archive.catalog import ArchiveLayout, fetch_frame, open_catalog, read_frame, utc_now
 from workbench.archive.journal import recorded
 from workbench.archive.lock import archive_lock
+from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError
 from workbench.library.models import StrategyConfig
 
@@ -229,6 +230,7 @@ def resolve_strategy_id(archive: Path | str | None, ref: str) -> str:
     return hits["id"][0]
 
 
+@storage_errors('a strategy recommendation to the archive catalog')
 def set_recommendation(
     archive: Path | str | None,
     strategy_id: str,
