@@ -20,7 +20,7 @@ import duckdb
 import polars as pl
 
 from workbench.archive.schema import LATEST_VERSION, MIGRATIONS
-from workbench.errors import ArchiveBusyError, ArchiveError, ConfigError
+from workbench.errors import ArchiveBusyError, ArchiveError, CatalogCorruptError, ConfigError
 
 DEFAULT_ARCHIVE = Path("data/archive")
 CATALOG_FILE = "catalog.duckdb"
@@ -91,15 +91,120 @@ def _is_lock_conflict(exc: BaseException) -> bool:
     return "Could not set lock" in text or "Conflicting lock" in text
 
 
+# What DuckDB 2.0.1 raises for a damaged file (found by damaging real catalogs, see
+# tests/test_catalog_damage.py):
+# * header overwritten, not a DuckDB file, empty file: IOException "... exists, but it is not a
+#   valid DuckDB database file!" at connect;
+# * a changed byte in a database header or a block in use: plain duckdb.Error "Corrupt database
+#   file: computed checksum X does not match stored checksum Y in block at location N", at connect
+#   (headers, catalog metadata) or when a query reads the block;
+# * file cut short: IOException "Could not read enough bytes from file ...: attempted to read N
+#   bytes from location M" (at connect when the headers are gone, else when the block is read);
+# * a damaged block met by a checkpoint: FatalException "Failed to create checkpoint because of
+#   error: <one of the above>"; every later use of that database instance: FatalException
+#   "database has been invalidated ... Original error: \"<the fatal error>\"".
+_UNWRAP_RES = (
+    re.compile(r'Original error: "(?P<inner>.*)"\s*$', re.S),
+    re.compile(r"because of error: (?P<inner>.*)$", re.S),
+)
+_CHECKSUM_RE = re.compile(r"computed checksum \d+ does not match stored checksum \d+ in block at location (?P<at>\d+)")
+_SHORT_READ_RE = re.compile(r"Could not read enough bytes from file .*attempted to read \d+ bytes from location (?P<at>\d+)")
+_DAMAGE_WORDS = ("checksum", "corrupt", "not a valid duckdb database", "truncated", "file size",
+                 "could not read enough bytes", "deserializ", "invalid block", "serialization error")
+_NOT_DAMAGE_WORDS = ("no space left", "disk quota", "permission denied", "read-only file system",
+                     "input/output error", "out of memory", "could not set lock", "conflicting lock")
+_DAMAGE_TYPES: tuple[type[BaseException], ...] = tuple(
+    t for t in (getattr(duckdb, n, None) for n in ("InternalException", "FatalException", "SerializationException",
+                                                  "CorruptionError"))
+    if isinstance(t, type)
+)
+DUCKDB_HEADER_BYTES = 3 * 4096
+"""DuckDB 1.x/2.x files start with a main header and two database headers of 4 KiB each."""
+REPAIR_COMMAND = "workbench repair --archive"
+
+
+def _innermost(text: str) -> str:
+    """DuckDB wraps the cause of a fatal error (and of an invalidated database) in its message."""
+    for _ in range(4):
+        for pattern in _UNWRAP_RES:
+            match = pattern.search(text)
+            if match:
+                text = match["inner"]
+                break
+        else:
+            return text
+    return text
+
+
+def _first_line(text: str, limit: int = 160) -> str:
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "").rstrip("!.")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def describe_damage(exc: BaseException) -> str | None:
+    """A short description of what is wrong when `exc` says the catalog file is damaged, else None.
+
+    Lock conflicts, full disks, permissions and ordinary SQL errors are not damage (None).
+    """
+    if not isinstance(exc, duckdb.Error):
+        return None
+    inner = _innermost(str(exc))
+    low = inner.lower()
+    if any(word in low for word in _NOT_DAMAGE_WORDS):
+        return None
+    if "not a valid duckdb database" in low:
+        return "not a DuckDB database file"
+    match = _CHECKSUM_RE.search(inner)
+    if match:
+        at = int(match["at"])
+        where = "a file header" if at < DUCKDB_HEADER_BYTES else f"byte {at:,}"
+        return f"block checksum mismatch at {where}"
+    match = _SHORT_READ_RE.search(inner)
+    if match:
+        return f"file truncated (a block at byte {int(match['at']):,} lies past its end)"
+    if any(word in low for word in _DAMAGE_WORDS) or isinstance(exc, _DAMAGE_TYPES):
+        return f"DuckDB: {_first_line(inner)}"
+    return None
+
+
+def corrupt_catalog_error(catalog: Path, what: str) -> CatalogCorruptError:
+    """The one-line error for a damaged catalog: the file, what is wrong, the command that repairs it."""
+    what = " ".join(what.split())
+    return CatalogCorruptError(
+        f"catalog {catalog} is damaged: {what}; run `{REPAIR_COMMAND} {catalog.parent}` to rebuild it"
+    )
+
+
+def check_file_size(con: duckdb.DuckDBPyConnection, catalog: Path) -> None:
+    """A file shorter than the blocks its header promises was truncated: say so before anything reads it.
+
+    Why: DuckDB only notices when a query reaches a missing block, and a writer would extend the
+    file with fresh blocks around the hole.
+    """
+    row = fetch_one(con, "SELECT block_size, total_blocks FROM pragma_database_size() WHERE database_name = current_database()")
+    if not row or not row[0]:
+        return
+    needed = DUCKDB_HEADER_BYTES + int(row[0]) * int(row[1])
+    try:
+        size = catalog.stat().st_size
+    except OSError:
+        return
+    if size < needed:
+        raise corrupt_catalog_error(catalog, f"file truncated ({size:,} bytes, its blocks need {needed:,})")
+
+
 def _connect_with_retry(path: Path, *, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + timeout_s
     delay = 0.05
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
+        except duckdb.Error as exc:
             if not _is_lock_conflict(exc):
-                raise ArchiveError(f"cannot open catalog {path}: {exc}") from exc
+                what = describe_damage(exc)
+                if what is not None:
+                    raise corrupt_catalog_error(path, what) from exc
+                raise ArchiveError(f"cannot open catalog {path}: {_first_line(str(exc), 300)}") from exc
             if time.monotonic() + delay > deadline:
                 holder = describe_lock_holder(str(exc))
                 raise ArchiveBusyError(
@@ -134,13 +239,22 @@ def open_catalog(
         read_only = False
     con = _connect_with_retry(layout.catalog, read_only=read_only, timeout_s=timeout_s)
     try:
+        check_file_size(con, layout.catalog)
         if read_only:
             check_schema_version(con, layout.catalog)
         else:
             migrate(con)
         yield con
+    except duckdb.Error as exc:  # also what the caller's block raised: damage met mid-query is damage too
+        what = describe_damage(exc)
+        if what is None:
+            raise
+        raise corrupt_catalog_error(layout.catalog, what) from exc
     finally:
-        con.close()
+        try:
+            con.close()
+        except duckdb.Error:  # an invalidated database may refuse; the error that got us here matters
+            pass
 
 
 def fetch_one(
@@ -203,10 +317,18 @@ def migrate(con: duckdb.DuckDBPyConnection, *, target: int = LATEST_VERSION) -> 
             )
             con.execute("COMMIT")
         except Exception:
-            con.execute("ROLLBACK")
+            rollback_quietly(con)
             raise
         applied.append(step)
     return applied
+
+
+def rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back after a failure without hiding it: a damaged or invalidated database refuses ROLLBACK too."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
 
 
 def read_frame(

@@ -21,6 +21,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from workbench.archive.catalog import rollback_quietly
 from workbench.archive.extract import Extracted, ItemError, remap_factor_ids, to_json_text
 from workbench.archive.ids import combination_id as ids_combination
 from workbench.archive.ids import performance_id as ids_performance
@@ -145,7 +146,7 @@ def commit_batch(
         _write_rows(con, outcomes, items, stored, run_id=run_id, now=now)
         con.execute("COMMIT")
     except Exception:
-        con.execute("ROLLBACK")
+        rollback_quietly(con)
         raise
 
 
