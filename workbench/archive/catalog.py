@@ -136,7 +136,7 @@ def _innermost(text: str) -> str:
     return text
 
 
-def _first_line(text: str, limit: int = 160) -> str:
+def first_line(text: str, limit: int = 160) -> str:
     line = next((part.strip() for part in text.splitlines() if part.strip()), "").rstrip("!.")
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
@@ -163,7 +163,7 @@ def describe_damage(exc: BaseException) -> str | None:
     if match:
         return f"file truncated (a block at byte {int(match['at']):,} lies past its end)"
     if any(word in low for word in _DAMAGE_WORDS) or isinstance(exc, _DAMAGE_TYPES):
-        return f"DuckDB: {_first_line(inner)}"
+        return f"DuckDB: {first_line(inner)}"
     return None
 
 
@@ -204,7 +204,7 @@ def _connect_with_retry(path: Path, *, read_only: bool, timeout_s: float) -> duc
                 what = describe_damage(exc)
                 if what is not None:
                     raise corrupt_catalog_error(path, what) from exc
-                raise ArchiveError(f"cannot open catalog {path}: {_first_line(str(exc), 300)}") from exc
+                raise ArchiveError(f"cannot open catalog {path}: {first_line(str(exc), 300)}") from exc
             if time.monotonic() + delay > deadline:
                 holder = describe_lock_holder(str(exc))
                 raise ArchiveBusyError(
