@@ -167,6 +167,23 @@ def describe_damage(exc: BaseException) -> str | None:
     return None
 
 
+def damage_in_chain(exc: BaseException) -> str | None:
+    """`describe_damage` of `exc` or of an error it was raised while handling.
+
+    Why: after a statement meets a bad block, cleanup code (ROLLBACK, unregister) on the same
+    connection fails with "Current transaction is aborted"; the damage is the earlier error.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        what = describe_damage(current)
+        if what is not None:
+            return what
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def corrupt_catalog_error(catalog: Path, what: str) -> CatalogCorruptError:
     """The one-line error for a damaged catalog: the file, what is wrong, the command that repairs it."""
     what = " ".join(what.split())
@@ -246,7 +263,7 @@ def open_catalog(
             migrate(con)
         yield con
     except duckdb.Error as exc:  # also what the caller's block raised: damage met mid-query is damage too
-        what = describe_damage(exc)
+        what = damage_in_chain(exc)
         if what is None:
             raise
         raise corrupt_catalog_error(layout.catalog, what) from exc

@@ -67,11 +67,11 @@ def _duckdb_error(exc: BaseException, argv: list[str] | None) -> WorkbenchError 
         DEFAULT_ARCHIVE,
         ArchiveLayout,
         corrupt_catalog_error,
-        describe_damage,
+        damage_in_chain,
         first_line,
     )
 
-    what = describe_damage(exc)
+    what = damage_in_chain(exc)
     if what is None:
         return WorkbenchError(f"DuckDB: {first_line(str(exc), 300)}")
     args = list(sys.argv[1:] if argv is None else argv)
