@@ -201,9 +201,12 @@ def test_python_api_raises_catalog_corrupt_error(clean: tuple[Path, Path], tmp_p
         read_frame(header, "SELECT * FROM wb_meta")
 
     truncated = copy_archive(clean_archive, tmp_path / "truncated")
+    _, blocks = layout(truncated / "catalog.duckdb")
+    last_table = max(blocks, key=lambda t: max((b for b, _ in blocks[t]), default=-1))  # in the cut-off half
     damage_truncate(truncated / "catalog.duckdb")
     with pytest.raises(CatalogCorruptError, match="file truncated"):
-        read_frame(truncated, "SELECT 1")
+        read_frame(truncated, f"SELECT * FROM {last_table}")
+    assert not verify_archive(truncated).catalog.ok
 
     bit = copy_archive(clean_archive, tmp_path / "bit")
     damage_one_bit(bit / "catalog.duckdb")

@@ -192,24 +192,6 @@ def corrupt_catalog_error(catalog: Path, what: str) -> CatalogCorruptError:
     )
 
 
-def check_file_size(con: duckdb.DuckDBPyConnection, catalog: Path) -> None:
-    """A file shorter than the blocks its header promises was truncated: say so before anything reads it.
-
-    Why: DuckDB only notices when a query reaches a missing block, and a writer would extend the
-    file with fresh blocks around the hole.
-    """
-    row = fetch_one(con, "SELECT block_size, total_blocks FROM pragma_database_size() WHERE database_name = current_database()")
-    if not row or not row[0]:
-        return
-    needed = DUCKDB_HEADER_BYTES + int(row[0]) * int(row[1])
-    try:
-        size = catalog.stat().st_size
-    except OSError:
-        return
-    if size < needed:
-        raise corrupt_catalog_error(catalog, f"file truncated ({size:,} bytes, its blocks need {needed:,})")
-
-
 def _connect_with_retry(path: Path, *, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + timeout_s
     delay = 0.05
@@ -256,7 +238,6 @@ def open_catalog(
         read_only = False
     con = _connect_with_retry(layout.catalog, read_only=read_only, timeout_s=timeout_s)
     try:
-        check_file_size(con, layout.catalog)
         if read_only:
             check_schema_version(con, layout.catalog)
         else:

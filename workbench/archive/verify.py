@@ -22,6 +22,7 @@ import duckdb
 
 from workbench.archive.catalog import (
     CATALOG_FILE,
+    DUCKDB_HEADER_BYTES,
     ArchiveLayout,
     corrupt_catalog_error,
     describe_damage,
@@ -194,18 +195,19 @@ def verify_catalog(archive: Path | str | None) -> CatalogCheck:
 def _read_back(con: duckdb.DuckDBPyConnection, check: CatalogCheck) -> None:
     """Every column of every row of every table, plus the block map's sanity (errors propagate)."""
     check.schema_version = schema_version(con)  # open_catalog refused an unknown one already
-    size = fetch_one(con, "SELECT total_blocks FROM pragma_database_size() WHERE database_name = current_database()")
-    total_blocks = int(size[0]) if size else None
+    size = fetch_one(con, "SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()")
+    block_size = int(size[0]) if size and size[0] else None
+    on_disk = (Path(check.path).stat().st_size - DUCKDB_HEADER_BYTES) // block_size if block_size else None
     tables = [r[0] for r in con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND NOT temporary "
         "ORDER BY table_name").fetchall()]
     for table in tables:
         quoted = '"' + table.replace('"', '""') + '"'
-        if total_blocks is not None:
-            bad = fetch_one(con, f"SELECT count(*) FROM pragma_storage_info('{table}') "
-                                 "WHERE block_id >= ? OR block_id < -1", [total_blocks])
-            if bad and bad[0]:
-                raise CatalogCorruptError(f"table {table} points at {bad[0]} blocks past the file's {total_blocks}")
+        if on_disk is not None:  # a block the table's data lives in must lie inside the file
+            last = fetch_one(con, f"SELECT max(block_id) FROM pragma_storage_info('{table}') WHERE persistent")
+            if last and last[0] is not None and int(last[0]) >= on_disk:
+                raise corrupt_catalog_error(Path(check.path), f"file truncated (table {table} lives in block "
+                                            f"{last[0]}, the file holds {on_disk} blocks)")
         # hash() of the whole row makes DuckDB read (and checksum) every column segment and validity mask
         row = fetch_one(con, f"SELECT count(*), bit_xor(hash(t)) FROM {quoted} AS t")
         check.tables[table] = int(row[0]) if row else 0
