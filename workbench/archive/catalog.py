@@ -118,6 +118,8 @@ _DAMAGE_TYPES: tuple[type[BaseException], ...] = tuple(
                                                   "CorruptionError"))
     if isinstance(t, type)
 )
+_QUERY_ERRORS = (duckdb.ProgrammingError, duckdb.IntegrityError, duckdb.DataError)
+"""Binder, parser, catalog, constraint and conversion errors: the query's fault, whatever their text says."""
 DUCKDB_HEADER_BYTES = 3 * 4096
 """DuckDB 1.x/2.x files start with a main header and two database headers of 4 KiB each."""
 REPAIR_COMMAND = "workbench repair --archive"
@@ -146,7 +148,7 @@ def describe_damage(exc: BaseException) -> str | None:
 
     Lock conflicts, full disks, permissions and ordinary SQL errors are not damage (None).
     """
-    if not isinstance(exc, duckdb.Error):
+    if not isinstance(exc, duckdb.Error) or isinstance(exc, _QUERY_ERRORS):
         return None
     inner = _innermost(str(exc))
     low = inner.lower()
