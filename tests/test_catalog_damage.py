@@ -259,8 +259,37 @@ def test_verify_parts_and_exit_codes_on_a_clean_archive_and_a_missing_object(
 
     # both broken: the catalog decides the exit code, the objects are still checked (from the files)
     damage_header(ar / "catalog.duckdb")
+    rotten = next(p for p in sorted((ar / "objects").glob("??/*")) if p.is_file() and p.stat().st_size > 100)
+    with open(rotten, "r+b") as f:
+        f.seek(50)
+        byte = f.read(1)[0]
+        f.seek(50)
+        f.write(bytes([byte ^ 0x01]))
     done = cli("verify", "--archive", str(ar), "--json")
     assert done.returncode == 5
     report = json.loads(done.stdout)
-    assert report["failed"] == ["catalog"] and report["objects"]["source"] == "files"
+    assert report["failed"] == ["catalog", "objects"] and report["objects"]["source"] == "files"
     assert report["objects"]["checked"] > 0
+    assert report["objects"]["damaged"] == [rotten.name.removesuffix(".zst")]
+
+
+def test_cli_last_resort_turns_a_stray_duckdb_error_into_one_line(clean: tuple[Path, Path], tmp_path: Path) -> None:
+    from workbench.cli import _duckdb_error
+
+    _, clean_archive = clean
+    bit = copy_archive(clean_archive, tmp_path / "bit")
+    damage_one_bit(bit / "catalog.duckdb")
+    con = duckdb.connect(str(bit / "catalog.duckdb"), read_only=True)
+    try:
+        with pytest.raises(duckdb.Error) as damage:
+            con.execute("SELECT * FROM aistock_return_series").fetchall()
+        with pytest.raises(duckdb.Error) as query:
+            con.execute("SELECT * FROM no_such_table").fetchall()
+    finally:
+        con.close()
+    error = _duckdb_error(damage.value, ["status", "--archive", str(bit)])
+    assert isinstance(error, CatalogCorruptError) and error.exit_code == 5
+    assert str(bit / "catalog.duckdb") in str(error) and "workbench repair" in str(error)
+    plain = _duckdb_error(query.value, ["status", "--archive", str(bit)])
+    assert plain is not None and plain.exit_code == 1 and "\n" not in str(plain)
+    assert not isinstance(plain, CatalogCorruptError)
