@@ -21,7 +21,7 @@ import duckdb
 import polars as pl
 
 from workbench.archive.schema import LATEST_VERSION, MIGRATIONS
-from workbench.errors import ArchiveBusyError, ArchiveError, ConfigError
+from workbench.errors import ArchiveBusyError, ArchiveError, CatalogCorruptError, ConfigError
 
 DEFAULT_ARCHIVE = Path("data/archive")
 DURABLE_STEP = 6  # the schema step from which every change is also written to records/
@@ -114,15 +114,121 @@ def _is_lock_conflict(exc: BaseException) -> bool:
     return "Could not set lock" in text or "Conflicting lock" in text
 
 
+# What DuckDB 2.0.1 raises for a damaged file (found by damaging real catalogs, see
+# tests/test_catalog_damage.py):
+# * header overwritten, not a DuckDB file, empty file: IOException "... exists, but it is not a
+#   valid DuckDB database file!" at connect;
+# * a changed byte in a database header or a block in use: plain duckdb.Error "Corrupt database
+#   file: computed checksum X does not match stored checksum Y in block at location N", at connect
+#   (headers, catalog metadata) or when a query reads the block;
+# * file cut short: IOException "Could not read enough bytes from file ...: attempted to read N
+#   bytes from location M" (at connect when the headers are gone, else when the block is read);
+# * a damaged block met by a checkpoint: FatalException "Failed to create checkpoint because of
+#   error: <one of the above>"; every later use of that database instance: FatalException
+#   "database has been invalidated ... Original error: \"<the fatal error>\"".
+_UNWRAP_RES = (
+    re.compile(r'Original error: "(?P<inner>.*)"\s*$', re.S),
+    re.compile(r"because of error: (?P<inner>.*)$", re.S),
+)
+_CHECKSUM_RE = re.compile(r"computed checksum \d+ does not match stored checksum \d+ in block at location (?P<at>\d+)")
+_SHORT_READ_RE = re.compile(r"Could not read enough bytes from file .*attempted to read \d+ bytes from location (?P<at>\d+)")
+_DAMAGE_WORDS = ("checksum", "corrupt", "not a valid duckdb database", "truncated", "file size",
+                 "could not read enough bytes", "deserializ", "invalid block", "serialization error")
+_NOT_DAMAGE_WORDS = ("no space left", "disk quota", "permission denied", "read-only file system",
+                     "input/output error", "out of memory", "could not set lock", "conflicting lock")
+_DAMAGE_TYPES: tuple[type[BaseException], ...] = tuple(
+    t for t in (getattr(duckdb, n, None) for n in ("InternalException", "FatalException", "SerializationException",
+                                                  "CorruptionError"))
+    if isinstance(t, type)
+)
+_QUERY_ERRORS = (duckdb.ProgrammingError, duckdb.IntegrityError, duckdb.DataError)
+"""Binder, parser, catalog, constraint and conversion errors: the query's fault, whatever their text says."""
+DUCKDB_HEADER_BYTES = 3 * 4096
+"""DuckDB 1.x/2.x files start with a main header and two database headers of 4 KiB each."""
+REPAIR_COMMAND = "workbench repair --archive"
+
+
+def _innermost(text: str) -> str:
+    """DuckDB wraps the cause of a fatal error (and of an invalidated database) in its message."""
+    for _ in range(4):
+        for pattern in _UNWRAP_RES:
+            match = pattern.search(text)
+            if match:
+                text = match["inner"]
+                break
+        else:
+            return text
+    return text
+
+
+def first_line(text: str, limit: int = 160) -> str:
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "").rstrip("!.")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def describe_damage(exc: BaseException) -> str | None:
+    """A short description of what is wrong when `exc` says the catalog file is damaged, else None.
+
+    Lock conflicts, full disks, permissions and ordinary SQL errors are not damage (None).
+    """
+    if not isinstance(exc, duckdb.Error) or isinstance(exc, _QUERY_ERRORS):
+        return None
+    inner = _innermost(str(exc))
+    low = inner.lower()
+    if any(word in low for word in _NOT_DAMAGE_WORDS):
+        return None
+    if "not a valid duckdb database" in low:
+        return "not a DuckDB database file"
+    match = _CHECKSUM_RE.search(inner)
+    if match:
+        at = int(match["at"])
+        where = "a file header" if at < DUCKDB_HEADER_BYTES else f"byte {at:,}"
+        return f"block checksum mismatch at {where}"
+    match = _SHORT_READ_RE.search(inner)
+    if match:
+        return f"file truncated (a block at byte {int(match['at']):,} lies past its end)"
+    if any(word in low for word in _DAMAGE_WORDS) or isinstance(exc, _DAMAGE_TYPES):
+        return f"DuckDB: {first_line(inner)}"
+    return None
+
+
+def damage_in_chain(exc: BaseException) -> str | None:
+    """`describe_damage` of `exc` or of an error it was raised while handling.
+
+    Why: after a statement meets a bad block, cleanup code (ROLLBACK, unregister) on the same
+    connection fails with "Current transaction is aborted"; the damage is the earlier error.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        what = describe_damage(current)
+        if what is not None:
+            return what
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def corrupt_catalog_error(catalog: Path, what: str) -> CatalogCorruptError:
+    """The one-line error for a damaged catalog: the file, what is wrong, the command that repairs it."""
+    what = " ".join(what.split())
+    return CatalogCorruptError(
+        f"catalog {catalog} is damaged: {what}; run `{REPAIR_COMMAND} {catalog.parent}` to rebuild it"
+    )
+
+
 def _connect_with_retry(path: Path, *, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + timeout_s
     delay = 0.05
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
+        except duckdb.Error as exc:
             if not _is_lock_conflict(exc):
-                raise ArchiveError(f"cannot open catalog {path}: {exc}") from exc
+                what = describe_damage(exc)
+                if what is not None:
+                    raise corrupt_catalog_error(path, what) from exc
+                raise ArchiveError(f"cannot open catalog {path}: {first_line(str(exc), 300)}") from exc
             if time.monotonic() + delay > deadline:
                 holder = describe_lock_holder(str(exc))
                 raise ArchiveBusyError(
@@ -172,8 +278,16 @@ def open_catalog(
 
                 write_baseline(con, layout)
         yield con
+    except duckdb.Error as exc:  # also what the caller's block raised: damage met mid-query is damage too
+        what = damage_in_chain(exc)
+        if what is None:
+            raise
+        raise corrupt_catalog_error(layout.catalog, what) from exc
     finally:
-        con.close()
+        try:
+            con.close()
+        except duckdb.Error:  # an invalidated database may refuse; the error that got us here matters
+            pass
 
 
 def fetch_one(
@@ -236,10 +350,18 @@ def migrate(con: duckdb.DuckDBPyConnection, *, target: int = LATEST_VERSION) -> 
             )
             con.execute("COMMIT")
         except Exception:
-            con.execute("ROLLBACK")
+            rollback_quietly(con)
             raise
         applied.append(step)
     return applied
+
+
+def rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back after a failure without hiding it: a damaged or invalidated database refuses ROLLBACK too."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
 
 
 def read_frame(

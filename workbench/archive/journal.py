@@ -40,7 +40,7 @@ import duckdb
 import polars as pl
 
 from workbench.archive import faults
-from workbench.archive.catalog import ArchiveLayout, fetch_one, utc_now
+from workbench.archive.catalog import ArchiveLayout, fetch_one, rollback_quietly, utc_now
 from workbench.archive.store import ObjectStore, StoredObject
 from workbench.errors import ArchiveError, VerificationError
 
@@ -564,10 +564,7 @@ def recorded(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, kind: str, *
         recorder.finish()
         con.execute("COMMIT")
     except BaseException:
-        try:
-            con.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
+        rollback_quietly(con)
         raise
 
 
@@ -614,7 +611,7 @@ def replay(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, after_seq: 
             set_seq(con, max(record.seq, report.last_seq))
             con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            rollback_quietly(con)
             raise
         report.records += 1
         report.last_seq = max(report.last_seq, record.seq)

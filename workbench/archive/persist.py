@@ -147,6 +147,14 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, con
     _execute_with(con, "_batch", frame, f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _batch {conflict}")
 
 
+def _unregister_quietly(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Cleanup that never hides the error being handled (an aborted transaction refuses it too)."""
+    try:
+        con.unregister(name)
+    except duckdb.Error:
+        pass
+
+
 def _execute_with(con: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame, sql: str) -> None:
     """Run `sql` with `frame` visible as `name`; the original error wins over cleanup errors."""
     con.register(name, frame.to_arrow())
@@ -209,7 +217,7 @@ def resolve_name_only_factors(con: duckdb.DuckDBPyConnection, items: list[Extrac
                 "WHERE f.expression_key IS NOT NULL ORDER BY f.name, f.id"
             ).fetchall()
         finally:
-            con.unregister("_names")
+            _unregister_quietly(con, "_names")
         for name, factor in found:
             by_name.setdefault(name, factor)
     for item in items:
@@ -432,7 +440,7 @@ def _write_experiments(con: duckdb.DuckDBPyConnection, outcomes: list[Outcome], 
             """
         )
     finally:
-        con.unregister("_batch")
+        _unregister_quietly(con, "_batch")
 
 
 def _write_level2(
@@ -452,7 +460,7 @@ def _write_level2(
         con.execute("DELETE FROM aistock_return_series WHERE experiment_id IN (SELECT experiment_id FROM _ids)")
         con.execute("DELETE FROM wb_stored_files WHERE experiment_id IN (SELECT experiment_id FROM _ids)")
     finally:
-        con.unregister("_ids")
+        _unregister_quietly(con, "_ids")
     series = [
         items[i].returns.select(pl.lit(i).alias("experiment_id"), "datetime", *SERIES_COLUMNS)  # type: ignore[union-attr]
         for i in ids
@@ -464,7 +472,7 @@ def _write_level2(
             columns = ", ".join(f'"{c}"' for c in frame.columns)
             con.execute(f"INSERT INTO aistock_return_series ({columns}) SELECT {columns} FROM _series")
         finally:
-            con.unregister("_series")
+            _unregister_quietly(con, "_series")
     files = [f for i in ids for f in stored[i].files]
     file_cols = ["experiment_id", "rel_path", "sha256", "size_bytes", "file_class", "mtime_utc", "stored_at"]
     stamp = now.isoformat()

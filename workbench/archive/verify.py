@@ -1,29 +1,240 @@
-"""Re-hash the archive: every object the catalog lists must exist and hash to its name."""
+"""Verify an archive: named checks (parts), each with its own verdict and exit code.
+
+* ``catalog``: the catalog opens, its file is as long as its blocks, its schema version is known,
+  and every column of every row of every table reads back (DuckDB checks the checksum of every
+  block a query reads, so a flipped bit in table data fails here rather than in the next job).
+* ``objects``: every object the catalog lists exists and hashes to its name. When the catalog
+  cannot list them, the files under ``objects/`` are re-hashed against their names instead.
+
+`verify_archive` runs every part; a part that fails never stops the next one. The report's
+`exit_code` is that of the first failing part in `PART_ORDER` (0 when all pass). New parts are a
+class with ``name``, ``ok``, ``exit_code``, ``to_dict()`` and ``format()`` added to `PART_ORDER`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from workbench.archive.catalog import ArchiveLayout, open_catalog
+import duckdb
+
+from workbench.archive.catalog import (
+    CATALOG_FILE,
+    DUCKDB_HEADER_BYTES,
+    ArchiveLayout,
+    corrupt_catalog_error,
+    describe_damage,
+    fetch_one,
+    open_catalog,
+    schema_version,
+)
 from workbench.archive.store import ObjectStore
+from workbench.errors import ArchiveBusyError, ArchiveError, CatalogCorruptError, VerificationError
+
+PART_ORDER: tuple[str, ...] = ("catalog", "objects")
+"""Parts in the order they run; the first failing one gives the exit code."""
+
+
+class VerifyPart(Protocol):
+    name: str
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def exit_code(self) -> int: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    def format(self) -> str: ...
+
+
+@dataclass
+class CatalogCheck:
+    """The ``catalog`` part: can every row of the catalog be read back?"""
+
+    path: str = ""
+    error: str | None = None
+    schema_version: int | None = None
+    tables: dict[str, int] = field(default_factory=dict)
+    wal_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+    name: str = "catalog"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else CatalogCorruptError.exit_code
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "error": self.error, "path": self.path, "schema_version": self.schema_version,
+                "tables": dict(self.tables), "wal_bytes": self.wal_bytes, "notes": list(self.notes)}
+
+    def format(self) -> str:
+        rows = sum(self.tables.values())
+        head = (f"catalog: ok ({len(self.tables)} tables, {rows:,} rows read back)" if self.ok
+                else f"catalog: FAILED: {self.error}")
+        return "\n".join([head, *(f"  note: {n}" for n in self.notes)])
 
 
 @dataclass
 class VerifyReport:
+    """The ``objects`` part (also what `verify_objects` returns)."""
+
     checked: int = 0
     missing: list[str] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)
+    error: str | None = None
+    source: str = "catalog"
+    notes: list[str] = field(default_factory=list)
+    name: str = "objects"
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.missing and not self.damaged
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else VerificationError.exit_code
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data.pop("name")
+        return {"ok": self.ok, **data}
 
     def format(self) -> str:
         lines = [f"checked {self.checked} objects: {len(self.missing)} missing, {len(self.damaged)} damaged"]
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  missing: {s}" for s in self.missing[:50]]
         lines += [f"  damaged: {s}" for s in self.damaged[:50]]
         return "\n".join(lines)
+
+
+@dataclass
+class ArchiveVerifyReport:
+    """Every part of `verify_archive`, in `PART_ORDER`."""
+
+    parts: dict[str, VerifyPart] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(p.ok for p in self.parts.values())
+
+    @property
+    def exit_code(self) -> int:
+        return next((p.exit_code for p in self.parts.values() if not p.ok), 0)
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, p in self.parts.items() if not p.ok]
+
+    @property
+    def catalog(self) -> CatalogCheck:
+        return self.parts["catalog"]  # type: ignore[return-value]
+
+    @property
+    def objects(self) -> VerifyReport:
+        return self.parts["objects"]  # type: ignore[return-value]
+
+    # the object counts, as `verify_archive` returned them before it had parts
+    @property
+    def checked(self) -> int:
+        return self.objects.checked
+
+    @property
+    def missing(self) -> list[str]:
+        return self.objects.missing
+
+    @property
+    def damaged(self) -> list[str]:
+        return self.objects.damaged
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{name: p.to_dict() for name, p in self.parts.items()}, "ok": self.ok, "failed": self.failed}
+
+    def format(self) -> str:
+        lines = [p.format() if name != "objects" else f"objects: {p.format()}" for name, p in self.parts.items()]
+        lines.append("verify: ok" if self.ok else f"verify: FAILED ({', '.join(self.failed)})")
+        return "\n".join(lines)
+
+
+def verify_catalog(archive: Path | str | None) -> CatalogCheck:
+    """Read the whole catalog back; damage is reported in the result, never raised.
+
+    A missing archive raises `ArchiveError` and a held one `ArchiveBusyError`: there is nothing to
+    verify, or it cannot be verified now.
+    """
+    layout = ArchiveLayout.at(archive)
+    check = CatalogCheck(path=str(layout.catalog))
+    if not layout.catalog.exists():
+        raise ArchiveError(f"no archive at {layout.root} (missing {CATALOG_FILE}); pass the right --archive")
+    wal = layout.catalog.with_name(layout.catalog.name + ".wal")
+    check.wal_bytes = wal.stat().st_size if wal.exists() else 0
+    if check.wal_bytes:
+        check.notes.append(f"{wal.name} holds {check.wal_bytes:,} bytes no writer checkpointed (a crash, or a "
+                           "checkpoint DuckDB refused); it was read back with the catalog")
+    try:
+        with open_catalog(layout.root, read_only=True) as con:
+            _read_back(con, check)
+    except ArchiveBusyError:
+        raise
+    except CatalogCorruptError as exc:
+        check.error = str(exc)
+    except ArchiveError as exc:  # unknown schema version (a missing catalog was ruled out above)
+        check.error = str(exc)
+    return check
+
+
+def _read_back(con: duckdb.DuckDBPyConnection, check: CatalogCheck) -> None:
+    """Every column of every row of every table, plus the block map's sanity (errors propagate)."""
+    check.schema_version = schema_version(con)  # open_catalog refused an unknown one already
+    size = fetch_one(con, "SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()")
+    block_size = int(size[0]) if size and size[0] else None
+    on_disk = (Path(check.path).stat().st_size - DUCKDB_HEADER_BYTES) // block_size if block_size else None
+    tables = [r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND NOT temporary "
+        "ORDER BY table_name").fetchall()]
+    for table in tables:
+        quoted = '"' + table.replace('"', '""') + '"'
+        if on_disk is not None:  # a block the table's data lives in must lie inside the file
+            last = fetch_one(con, f"SELECT max(block_id) FROM pragma_storage_info('{table}') WHERE persistent")
+            if last and last[0] is not None and int(last[0]) >= on_disk:
+                raise corrupt_catalog_error(Path(check.path), f"file truncated (table {table} lives in block "
+                                            f"{last[0]}, the file holds {on_disk} blocks)")
+        # hash() of the whole row makes DuckDB read (and checksum) every column segment and validity mask
+        row = fetch_one(con, f"SELECT count(*), bit_xor(hash(t)) FROM {quoted} AS t")
+        check.tables[table] = int(row[0]) if row else 0
+        _probe_keys(con, table, quoted)
+
+
+def _sql_text(value: Any) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _probe_keys(con: duckdb.DuckDBPyConnection, table: str, quoted: str) -> None:
+    """Look one row up by each primary key or unique constraint, with constants, so DuckDB loads the index.
+
+    Why: index blocks are read only through the index; a plain scan never touches them. A point
+    lookup reads the index's top (all of it for small tables); deeper damage in a large index shows
+    at the next write, which then fails with `CatalogCorruptError` too.
+    """
+    keys = con.execute(
+        "SELECT constraint_column_names FROM duckdb_constraints() WHERE database_name = current_database() "
+        "AND table_name = ? AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')", [table]).fetchall()
+    for (columns,) in keys:
+        cols = ['"' + c.replace('"', '""') + '"' for c in columns]
+        first = fetch_one(con, f"SELECT {', '.join(f'CAST({c} AS VARCHAR)' for c in cols)} FROM {quoted} LIMIT 1")
+        if first is None or any(v is None for v in first):
+            continue
+        where = " AND ".join(f"{c} = {_sql_text(v)}" for c, v in zip(cols, first, strict=True))
+        fetch_one(con, f"SELECT count(*) FROM {quoted} WHERE {where}")
 
 
 def verify_objects(archive: Path | str | None, sha256s: list[str] | None = None) -> VerifyReport:
@@ -50,6 +261,51 @@ def verify_objects(archive: Path | str | None, sha256s: list[str] | None = None)
     return report
 
 
-def verify_archive(archive: Path | str | None = None) -> VerifyReport:
-    """Every object of the archive."""
-    return verify_objects(archive)
+def verify_object_files(archive: Path | str | None) -> VerifyReport:
+    """Without the catalog: re-hash every file under ``objects/`` against the hash in its name."""
+    layout = ArchiveLayout.at(archive)
+    store = ObjectStore(layout.objects, tmp=layout.tmp)
+    report = VerifyReport(source="files")
+    if not layout.objects.is_dir():
+        return report
+    for path in sorted(p for p in layout.objects.glob("??/*") if p.is_file()):
+        sha = path.name.removesuffix(".zst")
+        if len(sha) != 64 or path.parent.name != sha[:2]:
+            report.notes.append(f"not an object name: {path.relative_to(layout.root)}")
+            continue
+        report.checked += 1
+        if not store.verify(f"{sha[:2]}/{path.name}", sha):
+            report.damaged.append(sha)
+    return report
+
+
+def _verify_objects_part(archive: Path | str | None, catalog: CatalogCheck) -> VerifyReport:
+    """The ``objects`` part: from the catalog's list, else from the files themselves."""
+    try:
+        return verify_objects(archive)
+    except ArchiveBusyError:
+        raise
+    except (ArchiveError, duckdb.Error) as exc:
+        what = describe_damage(exc) if isinstance(exc, duckdb.Error) else None
+        reason = str(corrupt_catalog_error(ArchiveLayout.at(archive).catalog, what)) if what else str(exc)
+    report = verify_object_files(archive)
+    report.notes.insert(0, "the catalog could not list the objects, so the files under objects/ were re-hashed "
+                           "against their names (missing objects and objects kept inside the catalog were not checked)"
+                           + ("" if catalog.ok else "; see the catalog part"))
+    if catalog.ok:  # the catalog read back but its object list did not: that is a failure of this part
+        report.error = reason
+    return report
+
+
+PARTS: dict[str, Callable[[Path | str | None, dict[str, VerifyPart]], VerifyPart]] = {
+    "catalog": lambda archive, _done: verify_catalog(archive),
+    "objects": lambda archive, done: _verify_objects_part(archive, done["catalog"]),  # type: ignore[arg-type]
+}
+
+
+def verify_archive(archive: Path | str | None = None) -> ArchiveVerifyReport:
+    """Every part in `PART_ORDER`; see the module docstring."""
+    report = ArchiveVerifyReport()
+    for name in PART_ORDER:
+        report.parts[name] = PARTS[name](archive, report.parts)
+    return report

@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # click's own usage errors
         return int(exc.code or 0)
     except Exception as exc:  # usage errors of (typer's bundled) click: they know how to show themselves
+        stray = _duckdb_error(exc, argv)
+        if stray is not None:
+            typer.echo(f"error: {stray}", err=True)
+            return stray.exit_code
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             return int(exc.exit_code)
@@ -53,6 +57,41 @@ def main(argv: list[str] | None = None) -> int:
             return storage.exit_code
         raise
     return 0
+
+
+def _duckdb_error(exc: BaseException, argv: list[str] | None) -> WorkbenchError | None:
+    """Last resort for a DuckDB error no library function turned into a project error: one line, never a traceback.
+
+    Damage becomes `CatalogCorruptError` (exit 5) naming the catalog of `--archive`; anything else
+    is a one-line error with exit code 1.
+    """
+    import duckdb
+
+    if not isinstance(exc, duckdb.Error):
+        return None
+    from workbench.archive.catalog import (
+        DEFAULT_ARCHIVE,
+        ArchiveLayout,
+        corrupt_catalog_error,
+        damage_in_chain,
+        first_line,
+    )
+
+    what = damage_in_chain(exc)
+    if what is None:
+        return WorkbenchError(f"DuckDB: {first_line(str(exc), 300)}")
+    args = list(sys.argv[1:] if argv is None else argv)
+    archive = DEFAULT_ARCHIVE
+    for i, arg in enumerate(args):
+        if arg == "--archive" and i + 1 < len(args):
+            archive = args[i + 1]
+        elif arg.startswith("--archive="):
+            archive = arg.split("=", 1)[1]
+    try:
+        catalog = ArchiveLayout.at(archive).catalog
+    except WorkbenchError:
+        catalog = ArchiveLayout(DEFAULT_ARCHIVE).catalog
+    return corrupt_catalog_error(catalog, what)
 
 
 if __name__ == "__main__":

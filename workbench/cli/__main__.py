@@ -1,4 +1,4 @@
-"""`python -m workbench.cli ...`: the same as the `workbench` command."""
+"""`python -m workbench.cli ...`: the same as the `workbench` console script."""
 
 from workbench.cli import run
 
