@@ -138,7 +138,7 @@ def test_level2_files_are_stored_verified_and_listed(rd_root: Path, archive_dir:
             assert store.open_content(ref["storage_key"]) == original
         stored = catalog_rows(archive_dir, f"SELECT rel_path FROM wb_stored_files WHERE experiment_id = '{exp_id}'")
         assert {r[0] for r in stored} == set(kept)
-    assert not verify_archive(archive_dir).damaged
+    assert not verify_archive(archive_dir, read_data=True).damaged
 
 
 def test_identical_files_are_stored_once_and_compressed(rd_root: Path, archive_dir: Path) -> None:
@@ -280,7 +280,7 @@ def test_objects_of_a_failed_file_check_are_still_written(rd_root: Path, archive
     if not changed:
         pytest.skip("sample has no hashed yaml rows")
     archive(rd_root, archive=archive_dir, mode="full", progress=False)
-    report = verify_archive(archive_dir)
+    report = verify_archive(archive_dir, read_data=True)
     assert report.checked > 0 and not report.missing and not report.damaged
 
 

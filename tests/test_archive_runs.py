@@ -73,7 +73,7 @@ def test_killed_full_run_is_completed_by_the_next(tmp_path: Path) -> None:
                 "SELECT experiment_id, count(*), sum(account) FROM aistock_return_series GROUP BY 1 ORDER BY 1",
                 "SELECT id FROM aistock_factors ORDER BY id"):
         assert rows(killed, sql) == rows(clean, sql), sql
-    report = verify_archive(killed)
+    report = verify_archive(killed, read_data=True)
     assert report.checked > 0 and not report.damaged and not report.missing
     assert not (killed / "tmp").exists() or count_files(killed / "tmp") == 0
 

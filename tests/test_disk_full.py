@@ -59,7 +59,7 @@ def levels(ar: Path) -> dict[str, int]:
 
 def assert_level2_complete(ar: Path) -> None:
     """verify clean, and every level-2 experiment has every stored file's object, hashing right."""
-    report = verify_archive(ar)
+    report = verify_archive(ar, read_data=True)
     assert not report.damaged and not report.missing
     con = duckdb.connect(str(ar / "catalog.duckdb"), read_only=True)
     try:

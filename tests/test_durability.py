@@ -133,7 +133,7 @@ def test_deleted_catalog_is_rebuilt_equal_and_restores_byte_for_byte(env: Env, t
         restore_experiment(experiment_id, to=target, archive=env.ar)
         kept = [r for r in json.loads(refs) if r["kept"]]
         assert kept and all(sha(target / r["path"]) == r["sha256"] for r in kept)
-    assert verify_archive(env.ar).missing == [] and verify_archive(env.ar).damaged == []
+    assert verify_archive(env.ar, read_data=True).missing == [] and verify_archive(env.ar, read_data=True).damaged == []
 
 
 def test_damaged_catalog_is_kept_aside_and_rebuilt_from_a_snapshot_and_later_records(env: Env) -> None:
@@ -181,9 +181,9 @@ def _stored(env: Env, predicate: str) -> tuple[str, str, str]:
 def test_deleted_object_is_stored_again_by_the_next_run(env: Env, mode: str) -> None:
     _experiment, digest, key = _stored(env, "o.codec IN ('raw', 'zstd')")
     (env.ar / "objects" / key).unlink()
-    assert digest in verify_archive(env.ar).missing
+    assert digest in verify_archive(env.ar, read_data=True).missing
     archive(env.rd, archive=env.ar, mode=mode, progress=False)
-    report = verify_archive(env.ar)
+    report = verify_archive(env.ar, read_data=True)
     assert not report.missing and not report.damaged
 
 
@@ -191,9 +191,9 @@ def test_deleted_pack_is_written_again_by_the_next_run(env: Env) -> None:
     _experiment, digest, key = _stored(env, "o.codec = 'pack'")
     pack = next((env.ar / "packs").glob(f"*/{key.split(':')[1]}.pack"))
     pack.unlink()
-    assert digest in verify_archive(env.ar).missing
+    assert digest in verify_archive(env.ar, read_data=True).missing
     archive(env.rd, archive=env.ar, mode="incremental", progress=False)
-    report = verify_archive(env.ar)
+    report = verify_archive(env.ar, read_data=True)
     assert not report.missing and not report.damaged
 
 
@@ -203,10 +203,10 @@ def test_repair_rehashes_and_stores_an_altered_object_again(env: Env) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01  # same size: only a re-hash can tell
     path.write_bytes(bytes(data))
-    assert digest in verify_archive(env.ar).damaged
+    assert digest in verify_archive(env.ar, read_data=True).damaged
     report = repair(env.ar)
     assert report.ok and digest in report.objects_restored
-    assert not verify_archive(env.ar).damaged
+    assert not verify_archive(env.ar, read_data=True).damaged
 
 
 def test_repair_says_what_it_cannot_repair(env: Env) -> None:
@@ -290,8 +290,38 @@ def test_a_damaged_pack_is_replaced_even_when_the_loop_packs_the_same_bytes_agai
     offset = int(key.split(":")[2])
     data[offset] ^= 0x01  # same size, same name: only a re-hash tells
     pack.write_bytes(bytes(data))
-    assert digest in verify_archive(env.ar).damaged
+    assert digest in verify_archive(env.ar, read_data=True).damaged
     report = repair(env.ar)
     assert report.ok and report.packs_set_aside == [str(env.ar / "damaged" / "packs" / pack.name)]
-    assert not verify_archive(env.ar).damaged and not pack.exists()
+    assert not verify_archive(env.ar, read_data=True).damaged and not pack.exists()
     assert check_packs(ArchiveLayout.at(env.ar)).ok
+
+
+def _verify_cli(ar: Path, *extra: str) -> tuple[int, dict]:
+    done = subprocess.run([sys.executable, "-m", "workbench.cli", "verify", "--archive", str(ar), "--json", *extra],
+                          capture_output=True, text=True, timeout=300)
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_verify_checks_manifests_records_and_with_read_data_every_stored_byte(env: Env) -> None:
+    code, report = _verify_cli(env.ar, "--read-data")
+    assert code == 0 and report["ok"] and report["manifests"]["checked"] > 0 and report["packs"]["checked"] > 0
+    # an altered object of the same size: only --read-data tells
+    _experiment, digest, key = _stored(env, "o.codec IN ('raw', 'zstd')")
+    path = env.ar / "objects" / key
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    code, report = _verify_cli(env.ar)
+    assert code == 0 and report["packs"]["skipped"]
+    code, report = _verify_cli(env.ar, "--read-data")
+    assert code == 7 and report["failed"] == ["objects"] and report["objects"]["damaged"] == [digest]
+    path.write_bytes(bytes(data[:-1]) + bytes([data[-1] ^ 0x01]))
+    # a manifest deleted, a record torn
+    manifest = env.ar / "manifests" / env.query("SELECT storage_key FROM wb_manifests ORDER BY 1 LIMIT 1")[0][0]
+    manifest.unlink()
+    newest = record_files(ArchiveLayout.at(env.ar))[-1]
+    newest.write_bytes(newest.read_bytes()[:50])
+    code, report = _verify_cli(env.ar)
+    assert code == 7 and report["failed"] == ["manifests", "records"]
+    assert any("workbench repair" in p for p in report["manifests"]["problems"])

@@ -24,15 +24,34 @@ OWN_TABLES = {"aistock_experiments": "id", "wb_stored_files": "experiment_id", "
 
 @dataclass
 class PartReport:
+    """One `verify` part over self-describing files: how many were checked, what failed."""
+
+    name: str = ""
     checked: int = 0
     problems: list[str] = field(default_factory=list)
+    skipped: str | None = None
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else VerificationError.exit_code
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+        data = asdict(self)
+        data.pop("name")
+        return {"ok": self.ok, **data}
+
+    def format(self) -> str:
+        if self.skipped:
+            return f"{self.name}: not checked ({self.skipped})"
+        lines = [f"{self.name}: checked {self.checked}, {len(self.problems)} problems"]
+        lines += [f"  {p}" for p in self.problems[:50]]
+        if len(self.problems) > 50:
+            lines.append(f"  ... {len(self.problems) - 50} more (--json lists them all)")
+        return "\n".join(lines)
 
 
 def check_manifests(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, read_data: bool = False) -> PartReport:
@@ -40,7 +59,7 @@ def check_manifests(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, re
 
     With `read_data`, the series object each manifest points to is re-hashed as well.
     """
-    report = PartReport()
+    report = PartReport("manifests")
     current = {r[0]: (r[1], r[2]) for r in con.execute(
         "SELECT experiment_id, sha256, storage_key FROM wb_manifests").fetchall()}
     series_rows = dict(con.execute(
@@ -77,7 +96,7 @@ def check_manifests(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, re
 
 def check_packs(layout: ArchiveLayout) -> PartReport:
     """Every pack hashes to its name, and every blob in its index to its own."""
-    report = PartReport()
+    report = PartReport("packs")
     for path in iter_pack_files(layout.packs):
         report.checked += 1
         try:
@@ -89,7 +108,7 @@ def check_packs(layout: ArchiveLayout) -> PartReport:
 
 def check_records(layout: ArchiveLayout) -> PartReport:
     """Every record parses (a torn or altered record would be skipped by a rebuild)."""
-    report = PartReport()
+    report = PartReport("records")
     for path in record_files(layout):
         report.checked += 1
         try:

@@ -3,8 +3,14 @@
 * ``catalog``: the catalog opens, its file is as long as its blocks, its schema version is known,
   and every column of every row of every table reads back (DuckDB checks the checksum of every
   block a query reads, so a flipped bit in table data fails here rather than in the next job).
-* ``objects``: every object the catalog lists exists and hashes to its name. When the catalog
-  cannot list them, the files under ``objects/`` are re-hashed against their names instead.
+* ``objects``: every object the catalog lists exists (its file or its pack, with the size the
+  catalog recorded); with `read_data`, it also hashes to its name. When the catalog cannot list
+  them, the files under ``objects/`` are re-hashed against their names instead.
+* ``manifests``: every experiment at level 1 or 2 has a manifest that reads back, hashes to its
+  name and holds the experiment's own catalog rows (`integrity.check_manifests`); with
+  `read_data`, each return-series object is re-hashed too.
+* ``records``: every record parses, so a rebuild would apply it.
+* ``packs`` (with `read_data` only): every pack hashes to its name and each blob to its own.
 
 `verify_archive` runs every part; a part that fails never stops the next one. The report's
 `exit_code` is that of the first failing part in `PART_ORDER` (0 when all pass). New parts are a
@@ -30,10 +36,12 @@ from workbench.archive.catalog import (
     open_catalog,
     schema_version,
 )
-from workbench.archive.store import ObjectStore
+from workbench.archive.integrity import PartReport, check_manifests, check_packs, check_records
+from workbench.archive.packs import is_pack_key
+from workbench.archive.store import INLINE_PREFIX, ObjectStore
 from workbench.errors import ArchiveBusyError, ArchiveError, CatalogCorruptError, VerificationError
 
-PART_ORDER: tuple[str, ...] = ("catalog", "objects")
+PART_ORDER: tuple[str, ...] = ("catalog", "objects", "manifests", "records", "packs")
 """Parts in the order they run; the first failing one gives the exit code."""
 
 
@@ -92,6 +100,7 @@ class VerifyReport:
     error: str | None = None
     source: str = "catalog"
     notes: list[str] = field(default_factory=list)
+    read_data: bool = True
     name: str = "objects"
 
     @property
@@ -108,7 +117,8 @@ class VerifyReport:
         return {"ok": self.ok, **data}
 
     def format(self) -> str:
-        lines = [f"checked {self.checked} objects: {len(self.missing)} missing, {len(self.damaged)} damaged"]
+        how = "re-hashed" if self.read_data else "present with their size (re-hash them with --read-data)"
+        lines = [f"checked {self.checked} objects, {how}: {len(self.missing)} missing, {len(self.damaged)} damaged"]
         if self.error:
             lines.append(f"  error: {self.error}")
         lines += [f"  note: {n}" for n in self.notes]
@@ -237,11 +247,16 @@ def _probe_keys(con: duckdb.DuckDBPyConnection, table: str, quoted: str) -> None
         fetch_one(con, f"SELECT count(*) FROM {quoted} WHERE {where}")
 
 
-def verify_objects(archive: Path | str | None, sha256s: list[str] | None = None) -> VerifyReport:
-    """Check the given objects (all when None); a read-only pass over the catalog."""
+def verify_objects(archive: Path | str | None, sha256s: list[str] | None = None, *,
+                   read_data: bool = True) -> VerifyReport:
+    """Check the given objects (all when None); a read-only pass over the catalog.
+
+    `read_data` re-hashes every object; without it, each object's file (or pack) must exist with
+    the size the catalog recorded (a deleted or truncated object is found, altered bytes are not).
+    """
     layout = ArchiveLayout.at(archive)
     with open_catalog(layout.root, read_only=True) as con:
-        rows = con.execute("SELECT sha256, storage_key FROM wb_objects ORDER BY sha256").fetchall()
+        rows = con.execute("SELECT sha256, storage_key, stored_bytes FROM wb_objects ORDER BY sha256").fetchall()
         inline = {r[0]: bytes(r[1]) for r in con.execute("SELECT sha256, data FROM wb_inline_objects").fetchall()}
     if sha256s is not None:
         wanted = set(sha256s)
@@ -250,13 +265,17 @@ def verify_objects(archive: Path | str | None, sha256s: list[str] | None = None)
         missing_rows = sorted(wanted - listed)
     else:
         missing_rows = []
-    store = ObjectStore(layout.objects, tmp=layout.tmp, inline=inline.get)
-    report = VerifyReport(missing=list(missing_rows))
-    for sha, key in rows:
+    store = ObjectStore(layout.objects, tmp=layout.tmp, inline=inline.get, packs=layout.packs)
+    report = VerifyReport(missing=list(missing_rows), read_data=read_data)
+    for sha, key, stored_bytes in rows:
         report.checked += 1
         if not store.exists(key):
             report.missing.append(sha)
-        elif not store.verify(key, sha):
+        elif read_data:
+            if not store.verify(key, sha):
+                report.damaged.append(sha)
+        elif not is_pack_key(key) and not key.startswith(INLINE_PREFIX) and \
+                store.path_for(key).stat().st_size != stored_bytes:
             report.damaged.append(sha)
     return report
 
@@ -279,10 +298,10 @@ def verify_object_files(archive: Path | str | None) -> VerifyReport:
     return report
 
 
-def _verify_objects_part(archive: Path | str | None, catalog: CatalogCheck) -> VerifyReport:
+def _verify_objects_part(archive: Path | str | None, catalog: CatalogCheck, *, read_data: bool) -> VerifyReport:
     """The ``objects`` part: from the catalog's list, else from the files themselves."""
     try:
-        return verify_objects(archive)
+        return verify_objects(archive, read_data=read_data)
     except ArchiveBusyError:
         raise
     except (ArchiveError, duckdb.Error) as exc:
@@ -297,15 +316,31 @@ def _verify_objects_part(archive: Path | str | None, catalog: CatalogCheck) -> V
     return report
 
 
-PARTS: dict[str, Callable[[Path | str | None, dict[str, VerifyPart]], VerifyPart]] = {
-    "catalog": lambda archive, _done: verify_catalog(archive),
-    "objects": lambda archive, done: _verify_objects_part(archive, done["catalog"]),  # type: ignore[arg-type]
-}
+def _manifests_part(archive: Path | str | None, catalog: CatalogCheck, *, read_data: bool) -> PartReport:
+    if not catalog.ok:
+        return PartReport("manifests", skipped="the catalog is damaged; see the catalog part")
+    layout = ArchiveLayout.at(archive)
+    with open_catalog(layout.root, read_only=True) as con:
+        return check_manifests(con, layout, read_data=read_data)
 
 
-def verify_archive(archive: Path | str | None = None) -> ArchiveVerifyReport:
-    """Every part in `PART_ORDER`; see the module docstring."""
+def _parts(read_data: bool) -> dict[str, Callable[[Path | str | None, dict[str, VerifyPart]], VerifyPart]]:
+    return {
+        "catalog": lambda archive, _done: verify_catalog(archive),
+        "objects": lambda archive, done: _verify_objects_part(
+            archive, done["catalog"], read_data=read_data),  # type: ignore[arg-type]
+        "manifests": lambda archive, done: _manifests_part(
+            archive, done["catalog"], read_data=read_data),  # type: ignore[arg-type]
+        "records": lambda archive, _done: check_records(ArchiveLayout.at(archive)),
+        "packs": lambda archive, _done: check_packs(ArchiveLayout.at(archive)) if read_data
+        else PartReport("packs", skipped="packs are re-hashed with --read-data"),
+    }
+
+
+def verify_archive(archive: Path | str | None = None, *, read_data: bool = False) -> ArchiveVerifyReport:
+    """Every part in `PART_ORDER`; see the module docstring. `read_data` reads every stored byte."""
     report = ArchiveVerifyReport()
+    parts = _parts(read_data)
     for name in PART_ORDER:
-        report.parts[name] = PARTS[name](archive, report.parts)
+        report.parts[name] = parts[name](archive, report.parts)
     return report

@@ -90,16 +90,18 @@ def status(
 
 def verify(
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    read_data: Annotated[bool, typer.Option("--read-data", help="Re-hash every stored byte: objects, packs, "
+                                                                "series (slower; reads the whole archive).")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Read the whole catalog back and re-hash every stored object.
+    """Check the archive in parts: catalog, objects, manifests, records (and packs with --read-data).
 
-    Exits 5 when the catalog is damaged, 7 when an object is missing or damaged (the first failing
-    part decides), 0 when every part passed.
+    Exits 5 when the catalog is damaged, 7 when an object, manifest, record or pack is missing or
+    damaged (the first failing part decides), 0 when every part passed.
     """
     from workbench.archive.verify import verify_archive
 
-    report = verify_archive(archive)
+    report = verify_archive(archive, read_data=read_data)
     typer.echo(json.dumps(report.to_dict(), indent=2) if json_output else report.format())
     if not report.catalog.ok:  # like every other command meeting a damaged catalog: one line on stderr
         typer.echo(f"error: {report.catalog.error}", err=True)
