@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -39,8 +38,8 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from workbench.archive import faults
 from workbench.archive.catalog import ArchiveLayout, fetch_one, rollback_quietly, utc_now
+from workbench.archive.durable import fsync_dir, write_atomic
 from workbench.archive.store import ObjectStore, StoredObject
 from workbench.errors import ArchiveError, VerificationError
 
@@ -418,24 +417,8 @@ class Record:
 
 def durable_write(target: Path, data: bytes, tmp: Path) -> None:
     """Write `data` to `target` so that it is on disk, whole, before this returns."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = tmp / f"{uuid.uuid4().hex}.part"
-    faults.check("records", temp)
-    with open(temp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, target)
+    write_atomic(target, data, tmp, fsync=True, op="records")
     fsync_dir(target.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def record_files(layout: ArchiveLayout) -> list[Path]:

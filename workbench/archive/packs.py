@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.archive import faults
+from workbench.archive.durable import write_atomic
 from workbench.errors import VerificationError
 
 PACK_MAGIC = b"WBPACK1\n"
@@ -93,18 +91,7 @@ def write_pack(packs_root: Path, tmp: Path, blobs: dict[str, bytes]) -> tuple[Pa
     pack_sha = hashlib.sha256(payload).hexdigest()
     target = pack_path(packs_root, pack_sha)
     locations = {sha: BlobLocation(pack_sha, o, n) for sha, (o, n) in where.items()}
-    tmp.mkdir(parents=True, exist_ok=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = tmp / f"{uuid.uuid4().hex}.pack.part"
-    faults.check("objects", temp)
-    with open(temp, "wb") as handle:
-        handle.write(payload)
-        if target.exists():
-            # the same pack again (a loop archived anew, or a damaged pack being replaced): the name
-            # may already be listed, so never expose unsynced bytes under it
-            handle.flush()
-            os.fsync(handle.fileno())
-    os.replace(temp, target)
+    write_atomic(target, payload, tmp, fsync=False)  # replacing an existing pack fsyncs first
     return target, locations
 
 

@@ -27,10 +27,10 @@ from typing import Any
 import duckdb
 
 from workbench.archive.catalog import CATALOG_FILE, ArchiveLayout, migrate, open_catalog, utc_now
+from workbench.archive.durable import fsync_dir
 from workbench.archive.journal import (
     ReplayReport,
     current_seq,
-    fsync_dir,
     load_manifest,
     object_store,
     record_files,

@@ -20,7 +20,8 @@ from pathlib import Path
 import duckdb
 
 from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
-from workbench.archive.journal import current_seq, fsync_dir, read_record, record_files
+from workbench.archive.durable import fsync_dir
+from workbench.archive.journal import current_seq, read_record, record_files
 from workbench.errors import VerificationError, WorkbenchError
 
 DEFAULT_KEEP = 3

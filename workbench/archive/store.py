@@ -42,6 +42,7 @@ from typing import BinaryIO, Literal
 import pyarrow as pa
 
 from workbench.archive import faults
+from workbench.archive.durable import fsync_dir, fsync_file, write_atomic
 from workbench.archive.packs import (
     PACK_PREFIX,
     blob_present,
@@ -195,17 +196,7 @@ class ObjectStore:
         return data, "raw"
 
     def _write_atomic(self, target: Path, payload: bytes) -> None:
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.tmp / f"{uuid.uuid4().hex}.part"
-        faults.check("objects", temp)
-        with open(temp, "wb") as handle:
-            handle.write(payload)
-            if target.exists():
-                # replacing an object that may already be listed: never expose unsynced bytes under its name
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(temp, target)
+        write_atomic(target, payload, self.tmp, fsync=False)
         self._dirty.add(target.parent)
 
     def _put_large(
@@ -269,7 +260,7 @@ class ObjectStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             # replacing an object that may already be listed: never expose unsynced bytes under its name
-            _fsync_file(temp)
+            fsync_file(temp)
         os.replace(temp, target)
         self._dirty.add(target.parent)
 
@@ -303,7 +294,7 @@ class ObjectStore:
             return
         os.sync()
         for folder in self._dirty:
-            _fsync_dir(folder)
+            fsync_dir(folder)
         self._dirty.clear()
 
     def exists(self, storage_key: str) -> bool:
@@ -447,22 +438,3 @@ def _iter_zstd(path: Path, label: str) -> Iterator[bytes]:
             yield chunk
     if total != size:
         raise VerificationError(f"{label} decodes to {total:,} bytes, not the {size:,} its header says; it is damaged")
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
