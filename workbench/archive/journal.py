@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -463,6 +464,8 @@ class Recorder:
         self._captures: list[tuple[str, dict[str, list[Any]]]] = []
         self._experiments: dict[str, dict[str, Any] | None] = {}
         self._new_objects: list[StoredObject] = []
+        #: files written outside this recorder (an archive batch's objects) that must be durable too
+        self.needs_sync = False
 
     def capture(self, table: str, **match: list[Any]) -> None:
         """Record the rows of `table` matching `match` as they are when the transaction ends."""
@@ -496,7 +499,10 @@ class Recorder:
             rowsets.append(capture(self.con, "wb_objects", {"sha256": sorted({o.sha256 for o in self._new_objects})}))
         if manifests:
             rowsets.append(capture(self.con, "wb_manifests", {"experiment_id": sorted(manifests)}))
-        store.sync()
+        if self.needs_sync or manifests or self._new_objects:
+            # one sync makes the batch's objects, series and manifests durable together, before the
+            # record that refers to them (a manifest durable before its objects refers to nothing yet)
+            os.sync()
         record = Record(seq, uuid.uuid4().hex, self.kind, written_at, self.meta, rowsets, manifests)
         durable_write(self.layout.records / record.file_name, json.dumps(record.to_json(), separators=(",", ":"),
                                                                          default=str).encode(), self.layout.tmp)
@@ -507,9 +513,13 @@ class Recorder:
         written: dict[str, dict[str, str]] = {}
         rows = []
         pointers: dict[str, dict[str, Any] | None] = {}
+        unknown = sorted(e for e, s in self._experiments.items() if s is None)
+        with_series = {r[0] for r in self.con.execute(
+            "SELECT DISTINCT experiment_id FROM aistock_return_series WHERE experiment_id IN (SELECT unnest(?))",
+            [unknown]).fetchall()} if unknown else set()
         for experiment_id in sorted(self._experiments):
             series = self._experiments[experiment_id]
-            if series is None:
+            if series is None and experiment_id in with_series:  # level 1 has no series: nothing to look up
                 series, obj = _series_ref(self.con, self.layout, experiment_id, store)
                 if obj is not None:
                     self._new_objects.append(obj)
@@ -519,11 +529,12 @@ class Recorder:
             obj = mstore.put_bytes(json.dumps(manifest, separators=(",", ":"), default=str).encode())
             written[experiment_id] = {"sha256": obj.sha256, "storage_key": obj.storage_key}
             rows.append((experiment_id, obj.sha256, obj.storage_key, seq, written_at))
-        mstore.sync()
-        if rows:
-            self.con.executemany(
-                "INSERT OR REPLACE INTO wb_manifests (experiment_id, sha256, storage_key, seq, written_at) "
-                "VALUES (?, ?, ?, ?, ?)", rows)
+        if rows:  # one statement (DuckDB's executemany runs one statement per row)
+            frame = pl.DataFrame(rows, schema={"experiment_id": pl.String, "sha256": pl.String,
+                                               "storage_key": pl.String, "seq": pl.Int64, "written_at": pl.String},
+                                 orient="row")
+            _with_frame(self.con, frame, "INSERT OR REPLACE INTO wb_manifests SELECT experiment_id, sha256, "
+                                         "storage_key, seq, CAST(written_at AS TIMESTAMPTZ) FROM _rowset")
         return written
 
     def _register_objects(self) -> None:

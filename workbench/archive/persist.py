@@ -197,6 +197,7 @@ def commit_batch(
         rec.capture("wb_loop_state", experiment_id=experiment_ids)
         rec.capture("wb_item_errors", run_id=[run_id], experiment_id=experiment_ids)
         rec.capture("wb_objects", sha256=[o.sha256 for b in stored.values() for o in b.objects])
+        rec.needs_sync = any(b.bytes_written or any(o.written for o in b.objects) for b in stored.values())
 
 
 def resolve_name_only_factors(con: duckdb.DuckDBPyConnection, items: list[Extracted]) -> None:

@@ -652,9 +652,7 @@ def _sync_and_commit(
     items: dict[str, Extracted],
     stored: dict[str, StoredBatch],
 ) -> None:
-    if any(f.bytes_written for f in stored.values()):
-        os.sync()  # objects durable before the rows that reference them (store.py rule 3)
-    _commit(layout, summary, outcomes, items, stored)
+    _commit(layout, summary, outcomes, items, stored)  # its record's sync makes the objects durable first
 
 
 @dataclass(frozen=True)
