@@ -222,7 +222,7 @@ def _connect_with_retry(path: Path, *, read_only: bool, timeout_s: float) -> duc
     delay = 0.05
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as exc:
             if not _is_lock_conflict(exc):
                 what = describe_damage(exc)
@@ -237,6 +237,9 @@ def _connect_with_retry(path: Path, *, read_only: bool, timeout_s: float) -> duc
                 ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
+            continue
+        con.execute("SET enable_progress_bar = false")  # a long query would draw one into cron logs and notebooks
+        return con
 
 
 @contextmanager
