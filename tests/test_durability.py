@@ -325,3 +325,21 @@ def test_verify_checks_manifests_records_and_with_read_data_every_stored_byte(en
     code, report = _verify_cli(env.ar)
     assert code == 7 and report["failed"] == ["manifests", "records"]
     assert any("workbench repair" in p for p in report["manifests"]["problems"])
+
+
+def test_repair_of_a_catalog_another_process_holds_is_busy_not_a_rebuild(env: Env) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import duckdb, sys, time\n"
+        f"con = duckdb.connect({str(env.ar / 'catalog.duckdb')!r})\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(30)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        done = subprocess.run([sys.executable, "-m", "workbench.cli", "repair", "--archive", str(env.ar)],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "WORKBENCH_CATALOG_TIMEOUT_S": "1"})
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 6 and "is held by" in done.stderr
+    assert not (env.ar / "damaged").exists()  # the healthy catalog was not set aside

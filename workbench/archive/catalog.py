@@ -217,7 +217,8 @@ def corrupt_catalog_error(catalog: Path, what: str) -> CatalogCorruptError:
     )
 
 
-def _connect_with_retry(path: Path, *, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+def connect_catalog_file(path: Path, *, read_only: bool, timeout_s: float) -> duckdb.DuckDBPyConnection:
+    """Connect to a DuckDB file, retrying while another process holds it; damage → `CatalogCorruptError`."""
     deadline = time.monotonic() + timeout_s
     delay = 0.05
     while True:
@@ -269,7 +270,7 @@ def open_catalog(
         read_only = False
     if timeout_s is None:
         timeout_s = float(os.environ.get("WORKBENCH_CATALOG_TIMEOUT_S") or 60.0)
-    con = _connect_with_retry(layout.catalog, read_only=read_only, timeout_s=timeout_s)
+    con = connect_catalog_file(layout.catalog, read_only=read_only, timeout_s=timeout_s)
     try:
         if read_only:
             check_schema_version(con, layout.catalog)

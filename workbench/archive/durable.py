@@ -7,6 +7,7 @@ fault-injection seam (`faults.py`), so an interruption never leaves a torn file 
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -30,6 +31,14 @@ def write_atomic(target: Path, data: bytes, tmp: Path, *, fsync: bool, op: str =
             handle.flush()
             os.fsync(handle.fileno())
     os.replace(temp, target)
+
+
+def copy_synced(source: Path, target: Path) -> None:
+    """Copy a file in 4 MiB chunks and fsync the copy (catalog snapshots and their restore)."""
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, 4 * 1024 * 1024)
+        dst.flush()
+        os.fsync(dst.fileno())
 
 
 def fsync_file(path: Path) -> None:

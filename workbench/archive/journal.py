@@ -32,7 +32,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +48,8 @@ MANIFEST_FORMAT = "workbench.manifest"
 FORMAT_VERSION = 1
 SEQ_KEY = "record_seq"
 BULK_TABLES = frozenset({"aistock_return_series", "aistock_factor_values"})
-SERIES_COLUMNS = ["datetime", "account", "return", "total_turnover", "turnover", "total_cost", "cost", "value",
-                  "cash", "bench"]
+SERIES_COLUMNS = ["account", "return", "total_turnover", "turnover", "total_cost", "cost", "value", "cash", "bench"]
+"""The value columns of `aistock_return_series` (beside experiment_id and datetime), as Qlib names them."""
 _RECORD_NAME = re.compile(r"^(\d{12})-([0-9a-f]{32})\.json$")
 
 
@@ -306,7 +305,7 @@ def build_manifests(
         if series[experiment_id]:
             my_shas.add(series[experiment_id]["sha256"])  # type: ignore[index]
 
-        def picked(table: str, groups: dict[str, list[list]], keys: list[str]) -> list[list]:
+        def picked(groups: dict[str, list[list]], keys: list[str]) -> list[list]:
             return sorted((r for k in keys for r in groups.get(k, [])), key=_sort_key)
 
         rowsets = [
@@ -314,15 +313,15 @@ def build_manifests(
             *(RowSet(t, {"experiment_id": [experiment_id]}, columns[t], own[t].get(experiment_id, []))
               for t in ("wb_loop_state", "wb_stored_files")),
             RowSet("wb_objects", {"sha256": sorted(my_shas)}, columns["wb_objects"],
-                   picked("wb_objects", objects, sorted(my_shas))),
+                   picked(objects, sorted(my_shas))),
             *(RowSet(t, {"experiment_id": [experiment_id]}, columns[t], own[t].get(experiment_id, []))
               for t in ("aistock_factor_usage", "aistock_factor_performance")),
             RowSet("aistock_factors", {"id": my_factors}, columns["aistock_factors"],
-                   picked("aistock_factors", factors, my_factors)),
+                   picked(factors, my_factors)),
             RowSet("aistock_factor_combinations", {"id": my_combos}, columns["aistock_factor_combinations"],
-                   picked("aistock_factor_combinations", combos, my_combos)),
+                   picked(combos, my_combos)),
             RowSet("aistock_strategies", {"id": my_strategy}, columns["aistock_strategies"],
-                   picked("aistock_strategies", strategies, my_strategy)),
+                   picked(strategies, my_strategy)),
         ]
         pointer = series[experiment_id]
         rowsets.append(RowSet("aistock_return_series", {"experiment_id": [experiment_id]},
@@ -371,7 +370,7 @@ def _series_ref(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, experimen
         except (VerificationError, ValueError, OSError):
             pass  # a damaged manifest or series object: export the series again
     frame = pl.from_arrow(con.sql(
-        f"SELECT {', '.join(_quote(c) for c in SERIES_COLUMNS)} FROM aistock_return_series "
+        f"SELECT datetime, {', '.join(_quote(c) for c in SERIES_COLUMNS)} FROM aistock_return_series "
         "WHERE experiment_id = $id ORDER BY datetime", params={"id": experiment_id}).to_arrow_table())
     assert isinstance(frame, pl.DataFrame)
     if frame.height == 0:
@@ -610,10 +609,6 @@ def replay(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, after_seq: 
         report.records += 1
         report.last_seq = max(report.last_seq, record.seq)
     return report
-
-
-def parse_written_at(text: str) -> datetime:
-    return datetime.fromisoformat(text)
 
 
 # ---------------------------------------------------------------- upgrade

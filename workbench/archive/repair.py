@@ -27,7 +27,7 @@ from typing import Any
 import duckdb
 
 from workbench.archive.catalog import CATALOG_FILE, ArchiveLayout, migrate, open_catalog, utc_now
-from workbench.archive.durable import fsync_dir
+from workbench.archive.durable import copy_synced, fsync_dir
 from workbench.archive.journal import (
     ReplayReport,
     current_seq,
@@ -39,7 +39,8 @@ from workbench.archive.journal import (
 )
 from workbench.archive.lock import archive_lock
 from workbench.archive.packs import iter_pack_files, parse_pack_key, read_blob, read_pack_index
-from workbench.archive.snapshots import list_snapshots, snapshot_opens, take_snapshot
+from workbench.archive.snapshots import list_snapshots, take_snapshot
+from workbench.archive.verify import read_back_problem
 from workbench.errors import ArchiveError, VerificationError
 
 
@@ -87,28 +88,6 @@ class RepairReport:
         return "\n".join(lines)
 
 
-def catalog_problem(path: Path) -> str | None:
-    """None when the catalog opens and every table reads back whole; otherwise what is wrong."""
-    if not path.exists():
-        return "missing"
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as exc:
-        return _first_line(exc)
-    try:
-        for (table,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall():
-            con.sql(f'SELECT * FROM "{table}"').to_arrow_table()
-        return None
-    except duckdb.Error as exc:
-        return _first_line(exc)
-    finally:
-        con.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-
-
 def rebuild_catalog(layout: ArchiveLayout) -> tuple[Path, str, ReplayReport]:
     """Build a complete catalog in a new file (snapshot + later records, else every record)."""
     if not record_files(layout) and not list_snapshots(layout.root):
@@ -118,8 +97,8 @@ def rebuild_catalog(layout: ArchiveLayout) -> tuple[Path, str, ReplayReport]:
     source = "every record"
     after_seq = 0
     for snapshot in list_snapshots(layout.root):
-        if snapshot_opens(snapshot.path):
-            _copy(snapshot.path, target)
+        if read_back_problem(snapshot.path) is None:
+            copy_synced(snapshot.path, target)
             source = f"snapshot {snapshot.path.name} and the records after it"
             break
     con = duckdb.connect(str(target))
@@ -133,19 +112,11 @@ def rebuild_catalog(layout: ArchiveLayout) -> tuple[Path, str, ReplayReport]:
         target.unlink(missing_ok=True)
         raise
     con.close()
-    problem = catalog_problem(target)
+    problem = read_back_problem(target)
     if problem is not None:
         target.unlink(missing_ok=True)
         raise ArchiveError(f"the rebuilt catalog does not read back ({problem}); nothing was swapped in")
     return target, source, report
-
-
-def _copy(source: Path, target: Path) -> None:
-    with open(source, "rb") as src, open(target, "wb") as dst:
-        while chunk := src.read(4 * 1024 * 1024):
-            dst.write(chunk)
-        dst.flush()
-        os.fsync(dst.fileno())
 
 
 def swap_in(layout: ArchiveLayout, rebuilt: Path) -> list[str]:
@@ -178,7 +149,7 @@ def repair(
         raise ArchiveError(f"no archive folder at {layout.root}; pass the right --archive")
     report = RepairReport(str(layout.root))
     with archive_lock(layout.root, job="repair", snapshot=False):
-        problem = catalog_problem(layout.catalog)
+        problem = read_back_problem(layout.catalog)
         if problem is not None or rebuild:
             report.catalog_problem = problem or "rebuild requested"
             rebuilt, source, replayed = rebuild_catalog(layout)

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import duckdb
-
 from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
-from workbench.archive.durable import fsync_dir
+from workbench.archive.durable import copy_synced, fsync_dir
 from workbench.archive.journal import current_seq, read_record, record_files
 from workbench.errors import VerificationError, WorkbenchError
 
@@ -56,7 +53,7 @@ def take_snapshot(archive: Path | str | None, *, keep: int = DEFAULT_KEEP) -> Sn
     with open_catalog(layout.root) as con:
         con.execute("CHECKPOINT")
         seq = current_seq(con)
-        _copy_synced(layout.catalog, temp)
+        copy_synced(layout.catalog, temp)
     stamp = utc_now().strftime("%Y%m%dT%H%M%S%fZ")
     target = layout.snapshots / f"catalog-{seq:012d}-{stamp}.duckdb"
     os.replace(temp, target)
@@ -110,26 +107,3 @@ def _substantive_since(layout: ArchiveLayout, snapshot_seq: int, seq: int) -> bo
                 r.table not in ("wb_archive_runs", "wb_cursor") for r in record.rowsets):
             return True
     return False
-
-
-def _copy_synced(source: Path, target: Path) -> None:
-    with open(source, "rb") as src, open(target, "wb") as dst:
-        shutil.copyfileobj(src, dst, 4 * 1024 * 1024)
-        dst.flush()
-        os.fsync(dst.fileno())
-
-
-def snapshot_opens(path: Path) -> bool:
-    """The snapshot is a DuckDB file whose every table reads back (block checksums included)."""
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error:
-        return False
-    try:
-        for (table,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall():
-            con.sql(f'SELECT * FROM "{table}"').to_arrow_table()
-        return True
-    except duckdb.Error:
-        return False
-    finally:
-        con.close()

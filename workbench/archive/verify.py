@@ -19,6 +19,7 @@ class with ``name``, ``ok``, ``exit_code``, ``to_dict()`` and ``format()`` added
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from workbench.archive.catalog import (
     CATALOG_FILE,
     DUCKDB_HEADER_BYTES,
     ArchiveLayout,
+    connect_catalog_file,
     corrupt_catalog_error,
     describe_damage,
     fetch_one,
@@ -222,6 +224,34 @@ def _read_back(con: duckdb.DuckDBPyConnection, check: CatalogCheck) -> None:
         row = fetch_one(con, f"SELECT count(*), bit_xor(hash(t)) FROM {quoted} AS t")
         check.tables[table] = int(row[0]) if row else 0
         _probe_keys(con, table, quoted)
+
+
+def read_back_problem(path: Path, *, timeout_s: float | None = None) -> str | None:
+    """None when the DuckDB file at `path` opens and reads back whole (the catalog part's checks),
+    else what is wrong with it. For a catalog, a snapshot or a rebuilt file alike.
+
+    A file another process holds is not damaged: that raises `ArchiveBusyError`, as does any
+    error that is not damage, so that nothing is rebuilt or set aside for the wrong reason.
+    """
+    if not path.exists():
+        return "missing"
+    try:
+        wait = timeout_s if timeout_s is not None else float(os.environ.get("WORKBENCH_CATALOG_TIMEOUT_S") or 60.0)
+        con = connect_catalog_file(path, read_only=True, timeout_s=wait)
+    except CatalogCorruptError as exc:
+        return describe_damage(exc.__cause__) if exc.__cause__ is not None else str(exc)
+    try:
+        _read_back(con, CatalogCheck(path=str(path)))
+        return None
+    except CatalogCorruptError as exc:
+        return str(exc)
+    except duckdb.Error as exc:
+        what = describe_damage(exc)
+        if what is None:
+            raise
+        return what
+    finally:
+        con.close()
 
 
 def _sql_text(value: Any) -> str:
