@@ -69,14 +69,20 @@ def hash_only(files: list[Path]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--work", type=Path, default=Path("benchmarks/_work"))
     parser.add_argument("--task-runs", type=int, default=40)
     parser.add_argument("--loops-per-run", type=int, default=50)
     parser.add_argument("--trading-days", type=int, default=250)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--signals-topk", type=int, default=50,
-                        help="rows per day in signals.* (RD-Agent's default top-k is 50)")
+    parser.add_argument(
+        "--signals-topk",
+        type=int,
+        default=50,
+        help="rows per day in signals.* (RD-Agent's default top-k is 50)",
+    )
     args = parser.parse_args()
 
     tag = f"rd_{args.task_runs}x{args.loops_per_run}_{args.trading_days}d_top{args.signals_topk}"
@@ -86,9 +92,15 @@ def main() -> None:
     if not (root / "sample_manifest.json").exists():
         shutil.rmtree(root, ignore_errors=True)
         started = time.perf_counter()
-        generate_sample(root, seed=args.seed, task_runs=args.task_runs, loops_per_run=args.loops_per_run,
-                        trading_days=args.trading_days, signals_topk=args.signals_topk,
-                        workers=auto_workers(task_runs=args.task_runs, loops_per_run=args.loops_per_run))
+        generate_sample(
+            root,
+            seed=args.seed,
+            task_runs=args.task_runs,
+            loops_per_run=args.loops_per_run,
+            trading_days=args.trading_days,
+            signals_topk=args.signals_topk,
+            workers=auto_workers(task_runs=args.task_runs, loops_per_run=args.loops_per_run),
+        )
         print(f"generated sample in {time.perf_counter() - started:.1f} s")
     files, workspace_bytes = key_files(root)
     hash_s = hash_only(files)
@@ -130,18 +142,27 @@ def main() -> None:
         "stored_over_key_bytes": stored_bytes / key_bytes,
         "stored_over_workspace_bytes": stored_bytes / workspace_bytes,
     }
-    results["knobs"] = {"task_runs": args.task_runs, "loops_per_run": args.loops_per_run,
-                        "trading_days": args.trading_days, "signals_topk": args.signals_topk, "seed": args.seed}
+    results["knobs"] = {
+        "task_runs": args.task_runs,
+        "loops_per_run": args.loops_per_run,
+        "trading_days": args.trading_days,
+        "signals_topk": args.signals_topk,
+        "seed": args.seed,
+    }
     (args.work / f"results_{tag}.json").write_text(json.dumps(results, indent=2))
     print(f"knobs: {results['knobs']}")
     print(f"| loops | {loops} (level 2: {full.level2}) |")
     print(f"| key files | {len(files)} files, {mb:,.0f} MB (workspaces {workspace_bytes / 1e6:,.0f} MB) |")
     print(f"| hash only | {mb / hash_s:,.0f} MB/s |")
     print(f"| limit: read + SHA-256 + write, one sync | {limit_s:.1f} s, {mb / limit_s:,.0f} MB/s |")
-    print(f"| full archive | {full_s:.1f} s, {loops / full_s:,.0f} loops/s, {mb / full_s:,.0f} MB/s of key files |")
+    print(
+        f"| full archive | {full_s:.1f} s, {loops / full_s:,.0f} loops/s, {mb / full_s:,.0f} MB/s of key files |"
+    )
     print(f"| full archive / limit | {limit_s / full_s:.0%} (target ≥ 50%) |")
-    print(f"| no-op incremental | best {min(noop_times):.3f} s, median {statistics.median(noop_times):.3f} s "
-          f"({noop.candidates} failed loops retried; target < 1 s) |")
+    print(
+        f"| no-op incremental | best {min(noop_times):.3f} s, median {statistics.median(noop_times):.3f} s "
+        f"({noop.candidates} failed loops retried; target < 1 s) |"
+    )
     print(f"| stored / key-file bytes | {stored_bytes / key_bytes:.1%} (target ≤ 33%) |")
     print(f"| stored / workspace bytes | {stored_bytes / workspace_bytes:.1%} |")
 

@@ -47,7 +47,7 @@ def snapshot_catalog(archive_dir: Path) -> dict[str, list[tuple]]:
     """Table contents that a rerun must not change (timestamps of runs excluded)."""
     queries = {
         "experiments": "SELECT id, archiving_level, strategy_id, metrics_json, file_refs_json, imported_at "
-                       "FROM aistock_experiments ORDER BY id",
+        "FROM aistock_experiments ORDER BY id",
         "factors": "SELECT * FROM aistock_factors ORDER BY id",
         "performance": "SELECT * FROM aistock_factor_performance ORDER BY id",
         "strategies": "SELECT * FROM aistock_strategies ORDER BY id",
@@ -61,11 +61,18 @@ def snapshot_catalog(archive_dir: Path) -> dict[str, list[tuple]]:
 
 def test_full_archive_reaches_level2_for_every_expected_experiment(rd_root: Path, archive_dir: Path) -> None:
     summary = archive(rd_root, archive=archive_dir, mode="full", progress=False)
-    expected = {(e["task_run_id"], e["loop_id"]) for e in manifest(rd_root)["experiments_expected"]
-                if not e.get("duplicate_of")}
+    expected = {
+        (e["task_run_id"], e["loop_id"])
+        for e in manifest(rd_root)["experiments_expected"]
+        if not e.get("duplicate_of")
+    }
     broken = broken_loop_keys(rd_root)
-    levels = {(t, loop): lvl for t, loop, lvl in catalog_rows(
-        archive_dir, "SELECT task_run_id, loop_id, archiving_level FROM aistock_experiments")}
+    levels = {
+        (t, loop): lvl
+        for t, loop, lvl in catalog_rows(
+            archive_dir, "SELECT task_run_id, loop_id, archiving_level FROM aistock_experiments"
+        )
+    }
     assert expected <= set(levels)
     for key in expected - broken:
         assert levels[key] == 2, key
@@ -82,8 +89,10 @@ def test_duplicates_are_archived_once(rd_root: Path, archive_dir: Path) -> None:
     archive(rd_root, archive=archive_dir, mode="full", progress=False)
     dupes = [e for e in manifest(rd_root)["experiments_expected"] if e.get("duplicate_of")]
     assert dupes, "the sample should contain a duplicated run"
-    states = dict(((t, lp), s) for t, lp, s in catalog_rows(
-        archive_dir, "SELECT task_run_id, loop_id, state FROM wb_loop_state"))
+    states = dict(
+        ((t, lp), s)
+        for t, lp, s in catalog_rows(archive_dir, "SELECT task_run_id, loop_id, state FROM wb_loop_state")
+    )
     for dupe in dupes:
         assert states[(dupe["task_run_id"], dupe["loop_id"])] == "duplicate"
         original_task_run, original_loop = dupe["duplicate_of"].rsplit("/", 1)
@@ -93,12 +102,16 @@ def test_duplicates_are_archived_once(rd_root: Path, archive_dir: Path) -> None:
 def test_second_run_changes_nothing(rd_root: Path, archive_dir: Path) -> None:
     archive(rd_root, archive=archive_dir, mode="full", progress=False)
     before = snapshot_catalog(archive_dir)
-    objects_before = sorted(p.relative_to(archive_dir) for p in (archive_dir / "objects").rglob("*") if p.is_file())
+    objects_before = sorted(
+        p.relative_to(archive_dir) for p in (archive_dir / "objects").rglob("*") if p.is_file()
+    )
     second = archive(rd_root, archive=archive_dir, mode="full", progress=False)
     assert second.level2 == 0
     assert second.unchanged >= len(before["experiments"]) - len(broken_loop_keys(rd_root)) - 1
     assert snapshot_catalog(archive_dir) == before
-    objects_after = sorted(p.relative_to(archive_dir) for p in (archive_dir / "objects").rglob("*") if p.is_file())
+    objects_after = sorted(
+        p.relative_to(archive_dir) for p in (archive_dir / "objects").rglob("*") if p.is_file()
+    )
     assert objects_after == objects_before
 
 
@@ -106,7 +119,12 @@ def test_ids_are_stable_across_catalog_rebuilds(rd_root: Path, tmp_path: Path) -
     first, second = tmp_path / "a1", tmp_path / "a2"
     archive(rd_root, archive=first, mode="full", progress=False)
     archive(rd_root, archive=second, mode="full", progress=False, batch_size=3)
-    for table in ("aistock_experiments", "aistock_factors", "aistock_strategies", "aistock_factor_combinations"):
+    for table in (
+        "aistock_experiments",
+        "aistock_factors",
+        "aistock_strategies",
+        "aistock_factor_combinations",
+    ):
         ids1 = catalog_rows(first, f"SELECT id FROM {table} ORDER BY id")
         assert ids1 == catalog_rows(second, f"SELECT id FROM {table} ORDER BY id"), table
     some = catalog_rows(first, "SELECT id, task_run_id, loop_id FROM aistock_experiments LIMIT 1")[0]
@@ -117,11 +135,15 @@ def test_level2_files_are_stored_verified_and_listed(rd_root: Path, archive_dir:
     archive(rd_root, archive=archive_dir, mode="full", progress=False)
     layout = ArchiveLayout.at(archive_dir)
     con = duckdb.connect(str(layout.catalog), read_only=True)
-    inline = {sha: bytes(data) for sha, data in con.execute("SELECT sha256, data FROM wb_inline_objects").fetchall()}
+    inline = {
+        sha: bytes(data) for sha, data in con.execute("SELECT sha256, data FROM wb_inline_objects").fetchall()
+    }
     con.close()
     store = ObjectStore(layout.objects, inline=inline.get)
-    rows = catalog_rows(archive_dir, "SELECT id, workspace_dir, file_refs_json FROM aistock_experiments "
-                                     "WHERE archiving_level = 2")
+    rows = catalog_rows(
+        archive_dir,
+        "SELECT id, workspace_dir, file_refs_json FROM aistock_experiments WHERE archiving_level = 2",
+    )
     assert rows
     for exp_id, workspace_dir, refs_json in rows:
         refs = json.loads(refs_json)
@@ -136,7 +158,9 @@ def test_level2_files_are_stored_verified_and_listed(rd_root: Path, archive_dir:
             original = (Path(workspace_dir) / rel).read_bytes()
             assert ref["sha256"] == hashlib.sha256(original).hexdigest()
             assert store.open_content(ref["storage_key"]) == original
-        stored = catalog_rows(archive_dir, f"SELECT rel_path FROM wb_stored_files WHERE experiment_id = '{exp_id}'")
+        stored = catalog_rows(
+            archive_dir, f"SELECT rel_path FROM wb_stored_files WHERE experiment_id = '{exp_id}'"
+        )
         assert {r[0] for r in stored} == set(kept)
     assert not verify_archive(archive_dir, read_data=True).damaged
 
@@ -144,7 +168,8 @@ def test_level2_files_are_stored_verified_and_listed(rd_root: Path, archive_dir:
 def test_identical_files_are_stored_once_and_compressed(rd_root: Path, archive_dir: Path) -> None:
     summary = archive(rd_root, archive=archive_dir, mode="full", progress=False)
     n_objects, stored, original = catalog_rows(
-        archive_dir, "SELECT count(*), sum(stored_bytes), sum(size_bytes) FROM wb_objects")[0]
+        archive_dir, "SELECT count(*), sum(stored_bytes), sum(size_bytes) FROM wb_objects"
+    )[0]
     n_refs = catalog_rows(archive_dir, "SELECT count(*) FROM wb_stored_files")[0][0]
     assert n_objects < n_refs, "template files shared by workspaces must be stored once"
     assert stored < original
@@ -153,8 +178,11 @@ def test_identical_files_are_stored_once_and_compressed(rd_root: Path, archive_d
 
 def test_stored_parquet_opens_in_polars_duckdb_and_pyarrow(rd_root: Path, archive_dir: Path) -> None:
     archive(rd_root, archive=archive_dir, mode="full", progress=False)
-    key = catalog_rows(archive_dir, "SELECT o.storage_key FROM wb_stored_files f JOIN wb_objects o USING (sha256) "
-                                    "WHERE f.rel_path = 'signals.parquet' LIMIT 1")[0][0]
+    key = catalog_rows(
+        archive_dir,
+        "SELECT o.storage_key FROM wb_stored_files f JOIN wb_objects o USING (sha256) "
+        "WHERE f.rel_path = 'signals.parquet' LIMIT 1",
+    )[0][0]
     path = archive_dir / "objects" / key
     assert not key.endswith(".zst")
     assert pl.read_parquet(path).height > 0
@@ -164,12 +192,19 @@ def test_stored_parquet_opens_in_polars_duckdb_and_pyarrow(rd_root: Path, archiv
 
 def test_return_series_match_ret_pkl_and_recomputed_metrics(rd_root: Path, archive_dir: Path) -> None:
     archive(rd_root, archive=archive_dir, mode="full", progress=False)
-    rows = catalog_rows(archive_dir, "SELECT id, workspace_dir, recomputed_metrics_json FROM aistock_experiments "
-                                     "WHERE archiving_level = 2 ORDER BY id LIMIT 3")
+    rows = catalog_rows(
+        archive_dir,
+        "SELECT id, workspace_dir, recomputed_metrics_json FROM aistock_experiments "
+        "WHERE archiving_level = 2 ORDER BY id LIMIT 3",
+    )
     for exp_id, workspace_dir, recomputed in rows:
         original = read_returns(Path(workspace_dir) / "ret.pkl")
-        stored = read_frame(archive_dir, "SELECT * EXCLUDE (experiment_id) FROM aistock_return_series "
-                                         "WHERE experiment_id = ? ORDER BY datetime", [exp_id])
+        stored = read_frame(
+            archive_dir,
+            "SELECT * EXCLUDE (experiment_id) FROM aistock_return_series "
+            "WHERE experiment_id = ? ORDER BY datetime",
+            [exp_id],
+        )
         assert stored.height == original.height
         assert stored["return"].to_list() == pytest.approx(original["return"].to_list())
         assert stored["datetime"].to_list() == original["datetime"].to_list()
@@ -178,15 +213,23 @@ def test_return_series_match_ret_pkl_and_recomputed_metrics(rd_root: Path, archi
         key = "excess_return_with_cost.additive.annualized_return"
         assert got[key] == pytest.approx(expected[key])
     # one SQL across all experiments
-    per_exp = read_frame(archive_dir, "SELECT experiment_id, count(*) AS n FROM aistock_return_series GROUP BY 1")
-    level2 = catalog_rows(archive_dir, "SELECT count(*) FROM aistock_experiments WHERE archiving_level = 2")[0][0]
+    per_exp = read_frame(
+        archive_dir, "SELECT experiment_id, count(*) AS n FROM aistock_return_series GROUP BY 1"
+    )
+    level2 = catalog_rows(archive_dir, "SELECT count(*) FROM aistock_experiments WHERE archiving_level = 2")[
+        0
+    ][0]
     assert per_exp.height == level2
 
 
 def test_include_heavy_keeps_heavy_intermediates(rd_root: Path, archive_dir: Path) -> None:
     archive(rd_root, archive=archive_dir, mode="full", progress=False, include_heavy=True)
-    refs = [json.loads(r[0]) for r in catalog_rows(
-        archive_dir, "SELECT file_refs_json FROM aistock_experiments WHERE archiving_level = 2")]
+    refs = [
+        json.loads(r[0])
+        for r in catalog_rows(
+            archive_dir, "SELECT file_refs_json FROM aistock_experiments WHERE archiving_level = 2"
+        )
+    ]
     heavy = [r for rs in refs for r in rs if r["class"] == "heavy"]
     assert heavy and all(r["kept"] for r in heavy)
     noise = [r for rs in refs for r in rs if r["class"] == "noise"]
@@ -207,8 +250,10 @@ def test_target_level1_then_full_adds_only_files(rd_root: Path, archive_dir: Pat
 def test_registry_hash_mismatch_blocks_level2(rd_root: Path, archive_dir: Path) -> None:
     """V1 rows carry sha256; a file changed since registration is reported and kept below level 2."""
     con = sqlite3.connect(rd_root / "RDagentDB" / "registry.sqlite")
-    row = con.execute("SELECT workspace_id, path FROM artifact_files WHERE sha256 IS NOT NULL "
-                      "AND path = 'qlib_res.csv' LIMIT 1").fetchone()
+    row = con.execute(
+        "SELECT workspace_id, path FROM artifact_files WHERE sha256 IS NOT NULL "
+        "AND path = 'qlib_res.csv' LIMIT 1"
+    ).fetchone()
     con.close()
     if row is None:
         pytest.skip("sample has no hashed V1 artifact rows")
@@ -217,7 +262,9 @@ def test_registry_hash_mismatch_blocks_level2(rd_root: Path, archive_dir: Path) 
     target.write_text(target.read_text() + "IC,0.5\n")
     summary = archive(rd_root, archive=archive_dir, mode="full", progress=False)
     assert any("registry recorded" in e["message"] for e in summary.errors)
-    level = catalog_rows(archive_dir, f"SELECT archiving_level FROM aistock_experiments WHERE workspace_id = '{workspace_id}'")
+    level = catalog_rows(
+        archive_dir, f"SELECT archiving_level FROM aistock_experiments WHERE workspace_id = '{workspace_id}'"
+    )
     assert level and level[0][0] == 1
 
 
@@ -230,8 +277,11 @@ def test_a_failed_loop_is_retried_and_heals(rd_root: Path, archive_dir: Path) ->
     task_run_id, loop_id = feedback["loop_key"].rsplit("/", 1)
     summary = archive(rd_root, archive=archive_dir, mode="incremental", progress=False)
     assert summary.level2 >= 1
-    level = catalog_rows(archive_dir, f"SELECT archiving_level FROM aistock_experiments "
-                                      f"WHERE task_run_id = '{task_run_id}' AND loop_id = {loop_id}")[0][0]
+    level = catalog_rows(
+        archive_dir,
+        f"SELECT archiving_level FROM aistock_experiments "
+        f"WHERE task_run_id = '{task_run_id}' AND loop_id = {loop_id}",
+    )[0][0]
     assert level == 2
 
 
@@ -249,8 +299,13 @@ def test_archive_survives_the_installation_being_moved(rd_root: Path, tmp_path: 
     moved = tmp_path / "elsewhere" / "RD-Agent-main"
     moved.parent.mkdir()
     shutil.move(str(rd_root), moved)
-    summary = archive(moved, archive=tmp_path / "ar", mode="full", progress=False,
-                      path_map=[f"/mnt/f/Dev/RD-Agent-main={moved}"])
+    summary = archive(
+        moved,
+        archive=tmp_path / "ar",
+        mode="full",
+        progress=False,
+        path_map=[f"/mnt/f/Dev/RD-Agent-main={moved}"],
+    )
     assert summary.level2 > 0
 
 
@@ -263,8 +318,9 @@ def test_hard_linked_key_files_stay_key_files(rd_root: Path, archive_dir: Path, 
         os.link(path, backup / f"ret_{i}.pkl")
         os.link(path.parent / "qlib_res.csv", backup / f"qlib_{i}.csv")
     archive(rd_root, archive=archive_dir, mode="full", progress=False)
-    for (refs_json,) in catalog_rows(archive_dir, "SELECT file_refs_json FROM aistock_experiments "
-                                                  "WHERE archiving_level = 2"):
+    for (refs_json,) in catalog_rows(
+        archive_dir, "SELECT file_refs_json FROM aistock_experiments WHERE archiving_level = 2"
+    ):
         by_path = {r["path"]: r for r in json.loads(refs_json)}
         assert by_path["ret.pkl"]["kept"] and by_path["ret.pkl"]["class"] == "key"
         assert by_path["qlib_res.csv"]["kept"]
@@ -274,8 +330,9 @@ def test_objects_of_a_failed_file_check_are_still_written(rd_root: Path, archive
     """A shared small file whose registry hash is wrong must not leave later copies without bytes."""
     con = sqlite3.connect(rd_root / "RDagentDB" / "registry.sqlite")
     with con:
-        changed = con.execute("UPDATE artifact_files SET sha256 = ? WHERE sha256 IS NOT NULL AND path LIKE '%.yaml'",
-                              ["0" * 64]).rowcount
+        changed = con.execute(
+            "UPDATE artifact_files SET sha256 = ? WHERE sha256 IS NOT NULL AND path LIKE '%.yaml'", ["0" * 64]
+        ).rowcount
     con.close()
     if not changed:
         pytest.skip("sample has no hashed yaml rows")
@@ -314,7 +371,9 @@ def test_a_file_where_a_folder_belongs_is_a_config_error(rd_root: Path, tmp_path
         archive(rd_root, archive=not_a_folder, progress=False)
     assert not_a_folder.read_text() == "keep me"
     archive(rd_root, archive=tmp_path / "ar", progress=False)
-    level2 = read_frame(tmp_path / "ar", "SELECT id FROM aistock_experiments WHERE archiving_level = 2 LIMIT 1")
+    level2 = read_frame(
+        tmp_path / "ar", "SELECT id FROM aistock_experiments WHERE archiving_level = 2 LIMIT 1"
+    )
     with pytest.raises(ConfigError, match="is a file; give a folder"):
         restore_experiment(level2["id"][0], to=not_a_folder, archive=tmp_path / "ar")
     assert not_a_folder.read_text() == "keep me"

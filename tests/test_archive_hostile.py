@@ -32,23 +32,36 @@ def rows(archive_dir: Path, sql: str, params: list | None = None) -> list[tuple]
 
 def level2_workspace(archive_dir: Path) -> tuple[str, Path]:
     """(experiment id, workspace folder) of one model experiment archived at level 2."""
-    found = rows(archive_dir, "SELECT id, workspace_dir FROM aistock_experiments WHERE archiving_level = 2 "
-                              "AND action = 'model' ORDER BY id LIMIT 1")
+    found = rows(
+        archive_dir,
+        "SELECT id, workspace_dir FROM aistock_experiments WHERE archiving_level = 2 "
+        "AND action = 'model' ORDER BY id LIMIT 1",
+    )
     assert found, "the sample should have a level-2 model experiment"
     return found[0][0], Path(found[0][1])
 
 
 def state_of(archive_dir: Path, experiment_id: str) -> tuple[str, int, str | None]:
-    return rows(archive_dir, "SELECT state, archiving_level, last_error FROM wb_loop_state WHERE experiment_id = ?",
-                [experiment_id])[0]
+    return rows(
+        archive_dir,
+        "SELECT state, archiving_level, last_error FROM wb_loop_state WHERE experiment_id = ?",
+        [experiment_id],
+    )[0]
 
 
 def catalog_mentions(archive_dir: Path, text: str) -> bool:
     """Whether `text` appears in any experiment row or any stored inline object."""
-    hits = rows(archive_dir, "SELECT count(*) FROM aistock_experiments WHERE contains(CAST(metrics_json AS VARCHAR) "
-                             "|| coalesce(CAST(feedback_json AS VARCHAR), ''), ?)", [text])[0][0]
-    inline = rows(archive_dir, "SELECT count(*) FROM wb_inline_objects WHERE contains(coalesce(try(decode(data)), ''), ?)",
-                  [text])[0][0]
+    hits = rows(
+        archive_dir,
+        "SELECT count(*) FROM aistock_experiments WHERE contains(CAST(metrics_json AS VARCHAR) "
+        "|| coalesce(CAST(feedback_json AS VARCHAR), ''), ?)",
+        [text],
+    )[0][0]
+    inline = rows(
+        archive_dir,
+        "SELECT count(*) FROM wb_inline_objects WHERE contains(coalesce(try(decode(data)), ''), ?)",
+        [text],
+    )[0][0]
     return bool(hits or inline)
 
 
@@ -66,13 +79,19 @@ def test_fifos_never_hang_the_run(rd_root: Path, archive_dir: Path, tmp_path: Pa
     (workspace / "feedback.json").unlink()
     os.mkfifo(workspace / "feedback.json")
     for target in (archive_dir, tmp_path / "fresh"):  # a rerun, and a first run over the FIFOs
-        code = (f"from workbench.archive.pipeline import archive\n"
-                f"archive({str(rd_root)!r}, archive={str(target)!r}, mode='full', progress=False)")
+        code = (
+            f"from workbench.archive.pipeline import archive\n"
+            f"archive({str(rd_root)!r}, archive={str(target)!r}, mode='full', progress=False)"
+        )
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr  # a run with failed loops still ends normally
     state, level, error = state_of(archive_dir, experiment)
     # the loop failed this time; the archive keeps its earlier level-2 copy, which is still whole
-    assert (state, level) == ("failed", 2) and "feedback.json" in error and "not a regular file (a FIFO)" in error
+    assert (
+        (state, level) == ("failed", 2)
+        and "feedback.json" in error
+        and "not a regular file (a FIFO)" in error
+    )
     assert state_of(tmp_path / "fresh", experiment)[:2] == ("failed", 1)
     classes = {f.rel_path: f.file_class for f in walk_workspace(workspace)}
     assert classes["notes.txt"] == classes["feedback.json"] == "special"  # listed, never opened
@@ -97,31 +116,55 @@ def test_links_out_of_the_workspace_are_never_read(rd_root: Path, archive_dir: P
     assert secret.read_text().startswith('{"decision"')  # untouched
 
 
-def test_registry_paths_leaving_the_workspace_root_are_refused(rd_root: Path, archive_dir: Path,
-                                                                 tmp_path: Path) -> None:
+def test_registry_paths_leaving_the_workspace_root_are_refused(
+    rd_root: Path, archive_dir: Path, tmp_path: Path
+) -> None:
     archive(rd_root, archive=archive_dir, progress=False)
     experiment, workspace = level2_workspace(archive_dir)
-    workspace_id = rows(archive_dir, "SELECT workspace_id FROM aistock_experiments WHERE id = ?", [experiment])[0][0]
+    workspace_id = rows(
+        archive_dir, "SELECT workspace_id FROM aistock_experiments WHERE id = ?", [experiment]
+    )[0][0]
     outside = tmp_path / "elsewhere" / workspace.name
     outside.parent.mkdir()
     os.rename(workspace, outside)
     (outside / "extra_secret.yaml").write_text(SECRET)
     workspace.symlink_to(outside)  # the registered folder is now a link to a place outside the root
-    other = rows(archive_dir, "SELECT workspace_id FROM aistock_experiments WHERE archiving_level = 2 "
-                              "AND id <> ? ORDER BY id LIMIT 1", [experiment])[0][0]
+    other = rows(
+        archive_dir,
+        "SELECT workspace_id FROM aistock_experiments WHERE archiving_level = 2 "
+        "AND id <> ? ORDER BY id LIMIT 1",
+        [experiment],
+    )[0][0]
     registry = sqlite3.connect(rd_root / "RDagentDB" / "registry.sqlite")
     with registry:
-        registry.execute("UPDATE workspaces SET workspace_path = ? WHERE workspace_id = ?",
-                         (str(rd_root / "git_ignore_folder" / "RD-Agent_workspace" / ".." / ".." / ".." / "elsewhere"
-                              / workspace.name), other))
+        registry.execute(
+            "UPDATE workspaces SET workspace_path = ? WHERE workspace_id = ?",
+            (
+                str(
+                    rd_root
+                    / "git_ignore_folder"
+                    / "RD-Agent_workspace"
+                    / ".."
+                    / ".."
+                    / ".."
+                    / "elsewhere"
+                    / workspace.name
+                ),
+                other,
+            ),
+        )
     registry.close()
     summary = archive(rd_root, archive=archive_dir, mode="full", progress=False)
     messages = {e["experiment_id"]: e["message"] for e in summary.errors if e["stage"] == "scan"}
     assert "is a symbolic link; links are never followed" in messages[experiment]
-    other_experiment = rows(archive_dir, "SELECT id FROM aistock_experiments WHERE workspace_id = ?", [other])[0][0]
+    other_experiment = rows(
+        archive_dir, "SELECT id FROM aistock_experiments WHERE workspace_id = ?", [other]
+    )[0][0]
     assert "contains '..'; refused" in messages[other_experiment]
     assert not catalog_mentions(archive_dir, SECRET)
-    assert rows(archive_dir, "SELECT count(*) FROM wb_stored_files WHERE rel_path = 'extra_secret.yaml'") == [(0,)]
+    assert rows(archive_dir, "SELECT count(*) FROM wb_stored_files WHERE rel_path = 'extra_secret.yaml'") == [
+        (0,)
+    ]
     assert state_of(archive_dir, experiment)[0] == state_of(archive_dir, other_experiment)[0] == "failed"
     assert workspace_id
 
@@ -147,13 +190,22 @@ def test_names_the_archive_cannot_hold_block_level2_and_cleanup(rd_root: Path, a
 def test_a_change_deep_in_the_tree_is_archived_again(rd_root: Path, archive_dir: Path) -> None:
     archive(rd_root, archive=archive_dir, progress=False)
     experiment, workspace = level2_workspace(archive_dir)
-    nested = next(p for p in workspace.rglob("*") if p.is_file() and len(p.relative_to(workspace).parts) >= 3
-                  and p.suffix in ("", ".yaml", ".txt", ".json") and not p.is_symlink())
+    nested = next(
+        p
+        for p in workspace.rglob("*")
+        if p.is_file()
+        and len(p.relative_to(workspace).parts) >= 3
+        and p.suffix in ("", ".yaml", ".txt", ".json")
+        and not p.is_symlink()
+    )
     nested.write_text(nested.read_text() + "\nchanged\n")
     summary = archive(rd_root, archive=archive_dir, mode="full", progress=False)
     rel = nested.relative_to(workspace).as_posix()
-    stored_size = rows(archive_dir, "SELECT size_bytes FROM wb_stored_files WHERE experiment_id = ? AND rel_path = ?",
-                       [experiment, rel])
+    stored_size = rows(
+        archive_dir,
+        "SELECT size_bytes FROM wb_stored_files WHERE experiment_id = ? AND rel_path = ?",
+        [experiment, rel],
+    )
     assert stored_size == [(nested.stat().st_size,)], summary.format()
 
 
@@ -208,4 +260,6 @@ def test_readers_refuse_links_fifos_and_devices(tmp_path: Path) -> None:
         read_file_bytes(fifo)
     with pytest.raises(InputFileError, match="a character device"):
         read_file_bytes(Path("/dev/zero"), follow_links=True)
-    assert read_file_bytes(link, follow_links=True).startswith(b'{"decision"')  # a file a user names may be a link
+    assert read_file_bytes(link, follow_links=True).startswith(
+        b'{"decision"'
+    )  # a file a user names may be a link

@@ -61,17 +61,22 @@ def test_killed_full_run_is_completed_by_the_next(tmp_path: Path) -> None:
     interrupted = rows(killed, "SELECT status FROM wb_archive_runs")
     assert interrupted == [("running",)], "the killed run must be visible as unfinished"
     # no experiment is left half at level 2: every level-2 row has its series and files
-    half = rows(killed, """SELECT e.id FROM aistock_experiments e WHERE e.archiving_level = 2 AND (
+    half = rows(
+        killed,
+        """SELECT e.id FROM aistock_experiments e WHERE e.archiving_level = 2 AND (
                              NOT EXISTS (SELECT 1 FROM aistock_return_series r WHERE r.experiment_id = e.id)
-                          OR NOT EXISTS (SELECT 1 FROM wb_stored_files f WHERE f.experiment_id = e.id))""")
+                          OR NOT EXISTS (SELECT 1 FROM wb_stored_files f WHERE f.experiment_id = e.id))""",
+    )
     assert half == []
     archive(root, archive=killed, mode="full", progress=False)
     archive(root, archive=clean, mode="full", progress=False)
-    for sql in ("SELECT id, archiving_level FROM aistock_experiments ORDER BY id",
-                "SELECT experiment_id, rel_path, sha256 FROM wb_stored_files ORDER BY 1, 2",
-                "SELECT sha256, storage_key FROM wb_objects ORDER BY 1",
-                "SELECT experiment_id, count(*), sum(account) FROM aistock_return_series GROUP BY 1 ORDER BY 1",
-                "SELECT id FROM aistock_factors ORDER BY id"):
+    for sql in (
+        "SELECT id, archiving_level FROM aistock_experiments ORDER BY id",
+        "SELECT experiment_id, rel_path, sha256 FROM wb_stored_files ORDER BY 1, 2",
+        "SELECT sha256, storage_key FROM wb_objects ORDER BY 1",
+        "SELECT experiment_id, count(*), sum(account) FROM aistock_return_series GROUP BY 1 ORDER BY 1",
+        "SELECT id FROM aistock_factors ORDER BY id",
+    ):
         assert rows(killed, sql) == rows(clean, sql), sql
     report = verify_archive(killed, read_data=True)
     assert report.checked > 0 and not report.damaged and not report.missing
@@ -79,14 +84,23 @@ def test_killed_full_run_is_completed_by_the_next(tmp_path: Path) -> None:
 
 
 def test_second_job_on_the_same_archive_is_refused_and_a_dead_holder_frees_the_lock(
-        rd_root: Path, archive_dir: Path) -> None:
-    holder = subprocess.Popen([PYTHON, "-c", textwrap.dedent(f"""
+    rd_root: Path, archive_dir: Path
+) -> None:
+    holder = subprocess.Popen(
+        [
+            PYTHON,
+            "-c",
+            textwrap.dedent(f"""
         import time
         from workbench.archive.lock import archive_lock
         with archive_lock({str(archive_dir)!r}, job="cleanup"):
             print("held", flush=True)
             time.sleep(60)
-    """)], stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     with pytest.raises(ArchiveBusyError) as info:
         archive(rd_root, archive=archive_dir, progress=False)
@@ -99,15 +113,24 @@ def test_second_job_on_the_same_archive_is_refused_and_a_dead_holder_frees_the_l
 
 
 def test_a_notebook_holding_the_catalog_delays_the_job_instead_of_failing_it(
-        rd_root: Path, archive_dir: Path) -> None:
+    rd_root: Path, archive_dir: Path
+) -> None:
     archive(rd_root, archive=archive_dir, mode="incremental", target_level=1, progress=False)
-    reader = subprocess.Popen([PYTHON, "-c", textwrap.dedent(f"""
+    reader = subprocess.Popen(
+        [
+            PYTHON,
+            "-c",
+            textwrap.dedent(f"""
         import time, duckdb
         con = duckdb.connect({str(archive_dir / "catalog.duckdb")!r}, read_only=True)
         print("open", flush=True)
         time.sleep(1.5)
         con.close()
-    """)], stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
     summary = archive(rd_root, archive=archive_dir, mode="full", progress=False)
     reader.wait()
@@ -117,12 +140,20 @@ def test_a_notebook_holding_the_catalog_delays_the_job_instead_of_failing_it(
 def test_a_catalog_held_too_long_gives_up_naming_the_holder(archive_dir: Path) -> None:
     with open_catalog(archive_dir, create=True):
         pass
-    reader = subprocess.Popen([PYTHON, "-c", textwrap.dedent(f"""
+    reader = subprocess.Popen(
+        [
+            PYTHON,
+            "-c",
+            textwrap.dedent(f"""
         import time, duckdb
         con = duckdb.connect({str(archive_dir / "catalog.duckdb")!r}, read_only=True)
         print("open", flush=True)
         time.sleep(30)
-    """)], stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert reader.stdout is not None and reader.stdout.readline().strip() == "open"
         with pytest.raises(ArchiveBusyError) as info:
@@ -162,16 +193,24 @@ def add_loop_like_rdagent(root: Path, *, task_run_id: str, loop_id: int, source_
 def test_incremental_picks_up_only_what_is_new(rd_root: Path, archive_dir: Path) -> None:
     archive(rd_root, archive=archive_dir, mode="full", progress=False)
     noop = archive(rd_root, archive=archive_dir, mode="incremental", progress=False)
-    failed_before = rows(archive_dir, "SELECT count(*) FROM wb_loop_state WHERE state IN ('failed', 'partial')")[0][0]
+    failed_before = rows(
+        archive_dir, "SELECT count(*) FROM wb_loop_state WHERE state IN ('failed', 'partial')"
+    )[0][0]
     assert noop.candidates == failed_before and noop.level2 == 0
     source_dir, task_run_id = rows(
-        archive_dir, "SELECT workspace_dir, task_run_id FROM aistock_experiments WHERE archiving_level = 2 "
-                     "AND action = 'model' ORDER BY id LIMIT 1")[0]
-    new_id = add_loop_like_rdagent(rd_root, task_run_id=task_run_id, loop_id=77, source_workspace=Path(source_dir))
+        archive_dir,
+        "SELECT workspace_dir, task_run_id FROM aistock_experiments WHERE archiving_level = 2 "
+        "AND action = 'model' ORDER BY id LIMIT 1",
+    )[0]
+    new_id = add_loop_like_rdagent(
+        rd_root, task_run_id=task_run_id, loop_id=77, source_workspace=Path(source_dir)
+    )
     summary = archive(rd_root, archive=archive_dir, mode="incremental", progress=False)
     assert summary.level2 == 1
     assert summary.candidates == failed_before + 1
-    level = rows(archive_dir, f"SELECT archiving_level FROM aistock_experiments WHERE workspace_id = '{new_id}'")
+    level = rows(
+        archive_dir, f"SELECT archiving_level FROM aistock_experiments WHERE workspace_id = '{new_id}'"
+    )
     assert level == [(2,)]
 
 
@@ -196,14 +235,19 @@ def test_old_catalog_is_upgraded_in_place(tmp_path: Path) -> None:
     with open_catalog(path) as upgraded:
         assert schema_version(upgraded) == LATEST_VERSION
         assert upgraded.execute("SELECT name FROM aistock_factors").fetchall() == [("RESI5",)]
-        tables = {r[0] for r in upgraded.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        tables = {
+            r[0] for r in upgraded.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
     assert {"wb_holds", "wb_attached_requests"} <= tables
     assert max(MIGRATIONS) == LATEST_VERSION
 
 
 def test_run_summary_is_stored_and_written_as_json(rd_root: Path, archive_dir: Path) -> None:
     summary = archive(rd_root, archive=archive_dir, progress=False)
-    stored = rows(archive_dir, f"SELECT status, n_level2, n_errors FROM wb_archive_runs WHERE run_id = '{summary.run_id}'")
+    stored = rows(
+        archive_dir,
+        f"SELECT status, n_level2, n_errors FROM wb_archive_runs WHERE run_id = '{summary.run_id}'",
+    )
     assert stored == [(summary.status, summary.level2, len(summary.errors))]
     on_disk = json.loads((archive_dir / "runs" / f"{summary.run_id}.json").read_text())
     assert on_disk["level2"] == summary.level2
@@ -225,8 +269,10 @@ def test_rearchiving_after_a_full_cleanup_keeps_the_archived_record(rd_root: Pat
     outcome = cleanup(rd_root, archive=archive_dir, stage="full", confirm=True, yes=True)
     deleted = rows(archive_dir, "SELECT id FROM aistock_experiments WHERE workspace_state = 'deleted'")
     assert deleted, f"the full cleanup should delete workspaces ({outcome})"
-    sql = ("SELECT id, archiving_level, metrics_json, feedback_json, file_refs_json, workspace_dir "
-           "FROM aistock_experiments ORDER BY id")
+    sql = (
+        "SELECT id, archiving_level, metrics_json, feedback_json, file_refs_json, workspace_dir "
+        "FROM aistock_experiments ORDER BY id"
+    )
     before = rows(archive_dir, sql)
     summary = archive(rd_root, archive=archive_dir, mode="full", progress=False)
     assert summary.skipped.get("cleaned_up", 0) >= len(deleted)
@@ -247,7 +293,9 @@ def test_bad_since_is_a_config_error(rd_root: Path, archive_dir: Path) -> None:
         archive(rd_root, archive=archive_dir, mode="full", since="last tuesday", progress=False)
 
 
-def test_a_limited_first_run_leaves_the_rest_to_the_next_incremental_run(rd_root: Path, archive_dir: Path) -> None:
+def test_a_limited_first_run_leaves_the_rest_to_the_next_incremental_run(
+    rd_root: Path, archive_dir: Path
+) -> None:
     """--hours/--last/--since do not move the cursor past loops they left out."""
     reference = archive(rd_root, archive=archive_dir / "reference", mode="incremental", progress=False)
     assert reference.level2 > 0
@@ -265,15 +313,20 @@ def test_a_limited_first_run_leaves_the_rest_to_the_next_incremental_run(rd_root
 
 def test_failed_and_below_target_loops_pass_the_hours_limit(rd_root: Path, archive_dir: Path) -> None:
     archive(rd_root, archive=archive_dir, mode="full", target_level=1, progress=False)
-    at_level1 = rows(archive_dir, "SELECT count(*) FROM wb_loop_state WHERE state = 'archived' AND archiving_level = 1")
+    at_level1 = rows(
+        archive_dir, "SELECT count(*) FROM wb_loop_state WHERE state = 'archived' AND archiving_level = 1"
+    )
     assert at_level1[0][0] > 0
     upgraded = archive(rd_root, archive=archive_dir, mode="incremental", hours=1, progress=False)
     assert upgraded.level2 > 0  # every loop still below the target level, though months old
-    assert rows(archive_dir, "SELECT count(*) FROM wb_loop_state WHERE state = 'archived' AND archiving_level = 1") \
-        == [(0,)]
+    assert rows(
+        archive_dir, "SELECT count(*) FROM wb_loop_state WHERE state = 'archived' AND archiving_level = 1"
+    ) == [(0,)]
 
 
-def test_include_heavy_on_an_existing_archive_stores_the_heavy_files(rd_root: Path, archive_dir: Path) -> None:
+def test_include_heavy_on_an_existing_archive_stores_the_heavy_files(
+    rd_root: Path, archive_dir: Path
+) -> None:
     archive(rd_root, archive=archive_dir, mode="full", progress=False)
     sql = "SELECT count(*) FROM wb_stored_files WHERE file_class = 'heavy'"
     assert rows(archive_dir, sql) == [(0,)]
@@ -286,13 +339,16 @@ def test_include_heavy_on_an_existing_archive_stores_the_heavy_files(rd_root: Pa
     assert rows(archive_dir, sql)[0][0] > 0
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    (dict(mode="incremental", hours=-5), "--hours must be a positive"),
-    (dict(mode="incremental", hours=0), "--hours must be a positive"),
-    (dict(mode="incremental", last=0), "--last must be at least 1"),
-    (dict(mode="full", hours=1), "a full run takes --since"),
-    (dict(mode="full", last=3), "a full run takes --since"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(mode="incremental", hours=-5), "--hours must be a positive"),
+        (dict(mode="incremental", hours=0), "--hours must be a positive"),
+        (dict(mode="incremental", last=0), "--last must be at least 1"),
+        (dict(mode="full", hours=1), "a full run takes --since"),
+        (dict(mode="full", last=3), "a full run takes --since"),
+    ],
+)
 def test_bad_limits_are_config_errors(rd_root: Path, archive_dir: Path, options: dict, message: str) -> None:
     from workbench.errors import ConfigError
 
@@ -306,13 +362,21 @@ def test_a_foreign_lock_holder_is_not_named_after_a_finished_job(archive_dir: Pa
     with archive_lock(archive_dir, job="archive-full"):
         pass
     assert (archive_dir / ".workbench.lock").read_text() == ""  # the finished job left no holder record
-    foreign = subprocess.Popen([PYTHON, "-c", textwrap.dedent(f"""
+    foreign = subprocess.Popen(
+        [
+            PYTHON,
+            "-c",
+            textwrap.dedent(f"""
         import fcntl, os, time
         fd = os.open({str(archive_dir / ".workbench.lock")!r}, os.O_RDWR)
         fcntl.flock(fd, fcntl.LOCK_EX)
         print("held", flush=True)
         time.sleep(60)
-    """)], stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert foreign.stdout is not None and foreign.stdout.readline().strip() == "held"
         with pytest.raises(ArchiveBusyError, match="did not record itself") as info:

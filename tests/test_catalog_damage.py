@@ -51,11 +51,19 @@ def layout(catalog: Path) -> tuple[int, dict[str, list[tuple[int, int]]]]:
     """(block size, {table: [(block_id, block_offset), ...]}) of a clean catalog, from DuckDB itself."""
     con = duckdb.connect(str(catalog), read_only=True)
     try:
-        block_size, total_blocks = con.execute("SELECT block_size, total_blocks FROM pragma_database_size()").fetchone()
+        block_size, total_blocks = con.execute(
+            "SELECT block_size, total_blocks FROM pragma_database_size()"
+        ).fetchone()
         tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
-        blocks = {t: [(int(b), int(o)) for b, o in con.execute(
-            f"SELECT block_id, block_offset FROM pragma_storage_info('{t}') WHERE block_id >= 0").fetchall()]
-            for t in tables}
+        blocks = {
+            t: [
+                (int(b), int(o))
+                for b, o in con.execute(
+                    f"SELECT block_id, block_offset FROM pragma_storage_info('{t}') WHERE block_id >= 0"
+                ).fetchall()
+            ]
+            for t in tables
+        }
     finally:
         con.close()
     # the layout this test relies on: headers, then total_blocks blocks of block_size bytes
@@ -104,11 +112,18 @@ def damage_one_bit(catalog: Path) -> int:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
 
 
-def assert_one_line_damage(done: subprocess.CompletedProcess[str], catalog: Path, what: str | None = None) -> None:
+def assert_one_line_damage(
+    done: subprocess.CompletedProcess[str], catalog: Path, what: str | None = None
+) -> None:
     context = f"exit {done.returncode}\nstdout: {done.stdout[-2000:]}\nstderr: {done.stderr[-4000:]}"
     assert done.returncode == 5, context
     assert "Traceback" not in done.stderr + done.stdout, context
@@ -124,18 +139,38 @@ COMMANDS: dict[str, Callable[[Path, Path], list[str]]] = {
     "status": lambda rd, ar: ["status", "--archive", str(ar)],
     "verify": lambda rd, ar: ["verify", "--archive", str(ar)],
     "factors": lambda rd, ar: ["factors", "--archive", str(ar)],
-    "archive-incremental": lambda rd, ar: ["archive", "--rdagent-root", str(rd), "--archive", str(ar),
-                                           "--mode", "incremental", "--no-progress"],
-    "archive-full": lambda rd, ar: ["archive", "--rdagent-root", str(rd), "--archive", str(ar),
-                                    "--mode", "full", "--no-progress"],
+    "archive-incremental": lambda rd, ar: [
+        "archive",
+        "--rdagent-root",
+        str(rd),
+        "--archive",
+        str(ar),
+        "--mode",
+        "incremental",
+        "--no-progress",
+    ],
+    "archive-full": lambda rd, ar: [
+        "archive",
+        "--rdagent-root",
+        str(rd),
+        "--archive",
+        str(ar),
+        "--mode",
+        "full",
+        "--no-progress",
+    ],
 }
 
 
-@pytest.mark.parametrize(("damage", "what"), [
-    (damage_header, "not a DuckDB database file"),
-    (damage_blocks, "block checksum mismatch at byte"),
-    (damage_truncate, "file truncated"),
-], ids=["header", "blocks", "truncated"])
+@pytest.mark.parametrize(
+    ("damage", "what"),
+    [
+        (damage_header, "not a DuckDB database file"),
+        (damage_blocks, "block checksum mismatch at byte"),
+        (damage_truncate, "file truncated"),
+    ],
+    ids=["header", "blocks", "truncated"],
+)
 def test_every_command_says_the_catalog_is_damaged_in_one_line(
     clean: tuple[Path, Path], tmp_path: Path, damage: Callable[[Path], None], what: str
 ) -> None:
@@ -153,8 +188,10 @@ def test_one_flipped_bit_in_table_data_fails_verify_and_every_reader_of_that_tab
     archive(rd_root, archive=archive_dir, progress=False)
     con = duckdb.connect(str(archive_dir / "catalog.duckdb"))
     con.execute("CHECKPOINT")
-    task_run = con.execute("SELECT e.task_run_id FROM aistock_return_series r JOIN aistock_experiments e "
-                           "ON e.id = r.experiment_id LIMIT 1").fetchone()[0]
+    task_run = con.execute(
+        "SELECT e.task_run_id FROM aistock_return_series r JOIN aistock_experiments e "
+        "ON e.id = r.experiment_id LIMIT 1"
+    ).fetchone()[0]
     con.close()
     assert cli("verify", "--archive", str(archive_dir)).returncode == 0
     catalog = archive_dir / "catalog.duckdb"
@@ -176,7 +213,9 @@ def test_one_flipped_bit_in_table_data_fails_verify_and_every_reader_of_that_tab
     # an incremental run retries the failed loops and writes their manifests, which looks up which
     # experiments have a return series: it reads the damaged block
     ar = copy_archive(archive_dir, tmp_path / "archive-incremental")
-    assert_one_line_damage(cli(*COMMANDS["archive-incremental"](rd_root, ar)), ar / "catalog.duckdb", "checksum")
+    assert_one_line_damage(
+        cli(*COMMANDS["archive-incremental"](rd_root, ar)), ar / "catalog.duckdb", "checksum"
+    )
 
     # commands that never read that block still work (status, the factor library)
     for name in ("status", "factors"):
@@ -232,7 +271,9 @@ def test_after_a_fatal_checkpoint_the_next_open_reports_the_damage_again(
     bit = copy_archive(clean_archive, tmp_path / "bit")
     damage_one_bit(bit / "catalog.duckdb")
     with pytest.raises(CatalogCorruptError, match="block checksum mismatch"), open_catalog(bit) as con:
-        con.execute("INSERT INTO aistock_return_series (experiment_id, datetime) VALUES ('x', DATE '2020-01-02')")
+        con.execute(
+            "INSERT INTO aistock_return_series (experiment_id, datetime) VALUES ('x', DATE '2020-01-02')"
+        )
         con.execute("CHECKPOINT")  # rewrites the row group: reads the damaged block, a fatal error in DuckDB
     for _ in range(2):
         with pytest.raises(CatalogCorruptError, match="block checksum mismatch") as caught:
@@ -277,7 +318,9 @@ def test_verify_parts_and_exit_codes_on_a_clean_archive_and_a_missing_object(
     assert report["objects"]["damaged"] == [rotten.name.removesuffix(".zst")]
 
 
-def test_cli_last_resort_turns_a_stray_duckdb_error_into_one_line(clean: tuple[Path, Path], tmp_path: Path) -> None:
+def test_cli_last_resort_turns_a_stray_duckdb_error_into_one_line(
+    clean: tuple[Path, Path], tmp_path: Path
+) -> None:
     from workbench.cli import _duckdb_error
 
     _, clean_archive = clean

@@ -30,7 +30,9 @@ def test_panel_filters_selects_and_approves_then_confirm_applies_only_that(env: 
     run = sorted({i.task_run_id for i in panel.visible_items()})[0]
     panel.task_run.value = run
     shown = panel.visible_items()
-    assert shown and all(i.kind == "workspace_full" and run in (i.task_run_id, *i.task_run_ids) for i in shown)
+    assert shown and all(
+        i.kind == "workspace_full" and run in (i.task_run_id, *i.task_run_ids) for i in shown
+    )
     assert len(panel.selection.options) == len(shown)
     biggest = max(i.bytes for i in shown)
     panel.min_size_kb.value = biggest / 1024
@@ -59,8 +61,9 @@ def test_panel_filters_selects_and_approves_then_confirm_applies_only_that(env: 
     assert moved == {i.path for i in shown}
     for item in plan.items:
         assert Path(item.path).exists() == (item.path not in moved)
-    assert env.query("SELECT status, approval_id FROM wb_cleanup_plans WHERE plan_id = ?", [plan.plan_id]) == \
-        [("applied", approval.approval_id)]
+    assert env.query(
+        "SELECT status, approval_id FROM wb_cleanup_plans WHERE plan_id = ?", [plan.plan_id]
+    ) == [("applied", approval.approval_id)]
     with pytest.raises(ConfigError, match="already used"):
         cleanup(env.rd, archive=env.ar, confirm=True, approval=approval.approval_id)
 
@@ -83,8 +86,18 @@ def test_changed_plan_is_refused_and_nothing_is_deleted(env: Env) -> None:
         cleanup(env.rd, archive=env.ar, confirm=True, approval=approval.approval_id)
     assert env.query("SELECT count(*) FROM wb_deletions") == [(0,)]
     assert all(Path(i.path, f.rel_path).exists() for i in plan.items for f in i.files)
-    code = main(["cleanup", "--rdagent-root", str(env.rd), "--archive", str(env.ar), "--confirm",
-                 "--approval", approval.approval_id])
+    code = main(
+        [
+            "cleanup",
+            "--rdagent-root",
+            str(env.rd),
+            "--archive",
+            str(env.ar),
+            "--confirm",
+            "--approval",
+            approval.approval_id,
+        ]
+    )
     assert code == 9
 
 

@@ -29,8 +29,9 @@ def quarantined(env: Env) -> int:
 # ----------------------------------------------------------------- 1. undo / purge use the plan's root
 
 
-def test_undo_without_root_uses_the_plans_root(env: Env, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_undo_without_root_uses_the_plans_root(
+    env: Env, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     before = files_under(env.workspace_root)
     outcome = cleanup(env.rd, archive=env.ar, stage="full", confirm=True, yes=True)
     plan_id = outcome.plan.plan_id or ""
@@ -67,7 +68,12 @@ def test_purge_without_root_uses_each_plans_root_and_refuses_a_foreign_root(
     other = env.tmp / "other_root"
     other.mkdir()
     monkeypatch.chdir(env.tmp)
-    assert main(["cleanup", "purge", "--older-than", "0s", "--rdagent-root", str(other), "--archive", str(env.ar)]) == 2
+    assert (
+        main(
+            ["cleanup", "purge", "--older-than", "0s", "--rdagent-root", str(other), "--archive", str(env.ar)]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "no cleanup plan in this archive was made for RD-Agent root" in err and err.count("\n") == 1
     assert quarantined(env) == len(outcome.plan.items)
@@ -88,9 +94,11 @@ def test_purge_with_a_root_leaves_other_roots_plans_alone(env: Env, tmp_path: Pa
     plan["rdagent_root"] = os.path.realpath(second)
     plan["workspace_root"] = os.path.realpath(second / "git_ignore_folder" / "RD-Agent_workspace")
     plan["log_root"] = os.path.realpath(second / "log")
-    con.execute("INSERT INTO wb_cleanup_plans (plan_id, plan_hash, stage, created_at, params_json, plan_json, status) "
-                "SELECT ?, plan_hash, stage, created_at, params_json, ?, 'planned' FROM wb_cleanup_plans WHERE plan_id = ?",
-                [plan["plan_id"], json.dumps(plan), outcome.plan.plan_id])
+    con.execute(
+        "INSERT INTO wb_cleanup_plans (plan_id, plan_hash, stage, created_at, params_json, plan_json, status) "
+        "SELECT ?, plan_hash, stage, created_at, params_json, ?, 'planned' FROM wb_cleanup_plans WHERE plan_id = ?",
+        [plan["plan_id"], json.dumps(plan), outcome.plan.plan_id],
+    )
     con.close()
     result = purge_quarantine(rdagent_root=second, archive=env.ar, older_than="0s")
     assert result.purged == [] and result.other_roots == len(outcome.plan.items) and not result.skipped
@@ -111,7 +119,9 @@ def test_dry_run_and_confirm_together_are_refused_before_anything(
         raise AssertionError("must not ask")
 
     monkeypatch.setattr("typer.confirm", no_prompt)
-    code = main(["cleanup", "--rdagent-root", str(env.rd), "--archive", str(env.ar), "--dry-run", "--confirm", *extra])
+    code = main(
+        ["cleanup", "--rdagent-root", str(env.rd), "--archive", str(env.ar), "--dry-run", "--confirm", *extra]
+    )
     captured = capsys.readouterr()
     assert code == 2
     assert "choose exactly one of --dry-run, --confirm" in captured.err and captured.err.count("\n") == 1
@@ -125,16 +135,41 @@ def test_dry_run_and_confirm_together_are_refused_before_anything(
 
 
 @pytest.mark.parametrize("level", ["5", "3", "1", "0", "-1"])
-def test_min_archiving_level_outside_what_is_safe_is_refused(env: Env, capsys: pytest.CaptureFixture[str],
-                                                              level: str) -> None:
-    code = main(["cleanup", "--rdagent-root", str(env.rd), "--archive", str(env.ar), "--dry-run",
-                 "--min-archiving-level", level])
+def test_min_archiving_level_outside_what_is_safe_is_refused(
+    env: Env, capsys: pytest.CaptureFixture[str], level: str
+) -> None:
+    code = main(
+        [
+            "cleanup",
+            "--rdagent-root",
+            str(env.rd),
+            "--archive",
+            str(env.ar),
+            "--dry-run",
+            "--min-archiving-level",
+            level,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and f"--min-archiving-level {level}" in err and "use 2" in err and err.count("\n") == 1
     assert env.query("SELECT count(*) FROM wb_cleanup_plans") == [(0,)]
     out = env.tmp / "manifest.json"
-    assert main(["export-cleanup-manifest", "--out", str(out), "--rdagent-root", str(env.rd), "--archive",
-                 str(env.ar), "--min-archiving-level", level]) == 2
+    assert (
+        main(
+            [
+                "export-cleanup-manifest",
+                "--out",
+                str(out),
+                "--rdagent-root",
+                str(env.rd),
+                "--archive",
+                str(env.ar),
+                "--min-archiving-level",
+                level,
+            ]
+        )
+        == 2
+    )
     assert not out.exists()
     with pytest.raises(ConfigError, match="use 2"):
         cleanup(env.rd, archive=env.ar, dry_run=True, min_archiving_level=int(level))
@@ -149,12 +184,23 @@ def test_confirm_with_approval_refuses_planning_options_that_differ(
     before = files_under(env.workspace_root)
     plan = cleanup(env.rd, archive=env.ar, dry_run=True).plan  # conservative, grace 120 minutes
     approval = approve_plan(plan.plan_id or "", archive=env.ar).approval_id
-    base = ["cleanup", "--rdagent-root", str(env.rd), "--archive", str(env.ar), "--confirm", "--approval", approval]
-    for extra, shown in ([["--stage", "full"], "--stage full (approved: --stage conservative)"],
-                         [["--grace-minutes", "5"], "--grace-minutes 5 (approved: --grace-minutes 120)"],
-                         [["--hold-days", "1"], "--hold-days 1 (approved: --hold-days 30)"],
-                         [["--logs", "--keep-days", "0"], "--logs (approved: no --logs)"],
-                         [["--no-workspaces", "--logs"], "--no-workspaces (approved: --workspaces)"]):
+    base = [
+        "cleanup",
+        "--rdagent-root",
+        str(env.rd),
+        "--archive",
+        str(env.ar),
+        "--confirm",
+        "--approval",
+        approval,
+    ]
+    for extra, shown in (
+        [["--stage", "full"], "--stage full (approved: --stage conservative)"],
+        [["--grace-minutes", "5"], "--grace-minutes 5 (approved: --grace-minutes 120)"],
+        [["--hold-days", "1"], "--hold-days 1 (approved: --hold-days 30)"],
+        [["--logs", "--keep-days", "0"], "--logs (approved: no --logs)"],
+        [["--no-workspaces", "--logs"], "--no-workspaces (approved: --workspaces)"],
+    ):
         assert main([*base, *extra]) == 2, extra
         err = capsys.readouterr().err
         assert "exactly as it was approved" in err and shown in err and "Drop the option" in err, err
@@ -165,8 +211,23 @@ def test_confirm_with_approval_refuses_planning_options_that_differ(
         cleanup(env.rd, archive=env.ar, confirm=True, approval=approval, stage="full")
     # the approved values themselves may be repeated; the root is the plan's when none is given
     monkeypatch.chdir(env.tmp)
-    assert main(["cleanup", "--archive", str(env.ar), "--confirm", "--approval", approval, "--stage", "conservative",
-                 "--grace-minutes", "120"]) == 0
+    assert (
+        main(
+            [
+                "cleanup",
+                "--archive",
+                str(env.ar),
+                "--confirm",
+                "--approval",
+                approval,
+                "--stage",
+                "conservative",
+                "--grace-minutes",
+                "120",
+            ]
+        )
+        == 0
+    )
     assert quarantined(env) > 0
 
 
@@ -175,47 +236,88 @@ def test_explicit_default_that_differs_from_the_approved_full_plan_is_refused(
 ) -> None:
     plan = cleanup(env.rd, archive=env.ar, stage="full", dry_run=True).plan
     approval = approve_plan(plan.plan_id or "", archive=env.ar).approval_id
-    code = main(["cleanup", "--rdagent-root", str(env.rd), "--archive", str(env.ar), "--confirm", "--approval",
-                 approval, "--stage", "conservative"])
+    code = main(
+        [
+            "cleanup",
+            "--rdagent-root",
+            str(env.rd),
+            "--archive",
+            str(env.ar),
+            "--confirm",
+            "--approval",
+            approval,
+            "--stage",
+            "conservative",
+        ]
+    )
     assert code == 2 and "--stage conservative (approved: --stage full)" in capsys.readouterr().err
     assert quarantined(env) == 0
     other = env.tmp / "other_root"
     other.mkdir()
-    assert main(["cleanup", "--rdagent-root", str(other), "--archive", str(env.ar), "--confirm", "--approval",
-                 approval]) == 2
+    assert (
+        main(
+            [
+                "cleanup",
+                "--rdagent-root",
+                str(other),
+                "--archive",
+                str(env.ar),
+                "--confirm",
+                "--approval",
+                approval,
+            ]
+        )
+        == 2
+    )
     assert "drop --rdagent-root" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------- 5. plan items vs paths
 
 
-def test_confirm_and_plans_count_plan_items_and_paths_the_same_way(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["cleanup", "--rdagent-root", str(env.rd), "--archive", str(env.ar), "--confirm", "--yes"]) == 0
+def test_confirm_and_plans_count_plan_items_and_paths_the_same_way(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["cleanup", "--rdagent-root", str(env.rd), "--archive", str(env.ar), "--confirm", "--yes"]) == 0
+    )
     out = capsys.readouterr().out
-    plan_id, items = env.query("SELECT plan_id, json_array_length(json_extract(plan_json, '$.items')) "
-                               "FROM wb_cleanup_plans")[0]
+    plan_id, items = env.query(
+        "SELECT plan_id, json_array_length(json_extract(plan_json, '$.items')) FROM wb_cleanup_plans"
+    )[0]
     paths = env.query("SELECT count(*) FROM wb_deletions")[0][0]
     assert paths > items > 0  # conservative: one path per heavy file
-    assert f"{items} of {items} plan items moved to quarantine" in out and f"{paths} paths moved in all" in out
+    assert (
+        f"{items} of {items} plan items moved to quarantine" in out and f"{paths} paths moved in all" in out
+    )
     assert main(["cleanup", "plans", "--archive", str(env.ar)]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(plan_id))
     assert f"{items} plan items" in line and f"{items} moved ({paths} paths" in line
     assert f"{paths} paths still in quarantine" in line
     row = next(p for p in list_plans(archive=env.ar) if p["plan_id"] == plan_id)
-    assert (row["items"], row["items_moved"], row["paths_moved"], row["paths_in_quarantine"]) == (items, items, paths, paths)
+    assert (row["items"], row["items_moved"], row["paths_moved"], row["paths_in_quarantine"]) == (
+        items,
+        items,
+        paths,
+        paths,
+    )
     assert "moved" not in row  # no ambiguous key
 
 
 # ----------------------------------------------------------------- 6. holds on unknown ids
 
 
-def test_hold_on_an_id_the_archive_does_not_know_is_refused(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+def test_hold_on_an_id_the_archive_does_not_know_is_refused(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
     archive = ["--archive", str(env.ar)]
     experiment = sorted(env.level2().values(), key=lambda e: e["id"])[0]
     for extra in ([], ["--active"]):
         assert main(["hold", "nonexistent-id", "--reason", "typo", *extra, *archive]) == 2
         err = capsys.readouterr().err
-        assert "not an experiment, workspace or task-run id known to the archive" in err and err.count("\n") == 1
+        assert (
+            "not an experiment, workspace or task-run id known to the archive" in err and err.count("\n") == 1
+        )
         assert "workbench status --experiments" in err and "--allow-unknown" in err
     assert main(["hold", experiment["id"][:12], "--reason", "cut short", *archive]) == 2
     assert f"did you mean {experiment['id']}" in capsys.readouterr().err
@@ -223,11 +325,17 @@ def test_hold_on_an_id_the_archive_does_not_know_is_refused(env: Env, capsys: py
     with pytest.raises(ConfigError, match="known to the archive"):
         hold("nonexistent-id", reason="typo", archive=env.ar)
 
-    for target, what in ((experiment["id"], "experiment"), (experiment["workspace_id"], "workspace"),
-                         (experiment["task_run_id"], "task run")):
+    for target, what in (
+        (experiment["id"], "experiment"),
+        (experiment["workspace_id"], "workspace"),
+        (experiment["task_run_id"], "task run"),
+    ):
         assert main(["hold", target, "--reason", "keep", *archive]) == 0
         assert f"({what})" in capsys.readouterr().out
-    assert main(["hold", "not-archived-yet", "--reason", "debugging", "--active", "--allow-unknown", *archive]) == 0
+    assert (
+        main(["hold", "not-archived-yet", "--reason", "debugging", "--active", "--allow-unknown", *archive])
+        == 0
+    )
     captured = capsys.readouterr()
     assert "recorded: active on not-archived-yet" in captured.out and captured.err.startswith("warning:")
     assert main(["holds", *archive]) == 0
@@ -236,7 +344,9 @@ def test_hold_on_an_id_the_archive_does_not_know_is_refused(env: Env, capsys: py
     assert {h.target_id: h.known_as for h in list_holds(env.ar, identify=True)}["not-archived-yet"] is None
 
 
-def test_release_of_an_id_without_open_hold_says_how_to_list(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+def test_release_of_an_id_without_open_hold_says_how_to_list(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
     archive = ["--archive", str(env.ar)]
     experiment = sorted(env.level2().values(), key=lambda e: e["id"])[0]
     assert main(["hold", experiment["id"], "--reason", "keep", *archive]) == 0

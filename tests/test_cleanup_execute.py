@@ -53,7 +53,9 @@ def test_restore_rebuilds_every_archived_file_byte_for_byte(env: Env, tmp_path: 
         kept = [r for r in json.loads(experiment["file_refs"]) if r["kept"]]
         assert result.files == len(kept) > 0
         for ref in kept:
-            assert sha(target / ref["path"]) == sha(original_file(env, experiment, ref["path"])) == ref["sha256"]
+            assert (
+                sha(target / ref["path"]) == sha(original_file(env, experiment, ref["path"])) == ref["sha256"]
+            )
 
 
 def test_archive_alone_serves_everything_after_full_cleanup(env: Env, tmp_path: Path) -> None:
@@ -61,17 +63,28 @@ def test_archive_alone_serves_everything_after_full_cleanup(env: Env, tmp_path: 
     expected = {}
     for experiment in level2.values():
         folder = env.workspace_root / experiment["workspace_id"]
-        names = read_factor_meta(folder / "factor_meta.json")["name"].to_list() if (folder / "factor_meta.json").exists() else []
+        names = (
+            read_factor_meta(folder / "factor_meta.json")["name"].to_list()
+            if (folder / "factor_meta.json").exists()
+            else []
+        )
         qlib = read_qlib_res(folder / "qlib_res.csv")
         expected[experiment["id"]] = {
             "returns": read_returns(folder / "ret.pkl"),
             "qlib": dict(zip(qlib["metric"].to_list(), qlib["value"].to_list(), strict=True)),
             "factors": sorted(set(names)),
-            "hashes": {r["path"]: sha(original_file(env, experiment, r["path"]))
-                       for r in json.loads(experiment["file_refs"]) if r["kept"]},
+            "hashes": {
+                r["path"]: sha(original_file(env, experiment, r["path"]))
+                for r in json.loads(experiment["file_refs"])
+                if r["kept"]
+            },
         }
     outcome = cleanup(env.rd, archive=env.ar, stage="full", confirm=True, yes=True, logs=True, keep_days=0)
-    assert outcome.ok and outcome.applied is not None and outcome.applied.count("moved") == len(outcome.plan.items)
+    assert (
+        outcome.ok
+        and outcome.applied is not None
+        and outcome.applied.count("moved") == len(outcome.plan.items)
+    )
     states = {e["id"]: e["state"] for e in env.experiments().values()}
     assert all(states[i] == "deleted" for i in level2)
     purged = purge_quarantine(rdagent_root=env.rd, archive=env.ar, older_than="0s")
@@ -80,21 +93,36 @@ def test_archive_alone_serves_everything_after_full_cleanup(env: Env, tmp_path: 
     assert not env.rd.exists()
 
     for experiment_id, want in expected.items():
-        series = pl.DataFrame(env.query(
-            'SELECT datetime, account, "return", total_turnover, turnover, total_cost, cost, value, cash, bench '
-            "FROM aistock_return_series WHERE experiment_id = ? ORDER BY datetime", [experiment_id]),
-            schema=want["returns"].columns, orient="row")
+        series = pl.DataFrame(
+            env.query(
+                'SELECT datetime, account, "return", total_turnover, turnover, total_cost, cost, value, cash, bench '
+                "FROM aistock_return_series WHERE experiment_id = ? ORDER BY datetime",
+                [experiment_id],
+            ),
+            schema=want["returns"].columns,
+            orient="row",
+        )
         assert series.equals(want["returns"].sort("datetime"))
-        metrics = json.loads(env.query("SELECT metrics_json FROM aistock_experiments WHERE id = ?", [experiment_id])[0][0])
+        metrics = json.loads(
+            env.query("SELECT metrics_json FROM aistock_experiments WHERE id = ?", [experiment_id])[0][0]
+        )
         assert set(metrics["qlib_raw"]) == set(want["qlib"])
         for name, value in want["qlib"].items():
             stored = metrics["qlib_raw"][name]
-            assert stored is None if value != value else stored == pytest.approx(value), name  # NaN is stored as null
-        strategy = env.query("SELECT s.id, s.config_json FROM aistock_strategies s JOIN aistock_experiments e "
-                             "ON e.strategy_id = s.id WHERE e.id = ?", [experiment_id])
+            assert stored is None if value != value else stored == pytest.approx(value), (
+                name
+            )  # NaN is stored as null
+        strategy = env.query(
+            "SELECT s.id, s.config_json FROM aistock_strategies s JOIN aistock_experiments e "
+            "ON e.strategy_id = s.id WHERE e.id = ?",
+            [experiment_id],
+        )
         assert len(strategy) == 1
-        factors = env.query("SELECT DISTINCT f.name FROM aistock_factors f JOIN aistock_factor_usage u ON u.factor_id = f.id "
-                            "WHERE u.experiment_id = ? ORDER BY 1", [experiment_id])
+        factors = env.query(
+            "SELECT DISTINCT f.name FROM aistock_factors f JOIN aistock_factor_usage u ON u.factor_id = f.id "
+            "WHERE u.experiment_id = ? ORDER BY 1",
+            [experiment_id],
+        )
         assert set(want["factors"]) <= {r[0] for r in factors}
         restored = restore_experiment(experiment_id, to=tmp_path / experiment_id, archive=env.ar)
         assert {p: sha(restored.target / p) for p in want["hashes"]} == want["hashes"]
@@ -136,7 +164,11 @@ def test_symlink_to_outside_survives_with_target_untouched(env: Env, stage: str)
         assert not folder.exists()
     purge_quarantine(rdagent_root=env.rd, archive=env.ar, older_than="0s")
     after = (target.stat(), sha(target), files_under(outside_folder), sha(source_data))
-    assert after[1:] == before[1:] and after[0].st_ino == before[0].st_ino and after[0].st_mtime_ns == before[0].st_mtime_ns
+    assert (
+        after[1:] == before[1:]
+        and after[0].st_ino == before[0].st_ino
+        and after[0].st_mtime_ns == before[0].st_mtime_ns
+    )
     assert source_data.stat().st_nlink >= 1 and source_data.read_bytes()
 
 
@@ -150,7 +182,9 @@ def test_undo_puts_everything_back_and_resets_state(env: Env) -> None:
     assert not result.refused and len(result.restored) == len(outcome.plan.items)
     assert files_under(env.workspace_root) == before
     assert {e["state"] for e in env.experiments().values()} == {"present"}
-    assert env.query("SELECT DISTINCT state FROM wb_deletions WHERE plan_id = ?", [plan_id]) == [("restored",)]
+    assert env.query("SELECT DISTINCT state FROM wb_deletions WHERE plan_id = ?", [plan_id]) == [
+        ("restored",)
+    ]
     assert not (env.rd / ".workbench_quarantine" / plan_id).exists()
 
 
@@ -173,7 +207,9 @@ def test_cleanup_and_archiving_never_run_together(env: Env) -> None:
     with archive_lock(env.ar, job="archive-full"), pytest.raises(ArchiveBusyError, match="archive-full"):
         cleanup(env.rd, archive=env.ar, stage="full", confirm=True, yes=True)
     with archive_lock(env.ar, job="archive-full"):
-        code = main(["cleanup", "--rdagent-root", str(env.rd), "--archive", str(env.ar), "--confirm", "--yes"])
+        code = main(
+            ["cleanup", "--rdagent-root", str(env.rd), "--archive", str(env.ar), "--confirm", "--yes"]
+        )
     assert code == 6
     assert files_under(env.workspace_root) == before
 
@@ -184,7 +220,11 @@ def test_damage_found_right_before_the_move_skips_the_item(env: Env) -> None:
     plan = save_plan(plan_from_context(context), archive=env.ar)
     victim = plan.items[0]
     experiment = env.experiments()[victim.experiment_ids[0]]
-    ref = next(r for r in json.loads(experiment["file_refs"]) if r["kept"] and not r["storage_key"].startswith(("inline:", "pack:")))
+    ref = next(
+        r
+        for r in json.loads(experiment["file_refs"])
+        if r["kept"] and not r["storage_key"].startswith(("inline:", "pack:"))
+    )
     (env.ar / "objects" / ref["storage_key"]).write_bytes(b"bit rot")
     with archive_lock(env.ar, job="cleanup"):
         result = apply_items(plan, [victim], context=context)
@@ -195,13 +235,46 @@ def test_damage_found_right_before_the_move_skips_the_item(env: Env) -> None:
 
 def test_purge_respects_age_and_cli_paths(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     outcome = cleanup(env.rd, archive=env.ar, confirm=True, yes=True)
-    assert main(["cleanup", "purge", "--older-than", "7d", "--rdagent-root", str(env.rd), "--archive", str(env.ar)]) == 0
+    assert (
+        main(
+            [
+                "cleanup",
+                "purge",
+                "--older-than",
+                "7d",
+                "--rdagent-root",
+                str(env.rd),
+                "--archive",
+                str(env.ar),
+            ]
+        )
+        == 0
+    )
     assert "purged 0" in capsys.readouterr().out
     assert env.query("SELECT count(*) FROM wb_deletions WHERE state = 'quarantined'")[0][0] > 0
-    assert main(["cleanup", "purge", "--older-than", "0s", "--rdagent-root", str(env.rd), "--archive", str(env.ar)]) == 0
+    assert (
+        main(
+            [
+                "cleanup",
+                "purge",
+                "--older-than",
+                "0s",
+                "--rdagent-root",
+                str(env.rd),
+                "--archive",
+                str(env.ar),
+            ]
+        )
+        == 0
+    )
     assert env.query("SELECT DISTINCT state FROM wb_deletions") == [("purged",)]
     assert not (env.rd / ".workbench_quarantine" / outcome.plan.plan_id).exists()
-    assert main(["cleanup", "undo", outcome.plan.plan_id, "--rdagent-root", str(env.rd), "--archive", str(env.ar)]) == 2
+    assert (
+        main(
+            ["cleanup", "undo", outcome.plan.plan_id, "--rdagent-root", str(env.rd), "--archive", str(env.ar)]
+        )
+        == 2
+    )
     assert main(["cleanup", "plans", "--archive", str(env.ar)]) == 0
     assert outcome.plan.plan_id in capsys.readouterr().out
 
@@ -227,8 +300,10 @@ def test_linked_plan_or_item_folder_in_quarantine_moves_nothing_outside(env: Env
     assert refused and all("link" in o.detail for o in refused)
     assert len(refused) == (len(plan.items) if linked == "plan" else 1)
     assert os.listdir(outside) == []
-    assert env.query("SELECT count(*) FROM wb_deletions WHERE item_id IN (SELECT unnest(?))",
-                     [[o.item_id for o in refused]]) == [(0,)]
+    assert env.query(
+        "SELECT count(*) FROM wb_deletions WHERE item_id IN (SELECT unnest(?))",
+        [[o.item_id for o in refused]],
+    ) == [(0,)]
     for o in refused:
         assert Path(o.path).is_dir()
     if linked == "plan":
@@ -244,7 +319,9 @@ def _immutable(path: Path, on: bool) -> bool:
 def test_purge_failing_partway_records_what_it_purged(env: Env) -> None:
     outcome = cleanup(env.rd, archive=env.ar, stage="full", confirm=True, yes=True)
     assert outcome.ok and len(outcome.plan.items) >= 3
-    rows = env.query("SELECT quarantine_path FROM wb_deletions WHERE state = 'quarantined' ORDER BY deleted_at")
+    rows = env.query(
+        "SELECT quarantine_path FROM wb_deletions WHERE state = 'quarantined' ORDER BY deleted_at"
+    )
     stuck = Path(rows[1][0])  # a real entry that cannot be deleted: one immutable file inside it
     pinned = next(p for p in sorted(stuck.rglob("*")) if p.is_file() and not p.is_symlink())
     if shutil.which("chattr") is None or not _immutable(pinned, True):
@@ -254,7 +331,9 @@ def test_purge_failing_partway_records_what_it_purged(env: Env) -> None:
     finally:
         _immutable(pinned, False)
     assert len(result.purged) == len(outcome.plan.items) - 1
-    assert [p for p, _ in result.skipped] == [str(stuck)] and "Operation not permitted" in result.skipped[0][1]
+    assert [p for p, _ in result.skipped] == [str(stuck)] and "Operation not permitted" in result.skipped[0][
+        1
+    ]
     rows = env.query("SELECT quarantine_path FROM wb_deletions WHERE state = 'quarantined'")
     assert rows == [(str(stuck),)] and stuck.exists()
     again = purge_quarantine(rdagent_root=env.rd, archive=env.ar, older_than="0s")
@@ -306,8 +385,11 @@ def test_move_whose_record_fails_is_kept_in_the_journal_and_undone(
     holder = None
     try:
         faults.configure("pause:record:after=1:times=1:ms=4000")
-        holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder_of), str(env.ar / "catalog.duckdb"),
-                                   second], stdout=subprocess.PIPE, text=True)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(folder_of), str(env.ar / "catalog.duckdb"), second],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         outcome = cleanup(env.rd, archive=env.ar, stage=stage, confirm=True, yes=True)
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
     finally:
@@ -334,5 +416,6 @@ def test_move_whose_record_fails_is_kept_in_the_journal_and_undone(
     unrecorded = next(i for i in outcome.plan.items if i.item_id == calls[1])
     if stage == "full":
         assert Path(unrecorded.path).is_dir()
-    assert {k: v for k, v in files_under(env.workspace_root).items() if k.startswith(Path(unrecorded.path).name)} == {
-        k: v for k, v in before.items() if k.startswith(Path(unrecorded.path).name)}
+    assert {
+        k: v for k, v in files_under(env.workspace_root).items() if k.startswith(Path(unrecorded.path).name)
+    } == {k: v for k, v in before.items() if k.startswith(Path(unrecorded.path).name)}

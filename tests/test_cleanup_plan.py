@@ -33,12 +33,15 @@ def registry_rows(rd: Path, sql: str) -> list[tuple]:
 
 def folders_of(env: Env, experiment: dict) -> list[str]:
     """Real paths of an experiment's workspace folders (main + sub-workspaces from the registry)."""
-    rows = registry_rows(env.rd, "SELECT workspace_id, task_run_id, loop_id, workspace_role, workspace_path FROM workspaces")
+    rows = registry_rows(
+        env.rd, "SELECT workspace_id, task_run_id, loop_id, workspace_role, workspace_path FROM workspaces"
+    )
     paths = []
     for ws_id, run, loop, role, raw in rows:
         name = raw.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
         mine = ws_id == experiment["workspace_id"] or (
-            role == "sub_workspace" and run == experiment["task_run_id"] and loop == experiment["loop_id"])
+            role == "sub_workspace" and run == experiment["task_run_id"] and loop == experiment["loop_id"]
+        )
         if mine and (env.workspace_root / name).is_dir():
             paths.append(os.path.realpath(env.workspace_root / name))
     return sorted(set(paths))
@@ -46,8 +49,11 @@ def folders_of(env: Env, experiment: dict) -> list[str]:
 
 def pick(level2: dict[str, dict], count: int) -> list[dict]:
     """Distinct level-2 experiments outside the running run, in a stable order."""
-    chosen = [e for e in sorted(level2.values(), key=lambda e: (e["task_run_id"], e["loop_id"]))
-              if e["task_run_id"] != RUNNING_RUN]
+    chosen = [
+        e
+        for e in sorted(level2.values(), key=lambda e: (e["task_run_id"], e["loop_id"]))
+        if e["task_run_id"] != RUNNING_RUN
+    ]
     return chosen[:count]
 
 
@@ -59,7 +65,11 @@ def unique_object(env: Env, experiment: dict) -> str:
             if ref.get("kept"):
                 counts[ref["sha256"]] = counts.get(ref["sha256"], 0) + 1
     for ref in json.loads(experiment["file_refs"]):
-        if ref.get("kept") and counts[ref["sha256"]] == 1 and not ref["storage_key"].startswith(("inline:", "pack:")):
+        if (
+            ref.get("kept")
+            and counts[ref["sha256"]] == 1
+            and not ref["storage_key"].startswith(("inline:", "pack:"))
+        ):
             return ref["storage_key"]
     raise AssertionError("no unique object")
 
@@ -79,16 +89,29 @@ def set_up_cases(env: Env) -> dict[str, dict]:
     name = linked["workspace_id"]
     shutil.move(str(env.workspace_root / name), str(outside / name))
     os.symlink(outside / name, env.workspace_root / name)
-    env.registry_execute("UPDATE workspaces SET workspace_path = ? WHERE workspace_id = ?",
-                         ["/mnt/f/Dev/RD-Agent-main/git_ignore_folder/RD-Agent_workspace/../../../../etc",
-                          dotdot["workspace_id"]])
+    env.registry_execute(
+        "UPDATE workspaces SET workspace_path = ? WHERE workspace_id = ?",
+        [
+            "/mnt/f/Dev/RD-Agent-main/git_ignore_folder/RD-Agent_workspace/../../../../etc",
+            dotdot["workspace_id"],
+        ],
+    )
     copy = outside / elsewhere["workspace_id"]
     shutil.copytree(env.workspace_root / elsewhere["workspace_id"], copy, symlinks=True)
-    env.registry_execute("UPDATE workspaces SET workspace_path = ? WHERE workspace_id = ?",
-                         [str(copy), elsewhere["workspace_id"]])
+    env.registry_execute(
+        "UPDATE workspaces SET workspace_path = ? WHERE workspace_id = ?",
+        [str(copy), elsewhere["workspace_id"]],
+    )
     (env.workspace_root / touched["workspace_id"] / "qlib_res.csv").touch()
-    return {"held": held, "active": active, "damaged": damaged, "linked": linked, "dotdot": dotdot,
-            "elsewhere": elsewhere, "touched": touched}
+    return {
+        "held": held,
+        "active": active,
+        "damaged": damaged,
+        "linked": linked,
+        "dotdot": dotdot,
+        "elsewhere": elsewhere,
+        "touched": touched,
+    }
 
 
 def test_dry_run_matches_the_expected_set(env: Env) -> None:
@@ -126,8 +149,9 @@ def test_dry_run_matches_the_expected_set(env: Env) -> None:
     assert level1 and all("archiving_level" in reasons[i] or "missing" in reasons[i] for i in level1)
     linked_exclusion = next(e for e in plan.exclusions if cases["linked"]["workspace_id"] in e.target)
     assert "symbolic link" in linked_exclusion.detail
-    dotdot_exclusion = next(e for e in plan.exclusions if cases["dotdot"]["id"] in e.experiment_ids
-                            and "unsafe_path" in e.reasons)
+    dotdot_exclusion = next(
+        e for e in plan.exclusions if cases["dotdot"]["id"] in e.experiment_ids and "unsafe_path" in e.reasons
+    )
     assert "'..'" in dotdot_exclusion.detail
     # a dry run changes nothing on disk and stores the plan
     assert {p: os.stat(p).st_mtime_ns for p in env.rd.rglob("*") if not p.is_symlink()} == before
@@ -141,7 +165,12 @@ def test_conservative_plan_removes_only_heavy_files(env: Env) -> None:
     refs = {}
     for experiment in env.level2().values():
         for ref in json.loads(experiment["file_refs"]):
-            refs[(ref["workspace_id"], ref["path"].split("/", 2)[-1] if ref["path"].startswith("sub/") else ref["path"])] = ref
+            refs[
+                (
+                    ref["workspace_id"],
+                    ref["path"].split("/", 2)[-1] if ref["path"].startswith("sub/") else ref["path"],
+                )
+            ] = ref
     names = set()
     for item in plan.items:
         for entry in item.files:
@@ -199,7 +228,9 @@ def test_invalid_options_are_refused(env: Env) -> None:
 
 def test_cli_dry_run_is_readable_and_json_is_complete(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     hold(pick(env.level2(), 1)[0]["id"], reason="keep", archive=env.ar)
-    code = main(["cleanup", "--rdagent-root", str(env.rd), "--archive", str(env.ar), "--dry-run", "--stage", "full"])
+    code = main(
+        ["cleanup", "--rdagent-root", str(env.rd), "--archive", str(env.ar), "--dry-run", "--stage", "full"]
+    )
     text = capsys.readouterr().out
     assert code == 0
     assert "WILL MOVE TO QUARANTINE" in text and "EXCLUDED" in text and "plan id:" in text
@@ -211,8 +242,19 @@ def test_cli_dry_run_is_readable_and_json_is_complete(env: Env, capsys: pytest.C
     assert plan["plan_id"] and len(plan["plan_hash"]) == 64
     assert plan["totals"]["items"] == len(plan["items"]) > 0
     for item in plan["items"]:
-        assert {"item_id", "kind", "path", "experiment_ids", "task_run_id", "loop_id", "workspace_id", "level",
-                "bytes", "rule", "files"} <= set(item)
+        assert {
+            "item_id",
+            "kind",
+            "path",
+            "experiment_ids",
+            "task_run_id",
+            "loop_id",
+            "workspace_id",
+            "level",
+            "bytes",
+            "rule",
+            "files",
+        } <= set(item)
     assert all(e["reasons"] and e["detail"] for e in plan["exclusions"])
     assert main(["cleanup", "--rdagent-root", str(env.rd), "--archive", str(env.ar)]) == 2
 

@@ -112,8 +112,12 @@ def test_move_never_follows_a_link_in_the_quarantine(root: Path, tmp_path: Path,
     roots = Roots(rd, root, rd / "log")
     outside = rd / "outside"
     source = root / HEX / "sub"
-    chain = [roots.quarantine, roots.quarantine / "plan", roots.quarantine / "plan" / "item",
-             roots.quarantine / "plan" / "item" / "sub"]
+    chain = [
+        roots.quarantine,
+        roots.quarantine / "plan",
+        roots.quarantine / "plan" / "item",
+        roots.quarantine / "plan" / "item" / "sub",
+    ]
     at = ["quarantine", "plan", "item", "sub"].index(linked)
     for folder in chain[:at]:
         folder.mkdir()
@@ -157,7 +161,11 @@ def test_purge_removal_never_enters_another_file_system(root: Path, tmp_path: Pa
 
 
 def test_units() -> None:
-    assert parse_size("500M") == 500 * 1024**2 and parse_size("1.5GB") == int(1.5 * 1024**3) and parse_size("10") == 10
+    assert (
+        parse_size("500M") == 500 * 1024**2
+        and parse_size("1.5GB") == int(1.5 * 1024**3)
+        and parse_size("10") == 10
+    )
     assert parse_age("7d") == timedelta(days=7) and parse_age("12h") == timedelta(hours=12)
     assert parse_age("0s") == timedelta(0)
     assert format_bytes(1536) == "1.5 KB" and format_bytes(12) == "12 B"

@@ -82,8 +82,10 @@ class Env:
             con.close()
 
     def experiments(self) -> dict[str, dict]:
-        rows = self.query("SELECT id, task_run_id, loop_id, workspace_id, archiving_level, workspace_state, "
-                          "file_refs_json FROM aistock_experiments")
+        rows = self.query(
+            "SELECT id, task_run_id, loop_id, workspace_id, archiving_level, workspace_state, "
+            "file_refs_json FROM aistock_experiments"
+        )
         keys = ["id", "task_run_id", "loop_id", "workspace_id", "level", "state", "file_refs"]
         return {r[0]: dict(zip(keys, r, strict=True)) for r in rows}
 

@@ -34,7 +34,9 @@ def test_every_command_has_help_and_a_readme_entry() -> None:
         if len(parts) == 2:
             command = command.commands[parts[1]]
         assert (command.help or "").strip(), f"`workbench {name}` has no help text"
-        assert re.search(rf"`workbench {re.escape(name)}\b", README), f"README does not document `workbench {name}`"
+        assert re.search(rf"`workbench {re.escape(name)}\b", README), (
+            f"README does not document `workbench {name}`"
+        )
 
 
 def test_every_command_help_renders(capsys) -> None:
@@ -52,7 +54,9 @@ def test_demo_runs_the_main_job_and_succeeds(tmp_path: Path, capsys) -> None:
 
 
 def test_archive_exit_codes_and_json_summary(rd_root: Path, archive_dir: Path, capsys) -> None:
-    code = main(["archive", "--rdagent-root", str(rd_root), "--archive", str(archive_dir), "--json", "--no-progress"])
+    code = main(
+        ["archive", "--rdagent-root", str(rd_root), "--archive", str(archive_dir), "--json", "--no-progress"]
+    )
     summary = json.loads(capsys.readouterr().out)
     assert code == 1, "the sample has broken files, so some loops fail"
     assert summary["level2"] > 0 and summary["errors"]
@@ -65,8 +69,20 @@ def test_archive_exit_codes_and_json_summary(rd_root: Path, archive_dir: Path, c
 def test_missing_archive_and_bad_options_map_to_documented_codes(tmp_path: Path, capsys) -> None:
     assert main(["status", "--archive", str(tmp_path / "nothing")]) == 5
     assert "no archive at" in capsys.readouterr().err
-    assert main(["archive", "--rdagent-root", str(tmp_path), "--archive", str(tmp_path / "a"),
-                 "--mode", "sideways"]) == 2
+    assert (
+        main(
+            [
+                "archive",
+                "--rdagent-root",
+                str(tmp_path),
+                "--archive",
+                str(tmp_path / "a"),
+                "--mode",
+                "sideways",
+            ]
+        )
+        == 2
+    )
 
 
 def test_restore_rebuilds_files_byte_for_byte(rd_root: Path, archive_dir: Path, tmp_path: Path) -> None:

@@ -88,10 +88,18 @@ def test_psr_and_dsr_equal_the_metric_functions_on_the_archived_series(archive_d
     assert result.var_trials == pytest.approx(float(np.var(annual, ddof=1)), rel=1e-12)
     for row in result.table.iter_rows(named=True):
         stats = sharpe_stats(excess[row["loop_id"]])
-        psr = probabilistic_sharpe_ratio(stats["sr"], n=stats["n"], skew=stats["skew"], kurtosis=stats["kurtosis"])  # type: ignore[arg-type]
-        dsr = deflated_sharpe_ratio(stats["sr"] * math.sqrt(252), n=stats["n"], skew=stats["skew"],  # type: ignore[operator,arg-type]
-                                    kurtosis=stats["kurtosis"], n_trials=4, var_trials=result.var_trials,  # type: ignore[arg-type]
-                                    periods_per_year=252)
+        psr = probabilistic_sharpe_ratio(
+            stats["sr"], n=stats["n"], skew=stats["skew"], kurtosis=stats["kurtosis"]
+        )  # type: ignore[arg-type]
+        dsr = deflated_sharpe_ratio(
+            stats["sr"] * math.sqrt(252),
+            n=stats["n"],
+            skew=stats["skew"],  # type: ignore[operator,arg-type]
+            kurtosis=stats["kurtosis"],
+            n_trials=4,
+            var_trials=result.var_trials,  # type: ignore[arg-type]
+            periods_per_year=252,
+        )
         assert row["psr"] == pytest.approx(psr, abs=1e-12)
         assert row["dsr"] == pytest.approx(dsr, abs=1e-12)
         assert row["information_ratio"] == pytest.approx(stats["sr"] * math.sqrt(252))  # type: ignore[operator]
@@ -102,9 +110,12 @@ def test_sharpe_difference_intervals_equal_the_paired_bootstrap(archive_dir: Pat
     series = _archived_series(archive_dir, MULTI)
     for row in result.table.filter(pl.col("role") == "treatment").iter_rows(named=True):
         aligned = align_excess_returns(series[row["loop_id"]], series[0])
-        point, low, high = bootstrap_sharpe_diff_ci(aligned["treatment"], aligned["control"], n_boot=700, seed=11)
-        assert (row["sharpe_diff"], row["sharpe_diff_low"], row["sharpe_diff_high"]) == pytest.approx((point, low, high),
-                                                                                                        abs=1e-9)
+        point, low, high = bootstrap_sharpe_diff_ci(
+            aligned["treatment"], aligned["control"], n_boot=700, seed=11
+        )
+        assert (row["sharpe_diff"], row["sharpe_diff_low"], row["sharpe_diff_high"]) == pytest.approx(
+            (point, low, high), abs=1e-9
+        )
         assert row["sharpe_diff"] == pytest.approx(row["information_ratio_diff"])
     same = compare_task_run(archive_dir, MULTI, n_boot=700, seed=11)
     assert same.table.equals(result.table)  # a seed makes the interval reproducible
@@ -113,8 +124,19 @@ def test_sharpe_difference_intervals_equal_the_paired_bootstrap(archive_dir: Pat
 def test_compare_json_carries_psr_dsr_and_the_interval_for_every_strategy(
     archive_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["compare", MULTI, "--archive", str(archive_dir), "--json", "--n-boot", "300",
-                 "--save-chart", str(tmp_path / "chart.svg")])
+    code = main(
+        [
+            "compare",
+            MULTI,
+            "--archive",
+            str(archive_dir),
+            "--json",
+            "--n-boot",
+            "300",
+            "--save-chart",
+            str(tmp_path / "chart.svg"),
+        ]
+    )
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["control_basis"] == "request" and data["n_trials"] == 4
     assert data["trials_basis"].startswith("loops of the task run with a return series")
@@ -148,7 +170,10 @@ def test_choosing_strategies_and_the_control(archive_dir: Path) -> None:
     assert subset.table["strategy"].to_list() == ["sota_topk50", "alt_factors"]  # the control is always kept
     assert subset.n_trials == 4  # the trials are the whole run, not the chosen few
     by_loop = compare_task_run(archive_dir, MULTI, strategies=[2], control="topk30", n_boot=200)
-    assert by_loop.control_basis == "chosen" and by_loop.table["strategy"].to_list() == ["topk30", "topk50_riskcap"]
+    assert by_loop.control_basis == "chosen" and by_loop.table["strategy"].to_list() == [
+        "topk30",
+        "topk50_riskcap",
+    ]
     gross = compare_task_run(archive_dir, MULTI, with_cost=False, n_boot=200)
     net = compare_task_run(archive_dir, MULTI, n_boot=200)
     assert (gross.table["annualized_excess_return"] > net.table["annualized_excess_return"]).all()
@@ -173,14 +198,27 @@ def _many_curves(n_strategies: int, n_days: int) -> tuple[pl.DataFrame, pl.DataF
     frames = []
     for i in range(n_strategies):
         cum = np.cumsum(rng.normal(0.0002, 0.01, n_days))
-        frames.append(pl.DataFrame({"strategy": f"s{i:02d}", "datetime": dates, "cum_excess": cum,
-                                    "drawdown": cum - np.maximum.accumulate(cum)}))
-    table = pl.DataFrame({"strategy": [f"s{i:02d}" for i in range(n_strategies)],
-                          "role": ["control"] + ["treatment"] * (n_strategies - 1),
-                          "sharpe_diff": [None] + [0.1] * (n_strategies - 1),
-                          "sharpe_diff_low": [None] + [-0.4] * (n_strategies - 1),
-                          "sharpe_diff_high": [None] + [0.6] * (n_strategies - 1),
-                          "psr": [0.5] * n_strategies, "dsr": [0.3] * n_strategies})
+        frames.append(
+            pl.DataFrame(
+                {
+                    "strategy": f"s{i:02d}",
+                    "datetime": dates,
+                    "cum_excess": cum,
+                    "drawdown": cum - np.maximum.accumulate(cum),
+                }
+            )
+        )
+    table = pl.DataFrame(
+        {
+            "strategy": [f"s{i:02d}" for i in range(n_strategies)],
+            "role": ["control"] + ["treatment"] * (n_strategies - 1),
+            "sharpe_diff": [None] + [0.1] * (n_strategies - 1),
+            "sharpe_diff_low": [None] + [-0.4] * (n_strategies - 1),
+            "sharpe_diff_high": [None] + [0.6] * (n_strategies - 1),
+            "psr": [0.5] * n_strategies,
+            "dsr": [0.3] * n_strategies,
+        }
+    )
     return pl.concat(frames), table
 
 
@@ -242,8 +280,19 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 def test_save_chart_refuses_an_unsupported_suffix_before_comparing(
     archive_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = _cli(["compare", MULTI, "--archive", str(archive_dir), "--n-boot", "50",
-                           "--save-chart", str(tmp_path / "c.gif")], capsys)
+    code, out, err = _cli(
+        [
+            "compare",
+            MULTI,
+            "--archive",
+            str(archive_dir),
+            "--n-boot",
+            "50",
+            "--save-chart",
+            str(tmp_path / "c.gif"),
+        ],
+        capsys,
+    )
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "'.gif'" in err and ".svg, .png, .json" in err
     assert not (tmp_path / "c.gif").exists()
@@ -255,8 +304,10 @@ def test_save_chart_creates_missing_folders_and_writes_atomically(
     archive_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = tmp_path / "new" / "deeper" / "c.svg"
-    code, out, _ = _cli(["compare", MULTI, "--archive", str(archive_dir), "--n-boot", "50",
-                         "--save-chart", str(target)], capsys)
+    code, out, _ = _cli(
+        ["compare", MULTI, "--archive", str(archive_dir), "--n-boot", "50", "--save-chart", str(target)],
+        capsys,
+    )
     assert code == 0 and f"chart written to {target}" in out
     assert target.read_text(encoding="utf-8").lstrip().startswith("<svg")
     assert sorted(p.name for p in target.parent.iterdir()) == ["c.svg"]  # no temporary file left behind
@@ -269,14 +320,27 @@ def test_save_chart_to_an_unwritable_place_is_a_one_line_error(
 ) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder", encoding="utf-8")
-    code, _, err = _cli(["compare", MULTI, "--archive", str(archive_dir), "--n-boot", "50",
-                         "--save-chart", str(blocker / "c.svg")], capsys)
+    code, _, err = _cli(
+        [
+            "compare",
+            MULTI,
+            "--archive",
+            str(archive_dir),
+            "--n-boot",
+            "50",
+            "--save-chart",
+            str(blocker / "c.svg"),
+        ],
+        capsys,
+    )
     assert code == 2 and err.count("\n") == 1
     assert "cannot write the chart" in err and "is a file, not a folder" in err
     assert blocker.read_text(encoding="utf-8") == "not a folder"
     (tmp_path / "folder.svg").mkdir()
-    code, _, err = _cli(["compare", MULTI, "--archive", str(archive_dir), "--save-chart", str(tmp_path / "folder.svg")],
-                        capsys)
+    code, _, err = _cli(
+        ["compare", MULTI, "--archive", str(archive_dir), "--save-chart", str(tmp_path / "folder.svg")],
+        capsys,
+    )
     assert code == 2 and "is a folder" in err
 
 
@@ -301,7 +365,11 @@ def test_compare_mistakes_name_the_problem_with_the_documented_exit_code(
     cases = [
         (["compare", "no-such-run", "--archive", str(archive_dir)], 2, "unknown task run 'no-such-run'"),
         (["compare", "", "--archive", str(archive_dir)], 2, "task run id is empty"),
-        (["compare", MULTI, "--archive", str(archive_dir), "--strategy", "nope"], 2, "available: sota_topk50"),
+        (
+            ["compare", MULTI, "--archive", str(archive_dir), "--strategy", "nope"],
+            2,
+            "available: sota_topk50",
+        ),
         (["compare", MULTI, "--archive", str(archive_dir), "--control", "nope"], 2, "control 'nope'"),
         (["compare", MULTI, "--archive", str(tmp_path / "missing")], 5, "no archive at"),
     ]

@@ -31,8 +31,13 @@ def cli(*args: str, faults: str | None = None) -> subprocess.CompletedProcess[st
     environ = {k: v for k, v in os.environ.items() if k != "WORKBENCH_FAULTS"}
     if faults:
         environ["WORKBENCH_FAULTS"] = faults
-    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True, text=True,
-                          env=environ, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=600,
+    )
 
 
 def archive_cli(rd: Path, ar: Path, faults: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -99,8 +104,11 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, int], Path]]:
     def mount(name: str, size_kib: int) -> Path:
         where = tmp_path / name
         where.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(where)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here (needs root and mount permission): {done.stderr.strip()}")
         mounted.append(where)
@@ -148,17 +156,21 @@ def test_archive_on_a_full_file_system_fails_cleanly_and_a_rerun_completes(
     assert {r["run_id"]: r["status"] for r in status["runs"]}[data["run_id"]] == "failed"
     con = duckdb.connect(str(ar / "catalog.duckdb"), read_only=True)
     try:  # the rerun wrote the failed run's outcome into the catalog if the full disk had kept it out
-        assert con.execute("SELECT status FROM wb_archive_runs WHERE run_id = ?", [data["run_id"]]).fetchall() == [
-            ("failed",)]
+        assert con.execute(
+            "SELECT status FROM wb_archive_runs WHERE run_id = ?", [data["run_id"]]
+        ).fetchall() == [("failed",)]
     finally:
         con.close()
 
 
-@pytest.mark.parametrize(("fault", "code", "phrase"), [
-    ("eio:objects:after=3", 11, "I/O error (EIO)"),
-    ("edquot:objects:after=3", 10, "disk quota exceeded (EDQUOT)"),
-    ("enospc:objects:after=0", 10, "no space left on device (ENOSPC)"),
-])
+@pytest.mark.parametrize(
+    ("fault", "code", "phrase"),
+    [
+        ("eio:objects:after=3", 11, "I/O error (EIO)"),
+        ("edquot:objects:after=3", 10, "disk quota exceeded (EDQUOT)"),
+        ("enospc:objects:after=0", 10, "no space left on device (ENOSPC)"),
+    ],
+)
 def test_injected_storage_fault_during_an_archive_run(
     rd_root: Path, tmp_path: Path, fault: str, code: int, phrase: str
 ) -> None:
@@ -182,26 +194,43 @@ def test_injected_fault_while_writing_the_run_file_records_the_run_in_the_catalo
     assert_one_line_error(done, 10, "no space left on device", str(ar / "runs"))
     con = duckdb.connect(str(ar / "catalog.duckdb"), read_only=True)
     try:
-        rows = con.execute("SELECT status, json_extract_string(summary_json, '$.error') FROM wb_archive_runs").fetchall()
+        rows = con.execute(
+            "SELECT status, json_extract_string(summary_json, '$.error') FROM wb_archive_runs"
+        ).fetchall()
     finally:
         con.close()
     assert len(rows) == 1 and rows[0][0] == "failed" and "no space left" in rows[0][1]
 
 
-@pytest.mark.parametrize(("fault", "stage"), [
-    ("enospc:journal:after=2", "full"),
-    ("enospc:quarantine:after=3", "conservative"),
-    ("eio:record:after=1", "full"),
-])
+@pytest.mark.parametrize(
+    ("fault", "stage"),
+    [
+        ("enospc:journal:after=2", "full"),
+        ("enospc:quarantine:after=3", "conservative"),
+        ("eio:record:after=1", "full"),
+    ],
+)
 def test_storage_fault_during_cleanup_confirm_loses_nothing(env: Env, fault: str, stage: str) -> None:
     before = files_under(env.workspace_root)
-    done = cli("cleanup", "--rdagent-root", str(env.rd), "--archive", str(env.ar), "--stage", stage,
-               "--confirm", "--yes", faults=fault)
+    done = cli(
+        "cleanup",
+        "--rdagent-root",
+        str(env.rd),
+        "--archive",
+        str(env.ar),
+        "--stage",
+        stage,
+        "--confirm",
+        "--yes",
+        faults=fault,
+    )
     code = 11 if fault.startswith("eio") else 10
     line = assert_one_line_error(done, code, "workbench cleanup undo")
     plan_id = line.split("workbench cleanup undo ")[1].split("`")[0]
     quarantine = env.rd / ".workbench_quarantine" / plan_id
-    recorded = {r[0] for r in env.query("SELECT quarantine_path FROM wb_deletions WHERE plan_id = ?", [plan_id])}
+    recorded = {
+        r[0] for r in env.query("SELECT quarantine_path FROM wb_deletions WHERE plan_id = ?", [plan_id])
+    }
     journal = [json.loads(x) for x in (quarantine / "journal.jsonl").read_text(encoding="utf-8").splitlines()]
     moved = {e["quarantine"] for e in journal if os.path.lexists(e["quarantine"])}
     assert moved, "the fault came before anything was moved"

@@ -48,7 +48,9 @@ def catalog_tables(catalog: Path) -> dict[str, list[tuple]]:
 def assert_same_tables(before: dict[str, list[tuple]], after: dict[str, list[tuple]]) -> None:
     assert sorted(before) == sorted(after)
     for table, rows in before.items():
-        assert after[table] == rows, f"{table}: {len(rows)} rows before, {len(after[table])} after the rebuild"
+        assert after[table] == rows, (
+            f"{table}: {len(rows)} rows before, {len(after[table])} after the rebuild"
+        )
 
 
 def sha(path: Path) -> str:
@@ -56,8 +58,11 @@ def sha(path: Path) -> str:
 
 
 def _strategy_file(path: Path) -> Path:
-    path.write_text("strategy_type: topk\nname: ext_topk\ntrading_rule: {topk: 30, n_drop: 4}\n"
-                    "benchmark: SH000905\nextra: {shape: portfolio, output_mode: target_weight}\n", encoding="utf-8")
+    path.write_text(
+        "strategy_type: topk\nname: ext_topk\ntrading_rule: {topk: 30, n_drop: 4}\n"
+        "benchmark: SH000905\nextra: {shape: portfolio, output_mode: target_weight}\n",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -77,8 +82,14 @@ def lived_in(tmp_path_factory: pytest.TempPathFactory) -> Env:
     strategy = strategy_library(env.ar)["strategy_id"][0]
     set_recommendation(env.ar, strategy, "manual_review", "looks overfit", reviewer="qa")
     meta = base / "meta.parquet"
-    pl.DataFrame({"name": ["ext_mom_5"], "expression": ["Ref($close,5)/$close-1"], "window_name": ["test"],
-                  "ic_mean": [0.03]}).write_parquet(meta)
+    pl.DataFrame(
+        {
+            "name": ["ext_mom_5"],
+            "expression": ["Ref($close,5)/$close-1"],
+            "window_name": ["test"],
+            "ic_mean": [0.03],
+        }
+    ).write_parquet(meta)
     import_factors(meta, archive=env.ar, source="alpha_library")
     import_strategy(_strategy_file(base / "ext.yaml"), archive=env.ar)
     factors = factor_library(env.ar)["factor_id"].to_list()[:2]
@@ -110,14 +121,27 @@ def test_nothing_lives_only_in_the_catalog(env: Env) -> None:
     # every experiment at level 1 or 2 has a manifest that holds its rows and its series
     manifests = dict(env.query("SELECT experiment_id, storage_key FROM wb_manifests"))
     shas = dict(env.query("SELECT experiment_id, sha256 FROM wb_manifests"))
-    for experiment_id, level in env.query("SELECT id, archiving_level FROM aistock_experiments WHERE archiving_level >= 1"):
+    for experiment_id, level in env.query(
+        "SELECT id, archiving_level FROM aistock_experiments WHERE archiving_level >= 1"
+    ):
         manifest = load_manifest(layout, manifests[experiment_id], shas[experiment_id])
         tables = {r["table"] for r in manifest["rowsets"]}
         assert {"aistock_experiments", "aistock_factors", "wb_stored_files", "aistock_strategies"} <= tables
         assert (manifest["series"] is not None) == (level == 2)
     kinds = {json.loads(p.read_text())["kind"] for p in record_files(layout)}
-    assert {"archive-batch", "hold", "release", "review", "import-factors", "import-strategy", "save-combination",
-            "cleanup-plan", "cleanup-moves", "cleanup-restored", "approval"} <= kinds
+    assert {
+        "archive-batch",
+        "hold",
+        "release",
+        "review",
+        "import-factors",
+        "import-strategy",
+        "save-combination",
+        "cleanup-plan",
+        "cleanup-moves",
+        "cleanup-restored",
+        "approval",
+    } <= kinds
 
 
 def test_deleted_catalog_is_rebuilt_equal_and_restores_byte_for_byte(env: Env, tmp_path: Path) -> None:
@@ -128,12 +152,17 @@ def test_deleted_catalog_is_rebuilt_equal_and_restores_byte_for_byte(env: Env, t
     report = repair(env.ar)
     assert report.ok and report.catalog == "rebuilt" and report.rebuilt_from == "every record"
     assert_same_tables(before, catalog_tables(catalog))
-    for experiment_id, refs in env.query("SELECT id, file_refs_json FROM aistock_experiments WHERE archiving_level = 2"):
+    for experiment_id, refs in env.query(
+        "SELECT id, file_refs_json FROM aistock_experiments WHERE archiving_level = 2"
+    ):
         target = tmp_path / "restored" / experiment_id
         restore_experiment(experiment_id, to=target, archive=env.ar)
         kept = [r for r in json.loads(refs) if r["kept"]]
         assert kept and all(sha(target / r["path"]) == r["sha256"] for r in kept)
-    assert verify_archive(env.ar, read_data=True).missing == [] and verify_archive(env.ar, read_data=True).damaged == []
+    assert (
+        verify_archive(env.ar, read_data=True).missing == []
+        and verify_archive(env.ar, read_data=True).damaged == []
+    )
 
 
 def test_damaged_catalog_is_kept_aside_and_rebuilt_from_a_snapshot_and_later_records(env: Env) -> None:
@@ -144,8 +173,12 @@ def test_damaged_catalog_is_kept_aside_and_rebuilt_from_a_snapshot_and_later_rec
     damaged_bytes = bytearray(catalog.read_bytes())
     damaged_bytes[:4096] = b"\xff" * 4096
     catalog.write_bytes(bytes(damaged_bytes))
-    result = subprocess.run([sys.executable, "-m", "workbench.cli", "repair", "--archive", str(env.ar), "--json"],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "repair", "--archive", str(env.ar), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["catalog"] == "rebuilt" and report["rebuilt_from"].startswith("snapshot catalog-")
@@ -160,7 +193,9 @@ def test_snapshots_are_rotated_and_each_opens(env: Env) -> None:
     assert len(snapshots) == 3  # the fixture's jobs made more; the newest three are kept
     for snapshot in snapshots:
         con = duckdb.connect(str(snapshot.path), read_only=True)
-        assert con.execute("SELECT value FROM wb_meta WHERE key = 'record_seq'").fetchall() == [(str(snapshot.seq),)]
+        assert con.execute("SELECT value FROM wb_meta WHERE key = 'record_seq'").fetchall() == [
+            (str(snapshot.seq),)
+        ]
         con.close()
     hold(sorted(env.level2())[3], reason="a change", archive=env.ar)  # no job lock: no snapshot of its own
     assert list_snapshots(env.ar) == snapshots
@@ -173,7 +208,8 @@ def _stored(env: Env, predicate: str) -> tuple[str, str, str]:
     rows = env.query(
         "SELECT f.experiment_id, f.sha256, o.storage_key FROM wb_stored_files f JOIN wb_objects o USING (sha256) "
         "JOIN aistock_experiments e ON e.id = f.experiment_id WHERE e.workspace_state = 'present' AND "
-        f"e.archiving_level = 2 AND {predicate} ORDER BY f.size_bytes DESC, 1, 2")
+        f"e.archiving_level = 2 AND {predicate} ORDER BY f.size_bytes DESC, 1, 2"
+    )
     return rows[0]
 
 
@@ -216,11 +252,16 @@ def test_repair_says_what_it_cannot_repair(env: Env) -> None:
         "SELECT f.experiment_id, f.sha256, o.storage_key FROM wb_stored_files f JOIN wb_objects o USING (sha256) "
         "JOIN aistock_experiments e ON e.id = f.experiment_id WHERE e.workspace_state = 'deleted' "
         "AND o.codec IN ('raw', 'zstd') AND f.sha256 NOT IN (SELECT f2.sha256 FROM wb_stored_files f2 JOIN "
-        "aistock_experiments e2 ON e2.id = f2.experiment_id WHERE e2.workspace_state = 'present') ORDER BY 1, 2")
+        "aistock_experiments e2 ON e2.id = f2.experiment_id WHERE e2.workspace_state = 'present') ORDER BY 1, 2"
+    )
     experiment, digest, key = rows[0]
     (env.ar / "objects" / key).unlink()
-    result = subprocess.run([sys.executable, "-m", "workbench.cli", "repair", "--archive", str(env.ar)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "repair", "--archive", str(env.ar)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 7
     assert f"NOT REPAIRED object {digest}" in result.stdout and experiment in result.stdout
     assert "cleaned up" in result.stdout
@@ -249,12 +290,22 @@ def _make_like_schema_5(ar: Path) -> None:
             handle.seek(int(offset))
             data = handle.read(int(length))
         con.execute("INSERT INTO wb_inline_objects VALUES (?, ?)", [sha, data])
-        con.execute("UPDATE wb_objects SET storage_key = ?, codec = 'inline' WHERE sha256 = ?", [f"inline:{sha}", sha])
-    for experiment_id, refs in con.execute("SELECT id, file_refs_json FROM aistock_experiments "
-                                           "WHERE file_refs_json IS NOT NULL").fetchall():
-        fixed = [{**r, "storage_key": f"inline:{r['sha256']}"} if str(r.get("storage_key", "")).startswith("pack:")
-                 else r for r in json.loads(refs)]
-        con.execute("UPDATE aistock_experiments SET file_refs_json = ? WHERE id = ?", [json.dumps(fixed), experiment_id])
+        con.execute(
+            "UPDATE wb_objects SET storage_key = ?, codec = 'inline' WHERE sha256 = ?", [f"inline:{sha}", sha]
+        )
+    for experiment_id, refs in con.execute(
+        "SELECT id, file_refs_json FROM aistock_experiments WHERE file_refs_json IS NOT NULL"
+    ).fetchall():
+        fixed = [
+            {**r, "storage_key": f"inline:{r['sha256']}"}
+            if str(r.get("storage_key", "")).startswith("pack:")
+            else r
+            for r in json.loads(refs)
+        ]
+        con.execute(
+            "UPDATE aistock_experiments SET file_refs_json = ? WHERE id = ?",
+            [json.dumps(fixed), experiment_id],
+        )
     con.execute("DROP TABLE wb_manifests")
     con.execute("DELETE FROM wb_meta WHERE key = 'record_seq'")
     con.execute("UPDATE wb_meta SET value = '5' WHERE key = 'schema_version'")
@@ -263,7 +314,9 @@ def _make_like_schema_5(ar: Path) -> None:
         shutil.rmtree(folder)
 
 
-def test_an_archive_from_before_records_is_made_self_describing_by_its_upgrade(env: Env, tmp_path: Path) -> None:
+def test_an_archive_from_before_records_is_made_self_describing_by_its_upgrade(
+    env: Env, tmp_path: Path
+) -> None:
     _make_like_schema_5(env.ar)
     archive(env.rd, archive=env.ar, mode="incremental", progress=False)  # a writing command upgrades
     hold(sorted(env.level2())[0], reason="first hold after the upgrade", archive=env.ar)
@@ -277,7 +330,9 @@ def test_an_archive_from_before_records_is_made_self_describing_by_its_upgrade(e
     shutil.rmtree(env.ar / "snapshots", ignore_errors=True)
     assert repair(env.ar).ok
     assert_same_tables(before, catalog_tables(catalog))
-    for experiment_id, refs in env.query("SELECT id, file_refs_json FROM aistock_experiments WHERE archiving_level = 2"):
+    for experiment_id, refs in env.query(
+        "SELECT id, file_refs_json FROM aistock_experiments WHERE archiving_level = 2"
+    ):
         target = tmp_path / "restored" / experiment_id
         restore_experiment(experiment_id, to=target, archive=env.ar)
         assert all(sha(target / r["path"]) == r["sha256"] for r in json.loads(refs) if r["kept"])
@@ -298,14 +353,20 @@ def test_a_damaged_pack_is_replaced_even_when_the_loop_packs_the_same_bytes_agai
 
 
 def _verify_cli(ar: Path, *extra: str) -> tuple[int, dict]:
-    done = subprocess.run([sys.executable, "-m", "workbench.cli", "verify", "--archive", str(ar), "--json", *extra],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "verify", "--archive", str(ar), "--json", *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return done.returncode, json.loads(done.stdout)
 
 
 def test_verify_checks_manifests_records_and_with_read_data_every_stored_byte(env: Env) -> None:
     code, report = _verify_cli(env.ar, "--read-data")
-    assert code == 0 and report["ok"] and report["manifests"]["checked"] > 0 and report["packs"]["checked"] > 0
+    assert (
+        code == 0 and report["ok"] and report["manifests"]["checked"] > 0 and report["packs"]["checked"] > 0
+    )
     # an altered object of the same size: only --read-data tells
     _experiment, digest, key = _stored(env, "o.codec IN ('raw', 'zstd')")
     path = env.ar / "objects" / key
@@ -318,7 +379,9 @@ def test_verify_checks_manifests_records_and_with_read_data_every_stored_byte(en
     assert code == 7 and report["failed"] == ["objects"] and report["objects"]["damaged"] == [digest]
     path.write_bytes(bytes(data[:-1]) + bytes([data[-1] ^ 0x01]))
     # a manifest deleted, a record torn
-    manifest = env.ar / "manifests" / env.query("SELECT storage_key FROM wb_manifests ORDER BY 1 LIMIT 1")[0][0]
+    manifest = (
+        env.ar / "manifests" / env.query("SELECT storage_key FROM wb_manifests ORDER BY 1 LIMIT 1")[0][0]
+    )
     manifest.unlink()
     newest = record_files(ArchiveLayout.at(env.ar))[-1]
     newest.write_bytes(newest.read_bytes()[:50])
@@ -328,16 +391,29 @@ def test_verify_checks_manifests_records_and_with_read_data_every_stored_byte(en
 
 
 def test_repair_of_a_catalog_another_process_holds_is_busy_not_a_rebuild(env: Env) -> None:
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import duckdb, sys, time\n"
-        f"con = duckdb.connect({str(env.ar / 'catalog.duckdb')!r})\n"
-        "print('ready', flush=True)\n"
-        "time.sleep(30)\n")], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import duckdb, sys, time\n"
+                f"con = duckdb.connect({str(env.ar / 'catalog.duckdb')!r})\n"
+                "print('ready', flush=True)\n"
+                "time.sleep(30)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
-        done = subprocess.run([sys.executable, "-m", "workbench.cli", "repair", "--archive", str(env.ar)],
-                              capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "WORKBENCH_CATALOG_TIMEOUT_S": "1"})
+        done = subprocess.run(
+            [sys.executable, "-m", "workbench.cli", "repair", "--archive", str(env.ar)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "WORKBENCH_CATALOG_TIMEOUT_S": "1"},
+        )
     finally:
         holder.kill()
         holder.wait()

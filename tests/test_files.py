@@ -107,26 +107,49 @@ def _error(call) -> InputFileError:
 
 
 ENTRY_A = {
-    "name": "ELG_Share_In_Main_5D", "source": "rdagent_generated", "region": "cn",
-    "description_cn": "资金结构稳定性因子", "formula_hint": "x_5d", "expression": "x_5d",
-    "created_at_utc": "2026-01-05T08:00:00.000001+00:00", "experiment_id": "run1/1",
-    "tags": ["rdagent"], "variables": {"window": "滚动窗口长度，5日"}, "freq": "1d", "align": "close",
+    "name": "ELG_Share_In_Main_5D",
+    "source": "rdagent_generated",
+    "region": "cn",
+    "description_cn": "资金结构稳定性因子",
+    "formula_hint": "x_5d",
+    "expression": "x_5d",
+    "created_at_utc": "2026-01-05T08:00:00.000001+00:00",
+    "experiment_id": "run1/1",
+    "tags": ["rdagent"],
+    "variables": {"window": "滚动窗口长度，5日"},
+    "freq": "1d",
+    "align": "close",
     "nan_policy": "dataservice_default",
     "input_schema": {"required_fields": ["close"], "lookback_days": 5},
-    "impl_module": "rd_factors_lib.generated", "impl_func": "ELG_Share_In_Main_5D",
-    "impl_version": "20260105", "interface_info": {"type": "function"},
+    "impl_module": "rd_factors_lib.generated",
+    "impl_func": "ELG_Share_In_Main_5D",
+    "impl_version": "20260105",
+    "interface_info": {"type": "function"},
 }
 ENTRY_D = {
-    "name": "Mom_10D", "source": "rdagent_generated", "description_cn": "动量", "formula_hint": "m",
-    "tags": "rdagent", "variables": {"w": "10"}, "freq": "1d", "align": "close", "nan_policy": "dataservice_default",
+    "name": "Mom_10D",
+    "source": "rdagent_generated",
+    "description_cn": "动量",
+    "formula_hint": "m",
+    "tags": "rdagent",
+    "variables": {"w": "10"},
+    "freq": "1d",
+    "align": "close",
+    "nan_policy": "dataservice_default",
 }
 
 
 def test_factor_meta_variant_a_and_d_in_one_file(tmp_path: Path):
-    path = write_json(tmp_path / "factor_meta.json", {
-        "version": "v1", "task_run_id": "run1", "loop_id": 1, "created_at_utc": "2026-01-05T08:00:00+00:00",
-        "factors": [ENTRY_A, ENTRY_D],
-    })
+    path = write_json(
+        tmp_path / "factor_meta.json",
+        {
+            "version": "v1",
+            "task_run_id": "run1",
+            "loop_id": 1,
+            "created_at_utc": "2026-01-05T08:00:00+00:00",
+            "factors": [ENTRY_A, ENTRY_D],
+        },
+    )
     frame = read_factor_meta(path)
     assert frame.schema == pl.Schema(FACTOR_META_SCHEMA)
     a, d = frame.to_dicts()
@@ -141,23 +164,48 @@ def test_factor_meta_variant_a_and_d_in_one_file(tmp_path: Path):
 
 
 def test_factor_meta_variant_b_gap_era(tmp_path: Path):
-    generated = {k: ENTRY_A[k] for k in (
-        "name", "source", "description_cn", "formula_hint", "created_at_utc", "experiment_id", "tags", "variables")}
-    alpha = {"name": "RESI5", "expression": "Resi($close, 5)/$close", "source": "qlib_alpha158",
-             "region": "cn", "tags": ["alpha158"]}
-    frame = read_factor_meta(write_json(tmp_path / "f.json", {"version": "v1", "factors": [generated, alpha]}))
+    generated = {
+        k: ENTRY_A[k]
+        for k in (
+            "name",
+            "source",
+            "description_cn",
+            "formula_hint",
+            "created_at_utc",
+            "experiment_id",
+            "tags",
+            "variables",
+        )
+    }
+    alpha = {
+        "name": "RESI5",
+        "expression": "Resi($close, 5)/$close",
+        "source": "qlib_alpha158",
+        "region": "cn",
+        "tags": ["alpha158"],
+    }
+    frame = read_factor_meta(
+        write_json(tmp_path / "f.json", {"version": "v1", "factors": [generated, alpha]})
+    )
     assert frame["variant"].to_list() == ["B", "B"]
     assert frame["expression"].to_list() == [None, "Resi($close, 5)/$close"]
     assert frame["freq"].to_list() == [None, None]
 
 
 def test_factor_meta_variant_c_tuple_names(tmp_path: Path):
-    path = write_json(tmp_path / "f.json", {
-        "version": "v1", "source": "backfill_scan", "workspace_path": "/mnt/f/x",
-        "factors": [{"name": "('feature', 'RESI5')", "source": "rdagent_generated"},
-                    {"name": '(\'feature\', "WVMA5")', "source": "rdagent_generated"},
-                    {"name": "PlainName", "source": "rdagent_generated"}],
-    })
+    path = write_json(
+        tmp_path / "f.json",
+        {
+            "version": "v1",
+            "source": "backfill_scan",
+            "workspace_path": "/mnt/f/x",
+            "factors": [
+                {"name": "('feature', 'RESI5')", "source": "rdagent_generated"},
+                {"name": "('feature', \"WVMA5\")", "source": "rdagent_generated"},
+                {"name": "PlainName", "source": "rdagent_generated"},
+            ],
+        },
+    )
     frame = read_factor_meta(path)
     assert frame["variant"].to_list() == ["C", "C", "C"]
     assert frame["name"].to_list() == ["RESI5", "WVMA5", "PlainName"]
@@ -179,7 +227,10 @@ def test_normalise_factor_name_leaves_other_parentheses_alone():
         ({"factors": ["RESI5"]}, r"factors\[0\] must be an object, found string"),
         ({"factors": [{"name": "A", "tags": ["ok", 3]}]}, r"factors\[0\].tags\[1\] must be a string"),
         ({"factors": [{"source": "x"}]}, r"factors\[0\].name is missing"),
-        ({"factors": [{"name": "A", "input_schema": "lots"}]}, r"factors\[0\].input_schema must be an object"),
+        (
+            {"factors": [{"name": "A", "input_schema": "lots"}]},
+            r"factors\[0\].input_schema must be an object",
+        ),
         ([1, 2], "top level must be a JSON object"),
     ],
 )
@@ -211,7 +262,12 @@ def test_factor_perf_head_bogus_keys_dropped_nan_kept(tmp_path: Path):
     row = perf.combinations.row(0, named=True)
     assert row["combination_name"] == "main" and row["window_name"] == "main_window"
     assert row["factor_names"] == ["RESI5", "WVMA5"]
-    assert (row["annual_return"], row["max_drawdown"], row["sharpe"], row["ic"]) == (0.922, -0.354, 1.87, 0.047)
+    assert (row["annual_return"], row["max_drawdown"], row["sharpe"], row["ic"]) == (
+        0.922,
+        -0.354,
+        1.87,
+        0.047,
+    )
     assert math.isnan(row["ic_ir"])
     metrics = json.loads(row["metrics_json"])
     assert "" not in metrics and "0" not in metrics
@@ -220,9 +276,27 @@ def test_factor_perf_head_bogus_keys_dropped_nan_kept(tmp_path: Path):
 
 
 def test_factor_perf_gap_era_unnamed_pair_is_recovered(tmp_path: Path):
-    data = {"version": "v1", "combinations": [{"name": "main", "factor_names": ["RESI5"], "windows": [
-        {"name": "main_window", "annual_return": None, "max_drawdown": None, "sharpe": None,
-         "metrics": {"Unnamed: 0": "1day.excess_return_without_cost.annualized_return", "0": 0.5}}]}]}
+    data = {
+        "version": "v1",
+        "combinations": [
+            {
+                "name": "main",
+                "factor_names": ["RESI5"],
+                "windows": [
+                    {
+                        "name": "main_window",
+                        "annual_return": None,
+                        "max_drawdown": None,
+                        "sharpe": None,
+                        "metrics": {
+                            "Unnamed: 0": "1day.excess_return_without_cost.annualized_return",
+                            "0": 0.5,
+                        },
+                    }
+                ],
+            }
+        ],
+    }
     row = read_factor_perf(write_json(tmp_path / "p.json", data)).combinations.row(0, named=True)
     assert json.loads(row["metrics_json"]) == {"1day.excess_return_without_cost.annualized_return": 0.5}
     assert row["annual_return"] is None and row["sharpe"] is None
@@ -235,13 +309,26 @@ def test_clean_metrics_pair_with_text_value():
 
 
 def test_factor_perf_per_factor_windows(tmp_path: Path):
-    data = {"factors": [
-        {"name": "RESI5", "metrics": {"ic_mean": 0.03, "ic_ir": 0.4, "coverage": 0.98},
-         "windows": [{"name": "test_2021_2025", "start": "2021-01-01", "end": "2025-12-31",
-                      "annual_return": 0.1, "max_drawdown": -0.2, "sharpe": 1.1},
-                     {"name": "valid", "annual_return": 0.2}]},
-        {"name": "KLOW"},
-    ]}
+    data = {
+        "factors": [
+            {
+                "name": "RESI5",
+                "metrics": {"ic_mean": 0.03, "ic_ir": 0.4, "coverage": 0.98},
+                "windows": [
+                    {
+                        "name": "test_2021_2025",
+                        "start": "2021-01-01",
+                        "end": "2025-12-31",
+                        "annual_return": 0.1,
+                        "max_drawdown": -0.2,
+                        "sharpe": 1.1,
+                    },
+                    {"name": "valid", "annual_return": 0.2},
+                ],
+            },
+            {"name": "KLOW"},
+        ]
+    }
     factors = read_factor_perf(write_json(tmp_path / "p.json", data)).factors
     assert factors["name"].to_list() == ["RESI5", "RESI5", "KLOW"]
     assert factors["window_name"].to_list() == ["test_2021_2025", "valid", None]
@@ -254,8 +341,10 @@ def test_factor_perf_per_factor_windows(tmp_path: Path):
     ("data", "message"),
     [
         ({"factors": [], "combinations": {"name": "main"}}, "combinations must be an array"),
-        ({"combinations": [{"name": "main", "factor_names": "RESI5,KLOW", "windows": [{"metrics": []}]}]},
-         r"windows\[0\].metrics must be an object"),
+        (
+            {"combinations": [{"name": "main", "factor_names": "RESI5,KLOW", "windows": [{"metrics": []}]}]},
+            r"windows\[0\].metrics must be an object",
+        ),
         ({"combinations": [{"windows": [{"sharpe": "high"}]}]}, r"windows\[0\].sharpe must be a number"),
         ({"combinations": [{"windows": [{"sharpe": True}]}]}, r"windows\[0\].sharpe must be a number"),
     ],
@@ -268,15 +357,33 @@ def test_factor_perf_wrong_types(tmp_path: Path, data, message):
 # --------------------------------------------------------------------------- feedback
 
 
-@pytest.mark.parametrize(("raw", "decision"), [(True, True), (False, False), (None, None), ("true", True),
-                                               ("False", False), (1, True)])
+@pytest.mark.parametrize(
+    ("raw", "decision"),
+    [(True, True), (False, False), (None, None), ("true", True), ("False", False), (1, True)],
+)
 def test_feedback_decision_spellings(tmp_path: Path, raw, decision):
-    data = {"version": "v1", "task_run_id": "run1", "loop_id": 2, "decision": raw, "hypothesis": "h",
-            "summary": {"execution": "ran", "value_feedback": "good", "shape_feedback": "why",
-                        "code_critic": [], "limitations": ["small sample"]}}
+    data = {
+        "version": "v1",
+        "task_run_id": "run1",
+        "loop_id": 2,
+        "decision": raw,
+        "hypothesis": "h",
+        "summary": {
+            "execution": "ran",
+            "value_feedback": "good",
+            "shape_feedback": "why",
+            "code_critic": [],
+            "limitations": ["small sample"],
+        },
+    }
     fb = read_feedback(write_json(tmp_path / "feedback.json", data))
     assert fb["decision"] is decision
-    assert (fb["hypothesis"], fb["execution"], fb["value_feedback"], fb["shape_feedback"]) == ("h", "ran", "good", "why")
+    assert (fb["hypothesis"], fb["execution"], fb["value_feedback"], fb["shape_feedback"]) == (
+        "h",
+        "ran",
+        "good",
+        "why",
+    )
     assert fb["code_critic"] == [] and fb["limitations"] == ["small sample"] and fb["loop_id"] == 2
 
 
@@ -292,12 +399,19 @@ def test_feedback_without_summary_and_bad_decision(tmp_path: Path):
 # --------------------------------------------------------------------------- workspace_meta / summary / manifest
 
 HEAD_META = {
-    "task_run_id": "run1", "loop_id": 0, "action": "factor", "workspace_id": "a" * 32,
-    "workspace_role": "experiment_workspace", "experiment_type": "factor",
+    "task_run_id": "run1",
+    "loop_id": 0,
+    "action": "factor",
+    "workspace_id": "a" * 32,
+    "workspace_role": "experiment_workspace",
+    "experiment_type": "factor",
     "workspace_path": "/mnt/f/Dev/RD-Agent-main/git_ignore_folder/RD-Agent_workspace/" + "a" * 32,
-    "status": "success", "has_result": True, "generated_at_utc": "2026-01-05T08:00:00+00:00",
+    "status": "success",
+    "has_result": True,
+    "generated_at_utc": "2026-01-05T08:00:00+00:00",
     "result_criteria": {"required_files": ["combined_factors_df.parquet", "factor.py"], "has_result": True},
-    "task_run": {"task_run_id": "run1"}, "loop": {"task_run_id": "run1", "loop_id": 0, "action": "factor"},
+    "task_run": {"task_run_id": "run1"},
+    "loop": {"task_run_id": "run1", "loop_id": 0, "action": "factor"},
     "pointers": {"meta_path": "workspace_meta.json"},
 }
 
@@ -311,11 +425,21 @@ def test_workspace_meta_head_shape(tmp_path: Path):
 
 
 def test_workspace_meta_v1_shape(tmp_path: Path):
-    data = {**HEAD_META, "step_name": "feedback", "best_workspace_id": "a" * 32,
-            "registry": {"db_path": "/mnt/f/Dev/RD-Agent-main/RDagentDB/registry.sqlite"},
-            "task_run": {"task_run_id": "run1", "scenario": "QuantRDLoop", "log_trace_path": "/mnt/f/log/x"},
-            "loop": {"task_run_id": "run1", "loop_id": 0, "action": "factor", "status": "success",
-                     "has_result": 1, "key_metrics": {"ic_mean": 0.04, "rank_ic_mean": 0.05}}}
+    data = {
+        **HEAD_META,
+        "step_name": "feedback",
+        "best_workspace_id": "a" * 32,
+        "registry": {"db_path": "/mnt/f/Dev/RD-Agent-main/RDagentDB/registry.sqlite"},
+        "task_run": {"task_run_id": "run1", "scenario": "QuantRDLoop", "log_trace_path": "/mnt/f/log/x"},
+        "loop": {
+            "task_run_id": "run1",
+            "loop_id": 0,
+            "action": "factor",
+            "status": "success",
+            "has_result": 1,
+            "key_metrics": {"ic_mean": 0.04, "rank_ic_mean": 0.05},
+        },
+    }
     del data["has_result"]
     meta = read_workspace_meta(write_json(tmp_path / "workspace_meta.json", data))
     assert meta.shape == "v1" and meta.step_name == "feedback" and meta.scenario == "QuantRDLoop"
@@ -325,33 +449,81 @@ def test_workspace_meta_v1_shape(tmp_path: Path):
 
 
 def test_experiment_summary_v1_with_artifacts_and_files(tmp_path: Path):
-    data = {**HEAD_META, "step_name": "feedback", "metrics": {"IC": 0.04},
-            "files": {"qlib_res.csv": "qlib_res.csv", "ret.pkl": None},
-            "artifacts": [{"artifact_id": "x1", "artifact_type": "report", "name": "qlib_report",
-                           "status": "present", "entry_path": "qlib_res.csv", "files": ["qlib_res.csv", None]}]}
+    data = {
+        **HEAD_META,
+        "step_name": "feedback",
+        "metrics": {"IC": 0.04},
+        "files": {"qlib_res.csv": "qlib_res.csv", "ret.pkl": None},
+        "artifacts": [
+            {
+                "artifact_id": "x1",
+                "artifact_type": "report",
+                "name": "qlib_report",
+                "status": "present",
+                "entry_path": "qlib_res.csv",
+                "files": ["qlib_res.csv", None],
+            }
+        ],
+    }
     summary = read_experiment_summary(write_json(tmp_path / "experiment_summary.json", data))
     assert summary.kind == "experiment_summary" and summary.shape == "v1"
     assert summary.files == {"qlib_res.csv": "qlib_res.csv", "ret.pkl": None}
     assert summary.metrics == {"IC": 0.04}
     assert summary.artifacts.row(0, named=True) == {
-        "artifact_id": "x1", "artifact_type": "report", "name": "qlib_report", "status": "present",
-        "entry_path": "qlib_res.csv", "files": ["qlib_res.csv", None]}
+        "artifact_id": "x1",
+        "artifact_type": "report",
+        "name": "qlib_report",
+        "status": "present",
+        "entry_path": "qlib_res.csv",
+        "files": ["qlib_res.csv", None],
+    }
 
 
 def test_sidecar_shape_is_told_apart_by_version_and_keys(tmp_path: Path):
-    meta = read_workspace_meta(write_json(tmp_path / "workspace_meta.json", {
-        "version": "1.0", "timestamp": "2026-01-06T09:00:00", "experiment_id": "2026-01-06_06-00-53-321254",
-        "scenario": "qlib_quant", "total_loops": 7, "sota_factor_count": 3, "sota_model_count": 1,
-        "best_metrics": {"IC": 0.05}}))
+    meta = read_workspace_meta(
+        write_json(
+            tmp_path / "workspace_meta.json",
+            {
+                "version": "1.0",
+                "timestamp": "2026-01-06T09:00:00",
+                "experiment_id": "2026-01-06_06-00-53-321254",
+                "scenario": "qlib_quant",
+                "total_loops": 7,
+                "sota_factor_count": 3,
+                "sota_model_count": 1,
+                "best_metrics": {"IC": 0.05},
+            },
+        )
+    )
     assert meta.shape == "sidecar" and meta.total_loops == 7 and meta.workspace_id is None
     assert meta.best_metrics == {"IC": 0.05} and meta.scenario == "qlib_quant"
-    summary = read_experiment_summary(write_json(tmp_path / "experiment_summary.json", {
-        "experiments": [{"loop_id": 0, "action": "factor", "hypothesis": "h", "decision": True,
-                         "reason": "r", "result": {"IC": 0.05}}], "total_loops": 1}))
+    summary = read_experiment_summary(
+        write_json(
+            tmp_path / "experiment_summary.json",
+            {
+                "experiments": [
+                    {
+                        "loop_id": 0,
+                        "action": "factor",
+                        "hypothesis": "h",
+                        "decision": True,
+                        "reason": "r",
+                        "result": {"IC": 0.05},
+                    }
+                ],
+                "total_loops": 1,
+            },
+        )
+    )
     assert summary.shape == "sidecar"
     assert summary.experiments.row(0, named=True) == {
-        "loop_id": 0, "action": "factor", "hypothesis": "h", "decision": True, "reason": "r",
-        "result_json": '{"IC":0.05}'}
+        "loop_id": 0,
+        "action": "factor",
+        "hypothesis": "h",
+        "decision": True,
+        "reason": "r",
+        "result_json": '{"IC":0.05}',
+    }
 
 
 def test_manifest_head_and_unknown_shape(tmp_path: Path):
@@ -367,15 +539,42 @@ def test_manifest_head_and_unknown_shape(tmp_path: Path):
 
 
 def test_model_meta_and_strategy_meta(tmp_path: Path):
-    model = read_model_meta(write_json(tmp_path / "model_meta.json", {
-        "model_type": "Net", "model_conf": None, "dataset_conf": {"class": "DatasetH"}, "feature_schema": None,
-        "preprocess_config": {"normalize": "zscore"}, "task_run_id": "run1", "loop_id": 5, "workspace_id": "w"}))
-    assert (model.model_type, model.model_conf, model.dataset_conf, model.loop_id) == ("Net", None, {"class": "DatasetH"}, 5)
-    strategy = read_strategy_meta(write_json(tmp_path / "strategy_meta.json", {
-        "strategy_name": "strategy_w", "impl_module": "rd_strategies_lib.generated",
-        "impl_func": "get_placeholder_config",
-        "python_implementation": {"module": "rd_strategies_lib.generated", "func": "get_placeholder_config"},
-        "portfolio_config": {"signal_config": {"top_k": 50}}}))
+    model = read_model_meta(
+        write_json(
+            tmp_path / "model_meta.json",
+            {
+                "model_type": "Net",
+                "model_conf": None,
+                "dataset_conf": {"class": "DatasetH"},
+                "feature_schema": None,
+                "preprocess_config": {"normalize": "zscore"},
+                "task_run_id": "run1",
+                "loop_id": 5,
+                "workspace_id": "w",
+            },
+        )
+    )
+    assert (model.model_type, model.model_conf, model.dataset_conf, model.loop_id) == (
+        "Net",
+        None,
+        {"class": "DatasetH"},
+        5,
+    )
+    strategy = read_strategy_meta(
+        write_json(
+            tmp_path / "strategy_meta.json",
+            {
+                "strategy_name": "strategy_w",
+                "impl_module": "rd_strategies_lib.generated",
+                "impl_func": "get_placeholder_config",
+                "python_implementation": {
+                    "module": "rd_strategies_lib.generated",
+                    "func": "get_placeholder_config",
+                },
+                "portfolio_config": {"signal_config": {"top_k": 50}},
+            },
+        )
+    )
     assert strategy.is_placeholder and strategy.python_func == "get_placeholder_config"
     assert strategy.portfolio_config == {"signal_config": {"top_k": 50}}
     with pytest.raises(InputFileError, match="model_conf must be an object"):
@@ -423,7 +622,10 @@ def test_qlib_metrics_by_name(tmp_path: Path):
 
 def test_qlib_res_empty_cell_is_nan_and_duplicates(tmp_path: Path):
     frame = read_qlib_res(write_text(tmp_path / "a.csv", ",0\nIC,\nIC,0.5\r\nRank IC,0.1\n"))
-    assert frame.to_dicts() == [{"metric": "IC", "value": 0.5}, {"metric": "Rank IC", "value": 0.1}]  # last wins
+    assert frame.to_dicts() == [
+        {"metric": "IC", "value": 0.5},
+        {"metric": "Rank IC", "value": 0.1},
+    ]  # last wins
     with pytest.raises(InputFileError, match="metric 'IC' appears twice"):
         read_qlib_res(tmp_path / "a.csv", on_duplicate="error")
     nan_frame = read_qlib_res(write_text(tmp_path / "b.csv", ",0\nIC,\n"))
@@ -450,10 +652,14 @@ def test_qlib_res_malformed(tmp_path: Path, text: str, message: str):
 
 
 def _ret_frame() -> pd.DataFrame:
-    return pd.DataFrame({
-        "datetime": pd.to_datetime(["2024-07-02", "2024-07-01"]).tz_localize("UTC"),
-        "account": [101.0, 100.0], "return": [0.01, 0.0], "bench": [0.002, float("nan")],
-    })
+    return pd.DataFrame(
+        {
+            "datetime": pd.to_datetime(["2024-07-02", "2024-07-01"]).tz_localize("UTC"),
+            "account": [101.0, 100.0],
+            "return": [0.01, 0.0],
+            "bench": [0.002, float("nan")],
+        }
+    )
 
 
 def test_ret_schema_parquet_and_json_give_the_returns_frame(tmp_path: Path):
@@ -484,14 +690,26 @@ def test_ret_schema_errors(tmp_path: Path):
 
 
 def _signals_frame() -> pd.DataFrame:
-    return pd.DataFrame({
-        "trade_date": ["2024-07-01", "2024-07-01"], "instrument": ["SH600000", "SZ000001"],
-        "signal": [0.9, 0.8], "target_weight": [0.5, 0.5], "target_position": [None, None],
-        "price_ref": [None, None], "universe_flag": [1, 1], "score": [0.9, 0.8],
-        "rank": pd.array([1, 2], dtype="Int64"), "pred_return": [0.9, 0.8],
-        "generated_at_utc": ["2026-01-05T08:00:00+00:00"] * 2, "task_run_id": [None, None],
-        "weight_method": ["topk_equal_weight"] * 2, "topk": [2, 2], "n_drop": [0, 0], "rebalance_freq": ["1d"] * 2,
-    })
+    return pd.DataFrame(
+        {
+            "trade_date": ["2024-07-01", "2024-07-01"],
+            "instrument": ["SH600000", "SZ000001"],
+            "signal": [0.9, 0.8],
+            "target_weight": [0.5, 0.5],
+            "target_position": [None, None],
+            "price_ref": [None, None],
+            "universe_flag": [1, 1],
+            "score": [0.9, 0.8],
+            "rank": pd.array([1, 2], dtype="Int64"),
+            "pred_return": [0.9, 0.8],
+            "generated_at_utc": ["2026-01-05T08:00:00+00:00"] * 2,
+            "task_run_id": [None, None],
+            "weight_method": ["topk_equal_weight"] * 2,
+            "topk": [2, 2],
+            "n_drop": [0, 0],
+            "rebalance_freq": ["1d"] * 2,
+        }
+    )
 
 
 def test_signals_parquet_and_json(tmp_path: Path):
@@ -526,17 +744,22 @@ def test_oversized_integer_literal_is_a_file_error_not_a_crash(tmp_path: Path):
     huge = "9" * 5000  # beyond Python's 4,300-digit int parsing limit
     with pytest.raises(InputFileError, match=r"integer 9{20}\.\.\. \(5000 digits\) is too large"):
         read_feedback(write_text(tmp_path / "feedback.json", f'{{"loop_id": {huge}}}'))
-    perf = write_text(tmp_path / "factor_perf.json", '{"factors": [{"name": "A", "sharpe": ' + "9" * 400 + "}]}")
+    perf = write_text(
+        tmp_path / "factor_perf.json", '{"factors": [{"name": "A", "sharpe": ' + "9" * 400 + "}]}"
+    )
     with pytest.raises(InputFileError, match="too large"):
         read_factor_perf(perf)
     # the largest integers RD-Agent writes (epoch milliseconds, ids) still parse
-    assert read_json_file(write_text(tmp_path / "ok.json", '{"t": 1719792000000, "n": -123456789012345678}')) == {
-        "t": 1719792000000, "n": -123456789012345678}
+    assert read_json_file(
+        write_text(tmp_path / "ok.json", '{"t": 1719792000000, "n": -123456789012345678}')
+    ) == {"t": 1719792000000, "n": -123456789012345678}
 
 
 def test_epoch_dates_and_integers_out_of_range_are_file_errors(tmp_path: Path):
     far = {"data": [{"datetime": 1e20, "account": 1.0}]}
-    with pytest.raises(InputFileError, match=r"data\[0\]\.datetime = 1e\+20 is not a date in epoch milliseconds"):
+    with pytest.raises(
+        InputFileError, match=r"data\[0\]\.datetime = 1e\+20 is not a date in epoch milliseconds"
+    ):
         read_ret_schema(write_json(tmp_path / "ret_schema.json", far))
     rank = {"data": [{"trade_date": "2024-07-01", "instrument": "SH600000", "rank": 1e30}]}
     with pytest.raises(InputFileError, match=r"data\[0\]\.rank = 1e\+30 is out of the 64-bit integer range"):
@@ -559,7 +782,9 @@ def test_ret_schema_parquet_refuses_text_boolean_and_struct_columns(tmp_path: Pa
     import pyarrow.parquet as pq
 
     for value, kind in (([{"x": 1}], "Struct"), (["1.5"], "String"), ([True], "Boolean")):
-        pq.write_table(pa.table({"datetime": ["2024-01-02"], "account": value}), tmp_path / "ret_schema.parquet")
+        pq.write_table(
+            pa.table({"datetime": ["2024-01-02"], "account": value}), tmp_path / "ret_schema.parquet"
+        )
         with pytest.raises(InputFileError, match=f"column 'account' is not numeric .*{kind}"):
             read_ret_schema(tmp_path / "ret_schema.parquet")
 

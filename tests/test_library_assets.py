@@ -61,9 +61,13 @@ def _query(archive_dir: Path, sql: str, params: list[Any] | None = None) -> list
 # --------------------------------------------------------------------------- multi-strategy end to end
 
 
-def test_every_strategy_of_the_multi_strategy_experiment_is_in_the_library_with_its_results(archived: Archived) -> None:
+def test_every_strategy_of_the_multi_strategy_experiment_is_in_the_library_with_its_results(
+    archived: Archived,
+) -> None:
     expected = {s["name"]: s for s in archived.multi_request["strategies"]}
-    library = strategy_library(archived.archive, task_run_id=archived.multi_task_run, sort_by="name", descending=False)
+    library = strategy_library(
+        archived.archive, task_run_id=archived.multi_task_run, sort_by="name", descending=False
+    )
     assert sorted(library["name"].to_list()) == sorted(expected)
     for row in library.iter_rows(named=True):
         entry = expected[row["name"]]
@@ -77,14 +81,25 @@ def test_every_strategy_of_the_multi_strategy_experiment_is_in_the_library_with_
     assert library.filter(pl.col("strategy_role") == "control")["name"].to_list() == ["sota_topk50"]
 
 
-def test_every_factor_of_the_multi_strategy_experiment_is_visible_with_lineage_and_results(archived: Archived) -> None:
+def test_every_factor_of_the_multi_strategy_experiment_is_visible_with_lineage_and_results(
+    archived: Archived,
+) -> None:
     names = {f["name"] for s in archived.multi_request["strategies"] for f in s["factor_set"]["factors"]}
-    experiments = {r[0]: r[1] for r in _query(archived.archive, "SELECT loop_id, id FROM aistock_experiments WHERE task_run_id = ?",
-                                              [archived.multi_task_run])}
+    experiments = {
+        r[0]: r[1]
+        for r in _query(
+            archived.archive,
+            "SELECT loop_id, id FROM aistock_experiments WHERE task_run_id = ?",
+            [archived.multi_task_run],
+        )
+    }
     library = factor_library(archived.archive, limit=None)
     for name in sorted(names):
-        used_by = [s["loop_id"] for s in archived.multi_request["strategies"]
-                   if name in {f["name"] for f in s["factor_set"]["factors"]}]
+        used_by = [
+            s["loop_id"]
+            for s in archived.multi_request["strategies"]
+            if name in {f["name"] for f in s["factor_set"]["factors"]}
+        ]
         candidates = library.filter(pl.col("name") == name)
         assert candidates.height >= 1, name
         uses: dict[str, dict[str, Any]] = {}
@@ -94,7 +109,9 @@ def test_every_factor_of_the_multi_strategy_experiment_is_visible_with_lineage_a
             use = uses[experiments[loop]]  # the factor's lineage lists each experiment that used it ...
             assert use["strategy_name"] == archived.multi_request["strategies"][loop]["name"], name
             assert use["strategy_role"] == archived.multi_request["strategies"][loop]["role"], name
-            assert use["information_ratio"] is not None and use["annualized_return"] is not None  # ... with results
+            assert (
+                use["information_ratio"] is not None and use["annualized_return"] is not None
+            )  # ... with results
     # factor-level results of the run: one row per factor, window and experiment that reported them
     perf = factor_performance(archived.archive).filter(pl.col("task_run_id") == archived.multi_task_run)
     assert perf.height and set(perf["name"].to_list()) <= names
@@ -104,8 +121,14 @@ def test_every_factor_of_the_multi_strategy_experiment_is_visible_with_lineage_a
 def test_the_multi_strategy_combinations_list_the_experiments_that_used_them(archived: Archived) -> None:
     frame = combinations(archived.archive)
     mine = frame.filter(pl.col("task_run_ids").list.contains(archived.multi_task_run))
-    by_loop = {r[0]: r[1] for r in _query(archived.archive, "SELECT loop_id, id FROM aistock_experiments WHERE task_run_id = ?",
-                                          [archived.multi_task_run])}
+    by_loop = {
+        r[0]: r[1]
+        for r in _query(
+            archived.archive,
+            "SELECT loop_id, id FROM aistock_experiments WHERE task_run_id = ?",
+            [archived.multi_task_run],
+        )
+    }
     shared = mine.filter(pl.col("name").str.starts_with("sota_topk50_factors"))
     assert shared.height == 1
     # loops 0-2 share one factor set; loop 3 (alt_factors) has its own
@@ -137,7 +160,9 @@ def test_factor_ids_follow_the_identity_rule_and_are_unique(archived: Archived) 
             assert row["factor_id"] == ids.factor_id(row["name"], expression=expression)
     # the same Alpha158 expression met in several loops is one factor used by several experiments
     by_expression = library.filter(pl.col("expression").is_not_null() & (pl.col("expression") != ""))
-    assert by_expression.select(pl.col("expression").str.replace_all(r"\s", "").str.to_lowercase().is_unique().all()).item()
+    assert by_expression.select(
+        pl.col("expression").str.replace_all(r"\s", "").str.to_lowercase().is_unique().all()
+    ).item()
     assert by_expression["n_experiments"].max() >= 2
 
 
@@ -158,7 +183,9 @@ def test_factor_library_filters_and_sorts_in_one_call(archived: Archived) -> Non
     assert ranked.height == 5 and values == sorted(values, reverse=True)
     ascending = factor_library(archived.archive, sort_by="ic_ir", descending=False, limit=None)
     non_null = ascending["ic_ir"].drop_nulls().to_list()
-    assert non_null == sorted(non_null) and ascending["ic_ir"].to_list()[: len(non_null)] == non_null  # nulls last
+    assert (
+        non_null == sorted(non_null) and ascending["ic_ir"].to_list()[: len(non_null)] == non_null
+    )  # nulls last
 
     strong = factor_library(archived.archive, min_ic=0.045, limit=None)
     assert strong.height and (strong["ic_mean"] >= 0.045).all()
@@ -166,8 +193,11 @@ def test_factor_library_filters_and_sorts_in_one_call(archived: Archived) -> Non
 
     window = factor_library(archived.archive, window="main_window", limit=None)
     assert set(window["window_name"].to_list()) == {"main_window"}
-    with pytest.raises(ConfigError, match=r"window='no_such_window': no factor has a result in that window; "
-                                          r"windows in the library: .*main_window"):
+    with pytest.raises(
+        ConfigError,
+        match=r"window='no_such_window': no factor has a result in that window; "
+        r"windows in the library: .*main_window",
+    ):
         factor_library(archived.archive, window="no_such_window", limit=None)
 
     with pytest.raises(ConfigError, match="sort_by"):
@@ -177,7 +207,9 @@ def test_factor_library_filters_and_sorts_in_one_call(archived: Archived) -> Non
 def test_each_factor_carries_its_best_result_and_how_much_evidence_there_is(archived: Archived) -> None:
     library = factor_library(archived.archive, sort_by="sharpe", limit=None)
     perf = factor_performance(archived.archive)
-    best = perf.group_by("factor_id").agg(pl.col("sharpe").max().alias("best"), pl.col("experiment_id").n_unique().alias("n"))
+    best = perf.group_by("factor_id").agg(
+        pl.col("sharpe").max().alias("best"), pl.col("experiment_id").n_unique().alias("n")
+    )
     joined = library.join(best, on="factor_id", how="inner")
     assert joined.height and (joined["sharpe"] == joined["best"]).all()
     assert (joined["n_experiments"] >= 1).all()
@@ -236,11 +268,19 @@ def test_a_manual_review_survives_re_archiving_and_is_audited(sample_template: P
         set_recommendation(archive_dir, row["strategy_id"], "manual_review")
     with pytest.raises(ConfigError, match="status"):
         set_recommendation(archive_dir, row["strategy_id"], "approved", "x")  # type: ignore[arg-type]
-    result = set_recommendation(archive_dir, row["strategy_id"][:10], "manual_review", "turnover too high", reviewer="qa")
-    assert result["previous_status"] == "rdagent_accept" and result["recommendation_status"] == "manual_review"
+    result = set_recommendation(
+        archive_dir, row["strategy_id"][:10], "manual_review", "turnover too high", reviewer="qa"
+    )
+    assert (
+        result["previous_status"] == "rdagent_accept" and result["recommendation_status"] == "manual_review"
+    )
 
     # touch the loop's workspace so the next full run re-extracts it, then archive again
-    workspace = Path(_query(archive_dir, "SELECT workspace_dir FROM aistock_experiments WHERE id = ?", [row["experiment_id"]])[0][0])
+    workspace = Path(
+        _query(
+            archive_dir, "SELECT workspace_dir FROM aistock_experiments WHERE id = ?", [row["experiment_id"]]
+        )[0][0]
+    )
     os.utime(workspace / "qlib_res.csv", ns=(1, 1))
     summary = archive(rd, archive=archive_dir, mode="full", progress=False)
     assert summary.level2 >= 1
@@ -250,16 +290,24 @@ def test_a_manual_review_survives_re_archiving_and_is_audited(sample_template: P
 
     back = set_recommendation(archive_dir, row["strategy_id"], "rdagent_accept")
     assert back["recommendation_status"] == "rdagent_accept"
-    history = _query(archive_dir, "SELECT status, previous_status, note, reviewer FROM wb_strategy_reviews "
-                                  "WHERE strategy_id = ? ORDER BY created_at", [row["strategy_id"]])
-    assert history == [("manual_review", "rdagent_accept", "turnover too high", "qa"),
-                       ("rdagent_accept", "manual_review", None, None)]
+    history = _query(
+        archive_dir,
+        "SELECT status, previous_status, note, reviewer FROM wb_strategy_reviews "
+        "WHERE strategy_id = ? ORDER BY created_at",
+        [row["strategy_id"]],
+    )
+    assert history == [
+        ("manual_review", "rdagent_accept", "turnover too high", "qa"),
+        ("rdagent_accept", "manual_review", None, None),
+    ]
 
 
 # --------------------------------------------------------------------------- combinations
 
 
-def test_save_combination_is_idempotent_and_refuses_unknown_factors(archived: Archived, tmp_path: Path) -> None:
+def test_save_combination_is_idempotent_and_refuses_unknown_factors(
+    archived: Archived, tmp_path: Path
+) -> None:
     archive_dir = tmp_path / "ar"
     shutil.copytree(archived.archive, archive_dir)
     picks = factor_library(archive_dir, sort_by="ic_ir", limit=3)["factor_id"].to_list()
@@ -267,7 +315,11 @@ def test_save_combination_is_idempotent_and_refuses_unknown_factors(archived: Ar
     again = save_combination(archive_dir, "top3_by_icir", list(reversed(picks)))
     assert first == again == ids.combination_id(picks)
     saved = combinations(archive_dir, source="manual")
-    assert saved["name"].to_list() == ["top3_by_icir"] and saved["n_factors"][0] == 3 and saved["n_experiments"][0] == 0
+    assert (
+        saved["name"].to_list() == ["top3_by_icir"]
+        and saved["n_factors"][0] == 3
+        and saved["n_experiments"][0] == 0
+    )
     for factor in picks:
         assert first in combinations(archive_dir, factor_id=factor)["combination_id"].to_list()
     before = _query(archive_dir, "SELECT count(*) FROM aistock_factor_combinations")
@@ -285,7 +337,16 @@ def test_saving_a_known_set_under_another_name_says_which_combination_it_is(
     combo = save_combination(archive_dir, "mycombo", picks)
     before = _query(archive_dir, "SELECT id, name FROM aistock_factor_combinations ORDER BY id")
 
-    code = main(["save-combination", "mycombo2", "--factors", ",".join(reversed(picks)), "--archive", str(archive_dir)])
+    code = main(
+        [
+            "save-combination",
+            "mycombo2",
+            "--factors",
+            ",".join(reversed(picks)),
+            "--archive",
+            str(archive_dir),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2 and captured.out == "" and captured.err.count("\n") == 1
     assert f"the same factors are already saved as combination 'mycombo' (id {combo}" in captured.err
@@ -298,7 +359,10 @@ def test_saving_a_known_set_under_another_name_says_which_combination_it_is(
 
     # a set RD-Agent already ran: the message names the combination the archive recorded
     recorded = combinations(archive_dir, source="rdagent").row(0, named=True)
-    with pytest.raises(ConfigError, match=f"already saved as combination '{re.escape(recorded['name'])}'.*recorded by the archive"):
+    with pytest.raises(
+        ConfigError,
+        match=f"already saved as combination '{re.escape(recorded['name'])}'.*recorded by the archive",
+    ):
         save_combination(archive_dir, "my_copy", recorded["factor_ids"])
 
 
@@ -309,14 +373,19 @@ def test_saving_a_known_set_under_another_name_says_which_combination_it_is(
     ("argv", "message"),
     [
         (["strategies", "--role", "boss"], "role='boss' is not one of: control, treatment"),
-        (["strategies", "--status", "nonsense"], "status='nonsense' is not one of: manual_review, rdagent_accept, "
-                                                 "rdagent_reject, none"),
+        (
+            ["strategies", "--status", "nonsense"],
+            "status='nonsense' is not one of: manual_review, rdagent_accept, rdagent_reject, none",
+        ),
         (["strategies", "--source", "agent"], "source='agent' is not one of: external, handcrafted, rdagent"),
         (["strategies", "--task-run", "no-such-run"], "unknown task run 'no-such-run'"),
         (["strategies", "--request", "no_such_request"], "unknown request 'no_such_request'"),
         (["strategies", "--sort-by", "sharpe"], "sort_by='sharpe' is not one of"),
-        (["factors", "--source", "qlib_alpha159"], "source='qlib_alpha159' is not one of: alpha_library, external_manual, "
-                                                   "qlib_alpha158, rdagent_generated"),
+        (
+            ["factors", "--source", "qlib_alpha159"],
+            "source='qlib_alpha159' is not one of: alpha_library, external_manual, "
+            "qlib_alpha158, rdagent_generated",
+        ),
         (["factors", "--window", "test_2012"], "window='test_2012': no factor has a result in that window"),
         (["factors", "--sort-by", "ic"], "sort_by='ic' is not one of"),
         (["factors", "--limit", "0"], "limit must be at least 1"),
@@ -355,14 +424,25 @@ def test_library_filters_validate_in_python_too(archived: Archived) -> None:
     assert combinations(archived.archive, source="manual").height == 0
     prefix = strategy_library(archived.archive, task_run_id=archived.multi_task_run[:6], limit=None)
     assert prefix.height == len(archived.multi_request["strategies"])
-    by_request = strategy_library(archived.archive, request_name=archived.multi_request["name"], role="control")
+    by_request = strategy_library(
+        archived.archive, request_name=archived.multi_request["name"], role="control"
+    )
     assert by_request["name"].to_list() == ["sota_topk50"]
 
 
-def test_library_commands_on_a_missing_archive_exit_5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["factors"], ["factor", "x"], ["strategies"], ["strategies", "--role", "control"], ["combinations"],
-                 ["save-combination", "x", "--factors", "y"], ["review", "x", "--status", "rdagent_accept"],
-                 ["export-request", "--factors", "y", "--out", str(tmp_path / "r.json")]):
+def test_library_commands_on_a_missing_archive_exit_5(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv in (
+        ["factors"],
+        ["factor", "x"],
+        ["strategies"],
+        ["strategies", "--role", "control"],
+        ["combinations"],
+        ["save-combination", "x", "--factors", "y"],
+        ["review", "x", "--status", "rdagent_accept"],
+        ["export-request", "--factors", "y", "--out", str(tmp_path / "r.json")],
+    ):
         code = main([*argv, "--archive", str(tmp_path / "nothing")])
         err = capsys.readouterr().err
         assert code == 5 and err.count("\n") == 1 and "no archive at" in err, (argv, err)
@@ -406,7 +486,9 @@ def test_the_library_copy_on_disk_serves_a_fresh_process_and_never_a_changed_cat
     assert renamed["name"][0] == "AAA_renamed" and renamed["factor_id"][0] == first
     _wait_for_cache_writes()
     refresh_library_cache(archive_dir)
-    assert len(list((archive_dir / "cache").glob("factor_library-*.arrow"))) == 2  # the old state's copy is gone
+    assert (
+        len(list((archive_dir / "cache").glob("factor_library-*.arrow"))) == 2
+    )  # the old state's copy is gone
 
     # a damaged copy is read as no copy
     for path in (archive_dir / "cache").glob("factor_library-*.factors.arrow"):

@@ -40,7 +40,9 @@ def test_notebook_runs_under_papermill(name: str, rd_root: Path, archive_dir: Pa
         progress_bar=False,
     )
     executed = nbformat.read(output, as_version=4)
-    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    errors = [
+        o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
     assert not errors
     assert (archive_dir / "catalog.duckdb").exists()
     assert any(c.outputs for c in executed.cells if c.cell_type == "code")
@@ -49,8 +51,13 @@ def test_notebook_runs_under_papermill(name: str, rd_root: Path, archive_dir: Pa
 
 def test_archive_notebook_summary_reports_levels(rd_root: Path, archive_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "out.ipynb"
-    pm.execute_notebook(str(NOTEBOOKS / "archive_full.ipynb"), str(output),
-                        parameters={"rdagent_root": str(rd_root), "archive_dir": str(archive_dir)},
-                        cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False)
+    pm.execute_notebook(
+        str(NOTEBOOKS / "archive_full.ipynb"),
+        str(output),
+        parameters={"rdagent_root": str(rd_root), "archive_dir": str(archive_dir)},
+        cwd=str(NOTEBOOKS),
+        kernel_name="python3",
+        progress_bar=False,
+    )
     text = json.dumps(nbformat.read(output, as_version=4).cells)
     assert "level 2:" in text and "<svg" in text

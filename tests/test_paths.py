@@ -96,7 +96,15 @@ def test_rule_wins_over_anchor_rerooting(tmp_path: Path, root: Path):
 
 def test_unresolvable_paths_give_none_and_explain_says_why(root: Path):
     resolver = PathResolver(rdagent_root=root)
-    for raw in (None, "", "   ", "Z:\\nowhere\\at\\all", "/nonexistent/place", "relative/missing", "../escape"):
+    for raw in (
+        None,
+        "",
+        "   ",
+        "Z:\\nowhere\\at\\all",
+        "/nonexistent/place",
+        "relative/missing",
+        "../escape",
+    ):
         assert resolver.resolve(raw) is None
     text = resolver.explain("F:\\Dev\\RD-Agent-main\\git_ignore_folder\\RD-Agent_workspace\\gone")
     assert "/mnt/f/Dev/RD-Agent-main/git_ignore_folder/RD-Agent_workspace/gone -> missing" in text
@@ -136,7 +144,10 @@ def test_parse_path_map_rejects_bad_syntax(bad: str):
 
 
 def test_parse_path_map_splits_at_the_first_equals():
-    assert parse_path_map(" F:\\Dev\\RD-Agent-main = /data/rd=agent ") == ("F:\\Dev\\RD-Agent-main", "/data/rd=agent")
+    assert parse_path_map(" F:\\Dev\\RD-Agent-main = /data/rd=agent ") == (
+        "F:\\Dev\\RD-Agent-main",
+        "/data/rd=agent",
+    )
 
 
 # --------------------------------------------------------------------------- Installation
@@ -176,7 +187,9 @@ def test_rules_match_windows_paths_in_any_case_and_keep_the_suffix_spelling(tmp_
     target.mkdir(parents=True)
     resolver = PathResolver([("F:\\Dev\\RD-Agent-main", str(tmp_path / "data"))])
     assert resolver.resolve(f"f:\\dev\\rd-agent-main\\Workspace\\{WS}") == target
-    assert resolver.resolve(f"\\\\?\\F:\\DEV\\RD-Agent-Main\\Workspace\\{WS}") == target  # extended-length form
+    assert (
+        resolver.resolve(f"\\\\?\\F:\\DEV\\RD-Agent-Main\\Workspace\\{WS}") == target
+    )  # extended-length form
     unc = PathResolver([("\\\\server\\share", str(tmp_path / "data"))])
     assert unc.resolve(f"\\\\SERVER\\Share\\Workspace\\{WS}") == target
     assert unc.resolve(f"\\\\?\\UNC\\server\\share\\Workspace\\{WS}") == target

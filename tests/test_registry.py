@@ -158,7 +158,11 @@ def test_v1_schema_absent_columns_and_tables_come_back_null(tmp_path: Path):
     assert loop["log_dir"] is None and loop["ic_mean"] == 0.05 and loop["metrics_json"] == '{"IC": NaN}'
     assert loop["sync_status"] == "pending" and loop["updated_at_utc"] == "2025-12-24T10:00:00+00:00"
     art = snap.artifacts.row(0, named=True)
-    assert art["model_type"] is None and art["feature_schema_json"] is None and art["entry_path"] == "/mnt/f/abs/path"
+    assert (
+        art["model_type"] is None
+        and art["feature_schema_json"] is None
+        and art["entry_path"] == "/mnt/f/abs/path"
+    )
     assert snap.factor_registry.height == 0
     assert "log_dir" not in snap.source_columns["loops"]
     assert "model_type" not in snap.source_columns["artifacts"]
@@ -188,11 +192,16 @@ def test_changed_since_selects_new_and_updated_loops_with_their_rows(tmp_path: P
     assert snap.artifact_files["file_id"].to_list() == ["f1"]
     assert snap.task_runs["task_run_id"].to_list() == ["run1"]
     assert snap.factor_registry.height == 0
-    assert (snap.max_rowid, snap.max_updated_at) == (3, "2026-01-06T06:40:00+00:00")  # cursor of the whole table
+    assert (snap.max_rowid, snap.max_updated_at) == (
+        3,
+        "2026-01-06T06:40:00+00:00",
+    )  # cursor of the whole table
 
     con = sqlite3.connect(db)
-    con.execute("UPDATE loops SET status='success', updated_at_utc='2026-01-07T00:00:00+00:00' WHERE loop_id=0 "
-                "AND task_run_id='run1'")
+    con.execute(
+        "UPDATE loops SET status='success', updated_at_utc='2026-01-07T00:00:00+00:00' WHERE loop_id=0 "
+        "AND task_run_id='run1'"
+    )
     con.commit()
     con.close()
     again = read_loops_changed_since(db, rowid=snap.max_rowid, updated_at=snap.max_updated_at)
@@ -393,8 +402,12 @@ def check_consistent(snap) -> None:
 def test_reader_is_consistent_and_harmless_next_to_a_writer_process(tmp_path: Path, mode: str):
     db = make_db(tmp_path / "registry.sqlite", HEAD_DDL)
     ready, stop = tmp_path / "ready", tmp_path / "stop"
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(db), str(ready), str(stop), mode],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(db), str(ready), str(stop), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while not ready.exists():

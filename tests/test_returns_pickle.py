@@ -39,7 +39,8 @@ def _expected() -> list[dict]:
     with (FIXTURES / "expected_ret.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     return [
-        {"datetime": date.fromisoformat(r["datetime"]), **{c: float(r[c]) for c in RETURN_COLUMNS}} for r in rows
+        {"datetime": date.fromisoformat(r["datetime"]), **{c: float(r[c]) for c in RETURN_COLUMNS}}
+        for r in rows
     ]
 
 
@@ -67,7 +68,12 @@ def _frame(index: pd.Index, **columns: list) -> pd.DataFrame:
 
 def test_fixture_set_covers_every_generation():
     names = {p.name for p in PICKLES}
-    for tag in ("pandas1.5.3_numpy1.26.4", "pandas2.2.3_numpy1.26.4", "pandas2.2.3_numpy2.2.6", "pandas3.1.1_numpy2.4.6"):
+    for tag in (
+        "pandas1.5.3_numpy1.26.4",
+        "pandas2.2.3_numpy1.26.4",
+        "pandas2.2.3_numpy2.2.6",
+        "pandas3.1.1_numpy2.4.6",
+    ):
         for suffix in ("", "_protocol4", "_objectcol", "_rangeindex"):
             assert f"ret_{tag}{suffix}.pkl" in names
 
@@ -126,7 +132,9 @@ def test_control_the_malicious_pickle_really_acts_when_loaded_unrestricted(tmp_p
 
 def test_reduce_to_pandas_read_pickle_is_refused(tmp_path: Path):
     side = tmp_path / "side_effect"
-    inner = _write(tmp_path, "inner.pkl", _reduce_pickle("builtins", "exec", (f"open({str(side)!r}, 'w').close()",)))
+    inner = _write(
+        tmp_path, "inner.pkl", _reduce_pickle("builtins", "exec", (f"open({str(side)!r}, 'w').close()",))
+    )
     outer = _write(tmp_path, "ret.pkl", _reduce_pickle("pandas.io.pickle", "read_pickle", (str(inner),)))
     with pytest.raises(UnsafePickleError, match=r"pandas\.io\.pickle\.read_pickle"):
         read_returns(outer)
@@ -163,7 +171,9 @@ class _Evil:
 def test_evil_object_hidden_in_an_object_column_is_refused(tmp_path: Path):
     side = tmp_path / "side_effect"
     index = pd.DatetimeIndex(pd.to_datetime(["2024-07-01"]), name="datetime")
-    frame = pd.DataFrame({"account": [1.0], "cash": pd.Series([_Evil(side)], index=index, dtype=object)}, index=index)
+    frame = pd.DataFrame(
+        {"account": [1.0], "cash": pd.Series([_Evil(side)], index=index, dtype=object)}, index=index
+    )
     path = _write(tmp_path, "ret.pkl", pickle.dumps(frame, protocol=5))
     with pytest.raises(UnsafePickleError, match=r"builtins\.exec"):
         read_returns(path)
@@ -246,7 +256,9 @@ def test_frame_without_dates_is_rejected(tmp_path: Path):
         read_returns(tmp_path / "ret.pkl")
 
 
-@pytest.mark.parametrize("name", ["ret_pandas3.1.1_numpy2.4.6.pkl", "ret_pandas3.1.1_numpy2.4.6_protocol4.pkl"])
+@pytest.mark.parametrize(
+    "name", ["ret_pandas3.1.1_numpy2.4.6.pkl", "ret_pandas3.1.1_numpy2.4.6_protocol4.pkl"]
+)
 def test_arrow_labels_with_bad_offsets_are_rejected_not_read_out_of_bounds(tmp_path: Path, name: str):
     # pandas 3 stores the column labels as an Arrow string array: offsets buffer + data buffer.
     lengths = [len(c) for c in RETURN_COLUMNS]
@@ -326,7 +338,9 @@ def _swap_dtype(dtype: np.dtype, reduce_value):
 def _swap_float_block(reduce_value):
     """Replace the 2-d float64 block of a frame by `reduce_value` (the index and labels stay genuine)."""
     return lambda obj: (
-        reduce_value if type(obj) is np.ndarray and obj.ndim == 2 and obj.dtype == np.float64 else NotImplemented
+        reduce_value
+        if type(obj) is np.ndarray and obj.ndim == 2 and obj.dtype == np.float64
+        else NotImplemented
     )
 
 
@@ -358,7 +372,12 @@ def _load_isolated(paths: list[Path], *, address_space: int | None = None) -> li
     env = {**os.environ, "PYTHONPATH": str(REPO), "ARROW_DEFAULT_MEMORY_POOL": "system"}
     result = subprocess.run(
         [sys.executable, "-c", _ISOLATED_LOADER, *map(str, paths)],
-        capture_output=True, text=True, timeout=300, cwd=REPO, env=env, preexec_fn=limit,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=env,
+        preexec_fn=limit,
     )
     assert result.returncode == 0, f"loader died with {result.returncode}: {result.stderr[-2000:]}"
     lines = result.stdout.splitlines()
@@ -368,7 +387,9 @@ def _load_isolated(paths: list[Path], *, address_space: int | None = None) -> li
 
 def test_control_structured_dtype_state_is_accepted_by_plain_pickle():
     # The hole behind #1: plain pickle lets a BUILD give a dtype any fields, here one 1 MiB past an 8-byte item.
-    evil = pickle.loads(_dumps(_dtype("V8", (3, "|", None, ("x",), {"x": (np.dtype("<f8"), 1 << 20)}, 8, 1, 0))))
+    evil = pickle.loads(
+        _dumps(_dtype("V8", (3, "|", None, ("x",), {"x": (np.dtype("<f8"), 1 << 20)}, 8, 1, 0)))
+    )
     assert evil.itemsize == 8 and evil.fields["x"][1] == 1 << 20
 
 
@@ -384,26 +405,74 @@ def test_hostile_dtype_states_are_refused_in_a_child_that_does_not_crash(tmp_pat
     structured = (3, "<", None, ("return",), {"return": (np.dtype("<i8"), 1 << 20)}, 8, 1, 0)
     cases = {  # name: (pickle, what the refusal names)
         "oob": (reviewer_frame(_dtype("<f8"), 1 << 20, b"\0" * 8 * n), "numpy dtype 'V8'"),
-        "objptr": (reviewer_frame(_dtype("|O"), 0, (0x4141414141414141).to_bytes(8, "little") * n), "numpy dtype 'V8'"),
+        "objptr": (
+            reviewer_frame(_dtype("|O"), 0, (0x4141414141414141).to_bytes(8, "little") * n),
+            "numpy dtype 'V8'",
+        ),
         # genuine report frames whose dtype state alone is hostile
-        "f8_fields": (_dumps(_report_frame(), _swap_dtype(np.dtype("f8"), (np.dtype, ("f8", False, True), structured))),
-                      "numpy dtype 'f8' the names ('return',)"),
-        "f8_elsize": (_dumps(_report_frame(), _swap_dtype(np.dtype("f8"), (np.dtype, ("f8", False, True),
-                                                                            (3, "<", None, None, None, 4096, 8, 0)))),
-                      "numpy dtype 'f8' the elsize 4096"),
-        "f8_byteorder": (_dumps(_report_frame(), _swap_dtype(np.dtype("f8"), (np.dtype, ("f8", False, True),
-                                                                               (3, ">", None, None, None, -1, -1, 0)))),
-                         "numpy dtype 'f8' the byte order '>'"),
-        "object_flags0": (_dumps(_report_frame(object_cash=True),
-                                 _swap_dtype(np.dtype("O"), (np.dtype, ("O8", False, True),
-                                                             (3, "|", None, None, None, -1, -1, 0)))),
-                          "numpy dtype 'O8' the flags 0"),
-        "datetime_unit": (_dumps(_report_frame(), _swap_dtype(np.dtype("M8[us]"), (np.dtype, ("M8", False, True), (
-            4, "<", None, None, None, -1, -1, 0, (None, (b"Y", 1, 1, 1)))))), "datetime metadata"),
-        "datetime_metadata": (_dumps(_report_frame(), _swap_dtype(np.dtype("M8[us]"), (np.dtype, ("M8", False, True), (
-            4, "<", None, None, None, -1, -1, 0, ({"evil": 1}, (b"us", 1, 1, 1)))))), "datetime metadata"),
-        "shared_singleton": (_dumps(_report_frame(), _swap_dtype(np.dtype("f8"), (np.dtype, ("f8", False, False),
-                                                                                   _F8_STATE))), "copy=False"),
+        "f8_fields": (
+            _dumps(_report_frame(), _swap_dtype(np.dtype("f8"), (np.dtype, ("f8", False, True), structured))),
+            "numpy dtype 'f8' the names ('return',)",
+        ),
+        "f8_elsize": (
+            _dumps(
+                _report_frame(),
+                _swap_dtype(
+                    np.dtype("f8"), (np.dtype, ("f8", False, True), (3, "<", None, None, None, 4096, 8, 0))
+                ),
+            ),
+            "numpy dtype 'f8' the elsize 4096",
+        ),
+        "f8_byteorder": (
+            _dumps(
+                _report_frame(),
+                _swap_dtype(
+                    np.dtype("f8"), (np.dtype, ("f8", False, True), (3, ">", None, None, None, -1, -1, 0))
+                ),
+            ),
+            "numpy dtype 'f8' the byte order '>'",
+        ),
+        "object_flags0": (
+            _dumps(
+                _report_frame(object_cash=True),
+                _swap_dtype(
+                    np.dtype("O"), (np.dtype, ("O8", False, True), (3, "|", None, None, None, -1, -1, 0))
+                ),
+            ),
+            "numpy dtype 'O8' the flags 0",
+        ),
+        "datetime_unit": (
+            _dumps(
+                _report_frame(),
+                _swap_dtype(
+                    np.dtype("M8[us]"),
+                    (
+                        np.dtype,
+                        ("M8", False, True),
+                        (4, "<", None, None, None, -1, -1, 0, (None, (b"Y", 1, 1, 1))),
+                    ),
+                ),
+            ),
+            "datetime metadata",
+        ),
+        "datetime_metadata": (
+            _dumps(
+                _report_frame(),
+                _swap_dtype(
+                    np.dtype("M8[us]"),
+                    (
+                        np.dtype,
+                        ("M8", False, True),
+                        (4, "<", None, None, None, -1, -1, 0, ({"evil": 1}, (b"us", 1, 1, 1))),
+                    ),
+                ),
+            ),
+            "datetime metadata",
+        ),
+        "shared_singleton": (
+            _dumps(_report_frame(), _swap_dtype(np.dtype("f8"), (np.dtype, ("f8", False, False), _F8_STATE))),
+            "copy=False",
+        ),
         "unicode": (_dumps(_dtype("U4", (3, "<", None, None, None, 4096, 4, 8))), "numpy dtype 'U4'"),
     }
     paths = [_write(tmp_path, f"{name}.pkl", data) for name, (data, _) in cases.items()]
@@ -416,12 +485,16 @@ def test_build_on_a_class_is_refused_and_does_not_patch_pandas(tmp_path: Path):
     head = b"\x80\x04" + b"cpandas\nIndex\n" + b"N}X\x0e\x00\x00\x00has_duplicates\x89s\x86" + b"b0"
     good = pd.DataFrame({"return": [0.1]}, index=pd.DatetimeIndex(["2024-01-01"], name="datetime"))
     poison = _write(tmp_path, "poison.pkl", head + pickle.dumps(good, protocol=4)[2:])
-    with pytest.raises(UnsafePickleError, match=r"sets the state \(BUILD\) of the class pandas\.Index") as info:
+    with pytest.raises(
+        UnsafePickleError, match=r"sets the state \(BUILD\) of the class pandas\.Index"
+    ) as info:
         read_returns(poison)
     assert info.value.path == str(poison)
     assert pd.Index.__dict__["has_duplicates"] is _ORIGINAL_HAS_DUPLICATES
     assert isinstance(pd.Index.__dict__["has_duplicates"], property)
-    dup = pd.DataFrame(np.ones((2, 2)), index=pd.DatetimeIndex(["2024-01-01", "2024-01-02"]), columns=["return", "return"])
+    dup = pd.DataFrame(
+        np.ones((2, 2)), index=pd.DatetimeIndex(["2024-01-01", "2024-01-02"]), columns=["return", "return"]
+    )
     with pytest.raises(InputFileError, match="column 'return' appears twice"):
         read_returns(_write(tmp_path, "dup.pkl", pickle.dumps(dup, protocol=4)))
 
@@ -433,16 +506,24 @@ def _build_on_global(module: str, name: str, state) -> bytes:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (_build_on_global("pandas", "DataFrame", (None, {"__init__": None})), "of the class pandas.DataFrame"),
+        (
+            _build_on_global("pandas", "DataFrame", (None, {"__init__": None})),
+            "of the class pandas.DataFrame",
+        ),
         (_build_on_global("numpy", "ndarray", {"x": 1}), "of the class numpy.ndarray"),
         (_build_on_global("numpy", "dtype", {"x": 1}), "of the callable numpy.dtype"),
-        (_build_on_global("pandas.core.indexes.base", "_new_Index", {"__code__": None}), "callable pandas.core.indexes"),
+        (
+            _build_on_global("pandas.core.indexes.base", "_new_Index", {"__code__": None}),
+            "callable pandas.core.indexes",
+        ),
         (b"\x80\x02}}b.", "of a builtins.dict object"),
         (_dumps(_R(slice, (1,), {"start": 5})), "of a builtins.slice object"),
     ],
     ids=["class-slotstate", "ndarray-class", "dtype-class", "function", "dict", "slice"],
 )
-def test_build_on_anything_but_a_fresh_allow_listed_object_is_refused(tmp_path: Path, data: bytes, message: str):
+def test_build_on_anything_but_a_fresh_allow_listed_object_is_refused(
+    tmp_path: Path, data: bytes, message: str
+):
     with pytest.raises(UnsafePickleError, match=re.escape(message)):
         load_dataframe_pickle(_write(tmp_path, "ret.pkl", data))
 
@@ -464,13 +545,22 @@ def test_hostile_arrays_are_refused_without_allocating(tmp_path: Path):
     huge = (2, _N_HUGE)  # the 2-d float block of a 2-column frame, faked from 8 bytes
     big = (2, 20_000_000)  # under the element cap: only the exact data length stops it
     # /tmp/rev/amp.py (195 bytes → 11 GB RSS before), spelled with dtype specs that are allowed
-    amp = _R(pd.DataFrame, ({"return": _R(np.ndarray, ((_N_HUGE,), f8, zero, 0, (0,)))},
-                            _R(pd.DatetimeIndex, (_R(np.ndarray, ((_N_HUGE,), m8, zero, 0, (0,))),))))
+    amp = _R(
+        pd.DataFrame,
+        (
+            {"return": _R(np.ndarray, ((_N_HUGE,), f8, zero, 0, (0,)))},
+            _R(pd.DatetimeIndex, (_R(np.ndarray, ((_N_HUGE,), m8, zero, 0, (0,))),)),
+        ),
+    )
     blocks = {  # how the float block of a genuine report frame is pickled instead
         "ndarray_call": (np.ndarray, (huge, np.dtype("f8"), zero, 0, (0, 0))),
         "reconstruct_huge": (_reconstruct, (np.ndarray, (0,), b"b"), (1, huge, np.dtype("f8"), False, zero)),
         "reconstruct_short": (_reconstruct, (np.ndarray, (0,), b"b"), (1, big, np.dtype("f8"), False, zero)),
-        "reconstruct_objects": (_reconstruct, (np.ndarray, (0,), b"b"), (1, big, np.dtype("O"), False, [1.0])),
+        "reconstruct_objects": (
+            _reconstruct,
+            (np.ndarray, (0,), b"b"),
+            (1, big, np.dtype("O"), False, [1.0]),
+        ),
         "frombuffer_huge": (_frombuffer, (zero, np.dtype("f8"), huge, "C")),
         "frombuffer_short": (_frombuffer, (zero, np.dtype("f8"), big, "C")),
         "zero_dim": (_frombuffer, (b"", np.dtype("f8"), (0, 10**12), "C")),
@@ -479,7 +569,8 @@ def test_hostile_arrays_are_refused_without_allocating(tmp_path: Path):
     cases = {name: _dumps(_report_frame(), _swap_float_block(value)) for name, value in blocks.items()}
     cases["reviewer_amp"] = _dumps(amp)
     cases["range_index"] = _dumps(
-        pd.DataFrame({"return": [0.1]}), lambda obj: huge_range if type(obj) is pd.RangeIndex else NotImplemented
+        pd.DataFrame({"return": [0.1]}),
+        lambda obj: huge_range if type(obj) is pd.RangeIndex else NotImplemented,
     )
     cases["bytearray8"] = b"\x80\x05\x96" + struct.pack("<Q", 1 << 40) + b"."  # claims 1 TiB
     cases["opcode_flood"] = b"\x80\x04" + b"}" * (MAX_OPCODES + 10) + b"."  # ~70 bytes of dict per byte
@@ -508,12 +599,23 @@ def test_hostile_arrays_are_refused_without_allocating(tmp_path: Path):
     ("obj", "message"),
     [
         (_R(pd.DatetimeTZDtype, ("ns", "dateutil//etc/passwd")), "time zone 'dateutil//etc/passwd'"),
-        (_New(pd.DatetimeTZDtype, {"unit": "ns", "tz": "dateutil//etc/passwd"}), "time zone 'dateutil//etc/passwd'"),
+        (
+            _New(pd.DatetimeTZDtype, {"unit": "ns", "tz": "dateutil//etc/passwd"}),
+            "time zone 'dateutil//etc/passwd'",
+        ),
         (_New(pd.DatetimeTZDtype, {"unit": "ns", "tz": "../../etc/passwd"}), "time zone '../../etc/passwd'"),
         (_R(pd.DatetimeTZDtype, ("D", "UTC")), "time unit 'D'"),
         (_R(_unpickle_timestamp, (0, None, "dateutil//etc/passwd", 10)), "time zone 'dateutil//etc/passwd'"),
-        (_R(_new_DatetimeIndex, (pd.DatetimeIndex, {"data": np.zeros(1, "M8[ns]"), "tz": "dateutil//etc/passwd",
-                                                    "freq": None})), "time zone 'dateutil//etc/passwd'"),
+        (
+            _R(
+                _new_DatetimeIndex,
+                (
+                    pd.DatetimeIndex,
+                    {"data": np.zeros(1, "M8[ns]"), "tz": "dateutil//etc/passwd", "freq": None},
+                ),
+            ),
+            "time zone 'dateutil//etc/passwd'",
+        ),
     ],
     ids=["reduce", "build", "relative-path", "unit", "timestamp", "index"],
 )
@@ -526,7 +628,11 @@ def test_time_zones_outside_utc_iana_and_fixed_offsets_are_refused(tmp_path: Pat
 @pytest.mark.parametrize("how", ["reduce", "build"])
 def test_time_zone_dtypes_that_are_allowed(tmp_path: Path, tz: str, how: str):
     value = dt.timezone(dt.timedelta(hours=8)) if tz == "+08:00" else tz
-    obj = _R(pd.DatetimeTZDtype, ("ns", value)) if how == "reduce" else _New(pd.DatetimeTZDtype, {"unit": "ns", "tz": value})
+    obj = (
+        _R(pd.DatetimeTZDtype, ("ns", value))
+        if how == "reduce"
+        else _New(pd.DatetimeTZDtype, {"unit": "ns", "tz": value})
+    )
     with pytest.raises(InputFileError, match="holds a DatetimeTZDtype, not a pandas DataFrame") as info:
         load_dataframe_pickle(_write(tmp_path, "ret.pkl", _dumps(obj)))  # the dtype itself was rebuilt
     assert not isinstance(info.value, UnsafePickleError)
@@ -535,16 +641,26 @@ def test_time_zone_dtypes_that_are_allowed(tmp_path: Path, tz: str, how: str):
 @pytest.mark.parametrize(
     ("obj", "message"),
     [
-        (_R(_new_Index, (pd.DataFrame, {"data": np.array(["a"], dtype=object), "name": None})),
-         "the class pandas.DataFrame as the class of an index"),
-        (_R(_new_Index, (pd.DatetimeIndex, {"data": np.zeros(1, "M8[ns]"), "name": None})),
-         "the class pandas.DatetimeIndex as the class of an index"),
-        (_R(_new_Index, (np.ndarray, {"data": np.array([1.0]), "name": None})),
-         "the class numpy.ndarray as the class of an index"),
-        (_R(_new_DatetimeIndex, (pd.Index, {"data": np.zeros(1, "M8[ns]"), "name": None, "freq": None})),
-         "the class pandas.Index as the class of a datetime index"),
-        (_R(_new_DatetimeIndex, ("pandas.DatetimeIndex", {"data": np.zeros(1, "M8[ns]")})),
-         "a builtins.str object as the class of a datetime index"),
+        (
+            _R(_new_Index, (pd.DataFrame, {"data": np.array(["a"], dtype=object), "name": None})),
+            "the class pandas.DataFrame as the class of an index",
+        ),
+        (
+            _R(_new_Index, (pd.DatetimeIndex, {"data": np.zeros(1, "M8[ns]"), "name": None})),
+            "the class pandas.DatetimeIndex as the class of an index",
+        ),
+        (
+            _R(_new_Index, (np.ndarray, {"data": np.array([1.0]), "name": None})),
+            "the class numpy.ndarray as the class of an index",
+        ),
+        (
+            _R(_new_DatetimeIndex, (pd.Index, {"data": np.zeros(1, "M8[ns]"), "name": None, "freq": None})),
+            "the class pandas.Index as the class of a datetime index",
+        ),
+        (
+            _R(_new_DatetimeIndex, ("pandas.DatetimeIndex", {"data": np.zeros(1, "M8[ns]")})),
+            "a builtins.str object as the class of a datetime index",
+        ),
     ],
     ids=["frame", "datetimeindex-via-new-index", "ndarray", "index-via-new-datetimeindex", "str"],
 )
@@ -557,7 +673,10 @@ def test_index_rebuilders_only_take_index_classes(tmp_path: Path, obj, message: 
     ("data", "message"),
     [
         (_dumps(_R(pd.Index, (["a"],))), "calls the class pandas.Index, which is not callable"),
-        (_dumps(_R(pd.DataFrame, ({"return": [1.0]},))), "calls the class pandas.DataFrame, which is not callable"),
+        (
+            _dumps(_R(pd.DataFrame, ({"return": [1.0]},))),
+            "calls the class pandas.DataFrame, which is not callable",
+        ),
         (_dumps(_New(pd.Index)), "creates an instance of the class pandas.Index (NEWOBJ)"),
         (b"\x80\x02(ipandas\nDataFrame\n.", "INST opcode"),
         (b"\x80\x02(cpandas\nDataFrame\no.", "OBJ opcode"),
@@ -566,11 +685,26 @@ def test_index_rebuilders_only_take_index_classes(tmp_path: Path, obj, message: 
         (b"\x80\x02cbuiltins\nbytearray\nC\x01x\x85R(K\x01e.", "APPENDS on a builtins.bytearray object"),
         (b"\x80\x02cpandas\nDataFrame\n)\x81(X\x01\x00\x00\x00aK\x01u.", "SETITEMS on a pandas DataFrame"),
         (_dumps(_R(_reconstruct, (np.ndarray, (5,), b"b"))), "numpy _reconstruct with (5,)"),
-        (_dumps(_R(_frombuffer, (b"\0" * 8, _dtype("O8", (3, "|", None, None, None, -1, -1, 63)), (1,), "C"))),
-         "object dtype"),
+        (
+            _dumps(
+                _R(_frombuffer, (b"\0" * 8, _dtype("O8", (3, "|", None, None, None, -1, -1, 63)), (1,), "C"))
+            ),
+            "object dtype",
+        ),
     ],
-    ids=["reduce-index", "reduce-frame", "newobj-index", "inst", "obj", "ext1", "next-buffer", "appends", "setitems",
-         "reconstruct", "frombuffer-objects"],
+    ids=[
+        "reduce-index",
+        "reduce-frame",
+        "newobj-index",
+        "inst",
+        "obj",
+        "ext1",
+        "next-buffer",
+        "appends",
+        "setitems",
+        "reconstruct",
+        "frombuffer-objects",
+    ],
 )
 def test_opcodes_and_calls_outside_a_dataframe_pickle_are_refused(tmp_path: Path, data: bytes, message: str):
     with pytest.raises(UnsafePickleError, match=re.escape(message)):
@@ -587,8 +721,13 @@ def _current_frames() -> dict[str, pd.DataFrame]:
     dates = pd.to_datetime(["2024-07-01", "2024-07-02", "2024-07-03"])
     base = {"account": [1.0, 2.0, 3.0], "return": [0.1, np.nan, 0.3]}
     mixed = pd.DataFrame(
-        {**base, "step": np.arange(3, dtype="i8"), "flag": [True, False, True],
-         "cash": pd.Series([1.0, None, "3"], dtype=object).to_numpy(), "f4": np.ones(3, "f4")},
+        {
+            **base,
+            "step": np.arange(3, dtype="i8"),
+            "flag": [True, False, True],
+            "cash": pd.Series([1.0, None, "3"], dtype=object).to_numpy(),
+            "f4": np.ones(3, "f4"),
+        },
         index=pd.DatetimeIndex(dates, name="datetime"),
     )
     return {
@@ -598,9 +737,13 @@ def _current_frames() -> dict[str, pd.DataFrame]:
         "freq_day_ns": pd.DataFrame(base, index=pd.date_range("2024-07-01", periods=3, freq="D", unit="ns")),
         "utc": pd.DataFrame(base, index=pd.date_range("2024-07-01", periods=3, tz="UTC", name="datetime")),
         "utc_no_freq": pd.DataFrame(base, index=pd.DatetimeIndex(dates, name="datetime").tz_localize("UTC")),
-        "fixed_offset": pd.DataFrame(base, index=pd.DatetimeIndex(dates).tz_localize(dt.timezone(dt.timedelta(hours=8)))),
+        "fixed_offset": pd.DataFrame(
+            base, index=pd.DatetimeIndex(dates).tz_localize(dt.timezone(dt.timedelta(hours=8)))
+        ),
         "reset": pd.DataFrame(base, index=pd.DatetimeIndex(dates, name="datetime")).reset_index(),
-        "timestamps": pd.DataFrame({"t": pd.Series(list(dates), dtype=object), "x": [pd.NaT, 1.0, np.float64(2)]}),
+        "timestamps": pd.DataFrame(
+            {"t": pd.Series(list(dates), dtype=object), "x": [pd.NaT, 1.0, np.float64(2)]}
+        ),
     }
 
 

@@ -47,8 +47,10 @@ def check_chart_path(path: Path | str) -> Path:
     """
     path = Path(path)
     if path.suffix.lower() not in CHART_FORMATS:
-        raise ConfigError(f"{path}: cannot save a chart as {path.suffix or '(no suffix)'!r}; "
-                          f"use a file name ending in {', '.join(CHART_FORMATS)}")
+        raise ConfigError(
+            f"{path}: cannot save a chart as {path.suffix or '(no suffix)'!r}; "
+            f"use a file name ending in {', '.join(CHART_FORMATS)}"
+        )
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder; give a file name ending in {', '.join(CHART_FORMATS)}")
     return path
@@ -72,8 +74,10 @@ def save(chart: alt.TopLevelMixin, path: Path | str) -> Path:
     except OSError as exc:
         with contextlib.suppress(OSError):
             temp.unlink(missing_ok=True)
-        raise ConfigError(f"{path}: cannot write the chart: {_os_reason(exc, own=(path, temp))}; "
-                          "choose a writable file path") from exc
+        raise ConfigError(
+            f"{path}: cannot write the chart: {_os_reason(exc, own=(path, temp))}; "
+            "choose a writable file path"
+        ) from exc
     return path
 
 
@@ -89,7 +93,9 @@ def _os_reason(exc: OSError, *, own: tuple[Path, ...] = ()) -> str:
     return f"{reason} ({exc.filename})" if named else reason
 
 
-def thin_series(frame: pl.DataFrame, *, by: str, date: str = "datetime", max_rows: int = MAX_ROWS) -> pl.DataFrame:
+def thin_series(
+    frame: pl.DataFrame, *, by: str, date: str = "datetime", max_rows: int = MAX_ROWS
+) -> pl.DataFrame:
     """Keep every k-th date per group (and each group's last date) so the frame has ≤ max_rows rows."""
     if frame.height <= max_rows:
         return frame
@@ -134,7 +140,11 @@ def archive_bytes_chart(storage: dict[str, int]) -> alt.Chart:
     return (
         alt.Chart(alt.Data(values=rows))
         .mark_bar()
-        .encode(y=alt.Y("what:N", sort=None, title=None), x=alt.X("bytes:Q", title="bytes"), tooltip=["what:N", "bytes:Q"])
+        .encode(
+            y=alt.Y("what:N", sort=None, title=None),
+            x=alt.X("bytes:Q", title="bytes"),
+            tooltip=["what:N", "bytes:Q"],
+        )
         .properties(title="Bytes stored versus bytes in workspaces", width=420, height=120)
     )
 
@@ -148,7 +158,9 @@ def _strategy_color(n_strategies: int) -> alt.Color:
         "strategy:N",
         sort=None,
         scale=alt.Scale(scheme="tableau20" if n_strategies > 10 else "tableau10"),
-        legend=alt.Legend(title="strategy", symbolLimit=0, columns=2 if n_strategies > 20 else 1, labelLimit=160),
+        legend=alt.Legend(
+            title="strategy", symbolLimit=0, columns=2 if n_strategies > 20 else 1, labelLimit=160
+        ),
     )
 
 
@@ -163,21 +175,38 @@ def comparison_curves_chart(
     """
     # A frame (not inline values) becomes one top-level dataset that Altair does not validate row by
     # row, which keeps building the specification fast; thinning keeps it under MAX_ROWS.
-    data = thin_series(curves, by="strategy", max_rows=max_rows).with_columns(pl.col("datetime").cast(pl.String))
+    data = thin_series(curves, by="strategy", max_rows=max_rows).with_columns(
+        pl.col("datetime").cast(pl.String)
+    )
     n_strategies = max(curves["strategy"].n_unique(), 1)
-    size = (alt.condition(alt.datum.strategy == control, alt.value(3.0), alt.value(1.2)) if control
-            else alt.value(1.5))
-    tooltip = ["strategy:N", alt.Tooltip("datetime:T"), alt.Tooltip("cum_excess:Q", format=".2%"),
-               alt.Tooltip("drawdown:Q", format=".2%")]
-    base = alt.Chart().mark_line().encode(
-        x=alt.X("datetime:T", title=None), color=_strategy_color(n_strategies), size=size, tooltip=tooltip
+    size = (
+        alt.condition(alt.datum.strategy == control, alt.value(3.0), alt.value(1.2))
+        if control
+        else alt.value(1.5)
+    )
+    tooltip = [
+        "strategy:N",
+        alt.Tooltip("datetime:T"),
+        alt.Tooltip("cum_excess:Q", format=".2%"),
+        alt.Tooltip("drawdown:Q", format=".2%"),
+    ]
+    base = (
+        alt.Chart()
+        .mark_line()
+        .encode(
+            x=alt.X("datetime:T", title=None), color=_strategy_color(n_strategies), size=size, tooltip=tooltip
+        )
     )
     cumulative = base.encode(
         y=alt.Y("cum_excess:Q", title="cumulative excess return", axis=alt.Axis(format="%"))
-    ).properties(width=width, height=220, title="Cumulative excess return" + (f" (control: {control})" if control else ""))
-    drawdown = base.encode(
-        y=alt.Y("drawdown:Q", title="drawdown", axis=alt.Axis(format="%"))
-    ).properties(width=width, height=130, title="Drawdown of cumulative excess return")
+    ).properties(
+        width=width,
+        height=220,
+        title="Cumulative excess return" + (f" (control: {control})" if control else ""),
+    )
+    drawdown = base.encode(y=alt.Y("drawdown:Q", title="drawdown", axis=alt.Axis(format="%"))).properties(
+        width=width, height=130, title="Drawdown of cumulative excess return"
+    )
     return alt.vconcat(cumulative, drawdown, data=data)
 
 
@@ -188,16 +217,35 @@ def sharpe_diff_chart(table: pl.DataFrame, *, width: int = 300) -> alt.LayerChar
     )
     data = rows
     y = alt.Y("strategy:N", sort=None, title=None)
-    intervals = alt.Chart(data).mark_rule(strokeWidth=2).encode(
-        y=y, x=alt.X("sharpe_diff_low:Q", title="Sharpe ratio − control's (95% CI)"), x2="sharpe_diff_high:Q"
+    intervals = (
+        alt.Chart(data)
+        .mark_rule(strokeWidth=2)
+        .encode(
+            y=y,
+            x=alt.X("sharpe_diff_low:Q", title="Sharpe ratio − control's (95% CI)"),
+            x2="sharpe_diff_high:Q",
+        )
     )
-    points = alt.Chart(data).mark_point(filled=True, size=60).encode(
-        y=y, x="sharpe_diff:Q",
-        color=alt.when(alt.datum.sharpe_diff_low > 0).then(alt.value("#2ca02c"))
-        .when(alt.datum.sharpe_diff_high < 0).then(alt.value("#d62728")).otherwise(alt.value("#555555")),
-        tooltip=["strategy:N", alt.Tooltip("sharpe_diff:Q", format="+.2f"), alt.Tooltip("sharpe_diff_low:Q", format="+.2f"),
-                 alt.Tooltip("sharpe_diff_high:Q", format="+.2f"), alt.Tooltip("psr:Q", format=".2f"),
-                 alt.Tooltip("dsr:Q", format=".2f")],
+    points = (
+        alt.Chart(data)
+        .mark_point(filled=True, size=60)
+        .encode(
+            y=y,
+            x="sharpe_diff:Q",
+            color=alt.when(alt.datum.sharpe_diff_low > 0)
+            .then(alt.value("#2ca02c"))
+            .when(alt.datum.sharpe_diff_high < 0)
+            .then(alt.value("#d62728"))
+            .otherwise(alt.value("#555555")),
+            tooltip=[
+                "strategy:N",
+                alt.Tooltip("sharpe_diff:Q", format="+.2f"),
+                alt.Tooltip("sharpe_diff_low:Q", format="+.2f"),
+                alt.Tooltip("sharpe_diff_high:Q", format="+.2f"),
+                alt.Tooltip("psr:Q", format=".2f"),
+                alt.Tooltip("dsr:Q", format=".2f"),
+            ],
+        )
     )
     zero = alt.Chart(pl.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="#888888").encode(x="x:Q")
     return alt.layer(intervals, points, zero).properties(
@@ -205,7 +253,9 @@ def sharpe_diff_chart(table: pl.DataFrame, *, width: int = 300) -> alt.LayerChar
     )
 
 
-def comparison_chart(curves: pl.DataFrame, table: pl.DataFrame, *, control: str | None = None) -> alt.TopLevelMixin:
+def comparison_chart(
+    curves: pl.DataFrame, table: pl.DataFrame, *, control: str | None = None
+) -> alt.TopLevelMixin:
     """The comparison at a glance: curves on the left, Sharpe differences on the right (when there are treatments)."""
     left = comparison_curves_chart(curves, control=control)
     if table.filter(pl.col("role") == "treatment").height == 0:
@@ -222,7 +272,11 @@ def factor_windows_chart(performance: pl.DataFrame, *, metric: str = "ic_ir", wi
     `performance` is :func:`workbench.library.factors.factor_performance` output (or a subset);
     the shape tells a factor's own figures from those of a combination it was part of.
     """
-    rows = performance.filter(pl.col(metric).is_not_null()).select("name", "window_name", "basis", metric).head(MAX_ROWS)
+    rows = (
+        performance.filter(pl.col(metric).is_not_null())
+        .select("name", "window_name", "basis", metric)
+        .head(MAX_ROWS)
+    )
     order = rows.group_by("name").agg(pl.col(metric).max()).sort(metric, descending=True)["name"].to_list()
     return (
         alt.Chart(rows)

@@ -112,8 +112,11 @@ class Comparison:
 
     def format(self) -> str:
         """A terminal table: results, differences from the control, PSR/DSR and the Sharpe-difference CI."""
-        basis = {"request": "the request's control", "first_loop": "first loop (no control in a request)",
-                 "chosen": "chosen"}[self.control_basis]
+        basis = {
+            "request": "the request's control",
+            "first_loop": "first loop (no control in a request)",
+            "chosen": "chosen",
+        }[self.control_basis]
         lines = [
             f"task run {self.task_run_id}" + (f"  request {self.request_name}" if self.request_name else ""),
             f"  control: {self.control} ({basis});  {self.n_days} common days {self.start} .. {self.end};  "
@@ -125,7 +128,11 @@ class Comparison:
         ]
         for row in self.strategies():
             ci = row["sharpe_diff_ci"]
-            diff = "" if ci is None else f"{_fmt(row['sharpe_diff'], '+.2f')} [{_fmt(ci[0], '+.2f')}, {_fmt(ci[1], '+.2f')}]"
+            diff = (
+                ""
+                if ci is None
+                else f"{_fmt(row['sharpe_diff'], '+.2f')} [{_fmt(ci[0], '+.2f')}, {_fmt(ci[1], '+.2f')}]"
+            )
             lines.append(
                 f"  {str(row['strategy'])[:22]:<22} {row['role']:<9} {_fmt(row['annualized_excess_return'], '.2%'):>8} "
                 f"{_fmt(row['annualized_excess_return_diff'], '+.2%'):>8} {_fmt(row['information_ratio'], '.2f'):>6} "
@@ -162,17 +169,24 @@ def resolve_task_run_id(archive: Path | str | None, ref: str) -> str:
     """A task run id from the full id or a unique prefix (≥ 6 characters)."""
     ref = (ref or "").strip()
     if not ref:
-        raise ConfigError("task run id is empty; give a task run id or a unique prefix of at least 6 characters "
-                          "(see `workbench status`)")
-    hits = read_frame(archive, "SELECT DISTINCT task_run_id FROM aistock_experiments "
-                               "WHERE task_run_id = $ref OR (length($ref) >= 6 AND starts_with(task_run_id, $ref))",
-                      {"ref": ref})["task_run_id"].to_list()
+        raise ConfigError(
+            "task run id is empty; give a task run id or a unique prefix of at least 6 characters "
+            "(see `workbench status`)"
+        )
+    hits = read_frame(
+        archive,
+        "SELECT DISTINCT task_run_id FROM aistock_experiments "
+        "WHERE task_run_id = $ref OR (length($ref) >= 6 AND starts_with(task_run_id, $ref))",
+        {"ref": ref},
+    )["task_run_id"].to_list()
     if ref in hits:
         return ref
     if not hits:
         short = " (a prefix needs at least 6 characters)" if len(ref) < 6 else ""
-        raise ConfigError(f"unknown task run {ref!r}: no archived experiment belongs to it{short} "
-                          "(see `workbench status` or comparable_task_runs())")
+        raise ConfigError(
+            f"unknown task run {ref!r}: no archived experiment belongs to it{short} "
+            "(see `workbench status` or comparable_task_runs())"
+        )
     if len(hits) > 1:
         raise ConfigError(f"task run {ref!r} is ambiguous: {', '.join(sorted(hits))}")
     return hits[0]
@@ -232,15 +246,23 @@ def _display_names(experiments: pl.DataFrame) -> pl.DataFrame:
     )
     return named.with_columns(
         pl.when(pl.col("strategy").is_duplicated())
-        .then(pl.format("{}#{}", "strategy", "loop_id")).otherwise(pl.col("strategy")).alias("strategy")
+        .then(pl.format("{}#{}", "strategy", "loop_id"))
+        .otherwise(pl.col("strategy"))
+        .alias("strategy")
     )
 
 
 def _matches(row: dict[str, Any], ref: str | int) -> bool:
     text = str(ref).strip()
-    return text in (row["strategy"], row["strategy_name"], str(row["loop_id"]), row["experiment_id"],
-                    row["strategy_id"]) or (len(text) >= 6 and any(
-        str(row[k] or "").startswith(text) for k in ("strategy_id", "experiment_id")))
+    return text in (
+        row["strategy"],
+        row["strategy_name"],
+        str(row["loop_id"]),
+        row["experiment_id"],
+        row["strategy_id"],
+    ) or (
+        len(text) >= 6 and any(str(row[k] or "").startswith(text) for k in ("strategy_id", "experiment_id"))
+    )
 
 
 def _pick(rows: list[dict[str, Any]], ref: str | int, *, what: str) -> dict[str, Any]:
@@ -248,7 +270,9 @@ def _pick(rows: list[dict[str, Any]], ref: str | int, *, what: str) -> dict[str,
     if len(hits) != 1:
         available = ", ".join(f"{r['strategy']} (loop {r['loop_id']})" for r in rows)
         problem = "matches no strategy" if not hits else "matches several strategies"
-        raise ConfigError(f"{what} {ref!r} {problem} of this task run with a return series; available: {available}")
+        raise ConfigError(
+            f"{what} {ref!r} {problem} of this task run with a return series; available: {available}"
+        )
     return hits[0]
 
 
@@ -275,15 +299,24 @@ def _trial_sharpes(series: pl.DataFrame, *, with_cost: bool, periods_per_year: i
     return out
 
 
-def _psr_dsr(excess: np.ndarray, *, n_trials: int, var_trials: float, periods_per_year: int) -> tuple[float | None, float | None, str | None]:
+def _psr_dsr(
+    excess: np.ndarray, *, n_trials: int, var_trials: float, periods_per_year: int
+) -> tuple[float | None, float | None, str | None]:
     stats = sharpe_stats(excess)
     if stats["sr"] is None or stats["skew"] is None or stats["kurtosis"] is None:
         return None, None, "flat or too short a series: PSR and DSR undefined"
     sr, n, skew, kurt = float(stats["sr"]), int(stats["n"]), float(stats["skew"]), float(stats["kurtosis"])  # type: ignore[arg-type]
     try:
         psr = probabilistic_sharpe_ratio(sr, n=n, skew=skew, kurtosis=kurt)
-        dsr = deflated_sharpe_ratio(sr * math.sqrt(periods_per_year), n=n, skew=skew, kurtosis=kurt,
-                                    n_trials=n_trials, var_trials=var_trials, periods_per_year=periods_per_year)
+        dsr = deflated_sharpe_ratio(
+            sr * math.sqrt(periods_per_year),
+            n=n,
+            skew=skew,
+            kurtosis=kurt,
+            n_trials=n_trials,
+            var_trials=var_trials,
+            periods_per_year=periods_per_year,
+        )
     except ConfigError as exc:
         return None, None, str(exc)
     return psr, dsr, None
@@ -340,21 +373,36 @@ def _sharpe_diff_cis(
     metrics function itself. A failure is returned as its message.
     """
     n = control.size
-    fast = (n >= 2 * block and block >= 2 and n_boot >= 1 and 0 < alpha < 1
-            and not _has_flat_block(control, block) and not any(_has_flat_block(t, block) for t in treatments.values()))
+    fast = (
+        n >= 2 * block
+        and block >= 2
+        and n_boot >= 1
+        and 0 < alpha < 1
+        and not _has_flat_block(control, block)
+        and not any(_has_flat_block(t, block) for t in treatments.values())
+    )
     out: dict[str, tuple[float, float, float] | str] = {}
     if not fast:
         for name, t in treatments.items():
             try:
-                out[name] = bootstrap_sharpe_diff_ci(t, control, n_boot=n_boot, alpha=alpha, block=block, seed=seed,
-                                                     periods_per_year=periods_per_year)
+                out[name] = bootstrap_sharpe_diff_ci(
+                    t,
+                    control,
+                    n_boot=n_boot,
+                    alpha=alpha,
+                    block=block,
+                    seed=seed,
+                    periods_per_year=periods_per_year,
+                )
             except ConfigError as exc:
                 out[name] = str(exc)
         return out
     rng = np.random.default_rng(seed)
     n_blocks = -(-n // block)
     chunk = max(1, _BOOT_CELLS // n)
-    starts = np.concatenate([rng.integers(0, n, size=(min(chunk, n_boot - s), n_blocks)) for s in range(0, n_boot, chunk)])
+    starts = np.concatenate(
+        [rng.integers(0, n, size=(min(chunk, n_boot - s), n_blocks)) for s in range(0, n_boot, chunk)]
+    )
     control_boot = _resampled_sharpes(control, starts, block=block, periods_per_year=periods_per_year)
     control_point = _point_sharpe(control, periods_per_year)
     for name, t in treatments.items():
@@ -391,13 +439,21 @@ def _curves(frames: dict[str, pl.DataFrame], *, with_cost: bool) -> pl.DataFrame
         source = frame if with_cost else frame.with_columns(pl.lit(0.0).alias("cost"))
         parts.append(
             excess_curves(source).select(
-                pl.lit(name).alias("strategy"), "datetime",
-                pl.col("cum_excess_additive").alias("cum_excess"), pl.col("drawdown_additive").alias("drawdown"),
+                pl.lit(name).alias("strategy"),
+                "datetime",
+                pl.col("cum_excess_additive").alias("cum_excess"),
+                pl.col("drawdown_additive").alias("drawdown"),
             )
         )
     if not parts:
-        return pl.DataFrame(schema={"strategy": pl.String, "datetime": pl.Date, "cum_excess": pl.Float64,
-                                    "drawdown": pl.Float64})
+        return pl.DataFrame(
+            schema={
+                "strategy": pl.String,
+                "datetime": pl.Date,
+                "cum_excess": pl.Float64,
+                "drawdown": pl.Float64,
+            }
+        )
     return pl.concat(parts)
 
 
@@ -425,46 +481,75 @@ def compare_task_run(
     resolved = resolve_task_run_id(archive, task_run_id)
     experiments, series = _load(archive, resolved)
     experiments = _display_names(experiments)
-    with_series = set(_clean(series).group_by("experiment_id").len().filter(pl.col("len") >= 2)["experiment_id"].to_list())
+    with_series = set(
+        _clean(series).group_by("experiment_id").len().filter(pl.col("len") >= 2)["experiment_id"].to_list()
+    )
     rows = experiments.to_dicts()
     usable = [r for r in rows if r["experiment_id"] in with_series]
-    skipped = tuple({"strategy": r["strategy"], "loop_id": r["loop_id"], "experiment_id": r["experiment_id"],
-                     "reason": "no archived return series (archived at level 1, or its ret.pkl was unreadable)"}
-                    for r in rows if r["experiment_id"] not in with_series)
+    skipped = tuple(
+        {
+            "strategy": r["strategy"],
+            "loop_id": r["loop_id"],
+            "experiment_id": r["experiment_id"],
+            "reason": "no archived return series (archived at level 1, or its ret.pkl was unreadable)",
+        }
+        for r in rows
+        if r["experiment_id"] not in with_series
+    )
     if not usable:
-        raise ConfigError(f"task run {resolved} has no loop with an archived return series; nothing to compare")
+        raise ConfigError(
+            f"task run {resolved} has no loop with an archived return series; nothing to compare"
+        )
     notes: list[str] = []
     control_row, basis = _choose_control(rows, usable, control, notes)
     chosen = usable if strategies is None else _select(usable, strategies, control_row)
     chosen = [control_row] + [r for r in chosen if r is not control_row]
     frames = _aligned_frames(series, chosen)
     n_days = next(iter(frames.values())).height
-    trial_srs = _trial_sharpes(series.filter(pl.col("experiment_id").is_in(list(with_series))),
-                               with_cost=with_cost, periods_per_year=periods_per_year)
+    trial_srs = _trial_sharpes(
+        series.filter(pl.col("experiment_id").is_in(list(with_series))),
+        with_cost=with_cost,
+        periods_per_year=periods_per_year,
+    )
     # every archived loop of the task run was a trial, with a series or not: counting only those with a
     # series would make the deflation too generous; the variance uses the trials whose Sharpe is defined
     n_trials = max(len(rows), len(trial_srs))
     if n_trials > len(trial_srs):
-        notes.append(f"n_trials = {n_trials} archived loops of the task run; the variance of trial Sharpe ratios "
-                     f"uses the {len(trial_srs)} with a usable return series")
+        notes.append(
+            f"n_trials = {n_trials} archived loops of the task run; the variance of trial Sharpe ratios "
+            f"uses the {len(trial_srs)} with a usable return series"
+        )
     var_trials = float(np.var(trial_srs, ddof=1)) if len(trial_srs) >= 2 else 0.0
     if len(trial_srs) < 2:
         notes.append("fewer than 2 trials with a defined Sharpe ratio: var_trials = 0, so DSR equals PSR")
     excess = {r["strategy"]: _excess(frames[r["strategy"]], with_cost=with_cost) for r in chosen}
-    cis = _sharpe_diff_cis(excess[control_row["strategy"]], {r["strategy"]: excess[r["strategy"]] for r in chosen[1:]},
-                           n_boot=n_boot, alpha=alpha, block=block, seed=seed, periods_per_year=periods_per_year)
+    cis = _sharpe_diff_cis(
+        excess[control_row["strategy"]],
+        {r["strategy"]: excess[r["strategy"]] for r in chosen[1:]},
+        n_boot=n_boot,
+        alpha=alpha,
+        block=block,
+        seed=seed,
+        periods_per_year=periods_per_year,
+    )
     table_rows = []
     for r in chosen:
         name = r["strategy"]
         row = {
-            "strategy": name, "role": "control" if r is control_row else "treatment", "loop_id": r["loop_id"],
-            "strategy_id": r["strategy_id"], "experiment_id": r["experiment_id"], "source": r["source"],
+            "strategy": name,
+            "role": "control" if r is control_row else "treatment",
+            "loop_id": r["loop_id"],
+            "strategy_id": r["strategy_id"],
+            "experiment_id": r["experiment_id"],
+            "source": r["source"],
             "recommendation_status": r["recommendation_status"],
             **_metrics_row(frames[name], with_cost=with_cost, periods_per_year=periods_per_year),
-            "ic": r["ic"], "rank_ic": r["rank_ic"],
+            "ic": r["ic"],
+            "rank_ic": r["rank_ic"],
         }
-        row["psr"], row["dsr"], problem = _psr_dsr(excess[name], n_trials=n_trials, var_trials=var_trials,
-                                                   periods_per_year=periods_per_year)
+        row["psr"], row["dsr"], problem = _psr_dsr(
+            excess[name], n_trials=n_trials, var_trials=var_trials, periods_per_year=periods_per_year
+        )
         if problem:
             notes.append(f"{name}: {problem}")
         ci = cis.get(name)
@@ -476,16 +561,35 @@ def compare_task_run(
     table = _with_differences(_typed_table(table_rows))
     dates = next(iter(frames.values()))["datetime"]
     return Comparison(
-        task_run_id=resolved, request_name=next((r["request_name"] for r in rows if r["request_name"]), None),
-        control=control_row["strategy"], control_basis=basis, with_cost=with_cost, periods_per_year=periods_per_year,
-        start=dates[0].isoformat(), end=dates[-1].isoformat(), n_days=n_days, n_trials=n_trials, var_trials=var_trials,
-        bootstrap={"n_boot": n_boot, "seed": seed, "alpha": alpha, "block": block, "method": "circular", "paired": True},
-        table=table, curves=_curves(frames, with_cost=with_cost), skipped=skipped, notes=tuple(notes),
+        task_run_id=resolved,
+        request_name=next((r["request_name"] for r in rows if r["request_name"]), None),
+        control=control_row["strategy"],
+        control_basis=basis,
+        with_cost=with_cost,
+        periods_per_year=periods_per_year,
+        start=dates[0].isoformat(),
+        end=dates[-1].isoformat(),
+        n_days=n_days,
+        n_trials=n_trials,
+        var_trials=var_trials,
+        bootstrap={
+            "n_boot": n_boot,
+            "seed": seed,
+            "alpha": alpha,
+            "block": block,
+            "method": "circular",
+            "paired": True,
+        },
+        table=table,
+        curves=_curves(frames, with_cost=with_cost),
+        skipped=skipped,
+        notes=tuple(notes),
     )
 
 
 def _check_settings(*, n_boot: int, seed: int, alpha: float, block: int, periods_per_year: int) -> None:
     """Refuse bootstrap and annualisation settings that cannot work, before reading anything."""
+
     def whole(value: Any, minimum: int) -> bool:
         return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
@@ -515,12 +619,16 @@ def _choose_control(
         return marked[0], "request"
     first = min(usable, key=lambda r: r["loop_id"])
     if any(r["strategy_role"] == "control" for r in rows):
-        notes.append(f"the request's control has no archived return series; the first loop ({first['strategy']}) "
-                     "is the control")
+        notes.append(
+            f"the request's control has no archived return series; the first loop ({first['strategy']}) "
+            "is the control"
+        )
     return first, "first_loop"
 
 
-def _select(usable: list[dict[str, Any]], refs: Sequence[str | int], control_row: dict[str, Any]) -> list[dict[str, Any]]:
+def _select(
+    usable: list[dict[str, Any]], refs: Sequence[str | int], control_row: dict[str, Any]
+) -> list[dict[str, Any]]:
     picked = [_pick(usable, ref, what="strategy") for ref in refs]
     seen: set[str] = set()
     ordered = []
@@ -535,29 +643,74 @@ def _aligned_frames(series: pl.DataFrame, chosen: list[dict[str, Any]]) -> dict[
     """Each chosen strategy's usable rows on the dates every chosen strategy has."""
     ids = [r["experiment_id"] for r in chosen]
     usable = _clean(series.filter(pl.col("experiment_id").is_in(ids)))
-    common = usable.group_by("datetime").agg(pl.col("experiment_id").n_unique().alias("n")).filter(pl.col("n") == len(ids))
+    common = (
+        usable.group_by("datetime")
+        .agg(pl.col("experiment_id").n_unique().alias("n"))
+        .filter(pl.col("n") == len(ids))
+    )
     if common.height < 2:
-        spans = usable.group_by("experiment_id").agg(pl.col("datetime").min().alias("start"), pl.col("datetime").max().alias("end"))
-        raise ConfigError(f"the chosen strategies share {common.height} trading day(s); their series span "
-                          f"{spans.sort('start').rows()}; choose strategies tested over the same window")
+        spans = usable.group_by("experiment_id").agg(
+            pl.col("datetime").min().alias("start"), pl.col("datetime").max().alias("end")
+        )
+        raise ConfigError(
+            f"the chosen strategies share {common.height} trading day(s); their series span "
+            f"{spans.sort('start').rows()}; choose strategies tested over the same window"
+        )
     aligned = usable.join(common.select("datetime"), on="datetime", how="semi").sort("datetime")
     by_id = {key[0]: frame for key, frame in aligned.group_by("experiment_id")}
     return {r["strategy"]: by_id[r["experiment_id"]].select(_SERIES_COLUMNS) for r in chosen}
 
 
-_FLOAT_COLUMNS = ("annualized_excess_return", "information_ratio", "max_drawdown", "total_excess_return", "turnover",
-                  "ic", "rank_ic", "psr", "dsr", "sharpe_diff", "sharpe_diff_low", "sharpe_diff_high")
+_FLOAT_COLUMNS = (
+    "annualized_excess_return",
+    "information_ratio",
+    "max_drawdown",
+    "total_excess_return",
+    "turnover",
+    "ic",
+    "rank_ic",
+    "psr",
+    "dsr",
+    "sharpe_diff",
+    "sharpe_diff_low",
+    "sharpe_diff_high",
+)
 
 
 def _typed_table(rows: list[dict[str, Any]]) -> pl.DataFrame:
     """The table with fixed types, so a column that happens to be all null is still Float64/String."""
-    schema: dict[str, Any] = {"strategy": pl.String, "role": pl.String, "loop_id": pl.Int64, "strategy_id": pl.String,
-                              "experiment_id": pl.String, "source": pl.String, "recommendation_status": pl.String,
-                              "n_days": pl.Int64, **dict.fromkeys(_FLOAT_COLUMNS, pl.Float64)}
+    schema: dict[str, Any] = {
+        "strategy": pl.String,
+        "role": pl.String,
+        "loop_id": pl.Int64,
+        "strategy_id": pl.String,
+        "experiment_id": pl.String,
+        "source": pl.String,
+        "recommendation_status": pl.String,
+        "n_days": pl.Int64,
+        **dict.fromkeys(_FLOAT_COLUMNS, pl.Float64),
+    }
     return pl.DataFrame(rows, schema=schema).select(
-        "strategy", "role", "loop_id", "strategy_id", "experiment_id", "source", "recommendation_status", "n_days",
-        "annualized_excess_return", "information_ratio", "max_drawdown", "total_excess_return", "ic", "rank_ic",
-        "turnover", "psr", "dsr", "sharpe_diff", "sharpe_diff_low", "sharpe_diff_high",
+        "strategy",
+        "role",
+        "loop_id",
+        "strategy_id",
+        "experiment_id",
+        "source",
+        "recommendation_status",
+        "n_days",
+        "annualized_excess_return",
+        "information_ratio",
+        "max_drawdown",
+        "total_excess_return",
+        "ic",
+        "rank_ic",
+        "turnover",
+        "psr",
+        "dsr",
+        "sharpe_diff",
+        "sharpe_diff_low",
+        "sharpe_diff_high",
     )
 
 
@@ -565,6 +718,11 @@ def _with_differences(table: pl.DataFrame) -> pl.DataFrame:
     """``<metric>_diff`` = treatment − control for the headline metrics (null on the control row)."""
     is_control = pl.col("role") == "control"
     return table.with_columns(
-        [pl.when(is_control).then(None).otherwise(pl.col(c) - pl.col(c).filter(is_control).first()).alias(f"{c}_diff")
-         for c in _DIFF_COLUMNS]
+        [
+            pl.when(is_control)
+            .then(None)
+            .otherwise(pl.col(c) - pl.col(c).filter(is_control).first())
+            .alias(f"{c}_diff")
+            for c in _DIFF_COLUMNS
+        ]
     )

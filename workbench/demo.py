@@ -34,16 +34,22 @@ def run_demo(*, out: Path, archive: Path, seed: int = 0) -> tuple[str, bool]:
     summary = run_archive(out, archive=archive, mode="incremental", progress=True)
     lines.append(summary.format())
     expected = _expected_broken(out)
-    unexpected = [e for e in summary.errors if not e.get("path") or str(Path(e["path"]).resolve()) not in expected]
+    unexpected = [
+        e for e in summary.errors if not e.get("path") or str(Path(e["path"]).resolve()) not in expected
+    ]
     if summary.errors and not unexpected:
-        lines.append(f"  (all {len(summary.errors)} errors are files the sample breaks on purpose: "
-                     "the run recorded them and went on)")
+        lines.append(
+            f"  (all {len(summary.errors)} errors are files the sample breaks on purpose: "
+            "the run recorded them and went on)"
+        )
     lines.append("")
     lines.append(archive_status(archive).format())
     lines.append("")
     lines.append("next:")
     lines.append(f"  workbench status --archive {archive}")
-    lines.append("  jupyter lab notebooks/   (archive_incremental, factor_library, strategy_comparison, cleanup_review)")
+    lines.append(
+        "  jupyter lab notebooks/   (archive_incremental, factor_library, strategy_comparison, cleanup_review)"
+    )
     lines.append(f"  workbench cleanup --rdagent-root {out} --archive {archive} --dry-run")
     return "\n".join(lines), bool(unexpected)
 

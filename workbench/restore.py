@@ -27,7 +27,9 @@ def _safe_target(root: Path, rel_path: str) -> Path:
     return root / rel_path
 
 
-def restore_experiment(experiment_id: str, *, to: Path | str, archive: Path | str | None = None) -> RestoreResult:
+def restore_experiment(
+    experiment_id: str, *, to: Path | str, archive: Path | str | None = None
+) -> RestoreResult:
     """Write every stored file of one experiment (or workspace id) under `to`, checking each hash."""
     layout = ArchiveLayout.at(archive)
     with open_catalog(layout.root, read_only=True) as con:
@@ -38,18 +40,27 @@ def restore_experiment(experiment_id: str, *, to: Path | str, archive: Path | st
             [experiment_id, experiment_id],
         )
         if row is None:
-            raise ArchiveError(f"no experiment or workspace {experiment_id!r} in {layout.root}; "
-                               "list them with `workbench status --experiments`")
+            raise ArchiveError(
+                f"no experiment or workspace {experiment_id!r} in {layout.root}; "
+                "list them with `workbench status --experiments`"
+            )
         files = con.execute(
             "SELECT f.rel_path, f.sha256, o.storage_key, f.size_bytes FROM wb_stored_files f "
             "JOIN wb_objects o ON o.sha256 = f.sha256 WHERE f.experiment_id = ? ORDER BY f.rel_path",
             [row[0]],
         ).fetchall()
-        inline = {r[0]: bytes(r[1]) for r in con.execute(
-            "SELECT i.sha256, i.data FROM wb_inline_objects i JOIN wb_stored_files f ON f.sha256 = i.sha256 "
-            "WHERE f.experiment_id = ?", [row[0]]).fetchall()}
+        inline = {
+            r[0]: bytes(r[1])
+            for r in con.execute(
+                "SELECT i.sha256, i.data FROM wb_inline_objects i JOIN wb_stored_files f ON f.sha256 = i.sha256 "
+                "WHERE f.experiment_id = ?",
+                [row[0]],
+            ).fetchall()
+        }
     if not files:
-        raise ArchiveError(f"experiment {row[0]} has no stored files (archiving level below 2); nothing to restore")
+        raise ArchiveError(
+            f"experiment {row[0]} has no stored files (archiving level below 2); nothing to restore"
+        )
     target = Path(to)
     if target.exists() and not target.is_dir():
         raise ConfigError(f"--to {target} is a file; give a folder (it is created if missing)")

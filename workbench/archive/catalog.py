@@ -79,7 +79,9 @@ class ArchiveLayout:
     def at(cls, root: Path | str | None) -> ArchiveLayout:
         path = Path(root if root is not None else DEFAULT_ARCHIVE).absolute()
         if path.exists() and not path.is_dir():
-            raise ConfigError(f"archive {path} is a file, not a folder; pass --archive DIR (created if missing)")
+            raise ConfigError(
+                f"archive {path} is a file, not a folder; pass --archive DIR (created if missing)"
+            )
         return cls(path)
 
 
@@ -98,7 +100,9 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-_HOLDER_RE = re.compile(r"Conflicting lock is held in (?P<prog>.+?) \(PID (?P<pid>\d+)\)(?: by user (?P<user>\S+))?")
+_HOLDER_RE = re.compile(
+    r"Conflicting lock is held in (?P<prog>.+?) \(PID (?P<pid>\d+)\)(?: by user (?P<user>\S+))?"
+)
 
 
 def describe_lock_holder(message: str) -> str:
@@ -130,15 +134,39 @@ _UNWRAP_RES = (
     re.compile(r'Original error: "(?P<inner>.*)"\s*$', re.S),
     re.compile(r"because of error: (?P<inner>.*)$", re.S),
 )
-_CHECKSUM_RE = re.compile(r"computed checksum \d+ does not match stored checksum \d+ in block at location (?P<at>\d+)")
-_SHORT_READ_RE = re.compile(r"Could not read enough bytes from file .*attempted to read \d+ bytes from location (?P<at>\d+)")
-_DAMAGE_WORDS = ("checksum", "corrupt", "not a valid duckdb database", "truncated", "file size",
-                 "could not read enough bytes", "deserializ", "invalid block", "serialization error")
-_NOT_DAMAGE_WORDS = ("no space left", "disk quota", "permission denied", "read-only file system",
-                     "input/output error", "out of memory", "could not set lock", "conflicting lock")
+_CHECKSUM_RE = re.compile(
+    r"computed checksum \d+ does not match stored checksum \d+ in block at location (?P<at>\d+)"
+)
+_SHORT_READ_RE = re.compile(
+    r"Could not read enough bytes from file .*attempted to read \d+ bytes from location (?P<at>\d+)"
+)
+_DAMAGE_WORDS = (
+    "checksum",
+    "corrupt",
+    "not a valid duckdb database",
+    "truncated",
+    "file size",
+    "could not read enough bytes",
+    "deserializ",
+    "invalid block",
+    "serialization error",
+)
+_NOT_DAMAGE_WORDS = (
+    "no space left",
+    "disk quota",
+    "permission denied",
+    "read-only file system",
+    "input/output error",
+    "out of memory",
+    "could not set lock",
+    "conflicting lock",
+)
 _DAMAGE_TYPES: tuple[type[BaseException], ...] = tuple(
-    t for t in (getattr(duckdb, n, None) for n in ("InternalException", "FatalException", "SerializationException",
-                                                  "CorruptionError"))
+    t
+    for t in (
+        getattr(duckdb, n, None)
+        for n in ("InternalException", "FatalException", "SerializationException", "CorruptionError")
+    )
     if isinstance(t, type)
 )
 _QUERY_ERRORS = (duckdb.ProgrammingError, duckdb.IntegrityError, duckdb.DataError)
@@ -239,7 +267,9 @@ def connect_catalog_file(path: Path, *, read_only: bool, timeout_s: float) -> du
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
             continue
-        con.execute("SET enable_progress_bar = false")  # a long query would draw one into cron logs and notebooks
+        con.execute(
+            "SET enable_progress_bar = false"
+        )  # a long query would draw one into cron logs and notebooks
         return con
 
 

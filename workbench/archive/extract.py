@@ -28,7 +28,13 @@ from workbench.rdagent.files.qlib_res import qlib_metrics_by_name, read_qlib_res
 from workbench.rdagent.files.returns import read_returns
 
 REGISTRY_METRIC_COLUMNS = ("ic_mean", "rank_ic_mean", "ann_return", "mdd", "turnover", "multi_score")
-META_FILES = ("workspace_meta.json", "experiment_summary.json", "manifest.json", "model_meta.json", "strategy_meta.json")
+META_FILES = (
+    "workspace_meta.json",
+    "experiment_summary.json",
+    "manifest.json",
+    "model_meta.json",
+    "strategy_meta.json",
+)
 
 
 @dataclass(frozen=True)
@@ -259,9 +265,21 @@ def _build_factors(
         factor = given.get(name) or library.get(name) or ids.factor_id(name, version=ref.get("version"))
         name_to_id[name] = factor
         out.factors.append(
-            {"id": factor, "name": name, "version": ref.get("version"), "source": ref.get("source") or "rdagent_generated",
-             "description_cn": None, "formula_hint": None, "expression": None, "expression_key": None,
-             "tags": "[]", "region": None, "freq": None, "variables_json": None, "first_experiment_id": experiment}
+            {
+                "id": factor,
+                "name": name,
+                "version": ref.get("version"),
+                "source": ref.get("source") or "rdagent_generated",
+                "description_cn": None,
+                "formula_hint": None,
+                "expression": None,
+                "expression_key": None,
+                "tags": "[]",
+                "region": None,
+                "freq": None,
+                "variables_json": None,
+                "first_experiment_id": experiment,
+            }
         )
     return name_to_id
 
@@ -313,7 +331,9 @@ def _build_performance(
             out.performance.append(_perf_row(perf_id, factor, window, stats, experiment, basis="combination"))
 
 
-def _perf_row(perf_id: str, factor: str, window: str, row: dict[str, Any], experiment: str, *, basis: str) -> dict[str, Any]:
+def _perf_row(
+    perf_id: str, factor: str, window: str, row: dict[str, Any], experiment: str, *, basis: str
+) -> dict[str, Any]:
     return {
         "id": perf_id,
         "factor_id": factor,
@@ -385,11 +405,17 @@ def _build_strategy(
     strategy_meta = meta.get("strategy_meta.json") if isinstance(meta.get("strategy_meta.json"), dict) else {}
     config: dict[str, Any] = {}
     if entry:
-        config = {k: entry.get(k) for k in ("trading_rule", "risk_model", "benchmark", "factor_set", "extra") if entry.get(k) is not None}
+        config = {
+            k: entry.get(k)
+            for k in ("trading_rule", "risk_model", "benchmark", "factor_set", "extra")
+            if entry.get(k) is not None
+        }
     elif strategy_meta.get("portfolio_config"):
         config = {"portfolio_config": strategy_meta["portfolio_config"]}
-    name = (entry or {}).get("name") or strategy_meta.get("strategy_name") or (
-        f"{candidate.loop.get('action') or 'loop'}_{candidate.task_run_id[:8]}_{candidate.loop_id}"
+    name = (
+        (entry or {}).get("name")
+        or strategy_meta.get("strategy_name")
+        or (f"{candidate.loop.get('action') or 'loop'}_{candidate.task_run_id[:8]}_{candidate.loop_id}")
     )
     out.strategy = {
         "id": ids.strategy_id(key),
@@ -420,7 +446,9 @@ def _build_experiment(
     candidate = out.candidate
     ws = candidate.experiment_workspace
     task_run = candidate.task_run or {}
-    summary = meta.get("experiment_summary.json") if isinstance(meta.get("experiment_summary.json"), dict) else {}
+    summary = (
+        meta.get("experiment_summary.json") if isinstance(meta.get("experiment_summary.json"), dict) else {}
+    )
     metrics = {
         "qlib": qlib_named,
         "qlib_raw": qlib_raw,
@@ -460,8 +488,14 @@ def _collect_files(out: Extracted, *, include_heavy: bool) -> None:
             keep = info.file_class == "key" or (include_heavy and info.file_class == "heavy")
             rel = prefix + info.rel_path
             if info.file_class == "unreadable":  # the archive cannot hold it: no level 2, no cleanup
-                out.errors.append(ItemError("files", "UnreadableEntry", f"{rel}: {info.reason}",
-                                            str(ref.directory / info.rel_path)))
+                out.errors.append(
+                    ItemError(
+                        "files",
+                        "UnreadableEntry",
+                        f"{rel}: {info.reason}",
+                        str(ref.directory / info.rel_path),
+                    )
+                )
             entry: dict[str, Any] = {
                 "path": rel,
                 "workspace_id": ref.workspace_id,

@@ -59,8 +59,10 @@ def parse(spec: str | None) -> list[Rule]:
             continue
         parts = text.split(":")
         if len(parts) < 2 or parts[0] not in KINDS or parts[1] not in OPS:
-            raise ConfigError(f"{ENV}: {text!r} is not KIND:OP[:after=N][:times=M][:ms=T] with KIND one of "
-                              f"{', '.join(KINDS)} and OP one of {', '.join(OPS)}")
+            raise ConfigError(
+                f"{ENV}: {text!r} is not KIND:OP[:after=N][:times=M][:ms=T] with KIND one of "
+                f"{', '.join(KINDS)} and OP one of {', '.join(OPS)}"
+            )
         rule = Rule(parts[0], parts[1])
         for option in parts[2:]:
             name, _, value = option.partition("=")
@@ -99,5 +101,8 @@ def _fire(op: str, path: Path | str | None) -> None:
             time.sleep(rule.ms / 1000)
             continue
         code = ERRNOS[rule.kind]
-        raise OSError(code, f"{os.strerror(code)} (injected by {ENV}, {op} write #{rule.calls})",
-                      None if path is None else os.fspath(path))
+        raise OSError(
+            code,
+            f"{os.strerror(code)} (injected by {ENV}, {op} write #{rule.calls})",
+            None if path is None else os.fspath(path),
+        )

@@ -25,8 +25,16 @@ NOISE_DIRS = {"__pycache__", ".ipynb_checkpoints"}
 MLRUNS_KEPT_DIRS = {"metrics", "params", "tags"}
 SHARED_DATA_SUFFIXES = {".h5", ".hdf5", ".hdf", ".parquet", ".pkl", ".csv", ".bin"}
 # results and metadata are key even when hard-linked (e.g. by a dedupe or backup tool)
-KEY_NAMES = {"qlib_res.csv", "ret.pkl", "ret_schema.parquet", "ret_schema.json", "signals.parquet", "signals.json",
-             "model.pkl", "params.pkl"}
+KEY_NAMES = {
+    "qlib_res.csv",
+    "ret.pkl",
+    "ret_schema.parquet",
+    "ret_schema.json",
+    "signals.parquet",
+    "signals.json",
+    "model.pkl",
+    "params.pkl",
+}
 KEY_SUFFIXES = {".json", ".yaml", ".yml", ".py", ".md"}
 LARGE_UNKNOWN_BYTES = 256 * 1024 * 1024
 

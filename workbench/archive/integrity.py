@@ -18,8 +18,13 @@ from workbench.errors import VerificationError
 
 #: the row sets of a manifest that belong to its experiment alone (shared library rows may have
 #: been improved by later experiments, so they are not compared)
-OWN_TABLES = {"aistock_experiments": "id", "wb_stored_files": "experiment_id", "wb_loop_state": "experiment_id",
-              "aistock_factor_usage": "experiment_id", "aistock_factor_performance": "experiment_id"}
+OWN_TABLES = {
+    "aistock_experiments": "id",
+    "wb_stored_files": "experiment_id",
+    "wb_loop_state": "experiment_id",
+    "aistock_factor_usage": "experiment_id",
+    "aistock_factor_performance": "experiment_id",
+}
 
 
 @dataclass
@@ -54,19 +59,25 @@ class PartReport:
         return "\n".join(lines)
 
 
-def check_manifests(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, read_data: bool = False) -> PartReport:
+def check_manifests(
+    con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, read_data: bool = False
+) -> PartReport:
     """Every experiment at level 1 or 2 has a readable manifest that matches its catalog rows.
 
     With `read_data`, the series object each manifest points to is re-hashed as well.
     """
     report = PartReport("manifests")
-    current = {r[0]: (r[1], r[2]) for r in con.execute(
-        "SELECT experiment_id, sha256, storage_key FROM wb_manifests").fetchall()}
-    series_rows = dict(con.execute(
-        "SELECT experiment_id, count(*) FROM aistock_return_series GROUP BY 1").fetchall())
+    current = {
+        r[0]: (r[1], r[2])
+        for r in con.execute("SELECT experiment_id, sha256, storage_key FROM wb_manifests").fetchall()
+    }
+    series_rows = dict(
+        con.execute("SELECT experiment_id, count(*) FROM aistock_return_series GROUP BY 1").fetchall()
+    )
     store = object_store(layout)
     for (experiment_id,) in con.execute(
-            "SELECT id FROM aistock_experiments WHERE archiving_level >= 1 ORDER BY id").fetchall():
+        "SELECT id FROM aistock_experiments WHERE archiving_level >= 1 ORDER BY id"
+    ).fetchall():
         report.checked += 1
         if experiment_id not in current:
             report.problems.append(f"experiment {experiment_id} has no manifest (run `workbench repair`)")
@@ -82,15 +93,21 @@ def check_manifests(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, re
             if rowset.table in OWN_TABLES and rowset.parquet is None:
                 now = capture(con, rowset.table, rowset.match)
                 if now.rows != rowset.rows:
-                    report.problems.append(f"experiment {experiment_id}: {rowset.table} rows differ from its "
-                                           f"manifest {sha} (run `workbench repair`)")
+                    report.problems.append(
+                        f"experiment {experiment_id}: {rowset.table} rows differ from its "
+                        f"manifest {sha} (run `workbench repair`)"
+                    )
         series = manifest.get("series")
         if (series or {}).get("rows", 0) != series_rows.get(experiment_id, 0):
-            report.problems.append(f"experiment {experiment_id}: the catalog holds {series_rows.get(experiment_id, 0)} "
-                                   f"return-series rows, its manifest {(series or {}).get('rows', 0)}")
+            report.problems.append(
+                f"experiment {experiment_id}: the catalog holds {series_rows.get(experiment_id, 0)} "
+                f"return-series rows, its manifest {(series or {}).get('rows', 0)}"
+            )
         elif series and read_data and not store.verify(series["storage_key"], series["sha256"]):
-            report.problems.append(f"experiment {experiment_id}: return-series object {series['sha256']} is missing "
-                                   "or damaged (run `workbench repair`)")
+            report.problems.append(
+                f"experiment {experiment_id}: return-series object {series['sha256']} is missing "
+                "or damaged (run `workbench repair`)"
+            )
     return report
 
 

@@ -48,7 +48,17 @@ MANIFEST_FORMAT = "workbench.manifest"
 FORMAT_VERSION = 1
 SEQ_KEY = "record_seq"
 BULK_TABLES = frozenset({"aistock_return_series", "aistock_factor_values"})
-SERIES_COLUMNS = ["account", "return", "total_turnover", "turnover", "total_cost", "cost", "value", "cash", "bench"]
+SERIES_COLUMNS = [
+    "account",
+    "return",
+    "total_turnover",
+    "turnover",
+    "total_cost",
+    "cost",
+    "value",
+    "cash",
+    "bench",
+]
 """The value columns of `aistock_return_series` (beside experiment_id and datetime), as Qlib names them."""
 _RECORD_NAME = re.compile(r"^(\d{12})-([0-9a-f]{32})\.json$")
 
@@ -77,8 +87,13 @@ class RowSet:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RowSet:
-        return cls(str(data["table"]), dict(data.get("match") or {}), list(data.get("columns") or []),
-                   list(data.get("rows") or []), data.get("parquet"))
+        return cls(
+            str(data["table"]),
+            dict(data.get("match") or {}),
+            list(data.get("columns") or []),
+            list(data.get("rows") or []),
+            data.get("parquet"),
+        )
 
 
 _COLUMNS: dict[str, list[tuple[str, str]]] = {}
@@ -90,13 +105,19 @@ def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str,
     if table not in _COLUMNS:
         rows = con.execute(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'main' "
-            "AND table_name = ? ORDER BY ordinal_position", [table]).fetchall()
+            "AND table_name = ? ORDER BY ordinal_position",
+            [table],
+        ).fetchall()
         if not rows:
             raise ArchiveError(f"a record names table {table!r}, which the catalog does not have")
         _COLUMNS[table] = [(r[0], r[1]) for r in rows]
-        _HAS_KEY[table] = bool(fetch_one(
-            con, "SELECT count(*) FROM duckdb_constraints() WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'",
-            [table])[0])  # type: ignore[index]
+        _HAS_KEY[table] = bool(
+            fetch_one(
+                con,
+                "SELECT count(*) FROM duckdb_constraints() WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'",
+                [table],
+            )[0]
+        )  # type: ignore[index]
     return _COLUMNS[table]
 
 
@@ -132,13 +153,18 @@ def capture_bulk(
     """A bulky row set as a Parquet object in the store (returned so the caller lists it in wb_objects)."""
     table_columns(con, table)
     where, params = _where(con, table, match)
-    frame = pl.from_arrow(con.sql(f"SELECT * FROM {_quote(table)}{where} ORDER BY ALL", params=params).to_arrow_table())
+    frame = pl.from_arrow(
+        con.sql(f"SELECT * FROM {_quote(table)}{where} ORDER BY ALL", params=params).to_arrow_table()
+    )
     assert isinstance(frame, pl.DataFrame)
     if frame.height == 0:
         return RowSet(table, match), None
     obj = _put_parquet(store, frame)
-    return RowSet(table, match, parquet={"sha256": obj.sha256, "storage_key": obj.storage_key,
-                                         "rows": frame.height, "constants": {}}), obj
+    return RowSet(
+        table,
+        match,
+        parquet={"sha256": obj.sha256, "storage_key": obj.storage_key, "rows": frame.height, "constants": {}},
+    ), obj
 
 
 def _put_parquet(store: ObjectStore, frame: pl.DataFrame) -> StoredObject:
@@ -201,24 +227,36 @@ def _parquet_frame(rowset: RowSet, store: ObjectStore) -> pl.DataFrame:
     ref = rowset.parquet or {}
     data = store.open_content(str(ref["storage_key"]))
     if hashlib.sha256(data).hexdigest() != ref["sha256"]:
-        raise VerificationError(f"object {ref['sha256']} ({rowset.table} rows) is damaged; "
-                                "run `workbench verify --read-data` to list damaged objects")
+        raise VerificationError(
+            f"object {ref['sha256']} ({rowset.table} rows) is damaged; "
+            "run `workbench verify --read-data` to list damaged objects"
+        )
     frame = pl.read_parquet(io.BytesIO(data))
     for column, value in (ref.get("constants") or {}).items():
         frame = frame.with_columns(pl.lit(value).alias(column))
     return frame
 
 
-def _insert_typed(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame,
-                  columns: list[tuple[str, str]]) -> None:
+def _insert_typed(
+    con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, columns: list[tuple[str, str]]
+) -> None:
     names = [c for c, _ in columns if c in frame.columns]
     types = dict(columns)
     select = ", ".join(f"CAST({_quote(c)} AS {types[c]})" for c in names)
-    _with_frame(con, frame, f"INSERT INTO {_quote(table)} ({', '.join(map(_quote, names))}) SELECT {select} FROM _rowset")
+    _with_frame(
+        con,
+        frame,
+        f"INSERT INTO {_quote(table)} ({', '.join(map(_quote, names))}) SELECT {select} FROM _rowset",
+    )
 
 
-def _apply_text(con: duckdb.DuckDBPyConnection, table: str, names: list[str], rows: list[list],
-                columns: list[tuple[str, str]]) -> None:
+def _apply_text(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    names: list[str],
+    rows: list[list],
+    columns: list[tuple[str, str]],
+) -> None:
     types = dict(columns)
     for name in names:
         if name not in types:
@@ -226,7 +264,9 @@ def _apply_text(con: duckdb.DuckDBPyConnection, table: str, names: list[str], ro
     frame = pl.DataFrame(rows, schema={c: pl.String for c in names}, orient="row")
     casts = ", ".join(f"CAST({_quote(c)} AS {types[c]})" for c in names)
     verb = "INSERT OR REPLACE INTO" if _HAS_KEY[table] else "INSERT INTO"
-    _with_frame(con, frame, f"{verb} {_quote(table)} ({', '.join(map(_quote, names))}) SELECT {casts} FROM _rowset")
+    _with_frame(
+        con, frame, f"{verb} {_quote(table)} ({', '.join(map(_quote, names))}) SELECT {casts} FROM _rowset"
+    )
 
 
 def _with_frame(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame, sql: str) -> None:
@@ -248,7 +288,9 @@ def object_store(layout: ArchiveLayout) -> ObjectStore:
     return ObjectStore(layout.objects, tmp=layout.tmp, packs=layout.packs)
 
 
-def _rows_by(con: duckdb.DuckDBPyConnection, table: str, column: str, values: list[Any]) -> dict[str, list[list]]:
+def _rows_by(
+    con: duckdb.DuckDBPyConnection, table: str, column: str, values: list[Any]
+) -> dict[str, list[list]]:
     """Rows of `table` whose `column` is one of `values` (DuckDB text, ORDER BY ALL), grouped by it."""
     captured = capture(con, table, {column: values})
     at = captured.columns.index(column)
@@ -266,13 +308,25 @@ def build_manifests(
     One query per table for the whole set (not per experiment), grouped here.
     """
     ids = sorted(series)
-    columns = {t: [c for c, _ in table_columns(con, t)] for t in (
-        "aistock_experiments", "wb_loop_state", "wb_stored_files", "aistock_factor_usage",
-        "aistock_factor_performance", "aistock_factors", "aistock_factor_combinations", "aistock_strategies",
-        "wb_objects")}
+    columns = {
+        t: [c for c, _ in table_columns(con, t)]
+        for t in (
+            "aistock_experiments",
+            "wb_loop_state",
+            "wb_stored_files",
+            "aistock_factor_usage",
+            "aistock_factor_performance",
+            "aistock_factors",
+            "aistock_factor_combinations",
+            "aistock_strategies",
+            "wb_objects",
+        )
+    }
     experiments = _rows_by(con, "aistock_experiments", "id", ids)
-    own = {t: _rows_by(con, t, "experiment_id", ids) for t in (
-        "wb_loop_state", "wb_stored_files", "aistock_factor_usage", "aistock_factor_performance")}
+    own = {
+        t: _rows_by(con, t, "experiment_id", ids)
+        for t in ("wb_loop_state", "wb_stored_files", "aistock_factor_usage", "aistock_factor_performance")
+    }
     col = {t: {c: i for i, c in enumerate(cs)} for t, cs in columns.items()}
 
     def field(table: str, row: list, name: str) -> Any:
@@ -280,11 +334,15 @@ def build_manifests(
 
     usage = own["aistock_factor_usage"]
     strategy_of = {e: field("aistock_experiments", rows[0], "strategy_id") for e, rows in experiments.items()}
-    factor_ids = sorted({field("aistock_factor_usage", r, "factor_id") for rows in usage.values() for r in rows})
+    factor_ids = sorted(
+        {field("aistock_factor_usage", r, "factor_id") for rows in usage.values() for r in rows}
+    )
     factors = _rows_by(con, "aistock_factors", "id", factor_ids)
     strategies = _rows_by(con, "aistock_strategies", "id", sorted({s for s in strategy_of.values() if s}))
     combo_ids = {field("aistock_factor_usage", r, "combination_id") for rows in usage.values() for r in rows}
-    combo_ids |= {field("aistock_strategies", rows[0], "factor_combination_id") for rows in strategies.values()}
+    combo_ids |= {
+        field("aistock_strategies", rows[0], "factor_combination_id") for rows in strategies.values()
+    }
     combos = _rows_by(con, "aistock_factor_combinations", "id", sorted(c for c in combo_ids if c))
     shas = {field("wb_stored_files", r, "sha256") for rows in own["wb_stored_files"].values() for r in rows}
     shas |= {s["sha256"] for s in series.values() if s}
@@ -298,10 +356,15 @@ def build_manifests(
         my_factors = sorted({field("aistock_factor_usage", r, "factor_id") for r in my_usage})
         my_strategy = [strategy_of[experiment_id]] if strategy_of.get(experiment_id) else []
         my_combos = {field("aistock_factor_usage", r, "combination_id") for r in my_usage}
-        my_combos |= {field("aistock_strategies", r, "factor_combination_id")
-                      for s in my_strategy for r in strategies.get(s, [])}
+        my_combos |= {
+            field("aistock_strategies", r, "factor_combination_id")
+            for s in my_strategy
+            for r in strategies.get(s, [])
+        }
         my_combos = sorted(c for c in my_combos if c)
-        my_shas = {field("wb_stored_files", r, "sha256") for r in own["wb_stored_files"].get(experiment_id, [])}
+        my_shas = {
+            field("wb_stored_files", r, "sha256") for r in own["wb_stored_files"].get(experiment_id, [])
+        }
         if series[experiment_id]:
             my_shas.add(series[experiment_id]["sha256"])  # type: ignore[index]
 
@@ -310,27 +373,55 @@ def build_manifests(
 
         rowsets = [
             RowSet("aistock_experiments", {"id": [experiment_id]}, columns["aistock_experiments"], [row]),
-            *(RowSet(t, {"experiment_id": [experiment_id]}, columns[t], own[t].get(experiment_id, []))
-              for t in ("wb_loop_state", "wb_stored_files")),
-            RowSet("wb_objects", {"sha256": sorted(my_shas)}, columns["wb_objects"],
-                   picked(objects, sorted(my_shas))),
-            *(RowSet(t, {"experiment_id": [experiment_id]}, columns[t], own[t].get(experiment_id, []))
-              for t in ("aistock_factor_usage", "aistock_factor_performance")),
-            RowSet("aistock_factors", {"id": my_factors}, columns["aistock_factors"],
-                   picked(factors, my_factors)),
-            RowSet("aistock_factor_combinations", {"id": my_combos}, columns["aistock_factor_combinations"],
-                   picked(combos, my_combos)),
-            RowSet("aistock_strategies", {"id": my_strategy}, columns["aistock_strategies"],
-                   picked(strategies, my_strategy)),
+            *(
+                RowSet(t, {"experiment_id": [experiment_id]}, columns[t], own[t].get(experiment_id, []))
+                for t in ("wb_loop_state", "wb_stored_files")
+            ),
+            RowSet(
+                "wb_objects",
+                {"sha256": sorted(my_shas)},
+                columns["wb_objects"],
+                picked(objects, sorted(my_shas)),
+            ),
+            *(
+                RowSet(t, {"experiment_id": [experiment_id]}, columns[t], own[t].get(experiment_id, []))
+                for t in ("aistock_factor_usage", "aistock_factor_performance")
+            ),
+            RowSet(
+                "aistock_factors", {"id": my_factors}, columns["aistock_factors"], picked(factors, my_factors)
+            ),
+            RowSet(
+                "aistock_factor_combinations",
+                {"id": my_combos},
+                columns["aistock_factor_combinations"],
+                picked(combos, my_combos),
+            ),
+            RowSet(
+                "aistock_strategies",
+                {"id": my_strategy},
+                columns["aistock_strategies"],
+                picked(strategies, my_strategy),
+            ),
         ]
         pointer = series[experiment_id]
-        rowsets.append(RowSet("aistock_return_series", {"experiment_id": [experiment_id]},
-                              parquet={**pointer, "constants": {"experiment_id": experiment_id}} if pointer else None))
+        rowsets.append(
+            RowSet(
+                "aistock_return_series",
+                {"experiment_id": [experiment_id]},
+                parquet={**pointer, "constants": {"experiment_id": experiment_id}} if pointer else None,
+            )
+        )
         out[experiment_id] = {
-            "format": MANIFEST_FORMAT, "version": FORMAT_VERSION, "experiment_id": experiment_id,
+            "format": MANIFEST_FORMAT,
+            "version": FORMAT_VERSION,
+            "experiment_id": experiment_id,
             "task_run_id": field("aistock_experiments", row, "task_run_id"),
-            "loop_id": int(field("aistock_experiments", row, "loop_id")), "seq": seq, "written_at": written_at,
-            "series": pointer, "rowsets": [r.to_json() for r in rowsets]}
+            "loop_id": int(field("aistock_experiments", row, "loop_id")),
+            "seq": seq,
+            "written_at": written_at,
+            "series": pointer,
+            "rowsets": [r.to_json() for r in rowsets],
+        }
     return out
 
 
@@ -349,19 +440,24 @@ def load_manifest(layout: ArchiveLayout, storage_key: str, sha256: str) -> dict[
         raise VerificationError(f"manifest {sha256} does not hash to its name; it is damaged")
     manifest = json.loads(data)
     if manifest.get("format") != MANIFEST_FORMAT or int(manifest.get("version", 0)) > FORMAT_VERSION:
-        raise VerificationError(f"manifest {sha256} has format {manifest.get('format')!r} version "
-                                f"{manifest.get('version')!r}, which this workbench cannot read")
+        raise VerificationError(
+            f"manifest {sha256} has format {manifest.get('format')!r} version "
+            f"{manifest.get('version')!r}, which this workbench cannot read"
+        )
     return manifest
 
 
-def _series_ref(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, experiment_id: str,
-                store: ObjectStore) -> tuple[dict[str, Any] | None, StoredObject | None]:
+def _series_ref(
+    con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, experiment_id: str, store: ObjectStore
+) -> tuple[dict[str, Any] | None, StoredObject | None]:
     """The series pointer of an experiment whose series this transaction did not rewrite.
 
     Taken from its current manifest; an experiment archived before manifests existed gets its
     series exported from the catalog into a Parquet object (returned for `wb_objects`).
     """
-    current = fetch_one(con, "SELECT sha256, storage_key FROM wb_manifests WHERE experiment_id = ?", [experiment_id])
+    current = fetch_one(
+        con, "SELECT sha256, storage_key FROM wb_manifests WHERE experiment_id = ?", [experiment_id]
+    )
     if current is not None:
         try:
             series = load_manifest(layout, current[1], current[0]).get("series")
@@ -369,9 +465,13 @@ def _series_ref(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, experimen
                 return series, None
         except (VerificationError, ValueError, OSError):
             pass  # a damaged manifest or series object: export the series again
-    frame = pl.from_arrow(con.sql(
-        f"SELECT datetime, {', '.join(_quote(c) for c in SERIES_COLUMNS)} FROM aistock_return_series "
-        "WHERE experiment_id = $id ORDER BY datetime", params={"id": experiment_id}).to_arrow_table())
+    frame = pl.from_arrow(
+        con.sql(
+            f"SELECT datetime, {', '.join(_quote(c) for c in SERIES_COLUMNS)} FROM aistock_return_series "
+            "WHERE experiment_id = $id ORDER BY datetime",
+            params={"id": experiment_id},
+        ).to_arrow_table()
+    )
     assert isinstance(frame, pl.DataFrame)
     if frame.height == 0:
         return None, None
@@ -397,18 +497,34 @@ class Record:
     manifests: dict[str, dict[str, str]]  # experiment_id → {"sha256", "storage_key"}
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": RECORD_FORMAT, "version": FORMAT_VERSION, "seq": self.seq, "record_id": self.record_id,
-                "kind": self.kind, "written_at": self.written_at, "meta": self.meta,
-                "manifests": self.manifests, "rowsets": [r.to_json() for r in self.rowsets]}
+        return {
+            "format": RECORD_FORMAT,
+            "version": FORMAT_VERSION,
+            "seq": self.seq,
+            "record_id": self.record_id,
+            "kind": self.kind,
+            "written_at": self.written_at,
+            "meta": self.meta,
+            "manifests": self.manifests,
+            "rowsets": [r.to_json() for r in self.rowsets],
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Record:
         if data.get("format") != RECORD_FORMAT or int(data.get("version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"format {data.get('format')!r} version {data.get('version')!r} is not a record "
-                             "this workbench can read")
-        return cls(int(data["seq"]), str(data["record_id"]), str(data["kind"]), str(data["written_at"]),
-                   dict(data.get("meta") or {}), [RowSet.from_json(r) for r in data.get("rowsets") or []],
-                   dict(data.get("manifests") or {}))
+            raise ValueError(
+                f"format {data.get('format')!r} version {data.get('version')!r} is not a record "
+                "this workbench can read"
+            )
+        return cls(
+            int(data["seq"]),
+            str(data["record_id"]),
+            str(data["kind"]),
+            str(data["written_at"]),
+            dict(data.get("meta") or {}),
+            [RowSet.from_json(r) for r in data.get("rowsets") or []],
+            dict(data.get("manifests") or {}),
+        )
 
     @property
     def file_name(self) -> str:
@@ -443,8 +559,10 @@ def next_seq(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def set_seq(con: duckdb.DuckDBPyConnection, seq: int) -> None:
-    con.execute("INSERT INTO wb_meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [SEQ_KEY, str(seq)])
+    con.execute(
+        "INSERT INTO wb_meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [SEQ_KEY, str(seq)],
+    )
 
 
 def current_seq(con: duckdb.DuckDBPyConnection) -> int:
@@ -455,7 +573,9 @@ def current_seq(con: duckdb.DuckDBPyConnection) -> int:
 class Recorder:
     """Collects what one writing transaction changed; `finish` writes it to disk before COMMIT."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, kind: str, meta: dict[str, Any]):
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, kind: str, meta: dict[str, Any]
+    ):
         self.con = con
         self.layout = layout
         self.kind = kind
@@ -468,15 +588,21 @@ class Recorder:
 
     def capture(self, table: str, **match: list[Any]) -> None:
         """Record the rows of `table` matching `match` as they are when the transaction ends."""
-        self._captures.append((table, {k: sorted({v for v in vals if v is not None}) for k, vals in match.items()}))
+        self._captures.append(
+            (table, {k: sorted({v for v in vals if v is not None}) for k, vals in match.items()})
+        )
 
     def capture_all(self, table: str) -> None:
         self._captures.append((table, {}))
 
-    def experiments(self, experiment_ids: set[str] | list[str], series: dict[str, dict[str, Any]] | None = None) -> None:
+    def experiments(
+        self, experiment_ids: set[str] | list[str], series: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         """Write fresh manifests of these experiments (`series`: the ones whose series was rewritten)."""
         for experiment_id in experiment_ids:
-            self._experiments[experiment_id] = (series or {}).get(experiment_id, self._experiments.get(experiment_id))
+            self._experiments[experiment_id] = (series or {}).get(
+                experiment_id, self._experiments.get(experiment_id)
+            )
 
     def finish(self) -> Record:
         seq = next_seq(self.con)
@@ -495,7 +621,9 @@ class Recorder:
             if table not in BULK_TABLES:
                 rowsets.append(capture(self.con, table, match))
         if self._new_objects:
-            rowsets.append(capture(self.con, "wb_objects", {"sha256": sorted({o.sha256 for o in self._new_objects})}))
+            rowsets.append(
+                capture(self.con, "wb_objects", {"sha256": sorted({o.sha256 for o in self._new_objects})})
+            )
         if manifests:
             rowsets.append(capture(self.con, "wb_manifests", {"experiment_id": sorted(manifests)}))
         if self.needs_sync or manifests or self._new_objects:
@@ -503,8 +631,11 @@ class Recorder:
             # record that refers to them (a manifest durable before its objects refers to nothing yet)
             os.sync()
         record = Record(seq, uuid.uuid4().hex, self.kind, written_at, self.meta, rowsets, manifests)
-        durable_write(self.layout.records / record.file_name, json.dumps(record.to_json(), separators=(",", ":"),
-                                                                         default=str).encode(), self.layout.tmp)
+        durable_write(
+            self.layout.records / record.file_name,
+            json.dumps(record.to_json(), separators=(",", ":"), default=str).encode(),
+            self.layout.tmp,
+        )
         return record
 
     def _write_manifests(self, store: ObjectStore, *, seq: int, written_at: str) -> dict[str, dict[str, str]]:
@@ -513,9 +644,17 @@ class Recorder:
         rows = []
         pointers: dict[str, dict[str, Any] | None] = {}
         unknown = sorted(e for e, s in self._experiments.items() if s is None)
-        with_series = {r[0] for r in self.con.execute(
-            "SELECT DISTINCT experiment_id FROM aistock_return_series WHERE experiment_id IN (SELECT unnest(?))",
-            [unknown]).fetchall()} if unknown else set()
+        with_series = (
+            {
+                r[0]
+                for r in self.con.execute(
+                    "SELECT DISTINCT experiment_id FROM aistock_return_series WHERE experiment_id IN (SELECT unnest(?))",
+                    [unknown],
+                ).fetchall()
+            }
+            if unknown
+            else set()
+        )
         for experiment_id in sorted(self._experiments):
             series = self._experiments[experiment_id]
             if series is None and experiment_id in with_series:  # level 1 has no series: nothing to look up
@@ -524,16 +663,30 @@ class Recorder:
                     self._new_objects.append(obj)
             pointers[experiment_id] = series
         self._register_objects()
-        for experiment_id, manifest in build_manifests(self.con, pointers, seq=seq, written_at=written_at).items():
+        for experiment_id, manifest in build_manifests(
+            self.con, pointers, seq=seq, written_at=written_at
+        ).items():
             obj = mstore.put_bytes(json.dumps(manifest, separators=(",", ":"), default=str).encode())
             written[experiment_id] = {"sha256": obj.sha256, "storage_key": obj.storage_key}
             rows.append((experiment_id, obj.sha256, obj.storage_key, seq, written_at))
         if rows:  # one statement (DuckDB's executemany runs one statement per row)
-            frame = pl.DataFrame(rows, schema={"experiment_id": pl.String, "sha256": pl.String,
-                                               "storage_key": pl.String, "seq": pl.Int64, "written_at": pl.String},
-                                 orient="row")
-            _with_frame(self.con, frame, "INSERT OR REPLACE INTO wb_manifests SELECT experiment_id, sha256, "
-                                         "storage_key, seq, CAST(written_at AS TIMESTAMPTZ) FROM _rowset")
+            frame = pl.DataFrame(
+                rows,
+                schema={
+                    "experiment_id": pl.String,
+                    "sha256": pl.String,
+                    "storage_key": pl.String,
+                    "seq": pl.Int64,
+                    "written_at": pl.String,
+                },
+                orient="row",
+            )
+            _with_frame(
+                self.con,
+                frame,
+                "INSERT OR REPLACE INTO wb_manifests SELECT experiment_id, sha256, "
+                "storage_key, seq, CAST(written_at AS TIMESTAMPTZ) FROM _rowset",
+            )
         return written
 
     def _register_objects(self) -> None:
@@ -544,11 +697,14 @@ class Recorder:
                 "INSERT INTO wb_objects (sha256, size_bytes, stored_bytes, storage_key, codec, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO UPDATE SET storage_key = excluded.storage_key, "
                 "stored_bytes = excluded.stored_bytes, codec = excluded.codec",
-                [o.sha256, o.size_bytes, o.stored_bytes, o.storage_key, o.codec, stamp])
+                [o.sha256, o.size_bytes, o.stored_bytes, o.storage_key, o.codec, stamp],
+            )
 
 
 @contextmanager
-def recorded(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, kind: str, **meta: Any) -> Iterator[Recorder]:
+def recorded(
+    con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, kind: str, **meta: Any
+) -> Iterator[Recorder]:
     """One transaction whose changes are written as a record (and manifests) before it commits."""
     con.execute("BEGIN TRANSACTION")
     try:
@@ -624,15 +780,25 @@ def write_baseline(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout) -> Rec
     manifest (series exported from the catalog), and every other table is captured whole. Run
     once, by the upgrade to schema 6, in one transaction.
     """
-    tables = [r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY table_name").fetchall()]
+    tables = [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' ORDER BY table_name"
+        ).fetchall()
+    ]
     with recorded(con, layout, "baseline") as rec:
         _externalise_inline_objects(con, layout)
         for table in tables:
             if table not in NOT_BASELINED:
                 rec.capture_all(table)
-        rec.experiments([r[0] for r in con.execute(
-            "SELECT id FROM aistock_experiments WHERE archiving_level >= 1 ORDER BY id").fetchall()])
+        rec.experiments(
+            [
+                r[0]
+                for r in con.execute(
+                    "SELECT id FROM aistock_experiments WHERE archiving_level >= 1 ORDER BY id"
+                ).fetchall()
+            ]
+        )
     return None
 
 
@@ -646,23 +812,30 @@ def _externalise_inline_objects(con: duckdb.DuckDBPyConnection, layout: ArchiveL
     for sha, data in rows:
         blob = bytes(data)
         if hashlib.sha256(blob).hexdigest() != sha:
-            raise VerificationError(f"small object {sha} in wb_inline_objects does not hash to its name; "
-                                    "the catalog is damaged (run `workbench repair`)")
+            raise VerificationError(
+                f"small object {sha} in wb_inline_objects does not hash to its name; "
+                "the catalog is damaged (run `workbench repair`)"
+            )
         obj = store.put_bytes(blob)
         keys[sha] = obj.storage_key
     final = store.flush_pack()
     keys = {sha: final.get(sha, key) for sha, key in keys.items()}
     store.sync()
-    con.executemany("UPDATE wb_objects SET storage_key = ?, codec = 'pack' WHERE sha256 = ?",
-                    [(key, sha) for sha, key in keys.items()])
+    con.executemany(
+        "UPDATE wb_objects SET storage_key = ?, codec = 'pack' WHERE sha256 = ?",
+        [(key, sha) for sha, key in keys.items()],
+    )
     old_keys = {f"inline:{sha}": key for sha, key in keys.items()}
     for experiment_id, refs_text in con.execute(
-            "SELECT id, file_refs_json FROM aistock_experiments WHERE file_refs_json LIKE '%inline:%'").fetchall():
+        "SELECT id, file_refs_json FROM aistock_experiments WHERE file_refs_json LIKE '%inline:%'"
+    ).fetchall():
         refs = json.loads(refs_text)
         for ref in refs:
             if ref.get("storage_key") in old_keys:
                 ref["storage_key"] = old_keys[ref["storage_key"]]
-        con.execute("UPDATE aistock_experiments SET file_refs_json = ? WHERE id = ?",
-                    [json.dumps(refs, ensure_ascii=False, sort_keys=True), experiment_id])
+        con.execute(
+            "UPDATE aistock_experiments SET file_refs_json = ? WHERE id = ?",
+            [json.dumps(refs, ensure_ascii=False, sort_keys=True), experiment_id],
+        )
     con.execute("DELETE FROM wb_inline_objects")
     return len(keys)

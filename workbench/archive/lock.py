@@ -30,7 +30,9 @@ def read_holder(lock_path: Path) -> dict[str, object]:
 
 
 @contextmanager
-def archive_lock(archive: Path | str | None, *, job: str, wait_s: float = 0.0, snapshot: bool = True) -> Iterator[None]:
+def archive_lock(
+    archive: Path | str | None, *, job: str, wait_s: float = 0.0, snapshot: bool = True
+) -> Iterator[None]:
     """Hold the archive's job lock for the duration of the block.
 
     `wait_s` > 0 waits (polling) for a running job to finish before giving up. A job that ends
@@ -53,8 +55,12 @@ def archive_lock(archive: Path | str | None, *, job: str, wait_s: float = 0.0, s
                         f"wait for it to finish"
                     ) from None
                 time.sleep(0.2)
-        info = {"job": job, "pid": os.getpid(), "host": socket.gethostname(),
-                "started_at": utc_now().isoformat()}
+        info = {
+            "job": job,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": utc_now().isoformat(),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         locked = True
@@ -76,10 +82,13 @@ def describe_holder(holder: dict[str, object]) -> str:
     if not isinstance(pid, int):
         return "another process that did not record itself in the lock file"
     if host == socket.gethostname() and not _alive(pid):
-        return (f"another process (the lock file names pid {pid}, which has ended: the lock is held by a "
-                "program other than workbench, e.g. a copy or backup tool)")
-    return (f"job {holder.get('job', '?')!r} (pid {pid} on {host or '?'}, "
-            f"since {holder.get('started_at', '?')})")
+        return (
+            f"another process (the lock file names pid {pid}, which has ended: the lock is held by a "
+            "program other than workbench, e.g. a copy or backup tool)"
+        )
+    return (
+        f"job {holder.get('job', '?')!r} (pid {pid} on {host or '?'}, since {holder.get('started_at', '?')})"
+    )
 
 
 def _alive(pid: int) -> bool:

@@ -54,12 +54,16 @@ def is_pack_key(storage_key: str) -> bool:
 def parse_pack_key(storage_key: str) -> BlobLocation:
     """`pack:<sha>:<offset>:<length>` → its location; anything else is a damaged key."""
     try:
-        sha, offset, length = storage_key[len(PACK_PREFIX):].split(":")
+        sha, offset, length = storage_key[len(PACK_PREFIX) :].split(":")
         location = BlobLocation(sha, int(offset), int(length))
     except ValueError:
-        raise VerificationError(f"storage key {storage_key!r} is not a pack location; the catalog row is damaged") from None
+        raise VerificationError(
+            f"storage key {storage_key!r} is not a pack location; the catalog row is damaged"
+        ) from None
     if len(sha) != 64 or location.offset < len(PACK_MAGIC) or location.length < 0:
-        raise VerificationError(f"storage key {storage_key!r} is not a pack location; the catalog row is damaged")
+        raise VerificationError(
+            f"storage key {storage_key!r} is not a pack location; the catalog row is damaged"
+        )
     return location
 
 
@@ -77,9 +81,14 @@ def encode_pack(blobs: dict[str, bytes]) -> tuple[bytes, dict[str, tuple[int, in
         where[sha] = (offset, len(data))
         parts.append(data)
         offset += len(data)
-    index = json.dumps({"format": PACK_FORMAT, "version": PACK_VERSION,
-                        "blobs": [{"sha256": s, "offset": o, "length": n} for s, (o, n) in where.items()]},
-                       separators=(",", ":")).encode()
+    index = json.dumps(
+        {
+            "format": PACK_FORMAT,
+            "version": PACK_VERSION,
+            "blobs": [{"sha256": s, "offset": o, "length": n} for s, (o, n) in where.items()],
+        },
+        separators=(",", ":"),
+    ).encode()
     parts += [index, TRAILER.pack(len(index), PACK_END)]
     return b"".join(parts), where
 
@@ -103,7 +112,9 @@ def read_blob(packs_root: Path, storage_key: str) -> bytes:
         handle.seek(location.offset)
         data = handle.read(location.length)
     if len(data) != location.length:
-        raise VerificationError(f"pack {path.name} is shorter than the blob at {location.offset} needs; it is damaged")
+        raise VerificationError(
+            f"pack {path.name} is shorter than the blob at {location.offset} needs; it is damaged"
+        )
     return data
 
 
@@ -138,13 +149,18 @@ def read_pack_index(path: Path) -> PackIndex:
     if end != PACK_END or length > MAX_INDEX_BYTES or start < len(PACK_MAGIC):
         raise VerificationError(f"pack {path} has a damaged trailer")
     try:
-        index = json.loads(data[start:len(data) - TRAILER.size])
-        blobs = {b["sha256"]: BlobLocation(pack_sha, int(b["offset"]), int(b["length"])) for b in index["blobs"]}
+        index = json.loads(data[start : len(data) - TRAILER.size])
+        blobs = {
+            b["sha256"]: BlobLocation(pack_sha, int(b["offset"]), int(b["length"])) for b in index["blobs"]
+        }
     except (ValueError, KeyError, TypeError) as exc:
         raise VerificationError(f"pack {path} has an unreadable index ({exc})") from exc
     for sha, loc in blobs.items():
-        if loc.offset < len(PACK_MAGIC) or loc.offset + loc.length > start or \
-                hashlib.sha256(data[loc.offset:loc.offset + loc.length]).hexdigest() != sha:
+        if (
+            loc.offset < len(PACK_MAGIC)
+            or loc.offset + loc.length > start
+            or hashlib.sha256(data[loc.offset : loc.offset + loc.length]).hexdigest() != sha
+        ):
             raise VerificationError(f"pack {path}: blob {sha} does not hash to its name; it is damaged")
     return PackIndex(path, pack_sha, blobs)
 

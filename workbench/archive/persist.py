@@ -56,8 +56,9 @@ def store_files(
     result = StoredBatch()
     for entry in item.files:
         try:
-            obj = store.put_file(entry.source, known=known, verify=verify,
-                                 expect=(entry.info.size_bytes, entry.info.mtime_ns))
+            obj = store.put_file(
+                entry.source, known=known, verify=verify, expect=(entry.info.size_bytes, entry.info.mtime_ns)
+            )
             result.objects.append(obj)  # stored whatever the checks below say: later copies may reuse it
             parsed = item.read_hashes.get(os.path.abspath(entry.source))
             if parsed is not None and parsed != obj.sha256:
@@ -71,8 +72,13 @@ def store_files(
                     "the workspace file changed after registration"
                 )
         except (OSError, InputFileError, VerificationError) as exc:
-            full = storage_error(exc, writing=f"the archived copy of {entry.source}", path=store.root,
-                                 archive=store.root.parent, needed=entry.info.size_bytes)
+            full = storage_error(
+                exc,
+                writing=f"the archived copy of {entry.source}",
+                path=store.root,
+                archive=store.root.parent,
+                needed=entry.info.size_bytes,
+            )
             if full is not None:  # a full or failing archive disk ends the run, it is no error of this loop
                 raise full from exc
             result.errors.append(ItemError("store", type(exc).__name__, str(exc), str(entry.source)))
@@ -142,7 +148,9 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame, con
     if frame.height == 0:
         return
     columns = ", ".join(f'"{c}"' for c in frame.columns)
-    _execute_with(con, "_batch", frame, f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _batch {conflict}")
+    _execute_with(
+        con, "_batch", frame, f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _batch {conflict}"
+    )
 
 
 def _unregister_quietly(con: duckdb.DuckDBPyConnection, name: str) -> None:
@@ -187,10 +195,17 @@ def commit_batch(
         for o in outcomes:
             batch = stored.get(o.experiment_id)
             item = items.get(o.experiment_id)
-            if o.level == 2 and batch is not None and batch.series is not None and item is not None \
-                    and item.returns is not None:
+            if (
+                o.level == 2
+                and batch is not None
+                and batch.series is not None
+                and item is not None
+                and item.returns is not None
+            ):
                 series[o.experiment_id] = series_pointer(batch.series, item.returns.height)
-        rec.experiments({o.experiment_id for o in outcomes if o.level >= 1 and o.experiment_id in items}, series)
+        rec.experiments(
+            {o.experiment_id for o in outcomes if o.level >= 1 and o.experiment_id in items}, series
+        )
         experiment_ids = [o.experiment_id for o in outcomes]
         rec.capture("wb_loop_state", experiment_id=experiment_ids)
         rec.capture("wb_item_errors", run_id=[run_id], experiment_id=experiment_ids)
@@ -220,8 +235,11 @@ def resolve_name_only_factors(con: duckdb.DuckDBPyConnection, items: list[Extrac
         for name, factor in found:
             by_name.setdefault(name, factor)
     for item in items:
-        mapping = {f["id"]: by_name[f["name"]] for f in item.factors
-                   if not f.get("expression_key") and f["name"] in by_name and by_name[f["name"]] != f["id"]}
+        mapping = {
+            f["id"]: by_name[f["name"]]
+            for f in item.factors
+            if not f.get("expression_key") and f["name"] in by_name and by_name[f["name"]] != f["id"]
+        }
         remap_factor_ids(item, mapping)
 
 
@@ -241,28 +259,47 @@ def consolidate_factors(con: duckdb.DuckDBPyConnection, rec: Recorder | None = N
         return 0
     mapping = dict(pairs)
     touched = sorted(set(mapping) | set(mapping.values()))
-    experiments = {r[0] for r in con.execute(
-        "SELECT experiment_id FROM aistock_factor_usage WHERE list_contains(?, factor_id) UNION "
-        "SELECT experiment_id FROM aistock_factor_performance WHERE list_contains(?, factor_id) "
-        "AND experiment_id IS NOT NULL", [touched, touched]).fetchall()}
+    experiments = {
+        r[0]
+        for r in con.execute(
+            "SELECT experiment_id FROM aistock_factor_usage WHERE list_contains(?, factor_id) UNION "
+            "SELECT experiment_id FROM aistock_factor_performance WHERE list_contains(?, factor_id) "
+            "AND experiment_id IS NOT NULL",
+            [touched, touched],
+        ).fetchall()
+    }
     for old, new in mapping.items():
         _fill_factor(con, old, new)
         con.execute("DELETE FROM aistock_factors WHERE id = ?", [old])
-        con.execute("INSERT INTO aistock_factor_usage SELECT ?, experiment_id, combination_id FROM aistock_factor_usage "
-                    "WHERE factor_id = ? ON CONFLICT DO NOTHING", [new, old])
+        con.execute(
+            "INSERT INTO aistock_factor_usage SELECT ?, experiment_id, combination_id FROM aistock_factor_usage "
+            "WHERE factor_id = ? ON CONFLICT DO NOTHING",
+            [new, old],
+        )
         con.execute("DELETE FROM aistock_factor_usage WHERE factor_id = ?", [old])
         for perf_id, window, experiment in con.execute(
-                "SELECT id, window_name, experiment_id FROM aistock_factor_performance WHERE factor_id = ?", [old]).fetchall():
+            "SELECT id, window_name, experiment_id FROM aistock_factor_performance WHERE factor_id = ?", [old]
+        ).fetchall():
             new_perf = ids_performance(new, window, experiment)
-            con.execute("DELETE FROM aistock_factor_performance WHERE id = ? AND EXISTS "
-                        "(SELECT 1 FROM aistock_factor_performance WHERE id = ?)", [perf_id, new_perf])
-            con.execute("UPDATE aistock_factor_performance SET id = ?, factor_id = ? WHERE id = ?", [new_perf, new, perf_id])
+            con.execute(
+                "DELETE FROM aistock_factor_performance WHERE id = ? AND EXISTS "
+                "(SELECT 1 FROM aistock_factor_performance WHERE id = ?)",
+                [perf_id, new_perf],
+            )
+            con.execute(
+                "UPDATE aistock_factor_performance SET id = ?, factor_id = ? WHERE id = ?",
+                [new_perf, new, perf_id],
+            )
     combos = _remap_combinations(con, mapping)
     if rec is not None:
         combo_ids = sorted({c for pair in combos for c in pair})
-        experiments |= {r[0] for r in con.execute(
-            "SELECT experiment_id FROM aistock_factor_usage WHERE list_contains(?, combination_id)",
-            [combo_ids]).fetchall()}
+        experiments |= {
+            r[0]
+            for r in con.execute(
+                "SELECT experiment_id FROM aistock_factor_usage WHERE list_contains(?, combination_id)",
+                [combo_ids],
+            ).fetchall()
+        }
         rec.experiments(experiments)
         rec.capture("aistock_factors", id=touched)
         rec.capture("aistock_factor_performance", factor_id=touched)
@@ -289,19 +326,27 @@ def _remap_combinations(con: duckdb.DuckDBPyConnection, mapping: dict[str, str])
     """Give combinations with merged members their new ids; the (old, new) id pairs."""
     changed = []
     for combo_id, name, factor_ids, experiment, source, created in con.execute(
-            "SELECT id, name, factor_ids, experiment_id, source, created_at FROM aistock_factor_combinations").fetchall():
+        "SELECT id, name, factor_ids, experiment_id, source, created_at FROM aistock_factor_combinations"
+    ).fetchall():
         members = json.loads(factor_ids)
         if not set(members) & set(mapping):
             continue
         new_members = sorted({mapping.get(m, m) for m in members})
         new_id = ids_combination(new_members)
         con.execute("DELETE FROM aistock_factor_combinations WHERE id = ?", [combo_id])
-        con.execute("INSERT INTO aistock_factor_combinations VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                    [new_id, name, json.dumps(new_members), experiment, source, created])
-        con.execute("UPDATE aistock_strategies SET factor_combination_id = ? WHERE factor_combination_id = ?",
-                    [new_id, combo_id])
-        con.execute("INSERT INTO aistock_factor_usage SELECT factor_id, experiment_id, ? FROM aistock_factor_usage "
-                    "WHERE combination_id = ? ON CONFLICT DO NOTHING", [new_id, combo_id])
+        con.execute(
+            "INSERT INTO aistock_factor_combinations VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            [new_id, name, json.dumps(new_members), experiment, source, created],
+        )
+        con.execute(
+            "UPDATE aistock_strategies SET factor_combination_id = ? WHERE factor_combination_id = ?",
+            [new_id, combo_id],
+        )
+        con.execute(
+            "INSERT INTO aistock_factor_usage SELECT factor_id, experiment_id, ? FROM aistock_factor_usage "
+            "WHERE combination_id = ? ON CONFLICT DO NOTHING",
+            [new_id, combo_id],
+        )
         con.execute("DELETE FROM aistock_factor_usage WHERE combination_id = ?", [combo_id])
         changed.append((combo_id, new_id))
     return changed
@@ -328,45 +373,138 @@ def _write_rows(
 
 def _write_library(con: duckdb.DuckDBPyConnection, extracted: list[Extracted], *, now: datetime) -> None:
     stamp = now.isoformat()
-    factors = _merge_by_id([{**f, "created_at": stamp, "updated_at": stamp} for x in extracted for f in x.factors])
-    factor_cols = ["id", "name", "version", "source", "description_cn", "formula_hint", "expression", "expression_key",
-                   "tags", "region", "freq", "variables_json", "first_experiment_id", "created_at", "updated_at"]
-    fill = ", ".join(
-        f"{c} = CASE WHEN aistock_factors.{c} IS NULL OR (aistock_factors.{c} = '' AND excluded.{c} <> '') "
-        f"THEN excluded.{c} ELSE aistock_factors.{c} END"
-        for c in ("version", "description_cn", "formula_hint", "expression", "expression_key", "region", "freq")
-    ) + ", variables_json = coalesce(aistock_factors.variables_json, excluded.variables_json)"
-    _insert(con, "aistock_factors", _dedupe(_frame(factors, factor_cols), "id"),
-            f"ON CONFLICT (id) DO UPDATE SET {fill}")
-    perf_cols = ["id", "factor_id", "window_name", "start_date", "end_date", "ic_mean", "ic_ir", "coverage",
-                 "annual_return", "max_drawdown", "sharpe", "experiment_id", "basis", "updated_at"]
+    factors = _merge_by_id(
+        [{**f, "created_at": stamp, "updated_at": stamp} for x in extracted for f in x.factors]
+    )
+    factor_cols = [
+        "id",
+        "name",
+        "version",
+        "source",
+        "description_cn",
+        "formula_hint",
+        "expression",
+        "expression_key",
+        "tags",
+        "region",
+        "freq",
+        "variables_json",
+        "first_experiment_id",
+        "created_at",
+        "updated_at",
+    ]
+    fill = (
+        ", ".join(
+            f"{c} = CASE WHEN aistock_factors.{c} IS NULL OR (aistock_factors.{c} = '' AND excluded.{c} <> '') "
+            f"THEN excluded.{c} ELSE aistock_factors.{c} END"
+            for c in (
+                "version",
+                "description_cn",
+                "formula_hint",
+                "expression",
+                "expression_key",
+                "region",
+                "freq",
+            )
+        )
+        + ", variables_json = coalesce(aistock_factors.variables_json, excluded.variables_json)"
+    )
+    _insert(
+        con,
+        "aistock_factors",
+        _dedupe(_frame(factors, factor_cols), "id"),
+        f"ON CONFLICT (id) DO UPDATE SET {fill}",
+    )
+    perf_cols = [
+        "id",
+        "factor_id",
+        "window_name",
+        "start_date",
+        "end_date",
+        "ic_mean",
+        "ic_ir",
+        "coverage",
+        "annual_return",
+        "max_drawdown",
+        "sharpe",
+        "experiment_id",
+        "basis",
+        "updated_at",
+    ]
     perf = [{**p, "updated_at": stamp} for x in extracted for p in x.performance]
     perf_frame = _dedupe(_frame(perf, perf_cols), "id")
-    _insert(con, "aistock_factor_performance", perf_frame,
-            "ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in perf_cols[1:-1]))
+    _insert(
+        con,
+        "aistock_factor_performance",
+        perf_frame,
+        "ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in perf_cols[1:-1]),
+    )
     combos = [{**x.combination, "created_at": stamp} for x in extracted if x.combination]
     combo_cols = ["id", "name", "factor_ids", "experiment_id", "source", "created_at"]
-    _insert(con, "aistock_factor_combinations", _dedupe(_frame(combos, combo_cols), "id"), "ON CONFLICT (id) DO NOTHING")
+    _insert(
+        con,
+        "aistock_factor_combinations",
+        _dedupe(_frame(combos, combo_cols), "id"),
+        "ON CONFLICT (id) DO NOTHING",
+    )
     usage = []
     for x in extracted:
         combination = x.combination["id"] if x.combination else ""
         members = set(json.loads(x.combination["factor_ids"])) if x.combination else set()
         for factor in {f["id"] for f in x.factors}:
-            usage.append({"factor_id": factor, "experiment_id": x.candidate.experiment_id,
-                          "combination_id": combination if factor in members else ""})
-    _insert(con, "aistock_factor_usage", _dedupe(_frame(usage, ["factor_id", "experiment_id", "combination_id"]),
-                                                 ["factor_id", "experiment_id", "combination_id"]), "ON CONFLICT DO NOTHING")
+            usage.append(
+                {
+                    "factor_id": factor,
+                    "experiment_id": x.candidate.experiment_id,
+                    "combination_id": combination if factor in members else "",
+                }
+            )
+    _insert(
+        con,
+        "aistock_factor_usage",
+        _dedupe(
+            _frame(usage, ["factor_id", "experiment_id", "combination_id"]),
+            ["factor_id", "experiment_id", "combination_id"],
+        ),
+        "ON CONFLICT DO NOTHING",
+    )
     strategies = [{**x.strategy, "created_at": stamp, "updated_at": stamp} for x in extracted if x.strategy]
-    strat_cols = ["id", "strategy_key", "name", "shape", "output_mode", "source", "strategy_type", "config_json",
-                  "factor_combination_id", "recommendation_status", "created_at", "updated_at"]
+    strat_cols = [
+        "id",
+        "strategy_key",
+        "name",
+        "shape",
+        "output_mode",
+        "source",
+        "strategy_type",
+        "config_json",
+        "factor_combination_id",
+        "recommendation_status",
+        "created_at",
+        "updated_at",
+    ]
     keep_manual = (
         "recommendation_status = CASE WHEN aistock_strategies.recommendation_status = 'manual_review' "
         "THEN aistock_strategies.recommendation_status ELSE excluded.recommendation_status END"
     )
-    update = ", ".join(f"{c} = excluded.{c}" for c in ("name", "shape", "output_mode", "source", "strategy_type",
-                                                      "config_json", "factor_combination_id"))
-    _insert(con, "aistock_strategies", _dedupe(_frame(strategies, strat_cols), "id"),
-            f"ON CONFLICT (id) DO UPDATE SET {update}, {keep_manual}")
+    update = ", ".join(
+        f"{c} = excluded.{c}"
+        for c in (
+            "name",
+            "shape",
+            "output_mode",
+            "source",
+            "strategy_type",
+            "config_json",
+            "factor_combination_id",
+        )
+    )
+    _insert(
+        con,
+        "aistock_strategies",
+        _dedupe(_frame(strategies, strat_cols), "id"),
+        f"ON CONFLICT (id) DO UPDATE SET {update}, {keep_manual}",
+    )
 
 
 def _merge_by_id(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -379,7 +517,9 @@ def _merge_by_id(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         current = merged.setdefault(row["id"], dict(row))
         for key, value in row.items():
-            if (current.get(key) is None and value is not None) or (current.get(key) == "" and value not in (None, "")):
+            if (current.get(key) is None and value is not None) or (
+                current.get(key) == "" and value not in (None, "")
+            ):
                 current[key] = value
     return list(merged.values())
 
@@ -390,25 +530,49 @@ def _dedupe(frame: pl.DataFrame, key: str | list[str]) -> pl.DataFrame:
     return frame.unique(subset=key, keep="first", maintain_order=True)
 
 
-EXPERIMENT_COLS = ["id", "task_run_id", "loop_id", "workspace_id", "strategy_id", "archiving_level", "action", "scenario",
-                   "loop_status", "workspace_path", "workspace_dir", "log_trace_path", "metrics_json",
-                   "recomputed_metrics_json", "feedback_json", "file_refs_json", "request_name", "strategy_role",
-                   "source_fingerprint", "created_at", "imported_at", "level2_at"]
+EXPERIMENT_COLS = [
+    "id",
+    "task_run_id",
+    "loop_id",
+    "workspace_id",
+    "strategy_id",
+    "archiving_level",
+    "action",
+    "scenario",
+    "loop_status",
+    "workspace_path",
+    "workspace_dir",
+    "log_trace_path",
+    "metrics_json",
+    "recomputed_metrics_json",
+    "feedback_json",
+    "file_refs_json",
+    "request_name",
+    "strategy_role",
+    "source_fingerprint",
+    "created_at",
+    "imported_at",
+    "level2_at",
+]
 
 
-def _write_experiments(con: duckdb.DuckDBPyConnection, outcomes: list[Outcome], items: dict[str, Extracted], *, now: datetime) -> None:
+def _write_experiments(
+    con: duckdb.DuckDBPyConnection, outcomes: list[Outcome], items: dict[str, Extracted], *, now: datetime
+) -> None:
     rows = []
     for outcome in outcomes:
         item = items[outcome.experiment_id]
-        rows.append({
-            **item.experiment,
-            "archiving_level": str(outcome.level),
-            "loop_id": str(outcome.loop_id),
-            "file_refs_json": to_json_text(item.file_refs) if outcome.level == 2 else None,
-            "source_fingerprint": outcome.fingerprint,
-            "imported_at": now.isoformat(),
-            "level2_at": now.isoformat() if outcome.level == 2 else None,
-        })
+        rows.append(
+            {
+                **item.experiment,
+                "archiving_level": str(outcome.level),
+                "loop_id": str(outcome.loop_id),
+                "file_refs_json": to_json_text(item.file_refs) if outcome.level == 2 else None,
+                "source_fingerprint": outcome.fingerprint,
+                "imported_at": now.isoformat(),
+                "level2_at": now.isoformat() if outcome.level == 2 else None,
+            }
+        )
     frame = _frame(rows, EXPERIMENT_COLS)
     if frame.height == 0:
         return
@@ -456,7 +620,9 @@ def _write_level2(
     id_frame = pl.DataFrame({"experiment_id": ids})
     con.register("_ids", id_frame.to_arrow())
     try:
-        con.execute("DELETE FROM aistock_return_series WHERE experiment_id IN (SELECT experiment_id FROM _ids)")
+        con.execute(
+            "DELETE FROM aistock_return_series WHERE experiment_id IN (SELECT experiment_id FROM _ids)"
+        )
         con.execute("DELETE FROM wb_stored_files WHERE experiment_id IN (SELECT experiment_id FROM _ids)")
     finally:
         _unregister_quietly(con, "_ids")
@@ -475,10 +641,12 @@ def _write_level2(
     files = [f for i in ids for f in stored[i].files]
     file_cols = ["experiment_id", "rel_path", "sha256", "size_bytes", "file_class", "mtime_utc", "stored_at"]
     stamp = now.isoformat()
-    _insert(con, "wb_stored_files",
-            _frame([{**f, "stored_at": stamp} for f in files], file_cols),
-            "ON CONFLICT DO NOTHING")
-
+    _insert(
+        con,
+        "wb_stored_files",
+        _frame([{**f, "stored_at": stamp} for f in files], file_cols),
+        "ON CONFLICT DO NOTHING",
+    )
 
 
 def _write_objects(con: duckdb.DuckDBPyConnection, stored: dict[str, StoredBatch], *, now: datetime) -> None:
@@ -493,37 +661,99 @@ def _write_objects(con: duckdb.DuckDBPyConnection, stored: dict[str, StoredBatch
         if o.sha256 not in objects or o.written:
             objects[o.sha256] = o
     columns = ["sha256", "size_bytes", "stored_bytes", "storage_key", "codec", "created_at"]
-    for written, conflict in ((False, "ON CONFLICT (sha256) DO NOTHING"),
-                              (True, "ON CONFLICT (sha256) DO UPDATE SET stored_bytes = excluded.stored_bytes, "
-                                     "storage_key = excluded.storage_key, codec = excluded.codec")):
-        rows = [{"sha256": o.sha256, "size_bytes": o.size_bytes, "stored_bytes": o.stored_bytes,
-                 "storage_key": o.storage_key, "codec": o.codec, "created_at": stamp}
-                for o in objects.values() if o.written == written]
+    for written, conflict in (
+        (False, "ON CONFLICT (sha256) DO NOTHING"),
+        (
+            True,
+            "ON CONFLICT (sha256) DO UPDATE SET stored_bytes = excluded.stored_bytes, "
+            "storage_key = excluded.storage_key, codec = excluded.codec",
+        ),
+    ):
+        rows = [
+            {
+                "sha256": o.sha256,
+                "size_bytes": o.size_bytes,
+                "stored_bytes": o.stored_bytes,
+                "storage_key": o.storage_key,
+                "codec": o.codec,
+                "created_at": stamp,
+            }
+            for o in objects.values()
+            if o.written == written
+        ]
         _insert(con, "wb_objects", _frame(rows, columns), conflict)
 
 
-def _write_state(con: duckdb.DuckDBPyConnection, outcomes: Iterable[Outcome], *, run_id: str, now: datetime) -> None:
+def _write_state(
+    con: duckdb.DuckDBPyConnection, outcomes: Iterable[Outcome], *, run_id: str, now: datetime
+) -> None:
     stamp = now.isoformat()
     state_rows = []
     error_rows = []
     for o in outcomes:
-        state_rows.append({
-            "task_run_id": o.task_run_id, "loop_id": o.loop_id, "experiment_id": o.experiment_id,
-            "state": o.state, "archiving_level": o.level, "fingerprint": o.fingerprint,
-            "last_run_id": run_id, "updated_at": stamp,
-            "last_error": o.errors[0].message[:2000] if o.errors else (o.note[:2000] if o.note else None),
-        })
+        state_rows.append(
+            {
+                "task_run_id": o.task_run_id,
+                "loop_id": o.loop_id,
+                "experiment_id": o.experiment_id,
+                "state": o.state,
+                "archiving_level": o.level,
+                "fingerprint": o.fingerprint,
+                "last_run_id": run_id,
+                "updated_at": stamp,
+                "last_error": o.errors[0].message[:2000] if o.errors else (o.note[:2000] if o.note else None),
+            }
+        )
         for e in o.errors:
-            error_rows.append({
-                "run_id": run_id, "task_run_id": o.task_run_id, "loop_id": o.loop_id, "experiment_id": o.experiment_id,
-                "path": e.path, "stage": e.stage, "error_type": e.error_type, "message": e.message[:4000], "created_at": stamp,
-            })
-    state_cols = ["task_run_id", "loop_id", "experiment_id", "state", "archiving_level", "fingerprint", "last_run_id",
-                  "last_error", "updated_at"]
-    _insert(con, "wb_loop_state", _frame(state_rows, state_cols),
-            "ON CONFLICT (task_run_id, loop_id) DO UPDATE SET experiment_id = excluded.experiment_id, state = excluded.state, "
-            "archiving_level = greatest(wb_loop_state.archiving_level, excluded.archiving_level), "
-            "fingerprint = excluded.fingerprint, last_run_id = excluded.last_run_id, last_error = excluded.last_error, "
-            "updated_at = excluded.updated_at")
-    _insert(con, "wb_item_errors", _frame(error_rows, ["run_id", "task_run_id", "loop_id", "experiment_id", "path", "stage",
-                                                       "error_type", "message", "created_at"]), "")
+            error_rows.append(
+                {
+                    "run_id": run_id,
+                    "task_run_id": o.task_run_id,
+                    "loop_id": o.loop_id,
+                    "experiment_id": o.experiment_id,
+                    "path": e.path,
+                    "stage": e.stage,
+                    "error_type": e.error_type,
+                    "message": e.message[:4000],
+                    "created_at": stamp,
+                }
+            )
+    state_cols = [
+        "task_run_id",
+        "loop_id",
+        "experiment_id",
+        "state",
+        "archiving_level",
+        "fingerprint",
+        "last_run_id",
+        "last_error",
+        "updated_at",
+    ]
+    _insert(
+        con,
+        "wb_loop_state",
+        _frame(state_rows, state_cols),
+        "ON CONFLICT (task_run_id, loop_id) DO UPDATE SET experiment_id = excluded.experiment_id, state = excluded.state, "
+        "archiving_level = greatest(wb_loop_state.archiving_level, excluded.archiving_level), "
+        "fingerprint = excluded.fingerprint, last_run_id = excluded.last_run_id, last_error = excluded.last_error, "
+        "updated_at = excluded.updated_at",
+    )
+    _insert(
+        con,
+        "wb_item_errors",
+        _frame(
+            error_rows,
+            [
+                "run_id",
+                "task_run_id",
+                "loop_id",
+                "experiment_id",
+                "path",
+                "stage",
+                "error_type",
+                "message",
+                "created_at",
+            ],
+        ),
+        "",
+    )

@@ -88,7 +88,9 @@ class RunSummary:
             where = f"{error.get('task_run_id')}/{error.get('loop_id')}"
             lines.append(f"    - [{error.get('stage')}] {where}: {error.get('message')}")
         if len(self.errors) > 20:
-            lines.append(f"    ... {len(self.errors) - 20} more (table wb_item_errors, run_id = '{self.run_id}')")
+            lines.append(
+                f"    ... {len(self.errors) - 20} more (table wb_item_errors, run_id = '{self.run_id}')"
+            )
         return "\n".join(lines)
 
 
@@ -137,7 +139,9 @@ def archive(
     if hours is not None and last is not None:
         raise ConfigError("give either --hours or --last, not both")
     if mode == "full" and (hours is not None or last is not None):
-        raise ConfigError("--hours and --last select the loops of an incremental run; a full run takes --since DATE")
+        raise ConfigError(
+            "--hours and --last select the loops of an incremental run; a full run takes --since DATE"
+        )
     if hours is not None and not (isinstance(hours, int | float) and math.isfinite(hours) and hours > 0):
         raise ConfigError(f"--hours must be a positive number of hours, not {hours!r}")
     if last is not None and last < 1:
@@ -146,14 +150,29 @@ def archive(
         raise ConfigError("--batch-size must be at least 1")
     if since is not None and not isinstance(since, datetime) and parse_time(str(since)) is None:
         raise ConfigError(f"--since {since!r} is not a date (use YYYY-MM-DD)")
-    installation = Installation.open(Path(rdagent_root), registry=Path(registry) if registry else None, path_map=path_map)
+    installation = Installation.open(
+        Path(rdagent_root), registry=Path(registry) if registry else None, path_map=path_map
+    )
     layout = ArchiveLayout.at(archive)
-    summary = RunSummary(run_id=uuid.uuid4().hex, mode=mode, archive=str(layout.root), started_at=utc_now().isoformat())
-    params = {"rdagent_root": str(installation.root), "registry": str(installation.registry_path), "mode": mode,
-              "since": str(since) if since else None, "hours": hours, "last": last, "target_level": target_level,
-              "batch_size": batch_size, "include_heavy": include_heavy, "path_map": list(path_map)}
-    with archive_lock(layout.root, job=f"archive-{mode}", wait_s=lock_wait_s), \
-            storage_errors("the archive catalog", path=layout.catalog, archive=layout.root):
+    summary = RunSummary(
+        run_id=uuid.uuid4().hex, mode=mode, archive=str(layout.root), started_at=utc_now().isoformat()
+    )
+    params = {
+        "rdagent_root": str(installation.root),
+        "registry": str(installation.registry_path),
+        "mode": mode,
+        "since": str(since) if since else None,
+        "hours": hours,
+        "last": last,
+        "target_level": target_level,
+        "batch_size": batch_size,
+        "include_heavy": include_heavy,
+        "path_map": list(path_map),
+    }
+    with (
+        archive_lock(layout.root, job=f"archive-{mode}", wait_s=lock_wait_s),
+        storage_errors("the archive catalog", path=layout.catalog, archive=layout.root),
+    ):
         with open_catalog(layout.root, create=True) as con:
             fix_ended_runs(con, layout)
             state = _load_state(con, layout, suspect=suspect)
@@ -162,9 +181,21 @@ def archive(
                 rec.capture("wb_archive_runs", run_id=[summary.run_id])
         try:
             start_run_file(layout, summary)
-            _run(installation, layout, summary, state, mode=mode, since=since, hours=hours, last=last,
-                 target_level=target_level, batch_size=batch_size, include_heavy=include_heavy, progress=progress,
-                 workers=workers or (os.cpu_count() or 1))
+            _run(
+                installation,
+                layout,
+                summary,
+                state,
+                mode=mode,
+                since=since,
+                hours=hours,
+                last=last,
+                target_level=target_level,
+                batch_size=batch_size,
+                include_heavy=include_heavy,
+                progress=progress,
+                workers=workers or (os.cpu_count() or 1),
+            )
             summary.status = "failed" if summary.errors else "success"
         except BaseException as exc:
             full = storage_error(exc, writing="the archive", archive=layout.root)
@@ -187,30 +218,52 @@ def archive(
     return summary
 
 
-def _load_state(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, suspect: Iterable[str] = ()) -> CatalogState:
+def _load_state(
+    con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, suspect: Iterable[str] = ()
+) -> CatalogState:
     loops = {
         (r[0], int(r[1])): {"state": r[2], "level": r[3], "fingerprint": r[4], "experiment_id": r[5]}
         for r in con.execute(
             "SELECT task_run_id, loop_id, state, archiving_level, fingerprint, experiment_id FROM wb_loop_state"
         ).fetchall()
     }
-    row = fetch_one(con, "SELECT registry_rowid, registry_updated_at FROM wb_cursor WHERE name = ?", [CURSOR_NAME])
-    requests = {r[0]: json.loads(r[1]) for r in con.execute("SELECT task_run_id, request_json FROM wb_attached_requests").fetchall()}
-    cleaned = {r[0] for r in con.execute(
-        "SELECT id FROM aistock_experiments WHERE workspace_state <> 'present'").fetchall()}
-    fresh = {r[0] for r in con.execute(
-        "SELECT a.task_run_id FROM wb_attached_requests a WHERE a.attached_at > "
-        "coalesce((SELECT max(updated_at) FROM wb_cursor), TIMESTAMPTZ '1970-01-01 00:00:00+00')").fetchall()}
+    row = fetch_one(
+        con, "SELECT registry_rowid, registry_updated_at FROM wb_cursor WHERE name = ?", [CURSOR_NAME]
+    )
+    requests = {
+        r[0]: json.loads(r[1])
+        for r in con.execute("SELECT task_run_id, request_json FROM wb_attached_requests").fetchall()
+    }
+    cleaned = {
+        r[0]
+        for r in con.execute(
+            "SELECT id FROM aistock_experiments WHERE workspace_state <> 'present'"
+        ).fetchall()
+    }
+    fresh = {
+        r[0]
+        for r in con.execute(
+            "SELECT a.task_run_id FROM wb_attached_requests a WHERE a.attached_at > "
+            "coalesce((SELECT max(updated_at) FROM wb_cursor), TIMESTAMPTZ '1970-01-01 00:00:00+00')"
+        ).fetchall()
+    }
     damaged_objects = find_damaged_objects(con, layout, suspect=suspect)
-    damaged = {(r[0], int(r[1])) for r in con.execute(
-        "SELECT DISTINCT e.task_run_id, e.loop_id FROM wb_stored_files f JOIN aistock_experiments e "
-        "ON e.id = f.experiment_id WHERE list_contains(?, f.sha256)", [sorted(damaged_objects)]).fetchall()}
-    return CatalogState(loops, (int(row[0]), row[1]) if row else None, requests, cleaned, fresh, damaged,
-                        damaged_objects)
+    damaged = {
+        (r[0], int(r[1]))
+        for r in con.execute(
+            "SELECT DISTINCT e.task_run_id, e.loop_id FROM wb_stored_files f JOIN aistock_experiments e "
+            "ON e.id = f.experiment_id WHERE list_contains(?, f.sha256)",
+            [sorted(damaged_objects)],
+        ).fetchall()
+    }
+    return CatalogState(
+        loops, (int(row[0]), row[1]) if row else None, requests, cleaned, fresh, damaged, damaged_objects
+    )
 
 
-def find_damaged_objects(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *,
-                         suspect: Iterable[str] = ()) -> set[str]:
+def find_damaged_objects(
+    con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, suspect: Iterable[str] = ()
+) -> set[str]:
     """Objects the catalog lists whose file (or pack) is missing or has the wrong size, plus `suspect`.
 
     A cheap check (one stat per object file, one per pack) that lets every run notice an object
@@ -220,7 +273,9 @@ def find_damaged_objects(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, 
     damaged = set(suspect)
     store = ObjectStore(layout.objects, tmp=layout.tmp, packs=layout.packs)
     pack_sizes: dict[str, int] = {}
-    for sha, key, stored_bytes in con.execute("SELECT sha256, storage_key, stored_bytes FROM wb_objects").fetchall():
+    for sha, key, stored_bytes in con.execute(
+        "SELECT sha256, storage_key, stored_bytes FROM wb_objects"
+    ).fetchall():
         if key.startswith(INLINE_PREFIX):
             continue
         if is_pack_key(key):
@@ -263,7 +318,10 @@ def _record_run_end(layout: ArchiveLayout, summary: RunSummary) -> None:
             raise
         summary.notes.append(f"run file not written: {exc}")
     try:
-        with open_catalog(layout.root) as con, recorded(con, layout, "archive-run-end", run_id=summary.run_id) as rec:
+        with (
+            open_catalog(layout.root) as con,
+            recorded(con, layout, "archive-run-end", run_id=summary.run_id) as rec,
+        ):
             _update_run_row(con, summary.to_dict())
             rec.capture("wb_archive_runs", run_id=[summary.run_id])
     except (WorkbenchError, OSError, duckdb.Error) as exc:
@@ -277,10 +335,20 @@ def _update_run_row(con: duckdb.DuckDBPyConnection, data: dict[str, Any]) -> Non
         """UPDATE wb_archive_runs SET status = ?, ended_at = ?, n_candidates = ?, n_level1 = ?, n_level2 = ?,
            n_unchanged = ?, n_skipped = ?, n_errors = ?, bytes_read = ?, bytes_stored = ?, summary_json = ?
            WHERE run_id = ?""",
-        [data.get("status"), data.get("ended_at"), data.get("candidates", 0), data.get("level1", 0),
-         data.get("level2", 0), data.get("unchanged", 0), sum((data.get("skipped") or {}).values()),
-         len(data.get("errors") or []), data.get("bytes_read", 0), data.get("bytes_stored", 0),
-         json.dumps(data, default=str), data.get("run_id")],
+        [
+            data.get("status"),
+            data.get("ended_at"),
+            data.get("candidates", 0),
+            data.get("level1", 0),
+            data.get("level2", 0),
+            data.get("unchanged", 0),
+            sum((data.get("skipped") or {}).values()),
+            len(data.get("errors") or []),
+            data.get("bytes_read", 0),
+            data.get("bytes_stored", 0),
+            json.dumps(data, default=str),
+            data.get("run_id"),
+        ],
     )
 
 
@@ -314,9 +382,15 @@ def _fitting(data: dict[str, Any], limit: int) -> bytes:
     keep = len(errors)
     while len(text) >= limit and keep > 0:
         keep //= 2
-        cut = dict(data, errors=errors[:keep],
-                   notes=[*data.get("notes", []), f"{len(errors) - keep} more item errors in the catalog "
-                          f"(table wb_item_errors, run_id = '{data.get('run_id')}')"])
+        cut = dict(
+            data,
+            errors=errors[:keep],
+            notes=[
+                *data.get("notes", []),
+                f"{len(errors) - keep} more item errors in the catalog "
+                f"(table wb_item_errors, run_id = '{data.get('run_id')}')",
+            ],
+        )
         text = json.dumps(cut, indent=2, default=str).encode()
     return text
 
@@ -381,10 +455,13 @@ def _pending_loops(state: CatalogState, target_level: int) -> set[tuple[str, int
     Failed and partial loops (retried, never skipped for good), loops archived below the target
     level, and the loops of task runs whose request was attached since the last run.
     """
-    return {key for key, s in state.loops.items()
-            if s["state"] in ("failed", "partial")
-            or (s["state"] == "archived" and (s["level"] or 0) < target_level)
-            or key[0] in state.fresh_requests} | state.damaged
+    return {
+        key
+        for key, s in state.loops.items()
+        if s["state"] in ("failed", "partial")
+        or (s["state"] == "archived" and (s["level"] or 0) < target_level)
+        or key[0] in state.fresh_requests
+    } | state.damaged
 
 
 def _load_snapshot(
@@ -404,10 +481,13 @@ def _load_snapshot(
     if not pending:
         return changed
     whole = read_registry(installation.registry_path)
-    changed_keys = set(zip(changed.loops["task_run_id"].to_list(), changed.loops["loop_id"].to_list(), strict=True))
+    changed_keys = set(
+        zip(changed.loops["task_run_id"].to_list(), changed.loops["loop_id"].to_list(), strict=True)
+    )
     wanted = changed_keys | pending
     keep = pl.struct("task_run_id", "loop_id").map_elements(
-        lambda r: (r["task_run_id"], r["loop_id"]) in wanted, return_dtype=pl.Boolean)
+        lambda r: (r["task_run_id"], r["loop_id"]) in wanted, return_dtype=pl.Boolean
+    )
     return replace(whole, loops=whole.loops.filter(keep))
 
 
@@ -434,7 +514,9 @@ def _select(
         bound = datetime.now(UTC) - timedelta(hours=hours)
         limited = [c for c in limited if (t := parse_time(loop_timestamp(c.loop))) is not None and t >= bound]
     if last is not None:
-        limited = sorted(limited, key=lambda c: (c.loop.get("_order") or 0, loop_timestamp(c.loop) or ""))[-last:]
+        limited = sorted(limited, key=lambda c: (c.loop.get("_order") or 0, loop_timestamp(c.loop) or ""))[
+            -last:
+        ]
     picked = {id(c) for c in limited}
     return [c for c in chosen if c.key in keep or id(c) in picked]
 
@@ -467,58 +549,110 @@ def _run(
     work: list[tuple[LoopCandidate, str]] = []
     skip_outcomes: list[Outcome] = []
     # loops of task runs with a request go last, so the factors they name by name already exist
-    for candidate in sorted(chosen, key=lambda c: (c.task_run_id in requests, loop_timestamp(c.loop) or "",
-                                                   c.task_run_id, c.loop_id)):
+    for candidate in sorted(
+        chosen,
+        key=lambda c: (c.task_run_id in requests, loop_timestamp(c.loop) or "", c.task_run_id, c.loop_id),
+    ):
         previous = state.loops.get(candidate.key)
         if candidate.experiment_id in state.cleaned:
             # the workspace was slimmed or deleted by cleanup: the archive is the record now
             _count(summary, "cleaned_up")
             if candidate.key in state.damaged:
-                summary.notes.append(f"experiment {candidate.experiment_id}: stored files are missing or damaged and "
-                                     "its workspace was cleaned up, so they cannot be stored again")
+                summary.notes.append(
+                    f"experiment {candidate.experiment_id}: stored files are missing or damaged and "
+                    "its workspace was cleaned up, so they cannot be stored again"
+                )
             continue
         if candidate.duplicate_of:
             _count(summary, "duplicate")
-            skip_outcomes.append(Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0,
-                                         "duplicate", "", ()))
+            skip_outcomes.append(
+                Outcome(
+                    candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0, "duplicate", "", ()
+                )
+            )
             continue
-        refusals = [ref.refused for ref in (candidate.experiment_workspace, *candidate.sub_workspaces)
-                    if ref is not None and ref.refused]
+        refusals = [
+            ref.refused
+            for ref in (candidate.experiment_workspace, *candidate.sub_workspaces)
+            if ref is not None and ref.refused
+        ]
         if refusals:  # a path escaping the roots, a link, an unreadable folder: reported, never read
             errors = tuple(ItemError("scan", "UnsafePathError", message) for message in refusals)
-            skip_outcomes.append(Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0,
-                                         "failed", "", errors))
+            skip_outcomes.append(
+                Outcome(
+                    candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0, "failed", "", errors
+                )
+            )
             continue
         if not is_archivable(candidate):
-            reason = "workspace_missing" if candidate.notes and not candidate.has_results_on_disk and \
-                candidate.experiment_workspace is not None and candidate.experiment_workspace.directory is None else "no_results"
+            reason = (
+                "workspace_missing"
+                if candidate.notes
+                and not candidate.has_results_on_disk
+                and candidate.experiment_workspace is not None
+                and candidate.experiment_workspace.directory is None
+                else "no_results"
+            )
             _count(summary, reason)
             if previous is None or previous["state"] != "no_results":
-                skip_outcomes.append(Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0,
-                                             "no_results", "", ()))
+                skip_outcomes.append(
+                    Outcome(
+                        candidate.experiment_id,
+                        candidate.task_run_id,
+                        candidate.loop_id,
+                        0,
+                        "no_results",
+                        "",
+                        (),
+                    )
+                )
             continue
         plain = _with_request(candidate.fingerprint(), requests.get(candidate.task_run_id))
         with_heavy = _with_heavy(plain)
         fingerprint = with_heavy if include_heavy else plain
         # an archive made with --include-heavy also satisfies a run without it, not the reverse
         accepted = (with_heavy,) if include_heavy else (plain, with_heavy)
-        if previous and candidate.key not in state.damaged and previous["fingerprint"] in accepted and previous["state"] in ("archived", "partial") \
-                and (previous["level"] >= target_level or previous["state"] == "partial"):
+        if (
+            previous
+            and candidate.key not in state.damaged
+            and previous["fingerprint"] in accepted
+            and previous["state"] in ("archived", "partial")
+            and (previous["level"] >= target_level or previous["state"] == "partial")
+        ):
             summary.unchanged += 1
             continue
         work.append((candidate, fingerprint))
-    _process(layout, summary, work, skip_outcomes, requests, hashes, state.damaged_objects, target_level=target_level,
-             batch_size=batch_size, include_heavy=include_heavy, progress=progress, workers=workers)
+    _process(
+        layout,
+        summary,
+        work,
+        skip_outcomes,
+        requests,
+        hashes,
+        state.damaged_objects,
+        target_level=target_level,
+        batch_size=batch_size,
+        include_heavy=include_heavy,
+        progress=progress,
+        workers=workers,
+    )
     cursor = _snapshot_cursor(snapshot, state)
     if len(chosen) < len(candidates):
         # loops left out by the limit were not looked at: the next run must still see them
         cursor = None
-        summary.notes.append(f"{len(candidates) - len(chosen)} loops outside --since/--hours/--last were left for a "
-                             "later run; the incremental cursor was not moved, so the next run still sees them")
-    with open_catalog(layout.root) as con, recorded(con, layout, "archive-run-finish", run_id=summary.run_id) as rec:
+        summary.notes.append(
+            f"{len(candidates) - len(chosen)} loops outside --since/--hours/--last were left for a "
+            "later run; the incremental cursor was not moved, so the next run still sees them"
+        )
+    with (
+        open_catalog(layout.root) as con,
+        recorded(con, layout, "archive-run-finish", run_id=summary.run_id) as rec,
+    ):
         merged = consolidate_factors(con, rec)
         if merged:
-            summary.notes.append(f"{merged} factors known only by name merged into the library factor of that name")
+            summary.notes.append(
+                f"{merged} factors known only by name merged into the library factor of that name"
+            )
         if cursor is not None:
             con.execute(
                 "INSERT INTO wb_cursor VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
@@ -567,7 +701,9 @@ def _count(summary: RunSummary, reason: str) -> None:
     summary.skipped[reason] = summary.skipped.get(reason, 0) + 1
 
 
-def _requests_by_task_run(snapshot: RegistrySnapshot, state: CatalogState) -> dict[str, dict[str, Any] | ItemError]:
+def _requests_by_task_run(
+    snapshot: RegistrySnapshot, state: CatalogState
+) -> dict[str, dict[str, Any] | ItemError]:
     """Experiment requests from task_runs.params_json, overridden by attached ones; invalid → error."""
     found: dict[str, dict[str, Any] | ItemError] = {}
     for row in snapshot.task_runs.iter_rows(named=True):
@@ -613,16 +749,20 @@ def _process(
     if not work:
         return
     known = _known_objects(layout, exclude=damaged_objects) if target_level >= 2 else {}
-    settings = _WorkerSettings(layout.objects, layout.tmp, requests, hashes, known, target_level, include_heavy)
+    settings = _WorkerSettings(
+        layout.objects, layout.tmp, requests, hashes, known, target_level, include_heavy
+    )
     bar = _progress_bar(len(work), enabled=progress)
     pool = _worker_pool(settings, workers=workers if len(work) >= PARALLEL_MIN_LOOPS else 1)
     committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
     pending: Future[None] | None = None
     try:
         for start in range(0, len(work), batch_size):
-            batch = work[start:start + batch_size]
+            batch = work[start : start + batch_size]
             outcomes, items, stored = [], {}, {}
-            results = pool.map(_archive_in_worker, batch, chunksize=4) if pool else map(_archive_in_worker, batch)
+            results = (
+                pool.map(_archive_in_worker, batch, chunksize=4) if pool else map(_archive_in_worker, batch)
+            )
             for (candidate, _), (outcome, item, files) in zip(batch, results, strict=True):
                 outcomes.append(outcome)
                 if item is not None:
@@ -680,15 +820,24 @@ def _worker_pool(settings: _WorkerSettings, *, workers: int) -> ProcessPoolExecu
     if workers <= 1:
         return None
     context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                               initargs=(settings,))
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(settings,)
+    )
 
 
-def _archive_in_worker(job: tuple[LoopCandidate, str]) -> tuple[Outcome, Extracted | None, StoredBatch | None]:
+def _archive_in_worker(
+    job: tuple[LoopCandidate, str],
+) -> tuple[Outcome, Extracted | None, StoredBatch | None]:
     settings: _WorkerSettings = _WORKER["settings"]
-    return _archive_one(job, requests=settings.requests, hashes=settings.hashes, store=_WORKER["store"],
-                        known=settings.known, target_level=settings.target_level,
-                        include_heavy=settings.include_heavy)
+    return _archive_one(
+        job,
+        requests=settings.requests,
+        hashes=settings.hashes,
+        store=_WORKER["store"],
+        known=settings.known,
+        target_level=settings.target_level,
+        include_heavy=settings.include_heavy,
+    )
 
 
 def _progress_bar(total: int, *, enabled: bool) -> Any:
@@ -700,8 +849,11 @@ def _progress_bar(total: int, *, enabled: bool) -> Any:
 def _known_objects(layout: ArchiveLayout, *, exclude: set[str]) -> dict[str, str]:
     """sha256 → storage key of every stored object, except the damaged ones (they are written again)."""
     with open_catalog(layout.root) as con:
-        return {sha: key for sha, key in con.execute("SELECT sha256, storage_key FROM wb_objects").fetchall()
-                if sha not in exclude}
+        return {
+            sha: key
+            for sha, key in con.execute("SELECT sha256, storage_key FROM wb_objects").fetchall()
+            if sha not in exclude
+        }
 
 
 def _archive_one(
@@ -721,10 +873,23 @@ def _archive_one(
     candidate, fingerprint = job
     request = requests.get(candidate.task_run_id)
     if isinstance(request, ItemError):
-        return Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0, "failed", fingerprint,
-                       (request,)), None, None
+        return (
+            Outcome(
+                candidate.experiment_id,
+                candidate.task_run_id,
+                candidate.loop_id,
+                0,
+                "failed",
+                fingerprint,
+                (request,),
+            ),
+            None,
+            None,
+        )
     try:
-        item = extract_loop(candidate, request=request, include_heavy=include_heavy, with_files=target_level >= 2)
+        item = extract_loop(
+            candidate, request=request, include_heavy=include_heavy, with_files=target_level >= 2
+        )
         stored = None
         level = 1
         if target_level >= 2 and item.can_reach_level2:
@@ -737,10 +902,23 @@ def _archive_one(
         if storage_errno(exc) is not None:  # ... but a full or failing disk does
             raise
         stage = "extract" if isinstance(exc, WorkbenchError | OSError | ValueError) else "internal"
-        message = str(exc) if stage == "extract" else f"unexpected {type(exc).__name__}: {exc} (please report this)"
+        message = (
+            str(exc) if stage == "extract" else f"unexpected {type(exc).__name__}: {exc} (please report this)"
+        )
         error = ItemError(stage, type(exc).__name__, message)
-        return Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0, "failed", fingerprint,
-                       (error,)), None, None
+        return (
+            Outcome(
+                candidate.experiment_id,
+                candidate.task_run_id,
+                candidate.loop_id,
+                0,
+                "failed",
+                fingerprint,
+                (error,),
+            ),
+            None,
+            None,
+        )
     errors = tuple(item.errors)
     note = None
     if errors:
@@ -750,8 +928,20 @@ def _archive_one(
     else:
         state = "partial"
         note = "; ".join(candidate.notes) or "results not on disk; archived from the registry alone"
-    return Outcome(candidate.experiment_id, candidate.task_run_id, candidate.loop_id, level, state, fingerprint,
-                   errors, note), item, stored
+    return (
+        Outcome(
+            candidate.experiment_id,
+            candidate.task_run_id,
+            candidate.loop_id,
+            level,
+            state,
+            fingerprint,
+            errors,
+            note,
+        ),
+        item,
+        stored,
+    )
 
 
 def _commit(
@@ -771,5 +961,13 @@ def _commit(
             else:
                 summary.level1 += 1
         for e in o.errors:
-            summary.errors.append({"task_run_id": o.task_run_id, "loop_id": o.loop_id, "experiment_id": o.experiment_id,
-                                   "stage": e.stage, "path": e.path, "message": e.message})
+            summary.errors.append(
+                {
+                    "task_run_id": o.task_run_id,
+                    "loop_id": o.loop_id,
+                    "experiment_id": o.experiment_id,
+                    "stage": e.stage,
+                    "path": e.path,
+                    "message": e.message,
+                }
+            )

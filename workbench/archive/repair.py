@@ -71,19 +71,27 @@ class RepairReport:
     def format(self) -> str:
         lines = [f"repair of {self.archive}: {'complete' if self.ok else 'INCOMPLETE'}"]
         if self.catalog == "rebuilt":
-            lines.append(f"  catalog:   rebuilt ({self.catalog_problem}) from {self.rebuilt_from}: "
-                         f"{self.records_replayed} records, {self.manifests_applied} manifests replayed")
+            lines.append(
+                f"  catalog:   rebuilt ({self.catalog_problem}) from {self.rebuilt_from}: "
+                f"{self.records_replayed} records, {self.manifests_applied} manifests replayed"
+            )
             lines += [f"  damaged catalog kept at {p}" for p in self.damaged_catalog_kept_at]
         else:
             lines.append("  catalog:   healthy")
-        lines.append(f"  objects:   {self.objects_checked} checked, {len(self.objects_damaged)} missing or damaged, "
-                     f"{len(self.objects_restored)} stored again from the workspaces")
-        lines += [f"  damaged pack moved to {p} (its good blobs were packed anew)" for p in self.packs_set_aside]
+        lines.append(
+            f"  objects:   {self.objects_checked} checked, {len(self.objects_damaged)} missing or damaged, "
+            f"{len(self.objects_restored)} stored again from the workspaces"
+        )
+        lines += [
+            f"  damaged pack moved to {p} (its good blobs were packed anew)" for p in self.packs_set_aside
+        ]
         if self.manifests_rewritten:
             lines.append(f"  manifests: {self.manifests_rewritten} written again from the catalog")
         for item in self.objects_unrepaired[:50]:
-            lines.append(f"  NOT REPAIRED object {item['sha256']}: {item['reason']} "
-                         f"(experiments {', '.join(item['experiments']) or 'none'})")
+            lines.append(
+                f"  NOT REPAIRED object {item['sha256']}: {item['reason']} "
+                f"(experiments {', '.join(item['experiments']) or 'none'})"
+            )
         lines += [f"  problem: {p}" for p in self.problems[:50]]
         return "\n".join(lines)
 
@@ -91,8 +99,10 @@ class RepairReport:
 def rebuild_catalog(layout: ArchiveLayout) -> tuple[Path, str, ReplayReport]:
     """Build a complete catalog in a new file (snapshot + later records, else every record)."""
     if not record_files(layout) and not list_snapshots(layout.root):
-        raise ArchiveError(f"{layout.root} has neither records/ nor snapshots/: nothing to rebuild the catalog from "
-                           "(an archive written by workbench before schema 6 and never upgraded)")
+        raise ArchiveError(
+            f"{layout.root} has neither records/ nor snapshots/: nothing to rebuild the catalog from "
+            "(an archive written by workbench before schema 6 and never upgraded)"
+        )
     target = layout.root / f".catalog-rebuild-{uuid.uuid4().hex}.duckdb"
     source = "every record"
     after_seq = 0
@@ -165,7 +175,9 @@ def repair(
         if report.catalog == "rebuilt" or stale_manifests:
             take_snapshot(layout.root)
     if damaged:
-        _restore_objects(layout, report, damaged, rdagent_root=rdagent_root, registry=registry, path_map=path_map)
+        _restore_objects(
+            layout, report, damaged, rdagent_root=rdagent_root, registry=registry, path_map=path_map
+        )
     with archive_lock(layout.root, job="repair"):
         _salvage_packs(layout, report)
     return report
@@ -204,14 +216,21 @@ def _salvage_packs(layout: ArchiveLayout, report: RepairReport) -> None:
             keys = store.flush_pack()
             store.sync()
             with open_catalog(layout.root) as con, recorded(con, layout, "repair-packs") as rec:
-                con.executemany("UPDATE wb_objects SET storage_key = ? WHERE sha256 = ?",
-                                [(keys[sha], sha) for sha in moved])
+                con.executemany(
+                    "UPDATE wb_objects SET storage_key = ? WHERE sha256 = ?",
+                    [(keys[sha], sha) for sha in moved],
+                )
                 rec.capture("wb_objects", sha256=sorted(moved))
-                rec.experiments({r[0] for r in con.execute(
-                    "SELECT DISTINCT experiment_id FROM wb_stored_files WHERE sha256 IN (SELECT unnest(?))",
-                    [sorted(moved)]).fetchall()})
-        if any(parse_pack_key(k).pack_sha256 == path.name.removesuffix(".pack")
-               for k in _pack_keys(layout)):
+                rec.experiments(
+                    {
+                        r[0]
+                        for r in con.execute(
+                            "SELECT DISTINCT experiment_id FROM wb_stored_files WHERE sha256 IN (SELECT unnest(?))",
+                            [sorted(moved)],
+                        ).fetchall()
+                    }
+                )
+        if any(parse_pack_key(k).pack_sha256 == path.name.removesuffix(".pack") for k in _pack_keys(layout)):
             report.problems.append(f"pack {path.name} is damaged and still referenced; run repair again")
             continue
         aside = layout.damaged / "packs" / path.name
@@ -222,7 +241,9 @@ def _salvage_packs(layout: ArchiveLayout, report: RepairReport) -> None:
 
 def _pack_keys(layout: ArchiveLayout) -> list[str]:
     with open_catalog(layout.root, read_only=True) as con:
-        return [r[0] for r in con.execute("SELECT storage_key FROM wb_objects WHERE codec = 'pack'").fetchall()]
+        return [
+            r[0] for r in con.execute("SELECT storage_key FROM wb_objects WHERE codec = 'pack'").fetchall()
+        ]
 
 
 def _check_objects_and_manifests(layout: ArchiveLayout, report: RepairReport) -> tuple[set[str], set[str]]:
@@ -230,8 +251,10 @@ def _check_objects_and_manifests(layout: ArchiveLayout, report: RepairReport) ->
     with open_catalog(layout.root, read_only=True) as con:
         objects = con.execute("SELECT sha256, storage_key FROM wb_objects ORDER BY sha256").fetchall()
         manifests = con.execute("SELECT experiment_id, sha256, storage_key FROM wb_manifests").fetchall()
-        experiments = {r[0] for r in con.execute(
-            "SELECT id FROM aistock_experiments WHERE archiving_level >= 1").fetchall()}
+        experiments = {
+            r[0]
+            for r in con.execute("SELECT id FROM aistock_experiments WHERE archiving_level >= 1").fetchall()
+        }
     store = object_store(layout)
     damaged = set()
     for sha, key in objects:
@@ -254,7 +277,9 @@ def _check_objects_and_manifests(layout: ArchiveLayout, report: RepairReport) ->
 
 def _latest_run_params(layout: ArchiveLayout) -> dict[str, Any]:
     with open_catalog(layout.root, read_only=True) as con:
-        row = con.execute("SELECT params_json FROM wb_archive_runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        row = con.execute(
+            "SELECT params_json FROM wb_archive_runs ORDER BY started_at DESC LIMIT 1"
+        ).fetchone()
     return json.loads(row[0]) if row and row[0] else {}
 
 
@@ -274,12 +299,22 @@ def _restore_objects(
     root = rdagent_root or params.get("rdagent_root")
     reason = None
     if root is None or not Path(root).exists():
-        reason = (f"the RD-Agent installation {root} is not there" if root else
-                  "no RD-Agent installation known (pass --rdagent-root)")
+        reason = (
+            f"the RD-Agent installation {root} is not there"
+            if root
+            else "no RD-Agent installation known (pass --rdagent-root)"
+        )
     else:
         try:
-            archive(root, archive=layout.root, mode="incremental", registry=registry or params.get("registry"),
-                    path_map=list(path_map) or list(params.get("path_map") or []), progress=False, suspect=damaged)
+            archive(
+                root,
+                archive=layout.root,
+                mode="incremental",
+                registry=registry or params.get("registry"),
+                path_map=list(path_map) or list(params.get("path_map") or []),
+                progress=False,
+                suspect=damaged,
+            )
         except ArchiveError as exc:
             reason = f"the archive run that stores them again failed: {exc}"
     still = _still_damaged(layout, damaged)
@@ -288,15 +323,25 @@ def _restore_objects(
         for sha in sorted(still):
             rows = con.execute(
                 "SELECT f.experiment_id, e.workspace_state FROM wb_stored_files f JOIN aistock_experiments e "
-                "ON e.id = f.experiment_id WHERE f.sha256 = ? ORDER BY 1", [sha]).fetchall()
-            why = reason or ("the workspace was cleaned up" if rows and all(r[1] != "present" for r in rows)
-                             else "no workspace holds these bytes any more")
-            report.objects_unrepaired.append({"sha256": sha, "reason": why, "experiments": [r[0] for r in rows]})
+                "ON e.id = f.experiment_id WHERE f.sha256 = ? ORDER BY 1",
+                [sha],
+            ).fetchall()
+            why = reason or (
+                "the workspace was cleaned up"
+                if rows and all(r[1] != "present" for r in rows)
+                else "no workspace holds these bytes any more"
+            )
+            report.objects_unrepaired.append(
+                {"sha256": sha, "reason": why, "experiments": [r[0] for r in rows]}
+            )
 
 
 def _still_damaged(layout: ArchiveLayout, shas: set[str]) -> set[str]:
     with open_catalog(layout.root, read_only=True) as con:
-        keys = dict(con.execute("SELECT sha256, storage_key FROM wb_objects WHERE list_contains(?, sha256)",
-                                [sorted(shas)]).fetchall())
+        keys = dict(
+            con.execute(
+                "SELECT sha256, storage_key FROM wb_objects WHERE list_contains(?, sha256)", [sorted(shas)]
+            ).fetchall()
+        )
     store = object_store(layout)
     return {sha for sha in shas if sha not in keys or not store.verify(keys[sha], sha)}

@@ -72,7 +72,9 @@ class LoopCandidate:
             if ref.directory is not None:
                 # the whole tree: a change in a nested file (mlruns/**/params/...) is a change too
                 for info in walk_workspace(ref.directory):
-                    digest.update(os.fsencode(f"{info.rel_path}|{info.size_bytes}|{info.mtime_ns}|{info.file_class}\n"))
+                    digest.update(
+                        os.fsencode(f"{info.rel_path}|{info.size_bytes}|{info.mtime_ns}|{info.file_class}\n")
+                    )
         return digest.hexdigest()
 
 
@@ -121,9 +123,13 @@ def _refusal(raw: str | None, directory: Path, installation: Installation) -> st
     if not stat.S_ISDIR(st.st_mode):
         return f"registry path {raw!r} resolves to {directory}, which is not a folder"
     real = os.path.realpath(directory)
-    if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in installation.allowed_roots()):
-        return (f"registry path {raw!r} resolves to {real}, outside the workspace root "
-                f"{installation.workspace_root}; refused (add --path-map FROM=TO if the workspaces live there)")
+    if not any(
+        real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in installation.allowed_roots()
+    ):
+        return (
+            f"registry path {raw!r} resolves to {real}, outside the workspace root "
+            f"{installation.workspace_root}; refused (add --path-map FROM=TO if the workspaces live there)"
+        )
     if not os.access(directory, os.R_OK | os.X_OK):
         return f"workspace folder {directory} cannot be read (permission denied)"
     return None
@@ -134,8 +140,12 @@ def _pick_experiment_workspace(
 ) -> tuple[WorkspaceRef | None, list[WorkspaceRef]]:
     """The workspace holding the loop's results, and its factor/model sub-workspaces."""
     best = loop.get("best_workspace_id")
-    ordered = sorted(rows, key=lambda r: (r["workspace_id"] != best, r.get("workspace_role") == "sub_workspace"))
-    experiment_refs = [_workspace_ref(r, installation) for r in ordered if r.get("workspace_role") != "sub_workspace"]
+    ordered = sorted(
+        rows, key=lambda r: (r["workspace_id"] != best, r.get("workspace_role") == "sub_workspace")
+    )
+    experiment_refs = [
+        _workspace_ref(r, installation) for r in ordered if r.get("workspace_role") != "sub_workspace"
+    ]
     subs = [_workspace_ref(r, installation) for r in ordered if r.get("workspace_role") == "sub_workspace"]
     with_results = [ref for ref in experiment_refs if _has_results(ref.directory)]
     existing = [ref for ref in experiment_refs if ref.directory is not None]
@@ -151,7 +161,9 @@ def build_candidates(snapshot: RegistrySnapshot, installation: Installation) -> 
     for loop in snapshot.loops.iter_rows(named=True):
         task_run_id, loop_id = loop["task_run_id"], int(loop["loop_id"])
         loop_row = {k: v for k, v in loop.items() if k != "_rowid"}
-        chosen, subs = _pick_experiment_workspace(loop, workspaces.get((task_run_id, loop_id), []), installation)
+        chosen, subs = _pick_experiment_workspace(
+            loop, workspaces.get((task_run_id, loop_id), []), installation
+        )
         candidate = LoopCandidate(
             task_run_id=task_run_id,
             loop_id=loop_id,
@@ -168,7 +180,9 @@ def build_candidates(snapshot: RegistrySnapshot, installation: Installation) -> 
             if ref is not None and ref.refused:
                 candidate.notes.append(f"workspace {ref.workspace_id}: {ref.refused}")
         if chosen is not None and chosen.directory is None and not chosen.refused:
-            candidate.notes.append(f"workspace {chosen.workspace_id} not found on this machine ({chosen.raw_path})")
+            candidate.notes.append(
+                f"workspace {chosen.workspace_id} not found on this machine ({chosen.raw_path})"
+            )
         candidates.append(candidate)
     mark_duplicates(candidates)
     return candidates

@@ -58,7 +58,7 @@ def take_snapshot(archive: Path | str | None, *, keep: int = DEFAULT_KEEP) -> Sn
     target = layout.snapshots / f"catalog-{seq:012d}-{stamp}.duckdb"
     os.replace(temp, target)
     fsync_dir(layout.snapshots)
-    for old in list_snapshots(layout.root)[max(keep, 1):]:
+    for old in list_snapshots(layout.root)[max(keep, 1) :]:
         old.path.unlink(missing_ok=True)
     return Snapshot(target, seq, stamp)
 
@@ -79,8 +79,11 @@ def snapshot_if_changed(layout: ArchiveLayout) -> Snapshot | None:
             return None
         return take_snapshot(layout.root)
     except (OSError, WorkbenchError) as exc:
-        warnings.warn(f"catalog snapshot not taken in {layout.snapshots} ({exc}); `workbench repair` can still "
-                      "rebuild the catalog from records/", stacklevel=2)
+        warnings.warn(
+            f"catalog snapshot not taken in {layout.snapshots} ({exc}); `workbench repair` can still "
+            "rebuild the catalog from records/",
+            stacklevel=2,
+        )
         return None
 
 
@@ -103,7 +106,10 @@ def _substantive_since(layout: ArchiveLayout, snapshot_seq: int, seq: int) -> bo
             return True
         if record.seq <= snapshot_seq:
             break
-        if record.kind not in BOOKKEEPING or record.manifests or any(
-                r.table not in ("wb_archive_runs", "wb_cursor") for r in record.rowsets):
+        if (
+            record.kind not in BOOKKEEPING
+            or record.manifests
+            or any(r.table not in ("wb_archive_runs", "wb_cursor") for r in record.rowsets)
+        ):
             return True
     return False

@@ -39,24 +39,34 @@ class ArchiveStatus:
         lines = []
         if self.list_experiments:
             lines.append(f"experiments ({self.experiments.height}):")
-            lines += [f"  {r['id']}  {r['task_run_id']}/{r['loop_id']}  workspace {r['workspace_id']}  "
-                      f"level {r['archiving_level']}  {r['workspace_state'] or 'present'}  {r['state'] or ''}"
-                      + (f"  {r['strategy_role']}" if r["strategy_role"] else "")
-                      for r in self.experiments.iter_rows(named=True)]
+            lines += [
+                f"  {r['id']}  {r['task_run_id']}/{r['loop_id']}  workspace {r['workspace_id']}  "
+                f"level {r['archiving_level']}  {r['workspace_state'] or 'present'}  {r['state'] or ''}"
+                + (f"  {r['strategy_role']}" if r["strategy_role"] else "")
+                for r in self.experiments.iter_rows(named=True)
+            ]
         lines.append("experiments by level:")
-        lines += [f"  level {r['archiving_level']}: {r['experiments']}" for r in self.by_level.iter_rows(named=True)]
+        lines += [
+            f"  level {r['archiving_level']}: {r['experiments']}" for r in self.by_level.iter_rows(named=True)
+        ]
         lines.append("by task run:")
         for r in self.by_task_run.iter_rows(named=True):
-            lines.append(f"  {r['task_run_id']}: {r['experiments']} experiments, level 2: {r['level2']}, "
-                         f"level 1: {r['level1']}")
+            lines.append(
+                f"  {r['task_run_id']}: {r['experiments']} experiments, level 2: {r['level2']}, "
+                f"level 1: {r['level1']}"
+            )
         s = self.storage
-        lines.append(f"storage: {s['objects']} objects, {s['stored_bytes']:,} bytes stored for "
-                     f"{s['original_bytes']:,} bytes of kept files (whole archive); the experiments shown had "
-                     f"{s['workspace_bytes']:,} bytes in their workspaces")
+        lines.append(
+            f"storage: {s['objects']} objects, {s['stored_bytes']:,} bytes stored for "
+            f"{s['original_bytes']:,} bytes of kept files (whole archive); the experiments shown had "
+            f"{s['workspace_bytes']:,} bytes in their workspaces"
+        )
         lines.append("recent runs:")
         for r in self.runs.head(5).iter_rows(named=True):
-            lines.append(f"  {r['started_at']} {r['mode']:<11} {r['status']:<8} level2={r['n_level2']} "
-                         f"errors={r['n_errors']} ({r['run_id']})")
+            lines.append(
+                f"  {r['started_at']} {r['mode']:<11} {r['status']:<8} level2={r['n_level2']} "
+                f"errors={r['n_errors']} ({r['run_id']})"
+            )
             if r.get("error"):
                 lines.append(f"    failed: {r['error']}")
         if self.errors.height:
@@ -95,9 +105,16 @@ def archive_status(
     if errors_only:
         where.append("s.state = 'failed'")
     with open_catalog(archive, read_only=True) as con:
-        if task_run_id and fetch_one(con, "SELECT 1 FROM aistock_experiments WHERE task_run_id = ? LIMIT 1",
-                                     [task_run_id]) is None:
-            raise ConfigError(f"no task run {task_run_id!r} in the archive; `workbench status` lists the task runs")
+        if (
+            task_run_id
+            and fetch_one(
+                con, "SELECT 1 FROM aistock_experiments WHERE task_run_id = ? LIMIT 1", [task_run_id]
+            )
+            is None
+        ):
+            raise ConfigError(
+                f"no task run {task_run_id!r} in the archive; `workbench status` lists the task runs"
+            )
         experiments = fetch_frame(
             con,
             f"""SELECT e.id, e.task_run_id, e.loop_id, e.workspace_id, e.action, e.archiving_level, e.workspace_state,
@@ -108,14 +125,14 @@ def archive_status(
                           FROM (SELECT unnest(from_json(e.file_refs_json, '["JSON"]')) AS j))::BIGINT
                            AS workspace_bytes
                 FROM aistock_experiments e LEFT JOIN wb_loop_state s ON s.experiment_id = e.id
-                WHERE {' AND '.join(where)} ORDER BY e.task_run_id, e.loop_id""",
+                WHERE {" AND ".join(where)} ORDER BY e.task_run_id, e.loop_id""",
             params,
         )
         runs = fetch_frame(
             con,
             "SELECT run_id, mode, status, started_at, ended_at, n_candidates, n_level1, n_level2, n_unchanged, "
             "n_errors, bytes_read, bytes_stored, json_extract_string(summary_json, '$.error') AS error "
-            "FROM wb_archive_runs ORDER BY started_at DESC LIMIT 50"
+            "FROM wb_archive_runs ORDER BY started_at DESC LIMIT 50",
         )
         errors = fetch_frame(
             con,
@@ -123,10 +140,13 @@ def archive_status(
             "WHERE state = 'failed' ORDER BY updated_at DESC",
         )
         objects, stored_bytes, original_bytes = fetch_one(
-            con, "SELECT count(*), coalesce(sum(stored_bytes), 0), coalesce(sum(size_bytes), 0) FROM wb_objects"
+            con,
+            "SELECT count(*), coalesce(sum(stored_bytes), 0), coalesce(sum(size_bytes), 0) FROM wb_objects",
         ) or (0, 0, 0)
     runs = _with_run_files(runs, ArchiveLayout.at(archive))
-    by_level = experiments.group_by("archiving_level").agg(pl.len().alias("experiments")).sort("archiving_level")
+    by_level = (
+        experiments.group_by("archiving_level").agg(pl.len().alias("experiments")).sort("archiving_level")
+    )
     by_task_run = (
         experiments.group_by("task_run_id")
         .agg(
@@ -166,9 +186,16 @@ def _with_run_files(runs: pl.DataFrame, layout: ArchiveLayout) -> pl.DataFrame:
         if not data or data.get("status") in (None, "running"):
             continue
         ended = data.get("ended_at")
-        row.update(status=data["status"], ended_at=datetime.fromisoformat(ended) if ended else None,
-                   error=data.get("error"),
-                   n_candidates=data.get("candidates"), n_level1=data.get("level1"), n_level2=data.get("level2"),
-                   n_unchanged=data.get("unchanged"), n_errors=len(data.get("errors") or []),
-                   bytes_read=data.get("bytes_read"), bytes_stored=data.get("bytes_stored"))
+        row.update(
+            status=data["status"],
+            ended_at=datetime.fromisoformat(ended) if ended else None,
+            error=data.get("error"),
+            n_candidates=data.get("candidates"),
+            n_level1=data.get("level1"),
+            n_level2=data.get("level2"),
+            n_unchanged=data.get("unchanged"),
+            n_errors=len(data.get("errors") or []),
+            bytes_read=data.get("bytes_read"),
+            bytes_stored=data.get("bytes_stored"),
+        )
     return pl.DataFrame(rows, schema=runs.schema, strict=False)

@@ -24,8 +24,11 @@ from workbench.errors import StorageFullError, StorageIOError, WorkbenchError
 
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 IO_ERRNOS = frozenset({errno.EIO})
-_TEXTS = (("No space left on device", errno.ENOSPC), ("Disk quota exceeded", errno.EDQUOT),
-          ("Input/output error", errno.EIO))
+_TEXTS = (
+    ("No space left on device", errno.ENOSPC),
+    ("Disk quota exceeded", errno.EDQUOT),
+    ("Input/output error", errno.EIO),
+)
 _QUOTED_PATH = re.compile(r"\"(/[^\"]+)\"|'(/[^']+)'")
 _WANTED = re.compile(r"wanted[= ](\d+)")
 
@@ -120,15 +123,19 @@ def storage_error(
     code = storage_errno(exc)
     if code is None:
         return None
-    where = _path_of(exc) or (os.fspath(path) if path is not None else None) or \
-        (os.fspath(archive) if archive is not None else None)  # a failed write() names no file
+    where = (
+        _path_of(exc)
+        or (os.fspath(path) if path is not None else None)
+        or (os.fspath(archive) if archive is not None else None)
+    )  # a failed write() names no file
     needed = needed if needed is not None else _needed_of(exc)
     target = f" to {where}" if where else ""
     tail = f"; {hint}" if hint else ""
     if code == errno.EIO:
         return StorageIOError(
             f"I/O error (EIO) writing {writing}{target}: the disk or file system reported a hardware or "
-            f"driver error; check it (dmesg, fsck), then run `workbench verify` and rerun{tail}")
+            f"driver error; check it (dmesg, fsck), then run `workbench verify` and rerun{tail}"
+        )
     usage = free_space(archive if archive is not None else where)
     space = f", {format_size(usage[0])} free of {format_size(usage[1])}" if usage else ""
     need = f", {format_size(needed)} needed" if needed else ""

@@ -146,15 +146,19 @@ class ObjectStore:
         with os.fdopen(fd, "rb") as handle:
             before = os.fstat(handle.fileno())
             if expect is not None and (before.st_size, before.st_mtime_ns) != expect:
-                raise VerificationError(f"{source} changed after the workspace was scanned "
-                                        f"({expect[0]} → {before.st_size} bytes); rerun the archive")
+                raise VerificationError(
+                    f"{source} changed after the workspace was scanned "
+                    f"({expect[0]} → {before.st_size} bytes); rerun the archive"
+                )
             if before.st_size > STREAM_ABOVE:
                 return self._put_large(handle, source, before, known=known, verify=verify)
             data = handle.read()
             _check_unchanged(handle, source, before, read=len(data))
         return self.put_bytes(data, known=known, verify=verify)
 
-    def put_bytes(self, data: bytes, *, known: dict[str, str] | None = None, verify: bool = True) -> StoredObject:
+    def put_bytes(
+        self, data: bytes, *, known: dict[str, str] | None = None, verify: bool = True
+    ) -> StoredObject:
         """Store bytes under their SHA-256.
 
         With `verify`, a compressed payload is decompressed again and re-hashed before it is
@@ -179,7 +183,9 @@ class ObjectStore:
             return StoredObject(sha, len(data), len(data), key, "pack", True)
         payload, codec = self._encode(data)
         if verify and codec == "zstd":
-            decoded = self._codec.decompress(payload[HEADER.size:], decompressed_size=len(data), asbytes=True)
+            decoded = self._codec.decompress(
+                payload[HEADER.size :], decompressed_size=len(data), asbytes=True
+            )
             if hashlib.sha256(decoded).hexdigest() != sha:
                 raise VerificationError(f"compressed object {sha} does not decode to its content")
         key = self.key_for(sha, codec)
@@ -200,7 +206,13 @@ class ObjectStore:
         self._dirty.add(target.parent)
 
     def _put_large(
-        self, src: BinaryIO, source: Path, before: os.stat_result, *, known: dict[str, str] | None, verify: bool
+        self,
+        src: BinaryIO,
+        source: Path,
+        before: os.stat_result,
+        *,
+        known: dict[str, str] | None,
+        verify: bool,
     ) -> StoredObject:
         """Stream a file too large to hold in memory: hash while copying, zstd where it saves 10 %.
 
@@ -219,7 +231,9 @@ class ObjectStore:
             reused = self._reuse(sha, size, known)
             if reused is not None:
                 return reused
-            codec: Codec = "zstd" if zst_tmp is not None and zst_tmp.stat().st_size <= size * MIN_SAVING else "raw"
+            codec: Codec = (
+                "zstd" if zst_tmp is not None and zst_tmp.stat().st_size <= size * MIN_SAVING else "raw"
+            )
             chosen = zst_tmp if codec == "zstd" and zst_tmp is not None else raw_tmp
             if codec == "zstd" and verify:
                 self._verify_file(chosen, sha, f"compressed object {sha}")
@@ -306,8 +320,10 @@ class ObjectStore:
 
     def _read_inline(self, storage_key: str) -> bytes | None:
         if self._inline is None:
-            raise VerificationError(f"object {storage_key} lives in the catalog; open the store with a catalog reader")
-        return self._inline(storage_key[len(INLINE_PREFIX):])
+            raise VerificationError(
+                f"object {storage_key} lives in the catalog; open the store with a catalog reader"
+            )
+        return self._inline(storage_key[len(INLINE_PREFIX) :])
 
     def open_content(self, storage_key: str) -> bytes:
         """The original bytes of an object (decompressed)."""
@@ -323,7 +339,7 @@ class ObjectStore:
             magic, size = HEADER.unpack_from(raw)
             if magic != MAGIC:
                 raise VerificationError(f"object {storage_key} lacks the zstd header; it is damaged")
-            return pa.Codec("zstd").decompress(raw[HEADER.size:], decompressed_size=size, asbytes=True)
+            return pa.Codec("zstd").decompress(raw[HEADER.size :], decompressed_size=size, asbytes=True)
         return raw
 
     def iter_content(self, storage_key: str) -> Iterator[bytes]:
@@ -426,7 +442,7 @@ def _iter_zstd(path: Path, label: str) -> Iterator[bytes]:
     """The decoded chunks of a zstd object (header + zstd stream), checked against the header's size."""
     with open(path, "rb") as handle:
         header = handle.read(HEADER.size)
-        if len(header) < HEADER.size or header[:len(MAGIC)] != MAGIC:
+        if len(header) < HEADER.size or header[: len(MAGIC)] != MAGIC:
             raise VerificationError(f"{label} lacks the zstd header; it is damaged")
         _, size = HEADER.unpack(header)
         stream = pa.CompressedInputStream(handle, "zstd")
@@ -437,4 +453,6 @@ def _iter_zstd(path: Path, label: str) -> Iterator[bytes]:
                 break
             yield chunk
     if total != size:
-        raise VerificationError(f"{label} decodes to {total:,} bytes, not the {size:,} its header says; it is damaged")
+        raise VerificationError(
+            f"{label} decodes to {total:,} bytes, not the {size:,} its header says; it is damaged"
+        )

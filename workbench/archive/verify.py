@@ -82,13 +82,23 @@ class CatalogCheck:
         return 0 if self.ok else CatalogCorruptError.exit_code
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "error": self.error, "path": self.path, "schema_version": self.schema_version,
-                "tables": dict(self.tables), "wal_bytes": self.wal_bytes, "notes": list(self.notes)}
+        return {
+            "ok": self.ok,
+            "error": self.error,
+            "path": self.path,
+            "schema_version": self.schema_version,
+            "tables": dict(self.tables),
+            "wal_bytes": self.wal_bytes,
+            "notes": list(self.notes),
+        }
 
     def format(self) -> str:
         rows = sum(self.tables.values())
-        head = (f"catalog: ok ({len(self.tables)} tables, {rows:,} rows read back)" if self.ok
-                else f"catalog: FAILED: {self.error}")
+        head = (
+            f"catalog: ok ({len(self.tables)} tables, {rows:,} rows read back)"
+            if self.ok
+            else f"catalog: FAILED: {self.error}"
+        )
         return "\n".join([head, *(f"  note: {n}" for n in self.notes)])
 
 
@@ -120,7 +130,9 @@ class VerifyReport:
 
     def format(self) -> str:
         how = "re-hashed" if self.read_data else "present with their size (re-hash them with --read-data)"
-        lines = [f"checked {self.checked} objects, {how}: {len(self.missing)} missing, {len(self.damaged)} damaged"]
+        lines = [
+            f"checked {self.checked} objects, {how}: {len(self.missing)} missing, {len(self.damaged)} damaged"
+        ]
         if self.error:
             lines.append(f"  error: {self.error}")
         lines += [f"  note: {n}" for n in self.notes]
@@ -172,7 +184,9 @@ class ArchiveVerifyReport:
         return {**{name: p.to_dict() for name, p in self.parts.items()}, "ok": self.ok, "failed": self.failed}
 
     def format(self) -> str:
-        lines = [p.format() if name != "objects" else f"objects: {p.format()}" for name, p in self.parts.items()]
+        lines = [
+            p.format() if name != "objects" else f"objects: {p.format()}" for name, p in self.parts.items()
+        ]
         lines.append("verify: ok" if self.ok else f"verify: FAILED ({', '.join(self.failed)})")
         return "\n".join(lines)
 
@@ -190,8 +204,10 @@ def verify_catalog(archive: Path | str | None) -> CatalogCheck:
     wal = layout.catalog.with_name(layout.catalog.name + ".wal")
     check.wal_bytes = wal.stat().st_size if wal.exists() else 0
     if check.wal_bytes:
-        check.notes.append(f"{wal.name} holds {check.wal_bytes:,} bytes no writer checkpointed (a crash, or a "
-                           "checkpoint DuckDB refused); it was read back with the catalog")
+        check.notes.append(
+            f"{wal.name} holds {check.wal_bytes:,} bytes no writer checkpointed (a crash, or a "
+            "checkpoint DuckDB refused); it was read back with the catalog"
+        )
     try:
         with open_catalog(layout.root, read_only=True) as con:
             _read_back(con, check)
@@ -207,19 +223,30 @@ def verify_catalog(archive: Path | str | None) -> CatalogCheck:
 def _read_back(con: duckdb.DuckDBPyConnection, check: CatalogCheck) -> None:
     """Every column of every row of every table, plus the block map's sanity (errors propagate)."""
     check.schema_version = schema_version(con)  # open_catalog refused an unknown one already
-    size = fetch_one(con, "SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()")
+    size = fetch_one(
+        con, "SELECT block_size FROM pragma_database_size() WHERE database_name = current_database()"
+    )
     block_size = int(size[0]) if size and size[0] else None
     on_disk = (Path(check.path).stat().st_size - DUCKDB_HEADER_BYTES) // block_size if block_size else None
-    tables = [r[0] for r in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND NOT temporary "
-        "ORDER BY table_name").fetchall()]
+    tables = [
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND NOT temporary "
+            "ORDER BY table_name"
+        ).fetchall()
+    ]
     for table in tables:
         quoted = '"' + table.replace('"', '""') + '"'
         if on_disk is not None:  # a block the table's data lives in must lie inside the file
-            last = fetch_one(con, f"SELECT max(block_id) FROM pragma_storage_info('{table}') WHERE persistent")
+            last = fetch_one(
+                con, f"SELECT max(block_id) FROM pragma_storage_info('{table}') WHERE persistent"
+            )
             if last and last[0] is not None and int(last[0]) >= on_disk:
-                raise corrupt_catalog_error(Path(check.path), f"file truncated (table {table} lives in block "
-                                            f"{last[0]}, the file holds {on_disk} blocks)")
+                raise corrupt_catalog_error(
+                    Path(check.path),
+                    f"file truncated (table {table} lives in block "
+                    f"{last[0]}, the file holds {on_disk} blocks)",
+                )
         # hash() of the whole row makes DuckDB read (and checksum) every column segment and validity mask
         row = fetch_one(con, f"SELECT count(*), bit_xor(hash(t)) FROM {quoted} AS t")
         check.tables[table] = int(row[0]) if row else 0
@@ -236,7 +263,11 @@ def read_back_problem(path: Path, *, timeout_s: float | None = None) -> str | No
     if not path.exists():
         return "missing"
     try:
-        wait = timeout_s if timeout_s is not None else float(os.environ.get("WORKBENCH_CATALOG_TIMEOUT_S") or 60.0)
+        wait = (
+            timeout_s
+            if timeout_s is not None
+            else float(os.environ.get("WORKBENCH_CATALOG_TIMEOUT_S") or 60.0)
+        )
         con = connect_catalog_file(path, read_only=True, timeout_s=wait)
     except CatalogCorruptError as exc:
         return describe_damage(exc.__cause__) if exc.__cause__ is not None else str(exc)
@@ -267,18 +298,23 @@ def _probe_keys(con: duckdb.DuckDBPyConnection, table: str, quoted: str) -> None
     """
     keys = con.execute(
         "SELECT constraint_column_names FROM duckdb_constraints() WHERE database_name = current_database() "
-        "AND table_name = ? AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')", [table]).fetchall()
+        "AND table_name = ? AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')",
+        [table],
+    ).fetchall()
     for (columns,) in keys:
         cols = ['"' + c.replace('"', '""') + '"' for c in columns]
-        first = fetch_one(con, f"SELECT {', '.join(f'CAST({c} AS VARCHAR)' for c in cols)} FROM {quoted} LIMIT 1")
+        first = fetch_one(
+            con, f"SELECT {', '.join(f'CAST({c} AS VARCHAR)' for c in cols)} FROM {quoted} LIMIT 1"
+        )
         if first is None or any(v is None for v in first):
             continue
         where = " AND ".join(f"{c} = {_sql_text(v)}" for c, v in zip(cols, first, strict=True))
         fetch_one(con, f"SELECT count(*) FROM {quoted} WHERE {where}")
 
 
-def verify_objects(archive: Path | str | None, sha256s: list[str] | None = None, *,
-                   read_data: bool = True) -> VerifyReport:
+def verify_objects(
+    archive: Path | str | None, sha256s: list[str] | None = None, *, read_data: bool = True
+) -> VerifyReport:
     """Check the given objects (all when None); a read-only pass over the catalog.
 
     `read_data` re-hashes every object; without it, each object's file (or pack) must exist with
@@ -286,8 +322,12 @@ def verify_objects(archive: Path | str | None, sha256s: list[str] | None = None,
     """
     layout = ArchiveLayout.at(archive)
     with open_catalog(layout.root, read_only=True) as con:
-        rows = con.execute("SELECT sha256, storage_key, stored_bytes FROM wb_objects ORDER BY sha256").fetchall()
-        inline = {r[0]: bytes(r[1]) for r in con.execute("SELECT sha256, data FROM wb_inline_objects").fetchall()}
+        rows = con.execute(
+            "SELECT sha256, storage_key, stored_bytes FROM wb_objects ORDER BY sha256"
+        ).fetchall()
+        inline = {
+            r[0]: bytes(r[1]) for r in con.execute("SELECT sha256, data FROM wb_inline_objects").fetchall()
+        }
     if sha256s is not None:
         wanted = set(sha256s)
         rows = [r for r in rows if r[0] in wanted]
@@ -304,8 +344,11 @@ def verify_objects(archive: Path | str | None, sha256s: list[str] | None = None,
         elif read_data:
             if not store.verify(key, sha):
                 report.damaged.append(sha)
-        elif not is_pack_key(key) and not key.startswith(INLINE_PREFIX) and \
-                store.path_for(key).stat().st_size != stored_bytes:
+        elif (
+            not is_pack_key(key)
+            and not key.startswith(INLINE_PREFIX)
+            and store.path_for(key).stat().st_size != stored_bytes
+        ):
             report.damaged.append(sha)
     return report
 
@@ -328,7 +371,9 @@ def verify_object_files(archive: Path | str | None) -> VerifyReport:
     return report
 
 
-def _verify_objects_part(archive: Path | str | None, catalog: CatalogCheck, *, read_data: bool) -> VerifyReport:
+def _verify_objects_part(
+    archive: Path | str | None, catalog: CatalogCheck, *, read_data: bool
+) -> VerifyReport:
     """The ``objects`` part: from the catalog's list, else from the files themselves."""
     try:
         return verify_objects(archive, read_data=read_data)
@@ -338,9 +383,12 @@ def _verify_objects_part(archive: Path | str | None, catalog: CatalogCheck, *, r
         what = describe_damage(exc) if isinstance(exc, duckdb.Error) else None
         reason = str(corrupt_catalog_error(ArchiveLayout.at(archive).catalog, what)) if what else str(exc)
     report = verify_object_files(archive)
-    report.notes.insert(0, "the catalog could not list the objects, so the files under objects/ were re-hashed "
-                           "against their names (missing objects and objects kept inside the catalog were not checked)"
-                           + ("" if catalog.ok else "; see the catalog part"))
+    report.notes.insert(
+        0,
+        "the catalog could not list the objects, so the files under objects/ were re-hashed "
+        "against their names (missing objects and objects kept inside the catalog were not checked)"
+        + ("" if catalog.ok else "; see the catalog part"),
+    )
     if catalog.ok:  # the catalog read back but its object list did not: that is a failure of this part
         report.error = reason
     return report
@@ -357,13 +405,14 @@ def _manifests_part(archive: Path | str | None, catalog: CatalogCheck, *, read_d
 def _parts(read_data: bool) -> dict[str, Callable[[Path | str | None, dict[str, VerifyPart]], VerifyPart]]:
     return {
         "catalog": lambda archive, _done: verify_catalog(archive),
-        "objects": lambda archive, done: _verify_objects_part(
-            archive, done["catalog"], read_data=read_data),  # type: ignore[arg-type]
-        "manifests": lambda archive, done: _manifests_part(
-            archive, done["catalog"], read_data=read_data),  # type: ignore[arg-type]
+        "objects": lambda archive, done: _verify_objects_part(archive, done["catalog"], read_data=read_data),  # type: ignore[arg-type]
+        "manifests": lambda archive, done: _manifests_part(archive, done["catalog"], read_data=read_data),  # type: ignore[arg-type]
         "records": lambda archive, _done: check_records(ArchiveLayout.at(archive)),
-        "packs": lambda archive, _done: check_packs(ArchiveLayout.at(archive)) if read_data
-        else PartReport("packs", skipped="packs are re-hashed with --read-data"),
+        "packs": lambda archive, _done: (
+            check_packs(ArchiveLayout.at(archive))
+            if read_data
+            else PartReport("packs", skipped="packs are re-hashed with --read-data")
+        ),
     }
 
 

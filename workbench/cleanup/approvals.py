@@ -46,22 +46,40 @@ def approve_plan(
     stored = load_plan(plan_id, archive=archive)
     plan = stored.plan
     if stored.status not in ("planned", "exported"):
-        raise ConfigError(f"plan {plan_id} is {stored.status}; make a new plan with `workbench cleanup --dry-run`")
-    chosen = tuple(sorted(set(item_ids))) if item_ids is not None else tuple(sorted(i.item_id for i in plan.items))
+        raise ConfigError(
+            f"plan {plan_id} is {stored.status}; make a new plan with `workbench cleanup --dry-run`"
+        )
+    chosen = (
+        tuple(sorted(set(item_ids))) if item_ids is not None else tuple(sorted(i.item_id for i in plan.items))
+    )
     unknown = [i for i in chosen if plan.item(i) is None]
     if unknown:
         raise ConfigError(f"item(s) {', '.join(unknown)} are not in plan {plan_id}")
     if not chosen:
         raise ConfigError(f"nothing to approve: no items selected from plan {plan_id}")
-    approval = Approval(f"a-{secrets.token_hex(5)}", plan_id, plan.plan_hash, chosen,
-                        approved_by or getpass.getuser(), note, utc_now())
+    approval = Approval(
+        f"a-{secrets.token_hex(5)}",
+        plan_id,
+        plan.plan_hash,
+        chosen,
+        approved_by or getpass.getuser(),
+        note,
+        utc_now(),
+    )
     with open_catalog(archive) as con, recorded(con, ArchiveLayout.at(archive), "approval") as rec:
         rec.capture("wb_cleanup_approvals", approval_id=[approval.approval_id])
         con.execute(
             "INSERT INTO wb_cleanup_approvals (approval_id, plan_id, plan_hash, item_ids, approved_by, note, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [approval.approval_id, approval.plan_id, approval.plan_hash, json.dumps(list(chosen)),
-             approval.approved_by, approval.note, approval.created_at],
+            [
+                approval.approval_id,
+                approval.plan_id,
+                approval.plan_hash,
+                json.dumps(list(chosen)),
+                approval.approved_by,
+                approval.note,
+                approval.created_at,
+            ],
         )
     return approval
 
@@ -81,13 +99,17 @@ def load_approval(approval_id: str, *, archive: Path | str | None) -> Approval:
 def mark_used(approval_id: str, *, archive: Path | str | None) -> None:
     with open_catalog(archive) as con, recorded(con, ArchiveLayout.at(archive), "approval-used") as rec:
         rec.capture("wb_cleanup_approvals", approval_id=[approval_id])
-        con.execute("UPDATE wb_cleanup_approvals SET used_at = ? WHERE approval_id = ?", [utc_now(), approval_id])
+        con.execute(
+            "UPDATE wb_cleanup_approvals SET used_at = ? WHERE approval_id = ?", [utc_now(), approval_id]
+        )
 
 
 def approved_items(approval: Approval, approved_plan: CleanupPlan, current: CleanupPlan) -> list[PlanItem]:
     """The approved items as they are in the recomputed plan; refuses if any changed or vanished."""
     if approval.used_at is not None:
-        raise ConfigError(f"approval {approval.approval_id} was already used at {approval.used_at}; approve again")
+        raise ConfigError(
+            f"approval {approval.approval_id} was already used at {approval.used_at}; approve again"
+        )
     if approved_plan.plan_hash != approval.plan_hash:
         raise PlanChangedError(f"plan {approval.plan_id} no longer matches approval {approval.approval_id}")
     problems = []
@@ -105,11 +127,14 @@ def approved_items(approval: Approval, approved_plan: CleanupPlan, current: Clea
     if problems:
         raise PlanChangedError(
             f"the plan changed since approval {approval.approval_id}; nothing was deleted. "
-            + "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+            + "; ".join(problems[:10])
+            + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
             + ". Make a new plan with --dry-run and approve it again."
         )
     if hash_items(items) != hash_items([approved_plan.item(i) for i in approval.item_ids]):  # type: ignore[misc]
-        raise PlanChangedError(f"approved items of {approval.approval_id} hash differently now; nothing was deleted")
+        raise PlanChangedError(
+            f"approved items of {approval.approval_id} hash differently now; nothing was deleted"
+        )
     return items
 
 

@@ -23,7 +23,9 @@ MAX_LISTED = 3
 class ArchiveChecker:
     """Verifies archived copies, re-hashing each stored object at most once per checker."""
 
-    def __init__(self, archive: Path | str | None, stored_files: dict[str, dict[str, tuple[str, str | None]]]) -> None:
+    def __init__(
+        self, archive: Path | str | None, stored_files: dict[str, dict[str, tuple[str, str | None]]]
+    ) -> None:
         layout = ArchiveLayout.at(archive)
         self.archive = layout.root
         self.store = ObjectStore(layout.objects, tmp=layout.tmp, inline=self._inline_bytes)
@@ -41,12 +43,15 @@ class ArchiveChecker:
 
     def _load_inline(self, keys: list[str]) -> None:
         """Fetch the small objects kept in the catalog (`inline:<sha>`) that are not cached yet."""
-        wanted = sorted({k[len(INLINE_PREFIX):] for k in keys if k.startswith(INLINE_PREFIX)} - set(self._inline))
+        wanted = sorted(
+            {k[len(INLINE_PREFIX) :] for k in keys if k.startswith(INLINE_PREFIX)} - set(self._inline)
+        )
         if not wanted:
             return
         with open_catalog(self.archive, read_only=True) as con:
             rows = con.execute(
-                f"SELECT sha256, data FROM wb_inline_objects WHERE sha256 IN ({', '.join('?' for _ in wanted)})", wanted
+                f"SELECT sha256, data FROM wb_inline_objects WHERE sha256 IN ({', '.join('?' for _ in wanted)})",
+                wanted,
             ).fetchall()
         found = {r[0]: bytes(r[1]) for r in rows}
         for sha in wanted:
@@ -61,7 +66,9 @@ class ArchiveChecker:
     def problems(self, experiment: ArchivedExperiment) -> list[str]:
         """Why the archived copy of `experiment` cannot be trusted (empty when it can)."""
         if experiment.file_refs is None:
-            return [f"experiment {experiment.experiment_id} has no archived file list (level {experiment.level})"]
+            return [
+                f"experiment {experiment.experiment_id} has no archived file list (level {experiment.level})"
+            ]
         stored = self.stored_files.get(experiment.experiment_id, {})
         self._load_inline([key for _sha, key in stored.values() if key])
         found: list[str] = []
@@ -81,7 +88,9 @@ class ArchiveChecker:
         return found
 
 
-def changed_key_files(scan: DirScan, refs: dict[str, dict[str, Any]], *, folder: Path | None = None) -> list[str]:
+def changed_key_files(
+    scan: DirScan, refs: dict[str, dict[str, Any]], *, folder: Path | None = None
+) -> list[str]:
     """Key files on disk the archive does not hold as they are now.
 
     Without `folder` sizes are compared (cheap, for planning); with it, kept files are re-hashed

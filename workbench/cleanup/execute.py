@@ -96,9 +96,15 @@ class ApplyResult:
 
     @property
     def recovery(self) -> str:
-        return (f"RECOVERY NEEDED: entries of plan {self.plan_id} were moved to quarantine but not recorded; "
+        return (
+            (
+                f"RECOVERY NEEDED: entries of plan {self.plan_id} were moved to quarantine but not recorded; "
                 f"the plan stays 'applying'. Put everything back with `workbench cleanup undo {self.plan_id}` "
-                "(it reads the quarantine journal), then plan again") if self.needs_recovery else ""
+                "(it reads the quarantine journal), then plan again"
+            )
+            if self.needs_recovery
+            else ""
+        )
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -118,16 +124,26 @@ class ApplyResult:
 
     def to_dict(self) -> dict:
         """Counts of plan items by outcome (`moved` = plan items moved in full) and of paths moved."""
-        return {"plan_id": self.plan_id, "items": len(self.outcomes), "moved": self.count("moved"),
-                "partial": self.count("partial"), "skipped": self.count("skipped"), "failed": self.count("failed"),
-                "paths_moved": self.paths, "bytes": self.bytes,
-                "needs_recovery": self.needs_recovery, "recovery": self.recovery,
-                "outcomes": [asdict(o) for o in self.outcomes]}
+        return {
+            "plan_id": self.plan_id,
+            "items": len(self.outcomes),
+            "moved": self.count("moved"),
+            "partial": self.count("partial"),
+            "skipped": self.count("skipped"),
+            "failed": self.count("failed"),
+            "paths_moved": self.paths,
+            "bytes": self.bytes,
+            "needs_recovery": self.needs_recovery,
+            "recovery": self.recovery,
+            "outcomes": [asdict(o) for o in self.outcomes],
+        }
 
     def format(self) -> str:
-        lines = [f"plan {self.plan_id}: {self.count('moved')} of {len(self.outcomes)} plan items moved to quarantine, "
-                 f"{self.count('partial')} partly, {self.count('skipped')} skipped, {self.count('failed')} failed; "
-                 f"{self.paths} paths moved in all ({format_bytes(self.bytes)})"]
+        lines = [
+            f"plan {self.plan_id}: {self.count('moved')} of {len(self.outcomes)} plan items moved to quarantine, "
+            f"{self.count('partial')} partly, {self.count('skipped')} skipped, {self.count('failed')} failed; "
+            f"{self.paths} paths moved in all ({format_bytes(self.bytes)})"
+        ]
         for o in self.outcomes:
             if o.status != "moved":
                 lines.append(f"  [{o.status.upper()}] {o.path}: {o.detail}")
@@ -152,14 +168,18 @@ def _quarantine_dir(roots: Roots, plan_id: str) -> Path:
     folder.mkdir(mode=0o700, exist_ok=True)
     st = os.lstat(folder)  # mkdir(exist_ok) accepts a link to a folder: a pre-created link is refused here
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise UnsafePathError(f"plan quarantine {folder} is a link or not a folder; refusing to use it, nothing moved")
+        raise UnsafePathError(
+            f"plan quarantine {folder} is a link or not a folder; refusing to use it, nothing moved"
+        )
     return folder
 
 
 def _journal(folder: Path, entry: dict) -> None:
     """Append one intended move to the plan's journal, durably, before the move happens."""
     faults.check("journal", folder / JOURNAL)
-    fd = os.open(folder / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    fd = os.open(
+        folder / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600
+    )
     with open(fd, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
         handle.flush()
@@ -178,18 +198,24 @@ def _journal_entries(folder: Path) -> list[dict]:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(entry, dict) and all(isinstance(entry.get(k), str) for k in ("item_id", "original", "quarantine")):
+            if isinstance(entry, dict) and all(
+                isinstance(entry.get(k), str) for k in ("item_id", "original", "quarantine")
+            ):
                 entries.append(entry)
     return entries
 
 
-def _record(plan: CleanupPlan, item: PlanItem, moves: list[tuple[str, str, int]], context: PlanContext) -> None:
+def _record(
+    plan: CleanupPlan, item: PlanItem, moves: list[tuple[str, str, int]], context: PlanContext
+) -> None:
     """`record_moves`, or `UnrecordedMove` when the rows cannot be written (the moves are done)."""
     try:
         faults.check("record", context.archive)
         record_moves(plan, item, moves, archive=context.archive)
     except Exception as exc:  # any failure here leaves moved entries without a row
-        raise UnrecordedMove(f"moved {len(moves)} entries to quarantine but could not record them ({exc})") from exc
+        raise UnrecordedMove(
+            f"moved {len(moves)} entries to quarantine but could not record them ({exc})"
+        ) from exc
 
 
 def apply_items(plan: CleanupPlan, items: list[PlanItem], *, context: PlanContext) -> ApplyResult:
@@ -202,33 +228,49 @@ def apply_items(plan: CleanupPlan, items: list[PlanItem], *, context: PlanContex
     except (UnsafePathError, OSError) as exc:
         result.outcomes = [ItemOutcome(i.item_id, i.kind, i.path, "failed", detail=str(exc)) for i in items]
         return result
-    dirs = {str(d.path): d for d in workspace_dirs(context.facts, context.snapshot, context.installation, roots)
-            if d.path is not None}
+    dirs = {
+        str(d.path): d
+        for d in workspace_dirs(context.facts, context.snapshot, context.installation, roots)
+        if d.path is not None
+    }
     for item in items:
         if result.needs_recovery or result.storage_error:
-            why = "the disk is full or failing" if result.storage_error else "an earlier move could not be recorded"
-            result.outcomes.append(ItemOutcome(item.item_id, item.kind, item.path, "skipped",
-                                               detail=f"not attempted: {why}"))
+            why = (
+                "the disk is full or failing"
+                if result.storage_error
+                else "an earlier move could not be recorded"
+            )
+            result.outcomes.append(
+                ItemOutcome(item.item_id, item.kind, item.path, "skipped", detail=f"not attempted: {why}")
+            )
             continue
         try:
             outcome = _apply_one(plan, item, folder, dirs, context)
         except SkipItem as exc:
-            outcome = ItemOutcome(item.item_id, item.kind, item.path, "skipped", detail=f"{exc.reason}: {exc.detail}")
+            outcome = ItemOutcome(
+                item.item_id, item.kind, item.path, "skipped", detail=f"{exc.reason}: {exc.detail}"
+            )
         except UnrecordedMove as exc:
             result.needs_recovery = True
-            result.storage_error = storage_error(exc, writing=f"the record of plan {plan.plan_id}'s moves",
-                                                 path=context.archive, archive=context.archive)
+            result.storage_error = storage_error(
+                exc,
+                writing=f"the record of plan {plan.plan_id}'s moves",
+                path=context.archive,
+                archive=context.archive,
+            )
             outcome = ItemOutcome(item.item_id, item.kind, item.path, "failed", detail=str(exc))
         except (UnsafePathError, OSError, StorageFullError, StorageIOError) as exc:
-            result.storage_error = storage_error(exc, writing=f"the quarantine of plan {plan.plan_id}",
-                                                 path=folder, archive=folder)
+            result.storage_error = storage_error(
+                exc, writing=f"the quarantine of plan {plan.plan_id}", path=folder, archive=folder
+            )
             outcome = ItemOutcome(item.item_id, item.kind, item.path, "failed", detail=str(exc))
         result.outcomes.append(outcome)
     return result
 
 
-def _apply_one(plan: CleanupPlan, item: PlanItem, folder: Path, dirs: dict[str, WorkspaceDir],
-               context: PlanContext) -> ItemOutcome:
+def _apply_one(
+    plan: CleanupPlan, item: PlanItem, folder: Path, dirs: dict[str, WorkspaceDir], context: PlanContext
+) -> ItemOutcome:
     if item.kind == "log_dir":
         real = checked_child(context.roots.log_root, item.path, what="log folder")
         _check_same(real, item)
@@ -237,8 +279,12 @@ def _apply_one(plan: CleanupPlan, item: PlanItem, folder: Path, dirs: dict[str, 
     workspace = dirs.get(item.path)
     if workspace is None:
         raise SkipItem("missing", "the folder is no longer one of an archived experiment's folders")
-    real = checked_child(context.roots.workspace_root, item.path, what="workspace",
-                         name_ok=lambda name: is_workspace_name(name, frozenset(workspace.workspace_ids)))
+    real = checked_child(
+        context.roots.workspace_root,
+        item.path,
+        what="workspace",
+        name_ok=lambda name: is_workspace_name(name, frozenset(workspace.workspace_ids)),
+    )
     _check_same(real, item)
     _check_archive(workspace, context)
     scan = _check_idle(real, context)
@@ -270,10 +316,20 @@ def _check_idle(real: Path, context: PlanContext):  # noqa: ANN202 - DirScan
     return scan
 
 
-def _move_whole(plan: CleanupPlan, item: PlanItem, real: Path, folder: Path, context: PlanContext) -> ItemOutcome:
+def _move_whole(
+    plan: CleanupPlan, item: PlanItem, real: Path, folder: Path, context: PlanContext
+) -> ItemOutcome:
     target = quarantine_target(context.roots, plan.plan_id or "", item.item_id, real.name)
-    _journal(folder, {"item_id": item.item_id, "original": str(real), "quarantine": str(target),
-                      "bytes": item.bytes, "at": utc_now().isoformat()})
+    _journal(
+        folder,
+        {
+            "item_id": item.item_id,
+            "original": str(real),
+            "quarantine": str(target),
+            "bytes": item.bytes,
+            "at": utc_now().isoformat(),
+        },
+    )
     move_entry(real, target, roots=context.roots)
     _record(plan, item, [(str(real), str(target), item.bytes)], context)
     return ItemOutcome(item.item_id, item.kind, item.path, "moved", item.bytes, moved=1)
@@ -285,7 +341,9 @@ def _same_entry(entry: PlanFile, st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_size == entry.bytes and st.st_nlink == entry.nlink
 
 
-def _move_files(plan: CleanupPlan, item: PlanItem, real: Path, folder: Path, context: PlanContext) -> ItemOutcome:
+def _move_files(
+    plan: CleanupPlan, item: PlanItem, real: Path, folder: Path, context: PlanContext
+) -> ItemOutcome:
     moves: list[tuple[str, str, int]] = []
     notes = []
     for entry in item.files:
@@ -299,8 +357,16 @@ def _move_files(plan: CleanupPlan, item: PlanItem, real: Path, folder: Path, con
             continue
         target = quarantine_target(context.roots, plan.plan_id or "", item.item_id, entry.rel_path)
         freed = entry.bytes if not entry.is_link and entry.nlink == 1 else 0
-        _journal(folder, {"item_id": item.item_id, "original": str(source), "quarantine": str(target),
-                          "bytes": freed, "at": utc_now().isoformat()})
+        _journal(
+            folder,
+            {
+                "item_id": item.item_id,
+                "original": str(source),
+                "quarantine": str(target),
+                "bytes": freed,
+                "at": utc_now().isoformat(),
+            },
+        )
         try:
             move_entry(source, target, roots=context.roots)
         except (UnsafePathError, OSError) as exc:
@@ -314,8 +380,15 @@ def _move_files(plan: CleanupPlan, item: PlanItem, real: Path, folder: Path, con
     if moves:
         _record(plan, item, moves, context)
     status: Status = "moved" if not notes else ("partial" if moves else "skipped")
-    return ItemOutcome(item.item_id, item.kind, item.path, status, sum(m[2] for m in moves), "; ".join(notes[:5]),
-                       moved=len(moves))
+    return ItemOutcome(
+        item.item_id,
+        item.kind,
+        item.path,
+        status,
+        sum(m[2] for m in moves),
+        "; ".join(notes[:5]),
+        moved=len(moves),
+    )
 
 
 # --------------------------------------------------------------------------- undo
@@ -328,19 +401,26 @@ class UndoResult:
     refused: list[tuple[str, str]] = field(default_factory=list)
 
     def format(self) -> str:
-        lines = [f"plan {self.plan_id}: {len(self.restored)} paths restored from quarantine, {len(self.refused)} refused"]
+        lines = [
+            f"plan {self.plan_id}: {len(self.restored)} paths restored from quarantine, {len(self.refused)} refused"
+        ]
         lines.extend(f"  [REFUSED] {path}: {why}" for path, why in self.refused)
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"plan_id": self.plan_id, "restored": self.restored,
-                "refused": [{"path": p, "reason": r} for p, r in self.refused]}
+        return {
+            "plan_id": self.plan_id,
+            "restored": self.restored,
+            "refused": [{"path": p, "reason": r} for p, r in self.refused],
+        }
 
 
 def _restore_one(row: Deletion, roots: Roots) -> None:
     quarantined = Path(row.quarantine_path or "")
     if not row.quarantine_path or not entry_inside(roots.quarantine / row.plan_id, quarantined):
-        raise UnsafePathError(f"quarantine path {row.quarantine_path} is not in {roots.quarantine / row.plan_id}")
+        raise UnsafePathError(
+            f"quarantine path {row.quarantine_path} is not in {roots.quarantine / row.plan_id}"
+        )
     if not os.path.lexists(quarantined):
         raise UnsafePathError(f"{quarantined} is no longer in quarantine (purged or moved by hand)")
     original = Path(row.original_path)
@@ -368,20 +448,28 @@ def plan_roots(plan: CleanupPlan, rdagent_root: Path | str | None = None, *, act
     """
     recorded = Roots(Path(plan.rdagent_root), Path(plan.workspace_root), Path(plan.log_root))
     if rdagent_root is not None and os.path.realpath(Path(rdagent_root).expanduser()) != plan.rdagent_root:
-        raise ConfigError(f"plan {plan.plan_id} was made for RD-Agent root {plan.rdagent_root}, not {rdagent_root}; "
-                          f"drop --rdagent-root ({action} uses the plan's own root) or pass {plan.rdagent_root}")
+        raise ConfigError(
+            f"plan {plan.plan_id} was made for RD-Agent root {plan.rdagent_root}, not {rdagent_root}; "
+            f"drop --rdagent-root ({action} uses the plan's own root) or pass {plan.rdagent_root}"
+        )
     if not recorded.rdagent_root.is_dir():
-        raise ConfigError(f"plan {plan.plan_id}'s RD-Agent root {plan.rdagent_root} is no longer a directory, and "
-                          f"its quarantine was inside it; nothing to {action}")
+        raise ConfigError(
+            f"plan {plan.plan_id}'s RD-Agent root {plan.rdagent_root} is no longer a directory, and "
+            f"its quarantine was inside it; nothing to {action}"
+        )
     current = Roots.at(recorded.rdagent_root)
     if current != recorded:
-        raise UnsafePathError(f"plan {plan.plan_id}'s roots now resolve to {current.rdagent_root}, "
-                              f"{current.workspace_root}, {current.log_root} instead of the recorded ones; refused")
+        raise UnsafePathError(
+            f"plan {plan.plan_id}'s roots now resolve to {current.rdagent_root}, "
+            f"{current.workspace_root}, {current.log_root} instead of the recorded ones; refused"
+        )
     return recorded
 
 
-@storage_errors('an undo of a cleanup plan')
-def undo_plan(plan_id: str, *, rdagent_root: Path | str | None = None, archive: Path | str | None = None) -> UndoResult:
+@storage_errors("an undo of a cleanup plan")
+def undo_plan(
+    plan_id: str, *, rdagent_root: Path | str | None = None, archive: Path | str | None = None
+) -> UndoResult:
     """Move every quarantined entry of a plan back where it was (in the plan's own RD-Agent root)."""
     stored = load_plan(plan_id, archive=archive)
     roots = plan_roots(stored.plan, rdagent_root, action="undo")
@@ -389,7 +477,9 @@ def undo_plan(plan_id: str, *, rdagent_root: Path | str | None = None, archive: 
         rows = deletions(archive=archive, plan_id=plan_id, states=("quarantined",))
         rows += _unrecorded(stored.plan, roots, archive=archive)
         if not rows:
-            raise ConfigError(f"plan {plan_id} has nothing in quarantine (never applied, already undone or purged)")
+            raise ConfigError(
+                f"plan {plan_id} has nothing in quarantine (never applied, already undone or purged)"
+            )
         result = UndoResult(plan_id)
         done: list[Deletion] = []
         failure: StorageFullError | StorageIOError | None = None
@@ -397,19 +487,33 @@ def undo_plan(plan_id: str, *, rdagent_root: Path | str | None = None, archive: 
             try:
                 _restore_one(row, roots)
             except (UnsafePathError, OSError) as exc:
-                failure = storage_error(exc, writing=f"{row.original_path} (undo of plan {plan_id})",
-                                        archive=roots.workspace_root,
-                                        hint=f"run `workbench cleanup undo {plan_id}` again to restore the rest")
+                failure = storage_error(
+                    exc,
+                    writing=f"{row.original_path} (undo of plan {plan_id})",
+                    archive=roots.workspace_root,
+                    hint=f"run `workbench cleanup undo {plan_id}` again to restore the rest",
+                )
                 if failure is not None:
                     break
                 result.refused.append((row.original_path, str(exc)))
                 continue
             done.append(row)
             result.restored.append(row.original_path)
-        touched = {e for row in done for e in (stored.plan.item(row.item_id).experiment_ids  # type: ignore[union-attr]
-                                               if stored.plan.item(row.item_id) else ())}
-        mark_deletions([d.deletion_id for d in done if d.deletion_id], "restored", archive=archive,
-                       experiment_ids=touched)
+        touched = {
+            e
+            for row in done
+            for e in (
+                stored.plan.item(row.item_id).experiment_ids  # type: ignore[union-attr]
+                if stored.plan.item(row.item_id)
+                else ()
+            )
+        }
+        mark_deletions(
+            [d.deletion_id for d in done if d.deletion_id],
+            "restored",
+            archive=archive,
+            experiment_ids=touched,
+        )
         from workbench.cleanup.records import set_plan_status
 
         if failure is not None:
@@ -433,11 +537,27 @@ def _unrecorded(plan: CleanupPlan, roots: Roots, *, archive: Path | str | None) 
     for entry in _journal_entries(folder):
         item = plan.item(entry["item_id"])
         quarantined = entry["quarantine"]
-        if (item is None or quarantined in known or quarantined in out or has_dotdot(quarantined)
-                or folder / item.item_id not in Path(quarantined).parents or not os.path.lexists(quarantined)):
+        if (
+            item is None
+            or quarantined in known
+            or quarantined in out
+            or has_dotdot(quarantined)
+            or folder / item.item_id not in Path(quarantined).parents
+            or not os.path.lexists(quarantined)
+        ):
             continue
-        out[quarantined] = Deletion("", plan.plan_id or "", item.item_id, None, item.kind, entry["original"],
-                                    quarantined, int(entry.get("bytes") or 0), "unrecorded", utc_now())
+        out[quarantined] = Deletion(
+            "",
+            plan.plan_id or "",
+            item.item_id,
+            None,
+            item.kind,
+            entry["original"],
+            quarantined,
+            int(entry.get("bytes") or 0),
+            "unrecorded",
+            utc_now(),
+        )
     return list(out.values())
 
 
@@ -453,21 +573,31 @@ class PurgeResult:
     other_roots: int = 0
 
     def format(self) -> str:
-        lines = [f"purged {len(self.purged)} quarantined paths ({format_bytes(self.bytes)}) moved before "
-                 f"{self.cutoff:%Y-%m-%d %H:%M:%S} UTC; skipped {len(self.skipped)}"]
+        lines = [
+            f"purged {len(self.purged)} quarantined paths ({format_bytes(self.bytes)}) moved before "
+            f"{self.cutoff:%Y-%m-%d %H:%M:%S} UTC; skipped {len(self.skipped)}"
+        ]
         lines.extend(f"  [SKIPPED] {path}: {why}" for path, why in self.skipped)
         if self.other_roots:
-            lines.append(f"  left alone: {self.other_roots} quarantined paths of plans for other RD-Agent roots "
-                         "(drop --rdagent-root to purge every plan's quarantine)")
+            lines.append(
+                f"  left alone: {self.other_roots} quarantined paths of plans for other RD-Agent roots "
+                "(drop --rdagent-root to purge every plan's quarantine)"
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        return {"cutoff": self.cutoff.isoformat(), "purged": self.purged, "bytes": self.bytes,
-                "skipped": [{"path": p, "reason": r} for p, r in self.skipped], "other_roots": self.other_roots}
+        return {
+            "cutoff": self.cutoff.isoformat(),
+            "purged": self.purged,
+            "bytes": self.bytes,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "other_roots": self.other_roots,
+        }
 
 
-def _purge_scope(rdagent_root: Path | str | None, plan_ids: set[str], *,
-                 archive: Path | str | None) -> tuple[dict[str, Roots | str], set[str]]:
+def _purge_scope(
+    rdagent_root: Path | str | None, plan_ids: set[str], *, archive: Path | str | None
+) -> tuple[dict[str, Roots | str], set[str]]:
     """Each plan's roots (or why they cannot be used), and the plans left out because of `rdagent_root`.
 
     Without `rdagent_root` every plan is purged in its own recorded root. With it, only the plans
@@ -481,8 +611,10 @@ def _purge_scope(rdagent_root: Path | str | None, plan_ids: set[str], *,
         recorded = {p.rdagent_root for p in plans.values()} | recorded_roots(archive=archive)
         if recorded and wanted not in recorded:
             known = ", ".join(sorted(recorded))
-            raise ConfigError(f"no cleanup plan in this archive was made for RD-Agent root {rdagent_root} (plans are "
-                              f"for: {known}); drop --rdagent-root to purge every plan's quarantine in its own root")
+            raise ConfigError(
+                f"no cleanup plan in this archive was made for RD-Agent root {rdagent_root} (plans are "
+                f"for: {known}); drop --rdagent-root to purge every plan's quarantine in its own root"
+            )
         other = {plan_id for plan_id, plan in plans.items() if plan.rdagent_root != wanted}
     scope: dict[str, Roots | str] = {}
     for plan_id, plan in plans.items():
@@ -495,9 +627,12 @@ def _purge_scope(rdagent_root: Path | str | None, plan_ids: set[str], *,
     return scope, other
 
 
-@storage_errors('a purge of the quarantine')
+@storage_errors("a purge of the quarantine")
 def purge_quarantine(
-    *, rdagent_root: Path | str | None = None, archive: Path | str | None = None, older_than: str | timedelta = "7d",
+    *,
+    rdagent_root: Path | str | None = None,
+    archive: Path | str | None = None,
+    older_than: str | timedelta = "7d",
     now: datetime | None = None,
 ) -> PurgeResult:
     """Delete for good what was quarantined at least `older_than` ago (links unlinked, never followed).
@@ -508,7 +643,9 @@ def purge_quarantine(
     age = parse_age(older_than)
     result = PurgeResult((now or utc_now()) - age)
     with archive_lock(archive, job="cleanup-purge"):
-        rows = [r for r in deletions(archive=archive, states=("quarantined",)) if r.deleted_at <= result.cutoff]
+        rows = [
+            r for r in deletions(archive=archive, states=("quarantined",)) if r.deleted_at <= result.cutoff
+        ]
         scope, other = _purge_scope(rdagent_root, {r.plan_id for r in rows}, archive=archive)
         result.other_roots = sum(1 for r in rows if r.plan_id in other)
         rows = [r for r in rows if r.plan_id not in other]
@@ -522,7 +659,9 @@ def purge_quarantine(
                     result.skipped.append((str(quarantined), roots))
                     continue
                 if not row.quarantine_path or not entry_inside(roots.quarantine / row.plan_id, quarantined):
-                    result.skipped.append((str(quarantined), f"not in the quarantine of {roots.rdagent_root}"))
+                    result.skipped.append(
+                        (str(quarantined), f"not in the quarantine of {roots.rdagent_root}")
+                    )
                     continue
                 if not os.path.lexists(quarantined):
                     result.skipped.append((str(quarantined), "missing from quarantine (moved by hand?)"))
@@ -530,12 +669,17 @@ def purge_quarantine(
                 try:
                     remove_tree_no_follow(quarantined)
                 except (UnsafePathError, OSError) as exc:
-                    failure = storage_error(exc, writing=f"the quarantine (purging {quarantined})",
-                                            archive=quarantined.parent,
-                                            hint="what was purged before is recorded; purge again later")
+                    failure = storage_error(
+                        exc,
+                        writing=f"the quarantine (purging {quarantined})",
+                        archive=quarantined.parent,
+                        hint="what was purged before is recorded; purge again later",
+                    )
                     if failure is not None:
                         raise failure from exc
-                    result.skipped.append((str(quarantined), f"not (fully) deleted, still recorded as quarantined: {exc}"))
+                    result.skipped.append(
+                        (str(quarantined), f"not (fully) deleted, still recorded as quarantined: {exc}")
+                    )
                     continue
                 done.append(row.deletion_id)
                 plans[row.plan_id] = roots
@@ -561,8 +705,11 @@ def _tidy_quarantine(folder: Path, *, archive: Path | str | None, plan_id: str) 
     for dirpath, dirnames, _files in os.walk(folder, topdown=True, followlinks=False):
         folders.append(dirpath)
         paths = [os.path.join(dirpath, n) for n in dirnames]
-        dirnames[:] = [os.path.basename(e) for e in paths
-                       if not os.path.islink(e) and e not in mounts and os.lstat(e).st_dev == device]
+        dirnames[:] = [
+            os.path.basename(e)
+            for e in paths
+            if not os.path.islink(e) and e not in mounts and os.lstat(e).st_dev == device
+        ]
     for dirpath in reversed(folders[1:]):
         try:
             os.rmdir(dirpath)  # only succeeds when empty

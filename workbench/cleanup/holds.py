@@ -39,7 +39,9 @@ class Hold:
     created_at: datetime
     released_at: datetime | None = None
     release_reason: str | None = None
-    known_as: str | None = field(default=None, compare=False)  # 'experiment', 'workspace', 'task run'; None: unknown
+    known_as: str | None = field(
+        default=None, compare=False
+    )  # 'experiment', 'workspace', 'task run'; None: unknown
 
     @property
     def is_open(self) -> bool:
@@ -106,9 +108,15 @@ def _suggest(target: str, candidates: Iterable[str]) -> str:
     return f" (did you mean {shown}? ids must be given in full)"
 
 
-@storage_errors('a hold to the archive catalog')
-def hold(target_id: str, *, reason: str, active: bool = False, allow_unknown: bool = False,
-         archive: Path | str | None = None) -> Hold:
+@storage_errors("a hold to the archive catalog")
+def hold(
+    target_id: str,
+    *,
+    reason: str,
+    active: bool = False,
+    allow_unknown: bool = False,
+    archive: Path | str | None = None,
+) -> Hold:
     """Flag an id for re-tracing/debugging (`active=True`: put it on the active debugging list).
 
     The id must name an experiment, workspace or task run the archive knows; `allow_unknown`
@@ -121,9 +129,11 @@ def hold(target_id: str, *, reason: str, active: bool = False, allow_unknown: bo
         known = known_ids(con)
     what = known.get(target)
     if what is None and not allow_unknown:
-        raise ConfigError(f"{target} is not an experiment, workspace or task-run id known to the archive"
-                          f"{_suggest(target, known)}; nothing was recorded; {LIST_IDS}; "
-                          "to protect a workspace or task run not archived yet, add --allow-unknown")
+        raise ConfigError(
+            f"{target} is not an experiment, workspace or task-run id known to the archive"
+            f"{_suggest(target, known)}; nothing was recorded; {LIST_IDS}; "
+            "to protect a workspace or task run not archived yet, add --allow-unknown"
+        )
     record = Hold(target, "active" if active else "hold", reason.strip(), utc_now(), known_as=what)
     with open_catalog(archive) as con, recorded(con, ArchiveLayout.at(archive), "hold") as rec:
         con.execute(
@@ -134,7 +144,7 @@ def hold(target_id: str, *, reason: str, active: bool = False, allow_unknown: bo
     return record
 
 
-@storage_errors('a hold release to the archive catalog')
+@storage_errors("a hold release to the archive catalog")
 def release(target_id: str, *, reason: str, archive: Path | str | None = None) -> list[Hold]:
     """Lift every open hold (both kinds) on an id; returns the holds released."""
     target = _clean_id(target_id)
@@ -149,10 +159,16 @@ def release(target_id: str, *, reason: str, archive: Path | str | None = None) -
             [target],
         ).fetchall()
         if not rows:
-            open_ids = [r[0] for r in con.execute("SELECT DISTINCT target_id FROM wb_holds WHERE released_at IS NULL")
-                        .fetchall()]
-            raise ConfigError(f"no open hold on {target}{_suggest(target, open_ids)}; nothing was changed. List open "
-                              "holds with `workbench holds` (released ones with `workbench holds --all`)")
+            open_ids = [
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT target_id FROM wb_holds WHERE released_at IS NULL"
+                ).fetchall()
+            ]
+            raise ConfigError(
+                f"no open hold on {target}{_suggest(target, open_ids)}; nothing was changed. List open "
+                "holds with `workbench holds` (released ones with `workbench holds --all`)"
+            )
         con.execute(
             "UPDATE wb_holds SET released_at = ?, release_reason = ? WHERE target_id = ? AND released_at IS NULL",
             [now, reason.strip(), target],
@@ -160,8 +176,9 @@ def release(target_id: str, *, reason: str, archive: Path | str | None = None) -
     return [Hold(r[0], r[1], r[2], r[3], now, reason.strip()) for r in rows]
 
 
-def list_holds(archive: Path | str | None = None, *, include_released: bool = False,
-               identify: bool = False) -> list[Hold]:
+def list_holds(
+    archive: Path | str | None = None, *, include_released: bool = False, identify: bool = False
+) -> list[Hold]:
     """Holds, newest first (open ones only unless `include_released`).
 
     `identify=True` sets each hold's `known_as` (what its id names in the archive now, or None).

@@ -58,7 +58,7 @@ class ArchivedExperiment:
             if main and sub is None:
                 out[path] = ref
             elif not main and sub is not None and sub == workspace_id:
-                out[path[len(SUB_PREFIX) + len(sub) + 1:]] = ref
+                out[path[len(SUB_PREFIX) + len(sub) + 1 :]] = ref
         return out
 
 
@@ -106,8 +106,17 @@ def scan_dir(path: Path) -> DirScan:
             st = os.lstat(path / info.rel_path)
         except OSError:
             continue
-        files.append(ScannedFile(info.rel_path, info.size_bytes, info.mtime_ns, info.file_class, info.reason,
-                                 st.st_nlink, stat.S_ISLNK(st.st_mode)))
+        files.append(
+            ScannedFile(
+                info.rel_path,
+                info.size_bytes,
+                info.mtime_ns,
+                info.file_class,
+                info.reason,
+                st.st_nlink,
+                stat.S_ISLNK(st.st_mode),
+            )
+        )
     return DirScan(tuple(files))
 
 
@@ -161,10 +170,18 @@ def read_catalog_facts(archive: Path | str | None) -> CatalogFacts:
     experiments = []
     for row in rows.iter_rows(named=True):
         refs = json.loads(row["file_refs_json"]) if row["file_refs_json"] else None
-        experiments.append(ArchivedExperiment(
-            row["id"], row["task_run_id"], int(row["loop_id"]), row["workspace_id"], row["workspace_path"],
-            int(row["archiving_level"]), row["workspace_state"] or "present", tuple(refs) if refs is not None else None,
-        ))
+        experiments.append(
+            ArchivedExperiment(
+                row["id"],
+                row["task_run_id"],
+                int(row["loop_id"]),
+                row["workspace_id"],
+                row["workspace_path"],
+                int(row["archiving_level"]),
+                row["workspace_state"] or "present",
+                tuple(refs) if refs is not None else None,
+            )
+        )
     states = read_frame(archive, "SELECT task_run_id, loop_id, state, archiving_level FROM wb_loop_state")
     loop_states = {(r[0], int(r[1])): (r[2], int(r[3] or 0)) for r in states.iter_rows()}
     files = read_frame(
@@ -178,7 +195,9 @@ def read_catalog_facts(archive: Path | str | None) -> CatalogFacts:
     return CatalogFacts(tuple(experiments), loop_states, stored)
 
 
-def _locate(raw: str | None, installation: Installation, roots: Roots, registered: frozenset[str]) -> tuple[Path | None, str | None, str | None]:
+def _locate(
+    raw: str | None, installation: Installation, roots: Roots, registered: frozenset[str]
+) -> tuple[Path | None, str | None, str | None]:
     """(checked real path, problem kind, problem text) for one registry path string."""
     if raw is None or not str(raw).strip():
         return None, "missing", "no path recorded for this workspace"
@@ -188,8 +207,12 @@ def _locate(raw: str | None, installation: Installation, roots: Roots, registere
     if resolved is None:
         return None, "missing", f"{raw} not found on this machine"
     try:
-        real = checked_child(roots.workspace_root, resolved, what="workspace",
-                             name_ok=lambda name: is_workspace_name(name, registered))
+        real = checked_child(
+            roots.workspace_root,
+            resolved,
+            what="workspace",
+            name_ok=lambda name: is_workspace_name(name, registered),
+        )
     except UnsafePathError as exc:
         return None, "unsafe_path", str(exc)
     except FileNotFoundError:
@@ -232,7 +255,9 @@ def workspace_dirs(
     dirs: dict[str, WorkspaceDir] = {}
     for experiment in facts.experiments:
         wanted: list[tuple[str | None, str]] = [(experiment.workspace_id, "experiment")]
-        subs = experiment.sub_workspace_ids() | subs_by_loop.get((experiment.task_run_id, experiment.loop_id), set())
+        subs = experiment.sub_workspace_ids() | subs_by_loop.get(
+            (experiment.task_run_id, experiment.loop_id), set()
+        )
         wanted.extend((s, "sub_workspace") for s in sorted(subs))
         for ws_id, role in wanted:
             raws = [r.get("workspace_path") for r in rows_by_id.get(ws_id or "", [])]
@@ -264,4 +289,6 @@ def untracked_dir_count(roots: Roots, known: set[str]) -> int:
         names = os.listdir(roots.workspace_root)
     except OSError:
         return 0
-    return sum(1 for n in names if str(roots.workspace_root / n) not in known and (roots.workspace_root / n).is_dir())
+    return sum(
+        1 for n in names if str(roots.workspace_root / n) not in known and (roots.workspace_root / n).is_dir()
+    )

@@ -34,8 +34,10 @@ from workbench.cleanup.records import load_plan, save_plan, set_plan_status
 from workbench.cleanup.units import format_bytes, parse_size
 from workbench.errors import ConfigError, PlanChangedError
 
-CHOOSE_ONE = ("choose exactly one of --dry-run, --confirm (--dry-run shows and stores the plan, --confirm applies "
-              "it); nothing was changed")
+CHOOSE_ONE = (
+    "choose exactly one of --dry-run, --confirm (--dry-run shows and stores the plan, --confirm applies "
+    "it); nothing was changed"
+)
 
 
 @dataclass
@@ -67,19 +69,36 @@ class CleanupOutcome:
             lines.append(f"undo with: workbench cleanup undo {self.plan.plan_id} --archive {archive}")
             lines.append(f"purge later with: workbench cleanup purge --older-than 7d --archive {archive}")
             return "\n".join(lines)
-        lines = [self.plan.format(), "", f"plan id: {self.plan.plan_id}   hash: {self.plan.plan_hash}", "next:"]
-        lines.append(f"  review and approve: notebooks/cleanup_review.ipynb, or `workbench cleanup approve "
-                     f"{self.plan.plan_id} --archive {archive}`")
-        lines.append(f"  then delete exactly what was approved: `workbench cleanup --archive {archive} --confirm "
-                     "--approval APPROVAL_ID` (the plan's own RD-Agent root and options are used)")
+        lines = [
+            self.plan.format(),
+            "",
+            f"plan id: {self.plan.plan_id}   hash: {self.plan.plan_hash}",
+            "next:",
+        ]
+        lines.append(
+            f"  review and approve: notebooks/cleanup_review.ipynb, or `workbench cleanup approve "
+            f"{self.plan.plan_id} --archive {archive}`"
+        )
+        lines.append(
+            f"  then delete exactly what was approved: `workbench cleanup --archive {archive} --confirm "
+            "--approval APPROVAL_ID` (the plan's own RD-Agent root and options are used)"
+        )
         lines.append("  (or `--confirm` alone: recompute, show, ask; `--confirm --yes`: recompute and apply)")
         lines.extend(self.notes)
         return "\n".join(lines)
 
 
 PLANNING_OPTIONS: tuple[str, ...] = (
-    "stage", "min_archiving_level", "hold_days", "grace_minutes", "running_window_hours", "workspaces", "logs",
-    "keep_days", "max_total_size", "keep_last",
+    "stage",
+    "min_archiving_level",
+    "hold_days",
+    "grace_minutes",
+    "running_window_hours",
+    "workspaces",
+    "logs",
+    "keep_days",
+    "max_total_size",
+    "keep_last",
 )
 """Options that decide what a plan contains; an approved plan is confirmed with its own values.
 
@@ -102,17 +121,25 @@ def _spell(name: str, value: Any) -> str:
     return f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
 
 
-def differing_options(requested: CleanupPolicy, approved: CleanupPolicy, given: Collection[str] | None) -> list[str]:
+def differing_options(
+    requested: CleanupPolicy, approved: CleanupPolicy, given: Collection[str] | None
+) -> list[str]:
     """Planning options given for a confirm whose value is not the approved plan's, spelled for a message.
 
     `given` names the options the caller set on purpose (the CLI knows); None means every option
     whose value differs from its default.
     """
     default = CleanupPolicy()
-    names = [n for n in PLANNING_OPTIONS
-             if (n in given if given is not None else getattr(requested, n) != getattr(default, n))]
-    return [f"{_spell(n, getattr(requested, n))} (approved: {_spell(n, getattr(approved, n))})"
-            for n in names if getattr(requested, n) != getattr(approved, n)]
+    names = [
+        n
+        for n in PLANNING_OPTIONS
+        if (n in given if given is not None else getattr(requested, n) != getattr(default, n))
+    ]
+    return [
+        f"{_spell(n, getattr(requested, n))} (approved: {_spell(n, getattr(approved, n))})"
+        for n in names
+        if getattr(requested, n) != getattr(approved, n)
+    ]
 
 
 def build_policy(
@@ -147,7 +174,7 @@ def build_policy(
     )
 
 
-@storage_errors('a cleanup (plan, quarantine moves, records)')
+@storage_errors("a cleanup (plan, quarantine moves, records)")
 def cleanup(
     rdagent_root: Path | str | None,
     *,
@@ -185,36 +212,69 @@ def cleanup(
     if dry_run and (approval or yes):
         raise ConfigError("--approval and --yes belong to --confirm, not --dry-run")
     if rdagent_root is None and not approval:
-        raise ConfigError("--rdagent-root is required (only --confirm --approval takes the root from the approved plan)")
-    policy = build_policy(stage=stage, min_archiving_level=min_archiving_level, hold_days=hold_days,
-                          active_list=active_list, active_ids=active_ids, grace_minutes=grace_minutes,
-                          running_window_hours=running_window_hours, workspaces=workspaces, logs=logs,
-                          keep_days=keep_days, max_total_size=max_total_size, keep_last=keep_last)
+        raise ConfigError(
+            "--rdagent-root is required (only --confirm --approval takes the root from the approved plan)"
+        )
+    policy = build_policy(
+        stage=stage,
+        min_archiving_level=min_archiving_level,
+        hold_days=hold_days,
+        active_list=active_list,
+        active_ids=active_ids,
+        grace_minutes=grace_minutes,
+        running_window_hours=running_window_hours,
+        workspaces=workspaces,
+        logs=logs,
+        keep_days=keep_days,
+        max_total_size=max_total_size,
+        keep_last=keep_last,
+    )
     if dry_run:
         assert rdagent_root is not None
-        context = plan_context(rdagent_root, archive=archive, policy=policy, registry=registry, path_map=path_map,
-                               now=now)
+        context = plan_context(
+            rdagent_root, archive=archive, policy=policy, registry=registry, path_map=path_map, now=now
+        )
         plan = save_plan(plan_from_context(context), archive=archive)
         return CleanupOutcome(plan, notes=_unknown_active_notes(context))
     if approval:
-        return _confirm_approved(rdagent_root, approval, archive=archive, policy=policy, registry=registry,
-                                 path_map=path_map, now=now, given=given)
+        return _confirm_approved(
+            rdagent_root,
+            approval,
+            archive=archive,
+            policy=policy,
+            registry=registry,
+            path_map=path_map,
+            now=now,
+            given=given,
+        )
     assert rdagent_root is not None
     if not yes and expect_plan_hash is None:
-        raise ConfigError("--confirm deletes data: add --approval ID (reviewed plan), or --yes, "
-                          "or run it in a terminal to confirm interactively")
+        raise ConfigError(
+            "--confirm deletes data: add --approval ID (reviewed plan), or --yes, "
+            "or run it in a terminal to confirm interactively"
+        )
     with archive_lock(archive, job="cleanup"):
-        context = plan_context(rdagent_root, archive=archive, policy=policy, registry=registry, path_map=path_map,
-                               now=now)
+        context = plan_context(
+            rdagent_root, archive=archive, policy=policy, registry=registry, path_map=path_map, now=now
+        )
         plan = plan_from_context(context)
         if expect_plan_hash is not None and plan.plan_hash != expect_plan_hash:
-            raise PlanChangedError("the plan changed between showing it and confirming; nothing was deleted. "
-                                   "Run the command again to see the new plan")
+            raise PlanChangedError(
+                "the plan changed between showing it and confirming; nothing was deleted. "
+                "Run the command again to see the new plan"
+            )
         plan = save_plan(plan, archive=archive, status="applying")
         result = apply_items(plan, list(plan.items), context=context)
         if not result.needs_recovery:  # otherwise it stays 'applying': `workbench cleanup undo` recovers it
-            _finish(result, lambda: set_plan_status(plan.plan_id or "", "applied" if result.ok else "partially_applied",
-                                                    archive=archive, applied=True))
+            _finish(
+                result,
+                lambda: set_plan_status(
+                    plan.plan_id or "",
+                    "applied" if result.ok else "partially_applied",
+                    archive=archive,
+                    applied=True,
+                ),
+            )
     _raise_storage(result)
     return CleanupOutcome(plan, result)
 
@@ -234,8 +294,10 @@ def _raise_storage(result: ApplyResult) -> None:
     if error is None:
         return
     moved = result.paths
-    recovery = (f"{moved} paths were moved to quarantine before it stopped, each recorded (or in the quarantine "
-                f"journal); `workbench cleanup undo {result.plan_id}` puts them back")
+    recovery = (
+        f"{moved} paths were moved to quarantine before it stopped, each recorded (or in the quarantine "
+        f"journal); `workbench cleanup undo {result.plan_id}` puts them back"
+    )
     raise type(error)(f"{error}; cleanup of plan {result.plan_id} stopped: {recovery}") from error
 
 
@@ -251,9 +313,11 @@ def _unknown_active_notes(context: PlanContext) -> list[str]:
     if not unknown:
         return []
     shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
-    return [f"warning: the active list names {len(unknown)} id(s) that are no task run, workspace or experiment "
-            f"of this installation or archive: {shown} (a typo protects nothing; "
-            "`workbench status --experiments` lists the ids)"]
+    return [
+        f"warning: the active list names {len(unknown)} id(s) that are no task run, workspace or experiment "
+        f"of this installation or archive: {shown} (a typo protects nothing; "
+        "`workbench status --experiments` lists the ids)"
+    ]
 
 
 def _confirm_approved(
@@ -273,30 +337,48 @@ def _confirm_approved(
     if rdagent_root is None:
         rdagent_root = stored.plan.rdagent_root
     elif os.path.realpath(rdagent_root) != stored.plan.rdagent_root:
-        raise ConfigError(f"approval {approval_id} is for plan {approval.plan_id} of RD-Agent root "
-                          f"{stored.plan.rdagent_root}, not {rdagent_root}; drop --rdagent-root (the approved plan's "
-                          f"root is used) or make and approve a plan for {rdagent_root}")
+        raise ConfigError(
+            f"approval {approval_id} is for plan {approval.plan_id} of RD-Agent root "
+            f"{stored.plan.rdagent_root}, not {rdagent_root}; drop --rdagent-root (the approved plan's "
+            f"root is used) or make and approve a plan for {rdagent_root}"
+        )
     approved_policy = CleanupPolicy.from_params(stored.plan.params)
     differ = differing_options(policy, approved_policy, given)
     if differ:
-        raise ConfigError(f"approval {approval_id} executes plan {approval.plan_id} exactly as it was approved, but "
-                          f"the command gives {'; '.join(differ)}; nothing was deleted. Drop the option, or make a "
-                          "new plan with it (--dry-run) and approve that")
-    merged = CleanupPolicy.from_params({**approved_policy.to_params(),
-                                        "active_ids": sorted(set(approved_policy.active_ids) | set(policy.active_ids))})
+        raise ConfigError(
+            f"approval {approval_id} executes plan {approval.plan_id} exactly as it was approved, but "
+            f"the command gives {'; '.join(differ)}; nothing was deleted. Drop the option, or make a "
+            "new plan with it (--dry-run) and approve that"
+        )
+    merged = CleanupPolicy.from_params(
+        {
+            **approved_policy.to_params(),
+            "active_ids": sorted(set(approved_policy.active_ids) | set(policy.active_ids)),
+        }
+    )
     with archive_lock(archive, job="cleanup"):
-        context = plan_context(rdagent_root, archive=archive, policy=merged, registry=registry, path_map=path_map,
-                               now=now)
+        context = plan_context(
+            rdagent_root, archive=archive, policy=merged, registry=registry, path_map=path_map, now=now
+        )
         current = plan_from_context(context)
         items = approved_items(load_approval(approval_id, archive=archive), stored.plan, current)
         mark_used(approval_id, archive=archive)
         set_plan_status(stored.plan.plan_id or "", "applying", archive=archive, approval_id=approval_id)
         result = apply_items(stored.plan, items, context=context)
         if not result.needs_recovery:  # otherwise it stays 'applying': `workbench cleanup undo` recovers it
-            _finish(result, lambda: set_plan_status(stored.plan.plan_id or "",
-                                                    "applied" if result.ok else "partially_applied",
-                                                    archive=archive, applied=True, approval_id=approval_id))
+            _finish(
+                result,
+                lambda: set_plan_status(
+                    stored.plan.plan_id or "",
+                    "applied" if result.ok else "partially_applied",
+                    archive=archive,
+                    applied=True,
+                    approval_id=approval_id,
+                ),
+            )
     _raise_storage(result)
-    note = (f"approval {approval_id}: {len(items)} of the plan's {len(stored.plan.items)} plan items were approved "
-            "and attempted")
+    note = (
+        f"approval {approval_id}: {len(items)} of the plan's {len(stored.plan.items)} plan items were approved "
+        "and attempted"
+    )
     return CleanupOutcome(stored.plan, result, approval, [note])

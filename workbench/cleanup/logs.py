@@ -71,7 +71,9 @@ def _log_runs(context) -> dict[str, set[str]]:  # noqa: ANN001 - PlanContext (im
         add(run.get("log_trace_path"), run["task_run_id"])
     for loop in context.snapshot.loops.iter_rows(named=True):
         add(loop.get("log_dir"), loop["task_run_id"])
-    for run_id in set(context.snapshot.loops["task_run_id"].to_list()) | set(context.snapshot.task_runs["task_run_id"].to_list()):
+    for run_id in set(context.snapshot.loops["task_run_id"].to_list()) | set(
+        context.snapshot.task_runs["task_run_id"].to_list()
+    ):
         candidate = context.roots.log_root / run_id
         if run_id and not has_dotdot(run_id) and os.path.isdir(candidate):
             found.setdefault(os.path.realpath(candidate), set()).add(run_id)
@@ -116,8 +118,11 @@ def _judge(path: Path, runs: set[str], context) -> LogFolder:  # noqa: ANN001
     gaps, folder.experiment_ids, folder.level = _archive_gaps(runs, context)
     if gaps:
         folder.reasons.append("not_archived")
-        folder.details.append("loops not archived at level 1 yet: " + ", ".join(gaps[:5])
-                              + (f" and {len(gaps) - 5} more" if len(gaps) > 5 else ""))
+        folder.details.append(
+            "loops not archived at level 1 yet: "
+            + ", ".join(gaps[:5])
+            + (f" and {len(gaps) - 5} more" if len(gaps) > 5 else "")
+        )
     reasons, details = blocking_reasons(_hold_ids(runs, path, context), runs, context)
     folder.reasons += reasons
     folder.details += details
@@ -130,18 +135,34 @@ def _judge(path: Path, runs: set[str], context) -> LogFolder:  # noqa: ANN001
 
 def _exclusion(folder: LogFolder, reasons: list[str], details: list[str]) -> Exclusion:
     runs = sorted(folder.task_runs)
-    return Exclusion(target=str(folder.path), kind="log_dir", reasons=tuple(dict.fromkeys(reasons)),
-                     detail="; ".join(details), experiment_ids=folder.experiment_ids,
-                     task_run_id=runs[0] if runs else None, level=folder.level)
+    return Exclusion(
+        target=str(folder.path),
+        kind="log_dir",
+        reasons=tuple(dict.fromkeys(reasons)),
+        detail="; ".join(details),
+        experiment_ids=folder.experiment_ids,
+        task_run_id=runs[0] if runs else None,
+        level=folder.level,
+    )
 
 
 def _item(folder: LogFolder, rule: str) -> PlanItem:
     runs = sorted(folder.task_runs)
     path = str(folder.path)
-    return PlanItem(item_id=item_id_for("log_dir", path), kind="log_dir", path=path, rule=rule, bytes=folder.size,
-                    experiment_ids=folder.experiment_ids, task_run_id=runs[0] if runs else None,
-                    task_run_ids=tuple(runs), role="log", level=folder.level, shared_links=folder.scan.shared_links,
-                    modified_at=folder.latest.isoformat())
+    return PlanItem(
+        item_id=item_id_for("log_dir", path),
+        kind="log_dir",
+        path=path,
+        rule=rule,
+        bytes=folder.size,
+        experiment_ids=folder.experiment_ids,
+        task_run_id=runs[0] if runs else None,
+        task_run_ids=tuple(runs),
+        role="log",
+        level=folder.level,
+        shared_links=folder.scan.shared_links,
+        modified_at=folder.latest.isoformat(),
+    )
 
 
 def _folders(context) -> tuple[list[LogFolder], list[Exclusion]]:  # noqa: ANN001
@@ -156,7 +177,9 @@ def _folders(context) -> tuple[list[LogFolder], list[Exclusion]]:  # noqa: ANN00
         try:
             real = checked_child(root, path, what="log folder")
         except UnsafePathError as exc:
-            refused.append(Exclusion(target=str(path), kind="log_dir", reasons=("unsafe_path",), detail=str(exc)))
+            refused.append(
+                Exclusion(target=str(path), kind="log_dir", reasons=("unsafe_path",), detail=str(exc))
+            )
             continue
         except FileNotFoundError:
             continue
@@ -184,8 +207,10 @@ def plan_logs(context) -> tuple[list[PlanItem], list[Exclusion]]:  # noqa: ANN00
         if folder.path in newest:
             kept.append(f"among the {policy.keep_last} newest log folders (--keep-last)")
         if not kept and policy.max_total_size is not None and total <= policy.max_total_size:
-            kept.append(f"total log size {format_bytes(total)} is within --max-total-size "
-                        f"{format_bytes(policy.max_total_size)}")
+            kept.append(
+                f"total log size {format_bytes(total)} is within --max-total-size "
+                f"{format_bytes(policy.max_total_size)}"
+            )
         if kept:
             exclusions.append(_exclusion(folder, ["retained"], kept))
             continue
@@ -199,13 +224,17 @@ def plan_logs(context) -> tuple[list[PlanItem], list[Exclusion]]:  # noqa: ANN00
 
 
 def _rule(folder: LogFolder, policy, total: int) -> str:  # noqa: ANN001
-    parts = [f"log folder of task run(s) {', '.join(sorted(folder.task_runs))}, every loop archived at level >= 1"]
+    parts = [
+        f"log folder of task run(s) {', '.join(sorted(folder.task_runs))}, every loop archived at level >= 1"
+    ]
     if policy.keep_days is not None:
         parts.append(f"older than {policy.keep_days:g} days")
     if policy.keep_last:
         parts.append(f"not among the {policy.keep_last} newest")
     if policy.max_total_size is not None:
-        parts.append(f"total log size {format_bytes(total)} > --max-total-size {format_bytes(policy.max_total_size)}, "
-                     "oldest first")
+        parts.append(
+            f"total log size {format_bytes(total)} > --max-total-size {format_bytes(policy.max_total_size)}, "
+            "oldest first"
+        )
     parts.append("not held, not active, not running, idle")
     return "; ".join(parts)

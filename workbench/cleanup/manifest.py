@@ -40,20 +40,41 @@ def manifest_entries(plan: CleanupPlan, experiments: Sequence[Any]) -> list[dict
     for experiment in experiments:
         decided = by_experiment.get(experiment.experiment_id, [])
         if not decided:
-            entries.append(_entry(experiment, experiment.workspace_id, None, False, "experiment",
-                                  "no workspace folder found for this experiment"))
+            entries.append(
+                _entry(
+                    experiment,
+                    experiment.workspace_id,
+                    None,
+                    False,
+                    "experiment",
+                    "no workspace folder found for this experiment",
+                )
+            )
         for what, decision in decided:
             role = getattr(decision, "role", None) or (
-                "experiment" if decision.workspace_id == experiment.workspace_id else "sub_workspace")
+                "experiment" if decision.workspace_id == experiment.workspace_id else "sub_workspace"
+            )
             if what == "item":
-                entries.append(_entry(experiment, decision.workspace_id, decision.path, True, role, decision.rule))
+                entries.append(
+                    _entry(experiment, decision.workspace_id, decision.path, True, role, decision.rule)
+                )
             else:
-                entries.append(_entry(experiment, decision.workspace_id, None, False, role,
-                                      f"{','.join(decision.reasons)}: {decision.detail}"))
+                entries.append(
+                    _entry(
+                        experiment,
+                        decision.workspace_id,
+                        None,
+                        False,
+                        role,
+                        f"{','.join(decision.reasons)}: {decision.detail}",
+                    )
+                )
     return entries
 
 
-def _entry(experiment: Any, workspace_id: str | None, path: str | None, can: bool, role: str, why: str) -> dict[str, Any]:
+def _entry(
+    experiment: Any, workspace_id: str | None, path: str | None, can: bool, role: str, why: str
+) -> dict[str, Any]:
     return {
         "task_run_id": experiment.task_run_id,
         "loop_id": int(experiment.loop_id),
@@ -82,9 +103,14 @@ def export_cleanup_manifest(
 ) -> dict[str, Any]:
     """Write `{"experiments": [...]}` for the RD-Agent-side script; returns what was written."""
     target = _checked_output(Path(out))
-    policy = build_policy(stage="full", min_archiving_level=min_archiving_level, hold_days=hold_days,
-                          active_list=active_list, grace_minutes=grace_minutes,
-                          running_window_hours=running_window_hours)
+    policy = build_policy(
+        stage="full",
+        min_archiving_level=min_archiving_level,
+        hold_days=hold_days,
+        active_list=active_list,
+        grace_minutes=grace_minutes,
+        running_window_hours=running_window_hours,
+    )
     context = plan_context(rdagent_root, archive=archive, policy=policy, registry=registry, path_map=path_map)
     plan = save_plan(plan_from_context(context), archive=archive, status="exported")
     document = {
@@ -100,7 +126,9 @@ def export_cleanup_manifest(
         temp.write_text(json.dumps(document, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         os.replace(temp, target)
     except OSError as exc:
-        raise ConfigError(f"cannot write the manifest {target} ({exc.strerror}); choose another --out") from exc
+        raise ConfigError(
+            f"cannot write the manifest {target} ({exc.strerror}); choose another --out"
+        ) from exc
     finally:
         temp.unlink(missing_ok=True)
     return document
@@ -109,9 +137,13 @@ def export_cleanup_manifest(
 def _checked_output(target: Path) -> Path:
     """The manifest's path, checked before any planning: a file path whose folder can be made."""
     if target.is_dir():
-        raise ConfigError(f"--out {target} is a folder; give a file name such as {target / 'cleanup_manifest.json'}")
+        raise ConfigError(
+            f"--out {target} is a folder; give a file name such as {target / 'cleanup_manifest.json'}"
+        )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create the folder of --out {target} ({exc.strerror}); choose another --out") from exc
+        raise ConfigError(
+            f"cannot create the folder of --out {target} ({exc.strerror}); choose another --out"
+        ) from exc
     return target

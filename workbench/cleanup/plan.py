@@ -19,7 +19,11 @@ from workbench.cleanup.units import format_bytes
 
 ItemKind = Literal["workspace_full", "workspace_heavy", "log_dir"]
 Stage = Literal["conservative", "full"]
-STAGE_OF_KIND: dict[str, str] = {"workspace_full": "full", "workspace_heavy": "conservative", "log_dir": "logs"}
+STAGE_OF_KIND: dict[str, str] = {
+    "workspace_full": "full",
+    "workspace_heavy": "conservative",
+    "log_dir": "logs",
+}
 
 
 def canonical_json(value: Any) -> str:
@@ -206,7 +210,9 @@ def hash_items(items: tuple[PlanItem, ...] | list[PlanItem]) -> str:
 def _ids(item: PlanItem | Exclusion) -> str:
     parts = []
     if item.task_run_id:
-        parts.append(f"{item.task_run_id[:12]}/{item.loop_id}" if item.loop_id is not None else item.task_run_id[:26])
+        parts.append(
+            f"{item.task_run_id[:12]}/{item.loop_id}" if item.loop_id is not None else item.task_run_id[:26]
+        )
     if item.workspace_id:
         parts.append(f"ws {item.workspace_id[:12]}")
     if item.experiment_ids:
@@ -222,8 +228,12 @@ def _head(kind: str, level: int | None, ids: str, extra: str = "") -> str:
 
 def _item_lines(item: PlanItem) -> list[str]:
     links = f", {item.shared_links} links only unlinked" if item.shared_links else ""
-    lines = [f"  [{item.item_id}] " + _head(item.kind, item.level, _ids(item), f"frees {format_bytes(item.bytes)}{links}  "),
-             f"      path: {item.path}", f"      rule: {item.rule}"]
+    lines = [
+        f"  [{item.item_id}] "
+        + _head(item.kind, item.level, _ids(item), f"frees {format_bytes(item.bytes)}{links}  "),
+        f"      path: {item.path}",
+        f"      rule: {item.rule}",
+    ]
     for f in item.files:
         size = format_bytes(f.bytes) if f.nlink == 1 and not f.is_link else f"0 B (link, nlink={f.nlink})"
         lines.append(f"      - {f.rel_path}  {size}  {f.reason}")
@@ -231,8 +241,11 @@ def _item_lines(item: PlanItem) -> list[str]:
 
 
 def _exclusion_lines(exclusion: Exclusion) -> list[str]:
-    return [f"  [{','.join(exclusion.reasons)}] " + _head(exclusion.kind, exclusion.level, _ids(exclusion)),
-            f"      path: {exclusion.target}", f"      why:  {exclusion.detail}"]
+    return [
+        f"  [{','.join(exclusion.reasons)}] " + _head(exclusion.kind, exclusion.level, _ids(exclusion)),
+        f"      path: {exclusion.target}",
+        f"      why:  {exclusion.detail}",
+    ]
 
 
 def format_plan(plan: CleanupPlan, *, max_exclusions: int | None = None) -> str:
@@ -250,7 +263,9 @@ def format_plan(plan: CleanupPlan, *, max_exclusions: int | None = None) -> str:
             lines.append(f"  {kind:<15}  {len(chosen):>5}  {format_bytes(sum(i.bytes for i in chosen))}")
     lines.append(f"  {'total':<15}  {len(plan.items):>5}  {format_bytes(plan.total_bytes)}")
     lines.append("")
-    lines.append(f"WILL MOVE TO QUARANTINE ({len(plan.items)} items, {format_bytes(plan.total_bytes)} freed):")
+    lines.append(
+        f"WILL MOVE TO QUARANTINE ({len(plan.items)} items, {format_bytes(plan.total_bytes)} freed):"
+    )
     for item in sorted(plan.items, key=lambda i: (i.kind, i.task_run_id or "", i.loop_id or 0, i.path)):
         lines.extend(_item_lines(item))
     if not plan.items:
@@ -270,11 +285,15 @@ def format_plan(plan: CleanupPlan, *, max_exclusions: int | None = None) -> str:
         lines.append("  (nothing)")
     counts = Counter(e.reason for e in plan.exclusions)
     lines.append("")
-    lines.append(f"totals: {len(plan.items)} items, {format_bytes(plan.total_bytes)}; excluded: "
-                 + (", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none"))
+    lines.append(
+        f"totals: {len(plan.items)} items, {format_bytes(plan.total_bytes)}; excluded: "
+        + (", ".join(f"{k}={v}" for k, v in sorted(counts.items())) or "none")
+    )
     if plan.untracked_workspace_dirs:
-        lines.append(f"  {plan.untracked_workspace_dirs} workspace folders belong to no archived experiment "
-                     "and are never touched")
+        lines.append(
+            f"  {plan.untracked_workspace_dirs} workspace folders belong to no archived experiment "
+            "and are never touched"
+        )
     return "\n".join(lines)
 
 

@@ -59,8 +59,9 @@ def plan_context(
     path_map: Sequence[str] = (),
     now: datetime | None = None,
 ) -> PlanContext:
-    installation = Installation.open(Path(rdagent_root), registry=Path(registry) if registry else None,
-                                     path_map=path_map)
+    installation = Installation.open(
+        Path(rdagent_root), registry=Path(registry) if registry else None, path_map=path_map
+    )
     now = now or utc_now()
     with open_catalog(archive):
         pass  # brings an older catalog up to the current schema before the read-only reads below
@@ -72,7 +73,9 @@ def plan_context(
         roots=Roots.of(installation),
         snapshot=snapshot,
         facts=facts,
-        holds=hold_index(archive, hold_days=policy.hold_days, now=now, active_ids=frozenset(policy.active_ids)),
+        holds=hold_index(
+            archive, hold_days=policy.hold_days, now=now, active_ids=frozenset(policy.active_ids)
+        ),
         liveness=running_task_runs(snapshot, now=now, window=policy.running_window),
         policy=policy,
         now=now,
@@ -90,7 +93,9 @@ def make_plan(
     now: datetime | None = None,
 ) -> CleanupPlan:
     """The exact plan for this installation and archive under `policy` (nothing is changed)."""
-    context = plan_context(rdagent_root, archive=archive, policy=policy, registry=registry, path_map=path_map, now=now)
+    context = plan_context(
+        rdagent_root, archive=archive, policy=policy, registry=registry, path_map=path_map, now=now
+    )
     return plan_from_context(context)
 
 
@@ -132,7 +137,11 @@ def _primary(folder: WorkspaceDir) -> tuple[str | None, int | None, str | None]:
     owners = [e for e in folder.experiments if e.workspace_id in folder.workspace_ids] or folder.experiments
     owner = sorted(owners, key=lambda e: (e.task_run_id, e.loop_id))[0] if owners else None
     name = folder.path.name if folder.path else None
-    ws = name if name in folder.workspace_ids else (sorted(folder.workspace_ids)[0] if folder.workspace_ids else None)
+    ws = (
+        name
+        if name in folder.workspace_ids
+        else (sorted(folder.workspace_ids)[0] if folder.workspace_ids else None)
+    )
     return (owner.task_run_id if owner else None, owner.loop_id if owner else None, ws)
 
 
@@ -140,7 +149,9 @@ def _kind(policy: CleanupPolicy) -> str:
     return "workspace_full" if policy.stage == "full" else "workspace_heavy"
 
 
-def _exclusion(folder: WorkspaceDir, kind: str, reasons: list[str], details: list[str], level: int | None) -> Exclusion:
+def _exclusion(
+    folder: WorkspaceDir, kind: str, reasons: list[str], details: list[str], level: int | None
+) -> Exclusion:
     task_run, loop, ws = _primary(folder)
     return Exclusion(
         target=str(folder.path) if folder.path else (folder.raw_path or folder.key),
@@ -161,7 +172,9 @@ def blocking_reasons(ids: set[str], task_runs: set[str], context: PlanContext) -
     details: list[str] = []
     for record in context.holds.blocking_holds(ids):
         reasons.append("held")
-        details.append(f"held for re-tracing/debugging: {record.describe()} (younger than {context.policy.hold_days:g} days)")
+        details.append(
+            f"held for re-tracing/debugging: {record.describe()} (younger than {context.policy.hold_days:g} days)"
+        )
     for text in context.holds.active_reasons(ids):
         reasons.append("active")
         details.append(f"on the active debugging list ({text})")
@@ -174,7 +187,9 @@ def blocking_reasons(ids: set[str], task_runs: set[str], context: PlanContext) -
 def notes_for(ids: set[str], task_runs: set[str], context: PlanContext) -> list[str]:
     """Things a reviewer should know that do not block (expired holds, silent 'running' rows)."""
     notes = [f"note: hold expired ({h.describe()})" for h in context.holds.expired_holds(ids)]
-    notes.extend(f"note: {context.liveness.stale[r]}" for r in sorted(task_runs & set(context.liveness.stale)))
+    notes.extend(
+        f"note: {context.liveness.stale[r]}" for r in sorted(task_runs & set(context.liveness.stale))
+    )
     return notes
 
 
@@ -195,7 +210,9 @@ def judge_workspace(folder: WorkspaceDir, context: PlanContext) -> PlanItem | Ex
     level = min((e.level for e in folder.experiments), default=None)
     if folder.problem_kind == "missing":
         gone = all(e.workspace_state == "deleted" for e in folder.experiments)
-        return _exclusion(folder, kind, ["already_deleted" if gone else "missing"], [folder.problem or "missing"], level)
+        return _exclusion(
+            folder, kind, ["already_deleted" if gone else "missing"], [folder.problem or "missing"], level
+        )
     if folder.problem_kind == "unsafe_path" or folder.path is None:
         return _exclusion(folder, kind, ["unsafe_path"], [folder.problem or "path refused"], level)
     reasons: list[str] = []
@@ -203,8 +220,10 @@ def judge_workspace(folder: WorkspaceDir, context: PlanContext) -> PlanItem | Ex
     low = [e for e in folder.experiments if e.level < policy.required_level]
     if low:
         reasons.append("archiving_level")
-        details.append(", ".join(f"experiment {e.task_run_id}/{e.loop_id} is at level {e.level}" for e in low)
-                       + f" (< {policy.required_level})")
+        details.append(
+            ", ".join(f"experiment {e.task_run_id}/{e.loop_id} is at level {e.level}" for e in low)
+            + f" (< {policy.required_level})"
+        )
     uncovered = _uncovered_users(folder, context)
     if uncovered:
         reasons.append("shared")
@@ -227,7 +246,9 @@ def judge_workspace(folder: WorkspaceDir, context: PlanContext) -> PlanItem | Ex
             changed = changed_since_archive(folder, scan)
             if changed:
                 reasons.append("changed_since_archive")
-                details.append("key files not in the archive as they are now (re-archive first): " + summarise(changed))
+                details.append(
+                    "key files not in the archive as they are now (re-archive first): " + summarise(changed)
+                )
     if reasons:
         return _exclusion(folder, kind, reasons, details, level)
     notes = notes_for(ids, task_runs, context)
@@ -253,31 +274,61 @@ def removable_heavy(entry: ScannedFile) -> bool:
     return entry.is_link and os.path.splitext(entry.rel_path)[1].lower() in SHARED_DATA_SUFFIXES
 
 
-def _item(folder: WorkspaceDir, scan: DirScan, kind: str, level: int | None, context: PlanContext,
-          notes: list[str]) -> PlanItem | None:
+def _item(
+    folder: WorkspaceDir, scan: DirScan, kind: str, level: int | None, context: PlanContext, notes: list[str]
+) -> PlanItem | None:
     assert folder.path is not None
     task_run, loop, ws = _primary(folder)
     verified = sum(1 for e in folder.experiments for r in e.file_refs or () if r.get("kept"))
-    base = (f"archived at level {level} (>= {context.policy.required_level}), {verified} kept files verified "
-            "in the archive; not held, not active, not running, idle")
-    main = tuple(sorted(e.experiment_id for e in folder.experiments if e.workspace_id in folder.workspace_ids))
-    common = dict(experiment_ids=folder.experiment_ids(), task_run_id=task_run, loop_id=loop, main_experiment_ids=main,
-                  task_run_ids=tuple(sorted(folder.task_run_ids())), workspace_id=ws, role=folder.role, level=level,
-                  modified_at=_iso(scan.latest[0]))
+    base = (
+        f"archived at level {level} (>= {context.policy.required_level}), {verified} kept files verified "
+        "in the archive; not held, not active, not running, idle"
+    )
+    main = tuple(
+        sorted(e.experiment_id for e in folder.experiments if e.workspace_id in folder.workspace_ids)
+    )
+    common = dict(
+        experiment_ids=folder.experiment_ids(),
+        task_run_id=task_run,
+        loop_id=loop,
+        main_experiment_ids=main,
+        task_run_ids=tuple(sorted(folder.task_run_ids())),
+        workspace_id=ws,
+        role=folder.role,
+        level=level,
+        modified_at=_iso(scan.latest[0]),
+    )
     path = str(folder.path)
     if kind == "workspace_full":
         rule = "; ".join([f"full stage: whole {folder.role.replace('_', '-')} folder; {base}", *notes])
-        return PlanItem(item_id=item_id_for(kind, path), kind="workspace_full", path=path, rule=rule,
-                        bytes=scan.freed_bytes, shared_links=scan.shared_links, **common)  # type: ignore[arg-type]
+        return PlanItem(
+            item_id=item_id_for(kind, path),
+            kind="workspace_full",
+            path=path,
+            rule=rule,
+            bytes=scan.freed_bytes,
+            shared_links=scan.shared_links,
+            **common,
+        )  # type: ignore[arg-type]
     chosen = [f for f in scan.files if removable_heavy(f)]
     if not chosen:
         return None
     files = tuple(PlanFile(f.rel_path, f.size, f.reason, f.nlink, f.is_link) for f in chosen)
     freed = sum(f.size for f in chosen if not f.is_link and f.nlink == 1)
     links = sum(1 for f in chosen if f.is_link or f.nlink > 1)
-    rule = "; ".join([f"conservative stage: {len(files)} heavy intermediates only (key files stay); {base}", *notes])
-    return PlanItem(item_id=item_id_for(kind, path), kind="workspace_heavy", path=path, rule=rule, bytes=freed,
-                    shared_links=links, files=files, **common)  # type: ignore[arg-type]
+    rule = "; ".join(
+        [f"conservative stage: {len(files)} heavy intermediates only (key files stay); {base}", *notes]
+    )
+    return PlanItem(
+        item_id=item_id_for(kind, path),
+        kind="workspace_heavy",
+        path=path,
+        rule=rule,
+        bytes=freed,
+        shared_links=links,
+        files=files,
+        **common,
+    )  # type: ignore[arg-type]
 
 
 def _iso(mtime_ns: int | None) -> str | None:

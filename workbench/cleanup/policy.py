@@ -60,7 +60,9 @@ class CleanupPolicy:
         if self.max_total_size is not None and self.max_total_size < 0:
             raise ConfigError("--max-total-size must not be negative")
         if not self.workspaces and not self.logs:
-            raise ConfigError("nothing to plan: workspaces are off (--no-workspaces) and logs are off (no --logs)")
+            raise ConfigError(
+                "nothing to plan: workspaces are off (--no-workspaces) and logs are off (no --logs)"
+            )
 
     @property
     def required_level(self) -> int:
@@ -122,8 +124,13 @@ def running_task_runs(snapshot: RegistrySnapshot, *, now: datetime, window: time
         if (run.get("status") or "").lower() != "running":
             continue
         run_id = run["task_run_id"]
-        last = _latest([parse_time(run.get("updated_at_utc")), parse_time(run.get("created_at_utc")),
-                        *loop_times.get(run_id, [])])
+        last = _latest(
+            [
+                parse_time(run.get("updated_at_utc")),
+                parse_time(run.get("created_at_utc")),
+                *loop_times.get(run_id, []),
+            ]
+        )
         _classify(active, stale, run_id, last, now, window, "task run status 'running'")
     for run_id, loops in running_loops.items():
         for loop_id, stamp in loops:
@@ -133,8 +140,15 @@ def running_task_runs(snapshot: RegistrySnapshot, *, now: datetime, window: time
     return Liveness(active=active, stale=stale)
 
 
-def _classify(active: dict[str, str], stale: dict[str, str], run_id: str, last: datetime | None,
-              now: datetime, window: timedelta, what: str) -> None:
+def _classify(
+    active: dict[str, str],
+    stale: dict[str, str],
+    run_id: str,
+    last: datetime | None,
+    now: datetime,
+    window: timedelta,
+    what: str,
+) -> None:
     if last is None:
         active.setdefault(run_id, f"{what} and no readable update time")
     elif now - last <= window:
@@ -143,8 +157,9 @@ def _classify(active: dict[str, str], stale: dict[str, str], run_id: str, last: 
         stale.setdefault(run_id, f"{what} but no update since {last:%Y-%m-%d %H:%M} UTC; treated as stopped")
 
 
-def recently_modified(latest_mtime_ns: int | None, latest_path: str | None, *, now: datetime,
-                      grace: timedelta) -> str | None:
+def recently_modified(
+    latest_mtime_ns: int | None, latest_path: str | None, *, now: datetime, grace: timedelta
+) -> str | None:
     """A reason when something in a folder changed within the grace window, else None."""
     if latest_mtime_ns is None:
         return None

@@ -59,7 +59,15 @@ def save_plan(plan: CleanupPlan, *, archive: Path | str | None, status: str = "p
         con.execute(
             "INSERT INTO wb_cleanup_plans (plan_id, plan_hash, stage, created_at, params_json, plan_json, status) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [stored.plan_id, stored.plan_hash, stored.stage, utc_now(), stored.params_json, stored.to_json(), status],
+            [
+                stored.plan_id,
+                stored.plan_hash,
+                stored.stage,
+                utc_now(),
+                stored.params_json,
+                stored.to_json(),
+                status,
+            ],
         )
     return stored
 
@@ -72,17 +80,23 @@ def load_plan(plan_id: str, *, archive: Path | str | None) -> StoredPlan:
             [plan_id],
         ).fetchone()
     if row is None:
-        raise ConfigError(f"no cleanup plan {plan_id!r} in the archive; list plans with `workbench cleanup plans`")
+        raise ConfigError(
+            f"no cleanup plan {plan_id!r} in the archive; list plans with `workbench cleanup plans`"
+        )
     plan = CleanupPlan.from_dict(json.loads(row[0]))
     if plan.plan_hash != row[2]:
-        raise ArchiveError(f"stored plan {plan_id} does not hash to its recorded hash; the catalog row was altered")
+        raise ArchiveError(
+            f"stored plan {plan_id} does not hash to its recorded hash; the catalog row was altered"
+        )
     return StoredPlan(plan, row[1], row[2], row[3], row[4])
 
 
 def recorded_roots(*, archive: Path | str | None) -> set[str]:
     """The RD-Agent roots the archive's stored plans were made for."""
     with open_catalog(archive, read_only=True) as con:
-        rows = con.execute("SELECT DISTINCT json_extract_string(plan_json, '$.rdagent_root') FROM wb_cleanup_plans")
+        rows = con.execute(
+            "SELECT DISTINCT json_extract_string(plan_json, '$.rdagent_root') FROM wb_cleanup_plans"
+        )
         return {r[0] for r in rows.fetchall() if r[0]}
 
 
@@ -108,17 +122,39 @@ def list_plans(*, archive: Path | str | None, limit: int = 50) -> list[dict[str,
             """,
             [limit],
         ).fetchall()
-    keys = ["plan_id", "stage", "created_at", "status", "applied_at", "approval_id", "items", "items_moved",
-            "paths_moved", "bytes", "paths_in_quarantine", "rdagent_root"]
+    keys = [
+        "plan_id",
+        "stage",
+        "created_at",
+        "status",
+        "applied_at",
+        "approval_id",
+        "items",
+        "items_moved",
+        "paths_moved",
+        "bytes",
+        "paths_in_quarantine",
+        "rdagent_root",
+    ]
     plans = [dict(zip(keys, row, strict=True)) for row in rows]
     for plan in plans:
-        plan["recovery"] = (f"interrupted, or a move could not be recorded: unless a cleanup is running now, put it "
-                            f"back with `workbench cleanup undo {plan['plan_id']}`" if plan["status"] == "applying" else None)
+        plan["recovery"] = (
+            f"interrupted, or a move could not be recorded: unless a cleanup is running now, put it "
+            f"back with `workbench cleanup undo {plan['plan_id']}`"
+            if plan["status"] == "applying"
+            else None
+        )
     return plans
 
 
-def set_plan_status(plan_id: str, status: str, *, archive: Path | str | None, applied: bool = False,
-                    approval_id: str | None = None) -> None:
+def set_plan_status(
+    plan_id: str,
+    status: str,
+    *,
+    archive: Path | str | None,
+    applied: bool = False,
+    approval_id: str | None = None,
+) -> None:
     with open_catalog(archive) as con, recorded(con, ArchiveLayout.at(archive), "cleanup-plan-status") as rec:
         rec.capture("wb_cleanup_plans", plan_id=[plan_id])
         con.execute(
@@ -134,15 +170,38 @@ def record_moves(
     """One `wb_deletions` row per moved entry, and the new workspace state of its experiments."""
     now = utc_now()
     experiment = item.experiment_ids[0] if item.experiment_ids else None
-    rows = [Deletion(uuid.uuid4().hex, plan.plan_id or "", item.item_id, experiment, item.kind, original, target,
-                     size, "quarantined", now) for original, target, size in moves]
+    rows = [
+        Deletion(
+            uuid.uuid4().hex,
+            plan.plan_id or "",
+            item.item_id,
+            experiment,
+            item.kind,
+            original,
+            target,
+            size,
+            "quarantined",
+            now,
+        )
+        for original, target, size in moves
+    ]
     with open_catalog(archive) as con, recorded(con, ArchiveLayout.at(archive), "cleanup-moves") as rec:
         for d in rows:
             con.execute(
                 "INSERT INTO wb_deletions (deletion_id, plan_id, item_id, experiment_id, kind, original_path, "
                 "quarantine_path, bytes, state, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [d.deletion_id, d.plan_id, d.item_id, d.experiment_id, d.kind, d.original_path,
-                 d.quarantine_path, d.bytes, d.state, d.deleted_at],
+                [
+                    d.deletion_id,
+                    d.plan_id,
+                    d.item_id,
+                    d.experiment_id,
+                    d.kind,
+                    d.original_path,
+                    d.quarantine_path,
+                    d.bytes,
+                    d.state,
+                    d.deleted_at,
+                ],
             )
         refresh_workspace_states(con, set(item.experiment_ids))
         rec.capture("wb_deletions", deletion_id=[d.deletion_id for d in rows])
@@ -150,7 +209,9 @@ def record_moves(
     return rows
 
 
-def deletions(*, archive: Path | str | None, plan_id: str | None = None, states: tuple[str, ...] = ()) -> list[Deletion]:
+def deletions(
+    *, archive: Path | str | None, plan_id: str | None = None, states: tuple[str, ...] = ()
+) -> list[Deletion]:
     """Deletion rows, oldest first, optionally of one plan and in some states."""
     where, params = [], []
     if plan_id is not None:
@@ -169,16 +230,19 @@ def deletions(*, archive: Path | str | None, plan_id: str | None = None, states:
     return [Deletion(*r[:7], int(r[7] or 0), *r[8:]) for r in rows]
 
 
-def mark_deletions(deletion_ids: list[str], state: str, *, archive: Path | str | None,
-                   experiment_ids: set[str] | None = None) -> None:
+def mark_deletions(
+    deletion_ids: list[str], state: str, *, archive: Path | str | None, experiment_ids: set[str] | None = None
+) -> None:
     """Set rows to `restored` or `purged` (with the time) and refresh the touched experiments."""
     if not deletion_ids:
         return
     column = {"restored": "restored_at", "purged": "purged_at"}[state]
     with open_catalog(archive) as con, recorded(con, ArchiveLayout.at(archive), f"cleanup-{state}") as rec:
         for deletion_id in deletion_ids:
-            con.execute(f"UPDATE wb_deletions SET state = ?, {column} = ? WHERE deletion_id = ?",
-                        [state, utc_now(), deletion_id])
+            con.execute(
+                f"UPDATE wb_deletions SET state = ?, {column} = ? WHERE deletion_id = ?",
+                [state, utc_now(), deletion_id],
+            )
         if experiment_ids:
             refresh_workspace_states(con, experiment_ids)
             rec.experiments(experiment_ids)

@@ -53,7 +53,9 @@ class Roots:
         """The roots of an installation by its root folder alone (undo and purge need no registry)."""
         root = Path(rdagent_root).expanduser()
         if not root.is_dir():
-            raise ConfigError(f"RD-Agent root {root} is not a directory; pass the folder that holds git_ignore_folder/")
+            raise ConfigError(
+                f"RD-Agent root {root} is not a directory; pass the folder that holds git_ignore_folder/"
+            )
         return cls(
             rdagent_root=Path(os.path.realpath(root)),
             workspace_root=Path(os.path.realpath(root / WORKSPACE_RELPATH)),
@@ -102,7 +104,9 @@ def checked_child(
         )
     real = Path(os.path.realpath(path))
     if real.parent != root:
-        raise UnsafePathError(f"{what} {text} resolves to {real}, which is not directly inside {root}; refused")
+        raise UnsafePathError(
+            f"{what} {text} resolves to {real}, which is not directly inside {root}; refused"
+        )
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePathError(f"{what} {real} is not a directory; refused")
     if name_ok is not None and not name_ok(real.name):
@@ -161,8 +165,14 @@ def _quarantine_parent(target: Path, roots: Roots) -> None:
     """
     quarantine = roots.quarantine
     st = os.lstat(quarantine)
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or Path(os.path.realpath(quarantine)).parent != roots.rdagent_root:
-        raise UnsafePathError(f"quarantine {quarantine} is not a real folder directly in {roots.rdagent_root}; refused")
+    if (
+        stat.S_ISLNK(st.st_mode)
+        or not stat.S_ISDIR(st.st_mode)
+        or Path(os.path.realpath(quarantine)).parent != roots.rdagent_root
+    ):
+        raise UnsafePathError(
+            f"quarantine {quarantine} is not a real folder directly in {roots.rdagent_root}; refused"
+        )
     if has_dotdot(str(target)) or quarantine not in target.parents:
         raise UnsafePathError(f"{target} is not inside the quarantine {quarantine}; refused")
     current = quarantine
@@ -174,10 +184,14 @@ def _quarantine_parent(target: Path, roots: Roots) -> None:
             pass
         st = os.lstat(current)
         if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-            raise UnsafePathError(f"quarantine folder {current} is a link or not a folder; links are never "
-                                  "followed, nothing was moved")
+            raise UnsafePathError(
+                f"quarantine folder {current} is a link or not a folder; links are never "
+                "followed, nothing was moved"
+            )
     if not inside(Path(os.path.realpath(quarantine)), target.parent):
-        raise UnsafePathError(f"{target.parent} resolves outside the quarantine {quarantine}; nothing was moved")
+        raise UnsafePathError(
+            f"{target.parent} resolves outside the quarantine {quarantine}; nothing was moved"
+        )
 
 
 def move_entry(source: Path, target: Path, *, roots: Roots) -> None:
@@ -216,7 +230,9 @@ def mount_points() -> frozenset[str]:
         text = Path("/proc/self/mountinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return frozenset()
-    return frozenset(_unescape_mountinfo(line.split()[4]) for line in text.splitlines() if len(line.split()) > 4)
+    return frozenset(
+        _unescape_mountinfo(line.split()[4]) for line in text.splitlines() if len(line.split()) > 4
+    )
 
 
 def remove_tree_no_follow(path: Path) -> int:

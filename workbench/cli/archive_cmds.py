@@ -9,7 +9,10 @@ from typing import Annotated
 import typer
 
 ArchiveOpt = Annotated[Path, typer.Option("--archive", help="Archive folder (catalog.duckdb + objects/).")]
-RootOpt = Annotated[Path, typer.Option("--rdagent-root", help="RD-Agent repo root (holds RDagentDB/, git_ignore_folder/, log/).")]
+RootOpt = Annotated[
+    Path,
+    typer.Option("--rdagent-root", help="RD-Agent repo root (holds RDagentDB/, git_ignore_folder/, log/)."),
+]
 DEFAULT_ARCHIVE = Path("data/archive")
 DEFAULT_SAMPLE = Path("data/sample")
 
@@ -25,48 +28,91 @@ def register(app: typer.Typer) -> None:
 
 
 def sample(
-    out: Annotated[Path, typer.Option("--out", help="Folder to create (must not exist or be empty).")] = DEFAULT_SAMPLE,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder to create (must not exist or be empty).")
+    ] = DEFAULT_SAMPLE,
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same installation.")] = 0,
     task_runs: Annotated[int, typer.Option(help="Number of ordinary task runs.")] = 3,
     loops_per_run: Annotated[int, typer.Option(help="Loops per task run.")] = 4,
     trading_days: Annotated[int, typer.Option(help="Trading days in each return series.")] = 60,
-    heavy_bytes: Annotated[int, typer.Option(help="Approximate size of each heavy intermediate file.")] = 32_768,
+    heavy_bytes: Annotated[
+        int, typer.Option(help="Approximate size of each heavy intermediate file.")
+    ] = 32_768,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: by size).")] = None,
 ) -> None:
     """Generate a sample RD-Agent installation (registry, workspaces, logs, quirks included)."""
     from workbench.rdagent.sample import auto_workers, generate_sample
 
-    info = generate_sample(out, seed=seed, task_runs=task_runs, loops_per_run=loops_per_run,
-                           trading_days=trading_days, heavy_bytes=heavy_bytes,
-                           workers=workers or auto_workers(task_runs=task_runs, loops_per_run=loops_per_run))
+    info = generate_sample(
+        out,
+        seed=seed,
+        task_runs=task_runs,
+        loops_per_run=loops_per_run,
+        trading_days=trading_days,
+        heavy_bytes=heavy_bytes,
+        workers=workers or auto_workers(task_runs=task_runs, loops_per_run=loops_per_run),
+    )
     data = info.to_dict()
     typer.echo(f"sample installation written to {out}")
-    typer.echo(f"  loops in registry: {len(data.get('loops', []))}, experiments with results: "
-               f"{len(data.get('experiments_expected', []))}")
+    typer.echo(
+        f"  loops in registry: {len(data.get('loops', []))}, experiments with results: "
+        f"{len(data.get('experiments_expected', []))}"
+    )
     typer.echo(f"  manifest: {out / 'sample_manifest.json'}")
 
 
 def archive(
     rdagent_root: RootOpt = DEFAULT_SAMPLE,
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
-    mode: Annotated[str, typer.Option(help="full: every loop; incremental: new, changed, failed or below target.")] = "full",
-    registry: Annotated[Path | None, typer.Option(help="Registry file (default ROOT/RDagentDB/registry.sqlite).")] = None,
-    path_map: Annotated[list[str], typer.Option("--path-map", help="FROM=TO prefix rule for registry paths; repeatable.")] = [],  # noqa: B006
+    mode: Annotated[
+        str, typer.Option(help="full: every loop; incremental: new, changed, failed or below target.")
+    ] = "full",
+    registry: Annotated[
+        Path | None, typer.Option(help="Registry file (default ROOT/RDagentDB/registry.sqlite).")
+    ] = None,
+    path_map: Annotated[
+        list[str], typer.Option("--path-map", help="FROM=TO prefix rule for registry paths; repeatable.")
+    ] = [],  # noqa: B006
     since: Annotated[str | None, typer.Option(help="Only loops at or after this date (YYYY-MM-DD).")] = None,
-    hours: Annotated[float | None, typer.Option(help="Incremental: only new loops of the last N hours (failed and below-target loops always pass).")] = None,
-    last: Annotated[int | None, typer.Option(help="Incremental: only the latest N new loops (failed and below-target loops always pass).")] = None,
-    target_level: Annotated[int, typer.Option(help="1: catalog rows only; 2: rows plus verified key files.")] = 2,
+    hours: Annotated[
+        float | None,
+        typer.Option(
+            help="Incremental: only new loops of the last N hours (failed and below-target loops always pass)."
+        ),
+    ] = None,
+    last: Annotated[
+        int | None,
+        typer.Option(
+            help="Incremental: only the latest N new loops (failed and below-target loops always pass)."
+        ),
+    ] = None,
+    target_level: Annotated[
+        int, typer.Option(help="1: catalog rows only; 2: rows plus verified key files.")
+    ] = 2,
     batch_size: Annotated[int, typer.Option(help="Loops committed per transaction.")] = 200,
-    include_heavy: Annotated[bool, typer.Option("--include-heavy", help="Also store heavy intermediates.")] = False,
+    include_heavy: Annotated[
+        bool, typer.Option("--include-heavy", help="Also store heavy intermediates.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide the progress bar.")] = False,
 ) -> None:
     """Archive an RD-Agent installation (levels 0 → 1 → 2), full or incremental; exits 1 if any loop failed."""
     from workbench.archive.pipeline import archive as run_archive
 
-    summary = run_archive(rdagent_root, archive=archive, mode=mode, registry=registry, path_map=path_map,  # type: ignore[arg-type]
-                          since=since, hours=hours, last=last, target_level=target_level, batch_size=batch_size,
-                          include_heavy=include_heavy, progress=not no_progress)
+    summary = run_archive(
+        rdagent_root,
+        archive=archive,
+        mode=mode,
+        registry=registry,
+        path_map=path_map,  # type: ignore[arg-type]
+        since=since,
+        hours=hours,
+        last=last,
+        target_level=target_level,
+        batch_size=batch_size,
+        include_heavy=include_heavy,
+        progress=not no_progress,
+    )
     typer.echo(json.dumps(summary.to_dict(), indent=2, default=str) if json_output else summary.format())
     if summary.failed:
         raise typer.Exit(1)
@@ -76,22 +122,32 @@ def status(
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
     level: Annotated[int | None, typer.Option(help="Only experiments at this level.")] = None,
     task_run: Annotated[str | None, typer.Option(help="Only this task run.")] = None,
-    errors_only: Annotated[bool, typer.Option("--errors", help="Only experiments whose last run failed.")] = False,
-    experiments: Annotated[bool, typer.Option("--experiments", help="List every experiment with its ids.")] = False,
+    errors_only: Annotated[
+        bool, typer.Option("--errors", help="Only experiments whose last run failed.")
+    ] = False,
+    experiments: Annotated[
+        bool, typer.Option("--experiments", help="List every experiment with its ids.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show archive status: experiments by level and task run, recent runs, open errors."""
     from workbench.archive.status import archive_status
 
-    report = archive_status(archive, level=level, task_run_id=task_run, errors_only=errors_only,
-                            list_experiments=experiments)
+    report = archive_status(
+        archive, level=level, task_run_id=task_run, errors_only=errors_only, list_experiments=experiments
+    )
     typer.echo(json.dumps(report.to_dict(), indent=2, default=str) if json_output else report.format())
 
 
 def verify(
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
-    read_data: Annotated[bool, typer.Option("--read-data", help="Re-hash every stored byte: objects, packs, "
-                                                                "series (slower; reads the whole archive).")] = False,
+    read_data: Annotated[
+        bool,
+        typer.Option(
+            "--read-data",
+            help="Re-hash every stored byte: objects, packs, series (slower; reads the whole archive).",
+        ),
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Check the archive in parts: catalog, objects, manifests, records (and packs with --read-data).
@@ -118,18 +174,29 @@ def restore(
     from workbench.restore import restore_experiment
 
     result = restore_experiment(experiment_id, to=to, archive=archive)
-    typer.echo(f"restored {result.files} files ({result.bytes:,} bytes) of {result.experiment_id} into {result.target}")
+    typer.echo(
+        f"restored {result.files} files ({result.bytes:,} bytes) of {result.experiment_id} into {result.target}"
+    )
     for path in result.left_out[:20]:
         typer.echo(f"  not archived (deliberately left out): {path}")
 
 
 def repair(
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
-    rdagent_root: Annotated[Path | None, typer.Option(
-        "--rdagent-root", help="RD-Agent installation to take damaged objects from again "
-                               "(default: the one the last archive run used).")] = None,
-    path_map: Annotated[list[str] | None, typer.Option("--path-map", help="FROM=TO path rule (repeatable).")] = None,
-    rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild the catalog from disk even if it reads fine.")] = False,
+    rdagent_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--rdagent-root",
+            help="RD-Agent installation to take damaged objects from again "
+            "(default: the one the last archive run used).",
+        ),
+    ] = None,
+    path_map: Annotated[
+        list[str] | None, typer.Option("--path-map", help="FROM=TO path rule (repeatable).")
+    ] = None,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Rebuild the catalog from disk even if it reads fine.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Rebuild a missing or damaged catalog from snapshots and records, store damaged objects again.

@@ -11,9 +11,17 @@ from typing import Annotated
 import typer
 
 ArchiveOpt = Annotated[Path, typer.Option("--archive", help="Archive folder (catalog.duckdb + objects/).")]
-RootOpt = Annotated[Path, typer.Option("--rdagent-root", help="RD-Agent repo root (holds RDagentDB/, git_ignore_folder/, log/).")]
-PlanRootOpt = Annotated[Path | None, typer.Option(
-    "--rdagent-root", help="Default: the RD-Agent root each plan was made for; if given it must be that root.")]
+RootOpt = Annotated[
+    Path,
+    typer.Option("--rdagent-root", help="RD-Agent repo root (holds RDagentDB/, git_ignore_folder/, log/)."),
+]
+PlanRootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--rdagent-root",
+        help="Default: the RD-Agent root each plan was made for; if given it must be that root.",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
 DEFAULT_ARCHIVE = Path("data/archive")
 DEFAULT_SAMPLE = Path("data/sample")
@@ -40,23 +48,57 @@ def cleanup(
     ctx: typer.Context,
     rdagent_root: RootOpt = DEFAULT_SAMPLE,
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the exact plan and store it (nothing is changed).")] = False,
-    confirm: Annotated[bool, typer.Option("--confirm", help="Recompute the plan and move it to quarantine.")] = False,
-    approval: Annotated[str | None, typer.Option("--approval", help="With --confirm: apply only what this approval approved; exit 9 if it changed.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the exact plan and store it (nothing is changed).")
+    ] = False,
+    confirm: Annotated[
+        bool, typer.Option("--confirm", help="Recompute the plan and move it to quarantine.")
+    ] = False,
+    approval: Annotated[
+        str | None,
+        typer.Option(
+            "--approval", help="With --confirm: apply only what this approval approved; exit 9 if it changed."
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="With --confirm: do not ask (for scripts).")] = False,
-    stage: Annotated[str, typer.Option(help="conservative: heavy intermediates only; full: whole workspace folders.")] = "conservative",
-    min_archiving_level: Annotated[int, typer.Option(help="Workspaces need at least this archiving level (2 or more).")] = 2,
+    stage: Annotated[
+        str, typer.Option(help="conservative: heavy intermediates only; full: whole workspace folders.")
+    ] = "conservative",
+    min_archiving_level: Annotated[
+        int, typer.Option(help="Workspaces need at least this archiving level (2 or more).")
+    ] = 2,
     hold_days: Annotated[float, typer.Option(help="A hold blocks cleanup for this many days.")] = 30.0,
-    active_list: Annotated[Path | None, typer.Option("--active-list", help="File of task-run/workspace ids under active debugging, one a line.")] = None,
-    grace_minutes: Annotated[float, typer.Option(help="Leave folders with a file modified within this many minutes.")] = 120.0,
-    running_window_hours: Annotated[float, typer.Option(help="A 'running' task run updated within this many hours is live.")] = 24.0,
-    workspaces: Annotated[bool, typer.Option("--workspaces/--no-workspaces", help="Plan workspace folders.")] = True,
-    logs: Annotated[bool, typer.Option("--logs", help="Also plan log/<timestamp>/ folders (level 1 is enough).")] = False,
-    keep_days: Annotated[float, typer.Option(help="Logs: keep folders whose newest file is younger than this.")] = 30.0,
-    max_total_size: Annotated[str | None, typer.Option(help="Logs: remove oldest first only while all logs exceed this (e.g. 20G).")] = None,
+    active_list: Annotated[
+        Path | None,
+        typer.Option(
+            "--active-list", help="File of task-run/workspace ids under active debugging, one a line."
+        ),
+    ] = None,
+    grace_minutes: Annotated[
+        float, typer.Option(help="Leave folders with a file modified within this many minutes.")
+    ] = 120.0,
+    running_window_hours: Annotated[
+        float, typer.Option(help="A 'running' task run updated within this many hours is live.")
+    ] = 24.0,
+    workspaces: Annotated[
+        bool, typer.Option("--workspaces/--no-workspaces", help="Plan workspace folders.")
+    ] = True,
+    logs: Annotated[
+        bool, typer.Option("--logs", help="Also plan log/<timestamp>/ folders (level 1 is enough).")
+    ] = False,
+    keep_days: Annotated[
+        float, typer.Option(help="Logs: keep folders whose newest file is younger than this.")
+    ] = 30.0,
+    max_total_size: Annotated[
+        str | None, typer.Option(help="Logs: remove oldest first only while all logs exceed this (e.g. 20G).")
+    ] = None,
     keep_last: Annotated[int | None, typer.Option(help="Logs: always keep the N newest log folders.")] = None,
-    registry: Annotated[Path | None, typer.Option(help="Registry file (default ROOT/RDagentDB/registry.sqlite).")] = None,
-    path_map: Annotated[list[str], typer.Option("--path-map", help="FROM=TO prefix rule for registry paths; repeatable.")] = [],  # noqa: B006
+    registry: Annotated[
+        Path | None, typer.Option(help="Registry file (default ROOT/RDagentDB/registry.sqlite).")
+    ] = None,
+    path_map: Annotated[
+        list[str], typer.Option("--path-map", help="FROM=TO prefix rule for registry paths; repeatable.")
+    ] = [],  # noqa: B006
     json_output: JsonOpt = False,
 ) -> None:
     """Plan (--dry-run) or apply (--confirm) a cleanup; subcommands approve, undo, purge, plans."""
@@ -72,10 +114,23 @@ def cleanup(
     root: Path | None = rdagent_root
     if approval and not _given(ctx, "rdagent_root"):
         root = None  # the approved plan's own root
-    options = dict(archive=archive, stage=stage, min_archiving_level=min_archiving_level, hold_days=hold_days,
-                   active_list=active_list, grace_minutes=grace_minutes, running_window_hours=running_window_hours,
-                   workspaces=workspaces, logs=logs, keep_days=keep_days, max_total_size=max_total_size,
-                   keep_last=keep_last, registry=registry, path_map=path_map, given=given)
+    options = dict(
+        archive=archive,
+        stage=stage,
+        min_archiving_level=min_archiving_level,
+        hold_days=hold_days,
+        active_list=active_list,
+        grace_minutes=grace_minutes,
+        running_window_hours=running_window_hours,
+        workspaces=workspaces,
+        logs=logs,
+        keep_days=keep_days,
+        max_total_size=max_total_size,
+        keep_last=keep_last,
+        registry=registry,
+        path_map=path_map,
+        given=given,
+    )
     expect = None
     if confirm and not approval and not yes:
         shown = run_cleanup(rdagent_root, dry_run=True, **options)  # type: ignore[arg-type]
@@ -84,13 +139,20 @@ def cleanup(
             typer.echo("nothing to clean up")
             return
         if not sys.stdin.isatty():
-            typer.echo("error: --confirm without --yes or --approval needs a terminal to ask; nothing was deleted", err=True)
+            typer.echo(
+                "error: --confirm without --yes or --approval needs a terminal to ask; nothing was deleted",
+                err=True,
+            )
             raise typer.Exit(2)
-        typer.confirm(f"move these {len(shown.plan.items)} plan items to quarantine (restorable with "
-                      "`workbench cleanup undo`)?", abort=True)
+        typer.confirm(
+            f"move these {len(shown.plan.items)} plan items to quarantine (restorable with "
+            "`workbench cleanup undo`)?",
+            abort=True,
+        )
         expect = shown.plan.plan_hash
-    outcome = run_cleanup(root, dry_run=dry_run, confirm=confirm, approval=approval, yes=yes,
-                          expect_plan_hash=expect, **options)  # type: ignore[arg-type]
+    outcome = run_cleanup(
+        root, dry_run=dry_run, confirm=confirm, approval=approval, yes=yes, expect_plan_hash=expect, **options
+    )  # type: ignore[arg-type]
     if json_output:
         typer.echo(json.dumps(outcome.to_dict(), indent=2, default=str, ensure_ascii=False))
     else:
@@ -109,7 +171,9 @@ def _given(ctx: typer.Context, name: str) -> bool:
 def approve(
     plan_id: Annotated[str, typer.Argument(help="Plan id printed by --dry-run.")],
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
-    item: Annotated[list[str], typer.Option("--item", help="Approve only this item id; repeatable (default: every item).")] = [],  # noqa: B006
+    item: Annotated[
+        list[str], typer.Option("--item", help="Approve only this item id; repeatable (default: every item).")
+    ] = [],  # noqa: B006
     by: Annotated[str | None, typer.Option("--by", help="Who approves (default: the login name).")] = None,
     note: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
 ) -> None:
@@ -117,10 +181,14 @@ def approve(
     from workbench.cleanup import approve_plan
 
     result = approve_plan(plan_id, item_ids=item or None, approved_by=by, note=note, archive=archive)
-    typer.echo(f"approval {result.approval_id}: {len(result.item_ids)} plan items of plan {plan_id} approved by "
-               f"{result.approved_by}")
-    typer.echo(f"apply with: workbench cleanup --archive {archive} --confirm --approval {result.approval_id}  "
-               "(the plan's own RD-Agent root and options are used)")
+    typer.echo(
+        f"approval {result.approval_id}: {len(result.item_ids)} plan items of plan {plan_id} approved by "
+        f"{result.approved_by}"
+    )
+    typer.echo(
+        f"apply with: workbench cleanup --archive {archive} --confirm --approval {result.approval_id}  "
+        "(the plan's own RD-Agent root and options are used)"
+    )
 
 
 @cleanup_app.command("undo")
@@ -141,9 +209,17 @@ def undo(
 
 @cleanup_app.command("purge")
 def purge(
-    older_than: Annotated[str, typer.Option("--older-than", help="Purge what was quarantined at least this long ago (7d, 12h, 0s).")] = "7d",
-    rdagent_root: Annotated[Path | None, typer.Option(
-        "--rdagent-root", help="Only plans made for this RD-Agent root (default: every plan, each in its own root).")] = None,
+    older_than: Annotated[
+        str,
+        typer.Option("--older-than", help="Purge what was quarantined at least this long ago (7d, 12h, 0s)."),
+    ] = "7d",
+    rdagent_root: Annotated[
+        Path | None,
+        typer.Option(
+            "--rdagent-root",
+            help="Only plans made for this RD-Agent root (default: every plan, each in its own root).",
+        ),
+    ] = None,
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
     json_output: JsonOpt = False,
 ) -> None:
@@ -173,9 +249,11 @@ def plans(
     if not rows:
         typer.echo("no cleanup plans yet; make one with `workbench cleanup --rdagent-root ROOT --dry-run`")
     for r in rows:
-        typer.echo(f"{r['plan_id']}  {r['stage']:<12} {r['status']:<17} {r['items']:>4} plan items, "
-                   f"{r['items_moved']:>4} moved ({r['paths_moved']} paths, {format_bytes(r['bytes'])}); "
-                   f"{r['paths_in_quarantine']} paths still in quarantine  approval {r['approval_id'] or '-'}")
+        typer.echo(
+            f"{r['plan_id']}  {r['stage']:<12} {r['status']:<17} {r['items']:>4} plan items, "
+            f"{r['items_moved']:>4} moved ({r['paths_moved']} paths, {format_bytes(r['bytes'])}); "
+            f"{r['paths_in_quarantine']} paths still in quarantine  approval {r['approval_id'] or '-'}"
+        )
         if r.get("recovery"):
             typer.echo(f"    RECOVERY NEEDED: {r['recovery']}")
 
@@ -183,9 +261,16 @@ def plans(
 def hold(
     target_id: Annotated[str, typer.Argument(help="Experiment id, workspace id or task-run id.")],
     reason: Annotated[str, typer.Option("--reason", help="Why it must not be cleaned up (recorded).")],
-    active: Annotated[bool, typer.Option("--active", help="Put it on the active debugging list (no expiry).")] = False,
-    allow_unknown: Annotated[bool, typer.Option(
-        "--allow-unknown", help="Record it even if the archive knows no such id (a workspace or task run not archived yet).")] = False,
+    active: Annotated[
+        bool, typer.Option("--active", help="Put it on the active debugging list (no expiry).")
+    ] = False,
+    allow_unknown: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unknown",
+            help="Record it even if the archive knows no such id (a workspace or task run not archived yet).",
+        ),
+    ] = False,
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
 ) -> None:
     """Flag an id for re-tracing/debugging so cleanup leaves it alone (recorded with time and reason)."""
@@ -193,8 +278,11 @@ def hold(
 
     record = add_hold(target_id, reason=reason, active=active, allow_unknown=allow_unknown, archive=archive)
     if record.known_as is None:
-        typer.echo(f"warning: {record.target_id} is not an id the archive knows (yet); the hold protects it only "
-                   "once an experiment, workspace or task run with exactly this id is archived", err=True)
+        typer.echo(
+            f"warning: {record.target_id} is not an id the archive knows (yet); the hold protects it only "
+            "once an experiment, workspace or task run with exactly this id is archived",
+            err=True,
+        )
     typer.echo(f"recorded: {record.describe()}" + (f" ({record.known_as})" if record.known_as else ""))
 
 
@@ -222,7 +310,11 @@ def holds(
         typer.echo("no holds" if all_holds else "no open holds (released ones: `workbench holds --all`)")
     for record in records:
         known = f" ({record.known_as})" if record.known_as else " (id not in the archive)"
-        released = f"  released {record.released_at:%Y-%m-%d %H:%M}: {record.release_reason}" if record.released_at else ""
+        released = (
+            f"  released {record.released_at:%Y-%m-%d %H:%M}: {record.release_reason}"
+            if record.released_at
+            else ""
+        )
         typer.echo(record.describe() + known + released)
 
 
@@ -232,18 +324,39 @@ def export_cleanup_manifest(
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
     min_archiving_level: Annotated[int, typer.Option(help="Minimum archiving level for can_cleanup.")] = 2,
     hold_days: Annotated[float, typer.Option(help="A hold blocks cleanup for this many days.")] = 30.0,
-    active_list: Annotated[Path | None, typer.Option("--active-list", help="File of ids under active debugging.")] = None,
-    grace_minutes: Annotated[float, typer.Option(help="Leave folders modified within this many minutes.")] = 120.0,
-    running_window_hours: Annotated[float, typer.Option(help="A 'running' task run updated within this many hours is live.")] = 24.0,
-    registry: Annotated[Path | None, typer.Option(help="Registry file (default ROOT/RDagentDB/registry.sqlite).")] = None,
-    path_map: Annotated[list[str], typer.Option("--path-map", help="FROM=TO prefix rule for registry paths; repeatable.")] = [],  # noqa: B006
+    active_list: Annotated[
+        Path | None, typer.Option("--active-list", help="File of ids under active debugging.")
+    ] = None,
+    grace_minutes: Annotated[
+        float, typer.Option(help="Leave folders modified within this many minutes.")
+    ] = 120.0,
+    running_window_hours: Annotated[
+        float, typer.Option(help="A 'running' task run updated within this many hours is live.")
+    ] = 24.0,
+    registry: Annotated[
+        Path | None, typer.Option(help="Registry file (default ROOT/RDagentDB/registry.sqlite).")
+    ] = None,
+    path_map: Annotated[
+        list[str], typer.Option("--path-map", help="FROM=TO prefix rule for registry paths; repeatable.")
+    ] = [],  # noqa: B006
 ) -> None:
     """Write the manifest RD-Agent's tools/cleanup_archived_workspaces.py reads (full-stage decisions)."""
     from workbench.cleanup import export_cleanup_manifest as export
 
-    document = export(rdagent_root, out=out, archive=archive, min_archiving_level=min_archiving_level,
-                      hold_days=hold_days, active_list=active_list, grace_minutes=grace_minutes,
-                      running_window_hours=running_window_hours, registry=registry, path_map=path_map)
+    document = export(
+        rdagent_root,
+        out=out,
+        archive=archive,
+        min_archiving_level=min_archiving_level,
+        hold_days=hold_days,
+        active_list=active_list,
+        grace_minutes=grace_minutes,
+        running_window_hours=running_window_hours,
+        registry=registry,
+        path_map=path_map,
+    )
     entries = document["experiments"]
-    typer.echo(f"wrote {out}: {len(entries)} entries, {sum(e['can_cleanup'] for e in entries)} with can_cleanup=true "
-               f"(plan {document['plan_id']})")
+    typer.echo(
+        f"wrote {out}: {len(entries)} entries, {sum(e['can_cleanup'] for e in entries)} with can_cleanup=true "
+        f"(plan {document['plan_id']})"
+    )

@@ -38,7 +38,10 @@ def _echo_json(data: Any) -> None:
 
 
 def _rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
-    return [{k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()} for r in frame.iter_rows(named=True)]
+    return [
+        {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
+        for r in frame.iter_rows(named=True)
+    ]
 
 
 def _echo_table(frame: pl.DataFrame, columns: list[str], *, short_ids: tuple[str, ...] = ()) -> None:
@@ -49,8 +52,16 @@ def _echo_table(frame: pl.DataFrame, columns: list[str], *, short_ids: tuple[str
     shown = frame.select([c for c in columns if c in frame.columns]).with_columns(
         [pl.col(c).str.slice(0, 12) for c in short_ids if c in frame.columns]
     )
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=40, float_precision=4,
-                   tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_formatting="ASCII_MARKDOWN"):
+    with pl.Config(
+        tbl_rows=-1,
+        tbl_cols=-1,
+        tbl_width_chars=200,
+        fmt_str_lengths=40,
+        float_precision=4,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        tbl_formatting="ASCII_MARKDOWN",
+    ):
         typer.echo(str(shown))
     typer.echo(f"{frame.height} row(s)")
 
@@ -62,27 +73,66 @@ def _split(values: list[str] | None) -> list[str]:
 
 def factors(
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
-    source: Annotated[list[str] | None, typer.Option("--source", help="Only these sources (repeatable).")] = None,
-    tag: Annotated[list[str] | None, typer.Option("--tag", help="Only factors carrying every tag given (repeatable).")] = None,
+    source: Annotated[
+        list[str] | None, typer.Option("--source", help="Only these sources (repeatable).")
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Only factors carrying every tag given (repeatable).")
+    ] = None,
     name_like: Annotated[str | None, typer.Option(help="Case-insensitive part of the name.")] = None,
     min_ic: Annotated[float | None, typer.Option(help="Minimum IC mean of the selected window.")] = None,
-    window: Annotated[str | None, typer.Option(help="Only results of this window (e.g. test_2021_2025).")] = None,
-    sort_by: Annotated[str, typer.Option(help="ic_ir, ic_mean, sharpe, annual_return, max_drawdown, coverage, name, "
-                                              "source, created_at, n_experiments, n_combinations, n_windows.")] = "ic_ir",
-    ascending: Annotated[bool, typer.Option("--ascending", help="Smallest first (default: largest first).")] = False,
+    window: Annotated[
+        str | None, typer.Option(help="Only results of this window (e.g. test_2021_2025).")
+    ] = None,
+    sort_by: Annotated[
+        str,
+        typer.Option(
+            help="ic_ir, ic_mean, sharpe, annual_return, max_drawdown, coverage, name, "
+            "source, created_at, n_experiments, n_combinations, n_windows."
+        ),
+    ] = "ic_ir",
+    ascending: Annotated[
+        bool, typer.Option("--ascending", help="Smallest first (default: largest first).")
+    ] = False,
     limit: Annotated[int | None, typer.Option(help="At most N factors.")] = 50,
     json_output: JsonOpt = False,
 ) -> None:
     """List the factor library, filtered and sorted in one call (one row per factor, its best window)."""
     from workbench.library.factors import factor_library
 
-    frame = factor_library(archive, source=_split(source) or None, tags=_split(tag) or None, name_like=name_like,
-                           min_ic=min_ic, window=window, sort_by=sort_by, descending=not ascending, limit=limit)  # type: ignore[arg-type]
+    frame = factor_library(
+        archive,
+        source=_split(source) or None,
+        tags=_split(tag) or None,
+        name_like=name_like,
+        min_ic=min_ic,
+        window=window,
+        sort_by=sort_by,
+        descending=not ascending,
+        limit=limit,
+    )  # type: ignore[arg-type]
     if json_output:
         _echo_json(_rows(frame))
         return
-    _echo_table(frame, ["factor_id", "name", "version", "source", "window_name", "ic_mean", "ic_ir", "sharpe",
-                        "annual_return", "basis", "n_windows", "n_experiments", "n_combinations"], short_ids=("factor_id",))
+    _echo_table(
+        frame,
+        [
+            "factor_id",
+            "name",
+            "version",
+            "source",
+            "window_name",
+            "ic_mean",
+            "ic_ir",
+            "sharpe",
+            "annual_return",
+            "basis",
+            "n_windows",
+            "n_experiments",
+            "n_combinations",
+        ],
+        short_ids=("factor_id",),
+    )
 
 
 def factor(
@@ -104,28 +154,50 @@ def factor(
     if f.get("tags"):
         typer.echo(f"  tags: {', '.join(f['tags'])}")
     first = lineage["first_experiment"] or {}
-    typer.echo(f"  first experiment: {first.get('experiment_id')} (task run {first.get('task_run_id')}, loop {first.get('loop_id')})")
-    typer.echo(f"  used by {len(lineage['experiments'])} experiment(s), in {len(lineage['combinations'])} combination(s)")
+    typer.echo(
+        f"  first experiment: {first.get('experiment_id')} (task run {first.get('task_run_id')}, loop {first.get('loop_id')})"
+    )
+    typer.echo(
+        f"  used by {len(lineage['experiments'])} experiment(s), in {len(lineage['combinations'])} combination(s)"
+    )
     for e in lineage["experiments"]:
-        typer.echo(f"    {e['task_run_id'] or '?'}/{e['loop_id']}  {e['strategy_name'] or ''}  {e['strategy_role'] or ''}")
+        typer.echo(
+            f"    {e['task_run_id'] or '?'}/{e['loop_id']}  {e['strategy_name'] or ''}  {e['strategy_role'] or ''}"
+        )
     for p in lineage["performance"]:
-        typer.echo(f"  {p['window_name']:<16} IC {p['ic_mean']}  ICIR {p['ic_ir']}  Sharpe {p['sharpe']}  ({p['basis']}, "
-                   f"{p['task_run_id'] or 'external'}/{p['loop_id'] if p['loop_id'] is not None else '-'})")
+        typer.echo(
+            f"  {p['window_name']:<16} IC {p['ic_mean']}  ICIR {p['ic_ir']}  Sharpe {p['sharpe']}  ({p['basis']}, "
+            f"{p['task_run_id'] or 'external'}/{p['loop_id'] if p['loop_id'] is not None else '-'})"
+        )
     values = lineage["values"]
     if values["n_rows"]:
-        typer.echo(f"  values: {values['n_rows']:,} rows, {values['n_instruments']} instruments, {values['start']} .. {values['end']}")
+        typer.echo(
+            f"  values: {values['n_rows']:,} rows, {values['n_instruments']} instruments, {values['start']} .. {values['end']}"
+        )
 
 
 def strategies(
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
-    status: Annotated[list[str] | None, typer.Option("--status", help="rdagent_accept, rdagent_reject, manual_review or none (repeatable).")] = None,
-    source: Annotated[list[str] | None, typer.Option("--source", help="rdagent, external, handcrafted (repeatable).")] = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option("--status", help="rdagent_accept, rdagent_reject, manual_review or none (repeatable)."),
+    ] = None,
+    source: Annotated[
+        list[str] | None, typer.Option("--source", help="rdagent, external, handcrafted (repeatable).")
+    ] = None,
     task_run: Annotated[str | None, typer.Option(help="Only this task run (id or prefix).")] = None,
-    request_name: Annotated[str | None, typer.Option("--request", help="Only strategies of this request name.")] = None,
+    request_name: Annotated[
+        str | None, typer.Option("--request", help="Only strategies of this request name.")
+    ] = None,
     role: Annotated[str | None, typer.Option(help="control or treatment.")] = None,
     name_like: Annotated[str | None, typer.Option(help="Case-insensitive part of the name.")] = None,
-    sort_by: Annotated[str, typer.Option(help="information_ratio, annualized_return, max_drawdown, ic, rank_ic, turnover, "
-                                              "name, created_at, task_run_id.")] = "information_ratio",
+    sort_by: Annotated[
+        str,
+        typer.Option(
+            help="information_ratio, annualized_return, max_drawdown, ic, rank_ic, turnover, "
+            "name, created_at, task_run_id."
+        ),
+    ] = "information_ratio",
     ascending: Annotated[bool, typer.Option("--ascending", help="Smallest first.")] = False,
     limit: Annotated[int | None, typer.Option(help="At most N strategies.")] = 50,
     json_output: JsonOpt = False,
@@ -133,21 +205,49 @@ def strategies(
     """List the strategy library with each strategy's experiment and key results."""
     from workbench.library.strategies import strategy_library
 
-    frame = strategy_library(archive, status=_split(status) or None, source=_split(source) or None, task_run_id=task_run,
-                             request_name=request_name, role=role, name_like=name_like, sort_by=sort_by,  # type: ignore[arg-type]
-                             descending=not ascending, limit=limit)
+    frame = strategy_library(
+        archive,
+        status=_split(status) or None,
+        source=_split(source) or None,
+        task_run_id=task_run,
+        request_name=request_name,
+        role=role,
+        name_like=name_like,
+        sort_by=sort_by,  # type: ignore[arg-type]
+        descending=not ascending,
+        limit=limit,
+    )
     if json_output:
         _echo_json(_rows(frame))
         return
-    _echo_table(frame, ["strategy_id", "name", "source", "recommendation_status", "task_run_id", "loop_id", "strategy_role",
-                        "annualized_return", "information_ratio", "max_drawdown", "ic", "n_factors"],
-                short_ids=("strategy_id", "task_run_id"))
+    _echo_table(
+        frame,
+        [
+            "strategy_id",
+            "name",
+            "source",
+            "recommendation_status",
+            "task_run_id",
+            "loop_id",
+            "strategy_role",
+            "annualized_return",
+            "information_ratio",
+            "max_drawdown",
+            "ic",
+            "n_factors",
+        ],
+        short_ids=("strategy_id", "task_run_id"),
+    )
 
 
 def combinations(
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
-    factor: Annotated[str | None, typer.Option("--factor", help="Only combinations containing this factor.")] = None,
-    source: Annotated[str | None, typer.Option(help="Only combinations of this source (rdagent, manual).")] = None,
+    factor: Annotated[
+        str | None, typer.Option("--factor", help="Only combinations containing this factor.")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="Only combinations of this source (rdagent, manual).")
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """List factor combinations with their factors and the experiments that used them."""
@@ -157,13 +257,19 @@ def combinations(
     if json_output:
         _echo_json(_rows(frame))
         return
-    _echo_table(frame.with_columns(pl.col("factor_names").list.join(", ").alias("factors")),
-                ["combination_id", "name", "source", "n_factors", "n_experiments", "factors"], short_ids=("combination_id",))
+    _echo_table(
+        frame.with_columns(pl.col("factor_names").list.join(", ").alias("factors")),
+        ["combination_id", "name", "source", "n_factors", "n_experiments", "factors"],
+        short_ids=("combination_id",),
+    )
 
 
 def save_combination(
     name: Annotated[str, typer.Argument(help="Name of the new combination.")],
-    factors: Annotated[list[str], typer.Option("--factors", help="Factor ids, prefixes or names; comma-separated or repeated.")],
+    factors: Annotated[
+        list[str],
+        typer.Option("--factors", help="Factor ids, prefixes or names; comma-separated or repeated."),
+    ],
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
 ) -> None:
     """Save a set of library factors as a named combination (the same set always gets the same id)."""
@@ -175,13 +281,24 @@ def save_combination(
 def compare(
     task_run_id: Annotated[str, typer.Argument(help="Task run id (or unique prefix).")],
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
-    strategy: Annotated[list[str] | None, typer.Option("--strategy", help="Only these strategies (name, loop id or id; repeatable).")] = None,
-    control: Annotated[str | None, typer.Option(help="Use this strategy as the control instead of the request's.")] = None,
-    without_cost: Annotated[bool, typer.Option("--without-cost", help="Excess return before transaction cost.")] = False,
-    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples for the Sharpe-difference interval.")] = 2000,
+    strategy: Annotated[
+        list[str] | None,
+        typer.Option("--strategy", help="Only these strategies (name, loop id or id; repeatable)."),
+    ] = None,
+    control: Annotated[
+        str | None, typer.Option(help="Use this strategy as the control instead of the request's.")
+    ] = None,
+    without_cost: Annotated[
+        bool, typer.Option("--without-cost", help="Excess return before transaction cost.")
+    ] = False,
+    n_boot: Annotated[
+        int, typer.Option(help="Bootstrap resamples for the Sharpe-difference interval.")
+    ] = 2000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed (same seed, same interval).")] = 0,
     json_output: JsonOpt = False,
-    save_chart: Annotated[Path | None, typer.Option("--save-chart", help="Write the chart (.svg, .png or .json).")] = None,
+    save_chart: Annotated[
+        Path | None, typer.Option("--save-chart", help="Write the chart (.svg, .png or .json).")
+    ] = None,
 ) -> None:
     """Compare control and treatments of a task run: metrics, differences, PSR, DSR, Sharpe-difference CI."""
     from workbench import charts
@@ -189,8 +306,15 @@ def compare(
 
     if save_chart is not None:
         charts.check_chart_path(save_chart)  # a wrong suffix is refused before the comparison runs
-    result = compare_task_run(archive, task_run_id, strategies=_split(strategy) or None, control=control,
-                              with_cost=not without_cost, n_boot=n_boot, seed=seed)
+    result = compare_task_run(
+        archive,
+        task_run_id,
+        strategies=_split(strategy) or None,
+        control=control,
+        with_cost=not without_cost,
+        n_boot=n_boot,
+        seed=seed,
+    )
     if save_chart is not None:
         charts.save(result.chart(), save_chart)
     typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) if json_output else result.format())
@@ -199,10 +323,14 @@ def compare(
 
 
 def import_factors(
-    file: Annotated[Path, typer.Argument(help="Parquet: a factor metadata table or a values table (long or wide).")],
+    file: Annotated[
+        Path, typer.Argument(help="Parquet: a factor metadata table or a values table (long or wide).")
+    ],
     source: Annotated[str, typer.Option("--source", help="external_manual or alpha_library.")],
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
-    values: Annotated[Path | None, typer.Option("--values", help="Parquet with the factors' values (long or wide).")] = None,
+    values: Annotated[
+        Path | None, typer.Option("--values", help="Parquet with the factors' values (long or wide).")
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Import external factors (and their values) into the factor library; idempotent, source recorded."""
@@ -216,8 +344,12 @@ def import_strategy(
     file: Annotated[Path, typer.Argument(help="StrategyConfig as YAML or JSON.")],
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
     source: Annotated[str, typer.Option(help="external or handcrafted.")] = "external",
-    name: Annotated[str | None, typer.Option(help="Name in the library (default: the config's name, else the file name).")] = None,
-    combination: Annotated[str | None, typer.Option("--combination", help="Link to this factor combination.")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Name in the library (default: the config's name, else the file name).")
+    ] = None,
+    combination: Annotated[
+        str | None, typer.Option("--combination", help="Link to this factor combination.")
+    ] = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Import an external strategy config into the strategy library; idempotent, source recorded."""
@@ -243,26 +375,52 @@ def attach_request(
 def export_request(
     out: Annotated[Path, typer.Option("--out", help="File to write (.json, .yaml or .yml).")],
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
-    factors: Annotated[list[str] | None, typer.Option("--factors", help="Factor ids, prefixes or names; comma-separated or repeated.")] = None,
-    combination: Annotated[str | None, typer.Option("--combination", help="A library factor combination.")] = None,
-    strategy: Annotated[list[str] | None, typer.Option("--strategy", help="Library strategies, one loop each (repeatable).")] = None,
-    control: Annotated[str | None, typer.Option(help="Which strategy is the control (default: the first).")] = None,
+    factors: Annotated[
+        list[str] | None,
+        typer.Option("--factors", help="Factor ids, prefixes or names; comma-separated or repeated."),
+    ] = None,
+    combination: Annotated[
+        str | None, typer.Option("--combination", help="A library factor combination.")
+    ] = None,
+    strategy: Annotated[
+        list[str] | None, typer.Option("--strategy", help="Library strategies, one loop each (repeatable).")
+    ] = None,
+    control: Annotated[
+        str | None, typer.Option(help="Which strategy is the control (default: the first).")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Request name.")] = None,
-    kind: Annotated[str | None, typer.Option(help="research, benchmark or ab_test (default: ab_test with 2+ strategies).")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="research, benchmark or ab_test (default: ab_test with 2+ strategies).")
+    ] = None,
     description: Annotated[str | None, typer.Option(help="Request description.")] = None,
 ) -> None:
     """Write the ExperimentRequest for library factors and strategies, ready to hand to RD-Agent."""
     from workbench.library.requests import export_request as run
 
-    path = run(archive, out=out, factor_ids=_split(factors), combination_id=combination, strategy_ids=_split(strategy),
-               control=control, name=name, kind=kind, description=description)  # type: ignore[arg-type]
+    path = run(
+        archive,
+        out=out,
+        factor_ids=_split(factors),
+        combination_id=combination,
+        strategy_ids=_split(strategy),
+        control=control,
+        name=name,
+        kind=kind,
+        description=description,
+    )  # type: ignore[arg-type]
     typer.echo(f"request written to {path}")
 
 
 def review(
     strategy_id: Annotated[str, typer.Argument(help="Strategy id, unique prefix, key or unique name.")],
-    status: Annotated[str, typer.Option("--status", help="manual_review (kept across re-archiving), or rdagent_accept / "
-                                                         "rdagent_reject to hand it back to the agent's verdict.")],
+    status: Annotated[
+        str,
+        typer.Option(
+            "--status",
+            help="manual_review (kept across re-archiving), or rdagent_accept / "
+            "rdagent_reject to hand it back to the agent's verdict.",
+        ),
+    ],
     note: Annotated[str | None, typer.Option("--note", help="Why (required for manual_review).")] = None,
     reviewer: Annotated[str | None, typer.Option(help="Who reviewed it.")] = None,
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
@@ -271,4 +429,6 @@ def review(
     from workbench.library.strategies import set_recommendation
 
     result = set_recommendation(archive, strategy_id, status, note, reviewer=reviewer)  # type: ignore[arg-type]
-    typer.echo(f"{result['name']} ({result['strategy_id']}): {result['previous_status']} -> {result['recommendation_status']}")
+    typer.echo(
+        f"{result['name']} ({result['strategy_id']}): {result['previous_status']} -> {result['recommendation_status']}"
+    )

@@ -22,8 +22,13 @@ from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError
 from workbench.library.factors import refresh_library_cache, resolve_factor_id, resolve_factor_ids
 
-__all__ = ["KNOWN_COMBINATION_SOURCES", "combination_members", "combinations", "resolve_combination_id",
-           "save_combination"]
+__all__ = [
+    "KNOWN_COMBINATION_SOURCES",
+    "combination_members",
+    "combinations",
+    "resolve_combination_id",
+    "save_combination",
+]
 
 KNOWN_COMBINATION_SOURCES: tuple[str, ...] = ("rdagent", "manual")
 """Combination sources workbench writes: recorded by the archive job, or saved by a person."""
@@ -59,7 +64,9 @@ def combinations(
         where.append("list_contains(c.members, $factor_id)")
         params["factor_id"] = resolve_factor_id(archive, factor_id)
     if source is not None:
-        held = read_frame(archive, "SELECT DISTINCT source FROM aistock_factor_combinations WHERE source IS NOT NULL")
+        held = read_frame(
+            archive, "SELECT DISTINCT source FROM aistock_factor_combinations WHERE source IS NOT NULL"
+        )
         valid = sorted(set(KNOWN_COMBINATION_SOURCES) | set(held["source"].to_list()))
         if source not in valid:
             raise ConfigError(f"source={source!r} is not one of: {', '.join(valid)}")
@@ -106,8 +113,10 @@ def resolve_combination_id(archive: Path | str | None, ref: str) -> str:
         return ref
     if hits.height == 0:
         short = " (an id prefix needs at least 6 characters)" if len(ref) < 6 else ""
-        raise ConfigError(f"unknown combination {ref!r}: no combination has that id, id prefix or name{short} "
-                          "(see `workbench combinations`)")
+        raise ConfigError(
+            f"unknown combination {ref!r}: no combination has that id, id prefix or name{short} "
+            "(see `workbench combinations`)"
+        )
     if hits.height > 1:
         listed = ", ".join(f"{r['id'][:12]} ({r['name']})" for r in hits.iter_rows(named=True))
         raise ConfigError(f"combination {ref!r} is ambiguous: {listed}; give the id")
@@ -131,7 +140,7 @@ def combination_members(archive: Path | str | None, combination_id: str) -> pl.D
     )
 
 
-@storage_errors('a saved combination to the archive catalog')
+@storage_errors("a saved combination to the archive catalog")
 def save_combination(
     archive: Path | str | None,
     name: str,
@@ -158,21 +167,28 @@ def save_combination(
         raise ConfigError("a combination needs at least one factor (--factors ID,...)")
     combination = ids.combination_id(members)
     with archive_lock(archive, job="save-combination"), open_catalog(archive) as con:
-        same_set = con.execute("SELECT name, source, experiment_id FROM aistock_factor_combinations WHERE id = ?",
-                               [combination]).fetchall()
+        same_set = con.execute(
+            "SELECT name, source, experiment_id FROM aistock_factor_combinations WHERE id = ?", [combination]
+        ).fetchall()
         if same_set:
             existing_name, existing_source, experiment = same_set[0]
             if existing_name == name:
                 return combination
-            origin = (f", recorded by the archive from experiment {experiment}" if experiment
-                      else f", source {existing_source}" if existing_source else "")
+            origin = (
+                f", recorded by the archive from experiment {experiment}"
+                if experiment
+                else f", source {existing_source}"
+                if existing_source
+                else ""
+            )
             raise ConfigError(
                 f"the same factors are already saved as combination {existing_name!r} (id {combination}{origin}); "
                 f"a combination is its set of factors and keeps one name, so {name!r} was not recorded: "
                 f"use {existing_name!r} or the id"
             )
-        same_name = con.execute("SELECT id FROM aistock_factor_combinations WHERE name = ? ORDER BY id",
-                                [name]).fetchall()
+        same_name = con.execute(
+            "SELECT id FROM aistock_factor_combinations WHERE name = ? ORDER BY id", [name]
+        ).fetchall()
         if same_name:
             raise ConfigError(
                 f"a combination named {name!r} already exists with other factors (id {same_name[0][0]}); "

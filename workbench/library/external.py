@@ -91,16 +91,50 @@ __all__ = [
 FactorImportSource = Literal["external_manual", "alpha_library"]
 StrategyImportSource = Literal["external", "handcrafted"]
 
-META_COLUMNS: tuple[str, ...] = ("name", "version", "expression", "formula_hint", "description_cn", "tags",
-                                 "region", "freq", "variables_json")
-TEXT_COLUMNS: tuple[str, ...] = ("version", "expression", "formula_hint", "description_cn", "region", "freq",
-                                 "variables_json", "window_name", "start_date", "end_date")
-PERFORMANCE_COLUMNS: tuple[str, ...] = ("ic_mean", "ic_ir", "coverage", "annual_return", "max_drawdown", "sharpe")
+META_COLUMNS: tuple[str, ...] = (
+    "name",
+    "version",
+    "expression",
+    "formula_hint",
+    "description_cn",
+    "tags",
+    "region",
+    "freq",
+    "variables_json",
+)
+TEXT_COLUMNS: tuple[str, ...] = (
+    "version",
+    "expression",
+    "formula_hint",
+    "description_cn",
+    "region",
+    "freq",
+    "variables_json",
+    "window_name",
+    "start_date",
+    "end_date",
+)
+PERFORMANCE_COLUMNS: tuple[str, ...] = (
+    "ic_mean",
+    "ic_ir",
+    "coverage",
+    "annual_return",
+    "max_drawdown",
+    "sharpe",
+)
 _PERF_TEXT = ("window_name", "start_date", "end_date")
 _VALUE_KEYS = ("datetime", "instrument")
 _LONG_NAME_COLUMNS = ("factor", "name", "factor_name")
-_MERGED = ("version", "description_cn", "formula_hint", "expression", "expression_key", "region", "freq",
-           "variables_json")
+_MERGED = (
+    "version",
+    "description_cn",
+    "formula_hint",
+    "expression",
+    "expression_key",
+    "region",
+    "freq",
+    "variables_json",
+)
 _SHOWN_ROWS = 5
 
 
@@ -166,8 +200,11 @@ def _read_parquet(path: Path, *, what: str = "factor file") -> pl.DataFrame:
         return pl.read_parquet(path)
     except Exception as exc:  # polars raises several kinds for a file that is not Parquet
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise InputFileError(path, f"{what} is not a readable Parquet file ({type(exc).__name__}: {detail})",
-                             hint="export the table with DataFrame.to_parquet / write_parquet") from exc
+        raise InputFileError(
+            path,
+            f"{what} is not a readable Parquet file ({type(exc).__name__}: {detail})",
+            hint="export the table with DataFrame.to_parquet / write_parquet",
+        ) from exc
 
 
 def _rows(mask: pl.Series) -> str:
@@ -200,8 +237,10 @@ def _cast_number(frame: pl.DataFrame, column: str, *, where: str) -> pl.Series:
         parsed = series.str.strip_chars().cast(pl.Float64, strict=False)
         bad = parsed.is_null() & series.is_not_null() & (series.str.strip_chars() != "")
         if bad.any():
-            raise ConfigError(f"{where}: column {column!r} must be numeric; {_rows(bad)} "
-                              f"hold {series.filter(bad).head(3).to_list()}")
+            raise ConfigError(
+                f"{where}: column {column!r} must be numeric; {_rows(bad)} "
+                f"hold {series.filter(bad).head(3).to_list()}"
+            )
         return parsed.fill_nan(None)
     raise ConfigError(f"{where}: column {column!r} must be numeric, got {series.dtype}")
 
@@ -211,11 +250,20 @@ def _cast_tags(frame: pl.DataFrame, *, where: str) -> pl.Series:
         return pl.Series("tags", [[] for _ in range(frame.height)], dtype=pl.List(pl.String))
     series = frame["tags"]
     if series.dtype == pl.String or series.dtype == pl.Null:
-        return (series.cast(pl.String).fill_null("").str.split(",")
-                .list.eval(pl.element().str.strip_chars().filter(pl.element() != "")).alias("tags"))
+        return (
+            series.cast(pl.String)
+            .fill_null("")
+            .str.split(",")
+            .list.eval(pl.element().str.strip_chars().filter(pl.element() != ""))
+            .alias("tags")
+        )
     if isinstance(series.dtype, pl.List) and series.dtype.inner in (pl.String, pl.Null):  # type: ignore[union-attr]
-        return series.cast(pl.List(pl.String)).fill_null([]).list.eval(pl.element().drop_nulls()).alias("tags")
-    raise ConfigError(f"{where}: column 'tags' must be a list of strings or a comma-separated string, got {series.dtype}")
+        return (
+            series.cast(pl.List(pl.String)).fill_null([]).list.eval(pl.element().drop_nulls()).alias("tags")
+        )
+    raise ConfigError(
+        f"{where}: column 'tags' must be a list of strings or a comma-separated string, got {series.dtype}"
+    )
 
 
 def _blank_to_null(series: pl.Series) -> pl.Series:
@@ -229,8 +277,10 @@ def _validate_metadata(frame: pl.DataFrame, *, where: str) -> pl.DataFrame:
     allowed = (*META_COLUMNS, *_PERF_TEXT, *PERFORMANCE_COLUMNS)
     unknown = [c for c in frame.columns if c not in allowed]
     if unknown:
-        raise ConfigError(f"{where}: unknown column(s) {', '.join(map(repr, unknown))}; a metadata table may have "
-                          f"{', '.join(allowed)} (values go in a values table: datetime, instrument, ...)")
+        raise ConfigError(
+            f"{where}: unknown column(s) {', '.join(map(repr, unknown))}; a metadata table may have "
+            f"{', '.join(allowed)} (values go in a values table: datetime, instrument, ...)"
+        )
     if frame.height == 0:
         raise ConfigError(f"{where}: the table has no rows")
     names = _cast_text(frame, "name", where=where).str.strip_chars()
@@ -238,56 +288,89 @@ def _validate_metadata(frame: pl.DataFrame, *, where: str) -> pl.DataFrame:
     bad = names.is_null() | (names == "")
     if bad.any():
         raise ConfigError(f"{where}: column 'name' is empty in {_rows(bad)}; every factor needs a name")
-    typed = pl.DataFrame({"name": names}).with_columns(
-        [(_blank_to_null(_cast_text(frame, c, where=where)) if c in frame.columns
-          else pl.Series(c, [None] * frame.height, dtype=pl.String)).alias(c) for c in TEXT_COLUMNS]
-    ).with_columns(_cast_tags(frame, where=where))
+    typed = (
+        pl.DataFrame({"name": names})
+        .with_columns(
+            [
+                (
+                    _blank_to_null(_cast_text(frame, c, where=where))
+                    if c in frame.columns
+                    else pl.Series(c, [None] * frame.height, dtype=pl.String)
+                ).alias(c)
+                for c in TEXT_COLUMNS
+            ]
+        )
+        .with_columns(_cast_tags(frame, where=where))
+    )
     for column in PERFORMANCE_COLUMNS:
         typed = typed.with_columns(
-            _cast_number(frame, column, where=where).alias(column) if column in frame.columns
+            _cast_number(frame, column, where=where).alias(column)
+            if column in frame.columns
             else pl.lit(None, dtype=pl.Float64).alias(column)
         )
     has_results = pl.any_horizontal([pl.col(c).is_not_null() for c in PERFORMANCE_COLUMNS])
     typed = typed.with_columns(
         pl.when(has_results | pl.col("window_name").is_not_null())
-        .then(pl.col("window_name").fill_null("main_window")).otherwise(None).alias("window_name"),
-        pl.struct("name", "expression", "formula_hint", "version").map_elements(
-            lambda r: ids.factor_id(r["name"], expression=r["expression"] or r["formula_hint"], version=r["version"]),
+        .then(pl.col("window_name").fill_null("main_window"))
+        .otherwise(None)
+        .alias("window_name"),
+        pl.struct("name", "expression", "formula_hint", "version")
+        .map_elements(
+            lambda r: ids.factor_id(
+                r["name"], expression=r["expression"] or r["formula_hint"], version=r["version"]
+            ),
             return_dtype=pl.String,
-        ).alias("factor_id"),
+        )
+        .alias("factor_id"),
     )
     duplicated = typed.select(pl.struct("factor_id", "window_name").is_duplicated()).to_series()
     if duplicated.any():
-        raise ConfigError(f"{where}: the same factor appears twice for one window in {_rows(duplicated)} "
-                          "(same name and version, or the same expression); keep one row per factor and window")
+        raise ConfigError(
+            f"{where}: the same factor appears twice for one window in {_rows(duplicated)} "
+            "(same name and version, or the same expression); keep one row per factor and window"
+        )
     return typed
 
 
 def _long_values(frame: pl.DataFrame, *, where: str) -> pl.DataFrame:
     name_column = next((c for c in _LONG_NAME_COLUMNS if c in frame.columns), None)
     if name_column is None:
-        raise ConfigError(f"{where}: a long values table needs a factor column ({' or '.join(_LONG_NAME_COLUMNS)})")
+        raise ConfigError(
+            f"{where}: a long values table needs a factor column ({' or '.join(_LONG_NAME_COLUMNS)})"
+        )
     extra = [c for c in frame.columns if c not in (*_VALUE_KEYS, name_column, "value")]
     if extra:
-        raise ConfigError(f"{where}: unexpected column(s) {', '.join(map(repr, extra))} in a long values table "
-                          f"(datetime, instrument, {name_column}, value)")
+        raise ConfigError(
+            f"{where}: unexpected column(s) {', '.join(map(repr, extra))} in a long values table "
+            f"(datetime, instrument, {name_column}, value)"
+        )
     names = _cast_text(frame, name_column, where=where)
-    return pl.DataFrame({
-        "name": names.map_elements(normalise_factor_name, return_dtype=pl.String) if names.len() else names,
-        "datetime": frame["datetime"],
-        "instrument": frame["instrument"],
-        "value": _cast_number(frame, "value", where=where),
-    })
+    return pl.DataFrame(
+        {
+            "name": names.map_elements(normalise_factor_name, return_dtype=pl.String)
+            if names.len()
+            else names,
+            "datetime": frame["datetime"],
+            "instrument": frame["instrument"],
+            "value": _cast_number(frame, "value", where=where),
+        }
+    )
 
 
 def _wide_values(frame: pl.DataFrame, *, where: str) -> pl.DataFrame:
     factor_columns = [c for c in frame.columns if c not in _VALUE_KEYS]
     if not factor_columns:
-        raise ConfigError(f"{where}: a wide values table needs at least one factor column besides datetime and instrument")
-    not_numeric = [c for c in factor_columns if not (frame[c].dtype.is_numeric() or frame[c].dtype == pl.Null)]
+        raise ConfigError(
+            f"{where}: a wide values table needs at least one factor column besides datetime and instrument"
+        )
+    not_numeric = [
+        c for c in factor_columns if not (frame[c].dtype.is_numeric() or frame[c].dtype == pl.Null)
+    ]
     if not_numeric:
-        raise ConfigError(f"{where}: factor column(s) {', '.join(map(repr, not_numeric))} are not numeric; "
-                          "a wide values table has datetime, instrument and one numeric column per factor")
+        raise ConfigError(
+            f"{where}: factor column(s) {', '.join(map(repr, not_numeric))} are not numeric; "
+            "a wide values table has datetime, instrument and one numeric column per factor"
+        )
     renamed = {c: normalise_factor_name(c) for c in factor_columns}
     if len(set(renamed.values())) < len(renamed):
         raise ConfigError(f"{where}: two columns name the same factor after normalisation: {renamed}")
@@ -312,19 +395,27 @@ def _validate_values(frame: pl.DataFrame, *, where: str) -> pl.DataFrame:
         if bad.any():
             raise ConfigError(f"{where}: column 'datetime' is not a date (YYYY-MM-DD) in {_rows(bad)}")
     else:
-        raise ConfigError(f"{where}: column 'datetime' must be a date, datetime or ISO text, got {stamp.dtype}")
+        raise ConfigError(
+            f"{where}: column 'datetime' must be a date, datetime or ISO text, got {stamp.dtype}"
+        )
     instrument = _cast_text(long, "instrument", where=where)
     long = long.with_columns(dates.alias("datetime"), instrument.alias("instrument"))
     missing = long["datetime"].is_null() | long["instrument"].is_null() | long["name"].is_null()
     if missing.any():
-        raise ConfigError(f"{where}: datetime, instrument and factor must be set in every row; missing in {_rows(missing)}")
+        raise ConfigError(
+            f"{where}: datetime, instrument and factor must be set in every row; missing in {_rows(missing)}"
+        )
     duplicated = long.select(pl.struct("name", "datetime", "instrument").is_duplicated()).to_series()
     if duplicated.any():
-        raise ConfigError(f"{where}: the same factor, date and instrument appear more than once ({_rows(duplicated)})")
+        raise ConfigError(
+            f"{where}: the same factor, date and instrument appear more than once ({_rows(duplicated)})"
+        )
     return long
 
 
-def _attach_value_ids(values: pl.DataFrame, meta: pl.DataFrame, *, where: str, meta_where: str | None = None) -> pl.DataFrame:
+def _attach_value_ids(
+    values: pl.DataFrame, meta: pl.DataFrame, *, where: str, meta_where: str | None = None
+) -> pl.DataFrame:
     """Factor id for every value row, through the metadata's names (each name must mean one factor).
 
     ``where`` names the file the values came from; ``meta_where`` the metadata file when the
@@ -335,20 +426,24 @@ def _attach_value_ids(values: pl.DataFrame, meta: pl.DataFrame, *, where: str, m
     ambiguous = by_name.filter(pl.col("name").is_duplicated())["name"].unique().to_list()
     used_ambiguous = sorted(set(ambiguous) & set(values["name"].unique().to_list()))
     if used_ambiguous:
-        raise ConfigError(f"{where}: factor name(s) {used_ambiguous} stand for several factors (versions or expressions) "
-                          f"in {meta_label}; import their values in separate files, one version each")
+        raise ConfigError(
+            f"{where}: factor name(s) {used_ambiguous} stand for several factors (versions or expressions) "
+            f"in {meta_label}; import their values in separate files, one version each"
+        )
     unknown = sorted(set(values["name"].unique().to_list()) - set(by_name["name"].to_list()))
     if unknown:
         more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
-        raise ConfigError(f"{where}: values for factor(s) not in {meta_label}: {unknown[:10]}{more}; "
-                          "add them to the metadata or drop their values")
+        raise ConfigError(
+            f"{where}: values for factor(s) not in {meta_label}: {unknown[:10]}{more}; "
+            "add them to the metadata or drop their values"
+        )
     return values.join(by_name, on="name", how="left")
 
 
 # --------------------------------------------------------------------------- factors
 
 
-@storage_errors('imported factors to the archive')
+@storage_errors("imported factors to the archive")
 def import_factors(
     path: Path | str,
     *,
@@ -371,7 +466,9 @@ def import_factors(
     value_frame: pl.DataFrame | None = None
     if _is_values_table(table):
         if values_path is not None:
-            raise ConfigError(f"{path}: is a values table; give the metadata table first and the values with --values")
+            raise ConfigError(
+                f"{path}: is a values table; give the metadata table first and the values with --values"
+            )
         value_frame = _validate_values(table, where=str(path))
         meta = _validate_metadata(value_frame.select("name").unique(maintain_order=True), where=str(path))
         value_frame = _attach_value_ids(value_frame, meta, where=str(path))
@@ -380,13 +477,17 @@ def import_factors(
         if values_path is not None:
             second = _read_parquet(values_path, what="values file")
             if not _is_values_table(second):
-                raise ConfigError(f"{values_path}: a values table needs the columns datetime and instrument; "
-                                  f"columns are {second.columns}")
+                raise ConfigError(
+                    f"{values_path}: a values table needs the columns datetime and instrument; "
+                    f"columns are {second.columns}"
+                )
             value_frame = _validate_values(second, where=str(values_path))
             value_frame = _attach_value_ids(value_frame, meta, where=str(values_path), meta_where=str(path))
     else:
-        raise ConfigError(f"{path}: neither a factor metadata table (needs a 'name' column) nor a values table "
-                          f"(needs 'datetime' and 'instrument'); columns are {table.columns}")
+        raise ConfigError(
+            f"{path}: neither a factor metadata table (needs a 'name' column) nor a values table "
+            f"(needs 'datetime' and 'instrument'); columns are {table.columns}"
+        )
     sha256 = _file_sha256(path)
     if values_path is not None:
         sha256 = hashlib.sha256(f"{sha256}|{_file_sha256(values_path)}".encode()).hexdigest()
@@ -403,13 +504,29 @@ def _factor_rows(meta: pl.DataFrame, *, source: str, now: datetime) -> pl.DataFr
         meta.group_by("factor_id", maintain_order=True)
         .agg(
             pl.col("name").first(),
-            *[pl.col(c).drop_nulls().first() for c in ("version", "expression", "formula_hint", "description_cn",
-                                                        "region", "freq", "variables_json")],
-            pl.col("tags").list.explode(keep_nulls=False, empty_as_null=False).drop_nulls().unique().sort().alias("tags"),
+            *[
+                pl.col(c).drop_nulls().first()
+                for c in (
+                    "version",
+                    "expression",
+                    "formula_hint",
+                    "description_cn",
+                    "region",
+                    "freq",
+                    "variables_json",
+                )
+            ],
+            pl.col("tags")
+            .list.explode(keep_nulls=False, empty_as_null=False)
+            .drop_nulls()
+            .unique()
+            .sort()
+            .alias("tags"),
         )
         .with_columns(
-            expression.map_elements(lambda e: ids.normalise_expression(e) or None, return_dtype=pl.String)
-            .alias("expression_key"),
+            expression.map_elements(
+                lambda e: ids.normalise_expression(e) or None, return_dtype=pl.String
+            ).alias("expression_key"),
             pl.lit(source).alias("source"),
         )
         .rename({"factor_id": "id"})
@@ -421,8 +538,10 @@ def _merge_factors(incoming: pl.DataFrame, existing: pl.DataFrame, *, source: st
     joined = incoming.join(existing, on="id", how="left", suffix="_old")
     same_source = pl.col("source_old") == pl.lit(source)
     merged = [
-        pl.when(pl.col("source_old").is_null()).then(pl.col(c))
-        .when(same_source).then(pl.coalesce(c, f"{c}_old"))
+        pl.when(pl.col("source_old").is_null())
+        .then(pl.col(c))
+        .when(same_source)
+        .then(pl.coalesce(c, f"{c}_old"))
         .otherwise(pl.coalesce(pl.when(pl.col(f"{c}_old") != "").then(pl.col(f"{c}_old")), c, f"{c}_old"))
         .alias(c)
         for c in _MERGED
@@ -431,8 +550,10 @@ def _merge_factors(incoming: pl.DataFrame, existing: pl.DataFrame, *, source: st
         *merged,
         pl.coalesce("name_old", "name").alias("name"),
         pl.coalesce("source_old", "source").alias("source"),
-        pl.when(pl.col("tags_old").is_null()).then(pl.col("tags"))
-        .otherwise(pl.concat_list("tags", "tags_old").list.unique().list.sort()).alias("tags"),
+        pl.when(pl.col("tags_old").is_null())
+        .then(pl.col("tags"))
+        .otherwise(pl.concat_list("tags", "tags_old").list.unique().list.sort())
+        .alias("tags"),
         pl.col("source_old").is_null().alias("_new"),
     )
 
@@ -461,14 +582,17 @@ def _write_factors(
 ) -> ImportResult:
     now = utc_now()
     incoming = _factor_rows(meta, source=source, now=now)
-    perf = (
-        meta.filter(pl.col("window_name").is_not_null())
-        .select(
-            pl.struct("factor_id", "window_name").map_elements(
-                lambda r: ids.performance_id(r["factor_id"], r["window_name"], None), return_dtype=pl.String
-            ).alias("id"),
-            "factor_id", "window_name", "start_date", "end_date", *PERFORMANCE_COLUMNS,
+    perf = meta.filter(pl.col("window_name").is_not_null()).select(
+        pl.struct("factor_id", "window_name")
+        .map_elements(
+            lambda r: ids.performance_id(r["factor_id"], r["window_name"], None), return_dtype=pl.String
         )
+        .alias("id"),
+        "factor_id",
+        "window_name",
+        "start_date",
+        "end_date",
+        *PERFORMANCE_COLUMNS,
     )
     notes: list[str] = []
     created = not ArchiveLayout.at(archive).catalog.exists()
@@ -477,11 +601,13 @@ def _write_factors(
     factor_ids = incoming["id"].to_list()
     with archive_lock(archive, job="import-factors"), open_catalog(archive, create=True) as con:
         _register(con, "_ids", pl.DataFrame({"id": factor_ids}))
-        existing = pl.from_arrow(con.sql(
-            "SELECT id, name, version, source, description_cn, formula_hint, expression, expression_key, "
-            "CAST(coalesce(tags, '[]') AS VARCHAR[]) AS tags, region, freq, CAST(variables_json AS VARCHAR) AS variables_json "
-            "FROM aistock_factors WHERE id IN (SELECT id FROM _ids)"
-        ).to_arrow_table())
+        existing = pl.from_arrow(
+            con.sql(
+                "SELECT id, name, version, source, description_cn, formula_hint, expression, expression_key, "
+                "CAST(coalesce(tags, '[]') AS VARCHAR[]) AS tags, region, freq, CAST(variables_json AS VARCHAR) AS variables_json "
+                "FROM aistock_factors WHERE id IN (SELECT id FROM _ids)"
+            ).to_arrow_table()
+        )
         assert isinstance(existing, pl.DataFrame)
         existing = existing.with_columns(pl.col("tags").cast(pl.List(pl.String)))
         merged = _merge_factors(incoming, existing, source=source)
@@ -489,16 +615,24 @@ def _write_factors(
         to_write = merged.filter(pl.col("_new") | changed)
         kept_other_source = merged.filter(~pl.col("_new") & (pl.col("source") != source))
         if kept_other_source.height:
-            notes.append(f"{kept_other_source.height} factor(s) were already in the library from another source "
-                         f"(e.g. {kept_other_source['name'][0]!r} from {kept_other_source['source'][0]}); "
-                         "they keep that source, empty fields were filled")
+            notes.append(
+                f"{kept_other_source.height} factor(s) were already in the library from another source "
+                f"(e.g. {kept_other_source['name'][0]!r} from {kept_other_source['source'][0]}); "
+                "they keep that source, empty fields were filled"
+            )
         with recorded(con, ArchiveLayout.at(archive), "import-factors") as rec:
             _upsert_factors(con, to_write, now=now)
             # the file is the truth for its own factors' imported windows: a window dropped from it goes
             _register(con, "_imported", merged.select(pl.col("id").alias("factor_id")))
-            _register(con, "_perf_ids", perf.select("id") if perf.height else pl.DataFrame({"id": []}, schema={"id": pl.String}))
-            con.execute("DELETE FROM aistock_factor_performance WHERE experiment_id IS NULL AND basis = 'factor' "
-                        "AND factor_id IN (SELECT factor_id FROM _imported) AND id NOT IN (SELECT id FROM _perf_ids)")
+            _register(
+                con,
+                "_perf_ids",
+                perf.select("id") if perf.height else pl.DataFrame({"id": []}, schema={"id": pl.String}),
+            )
+            con.execute(
+                "DELETE FROM aistock_factor_performance WHERE experiment_id IS NULL AND basis = 'factor' "
+                "AND factor_id IN (SELECT factor_id FROM _imported) AND id NOT IN (SELECT id FROM _perf_ids)"
+            )
             if perf.height:
                 _register(con, "_perf", perf.with_columns(pl.lit(now).alias("updated_at")))
                 con.execute(
@@ -506,28 +640,59 @@ def _write_factors(
                     "ic_ir, coverage, annual_return, max_drawdown, sharpe, experiment_id, basis, updated_at) "
                     "SELECT id, factor_id, window_name, start_date, end_date, ic_mean, ic_ir, coverage, annual_return, "
                     "max_drawdown, sharpe, NULL, 'factor', updated_at FROM _perf ON CONFLICT (id) DO UPDATE SET "
-                    + ", ".join(f"{c} = excluded.{c}" for c in ("start_date", "end_date", *PERFORMANCE_COLUMNS))
+                    + ", ".join(
+                        f"{c} = excluded.{c}" for c in ("start_date", "end_date", *PERFORMANCE_COLUMNS)
+                    )
                 )
             n_values = _replace_values(con, values)
-            import_id = _record_import(con, kind="factors", source=source, path=path, sha256=sha256,
-                                       item_ids=factor_ids, n_values=n_values, now=now)
+            import_id = _record_import(
+                con,
+                kind="factors",
+                source=source,
+                path=path,
+                sha256=sha256,
+                item_ids=factor_ids,
+                n_values=n_values,
+                now=now,
+            )
             rec.capture("aistock_factors", id=factor_ids)
             rec.capture("aistock_factor_performance", factor_id=factor_ids)
             rec.capture("aistock_factor_values", factor_id=factor_ids)
             rec.capture("wb_imports", import_id=[import_id])
     n_new = int(merged["_new"].sum())
     n_updated = int(changed.sum())
-    return ImportResult("factors", source, str(path), sha256, tuple(factor_ids), n_new, n_updated,
-                        len(factor_ids) - n_new - n_updated, perf.height, n_values, tuple(notes))
+    return ImportResult(
+        "factors",
+        source,
+        str(path),
+        sha256,
+        tuple(factor_ids),
+        n_new,
+        n_updated,
+        len(factor_ids) - n_new - n_updated,
+        perf.height,
+        n_values,
+        tuple(notes),
+    )
 
 
 def _upsert_factors(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame, *, now: datetime) -> None:
     if rows.height == 0:
         return
     frame = rows.select(
-        "id", "name", "version", "source", "description_cn", "formula_hint", "expression", "expression_key",
+        "id",
+        "name",
+        "version",
+        "source",
+        "description_cn",
+        "formula_hint",
+        "expression",
+        "expression_key",
         pl.col("tags").map_elements(lambda t: json.dumps(list(t)), return_dtype=pl.String).alias("tags"),
-        "region", "freq", "variables_json", pl.lit(now).alias("now"),
+        "region",
+        "freq",
+        "variables_json",
+        pl.lit(now).alias("now"),
     )
     _register(con, "_factors", frame)
     con.execute(
@@ -551,9 +716,13 @@ def _replace_values(con: duckdb.DuckDBPyConnection, values: pl.DataFrame | None)
         return 0
     frame = values.select("factor_id", "datetime", "instrument", "value")
     _register(con, "_values", frame)
-    con.execute("DELETE FROM aistock_factor_values WHERE factor_id IN (SELECT DISTINCT factor_id FROM _values)")
-    con.execute("INSERT INTO aistock_factor_values (factor_id, datetime, instrument, value) "
-                "SELECT factor_id, datetime, instrument, value FROM _values")
+    con.execute(
+        "DELETE FROM aistock_factor_values WHERE factor_id IN (SELECT DISTINCT factor_id FROM _values)"
+    )
+    con.execute(
+        "INSERT INTO aistock_factor_values (factor_id, datetime, instrument, value) "
+        "SELECT factor_id, datetime, instrument, value FROM _values"
+    )
     return frame.height
 
 
@@ -574,7 +743,17 @@ def _record_import(
         "last_imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (import_id) DO UPDATE SET "
         "path = excluded.path, item_ids = excluded.item_ids, n_values = excluded.n_values, "
         "last_imported_at = excluded.last_imported_at",
-        [import_id, kind, source, str(path.absolute()), sha256, json.dumps(list(item_ids)), n_values, now, now],
+        [
+            import_id,
+            kind,
+            source,
+            str(path.absolute()),
+            sha256,
+            json.dumps(list(item_ids)),
+            n_values,
+            now,
+            now,
+        ],
     )
     return import_id
 
@@ -582,7 +761,7 @@ def _record_import(
 # --------------------------------------------------------------------------- strategies
 
 
-@storage_errors('an imported strategy to the archive')
+@storage_errors("an imported strategy to the archive")
 def import_strategy(
     path: Path | str,
     *,
@@ -614,11 +793,24 @@ def import_strategy(
         combination_id = resolve_combination_id(archive, combination_id)
     created = new_archive_note(archive)
     with archive_lock(archive, job="import-strategy"), open_catalog(archive, create=True) as con:
-        before = con.execute("SELECT name, source, config_json::VARCHAR, factor_combination_id FROM aistock_strategies "
-                             "WHERE id = ?", [strategy]).fetchall()
-        row = [strategy, key, label, str(config.extra.get("shape") or "portfolio"),
-               str(config.extra.get("output_mode") or "target_weight"), source, config.strategy_type,
-               config_json, combination_id, now, now]
+        before = con.execute(
+            "SELECT name, source, config_json::VARCHAR, factor_combination_id FROM aistock_strategies "
+            "WHERE id = ?",
+            [strategy],
+        ).fetchall()
+        row = [
+            strategy,
+            key,
+            label,
+            str(config.extra.get("shape") or "portfolio"),
+            str(config.extra.get("output_mode") or "target_weight"),
+            source,
+            config.strategy_type,
+            config_json,
+            combination_id,
+            now,
+            now,
+        ]
         with recorded(con, ArchiveLayout.at(archive), "import-strategy") as rec:
             con.execute(
                 "INSERT INTO aistock_strategies (id, strategy_key, name, shape, output_mode, source, strategy_type, "
@@ -629,8 +821,16 @@ def import_strategy(
                 "aistock_strategies.factor_combination_id), updated_at = excluded.updated_at",
                 row,
             )
-            import_id = _record_import(con, kind="strategy", source=source, path=path, sha256=sha256,
-                                       item_ids=[strategy], n_values=0, now=now)
+            import_id = _record_import(
+                con,
+                kind="strategy",
+                source=source,
+                path=path,
+                sha256=sha256,
+                item_ids=[strategy],
+                n_values=0,
+                now=now,
+            )
             rec.capture("aistock_strategies", id=[strategy])
             rec.capture("wb_imports", import_id=[import_id])
     if not before:
@@ -639,5 +839,14 @@ def import_strategy(
         old_name, old_source, _, old_combination = before[0]
         same = old_name == label and old_source == source and (combination_id in (None, old_combination))
         new, updated, unchanged = 0, int(not same), int(same)
-    return ImportResult("strategy", source, str(path), sha256, (strategy,), new, updated, unchanged,
-                        notes=(created,) if created else ())
+    return ImportResult(
+        "strategy",
+        source,
+        str(path),
+        sha256,
+        (strategy,),
+        new,
+        updated,
+        unchanged,
+        notes=(created,) if created else (),
+    )

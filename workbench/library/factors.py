@@ -50,12 +50,27 @@ __all__ = [
 
 PerformanceMetric = Literal["ic_ir", "ic_mean", "sharpe", "annual_return", "max_drawdown", "coverage"]
 FactorSort = Literal[
-    "ic_ir", "ic_mean", "sharpe", "annual_return", "max_drawdown", "coverage",
-    "name", "source", "created_at", "n_experiments", "n_combinations", "n_windows",
+    "ic_ir",
+    "ic_mean",
+    "sharpe",
+    "annual_return",
+    "max_drawdown",
+    "coverage",
+    "name",
+    "source",
+    "created_at",
+    "n_experiments",
+    "n_combinations",
+    "n_windows",
 ]
 PERFORMANCE_METRICS: tuple[str, ...] = get_args(PerformanceMetric)
 """Performance columns; for each of them a higher value is better (drawdowns are negative)."""
-KNOWN_FACTOR_SOURCES: tuple[str, ...] = ("rdagent_generated", "qlib_alpha158", "alpha_library", "external_manual")
+KNOWN_FACTOR_SOURCES: tuple[str, ...] = (
+    "rdagent_generated",
+    "qlib_alpha158",
+    "alpha_library",
+    "external_manual",
+)
 """Documented factor sources; ``factor_library(source=...)`` also accepts any other source the library holds."""
 
 _FACTOR_COLUMNS = """
@@ -169,8 +184,12 @@ def _snapshot(archive: Path | str | None, *, wait_for_disk: bool = False) -> _Sn
         if wait_for_disk:
             _write_cache(files, factors, performance)
         else:  # the caller has its answer without waiting for ~100 MB to be written
-            threading.Thread(target=_write_cache, args=(files, factors, performance), daemon=True,
-                             name="factor-library-cache").start()
+            threading.Thread(
+                target=_write_cache,
+                args=(files, factors, performance),
+                daemon=True,
+                name="factor-library-cache",
+            ).start()
     snapshot = _Snapshot(state, factors, performance)
     _SNAPSHOTS[layout.root] = snapshot
     return snapshot
@@ -196,7 +215,9 @@ def _read_library(archive: Path | str | None) -> tuple[pl.DataFrame, pl.DataFram
     with open_catalog(archive, read_only=True) as con:
         factors = fetch_frame(con, _SNAPSHOT_SQL["factors"])
         performance = fetch_frame(con, _SNAPSHOT_SQL["performance"])
-    windows = performance.group_by("factor_id").agg(pl.col("window_name").n_unique().cast(pl.Int64).alias("n_windows"))
+    windows = performance.group_by("factor_id").agg(
+        pl.col("window_name").n_unique().cast(pl.Int64).alias("n_windows")
+    )
     factors = factors.join(windows, on="factor_id", how="left").with_columns(pl.col("n_windows").fill_null(0))
     return factors, performance
 
@@ -244,11 +265,22 @@ def _best_rows(snapshot: _Snapshot, *, window: str | None, metric: str) -> pl.Da
     """One performance row per factor: its own figures before a combination's, then the best ``metric``."""
     key = (window, metric)
     if key not in snapshot.picks:
-        rows = snapshot.performance if window is None else snapshot.performance.filter(pl.col("window_name") == window)
+        rows = (
+            snapshot.performance
+            if window is None
+            else snapshot.performance.filter(pl.col("window_name") == window)
+        )
         snapshot.picks[key] = (
             rows.sort(
-                [pl.col("factor_id"), pl.col("basis") == "factor", pl.col(metric), pl.col("updated_at"), pl.col("id")],
-                descending=[False, True, True, True, False], nulls_last=True,
+                [
+                    pl.col("factor_id"),
+                    pl.col("basis") == "factor",
+                    pl.col(metric),
+                    pl.col("updated_at"),
+                    pl.col("id"),
+                ],
+                descending=[False, True, True, True, False],
+                nulls_last=True,
             )
             .unique(subset="factor_id", keep="first")
             .drop("id", "updated_at")
@@ -256,10 +288,34 @@ def _best_rows(snapshot: _Snapshot, *, window: str | None, metric: str) -> pl.Da
     return snapshot.picks[key]
 
 
-_RESULT_ORDER = ["factor_id", "name", "version", "source", "tags", "description_cn", "expression", "formula_hint",
-                 "region", "freq", "first_experiment_id", "created_at", "window_name", "start_date", "end_date",
-                 "ic_mean", "ic_ir", "coverage", "annual_return", "max_drawdown", "sharpe", "basis",
-                 "perf_experiment_id", "n_windows", "n_experiments", "n_combinations"]
+_RESULT_ORDER = [
+    "factor_id",
+    "name",
+    "version",
+    "source",
+    "tags",
+    "description_cn",
+    "expression",
+    "formula_hint",
+    "region",
+    "freq",
+    "first_experiment_id",
+    "created_at",
+    "window_name",
+    "start_date",
+    "end_date",
+    "ic_mean",
+    "ic_ir",
+    "coverage",
+    "annual_return",
+    "max_drawdown",
+    "sharpe",
+    "basis",
+    "perf_experiment_id",
+    "n_windows",
+    "n_experiments",
+    "n_combinations",
+]
 
 
 def factor_library(
@@ -307,17 +363,22 @@ def factor_library(
         if wrong:
             raise ConfigError(f"source={', '.join(map(repr, wrong))} is not one of: {', '.join(valid)}")
     if window is not None and window not in snapshot.windows:
-        listed = ", ".join(snapshot.windows[:20]) + (f" and {len(snapshot.windows) - 20} more"
-                                                       if len(snapshot.windows) > 20 else "")
-        raise ConfigError(f"window={window!r}: no factor has a result in that window; windows in the library: "
-                          f"{listed or '(none yet)'}")
+        listed = ", ".join(snapshot.windows[:20]) + (
+            f" and {len(snapshot.windows) - 20} more" if len(snapshot.windows) > 20 else ""
+        )
+        raise ConfigError(
+            f"window={window!r}: no factor has a result in that window; windows in the library: "
+            f"{listed or '(none yet)'}"
+        )
     chosen = snapshot.factors
     if sources:
         chosen = chosen.filter(pl.col("source").is_in(sources))
     if wanted_tags:
         chosen = chosen.filter(pl.all_horizontal([pl.col("tags").list.contains(t) for t in wanted_tags]))
     if name_like:
-        chosen = chosen.filter(pl.col("name").str.to_lowercase().str.contains(name_like.lower(), literal=True))
+        chosen = chosen.filter(
+            pl.col("name").str.to_lowercase().str.contains(name_like.lower(), literal=True)
+        )
     best = _best_rows(snapshot, window=window, metric=sort_by if sort_by in PERFORMANCE_METRICS else "ic_ir")
     frame = chosen.join(best, on="factor_id", how="inner" if window is not None else "left")
     if min_ic is not None:
@@ -340,17 +401,25 @@ def resolve_factor_ids(archive: Path | str | None, refs: Sequence[str]) -> list[
     known = _lookup(archive, refs)
     resolved = []
     for ref in refs:
-        hits = known.filter((pl.col("id") == ref) | (pl.col("name") == ref) |
-                            (pl.lit(len(ref) >= 6) & pl.col("id").str.starts_with(ref)))
+        hits = known.filter(
+            (pl.col("id") == ref)
+            | (pl.col("name") == ref)
+            | (pl.lit(len(ref) >= 6) & pl.col("id").str.starts_with(ref))
+        )
         exact = hits.filter(pl.col("id") == ref)
         if exact.height:
             hits = exact
         if hits.height == 0:
             short = " (an id prefix needs at least 6 characters)" if len(ref) < 6 else ""
-            raise ConfigError(f"unknown factor {ref!r}: no factor has that id, id prefix or name{short} "
-                              "(see `workbench factors`)")
+            raise ConfigError(
+                f"unknown factor {ref!r}: no factor has that id, id prefix or name{short} "
+                "(see `workbench factors`)"
+            )
         if hits.height > 1:
-            listed = ", ".join(f"{r['id'][:12]} ({r['name']} v{r['version']}, {r['source']})" for r in hits.iter_rows(named=True))
+            listed = ", ".join(
+                f"{r['id'][:12]} ({r['name']} v{r['version']}, {r['source']})"
+                for r in hits.iter_rows(named=True)
+            )
             raise ConfigError(f"factor {ref!r} is ambiguous: {listed}; give the id")
         resolved.append(hits["id"][0])
     return resolved
@@ -359,8 +428,10 @@ def resolve_factor_ids(archive: Path | str | None, refs: Sequence[str]) -> list[
 def resolve_factor_id(archive: Path | str | None, ref: str) -> str:
     """One factor id for an id, unique id prefix (≥ 6 characters) or unique name; an empty reference is an error."""
     if not isinstance(ref, str) or not ref.strip():
-        raise ConfigError("factor reference is empty; give a factor id, a unique id prefix or a name "
-                          "(see `workbench factors`)")
+        raise ConfigError(
+            "factor reference is empty; give a factor id, a unique id prefix or a name "
+            "(see `workbench factors`)"
+        )
     (resolved,) = resolve_factor_ids(archive, [ref])
     return resolved
 
@@ -397,12 +468,17 @@ def factor_performance(archive: Path | str | None, factor_ids: Sequence[str] | N
     """
     if factor_ids is None:
         return read_frame(archive, _PERFORMANCE_SQL.format(where=""))
-    return read_frame(archive, _PERFORMANCE_SQL.format(where="WHERE p.factor_id IN (SELECT unnest($ids))"),
-                      {"ids": list(factor_ids) or [""]})
+    return read_frame(
+        archive,
+        _PERFORMANCE_SQL.format(where="WHERE p.factor_id IN (SELECT unnest($ids))"),
+        {"ids": list(factor_ids) or [""]},
+    )
 
 
-_LINEAGE_METRICS = ", ".join(f"{EXPERIMENT_METRICS_SQL[k]} AS {k}"
-                             for k in ("annualized_return", "information_ratio", "max_drawdown", "ic"))
+_LINEAGE_METRICS = ", ".join(
+    f"{EXPERIMENT_METRICS_SQL[k]} AS {k}"
+    for k in ("annualized_return", "information_ratio", "max_drawdown", "ic")
+)
 _LINEAGE_SQL = {
     "factor": f"SELECT {_FACTOR_COLUMNS}, f.variables_json, f.updated_at FROM aistock_factors f WHERE f.id = $id",
     "experiments": f"""
@@ -425,7 +501,7 @@ _LINEAGE_SQL = {
     """,
     "performance": _PERFORMANCE_SQL.format(where="WHERE p.factor_id = $id"),
     "values": "SELECT count(*) AS n_rows, min(datetime) AS start, max(datetime) AS end, "
-              "count(DISTINCT instrument) AS n_instruments FROM aistock_factor_values WHERE factor_id = $id",
+    "count(DISTINCT instrument) AS n_instruments FROM aistock_factor_values WHERE factor_id = $id",
 }
 
 
@@ -440,7 +516,9 @@ def factor_lineage(archive: Path | str | None, factor_id: str) -> dict[str, Any]
     """
     resolved = resolve_factor_id(archive, factor_id)
     with open_catalog(archive, read_only=True) as con:
-        parts = {key: _json_rows(fetch_frame(con, sql, {"id": resolved})) for key, sql in _LINEAGE_SQL.items()}
+        parts = {
+            key: _json_rows(fetch_frame(con, sql, {"id": resolved})) for key, sql in _LINEAGE_SQL.items()
+        }
     row = parts["factor"][0]
     first_id = row.get("first_experiment_id")
     first = next((e for e in parts["experiments"] if e["experiment_id"] == first_id), None)

@@ -426,12 +426,17 @@ def _read_mapping(path: Path) -> Mapping[str, Any]:
     except FileNotFoundError:
         raise InputFileError(path, "file not found", hint="check the path") from None
     except IsADirectoryError:
-        raise InputFileError(path, "is a folder, not a file", hint=f"give the path of a {suffix} file") from None
+        raise InputFileError(
+            path, "is a folder, not a file", hint=f"give the path of a {suffix} file"
+        ) from None
     except UnicodeDecodeError as error:
-        raise InputFileError(path, f"not UTF-8 text ({error.reason} at byte {error.start})",
-                             hint="save the file as UTF-8") from error
+        raise InputFileError(
+            path, f"not UTF-8 text ({error.reason} at byte {error.start})", hint="save the file as UTF-8"
+        ) from error
     except OSError as error:
-        raise InputFileError(path, f"cannot read the file ({error.strerror or type(error).__name__})") from error
+        raise InputFileError(
+            path, f"cannot read the file ({error.strerror or type(error).__name__})"
+        ) from error
     try:
         data = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
     except json.JSONDecodeError as error:

@@ -64,16 +64,20 @@ class AttachResult:
         return asdict(self)
 
     def format(self) -> str:
-        lines = [f"{'replaced the' if self.replaced else 'attached a'} request "
-                 f"{self.request_name or '(unnamed)'} ({self.kind}) to task run {self.task_run_id}"]
+        lines = [
+            f"{'replaced the' if self.replaced else 'attached a'} request "
+            f"{self.request_name or '(unnamed)'} ({self.kind}) to task run {self.task_run_id}"
+        ]
         for entry in self.strategies:
-            lines.append(f"  loop {entry['loop_id'] if entry['loop_id'] is not None else '?':>3}  "
-                         f"{entry['role']:<9}  {entry['name']}")
+            lines.append(
+                f"  loop {entry['loop_id'] if entry['loop_id'] is not None else '?':>3}  "
+                f"{entry['role']:<9}  {entry['name']}"
+            )
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
 
 
-@storage_errors('an attached request to the archive catalog')
+@storage_errors("an attached request to the archive catalog")
 def attach_request(archive: Path | str | None, task_run_id: str, path: Path | str) -> AttachResult:
     """Validate a request file (JSON or YAML) and attach it to a task run (replacing an earlier one).
 
@@ -88,41 +92,67 @@ def attach_request(archive: Path | str | None, task_run_id: str, path: Path | st
         raise ConfigError("task run id is empty")
     entries = request.strategy_entries()
     if not entries:
-        raise ConfigError(f"{path}: the request names no strategy (give strategy or strategies); "
-                          "there is nothing to attach to the task run's loops")
+        raise ConfigError(
+            f"{path}: the request names no strategy (give strategy or strategies); "
+            "there is nothing to attach to the task run's loops"
+        )
     now = utc_now()
     created = new_archive_note(archive)
     with archive_lock(archive, job="attach-request"), open_catalog(archive, create=True) as con:
-        known_loops = {int(r[0]) for r in con.execute(
-            "SELECT loop_id FROM wb_loop_state WHERE task_run_id = ? UNION SELECT loop_id FROM aistock_experiments "
-            "WHERE task_run_id = ?", [task_run_id, task_run_id]).fetchall()}
-        cleaned = sorted(int(r[0]) for r in con.execute(
-            "SELECT loop_id FROM aistock_experiments WHERE task_run_id = ? AND workspace_state <> 'present'",
-            [task_run_id]).fetchall())
-        replaced = bool(con.execute("SELECT count(*) FROM wb_attached_requests WHERE task_run_id = ?",
-                                    [task_run_id]).fetchall()[0][0])
+        known_loops = {
+            int(r[0])
+            for r in con.execute(
+                "SELECT loop_id FROM wb_loop_state WHERE task_run_id = ? UNION SELECT loop_id FROM aistock_experiments "
+                "WHERE task_run_id = ?",
+                [task_run_id, task_run_id],
+            ).fetchall()
+        }
+        cleaned = sorted(
+            int(r[0])
+            for r in con.execute(
+                "SELECT loop_id FROM aistock_experiments WHERE task_run_id = ? AND workspace_state <> 'present'",
+                [task_run_id],
+            ).fetchall()
+        )
+        replaced = bool(
+            con.execute(
+                "SELECT count(*) FROM wb_attached_requests WHERE task_run_id = ?", [task_run_id]
+            ).fetchall()[0][0]
+        )
         with recorded(con, ArchiveLayout.at(archive), "attach-request") as rec:
             con.execute(
                 "INSERT INTO wb_attached_requests (task_run_id, request_json, source_path, attached_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (task_run_id) DO UPDATE SET request_json = excluded.request_json, "
                 "source_path = excluded.source_path, attached_at = excluded.attached_at",
-                [task_run_id, json.dumps(request.model_dump(mode="json"), ensure_ascii=False), str(path.absolute()),
-                 now],
+                [
+                    task_run_id,
+                    json.dumps(request.model_dump(mode="json"), ensure_ascii=False),
+                    str(path.absolute()),
+                    now,
+                ],
             )
             rec.capture("wb_attached_requests", task_run_id=[task_run_id])
     notes = [created] if created else []
     if not known_loops:
-        notes.append(f"the archive has no loop of task run {task_run_id} yet; the request applies when it is archived")
+        notes.append(
+            f"the archive has no loop of task run {task_run_id} yet; the request applies when it is archived"
+        )
     else:
         unknown = sorted({e.loop_id for e in entries if e.loop_id is not None} - known_loops)
         if unknown:
-            notes.append(f"loop(s) {unknown} named by the request are not in the archive (known: {sorted(known_loops)})")
-        notes.append("loops already archived take the request up when archived again "
-                     "(the next `workbench archive` run does it)")
+            notes.append(
+                f"loop(s) {unknown} named by the request are not in the archive (known: {sorted(known_loops)})"
+            )
+        notes.append(
+            "loops already archived take the request up when archived again "
+            "(the next `workbench archive` run does it)"
+        )
         if cleaned:
-            notes.append(f"loop(s) {cleaned} had their workspaces cleaned up: they cannot be archived again and "
-                         "keep their earlier record; to apply the request to them, bring the workspaces back "
-                         "first (`workbench cleanup undo PLAN_ID` while they are in quarantine)")
+            notes.append(
+                f"loop(s) {cleaned} had their workspaces cleaned up: they cannot be archived again and "
+                "keep their earlier record; to apply the request to them, bring the workspaces back "
+                "first (`workbench cleanup undo PLAN_ID` while they are in quarantine)"
+            )
     if len(entries) > 1 and any(e.loop_id is None for e in entries):
         notes.append("some strategies have no loop_id; the archive cannot tell which loop ran them")
     shown = tuple({"name": e.name, "role": e.role, "loop_id": e.loop_id, "source": e.source} for e in entries)
@@ -131,29 +161,39 @@ def attach_request(archive: Path | str | None, task_run_id: str, path: Path | st
 
 def attached_request(archive: Path | str | None, task_run_id: str) -> ExperimentRequest | None:
     """The request attached to a task run, validated again (None when nothing is attached)."""
-    frame = read_frame(archive, "SELECT request_json::VARCHAR AS request_json FROM wb_attached_requests "
-                                "WHERE task_run_id = $id", {"id": task_run_id})
+    frame = read_frame(
+        archive,
+        "SELECT request_json::VARCHAR AS request_json FROM wb_attached_requests WHERE task_run_id = $id",
+        {"id": task_run_id},
+    )
     if frame.height == 0:
         return None
     return parse_request(json.loads(frame["request_json"][0]), source=f"wb_attached_requests[{task_run_id}]")
 
 
-def _factor_refs(archive: Path | str | None, factor_ids: Sequence[str]) -> tuple[list[FactorRef], dict[str, str]]:
+def _factor_refs(
+    archive: Path | str | None, factor_ids: Sequence[str]
+) -> tuple[list[FactorRef], dict[str, str]]:
     """FactorRefs (name, source, version) of library factors, and name → library id.
 
     Names must be unique within one request (RD-Agent refers to factors by name); two library
     factors with the same name are an error naming both.
     """
-    rows = read_frame(archive, "SELECT id, name, version, source FROM aistock_factors WHERE id IN (SELECT unnest($ids))",
-                      {"ids": list(factor_ids)})
+    rows = read_frame(
+        archive,
+        "SELECT id, name, version, source FROM aistock_factors WHERE id IN (SELECT unnest($ids))",
+        {"ids": list(factor_ids)},
+    )
     by_id = {r["id"]: r for r in rows.iter_rows(named=True)}
     refs: list[FactorRef] = []
     names: dict[str, str] = {}
     for factor in factor_ids:
         row = by_id[factor]
         if row["name"] in names and names[row["name"]] != factor:
-            raise ConfigError(f"two chosen factors are both called {row['name']!r} ({names[row['name']][:12]} and "
-                              f"{factor[:12]}); RD-Agent refers to factors by name, keep one")
+            raise ConfigError(
+                f"two chosen factors are both called {row['name']!r} ({names[row['name']][:12]} and "
+                f"{factor[:12]}); RD-Agent refers to factors by name, keep one"
+            )
         if row["name"] in names:
             continue
         names[row["name"]] = factor
@@ -186,10 +226,16 @@ def request_for(
         raise ConfigError("give either a combination or a list of factors, not both")
     if combination_id:
         resolved_combination = resolve_combination_id(archive, combination_id)
-        members = read_frame(archive, "SELECT CAST(factor_ids AS VARCHAR[]) AS ids FROM aistock_factor_combinations "
-                                      "WHERE id = $id", {"id": resolved_combination})["ids"][0].to_list()
-        names = read_frame(archive, "SELECT id FROM aistock_factors WHERE id IN (SELECT unnest($ids)) ORDER BY name, id",
-                           {"ids": list(members)})
+        members = read_frame(
+            archive,
+            "SELECT CAST(factor_ids AS VARCHAR[]) AS ids FROM aistock_factor_combinations WHERE id = $id",
+            {"id": resolved_combination},
+        )["ids"][0].to_list()
+        names = read_frame(
+            archive,
+            "SELECT id FROM aistock_factors WHERE id IN (SELECT unnest($ids)) ORDER BY name, id",
+            {"ids": list(members)},
+        )
         chosen = names["id"].to_list()
     else:
         resolved_combination = None
@@ -222,26 +268,33 @@ def _strategy_entries(
     archive: Path | str | None, strategies: list[str], *, control_id: str | None, factor_set: FactorSetConfig
 ) -> list[StrategyEntry]:
     """One entry per strategy, each with the request's factor set (the archive job reads it per loop)."""
-    sources = read_frame(archive, "SELECT id, source FROM aistock_strategies WHERE id IN (SELECT unnest($ids))",
-                         {"ids": strategies or [""]})
+    sources = read_frame(
+        archive,
+        "SELECT id, source FROM aistock_strategies WHERE id IN (SELECT unnest($ids))",
+        {"ids": strategies or [""]},
+    )
     source_of = dict(zip(sources["id"].to_list(), sources["source"].to_list(), strict=True))
     entries: list[StrategyEntry] = []
     taken: set[str] = set()
     for loop, strategy in enumerate(strategies):
         config = strategy_config(archive, strategy)
-        config = config.model_copy(update={"extra": {k: v for k, v in config.extra.items() if k != "library_strategy_id"}})
+        config = config.model_copy(
+            update={"extra": {k: v for k, v in config.extra.items() if k != "library_strategy_id"}}
+        )
         label = config.name or config.strategy_type
         unique = label if label not in taken else f"{label}_{loop}"
         taken.add(unique)
-        entries.append(StrategyEntry.from_config(
-            config,
-            role="control" if strategy == control_id else "treatment",
-            source=_SOURCE_FOR_LIBRARY.get(str(source_of.get(strategy)), "rdagent"),  # type: ignore[arg-type]
-            name=unique,
-            loop_id=loop,
-            factor_set=factor_set,
-            external_id=strategy,
-        ))
+        entries.append(
+            StrategyEntry.from_config(
+                config,
+                role="control" if strategy == control_id else "treatment",
+                source=_SOURCE_FOR_LIBRARY.get(str(source_of.get(strategy)), "rdagent"),  # type: ignore[arg-type]
+                name=unique,
+                loop_id=loop,
+                factor_set=factor_set,
+                external_id=strategy,
+            )
+        )
     return entries
 
 
@@ -265,11 +318,22 @@ def export_request(
     out = Path(out)
     if out.suffix.lower() not in (".json", ".yaml", ".yml"):
         raise ConfigError(f"{out}: use a .json, .yaml or .yml file name")
-    request = request_for(archive, factor_ids=factor_ids, combination_id=combination_id, strategy_ids=strategy_ids,
-                          control=control, name=name, kind=kind, description=description)
+    request = request_for(
+        archive,
+        factor_ids=factor_ids,
+        combination_id=combination_id,
+        strategy_ids=strategy_ids,
+        control=control,
+        name=name,
+        kind=kind,
+        description=description,
+    )
     data = request_to_rdagent_json(request)
-    text = (json.dumps(data, indent=2, ensure_ascii=False) + "\n" if out.suffix.lower() == ".json"
-            else yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    text = (
+        json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        if out.suffix.lower() == ".json"
+        else yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
+    )
     if out.is_dir():
         raise ConfigError(f"{out}: is a folder; give a file name ending in .json, .yaml or .yml (--out FILE)")
     tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.part")
@@ -280,7 +344,10 @@ def export_request(
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        reason = (f"{exc.filename or 'a parent'} is a file, not a folder"
-                  if isinstance(exc, FileExistsError | NotADirectoryError) else exc.strerror or type(exc).__name__)
+        reason = (
+            f"{exc.filename or 'a parent'} is a file, not a folder"
+            if isinstance(exc, FileExistsError | NotADirectoryError)
+            else exc.strerror or type(exc).__name__
+        )
         raise ConfigError(f"{out}: cannot write the request: {reason}; choose a writable --out path") from exc
     return out

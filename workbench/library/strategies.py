@@ -43,8 +43,15 @@ STATUS_FILTERS: tuple[str, ...] = (*get_args(RecommendationStatus), "none")
 KNOWN_STRATEGY_SOURCES: tuple[str, ...] = ("rdagent", "external", "handcrafted")
 """Strategy sources workbench writes; ``strategy_library(source=...)`` also accepts any other source in the library."""
 StrategySort = Literal[
-    "information_ratio", "annualized_return", "max_drawdown", "ic", "rank_ic", "turnover",
-    "name", "created_at", "task_run_id",
+    "information_ratio",
+    "annualized_return",
+    "max_drawdown",
+    "ic",
+    "rank_ic",
+    "turnover",
+    "name",
+    "created_at",
+    "task_run_id",
 ]
 
 # Key results of an experiment: recomputed from the archived return series (excess return with
@@ -54,16 +61,22 @@ _QLIB = "e.metrics_json"
 
 
 def _metric(recomputed_key: str, qlib_key: str) -> str:
-    return (f"coalesce(TRY_CAST(json_extract_string({_RECOMPUTED}, '$.\"{recomputed_key}\"') AS DOUBLE), "
-            f"TRY_CAST(json_extract_string({_QLIB}, '$.qlib.{qlib_key}') AS DOUBLE))")
+    return (
+        f"coalesce(TRY_CAST(json_extract_string({_RECOMPUTED}, '$.\"{recomputed_key}\"') AS DOUBLE), "
+        f"TRY_CAST(json_extract_string({_QLIB}, '$.qlib.{qlib_key}') AS DOUBLE))"
+    )
 
 
 EXPERIMENT_METRICS_SQL: dict[str, str] = {
-    "annualized_return": _metric("excess_return_with_cost.additive.annualized_return",
-                                 "excess_return_with_cost_annualized_return"),
-    "information_ratio": _metric("excess_return_with_cost.additive.information_ratio",
-                                 "excess_return_with_cost_information_ratio"),
-    "max_drawdown": _metric("excess_return_with_cost.additive.max_drawdown", "excess_return_with_cost_max_drawdown"),
+    "annualized_return": _metric(
+        "excess_return_with_cost.additive.annualized_return", "excess_return_with_cost_annualized_return"
+    ),
+    "information_ratio": _metric(
+        "excess_return_with_cost.additive.information_ratio", "excess_return_with_cost_information_ratio"
+    ),
+    "max_drawdown": _metric(
+        "excess_return_with_cost.additive.max_drawdown", "excess_return_with_cost_max_drawdown"
+    ),
     "ic": f"TRY_CAST(json_extract_string({_QLIB}, '$.qlib.ic') AS DOUBLE)",
     "rank_ic": f"TRY_CAST(json_extract_string({_QLIB}, '$.qlib.rank_ic') AS DOUBLE)",
     "turnover": f"TRY_CAST(json_extract_string({_RECOMPUTED}, '$.turnover_mean') AS DOUBLE)",
@@ -132,7 +145,9 @@ def strategy_library(
         where.append("contains(lower(s.name), lower($name_like))")
         params["name_like"] = name_like
     metrics = ",\n           ".join(f"{sql} AS {name}" for name, sql in EXPERIMENT_METRICS_SQL.items())
-    order = {"name": "s.name", "created_at": "s.created_at", "task_run_id": "e.task_run_id"}.get(sort_by, sort_by)
+    order = {"name": "s.name", "created_at": "s.created_at", "task_run_id": "e.task_run_id"}.get(
+        sort_by, sort_by
+    )
     sql = f"""
     WITH latest AS (
         SELECT * FROM aistock_experiments
@@ -181,29 +196,47 @@ def _check_in_library(
     task_runs: list[str] = []
     requests: list[str] = []
     with open_catalog(archive, read_only=True) as con:
-        known_sources = [r[0] for r in con.execute(
-            "SELECT DISTINCT source FROM aistock_strategies WHERE source IS NOT NULL ORDER BY source").fetchall()]
+        known_sources = [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT source FROM aistock_strategies WHERE source IS NOT NULL ORDER BY source"
+            ).fetchall()
+        ]
         if task_run_id is not None:
-            task_runs = [r[0] for r in con.execute(
-                "SELECT DISTINCT task_run_id FROM aistock_experiments WHERE strategy_id IS NOT NULL "
-                "AND task_run_id IS NOT NULL ORDER BY task_run_id").fetchall()]
+            task_runs = [
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT task_run_id FROM aistock_experiments WHERE strategy_id IS NOT NULL "
+                    "AND task_run_id IS NOT NULL ORDER BY task_run_id"
+                ).fetchall()
+            ]
         if request_name is not None:
-            requests = [r[0] for r in con.execute(
-                "SELECT DISTINCT request_name FROM aistock_experiments WHERE strategy_id IS NOT NULL "
-                "AND request_name IS NOT NULL ORDER BY request_name").fetchall()]
+            requests = [
+                r[0]
+                for r in con.execute(
+                    "SELECT DISTINCT request_name FROM aistock_experiments WHERE strategy_id IS NOT NULL "
+                    "AND request_name IS NOT NULL ORDER BY request_name"
+                ).fetchall()
+            ]
     valid_sources = sorted(set(KNOWN_STRATEGY_SOURCES) | set(known_sources))
     wrong = [s for s in sources if s not in valid_sources]
     if wrong:
         raise ConfigError(f"source={', '.join(map(repr, wrong))} is not one of: {', '.join(valid_sources)}")
     if task_run_id is not None:
         if not task_run_id:
-            raise ConfigError("task run id is empty; give a task run id or its prefix (see `workbench status`)")
+            raise ConfigError(
+                "task run id is empty; give a task run id or its prefix (see `workbench status`)"
+            )
         if not any(t.startswith(task_run_id) for t in task_runs):
-            raise ConfigError(f"unknown task run {task_run_id!r}: no archived strategy belongs to a task run with "
-                              f"that id or prefix; task runs in the library: {_listed(task_runs)}")
+            raise ConfigError(
+                f"unknown task run {task_run_id!r}: no archived strategy belongs to a task run with "
+                f"that id or prefix; task runs in the library: {_listed(task_runs)}"
+            )
     if request_name is not None and request_name not in requests:
-        raise ConfigError(f"unknown request {request_name!r}: no archived experiment was run under that request name; "
-                          f"request names in the library: {_listed(requests)}")
+        raise ConfigError(
+            f"unknown request {request_name!r}: no archived experiment was run under that request name; "
+            f"request names in the library: {_listed(requests)}"
+        )
 
 
 def resolve_strategy_id(archive: Path | str | None, ref: str) -> str:
@@ -222,15 +255,19 @@ def resolve_strategy_id(archive: Path | str | None, ref: str) -> str:
         return exact["id"][0]
     if hits.height == 0:
         short = " (an id prefix needs at least 6 characters)" if len(ref) < 6 else ""
-        raise ConfigError(f"unknown strategy {ref!r}: no strategy has that id, id prefix, key or name{short} "
-                          "(see `workbench strategies`)")
+        raise ConfigError(
+            f"unknown strategy {ref!r}: no strategy has that id, id prefix, key or name{short} "
+            "(see `workbench strategies`)"
+        )
     if hits.height > 1:
-        listed = ", ".join(f"{r['id'][:12]} ({r['name']}, {r['strategy_key']})" for r in hits.iter_rows(named=True))
+        listed = ", ".join(
+            f"{r['id'][:12]} ({r['name']}, {r['strategy_key']})" for r in hits.iter_rows(named=True)
+        )
         raise ConfigError(f"strategy {ref!r} is ambiguous: {listed}; give the id")
     return hits["id"][0]
 
 
-@storage_errors('a strategy recommendation to the archive catalog')
+@storage_errors("a strategy recommendation to the archive catalog")
 def set_recommendation(
     archive: Path | str | None,
     strategy_id: str,
@@ -254,8 +291,9 @@ def set_recommendation(
     now = utc_now()
     with archive_lock(archive, job="review"), open_catalog(archive) as con:
         with recorded(con, ArchiveLayout.at(archive), "review") as rec:
-            previous = con.execute("SELECT recommendation_status FROM aistock_strategies WHERE id = ?",
-                                   [resolved]).fetchall()[0][0]
+            previous = con.execute(
+                "SELECT recommendation_status FROM aistock_strategies WHERE id = ?", [resolved]
+            ).fetchall()[0][0]
             con.execute(
                 "UPDATE aistock_strategies SET recommendation_status = ?, review_note = ?, updated_at = ? WHERE id = ?",
                 [status, note, now, resolved],
@@ -267,8 +305,12 @@ def set_recommendation(
             )
             rec.capture("aistock_strategies", id=[resolved])
             rec.capture("wb_strategy_reviews", strategy_id=[resolved])
-        row = fetch_frame(con, "SELECT id AS strategy_id, name, recommendation_status, review_note, updated_at "
-                               "FROM aistock_strategies WHERE id = $id", {"id": resolved})
+        row = fetch_frame(
+            con,
+            "SELECT id AS strategy_id, name, recommendation_status, review_note, updated_at "
+            "FROM aistock_strategies WHERE id = $id",
+            {"id": resolved},
+        )
     out = row.to_dicts()[0]
     out["previous_status"] = previous
     out["updated_at"] = out["updated_at"].isoformat()
@@ -283,8 +325,11 @@ def strategy_config(archive: Path | str | None, strategy_id: str) -> StrategyCon
     which goes under ``extra``. The library id travels in ``extra.library_strategy_id``.
     """
     resolved = resolve_strategy_id(archive, strategy_id)
-    row = read_frame(archive, "SELECT id, name, strategy_type, config_json FROM aistock_strategies WHERE id = $id",
-                     {"id": resolved}).to_dicts()[0]
+    row = read_frame(
+        archive,
+        "SELECT id, name, strategy_type, config_json FROM aistock_strategies WHERE id = $id",
+        {"id": resolved},
+    ).to_dicts()[0]
     stored = json.loads(row["config_json"] or "{}")
     fields = set(StrategyConfig.model_fields)
     config = {k: v for k, v in stored.items() if k in fields and v is not None}

@@ -34,13 +34,19 @@ class Installation:
         """Check the layout and build the resolver (`path_map` items are `FROM=TO` strings)."""
         root = Path(root).expanduser()
         if not root.exists():
-            raise ConfigError(f"RD-Agent root {root} does not exist; pass the directory that contains RDagentDB/")
+            raise ConfigError(
+                f"RD-Agent root {root} does not exist; pass the directory that contains RDagentDB/"
+            )
         if not root.is_dir():
-            raise ConfigError(f"RD-Agent root {root} is not a directory; pass the repo root, not a file in it")
+            raise ConfigError(
+                f"RD-Agent root {root} is not a directory; pass the repo root, not a file in it"
+            )
         root = root.resolve()
         registry_path = Path(registry).expanduser() if registry is not None else root / REGISTRY_RELPATH
         if registry_path.exists() and not registry_path.is_file():
-            raise RegistryError(f"registry {registry_path} is not a regular file; pass the path of registry.sqlite itself")
+            raise RegistryError(
+                f"registry {registry_path} is not a regular file; pass the path of registry.sqlite itself"
+            )
         if not registry_path.is_file():
             raise RegistryError(
                 f"registry {registry_path} not found; RD-Agent creates it on first write "

@@ -59,7 +59,7 @@ def _strip_windows_prefixes(text: str) -> str:
             text = "//" + text[4:]
     match = _WSL_SHARE.match(text)
     if match:  # a WSL distribution's root seen from Windows: the POSIX path inside it
-        text = text[match.end():] or "/"
+        text = text[match.end() :] or "/"
     return text
 
 
@@ -175,8 +175,13 @@ class PathResolver:
         for (source, target), (source_key, target_path) in zip(self.rules, self._rule_keys, strict=True):
             suffix = _strip_prefix(key, source_key, fold=fold)
             if suffix is not None:
-                matches.append((len(source_key), f"--path-map {source}={target}",
-                                _join(target_path, suffix.split("/") if suffix else [])))
+                matches.append(
+                    (
+                        len(source_key),
+                        f"--path-map {source}={target}",
+                        _join(target_path, suffix.split("/") if suffix else []),
+                    )
+                )
         matches.sort(key=lambda m: -m[0])  # stable: equal lengths keep the command-line order
         return [(label, path) for _length, label, path in matches]
 
@@ -215,7 +220,9 @@ class PathResolver:
                 suffix = segments[index:]
                 if ".." in suffix:
                     continue
-                out.append((f"re-rooted at {segment!r} under the RD-Agent root", _join(self.rdagent_root, suffix)))
+                out.append(
+                    (f"re-rooted at {segment!r} under the RD-Agent root", _join(self.rdagent_root, suffix))
+                )
         return out
 
 

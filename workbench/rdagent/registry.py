@@ -39,39 +39,96 @@ _S, _I, _F = pl.String, pl.Int64, pl.Float64
 #: Canonical columns: all HEAD columns of spec §2.2, in HEAD order, with their Polars types.
 SCHEMA: dict[str, tuple[tuple[str, Any], ...]] = {
     "task_runs": (
-        ("task_run_id", _S), ("scenario", _S), ("status", _S), ("created_at_utc", _S),
-        ("updated_at_utc", _S), ("git_sha", _S), ("rdagent_version", _S), ("log_trace_path", _S),
+        ("task_run_id", _S),
+        ("scenario", _S),
+        ("status", _S),
+        ("created_at_utc", _S),
+        ("updated_at_utc", _S),
+        ("git_sha", _S),
+        ("rdagent_version", _S),
+        ("log_trace_path", _S),
         ("params_json", _S),
     ),
     "loops": (
-        ("task_run_id", _S), ("loop_id", _I), ("action", _S), ("status", _S), ("has_result", _I),
-        ("best_workspace_id", _S), ("started_at_utc", _S), ("ended_at_utc", _S), ("error_type", _S),
-        ("error_message", _S), ("ic_mean", _F), ("rank_ic_mean", _F), ("ann_return", _F), ("mdd", _F),
-        ("turnover", _F), ("multi_score", _F), ("metrics_json", _S), ("log_dir", _S),
-        ("materialization_status", _S), ("materialization_error", _S),
-        ("materialization_updated_at_utc", _S), ("asset_bundle_id", _S), ("is_solidified", _I),
-        ("sync_status", _S), ("updated_at_utc", _S),
+        ("task_run_id", _S),
+        ("loop_id", _I),
+        ("action", _S),
+        ("status", _S),
+        ("has_result", _I),
+        ("best_workspace_id", _S),
+        ("started_at_utc", _S),
+        ("ended_at_utc", _S),
+        ("error_type", _S),
+        ("error_message", _S),
+        ("ic_mean", _F),
+        ("rank_ic_mean", _F),
+        ("ann_return", _F),
+        ("mdd", _F),
+        ("turnover", _F),
+        ("multi_score", _F),
+        ("metrics_json", _S),
+        ("log_dir", _S),
+        ("materialization_status", _S),
+        ("materialization_error", _S),
+        ("materialization_updated_at_utc", _S),
+        ("asset_bundle_id", _S),
+        ("is_solidified", _I),
+        ("sync_status", _S),
+        ("updated_at_utc", _S),
     ),
     "workspaces": (
-        ("workspace_id", _S), ("task_run_id", _S), ("loop_id", _I), ("workspace_role", _S),
-        ("experiment_type", _S), ("step_name", _S), ("status", _S), ("workspace_path", _S),
-        ("meta_path", _S), ("summary_path", _S), ("manifest_path", _S), ("created_at_utc", _S),
+        ("workspace_id", _S),
+        ("task_run_id", _S),
+        ("loop_id", _I),
+        ("workspace_role", _S),
+        ("experiment_type", _S),
+        ("step_name", _S),
+        ("status", _S),
+        ("workspace_path", _S),
+        ("meta_path", _S),
+        ("summary_path", _S),
+        ("manifest_path", _S),
+        ("created_at_utc", _S),
         ("updated_at_utc", _S),
     ),
     "artifacts": (
-        ("artifact_id", _S), ("task_run_id", _S), ("loop_id", _I), ("workspace_id", _S),
-        ("artifact_type", _S), ("name", _S), ("version", _S), ("status", _S), ("primary_flag", _I),
-        ("summary_json", _S), ("entry_path", _S), ("model_type", _S), ("model_conf_json", _S),
-        ("dataset_conf_json", _S), ("feature_schema_json", _S), ("created_at_utc", _S),
+        ("artifact_id", _S),
+        ("task_run_id", _S),
+        ("loop_id", _I),
+        ("workspace_id", _S),
+        ("artifact_type", _S),
+        ("name", _S),
+        ("version", _S),
+        ("status", _S),
+        ("primary_flag", _I),
+        ("summary_json", _S),
+        ("entry_path", _S),
+        ("model_type", _S),
+        ("model_conf_json", _S),
+        ("dataset_conf_json", _S),
+        ("feature_schema_json", _S),
+        ("created_at_utc", _S),
         ("updated_at_utc", _S),
     ),
     "artifact_files": (
-        ("file_id", _S), ("artifact_id", _S), ("workspace_id", _S), ("path", _S), ("sha256", _S),
-        ("size_bytes", _I), ("mtime_utc", _S), ("kind", _S),
+        ("file_id", _S),
+        ("artifact_id", _S),
+        ("workspace_id", _S),
+        ("path", _S),
+        ("sha256", _S),
+        ("size_bytes", _I),
+        ("mtime_utc", _S),
+        ("kind", _S),
     ),
     "factor_registry": (
-        ("factor_name", _S), ("expression", _S), ("performance_json", _S), ("asset_bundle_id", _S),
-        ("workspace_id", _S), ("task_run_id", _S), ("loop_id", _I), ("updated_at_utc", _S),
+        ("factor_name", _S),
+        ("expression", _S),
+        ("performance_json", _S),
+        ("asset_bundle_id", _S),
+        ("workspace_id", _S),
+        ("task_run_id", _S),
+        ("loop_id", _I),
+        ("updated_at_utc", _S),
     ),
 }
 TABLES: tuple[str, ...] = tuple(SCHEMA)
@@ -159,7 +216,10 @@ def _with_retry(path: Path, timeout_s: float, body: Any) -> Any:
         except sqlite3.Error as exc:
             if not _is_transient(exc):
                 raise _as_registry_error(path, exc) from exc
-            last = (f"database busy ({exc})", "another program holds the registry; retry later or raise --timeout")
+            last = (
+                f"database busy ({exc})",
+                "another program holds the registry; retry later or raise --timeout",
+            )
         if time.monotonic() + delay > deadline:
             raise RegistryError(f"registry {path}: {last[0]} after {timeout_s:g} s of retries; {last[1]}")
         time.sleep(delay)
@@ -175,14 +235,18 @@ def _attempt(path: Path, body: Any, deadline: float) -> Any:
     before = _file_state(path) if mode == "immutable" else None
     result = _query(path, "mode=ro&immutable=1" if mode == "immutable" else "mode=ro", body, deadline)
     if before is not None and _file_state(path) != before:
-        raise _Retry("the registry changed while it was read without locks", "a writer started; reading again")
+        raise _Retry(
+            "the registry changed while it was read without locks", "a writer started; reading again"
+        )
     return result
 
 
 def _query(path: Path, query: str, body: Any, deadline: float) -> Any:
     """`body(con, columns)` inside one read transaction on `path` opened with the URI `query`."""
     busy_wait = max(0.05, min(1.0, deadline - time.monotonic()))
-    con = sqlite3.connect(f"{path.absolute().as_uri()}?{query}", uri=True, timeout=busy_wait, isolation_level=None)
+    con = sqlite3.connect(
+        f"{path.absolute().as_uri()}?{query}", uri=True, timeout=busy_wait, isolation_level=None
+    )
     try:
         con.text_factory = _decode_text
         con.execute("BEGIN")
@@ -222,8 +286,10 @@ def _copy_wal_database(path: Path, into: Path) -> Path:
     except FileNotFoundError:
         raise _Retry("the WAL was removed while it was copied", "the writer closed; reading again") from None
     except OSError as exc:
-        raise RegistryError(f"registry {path} cannot be copied for reading ({exc}); check free space in "
-                            f"{into.parent} (TMPDIR) and the file's permissions") from exc
+        raise RegistryError(
+            f"registry {path} cannot be copied for reading ({exc}); check free space in "
+            f"{into.parent} (TMPDIR) and the file's permissions"
+        ) from exc
     if after != before:
         raise _Retry("the registry was checkpointed while it was copied", "a writer is busy; reading again")
     return copy
@@ -245,7 +311,14 @@ def _side_file(path: Path, suffix: str) -> Path:
 def _file_state(path: Path) -> tuple[int, int, int, int, bytes, bool]:
     """What must not change while we read without locks: identity, size, times, header, WAL presence."""
     st = path.stat()
-    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, _read_header(path), _side_file(path, "-wal").exists())
+    return (
+        st.st_ino,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        _read_header(path),
+        _side_file(path, "-wal").exists(),
+    )
 
 
 def _read_header(path: Path) -> bytes:
@@ -256,15 +329,21 @@ def _read_header(path: Path) -> bytes:
 def _check_file(path: Path) -> None:
     """Fail early, with a hint, for a missing, empty or non-SQLite file."""
     if not path.exists():
-        raise RegistryError(f"registry {path} does not exist; check the RD-Agent root or pass --registry PATH")
+        raise RegistryError(
+            f"registry {path} does not exist; check the RD-Agent root or pass --registry PATH"
+        )
     if not path.is_file():
         raise RegistryError(f"registry {path} is not a regular file; pass the path of registry.sqlite itself")
     try:
         header = _read_header(path)
     except OSError as exc:
-        raise RegistryError(f"registry {path} cannot be read ({exc.strerror}); check its permissions") from exc
+        raise RegistryError(
+            f"registry {path} cannot be read ({exc.strerror}); check its permissions"
+        ) from exc
     if not header:
-        raise RegistryError(f"registry {path} is empty (0 bytes); RD-Agent never wrote to it, nothing to read")
+        raise RegistryError(
+            f"registry {path} is empty (0 bytes); RD-Agent never wrote to it, nothing to read"
+        )
     if not header.startswith(_SQLITE_MAGIC) or len(header) < 100:
         raise RegistryError(
             f"registry {path} is not a SQLite database (it starts with {header[:16]!r}); "
@@ -309,7 +388,9 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _read_all(con: sqlite3.Connection, columns: dict[str, list[str]], *, since: _Since | None) -> RegistrySnapshot:
+def _read_all(
+    con: sqlite3.Connection, columns: dict[str, list[str]], *, since: _Since | None
+) -> RegistrySnapshot:
     if not any(columns.values()):
         raise RegistryError(
             "the database has none of the registry tables (" + ", ".join(TABLES) + "); "
@@ -321,8 +402,12 @@ def _read_all(con: sqlite3.Connection, columns: dict[str, list[str]], *, since: 
         where = filters.get(table, ("", []))
         frames[table] = _read_table(con, table, columns[table], where[0], where[1])
     max_rowid, max_updated_at = _cursor(con, columns)
-    present = {t: tuple(c for c, _ in SCHEMA[t] if c.lower() in {x.lower() for x in columns[t]}) for t in TABLES}
-    return RegistrySnapshot(**frames, source_columns=present, max_rowid=max_rowid, max_updated_at=max_updated_at)
+    present = {
+        t: tuple(c for c, _ in SCHEMA[t] if c.lower() in {x.lower() for x in columns[t]}) for t in TABLES
+    }
+    return RegistrySnapshot(
+        **frames, source_columns=present, max_rowid=max_rowid, max_updated_at=max_updated_at
+    )
 
 
 def _loop_time_expr(loop_columns: Sequence[str]) -> str | None:
@@ -362,14 +447,20 @@ def _filters(columns: dict[str, list[str]], since: _Since) -> dict[str, tuple[st
 
     out["task_runs"] = (
         (f"WHERE task_run_id IN (SELECT task_run_id FROM loops WHERE {changed})", params)
-        if has("task_runs", "task_run_id") else never
+        if has("task_runs", "task_run_id")
+        else never
     )
     for table in ("workspaces", "artifacts", "factor_registry"):
         out[table] = (
-            (f"WHERE (task_run_id, loop_id) IN ({keys})", params) if has(table, "task_run_id", "loop_id") else never
+            (f"WHERE (task_run_id, loop_id) IN ({keys})", params)
+            if has(table, "task_run_id", "loop_id")
+            else never
         )
     out["artifact_files"] = (
-        (f"WHERE artifact_id IN (SELECT artifact_id FROM artifacts WHERE (task_run_id, loop_id) IN ({keys}))", params)
+        (
+            f"WHERE artifact_id IN (SELECT artifact_id FROM artifacts WHERE (task_run_id, loop_id) IN ({keys}))",
+            params,
+        )
         if has("artifact_files", "artifact_id") and has("artifacts", "artifact_id", "task_run_id", "loop_id")
         else never
     )
@@ -390,10 +481,15 @@ def _read_table(
     sql = f"SELECT {', '.join(_select_expr(src) for _, _, src in selected)} FROM {_quote(table)} {where}"
     rows = con.execute(sql, params).fetchall()
     values = list(zip(*rows, strict=True)) if rows else [()] * len(selected)
-    data = {name: _series(name, dtype, list(col)) for (name, dtype, _), col in zip(selected, values, strict=True)}
+    data = {
+        name: _series(name, dtype, list(col)) for (name, dtype, _), col in zip(selected, values, strict=True)
+    }
     height = len(rows)
     return pl.DataFrame(
-        [data[name] if name in data else pl.Series(name, [None] * height, dtype=dtype) for name, dtype, _ in wanted + extra]
+        [
+            data[name] if name in data else pl.Series(name, [None] * height, dtype=dtype)
+            for name, dtype, _ in wanted + extra
+        ]
     )
 
 
@@ -446,4 +542,3 @@ def _to_text(value: Any) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
     return str(value)
-

@@ -22,12 +22,20 @@ from workbench.errors import ConfigError, WorkbenchError
 __all__ = ["ComparisonPanel", "comparison_table_html"]
 
 _SHOWN = {
-    "strategy": ("strategy", None), "role": ("role", None),
-    "annualized_excess_return": ("ann. excess", "{:.2%}"), "annualized_excess_return_diff": ("Δ vs control", "{:+.2%}"),
-    "information_ratio": ("IR", "{:.2f}"), "information_ratio_diff": ("Δ IR", "{:+.2f}"),
-    "max_drawdown": ("max DD", "{:.2%}"), "ic": ("IC", "{:.4f}"), "turnover": ("turnover", "{:.3f}"),
-    "psr": ("PSR", "{:.2f}"), "dsr": ("DSR", "{:.2f}"), "sharpe_diff": ("Sharpe Δ", "{:+.2f}"),
-    "sharpe_diff_low": ("CI low", "{:+.2f}"), "sharpe_diff_high": ("CI high", "{:+.2f}"),
+    "strategy": ("strategy", None),
+    "role": ("role", None),
+    "annualized_excess_return": ("ann. excess", "{:.2%}"),
+    "annualized_excess_return_diff": ("Δ vs control", "{:+.2%}"),
+    "information_ratio": ("IR", "{:.2f}"),
+    "information_ratio_diff": ("Δ IR", "{:+.2f}"),
+    "max_drawdown": ("max DD", "{:.2%}"),
+    "ic": ("IC", "{:.4f}"),
+    "turnover": ("turnover", "{:.3f}"),
+    "psr": ("PSR", "{:.2f}"),
+    "dsr": ("DSR", "{:.2f}"),
+    "sharpe_diff": ("Sharpe Δ", "{:+.2f}"),
+    "sharpe_diff_low": ("CI low", "{:+.2f}"),
+    "sharpe_diff_high": ("CI high", "{:+.2f}"),
 }
 
 
@@ -43,12 +51,18 @@ def comparison_table_html(comparison: Comparison) -> str:
             cells.append(f"<td>{html.escape(text)}</td>")
         style = ' style="font-weight:bold"' if row["role"] == "control" else ""
         body.append(f"<tr{style}>{''.join(cells)}</tr>")
-    caption = (f"{comparison.n_days} common days {comparison.start} .. {comparison.end}; "
-               f"control {comparison.control} ({comparison.control_basis}); DSR over {comparison.n_trials} trials")
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in (*comparison.notes,
-                    *(f"skipped {s['strategy']}: {s['reason']}" for s in comparison.skipped)))
-    return (f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>" + (f"<ul>{notes}</ul>" if notes else ""))
+    caption = (
+        f"{comparison.n_days} common days {comparison.start} .. {comparison.end}; "
+        f"control {comparison.control} ({comparison.control_basis}); DSR over {comparison.n_trials} trials"
+    )
+    notes = "".join(
+        f"<li>{html.escape(n)}</li>"
+        for n in (*comparison.notes, *(f"skipped {s['strategy']}: {s['reason']}" for s in comparison.skipped))
+    )
+    return (
+        f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>" + (f"<ul>{notes}</ul>" if notes else "")
+    )
 
 
 class ComparisonPanel:
@@ -72,19 +86,30 @@ class ComparisonPanel:
         self.seed = seed
         self.comparison: Comparison | None = None
         self.runs = comparable_task_runs(archive)
-        self.task_run = widgets.Dropdown(options=self._run_options(), description="task run",
-                                         layout=widgets.Layout(width="640px"))
-        self.strategies = widgets.SelectMultiple(options=[], description="strategies", rows=8,
-                                                 layout=widgets.Layout(width="640px"))
+        self.task_run = widgets.Dropdown(
+            options=self._run_options(), description="task run", layout=widgets.Layout(width="640px")
+        )
+        self.strategies = widgets.SelectMultiple(
+            options=[], description="strategies", rows=8, layout=widgets.Layout(width="640px")
+        )
         self.with_cost = widgets.Checkbox(value=True, description="excess return with cost")
         self.status = widgets.HTML()
         self.table_view = widgets.HTML()
         self.chart_view = widgets.HTML()
-        self.widget = widgets.VBox([
-            widgets.HTML("<b>Strategy comparison</b> — control versus treatments, honest ranking (PSR, DSR, "
-                         "bootstrap CI of the Sharpe difference)"),
-            self.task_run, self.strategies, self.with_cost, self.status, self.table_view, self.chart_view,
-        ])
+        self.widget = widgets.VBox(
+            [
+                widgets.HTML(
+                    "<b>Strategy comparison</b> — control versus treatments, honest ranking (PSR, DSR, "
+                    "bootstrap CI of the Sharpe difference)"
+                ),
+                self.task_run,
+                self.strategies,
+                self.with_cost,
+                self.status,
+                self.table_view,
+                self.chart_view,
+            ]
+        )
         self._quiet = False
         self.task_run.observe(self._on_task_run, names="value")
         self.strategies.observe(self._on_change, names="value")
@@ -126,8 +151,10 @@ class ComparisonPanel:
     def _run_options(self) -> list[tuple[str, str]]:
         options = []
         for row in self.runs.iter_rows(named=True):
-            label = f"{row['task_run_id'][:12]}  {row['request_name'] or '(no request)'}  " \
-                    f"{row['n_with_series']}/{row['n_loops']} loops with series"
+            label = (
+                f"{row['task_run_id'][:12]}  {row['request_name'] or '(no request)'}  "
+                f"{row['n_with_series']}/{row['n_loops']} loops with series"
+            )
             options.append((label, row["task_run_id"]))
         return options
 
@@ -154,8 +181,14 @@ class ComparisonPanel:
 
     def _refresh(self, task_run: str, *, strategies: list[str] | None) -> None:
         try:
-            comparison = compare_task_run(self.archive, task_run, strategies=strategies, with_cost=self.with_cost.value,
-                                          n_boot=self.n_boot, seed=self.seed)
+            comparison = compare_task_run(
+                self.archive,
+                task_run,
+                strategies=strategies,
+                with_cost=self.with_cost.value,
+                n_boot=self.n_boot,
+                seed=self.seed,
+            )
         except WorkbenchError as exc:
             self.comparison = None
             self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
@@ -163,8 +196,10 @@ class ComparisonPanel:
             self.chart_view.value = ""
             return
         self.comparison = comparison
-        self.status.value = html.escape(f"task run {comparison.task_run_id}"
-                                        + (f" — request {comparison.request_name}" if comparison.request_name else ""))
+        self.status.value = html.escape(
+            f"task run {comparison.task_run_id}"
+            + (f" — request {comparison.request_name}" if comparison.request_name else "")
+        )
         self.table_view.value = comparison_table_html(comparison)
         chart = charts.comparison_chart(comparison.curves, comparison.table, control=comparison.control)
         self.chart_view.value = charts.render(chart, fmt="svg").decode("utf-8")

@@ -59,8 +59,19 @@ FACTOR_META_SCHEMA: dict[str, Any] = {
 }
 
 _TEXT_FIELDS = (
-    "source", "region", "description_cn", "formula_hint", "expression", "freq", "align", "nan_policy",
-    "impl_module", "impl_func", "impl_version", "experiment_id", "created_at_utc",
+    "source",
+    "region",
+    "description_cn",
+    "formula_hint",
+    "expression",
+    "freq",
+    "align",
+    "nan_policy",
+    "impl_module",
+    "impl_func",
+    "impl_version",
+    "experiment_id",
+    "created_at_utc",
 )
 _D_KEYS = ("freq", "align", "nan_policy")
 _A_ONLY_KEYS = ("created_at_utc", "experiment_id")
@@ -74,7 +85,12 @@ def normalise_factor_name(raw: str) -> str:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             return text
-        if isinstance(value, tuple) and value and all(isinstance(v, str) for v in value) and value[-1].strip():
+        if (
+            isinstance(value, tuple)
+            and value
+            and all(isinstance(v, str) for v in value)
+            and value[-1].strip()
+        ):
             return value[-1].strip()
     return text
 
@@ -88,8 +104,10 @@ def read_factor_meta(path: Path, *, max_bytes: int = JSON_METADATA.max_bytes) ->
         raise InputFileError(path, "no 'factors' list: not a factor_meta.json")
     file_is_c = data.get("source") == "backfill_scan" or "workspace_path" in data
     rows = [_row(entry, index, path, file_is_c=file_is_c) for index, entry in enumerate(factors)]
-    return pl.DataFrame(rows, schema=FACTOR_META_SCHEMA, orient="row") if rows else pl.DataFrame(
-        schema=FACTOR_META_SCHEMA
+    return (
+        pl.DataFrame(rows, schema=FACTOR_META_SCHEMA, orient="row")
+        if rows
+        else pl.DataFrame(schema=FACTOR_META_SCHEMA)
     )
 
 

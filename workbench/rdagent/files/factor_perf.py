@@ -78,8 +78,12 @@ def read_factor_perf(path: Path, *, max_bytes: int = JSON_METADATA.max_bytes) ->
     data = expect_object(read_json_file(path, max_bytes=max_bytes), path)
     factors = get_list(data, "factors", path) or []
     combinations = get_list(data, "combinations", path) or []
-    factor_rows = [row for i, entry in enumerate(factors) for row in _factor_rows(entry, f"factors[{i}]", path)]
-    combo_rows = [row for i, entry in enumerate(combinations) for row in _combo_rows(entry, f"combinations[{i}]", path)]
+    factor_rows = [
+        row for i, entry in enumerate(factors) for row in _factor_rows(entry, f"factors[{i}]", path)
+    ]
+    combo_rows = [
+        row for i, entry in enumerate(combinations) for row in _combo_rows(entry, f"combinations[{i}]", path)
+    ]
     return FactorPerf(
         version=get_text(data, "version", path),
         task_run_id=get_text(data, "task_run_id", path),
@@ -111,7 +115,9 @@ def _entry(entry: Any, where: str, path: Path) -> dict[str, Any]:
 
 def _windows(entry: dict[str, Any], where: str, path: Path) -> list[tuple[str, dict[str, Any]]]:
     windows = get_list(entry, "windows", path, where=where) or []
-    return [(f"{where}.windows[{i}]", _entry(w, f"{where}.windows[{i}]", path)) for i, w in enumerate(windows)]
+    return [
+        (f"{where}.windows[{i}]", _entry(w, f"{where}.windows[{i}]", path)) for i, w in enumerate(windows)
+    ]
 
 
 def _factor_rows(entry: Any, where: str, path: Path) -> list[list[Any]]:
@@ -120,22 +126,22 @@ def _factor_rows(entry: Any, where: str, path: Path) -> list[list[Any]]:
     if raw_name is None:
         raise InputFileError(path, f"{where}.name is missing")
     metrics = get_object(entry, "metrics", path, where=where) or {}
-    stats = [
-        _metric(entry, metrics, key, path, where) for key in ("ic_mean", "ic_ir", "coverage")
-    ]
+    stats = [_metric(entry, metrics, key, path, where) for key in ("ic_mean", "ic_ir", "coverage")]
     windows = _windows(entry, where, path) or [(where, {})]
     rows = []
     for w_where, window in windows:
-        rows.append([
-            normalise_factor_name(raw_name),
-            get_text(window, "name", path, where=w_where),
-            get_text(window, "start", path, where=w_where),
-            get_text(window, "end", path, where=w_where),
-            *stats,
-            get_float(window, "annual_return", path, where=w_where),
-            get_float(window, "max_drawdown", path, where=w_where),
-            get_float(window, "sharpe", path, where=w_where),
-        ])
+        rows.append(
+            [
+                normalise_factor_name(raw_name),
+                get_text(window, "name", path, where=w_where),
+                get_text(window, "start", path, where=w_where),
+                get_text(window, "end", path, where=w_where),
+                *stats,
+                get_float(window, "annual_return", path, where=w_where),
+                get_float(window, "max_drawdown", path, where=w_where),
+                get_float(window, "sharpe", path, where=w_where),
+            ]
+        )
     return rows
 
 
@@ -155,7 +161,9 @@ def _combo_rows(entry: Any, where: str, path: Path) -> list[list[Any]]:
         raw_metrics = get_object(window, "metrics", path, where=w_where) or {}
         metrics = clean_metrics(raw_metrics)
 
-        def pick(key: str, *fallbacks: str, w_where: str = w_where, window: dict = window, metrics: dict = metrics):
+        def pick(
+            key: str, *fallbacks: str, w_where: str = w_where, window: dict = window, metrics: dict = metrics
+        ):
             if window.get(key) is not None:
                 return get_float(window, key, path, where=w_where)
             for fallback in fallbacks:
@@ -163,17 +171,19 @@ def _combo_rows(entry: Any, where: str, path: Path) -> list[list[Any]]:
                     return as_float(metrics[fallback], path, where=f"{w_where}.metrics.{fallback}")
             return None
 
-        rows.append([
-            name,
-            factor_names,
-            get_text(window, "name", path, where=w_where),
-            get_text(window, "start", path, where=w_where),
-            get_text(window, "end", path, where=w_where),
-            pick("annual_return", "annualized_return"),
-            pick("max_drawdown", "max_drawdown"),
-            pick("sharpe", "sharpe"),
-            pick("ic", "ic", "IC"),
-            pick("ic_ir", "ic_ir", "ICIR"),
-            to_json_text(metrics) if window.get("metrics") is not None else None,
-        ])
+        rows.append(
+            [
+                name,
+                factor_names,
+                get_text(window, "name", path, where=w_where),
+                get_text(window, "start", path, where=w_where),
+                get_text(window, "end", path, where=w_where),
+                pick("annual_return", "annualized_return"),
+                pick("max_drawdown", "max_drawdown"),
+                pick("sharpe", "sharpe"),
+                pick("ic", "ic", "IC"),
+                pick("ic_ir", "ic_ir", "ICIR"),
+                to_json_text(metrics) if window.get("metrics") is not None else None,
+            ]
+        )
     return rows

@@ -40,7 +40,9 @@ def read_feedback(path: Path, *, max_bytes: int = JSON_METADATA.max_bytes) -> Fe
     data = expect_object(read_json_file(path, max_bytes=max_bytes), path)
     if not data or not (_FEEDBACK_KEYS & data.keys() or data.keys() <= _HEADER_KEYS):
         found = ", ".join(sorted(data)[:6]) or "no keys"
-        raise InputFileError(path, f"not a feedback file: none of {', '.join(sorted(_FEEDBACK_KEYS))} (found {found})")
+        raise InputFileError(
+            path, f"not a feedback file: none of {', '.join(sorted(_FEEDBACK_KEYS))} (found {found})"
+        )
     summary = get_object(data, "summary", path) or {}
     return Feedback(
         version=get_text(data, "version", path),

@@ -48,8 +48,11 @@ def open_regular_file(path: Path, *, follow_links: bool = False) -> int:
         raise InputFileError(path, "file does not exist") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP or (not follow_links and path.is_symlink()):
-            raise InputFileError(path, "is a symbolic link; links in a workspace are never followed",
-                                 hint="replace the link by the file itself if it belongs to the workspace") from None
+            raise InputFileError(
+                path,
+                "is a symbolic link; links in a workspace are never followed",
+                hint="replace the link by the file itself if it belongs to the workspace",
+            ) from None
         raise InputFileError(path, f"cannot open file: {exc.strerror}") from exc
     try:
         mode = os.fstat(fd).st_mode
@@ -63,15 +66,24 @@ def open_regular_file(path: Path, *, follow_links: bool = False) -> int:
 
 
 def _file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
 
 
 def read_file_bytes(
-    path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, follow_links: bool = False, kind: FileKind | None = None
+    path: Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    follow_links: bool = False,
+    kind: FileKind | None = None,
 ) -> bytes:
     """The bytes of a regular file no bigger than `max_bytes` (links refused unless `follow_links`).
 
@@ -98,8 +110,9 @@ def read_file_bytes(
 def _too_big(path: Path, size: int, max_bytes: int, kind: FileKind | None) -> InputFileError:
     what = f" for a {kind.label}" if kind else ""
     hint = too_big_hint(kind) if kind else "raise max_bytes to read it"
-    return InputFileError(path, f"file is {format_size(size)}, more than the limit of {format_size(max_bytes)}{what}",
-                          hint=hint)
+    return InputFileError(
+        path, f"file is {format_size(size)}, more than the limit of {format_size(max_bytes)}{what}", hint=hint
+    )
 
 
 def format_size(n: int) -> str:
@@ -177,7 +190,9 @@ def parse_json_text(text: str, path: Path) -> Any:
                 f"complete ({exc.msg})",
                 hint="the writer was probably interrupted",
             ) from None
-        raise InputFileError(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise InputFileError(
+            path, f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
     except RecursionError:
         raise InputFileError(path, "JSON nested too deeply") from None
     if _SURROGATE_ESCAPE.search(text):
@@ -201,8 +216,11 @@ def _bounded_int_parser(path: Path) -> Any:
         digits = len(literal.lstrip("-"))
         if digits > _MAX_INT_DIGITS:
             preview = literal if len(literal) <= 24 else f"{literal[:20]}... ({digits} digits)"
-            raise InputFileError(path, f"integer {preview} is too large for any field of this file",
-                                 hint="the file is damaged or not an RD-Agent file")
+            raise InputFileError(
+                path,
+                f"integer {preview} is too large for any field of this file",
+                hint="the file is damaged or not an RD-Agent file",
+            )
         return int(literal)
 
     return parse
@@ -217,8 +235,11 @@ def _refuse_lone_surrogates(data: Any, path: Path) -> None:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                raise InputFileError(path, f"string {_preview(value)} holds an unpaired UTF-16 surrogate escape",
-                                     hint="the file is damaged; RD-Agent writes valid UTF-8") from None
+                raise InputFileError(
+                    path,
+                    f"string {_preview(value)} holds an unpaired UTF-16 surrogate escape",
+                    hint="the file is damaged; RD-Agent writes valid UTF-8",
+                ) from None
         elif isinstance(value, dict):
             stack.extend(value.keys())
             stack.extend(value.values())
@@ -363,7 +384,8 @@ def get_str_list(obj: dict[str, Any], key: str, path: Path, *, where: str = "") 
         for index, item in enumerate(value):
             if not isinstance(item, str):
                 raise InputFileError(
-                    path, f"{_field(where, key)}[{index}] must be a string, found {json_type(item)} {_preview(item)}"
+                    path,
+                    f"{_field(where, key)}[{index}] must be a string, found {json_type(item)} {_preview(item)}",
                 )
         return list(value)
     raise _wrong(path, where, key, "a list of strings", value)
@@ -378,7 +400,9 @@ def _field(where: str, key: str) -> str:
 
 
 def _wrong(path: Path, where: str, key: str, expected: str, value: Any) -> InputFileError:
-    return InputFileError(path, f"{_field(where, key)} must be {expected}, found {json_type(value)} {_preview(value)}")
+    return InputFileError(
+        path, f"{_field(where, key)} must be {expected}, found {json_type(value)} {_preview(value)}"
+    )
 
 
 def _preview(value: Any) -> str:
@@ -403,8 +427,9 @@ def as_date(value: Any, path: Path, *, where: str) -> date | None:
         try:
             stamp = datetime.fromtimestamp(value / 1000, tz=UTC)
         except (OverflowError, OSError, ValueError):
-            raise InputFileError(path, f"{where} = {_preview(value)} is not a date in epoch milliseconds "
-                                       "(out of range)") from None
+            raise InputFileError(
+                path, f"{where} = {_preview(value)} is not a date in epoch milliseconds (out of range)"
+            ) from None
         return _midnight_date(stamp, path, where=where)
     if isinstance(value, str):
         text = value.strip()
@@ -422,5 +447,7 @@ def _midnight_date(stamp: datetime, path: Path, *, where: str) -> date:
     if stamp.tzinfo is not None:
         stamp = stamp.astimezone(UTC)
     if stamp.time() != time(0, 0):
-        raise InputFileError(path, f"{where} has a time of day ({stamp.isoformat()}); expected a trading date")
+        raise InputFileError(
+            path, f"{where} has a time of day ({stamp.isoformat()}); expected a trading date"
+        )
     return stamp.date()

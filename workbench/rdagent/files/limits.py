@@ -57,5 +57,7 @@ MAX_METRIC_NAME = 256
 
 def too_big_hint(kind: FileKind) -> str:
     """What a size refusal tells the user: what real files look like and what happens to this one."""
-    return (f"real ones are {kind.typical}; a file this big is not parsed and is left where it is, "
-            "untouched: check what wrote it, or pass a larger max_bytes to the reader to read it anyway")
+    return (
+        f"real ones are {kind.typical}; a file this big is not parsed and is left where it is, "
+        "untouched: check what wrote it, or pass a larger max_bytes to the reader to read it anyway"
+    )

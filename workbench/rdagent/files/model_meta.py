@@ -48,7 +48,9 @@ def read_model_meta(path: Path, *, max_bytes: int = JSON_METADATA.max_bytes) -> 
     path = Path(path)
     data = expect_object(read_json_file(path, max_bytes=max_bytes), path)
     if not any(k in data for k in ("model_type", "model_conf", "dataset_conf")):
-        raise InputFileError(path, "not a model_meta.json: none of model_type/model_conf/dataset_conf present")
+        raise InputFileError(
+            path, "not a model_meta.json: none of model_type/model_conf/dataset_conf present"
+        )
     return ModelMeta(
         model_type=get_text(data, "model_type", path),
         model_conf=get_object(data, "model_conf", path),

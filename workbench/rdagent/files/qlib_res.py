@@ -63,7 +63,9 @@ def read_qlib_res(
         values[name] = value
         _check_bounds(values, name, line_no, path)
     if not values:
-        raise InputFileError(path, "no metric rows", hint="qlib_res.csv is written by read_exp_res.py after the backtest")
+        raise InputFileError(
+            path, "no metric rows", hint="qlib_res.csv is written by read_exp_res.py after the backtest"
+        )
     metrics = sorted(values)
     return pl.DataFrame({"metric": metrics, "value": [values[m] for m in metrics]}, schema=QLIB_RES_SCHEMA)
 
@@ -95,11 +97,18 @@ def _check_bounds(values: dict[str, float], name: str, line_no: int, path: Path)
     """Too many metrics, or a metric name too long, is not a Qlib metrics file."""
     hint = "Qlib's qlib_res.csv has about 20 short metric names; check what wrote this file"
     if len(values) > MAX_METRIC_ROWS:
-        raise InputFileError(path, f"more than {MAX_METRIC_ROWS} metric rows (line {line_no}): not a qlib metrics file",
-                             hint=hint)
+        raise InputFileError(
+            path,
+            f"more than {MAX_METRIC_ROWS} metric rows (line {line_no}): not a qlib metrics file",
+            hint=hint,
+        )
     if len(name) > MAX_METRIC_NAME:
-        raise InputFileError(path, f"metric name on line {line_no} is {len(name)} characters long, more than "
-                                   f"{MAX_METRIC_NAME}: not a qlib metrics file", hint=hint)
+        raise InputFileError(
+            path,
+            f"metric name on line {line_no} is {len(name)} characters long, more than "
+            f"{MAX_METRIC_NAME}: not a qlib metrics file",
+            hint=hint,
+        )
 
 
 def _is_header(row: list[str]) -> bool:
@@ -108,8 +117,9 @@ def _is_header(row: list[str]) -> bool:
     return not first or first in _HEADER_LABELS
 
 
-_HEADER_LABELS = frozenset({"metric", "metrics", "metric_name", "metric name", "name", "index", "key",
-                            "unnamed: 0"})
+_HEADER_LABELS = frozenset(
+    {"metric", "metrics", "metric_name", "metric name", "name", "index", "key", "unnamed: 0"}
+)
 
 
 def _parse_row(row: list[str], line_no: int, path: Path) -> tuple[str, float]:

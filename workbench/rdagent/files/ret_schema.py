@@ -89,7 +89,9 @@ def _date_column(series: pl.Series, path: Path) -> pl.Series:
             raise InputFileError(path, "'datetime' has times of day; expected daily dates")
         return stamps.dt.date().rename("datetime")
     if dtype == pl.String:
-        return pl.Series("datetime", [as_date(v, path, where="datetime") for v in series.to_list()], dtype=pl.Date)
+        return pl.Series(
+            "datetime", [as_date(v, path, where="datetime") for v in series.to_list()], dtype=pl.Date
+        )
     raise InputFileError(path, f"'datetime' column has type {dtype}, expected dates")
 
 
@@ -99,7 +101,8 @@ def _from_table_json(path: Path, *, max_bytes: int) -> pl.DataFrame:
         raise InputFileError(path, "no 'datetime' field in data records")
     columns = {
         "datetime": pl.Series(
-            "datetime", [as_date(r.get("datetime"), path, where=f"data[{i}].datetime") for i, r in enumerate(records)],
+            "datetime",
+            [as_date(r.get("datetime"), path, where=f"data[{i}].datetime") for i, r in enumerate(records)],
             dtype=pl.Date,
         )
     }

@@ -17,7 +17,15 @@ from workbench.rdagent.files.limits import RETURNS_PICKLE
 from workbench.rdagent.files.safe_pickle import load_dataframe_pickle
 
 RETURN_COLUMNS: tuple[str, ...] = (
-    "account", "return", "total_turnover", "turnover", "total_cost", "cost", "value", "cash", "bench",
+    "account",
+    "return",
+    "total_turnover",
+    "turnover",
+    "total_cost",
+    "cost",
+    "value",
+    "cash",
+    "bench",
 )
 RETURNS_SCHEMA: dict[str, Any] = {"datetime": pl.Date, **dict.fromkeys(RETURN_COLUMNS, pl.Float64)}
 
@@ -79,7 +87,9 @@ def normalise_returns_frame(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
     out = frame.select(
         pl.col("datetime").cast(pl.Date),
         *[
-            pl.col(name).cast(pl.Float64) if name in frame.columns else pl.lit(None, dtype=pl.Float64).alias(name)
+            pl.col(name).cast(pl.Float64)
+            if name in frame.columns
+            else pl.lit(None, dtype=pl.Float64).alias(name)
             for name in RETURN_COLUMNS
         ],
     )
@@ -95,7 +105,9 @@ def _dates(stamps: Any, path: Path) -> pl.Series:
     days = stamps.to_numpy().astype("datetime64[D]")
     off_midnight = days.astype(stamps.dtype) != stamps.to_numpy()
     if off_midnight.any():
-        raise InputFileError(path, f"the datetime index has a time of day ({stamps[off_midnight][0]}); expected daily dates")
+        raise InputFileError(
+            path, f"the datetime index has a time of day ({stamps[off_midnight][0]}); expected daily dates"
+        )
     return pl.Series("datetime", days).cast(pl.Date)
 
 

@@ -61,7 +61,9 @@ _HINT = "the file was not loaded; a genuine ret.pkl only holds a pandas DataFram
 _NP_ALIASES = {"numpy.core": "numpy._core"}
 
 # numpy dtype specs a DataFrame pickle may construct (`numpy.dtype(spec, False, True)`).
-_PLAIN_DTYPE_SPECS = frozenset({"f8", "f4", "i8", "i4", "i2", "i1", "u8", "u4", "u2", "u1", "b1", "O8", "M8", "m8"})
+_PLAIN_DTYPE_SPECS = frozenset(
+    {"f8", "f4", "i8", "i4", "i2", "i1", "u8", "u4", "u2", "u1", "b1", "O8", "M8", "m8"}
+)
 _DATETIME_UNITS = ("s", "ms", "us", "ns")
 _NPY_UNIT_CODES = {"s": 7, "ms": 8, "us": 9, "ns": 10}  # pandas' `reso` argument of Timestamps
 _DTYPE_STATE_FIELDS = ("version", "byte order", "subarray", "names", "fields", "elsize", "alignment", "flags")
@@ -204,7 +206,9 @@ def _check_dtype(dtype: Any, what: str, *, allow_object: bool = True) -> Any:
     return dtype
 
 
-def _check_ndarray(value: Any, what: str, *, ndims: tuple[int, ...] = (1, 2), kinds: str | None = None) -> Any:
+def _check_ndarray(
+    value: Any, what: str, *, ndims: tuple[int, ...] = (1, 2), kinds: str | None = None
+) -> Any:
     import numpy as np
 
     if type(value) is not np.ndarray:
@@ -227,7 +231,9 @@ def _check_scalar(value: Any, what: str) -> Any:
     if isinstance(value, np.generic) and not isinstance(value, np.object_):
         _check_dtype(value.dtype, what)
         return value
-    raise _refuse(f"pickle puts {_describe(value)} in {what}; only numbers, strings, dates and missing values are allowed")
+    raise _refuse(
+        f"pickle puts {_describe(value)} in {what}; only numbers, strings, dates and missing values are allowed"
+    )
 
 
 @functools.cache
@@ -249,7 +255,9 @@ def _check_tz(tz: Any, what: str) -> Any:
 
 def _check_unit(unit: Any, what: str) -> str:
     if type(unit) is not str or unit not in _DATETIME_UNITS:
-        raise _refuse(f"pickle gives {what} the time unit {unit!r}; expected one of {', '.join(_DATETIME_UNITS)}")
+        raise _refuse(
+            f"pickle gives {what} the time unit {unit!r}; expected one of {', '.join(_DATETIME_UNITS)}"
+        )
     return unit
 
 
@@ -259,8 +267,18 @@ def _offset_classes() -> dict[type, tuple[str, ...]]:
     from pandas._libs.tslibs import offsets
 
     extras = {"BusinessDay": ("offset",), "Week": ("weekday",)}
-    names = ("Day", "BusinessDay", "Week", "MonthEnd", "MonthBegin", "BusinessMonthEnd", "BusinessMonthBegin",
-             "Hour", "Minute", "Second")
+    names = (
+        "Day",
+        "BusinessDay",
+        "Week",
+        "MonthEnd",
+        "MonthBegin",
+        "BusinessMonthEnd",
+        "BusinessMonthBegin",
+        "Hour",
+        "Minute",
+        "Second",
+    )
     return {getattr(offsets, name): extras.get(name, ()) for name in names}
 
 
@@ -311,7 +329,9 @@ def _call_dtype(*args: Any) -> _Pending:
             f"pickle asks for numpy dtype {spec!r}; only plain numeric, bool, object and datetime dtypes are allowed"
         )
     if type(align) not in (bool, int) or align or type(copy) not in (bool, int) or not copy:
-        raise _refuse(f"pickle asks for numpy dtype {spec!r} with align={align!r}, copy={copy!r}; expected False, True")
+        raise _refuse(
+            f"pickle asks for numpy dtype {spec!r} with align={align!r}, copy={copy!r}; expected False, True"
+        )
     return _Pending(f"numpy dtype {spec!r}", functools.partial(_finish_dtype, spec))
 
 
@@ -346,7 +366,9 @@ def _finish_dtype(spec: str, state: Any) -> Any:
         and all(_is_int(n) and n == 1 for n in meta[1][1:])
     )
     if not ok:
-        raise _refuse(f"pickle gives {what} the datetime metadata {meta!r}; expected a unit of s, ms, us or ns")
+        raise _refuse(
+            f"pickle gives {what} the datetime metadata {meta!r}; expected a unit of s, ms, us or ns"
+        )
     return np.dtype(f"{spec}[{meta[1][0].decode('ascii')}]")
 
 
@@ -356,7 +378,13 @@ def _call_reconstruct(*args: Any) -> _Pending:
 
     cls, shape, typecode = _args(args, "numpy _reconstruct", 3, 3)
     _target(cls, (np.ndarray,), "the class of a rebuilt array")
-    if type(shape) is not tuple or shape != (0,) or not _is_int(shape[0]) or type(typecode) is not bytes or typecode != b"b":
+    if (
+        type(shape) is not tuple
+        or shape != (0,)
+        or not _is_int(shape[0])
+        or type(typecode) is not bytes
+        or typecode != b"b"
+    ):
         raise _refuse(f"pickle calls numpy _reconstruct with {shape!r}, {typecode!r}; expected (0,), b'b'")
     return _Pending("numpy array", _finish_ndarray)
 
@@ -366,7 +394,9 @@ def _finish_ndarray(state: Any) -> Any:
     import numpy as np
 
     if type(state) is not tuple or len(state) != 5 or not _is_int(state[0]) or state[0] != 1:
-        raise _refuse(f"pickle gives a numpy array the state {_describe(state)}; expected (1, shape, dtype, fortran, data)")
+        raise _refuse(
+            f"pickle gives a numpy array the state {_describe(state)}; expected (1, shape, dtype, fortran, data)"
+        )
     _, shape, dtype, is_fortran, raw = state
     count = _check_shape(shape, "a numpy array")
     dtype = _check_dtype(dtype, "a numpy array")
@@ -411,7 +441,9 @@ def _call_scalar(*args: Any) -> Any:
     dtype, data = _args(args, "numpy scalar", 2, 2)
     dtype = _check_dtype(dtype, "a numpy scalar", allow_object=False)
     if type(data) is not bytes or len(data) != dtype.itemsize:
-        raise _refuse(f"pickle builds a numpy {dtype} scalar from {_describe(data)}; expected {dtype.itemsize} bytes")
+        raise _refuse(
+            f"pickle builds a numpy {dtype} scalar from {_describe(data)}; expected {dtype.itemsize} bytes"
+        )
     return _numpy_core("numpy._core.multiarray", "scalar")(dtype, data)
 
 
@@ -434,7 +466,9 @@ def _call_timedelta(*args: Any) -> _dt.timedelta:
 
 def _call_timezone(*args: Any) -> _dt.timezone:
     _args(args, "datetime.timezone", 1, 2)
-    if type(args[0]) is not _dt.timedelta or (len(args) == 2 and (type(args[1]) is not str or len(args[1]) > 64)):
+    if type(args[0]) is not _dt.timedelta or (
+        len(args) == 2 and (type(args[1]) is not str or len(args[1]) > 64)
+    ):
         raise _refuse(f"pickle builds a time zone from {args!r}; expected an offset and an optional name")
     return _dt.timezone(*args)
 
@@ -455,7 +489,9 @@ def _safe_type_for_alias(*args: Any) -> Any:
 
     (name,) = _args(args, "pyarrow.lib.type_for_alias", 1, 1)
     if not isinstance(name, str) or name not in _STRING_ALIASES:
-        raise _refuse(f"pickle asks for Arrow type {name!r}; only string types are allowed in a return series")
+        raise _refuse(
+            f"pickle asks for Arrow type {name!r}; only string types are allowed in a return series"
+        )
     return pyarrow.lib.type_for_alias(name)
 
 
@@ -501,7 +537,9 @@ def _safe_chunked_array(*args: Any) -> Any:
     import pyarrow as pa
 
     arrays, type_ = _args(args, "pyarrow.lib.chunked_array", 1, 2) + (None,) * (2 - len(args))
-    if not isinstance(arrays, list) or not all(isinstance(a, pa.Array) and _is_string_type(a.type) for a in arrays):
+    if not isinstance(arrays, list) or not all(
+        isinstance(a, pa.Array) and _is_string_type(a.type) for a in arrays
+    ):
         raise _refuse("pickle builds an Arrow chunked array that is not made of string arrays")
     if type_ is not None and not _is_string_type(type_):
         raise _refuse("pickle builds an Arrow chunked array of a non-string type")
@@ -534,8 +572,12 @@ def _finish_tz_dtype(state: Any) -> Any:
     import pandas as pd
 
     if type(state) is not dict or set(state) != {"unit", "tz"}:
-        raise _refuse(f"pickle gives a DatetimeTZDtype the state {_describe(state)}; expected {{'unit', 'tz'}}")
-    return pd.DatetimeTZDtype(_check_unit(state["unit"], "a DatetimeTZDtype"), _check_tz(state["tz"], "a DatetimeTZDtype"))
+        raise _refuse(
+            f"pickle gives a DatetimeTZDtype the state {_describe(state)}; expected {{'unit', 'tz'}}"
+        )
+    return pd.DatetimeTZDtype(
+        _check_unit(state["unit"], "a DatetimeTZDtype"), _check_tz(state["tz"], "a DatetimeTZDtype")
+    )
 
 
 def _call_timestamp(*args: Any) -> Any:
@@ -573,9 +615,8 @@ def _offset_caller(cls: type, extras: tuple[str, ...]) -> Callable[..., Any]:
             raise _refuse(f"pickle builds {name} from {args!r}; expected a small integer and a bool")
         for extra, value in zip(extras, rest, strict=False):
             ok = (
-                (extra == "offset" and type(value) is _dt.timedelta and abs(value) <= _dt.timedelta(days=1))
-                or (extra == "weekday" and (value is None or (_is_int(value) and 0 <= value <= 6)))
-            )
+                extra == "offset" and type(value) is _dt.timedelta and abs(value) <= _dt.timedelta(days=1)
+            ) or (extra == "weekday" and (value is None or (_is_int(value) and 0 <= value <= 6)))
             if not ok:
                 raise _refuse(f"pickle builds {name} with {extra}={value!r}")
         return cls(n, normalize, *rest)
@@ -590,7 +631,9 @@ def _call_ndarray_backed(*args: Any) -> _Pending:
     cls_token, checksum, state = _args(args, "pandas __pyx_unpickle_NDArrayBacked", 3, 3)
     cls = _target(cls_token, (pd.arrays.DatetimeArray, pd.arrays.StringArray), "the class of a pandas array")
     if not _is_int(checksum) or state is not None:
-        raise _refuse("pickle calls __pyx_unpickle_NDArrayBacked with a state; genuine pickles BUILD it afterwards")
+        raise _refuse(
+            "pickle calls __pyx_unpickle_NDArrayBacked with a state; genuine pickles BUILD it afterwards"
+        )
     return _Pending(f"pandas {cls.__name__}", functools.partial(_finish_ndarray_backed, cls, checksum))
 
 
@@ -600,7 +643,9 @@ def _finish_ndarray_backed(cls: type, checksum: int, state: Any) -> Any:
 
     what = f"a pandas {cls.__name__}"
     if type(state) is not tuple or len(state) not in (2, 3):
-        raise _refuse(f"pickle gives {what} the state {_describe(state)}; expected (dtype, values[, attributes])")
+        raise _refuse(
+            f"pickle gives {what} the state {_describe(state)}; expected (dtype, values[, attributes])"
+        )
     first, second = state[:2]
     values, dtype = (first, second) if type(first) is np.ndarray else (second, first)
     extra = state[2] if len(state) == 3 else {}
@@ -628,7 +673,12 @@ def _finish_ndarray_backed(cls: type, checksum: int, state: Any) -> Any:
         if type(dtype) is not pd.StringDtype or dtype.storage != "python":
             raise _refuse(f"pickle gives {what} the dtype {_describe(dtype)}")
         for item in values:
-            if not (type(item) is str or item is None or item is pd.NA or (type(item) is float and math.isnan(item))):
+            if not (
+                type(item) is str
+                or item is None
+                or item is pd.NA
+                or (type(item) is float and math.isnan(item))
+            ):
                 raise _refuse(f"pickle puts {_describe(item)} in {what}; expected strings")
         if type(extra) is not dict or extra:
             raise _refuse(f"pickle gives {what} the attributes {_describe(extra)}")
@@ -644,7 +694,11 @@ def _finish_arrow_strings(state: Any) -> Any:
     import pyarrow as pa
 
     what = "a pandas ArrowStringArray"
-    if type(state) is not dict or not {"_pa_array", "_dtype"} <= set(state) <= {"_pa_array", "_dtype", "_cache"}:
+    if type(state) is not dict or not {"_pa_array", "_dtype"} <= set(state) <= {
+        "_pa_array",
+        "_dtype",
+        "_cache",
+    }:
         raise _refuse(f"pickle gives {what} the state {_describe(state)}; expected _pa_array, _dtype, _cache")
     data, dtype = state["_pa_array"], state["_dtype"]
     if not isinstance(data, pa.Array | pa.ChunkedArray) or not _is_string_type(data.type):
@@ -669,7 +723,10 @@ def _check_block_values(values: Any, what: str) -> Any:
 
     if type(values) is np.ndarray:
         return _check_ndarray(values, what)
-    if type(values) in tuple(getattr(pd.arrays, name) for name in _EXTENSION_VALUES) and values.ndim in (1, 2):
+    if type(values) in tuple(getattr(pd.arrays, name) for name in _EXTENSION_VALUES) and values.ndim in (
+        1,
+        2,
+    ):
         return values
     raise _refuse(f"pickle gives {what} {_describe(values)}; expected a numpy or pandas array")
 
@@ -685,7 +742,9 @@ def _call_unpickle_block(*args: Any) -> Any:
     elif type(placement) is np.ndarray:
         _check_ndarray(placement, "a block placement", ndims=(1,), kinds="i")
     else:
-        raise _refuse(f"pickle places a column block with {_describe(placement)}; expected a slice or integers")
+        raise _refuse(
+            f"pickle places a column block with {_describe(placement)}; expected a slice or integers"
+        )
     if not _is_int(ndim) or ndim not in (1, 2):
         raise _refuse(f"pickle builds a {ndim!r}-dimensional block")
     return _unpickle_block(values, placement, ndim)
@@ -696,7 +755,11 @@ def _call_block_manager(*args: Any) -> Any:
     from pandas.core.internals.managers import BlockManager
 
     blocks, axes = _args(args, "pandas BlockManager", 2, 2)
-    if type(blocks) not in (tuple, list) or len(blocks) > MAX_BLOCKS or not all(isinstance(b, Block) for b in blocks):
+    if (
+        type(blocks) not in (tuple, list)
+        or len(blocks) > MAX_BLOCKS
+        or not all(isinstance(b, Block) for b in blocks)
+    ):
         raise _refuse(f"pickle builds a BlockManager from {_describe(blocks)}; expected blocks")
     if type(axes) not in (tuple, list) or len(axes) != 2:
         raise _refuse(f"pickle builds a BlockManager with axes {_describe(axes)}; expected columns and index")
@@ -711,7 +774,10 @@ def _check_index_data(data: Any) -> Any:
 
     if type(data) is np.ndarray:
         return _check_ndarray(data, "an Index", ndims=(1,))
-    if type(data) in (pd.arrays.ArrowStringArray, pd.arrays.StringArray, pd.arrays.DatetimeArray) and data.ndim == 1:
+    if (
+        type(data) in (pd.arrays.ArrowStringArray, pd.arrays.StringArray, pd.arrays.DatetimeArray)
+        and data.ndim == 1
+    ):
         return data
     raise _refuse(f"pickle gives an Index the data {_describe(data)}; expected a 1-d array")
 
@@ -726,9 +792,16 @@ def _call_new_index(*args: Any) -> Any:
     if type(d) is not dict:
         raise _refuse(f"pickle gives an index the arguments {_describe(d)}; expected a dict")
     if cls is pd.RangeIndex:
-        if set(d) - {"name", "start", "stop", "step"} or not all(_is_int(d.get(k, 1)) for k in ("start", "stop", "step")):
-            raise _refuse(f"pickle builds a RangeIndex from {sorted(d)!r}; expected integer start, stop, step")
-        if d.get("step", 1) == 0 or len(range(d.get("start", 0), d.get("stop", 0), d.get("step", 1))) > MAX_ROWS:
+        if set(d) - {"name", "start", "stop", "step"} or not all(
+            _is_int(d.get(k, 1)) for k in ("start", "stop", "step")
+        ):
+            raise _refuse(
+                f"pickle builds a RangeIndex from {sorted(d)!r}; expected integer start, stop, step"
+            )
+        if (
+            d.get("step", 1) == 0
+            or len(range(d.get("start", 0), d.get("stop", 0), d.get("step", 1))) > MAX_ROWS
+        ):
             raise _refuse(f"pickle builds a RangeIndex {d!r} with a zero step or over {MAX_ROWS} entries")
         args_ = {k: d[k] for k in ("start", "stop", "step") if k in d}
     else:
@@ -784,7 +857,11 @@ def _finish_frame(state: Any) -> Any:
         for value in attrs.values():
             _check_scalar(value, "the frame attrs")
     flags = state.get("_flags", {"allows_duplicate_labels": True})
-    if type(flags) is not dict or set(flags) - {"allows_duplicate_labels"} or not all(map(_is_bool, flags.values())):
+    if (
+        type(flags) is not dict
+        or set(flags) - {"allows_duplicate_labels"}
+        or not all(map(_is_bool, flags.values()))
+    ):
         raise _refuse(f"pickle gives {what} the flags {flags!r}")
     frame = pd.DataFrame.__new__(pd.DataFrame)
     frame.__setstate__(dict(state))
@@ -796,7 +873,9 @@ def _finish_frame(state: Any) -> Any:
 # --------------------------------------------------------------------------- the allow-list
 
 
-def _aliases(names: tuple[tuple[str, str], ...], token: Callable[[], _Global]) -> dict[tuple[str, str], Callable[[], _Global]]:
+def _aliases(
+    names: tuple[tuple[str, str], ...], token: Callable[[], _Global]
+) -> dict[tuple[str, str], Callable[[], _Global]]:
     return dict.fromkeys(names, token)
 
 
@@ -828,7 +907,9 @@ def _na_token() -> Any:
 _ALLOWED: dict[tuple[str, str], Callable[[], Any]] = {
     ("numpy", "dtype"): _callable("numpy.dtype", _call_dtype),
     ("numpy", "ndarray"): lambda: _Global("numpy.ndarray", importlib.import_module("numpy").ndarray),
-    ("numpy._core.multiarray", "_reconstruct"): _callable("numpy._core.multiarray._reconstruct", _call_reconstruct),
+    ("numpy._core.multiarray", "_reconstruct"): _callable(
+        "numpy._core.multiarray._reconstruct", _call_reconstruct
+    ),
     ("numpy._core.multiarray", "scalar"): _callable("numpy._core.multiarray.scalar", _call_scalar),
     ("numpy._core.numeric", "_frombuffer"): _callable("numpy._core.numeric._frombuffer", _call_frombuffer),
     ("builtins", "slice"): _callable("builtins.slice", _call_slice),
@@ -836,48 +917,98 @@ _ALLOWED: dict[tuple[str, str], Callable[[], Any]] = {
     ("datetime", "timezone"): _callable("datetime.timezone", _call_timezone),
     ("datetime", "timedelta"): _callable("datetime.timedelta", _call_timedelta),
     # frame, block manager, blocks
-    **_aliases((("pandas", "DataFrame"), ("pandas.core.frame", "DataFrame")),
-               _pandas_class("pandas", "DataFrame", new=lambda _: _Pending("pandas DataFrame", _finish_frame))),
+    **_aliases(
+        (("pandas", "DataFrame"), ("pandas.core.frame", "DataFrame")),
+        _pandas_class("pandas", "DataFrame", new=lambda _: _Pending("pandas DataFrame", _finish_frame)),
+    ),
     ("pandas.core.internals.managers", "BlockManager"): _callable("pandas BlockManager", _call_block_manager),
-    **_aliases((("pandas._libs.internals", "_unpickle_block"), ("pandas.core.internals.blocks", "new_block")),
-               _callable("pandas._libs.internals._unpickle_block", _call_unpickle_block)),
+    **_aliases(
+        (("pandas._libs.internals", "_unpickle_block"), ("pandas.core.internals.blocks", "new_block")),
+        _callable("pandas._libs.internals._unpickle_block", _call_unpickle_block),
+    ),
     # indexes: classes are only arguments of _new_Index / _new_DatetimeIndex
-    ("pandas.core.indexes.base", "_new_Index"): _callable("pandas.core.indexes.base._new_Index", _call_new_index),
-    **_aliases((("pandas", "Index"), ("pandas.core.indexes.base", "Index"),
-                ("pandas.core.indexes.numeric", "Int64Index"), ("pandas.core.indexes.numeric", "UInt64Index"),
-                ("pandas.core.indexes.numeric", "Float64Index")),  # pandas < 2 numeric indexes → Index
-               _pandas_class("pandas", "Index")),
-    **_aliases((("pandas", "RangeIndex"), ("pandas.core.indexes.range", "RangeIndex")),
-               _pandas_class("pandas", "RangeIndex")),
-    **_aliases((("pandas", "DatetimeIndex"), ("pandas.core.indexes.datetimes", "DatetimeIndex")),
-               _pandas_class("pandas", "DatetimeIndex")),
-    ("pandas.core.indexes.datetimes", "_new_DatetimeIndex"):
-        _callable("pandas.core.indexes.datetimes._new_DatetimeIndex", _call_new_datetime_index),
+    ("pandas.core.indexes.base", "_new_Index"): _callable(
+        "pandas.core.indexes.base._new_Index", _call_new_index
+    ),
+    **_aliases(
+        (
+            ("pandas", "Index"),
+            ("pandas.core.indexes.base", "Index"),
+            ("pandas.core.indexes.numeric", "Int64Index"),
+            ("pandas.core.indexes.numeric", "UInt64Index"),
+            ("pandas.core.indexes.numeric", "Float64Index"),
+        ),  # pandas < 2 numeric indexes → Index
+        _pandas_class("pandas", "Index"),
+    ),
+    **_aliases(
+        (("pandas", "RangeIndex"), ("pandas.core.indexes.range", "RangeIndex")),
+        _pandas_class("pandas", "RangeIndex"),
+    ),
+    **_aliases(
+        (("pandas", "DatetimeIndex"), ("pandas.core.indexes.datetimes", "DatetimeIndex")),
+        _pandas_class("pandas", "DatetimeIndex"),
+    ),
+    ("pandas.core.indexes.datetimes", "_new_DatetimeIndex"): _callable(
+        "pandas.core.indexes.datetimes._new_DatetimeIndex", _call_new_datetime_index
+    ),
     # datetime arrays and scalars
-    ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"):
-        _callable("pandas._libs.arrays.__pyx_unpickle_NDArrayBacked", _call_ndarray_backed),
-    **_aliases((("pandas.arrays", "DatetimeArray"), ("pandas.core.arrays.datetimes", "DatetimeArray")),
-               _pandas_class("pandas.arrays", "DatetimeArray")),
-    **_aliases((("pandas", "DatetimeTZDtype"), ("pandas.core.dtypes.dtypes", "DatetimeTZDtype")),
-               _pandas_class("pandas", "DatetimeTZDtype", call=_call_tz_dtype,
-                             new=lambda _: _Pending("pandas DatetimeTZDtype", _finish_tz_dtype))),
-    ("pandas._libs.tslibs.timestamps", "_unpickle_timestamp"):
-        _callable("pandas._libs.tslibs.timestamps._unpickle_timestamp", _call_timestamp),
-    **_aliases((("pandas._libs.tslibs.nattype", "__nat_unpickle"), ("pandas._libs.tslibs.nattype", "_nat_unpickle")),
-               _callable("pandas._libs.tslibs.nattype._nat_unpickle", _call_nat)),
+    ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"): _callable(
+        "pandas._libs.arrays.__pyx_unpickle_NDArrayBacked", _call_ndarray_backed
+    ),
+    **_aliases(
+        (("pandas.arrays", "DatetimeArray"), ("pandas.core.arrays.datetimes", "DatetimeArray")),
+        _pandas_class("pandas.arrays", "DatetimeArray"),
+    ),
+    **_aliases(
+        (("pandas", "DatetimeTZDtype"), ("pandas.core.dtypes.dtypes", "DatetimeTZDtype")),
+        _pandas_class(
+            "pandas",
+            "DatetimeTZDtype",
+            call=_call_tz_dtype,
+            new=lambda _: _Pending("pandas DatetimeTZDtype", _finish_tz_dtype),
+        ),
+    ),
+    ("pandas._libs.tslibs.timestamps", "_unpickle_timestamp"): _callable(
+        "pandas._libs.tslibs.timestamps._unpickle_timestamp", _call_timestamp
+    ),
+    **_aliases(
+        (("pandas._libs.tslibs.nattype", "__nat_unpickle"), ("pandas._libs.tslibs.nattype", "_nat_unpickle")),
+        _callable("pandas._libs.tslibs.nattype._nat_unpickle", _call_nat),
+    ),
     **_aliases((("pandas._libs.missing", "NA"), ("pandas", "NA")), _na_token),
     # the DatetimeIndex `freq` of a regular calendar (n, normalize[, offset | weekday])
-    **{("pandas._libs.tslibs.offsets", name): _offset_token(name)
-       for name in ("Day", "BusinessDay", "Week", "MonthEnd", "MonthBegin", "BusinessMonthEnd",
-                    "BusinessMonthBegin", "Hour", "Minute", "Second")},
+    **{
+        ("pandas._libs.tslibs.offsets", name): _offset_token(name)
+        for name in (
+            "Day",
+            "BusinessDay",
+            "Week",
+            "MonthEnd",
+            "MonthBegin",
+            "BusinessMonthEnd",
+            "BusinessMonthBegin",
+            "Hour",
+            "Minute",
+            "Second",
+        )
+    },
     # string labels/columns (pandas 3 makes column labels a string array)
-    **_aliases((("pandas", "StringDtype"), ("pandas.core.arrays.string_", "StringDtype")),
-               _callable("pandas.StringDtype", _call_string_dtype)),
-    **_aliases((("pandas.arrays", "StringArray"), ("pandas.core.arrays.string_", "StringArray")),
-               _pandas_class("pandas.arrays", "StringArray")),
-    **_aliases((("pandas.arrays", "ArrowStringArray"), ("pandas.core.arrays.string_arrow", "ArrowStringArray")),
-               _pandas_class("pandas.arrays", "ArrowStringArray",
-                             new=lambda _: _Pending("pandas ArrowStringArray", _finish_arrow_strings))),
+    **_aliases(
+        (("pandas", "StringDtype"), ("pandas.core.arrays.string_", "StringDtype")),
+        _callable("pandas.StringDtype", _call_string_dtype),
+    ),
+    **_aliases(
+        (("pandas.arrays", "StringArray"), ("pandas.core.arrays.string_", "StringArray")),
+        _pandas_class("pandas.arrays", "StringArray"),
+    ),
+    **_aliases(
+        (("pandas.arrays", "ArrowStringArray"), ("pandas.core.arrays.string_arrow", "ArrowStringArray")),
+        _pandas_class(
+            "pandas.arrays",
+            "ArrowStringArray",
+            new=lambda _: _Pending("pandas ArrowStringArray", _finish_arrow_strings),
+        ),
+    ),
     ("pyarrow.lib", "type_for_alias"): _callable("pyarrow.lib.type_for_alias", _safe_type_for_alias),
     ("pyarrow.lib", "py_buffer"): _callable("pyarrow.lib.py_buffer", _safe_py_buffer),
     ("pyarrow.lib", "_restore_array"): _callable("pyarrow.lib._restore_array", _safe_restore_array),
@@ -966,7 +1097,9 @@ class RestrictedUnpickler(pickle._Unpickler):
         if not isinstance(func, _Global) or func.call is None:
             raise self._unsafe(f"pickle calls {_describe(func)}, which is not callable in a return series")
         if type(args) is not tuple:
-            raise self._unsafe(f"pickle calls {func.name} with {_describe(args)} instead of an argument tuple")
+            raise self._unsafe(
+                f"pickle calls {func.name} with {_describe(args)} instead of an argument tuple"
+            )
         stack[-1] = func.call(*args)
 
     dispatch[pickle.REDUCE[0]] = load_reduce
@@ -975,7 +1108,9 @@ class RestrictedUnpickler(pickle._Unpickler):
         args = self.stack.pop()
         cls = self.stack.pop()
         if not isinstance(cls, _Global) or cls.new is None:
-            raise self._unsafe(f"pickle creates an instance of {_describe(cls)} (NEWOBJ), which is not allowed")
+            raise self._unsafe(
+                f"pickle creates an instance of {_describe(cls)} (NEWOBJ), which is not allowed"
+            )
         if args != () or type(args) is not tuple:
             raise self._unsafe(f"pickle creates {cls.name} with arguments {_describe(args)}; expected none")
         self.append(cls.new(cls))
@@ -1003,7 +1138,9 @@ class RestrictedUnpickler(pickle._Unpickler):
 
     def _container(self, obj: Any, kind: type, opcode: str) -> Any:
         if type(obj) is not kind:
-            raise self._unsafe(f"pickle uses {opcode} on {_describe(obj)}; only a {kind.__name__} may be filled")
+            raise self._unsafe(
+                f"pickle uses {opcode} on {_describe(obj)}; only a {kind.__name__} may be filled"
+            )
         return obj
 
     def load_append(self) -> None:
@@ -1042,7 +1179,9 @@ class RestrictedUnpickler(pickle._Unpickler):
     def load_bytearray8(self) -> None:
         (length,) = struct.unpack("<Q", self.read(8))
         if length > self._size:
-            raise InputFileError(self._path, f"truncated pickle (a byte array of {length} bytes in a {self._size}-byte file)")
+            raise InputFileError(
+                self._path, f"truncated pickle (a byte array of {length} bytes in a {self._size}-byte file)"
+            )
         data = bytearray(length)
         self.readinto(data)  # outside a frame this may shrink `data` instead of failing
         if len(data) != length:
@@ -1089,7 +1228,9 @@ def load_dataframe_pickle(
     if type(obj) is not pd.DataFrame:
         raise InputFileError(path, f"pickle holds a {type(obj).__name__}, not a pandas DataFrame")
     if len(obj.index) > MAX_ROWS:
-        raise UnsafePickleError(path, f"pickle holds {len(obj.index)} rows, over the limit of {MAX_ROWS}", hint=_HINT)
+        raise UnsafePickleError(
+            path, f"pickle holds {len(obj.index)} rows, over the limit of {MAX_ROWS}", hint=_HINT
+        )
     return obj
 
 

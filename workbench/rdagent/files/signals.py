@@ -89,7 +89,9 @@ def _trade_dates(series: pl.Series, path: Path) -> pl.Series:
             raise InputFileError(path, f"trade_date has a time of day ({timed[0]}); expected trading dates")
         return stamps.dt.date().rename("trade_date")
     if series.dtype == pl.String:
-        return pl.Series("trade_date", [as_date(v, path, where="trade_date") for v in series.to_list()], dtype=pl.Date)
+        return pl.Series(
+            "trade_date", [as_date(v, path, where="trade_date") for v in series.to_list()], dtype=pl.Date
+        )
     raise InputFileError(path, f"'trade_date' has type {series.dtype}, expected dates")
 
 
@@ -103,7 +105,9 @@ def _cast(series: pl.Series, dtype: Any, path: Path) -> pl.Series:
             raise pl.exceptions.InvalidOperationError("not text")
         return series.cast(dtype, strict=True)
     except pl.exceptions.PolarsError:
-        raise InputFileError(path, f"column {series.name!r} has type {series.dtype}, expected {dtype}") from None
+        raise InputFileError(
+            path, f"column {series.name!r} has type {series.dtype}, expected {dtype}"
+        ) from None
 
 
 def _from_table_json(path: Path, *, max_bytes: int) -> pl.DataFrame:

@@ -111,9 +111,7 @@ def read_workspace_manifest(path: Path, *, max_bytes: int = JSON_METADATA.max_by
 
 def detect_shape(data: dict[str, Any]) -> Shape | None:
     """`sidecar`, `v1` or `head` by keys; None if it looks like none of them."""
-    if data.get("version") == "1.0" or (
-        "workspace_id" not in data and any(k in data for k in _SIDECAR_KEYS)
-    ):
+    if data.get("version") == "1.0" or ("workspace_id" not in data and any(k in data for k in _SIDECAR_KEYS)):
         return "sidecar"
     loop = data.get("loop") if isinstance(data.get("loop"), dict) else {}
     if any(k in data for k in _V1_KEYS) or "key_metrics" in loop:
@@ -191,7 +189,9 @@ def _files(data: dict[str, Any], path: Path) -> dict[str, str | None] | None:
     out: dict[str, str | None] = {}
     for name, value in files.items():
         if value is not None and not isinstance(value, str):
-            raise InputFileError(path, f"files.{name} must be a path string or null, found {json_type(value)}")
+            raise InputFileError(
+                path, f"files.{name} must be a path string or null, found {json_type(value)}"
+            )
         out[name] = value
     return out
 
@@ -205,14 +205,16 @@ def _artifacts(data: dict[str, Any], path: Path) -> pl.DataFrame:
         files = get_list(item, "files", path, where=where) or []
         if any(f is not None and not isinstance(f, str) for f in files):
             raise InputFileError(path, f"{where}.files must hold path strings or nulls")
-        rows.append([
-            get_text(item, "artifact_id", path, where=where),
-            get_text(item, "artifact_type", path, where=where),
-            get_text(item, "name", path, where=where),
-            get_text(item, "status", path, where=where),
-            get_text(item, "entry_path", path, where=where),
-            files,
-        ])
+        rows.append(
+            [
+                get_text(item, "artifact_id", path, where=where),
+                get_text(item, "artifact_type", path, where=where),
+                get_text(item, "name", path, where=where),
+                get_text(item, "status", path, where=where),
+                get_text(item, "entry_path", path, where=where),
+                files,
+            ]
+        )
     return pl.DataFrame(rows, schema=ARTIFACT_SCHEMA, orient="row")
 
 
@@ -222,14 +224,16 @@ def _sidecar(data: dict[str, Any], path: Path, kind: Kind) -> WorkspaceJson:
         where = f"experiments[{index}]"
         if not isinstance(item, dict):
             raise InputFileError(path, f"{where} must be an object, found {json_type(item)}")
-        rows.append([
-            get_int(item, "loop_id", path, where=where),
-            get_text(item, "action", path, where=where),
-            get_text(item, "hypothesis", path, where=where),
-            get_bool(item, "decision", path, where=where),
-            get_text(item, "reason", path, where=where),
-            to_json_text(item.get("result")),
-        ])
+        rows.append(
+            [
+                get_int(item, "loop_id", path, where=where),
+                get_text(item, "action", path, where=where),
+                get_text(item, "hypothesis", path, where=where),
+                get_bool(item, "decision", path, where=where),
+                get_text(item, "reason", path, where=where),
+                to_json_text(item.get("result")),
+            ]
+        )
     return WorkspaceJson(
         kind=kind,
         shape="sidecar",
