@@ -26,7 +26,7 @@ from pathlib import Path
 from workbench.archive.catalog import open_catalog
 from workbench.archive.files import walk_workspace
 from workbench.archive.pipeline import archive
-from workbench.rdagent.sample import auto_workers, generate_sample
+from workbench.sample.generate import auto_workers, generate_sample
 
 
 def key_files(root: Path) -> tuple[list[Path], int]:

@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from workbench.rdagent.sample import auto_workers, generate_sample
+from workbench.sample.generate import auto_workers, generate_sample
 
 BEFORE_DURABLE = "8f9f315"
 HERE = Path(__file__).resolve().parent.parent

@@ -34,9 +34,9 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from workbench import charts
+from workbench.analysis import charts
+from workbench.analysis.compare import compare_task_run
 from workbench.archive.catalog import open_catalog
-from workbench.compare import compare_task_run
 from workbench.library.factors import clear_library_cache, factor_library
 
 SOURCES = ["rdagent_generated", "qlib_alpha158", "alpha_library", "external_manual"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench.rdagent.sample import generate_sample
+from workbench.sample.generate import generate_sample
 
 
 @pytest.fixture(scope="session")

@@ -362,8 +362,8 @@ def test_status_lists_experiment_ids_and_checks_its_filters(rd_root: Path, archi
 
 
 def test_a_file_where_a_folder_belongs_is_a_config_error(rd_root: Path, tmp_path: Path) -> None:
+    from workbench.archive.restore import restore_experiment
     from workbench.errors import ConfigError
-    from workbench.restore import restore_experiment
 
     not_a_folder = tmp_path / "archive.txt"
     not_a_folder.write_text("keep me")

@@ -22,7 +22,7 @@ from workbench.archive.pipeline import archive
 from workbench.archive.schema import LATEST_VERSION, MIGRATIONS
 from workbench.archive.verify import verify_archive
 from workbench.errors import ArchiveBusyError
-from workbench.rdagent.sample import generate_sample
+from workbench.sample.generate import generate_sample
 
 PYTHON = sys.executable
 

@@ -17,6 +17,7 @@ from test_cleanup_support import Env, files_under
 
 from workbench.archive import faults
 from workbench.archive.lock import archive_lock
+from workbench.archive.restore import restore_experiment
 from workbench.cleanup import CleanupPolicy, approve_plan, cleanup, list_plans, purge_quarantine, undo_plan
 from workbench.cleanup.execute import apply_items
 from workbench.cleanup.planner import plan_context, plan_from_context
@@ -26,7 +27,6 @@ from workbench.errors import ArchiveBusyError
 from workbench.rdagent.files.factor_meta import read_factor_meta
 from workbench.rdagent.files.qlib_res import read_qlib_res
 from workbench.rdagent.files.returns import read_returns
-from workbench.restore import restore_experiment
 
 OLD = 1_600_000_000  # an mtime far outside any grace window
 

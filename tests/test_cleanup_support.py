@@ -19,7 +19,7 @@ import duckdb
 import pytest
 
 from workbench.archive.pipeline import archive
-from workbench.rdagent.sample import generate_sample
+from workbench.sample.generate import generate_sample
 
 _TEMPLATE: dict[str, Path] = {}
 

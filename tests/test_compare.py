@@ -13,10 +13,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from workbench import charts
+from workbench.analysis import charts
+from workbench.analysis.compare import comparable_task_runs, compare_task_run
 from workbench.archive.pipeline import archive
 from workbench.cli import main
-from workbench.compare import comparable_task_runs, compare_task_run
 from workbench.errors import ConfigError
 from workbench.metrics import (
     align_excess_returns,

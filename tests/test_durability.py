@@ -24,6 +24,7 @@ from workbench.archive.journal import load_manifest, record_files
 from workbench.archive.packs import read_pack_index
 from workbench.archive.pipeline import archive
 from workbench.archive.repair import repair
+from workbench.archive.restore import restore_experiment
 from workbench.archive.snapshots import list_snapshots
 from workbench.archive.verify import verify_archive
 from workbench.cleanup import approve_plan, cleanup, undo_plan
@@ -32,7 +33,6 @@ from workbench.library.combinations import save_combination
 from workbench.library.external import import_factors, import_strategy
 from workbench.library.factors import factor_library
 from workbench.library.strategies import set_recommendation, strategy_library
-from workbench.restore import restore_experiment
 
 
 def catalog_tables(catalog: Path) -> dict[str, list[tuple]]:
@@ -69,7 +69,7 @@ def _strategy_file(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def lived_in(tmp_path_factory: pytest.TempPathFactory) -> Env:
     """An archive that has seen every kind of write: runs, holds, reviews, imports, a cleanup, an undo."""
-    from workbench.rdagent.sample import generate_sample
+    from workbench.sample.generate import generate_sample
 
     base = tmp_path_factory.mktemp("durable")
     generate_sample(base / "rd", seed=0)

@@ -199,7 +199,7 @@ def test_huge_stored_only_files_are_streamed_restored_and_verified(
     code = (
         "from workbench.archive.pipeline import archive\n"
         "from workbench.archive.verify import verify_archive\n"
-        "from workbench.restore import restore_experiment\n"
+        "from workbench.archive.restore import restore_experiment\n"
         f"summary = archive({str(rd_root)!r}, archive={str(archive_dir)!r}, progress=False)\n"
         f"report = verify_archive({str(archive_dir)!r}, read_data=True)\n"
         f"restore_experiment({experiment!r}, to={str(restored)!r}, archive={str(archive_dir)!r})\n"

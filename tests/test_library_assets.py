@@ -14,10 +14,10 @@ import duckdb
 import polars as pl
 import pytest
 
+from workbench.analysis.compare import compare_task_run
 from workbench.archive import ids
 from workbench.archive.pipeline import archive
 from workbench.cli import main
-from workbench.compare import compare_task_run
 from workbench.errors import ConfigError
 from workbench.library.combinations import combination_members, combinations, save_combination
 from workbench.library.factors import factor_library, factor_lineage, factor_performance

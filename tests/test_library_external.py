@@ -12,17 +12,17 @@ import duckdb
 import polars as pl
 import pytest
 
+from workbench.analysis.compare import compare_task_run
 from workbench.archive import ids
 from workbench.archive.pipeline import archive
 from workbench.cli import main
-from workbench.compare import compare_task_run
 from workbench.errors import ConfigError, InputFileError
 from workbench.library.combinations import save_combination
 from workbench.library.external import import_factors, import_strategy
 from workbench.library.factors import factor_library, factor_lineage
-from workbench.library.models import load_request
 from workbench.library.requests import attach_request, attached_request, export_request, request_for
 from workbench.library.strategies import strategy_library
+from workbench.rdagent.request import load_request
 
 RESI5 = "Resi($close, 5)/$close"  # an Alpha158 expression the sample's loops also use
 

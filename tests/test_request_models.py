@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from workbench.errors import ConfigError, InputFileError
-from workbench.library.models import (
+from workbench.rdagent.request import (
     ExperimentRequest,
     StrategyConfig,
     StrategyEntry,

@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from workbench.errors import ConfigError
-from workbench.rdagent import sample_data as data
-from workbench.rdagent.sample import SampleInfo, generate_sample, main, read_manifest
-from workbench.rdagent.sample_plan import STEPS
-from workbench.rdagent.sample_registry import (
+from workbench.sample import results as data
+from workbench.sample.generate import SampleInfo, generate_sample, main, read_manifest
+from workbench.sample.plan import STEPS
+from workbench.sample.registry import (
     ARTIFACTS_HEAD_COLUMNS,
     ARTIFACTS_V1_COLUMNS,
     LOOPS_HEAD_COLUMNS,
@@ -29,7 +29,7 @@ from workbench.rdagent.sample_registry import (
     LOOPS_V1_COLUMNS,
     WORKSPACES_COLUMNS,
 )
-from workbench.rdagent.sample_tables import TableWriter
+from workbench.sample.tables import TableWriter
 
 WS_ROOT = "git_ignore_folder/RD-Agent_workspace"
 SOURCE = "git_ignore_folder/factor_implementation_source_data"

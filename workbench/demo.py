@@ -22,7 +22,7 @@ def run_demo(*, out: Path, archive: Path, seed: int = 0) -> tuple[str, bool]:
     Returns the text to print and whether anything failed other than the sample's deliberately
     broken files.
     """
-    from workbench.rdagent.sample import generate_sample
+    from workbench.sample.generate import generate_sample
 
     out, archive = Path(out), Path(archive)
     lines = []
@@ -56,7 +56,7 @@ def run_demo(*, out: Path, archive: Path, seed: int = 0) -> tuple[str, bool]:
 
 def ensure_sample(out: Path | str, *, seed: int = 0) -> Path:
     """The sample installation at `out`, generated on first use (notebooks call this)."""
-    from workbench.rdagent.sample import generate_sample
+    from workbench.sample.generate import generate_sample
 
     out = Path(out)
     if not (out / "RDagentDB" / "registry.sqlite").exists():

@@ -534,7 +534,7 @@ def remap_factor_ids(item: Extracted, mapping: dict[str, str]) -> None:
 
 def validate_request(raw: Any, *, source: str) -> dict[str, Any]:
     """A request as a plain dict after validation by the request model (raises ConfigError)."""
-    from workbench.library.models import parse_request
+    from workbench.rdagent.request import parse_request
 
     request = parse_request(raw, source=source)
     return request.model_dump(mode="json")

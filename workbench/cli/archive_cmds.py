@@ -41,7 +41,7 @@ def sample(
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: by size).")] = None,
 ) -> None:
     """Generate a sample RD-Agent installation (registry, workspaces, logs, quirks included)."""
-    from workbench.rdagent.sample import auto_workers, generate_sample
+    from workbench.sample.generate import auto_workers, generate_sample
 
     info = generate_sample(
         out,
@@ -171,7 +171,7 @@ def restore(
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
 ) -> None:
     """Rebuild the archived files of a workspace byte for byte into a folder."""
-    from workbench.restore import restore_experiment
+    from workbench.archive.restore import restore_experiment
 
     result = restore_experiment(experiment_id, to=to, archive=archive)
     typer.echo(

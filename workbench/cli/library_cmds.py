@@ -301,8 +301,8 @@ def compare(
     ] = None,
 ) -> None:
     """Compare control and treatments of a task run: metrics, differences, PSR, DSR, Sharpe-difference CI."""
-    from workbench import charts
-    from workbench.compare import compare_task_run
+    from workbench.analysis import charts
+    from workbench.analysis.compare import compare_task_run
 
     if save_chart is not None:
         charts.check_chart_path(save_chart)  # a wrong suffix is refused before the comparison runs

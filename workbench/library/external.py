@@ -46,7 +46,7 @@ before anything is written, and written in one transaction.
 Strategy files (YAML or JSON)
 -----------------------------
 ``import_strategy(path)`` validates the file as RD-Agent's StrategyConfig
-(:func:`workbench.library.models.load_strategy_config`: ``strategy_type`` required, unknown
+(:func:`workbench.rdagent.request.load_strategy_config`: ``strategy_type`` required, unknown
 keys are errors, free-form settings under ``extra``). The strategy's key is
 ``external/<name>/<hash of the validated config>``: the same config imports to the same id,
 an edited config becomes a new strategy version. ``extra.shape`` / ``extra.output_mode``
@@ -75,8 +75,8 @@ from workbench.archive.lock import archive_lock
 from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError, InputFileError
 from workbench.library.factors import refresh_library_cache
-from workbench.library.models import load_strategy_config
 from workbench.rdagent.files.factor_meta import normalise_factor_name
+from workbench.rdagent.request import load_strategy_config
 
 __all__ = [
     "FactorImportSource",

@@ -5,7 +5,7 @@
   loops get their strategy names, roles and factor sets the next time they are archived.
 * :func:`export_request` writes a new ExperimentRequest from library assets (a factor
   combination or a list of factors, and strategies, external ones included), in the JSON shape
-  RD-Agent's own parser accepts (:func:`workbench.library.models.request_to_rdagent_json`).
+  RD-Agent's own parser accepts (:func:`workbench.rdagent.request.request_to_rdagent_json`).
 
 Both validate with the same models as the archive job; an invalid request is refused with the
 field and the problem, and nothing is stored or written.
@@ -31,7 +31,8 @@ from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError
 from workbench.library.combinations import resolve_combination_id
 from workbench.library.factors import resolve_factor_ids
-from workbench.library.models import (
+from workbench.library.strategies import resolve_strategy_id, strategy_config
+from workbench.rdagent.request import (
     ExperimentKind,
     ExperimentRequest,
     FactorRef,
@@ -41,7 +42,6 @@ from workbench.library.models import (
     parse_request,
     request_to_rdagent_json,
 )
-from workbench.library.strategies import resolve_strategy_id, strategy_config
 
 __all__ = ["AttachResult", "attach_request", "attached_request", "export_request", "request_for"]
 

@@ -21,7 +21,7 @@ from workbench.archive.journal import recorded
 from workbench.archive.lock import archive_lock
 from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError
-from workbench.library.models import StrategyConfig
+from workbench.rdagent.request import StrategyConfig
 
 __all__ = [
     "EXPERIMENT_METRICS_SQL",

@@ -1,4 +1,4 @@
-"""An ipywidgets panel over :func:`workbench.compare.compare_task_run`.
+"""An ipywidgets panel over :func:`workbench.analysis.compare.compare_task_run`.
 
 Pick a task run and some of its strategies; the table and the charts follow. The panel holds no
 logic of its own: every change calls the library and shows its result. Table and chart are
@@ -15,8 +15,8 @@ from typing import Any
 import ipywidgets as widgets
 import polars as pl
 
-from workbench import charts
-from workbench.compare import Comparison, comparable_task_runs, compare_task_run
+from workbench.analysis import charts
+from workbench.analysis.compare import Comparison, comparable_task_runs, compare_task_run
 from workbench.errors import ConfigError, WorkbenchError
 
 __all__ = ["ComparisonPanel", "comparison_table_html"]

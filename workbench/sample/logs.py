@@ -11,10 +11,10 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from workbench.rdagent.sample_data import opaque_bytes, small_pickle
-from workbench.rdagent.sample_meta import factor_description, factor_formula, factor_variables
-from workbench.rdagent.sample_plan import STEPS, LoopPlan, RunPlan
-from workbench.rdagent.sample_workspace import Disk, workspace_registry_path
+from workbench.sample.metadata import factor_description, factor_formula, factor_variables
+from workbench.sample.plan import STEPS, LoopPlan, RunPlan
+from workbench.sample.results import opaque_bytes, small_pickle
+from workbench.sample.workspaces import Disk, workspace_registry_path
 
 _PROMPT = (
     "You are a quantitative researcher. Propose the next hypothesis for the Qlib scenario, "

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from workbench.rdagent.sample_build import BuildState, LoopRecord
-from workbench.rdagent.sample_plan import SamplePlan
-from workbench.rdagent.sample_workspace import WORKSPACE_ROOT
+from workbench.sample.builder import BuildState, LoopRecord
+from workbench.sample.plan import SamplePlan
+from workbench.sample.workspaces import WORKSPACE_ROOT
 
 METRIC_COLUMNS = ("ic_mean", "rank_ic_mean", "ann_return", "mdd", "turnover", "multi_score", "metrics_json")
 RESULT_PAIR = ("qlib_res.csv", "ret.pkl")

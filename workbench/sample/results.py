@@ -215,7 +215,7 @@ def signals_frame(scores: np.ndarray, *, shape: SignalShape, n_drop: int, genera
 def signals_files(
     scores: np.ndarray, *, shape: SignalShape, n_drop: int, generated_at: str
 ) -> tuple[bytes, bytes]:
-    """`signals.parquet` / `signals.json` through pandas (the reference for `sample_tables`)."""
+    """`signals.parquet` / `signals.json` through pandas (the reference for `tables`)."""
     frame = signals_frame(scores, shape=shape, n_drop=n_drop, generated_at=generated_at)
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False, engine="pyarrow")
@@ -266,7 +266,7 @@ def combined_factors_parquet(
     seed: int, names: tuple[str, ...], *, days: pd.DatetimeIndex, instruments: list[str]
 ) -> bytes:
     """`combined_factors_df.parquet` (§8), written through pandas with pyarrow, so the raw
-    parquet column names are tuple strings (the reference for `sample_tables`)."""
+    parquet column names are tuple strings (the reference for `tables`)."""
     buffer = io.BytesIO()
     combined_factors_frame(seed, names, days=days, instruments=instruments).to_parquet(
         buffer, engine="pyarrow"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from workbench.rdagent.sample_request import multi_strategy_request
+from workbench.sample.request import multi_strategy_request
 
 Generation = Literal["v1", "gap", "head"]
 Flavor = Literal["v1", "gap", "head_live", "head_backfilled"]

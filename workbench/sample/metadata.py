@@ -11,8 +11,8 @@ import math
 import re
 from datetime import datetime
 
-from workbench.rdagent.sample_plan import LoopPlan, RunPlan
-from workbench.rdagent.sample_templates import ALPHA158_SUBSET
+from workbench.sample.plan import LoopPlan, RunPlan
+from workbench.sample.templates import ALPHA158_SUBSET
 
 _CATEGORY_CN = {
     "Momentum": ("动量因子", "过去{w}日收益率"),

@@ -14,16 +14,16 @@ import random
 import uuid
 from datetime import datetime, timedelta
 
-from workbench.rdagent.sample_meta import RESULT_FILES
-from workbench.rdagent.sample_plan import LoopPlan, RunPlan
-from workbench.rdagent.sample_registry import (
+from workbench.sample.metadata import RESULT_FILES
+from workbench.sample.plan import LoopPlan, RunPlan
+from workbench.sample.registry import (
     RegistryRows,
     bootstrap_workspace_id,
     empty_loop_row,
     head_artifact_id,
     head_file_id,
 )
-from workbench.rdagent.sample_workspace import (
+from workbench.sample.workspaces import (
     FileRecord,
     WrittenWorkspace,
     iso,

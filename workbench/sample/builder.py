@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from workbench.rdagent import sample_meta as meta
-from workbench.rdagent import sample_rows as rows_mod
-from workbench.rdagent.sample_logs import LogWriter
-from workbench.rdagent.sample_plan import Knobs, LoopPlan, RunPlan, SamplePlan
-from workbench.rdagent.sample_registry import RegistryRows
-from workbench.rdagent.sample_templates import ALPHA158_SUBSET, FACTOR_ENTRY_ALPHA158, SELF_CHECK_PY
-from workbench.rdagent.sample_workspace import (
+from workbench.sample import metadata as meta
+from workbench.sample import registry_rows as rows_mod
+from workbench.sample.logs import LogWriter
+from workbench.sample.plan import Knobs, LoopPlan, RunPlan, SamplePlan
+from workbench.sample.registry import RegistryRows
+from workbench.sample.templates import ALPHA158_SUBSET, FACTOR_ENTRY_ALPHA158, SELF_CHECK_PY
+from workbench.sample.workspaces import (
     Disk,
     WorkspaceWriter,
     WrittenWorkspace,

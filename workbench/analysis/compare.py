@@ -147,7 +147,7 @@ class Comparison:
 
     def chart(self) -> Any:
         """Cumulative excess return, drawdown and Sharpe differences (Altair, renders offline)."""
-        from workbench import charts
+        from workbench.analysis import charts
 
         return charts.comparison_chart(self.curves, self.table, control=self.control)
 

@@ -16,10 +16,10 @@ from typing import Literal
 
 import numpy as np
 
-from workbench.rdagent import sample_data as data
-from workbench.rdagent.sample_plan import Knobs, LoopPlan, PathStyle, RunPlan, WorkspacePlan
-from workbench.rdagent.sample_tables import TableWriter
-from workbench.rdagent.sample_templates import (
+from workbench.sample import results as data
+from workbench.sample.plan import Knobs, LoopPlan, PathStyle, RunPlan, WorkspacePlan
+from workbench.sample.tables import TableWriter
+from workbench.sample.templates import (
     SOURCE_DATA_README,
     Era,
     factor_code,

@@ -3,7 +3,7 @@
 pandas' `to_parquet`/`to_json` cost ~10 ms per table, which dominates a 2,000-loop sample.
 These writers take the Arrow schema and the JSON schema header from one pandas conversion,
 then build every further table from Arrow arrays and a row template. The bytes are identical
-to the pandas path in `sample_data` (the tests check that), only faster.
+to the pandas path in `results` (the tests check that), only faster.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workbench.rdagent import sample_data as data
+from workbench.sample import results as data
 
 _DATA_MARK = '"data":['
 

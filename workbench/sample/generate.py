@@ -9,12 +9,7 @@ The output is a pure function of the seed and the knobs: two calls give byte-ide
 (file mtimes are set from the plan too; folders and the registry file keep the time they were
 written). Nothing reads the clock or the network.
 
-Modules: `sample_plan` + `sample_request` (what to write), `sample_workspace` /
-`sample_data` / `sample_tables` / `sample_templates` (workspace files), `sample_meta` (JSON
-shapes), `sample_logs` (log trees), `sample_rows` + `sample_registry` (registry),
-`sample_build` (write order, optional worker processes), `sample_manifest` (expected sets).
-
-Command line: `python -m workbench.rdagent.sample --out DIR --seed N [knobs]`.
+Command line: `python -m workbench.sample --out DIR --seed N [knobs]` (or `workbench sample`).
 """
 
 from __future__ import annotations
@@ -29,10 +24,10 @@ from pathlib import Path
 from typing import Literal
 
 from workbench.errors import ConfigError
-from workbench.rdagent.sample_build import BuildState, InstallationBuilder
-from workbench.rdagent.sample_manifest import ManifestBuilder
-from workbench.rdagent.sample_plan import Knobs, SamplePlan, build_plan
-from workbench.rdagent.sample_registry import write_registry
+from workbench.sample.builder import BuildState, InstallationBuilder
+from workbench.sample.manifest import ManifestBuilder
+from workbench.sample.plan import Knobs, SamplePlan, build_plan
+from workbench.sample.registry import write_registry
 
 MANIFEST_NAME = "sample_manifest.json"
 REGISTRY_REL = "RDagentDB/registry.sqlite"
@@ -199,9 +194,7 @@ def read_manifest(out: Path) -> dict:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m workbench.rdagent.sample", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m workbench.sample", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--out", type=Path, required=True, help="new or empty directory (the RD-Agent repo root)"
     )

@@ -1,0 +1,7 @@
+"""`python -m workbench.sample --out DIR --seed N [knobs]`."""
+
+import sys
+
+from workbench.sample.generate import main
+
+sys.exit(main())
