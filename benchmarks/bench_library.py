@@ -37,7 +37,8 @@ import polars as pl
 from workbench.analysis import charts
 from workbench.analysis.compare import compare_task_run
 from workbench.archive.catalog import open_catalog
-from workbench.library.factors import clear_library_cache, factor_library
+from workbench.archive.library_cache import clear_library_cache
+from workbench.library.factors import factor_library
 
 SOURCES = ["rdagent_generated", "qlib_alpha158", "alpha_library", "external_manual"]
 TAGS = ["momentum", "value", "quality", "volatility", "moneyflow", "alpha158"]

@@ -17,7 +17,7 @@ from workbench.archive.files import walk_workspace
 from workbench.archive.pipeline import archive
 from workbench.archive.store import ObjectStore
 from workbench.errors import InputFileError, VerificationError
-from workbench.rdagent.files.jsonfile import read_file_bytes
+from workbench.rdagent.files.reading import read_file_bytes
 
 SECRET = "TOPSECRET-outside-the-installation"
 

@@ -20,10 +20,11 @@ import duckdb
 import pytest
 
 from workbench.archive.catalog import open_catalog, read_frame
+from workbench.archive.library_cache import clear_library_cache
 from workbench.archive.pipeline import archive
 from workbench.archive.verify import verify_archive
 from workbench.errors import CatalogCorruptError
-from workbench.library.factors import clear_library_cache, factor_library
+from workbench.library.factors import factor_library
 
 HEADER_BYTES = 3 * 4096  # main header + two database headers (checked against the file below)
 CHECKSUM_BYTES = 8  # every block starts with the checksum of the rest of the block

@@ -39,7 +39,6 @@ from workbench.rdagent.files import (
     read_workspace_manifest,
     read_workspace_meta,
 )
-from workbench.rdagent.files.jsonfile import format_size
 from workbench.rdagent.files.limits import (
     JSON_METADATA,
     MAX_METRIC_ROWS,
@@ -50,6 +49,7 @@ from workbench.rdagent.files.limits import (
     FileKind,
     MiB,
 )
+from workbench.rdagent.files.reading import format_size
 
 HUGE = 200 * MiB
 #: what an archive run may take at most; the issue measured 4.3 GB before the limits

@@ -462,7 +462,7 @@ def _wait_for_cache_writes() -> None:
 def test_the_library_copy_on_disk_serves_a_fresh_process_and_never_a_changed_catalog(
     archived: Archived, tmp_path: Path
 ) -> None:
-    from workbench.library.factors import clear_library_cache, refresh_library_cache
+    from workbench.archive.library_cache import clear_library_cache, refresh_library_cache
 
     archive_dir = tmp_path / "ar"
     shutil.copytree(archived.archive, archive_dir)
@@ -498,7 +498,7 @@ def test_the_library_copy_on_disk_serves_a_fresh_process_and_never_a_changed_cat
 
 
 def test_jobs_that_change_the_library_leave_a_current_copy(archived: Archived, tmp_path: Path) -> None:
-    from workbench.library.factors import _cache_files, _catalog_state  # the copy's name for a catalog state
+    from workbench.archive.library_cache import _cache_files, _catalog_state  # the copy's name for a catalog state
 
     archive_dir = tmp_path / "ar"
     shutil.copytree(archived.archive, archive_dir)

@@ -23,9 +23,11 @@ from workbench.metrics import compute_return_metrics
 from workbench.rdagent.files.factor_meta import read_factor_meta
 from workbench.rdagent.files.factor_perf import read_factor_perf
 from workbench.rdagent.files.feedback import read_feedback
-from workbench.rdagent.files.jsonfile import read_json_file, recording_reads
+from workbench.rdagent.files.jsonfile import read_json_file
 from workbench.rdagent.files.qlib_res import qlib_metrics_by_name, read_qlib_res
+from workbench.rdagent.files.reading import recording_reads
 from workbench.rdagent.files.returns import read_returns
+from workbench.rdagent.request import parse_request
 
 REGISTRY_METRIC_COLUMNS = ("ic_mean", "rank_ic_mean", "ann_return", "mdd", "turnover", "multi_score")
 META_FILES = (
@@ -534,8 +536,6 @@ def remap_factor_ids(item: Extracted, mapping: dict[str, str]) -> None:
 
 def validate_request(raw: Any, *, source: str) -> dict[str, Any]:
     """A request as a plain dict after validation by the request model (raises ConfigError)."""
-    from workbench.rdagent.request import parse_request
-
     request = parse_request(raw, source=source)
     return request.model_dump(mode="json")
 

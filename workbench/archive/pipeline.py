@@ -31,15 +31,17 @@ from workbench.archive import faults
 from workbench.archive.catalog import ArchiveLayout, fetch_one, open_catalog, utc_now
 from workbench.archive.extract import Extracted, ItemError, extract_loop, validate_request
 from workbench.archive.journal import recorded
+from workbench.archive.library_cache import refresh_library_cache
 from workbench.archive.lock import archive_lock
 from workbench.archive.packs import is_pack_key, parse_pack_key
 from workbench.archive.persist import Outcome, StoredBatch, commit_batch, consolidate_factors, store_files
-from workbench.archive.scan import LoopCandidate, build_candidates, is_archivable, loop_timestamp, parse_time
+from workbench.archive.scan import LoopCandidate, build_candidates, is_archivable
 from workbench.archive.storage_errors import one_line, storage_errno, storage_error, storage_errors
 from workbench.archive.store import INLINE_PREFIX, ObjectStore
 from workbench.errors import ConfigError, WorkbenchError
 from workbench.rdagent.installation import Installation
 from workbench.rdagent.registry import RegistrySnapshot, read_loops_changed_since, read_registry
+from workbench.rdagent.times import loop_timestamp, parse_time
 
 Mode = Literal["full", "incremental"]
 CURSOR_NAME = "registry"
@@ -212,8 +214,6 @@ def archive(
             summary.ended_at = utc_now().isoformat()
             _record_run_end(layout, summary)
     if summary.level1 or summary.level2:
-        from workbench.library.factors import refresh_library_cache  # the library builds on the archive
-
         refresh_library_cache(layout.root)  # the first factor query after the run need not re-read DuckDB
     return summary
 

@@ -15,7 +15,6 @@ import re
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -218,27 +217,6 @@ def mark_duplicates(candidates: Iterable[LoopCandidate]) -> None:
             other.notes.append(
                 f"same workspace directory as {keeper.task_run_id}/{keeper.loop_id}; archived once there"
             )
-
-
-def loop_timestamp(loop: dict[str, Any]) -> str | None:
-    """The loop's latest known time as ISO text (registry formats vary, §2.6)."""
-    for column in ("updated_at_utc", "ended_at_utc", "started_at_utc"):
-        value = loop.get(column)
-        if value:
-            return str(value).replace(" ", "T")
-    return None
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value
 
 
 def is_archivable(candidate: LoopCandidate) -> bool:

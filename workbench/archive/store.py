@@ -53,7 +53,7 @@ from workbench.archive.packs import (
     write_pack,
 )
 from workbench.errors import VerificationError
-from workbench.rdagent.files.jsonfile import open_regular_file
+from workbench.rdagent.files.reading import open_regular_file
 
 MAGIC = b"WBZSTD1\n"
 HEADER = struct.Struct(">8sQ")

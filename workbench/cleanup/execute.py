@@ -30,9 +30,10 @@ from workbench.archive import faults
 from workbench.archive.catalog import utc_now
 from workbench.archive.lock import archive_lock
 from workbench.archive.storage_errors import storage_errno, storage_error, storage_errors
+from workbench.cleanup.context import PlanContext
 from workbench.cleanup.inventory import WorkspaceDir, scan_dir, workspace_dirs
 from workbench.cleanup.plan import CleanupPlan, PlanFile, PlanItem
-from workbench.cleanup.planner import PlanContext, changed_since_archive
+from workbench.cleanup.planner import changed_since_archive
 from workbench.cleanup.policy import recently_modified
 from workbench.cleanup.records import (
     Deletion,

@@ -25,10 +25,11 @@ from workbench.archive.catalog import open_catalog
 from workbench.archive.lock import archive_lock
 from workbench.archive.storage_errors import storage_errors
 from workbench.cleanup.approvals import Approval, approved_items, load_approval, mark_used
+from workbench.cleanup.context import PlanContext, plan_context
 from workbench.cleanup.execute import ApplyResult, apply_items
 from workbench.cleanup.holds import known_ids, read_active_list
 from workbench.cleanup.plan import CleanupPlan
-from workbench.cleanup.planner import PlanContext, plan_context, plan_from_context
+from workbench.cleanup.planner import plan_from_context
 from workbench.cleanup.policy import CleanupPolicy
 from workbench.cleanup.records import load_plan, save_plan, set_plan_status
 from workbench.cleanup.units import format_bytes, parse_size

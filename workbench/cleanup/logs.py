@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from workbench.cleanup.context import PlanContext, blocking_reasons, notes_for
 from workbench.cleanup.inventory import DirScan, scan_dir
 from workbench.cleanup.plan import Exclusion, PlanItem, item_id_for
-from workbench.cleanup.policy import recently_modified
+from workbench.cleanup.policy import CleanupPolicy, recently_modified
 from workbench.cleanup.safety import checked_child, has_dotdot
 from workbench.cleanup.units import format_bytes
 from workbench.errors import UnsafePathError
@@ -52,7 +53,7 @@ class LogFolder:
         return self.scan.freed_bytes
 
 
-def _log_runs(context) -> dict[str, set[str]]:  # noqa: ANN001 - PlanContext (import cycle)
+def _log_runs(context: PlanContext) -> dict[str, set[str]]:
     """Real log folder path → task-run ids the registry links to it."""
     log_root = str(context.roots.log_root)
     found: dict[str, set[str]] = {}
@@ -80,7 +81,7 @@ def _log_runs(context) -> dict[str, set[str]]:  # noqa: ANN001 - PlanContext (im
     return found
 
 
-def _archive_gaps(task_runs: set[str], context) -> tuple[list[str], tuple[str, ...], int | None]:  # noqa: ANN001
+def _archive_gaps(task_runs: set[str], context: PlanContext) -> tuple[list[str], tuple[str, ...], int | None]:
     """Loops of these runs that are not archived at level 1 yet; their experiment ids; min level."""
     gaps = []
     for loop in context.snapshot.loops.iter_rows(named=True):
@@ -98,7 +99,7 @@ def _archive_gaps(task_runs: set[str], context) -> tuple[list[str], tuple[str, .
     return sorted(set(gaps)), tuple(sorted(e.experiment_id for e in experiments)), level
 
 
-def _hold_ids(task_runs: set[str], folder: Path, context) -> set[str]:  # noqa: ANN001
+def _hold_ids(task_runs: set[str], folder: Path, context: PlanContext) -> set[str]:
     ids = set(task_runs) | {folder.name}
     for experiment in context.facts.experiments:
         if experiment.task_run_id in task_runs:
@@ -106,9 +107,7 @@ def _hold_ids(task_runs: set[str], folder: Path, context) -> set[str]:  # noqa: 
     return ids
 
 
-def _judge(path: Path, runs: set[str], context) -> LogFolder:  # noqa: ANN001
-    from workbench.cleanup.planner import blocking_reasons
-
+def _judge(path: Path, runs: set[str], context: PlanContext) -> LogFolder:
     scan = scan_dir(path)
     folder = LogFolder(path, scan, runs, [], [])
     if not runs:
@@ -165,7 +164,7 @@ def _item(folder: LogFolder, rule: str) -> PlanItem:
     )
 
 
-def _folders(context) -> tuple[list[LogFolder], list[Exclusion]]:  # noqa: ANN001
+def _folders(context: PlanContext) -> tuple[list[LogFolder], list[Exclusion]]:
     root = context.roots.log_root
     runs_by_path = _log_runs(context)
     folders, refused = [], []
@@ -187,7 +186,7 @@ def _folders(context) -> tuple[list[LogFolder], list[Exclusion]]:  # noqa: ANN00
     return folders, refused
 
 
-def plan_logs(context) -> tuple[list[PlanItem], list[Exclusion]]:  # noqa: ANN001 - PlanContext
+def plan_logs(context: PlanContext) -> tuple[list[PlanItem], list[Exclusion]]:
     """Log items and exclusions under the retention options of `context.policy`."""
     if not context.roots.log_root.is_dir():
         return [], []
@@ -214,8 +213,6 @@ def plan_logs(context) -> tuple[list[PlanItem], list[Exclusion]]:  # noqa: ANN00
         if kept:
             exclusions.append(_exclusion(folder, ["retained"], kept))
             continue
-        from workbench.cleanup.planner import notes_for
-
         notes = notes_for(_hold_ids(folder.task_runs, folder.path, context), folder.task_runs, context)
         rule = "; ".join([_rule(folder, policy, total), *notes])
         total -= folder.size
@@ -223,7 +220,7 @@ def plan_logs(context) -> tuple[list[PlanItem], list[Exclusion]]:  # noqa: ANN00
     return items, exclusions
 
 
-def _rule(folder: LogFolder, policy, total: int) -> str:  # noqa: ANN001
+def _rule(folder: LogFolder, policy: CleanupPolicy, total: int) -> str:
     parts = [
         f"log folder of task run(s) {', '.join(sorted(folder.task_runs))}, every loop archived at level >= 1"
     ]

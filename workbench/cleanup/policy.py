@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from workbench.archive.scan import loop_timestamp, parse_time
 from workbench.errors import ConfigError
 from workbench.rdagent.registry import RegistrySnapshot
+from workbench.rdagent.times import loop_timestamp, parse_time
 
 Stage = Literal["conservative", "full"]
 STAGES: tuple[str, ...] = ("conservative", "full")

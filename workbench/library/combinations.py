@@ -17,10 +17,11 @@ import polars as pl
 from workbench.archive import ids
 from workbench.archive.catalog import ArchiveLayout, open_catalog, read_frame, utc_now
 from workbench.archive.journal import recorded
+from workbench.archive.library_cache import refresh_library_cache
 from workbench.archive.lock import archive_lock
 from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError
-from workbench.library.factors import refresh_library_cache, resolve_factor_id, resolve_factor_ids
+from workbench.library.factors import resolve_factor_id, resolve_factor_ids
 
 __all__ = [
     "KNOWN_COMBINATION_SOURCES",

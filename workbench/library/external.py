@@ -71,10 +71,10 @@ import polars as pl
 from workbench.archive import ids
 from workbench.archive.catalog import ArchiveLayout, new_archive_note, open_catalog, utc_now
 from workbench.archive.journal import recorded
+from workbench.archive.library_cache import refresh_library_cache
 from workbench.archive.lock import archive_lock
 from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError, InputFileError
-from workbench.library.factors import refresh_library_cache
 from workbench.rdagent.files.factor_meta import normalise_factor_name
 from workbench.rdagent.request import load_strategy_config
 

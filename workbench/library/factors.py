@@ -10,36 +10,25 @@ the figures are the factor's own or those of a combination it belonged to) and i
 refreshed whenever the catalog changes, so a library of 100,000 factors answers in milliseconds;
 every other function here is a small read for one factor or a few.
 
-The copy is also kept on disk (``cache/`` in the archive, Arrow IPC, named by the catalog's change
-stamps), so a fresh kernel or process does not re-read the library from DuckDB; jobs that change
-the library refresh it when they finish (:func:`refresh_library_cache`). A cache file is only ever
-used for the exact catalog state it was made from; deleting ``cache/`` is always safe.
+The copy and its on-disk cache belong to the archive (:mod:`workbench.archive.library_cache`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import threading
-import time
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import duckdb
 import polars as pl
 
-from workbench.archive.catalog import ArchiveLayout, fetch_frame, open_catalog, read_frame
-from workbench.errors import ConfigError, WorkbenchError
+from workbench.archive.catalog import fetch_frame, open_catalog, read_frame
+from workbench.archive.library_cache import FACTOR_COLUMNS, LibrarySnapshot, library_snapshot
+from workbench.errors import ConfigError
 from workbench.library.strategies import EXPERIMENT_METRICS_SQL
 
 __all__ = [
     "FactorSort",
     "KNOWN_FACTOR_SOURCES",
-    "clear_library_cache",
-    "refresh_library_cache",
     "PERFORMANCE_METRICS",
     "factor_library",
     "factor_lineage",
@@ -73,12 +62,6 @@ KNOWN_FACTOR_SOURCES: tuple[str, ...] = (
 )
 """Documented factor sources; ``factor_library(source=...)`` also accepts any other source the library holds."""
 
-_FACTOR_COLUMNS = """
-    f.id AS factor_id, f.name, f.version, f.source,
-    CAST(coalesce(f.tags, '[]') AS VARCHAR[]) AS tags,
-    f.description_cn, f.expression, f.formula_hint, f.region, f.freq, f.first_experiment_id, f.created_at
-"""
-
 
 def _as_list(value: str | Sequence[str] | None, *, option: str) -> list[str] | None:
     """A single value or several; an empty list means 'no filter' rather than 'match nothing'."""
@@ -95,173 +78,7 @@ def _check_choice(value: str, choices: tuple[str, ...], *, option: str) -> None:
         raise ConfigError(f"{option}={value!r} is not one of: {', '.join(choices)}")
 
 
-@dataclass
-class _Snapshot:
-    """The whole factor library as Polars frames, valid while the catalog files are unchanged."""
-
-    state: tuple[Any, ...]
-    factors: pl.DataFrame
-    performance: pl.DataFrame
-    picks: dict[tuple[str | None, str], pl.DataFrame] = field(default_factory=dict)
-    _sources: tuple[str, ...] | None = None
-    _windows: tuple[str, ...] | None = None
-
-    @property
-    def sources(self) -> tuple[str, ...]:
-        """Every factor source in the library, sorted (computed once per snapshot)."""
-        if self._sources is None:
-            self._sources = tuple(sorted(self.factors["source"].drop_nulls().unique().to_list()))
-        return self._sources
-
-    @property
-    def windows(self) -> tuple[str, ...]:
-        """Every window with a result in the library, sorted (computed once per snapshot)."""
-        if self._windows is None:
-            self._windows = tuple(sorted(self.performance["window_name"].drop_nulls().unique().to_list()))
-        return self._windows
-
-
-_SNAPSHOTS: dict[Path, _Snapshot] = {}
-
-_SNAPSHOT_SQL = {
-    "factors": f"""
-        WITH used AS (
-            SELECT factor_id, count(DISTINCT experiment_id) AS n_experiments FROM aistock_factor_usage GROUP BY factor_id
-        ),
-        members AS (
-            SELECT member AS factor_id, count(DISTINCT id) AS n_combinations
-            FROM (SELECT id, unnest(CAST(factor_ids AS VARCHAR[])) AS member FROM aistock_factor_combinations)
-            GROUP BY member
-        )
-        SELECT {_FACTOR_COLUMNS},
-               coalesce(u.n_experiments, 0) AS n_experiments, coalesce(m.n_combinations, 0) AS n_combinations
-        FROM aistock_factors f LEFT JOIN used u ON u.factor_id = f.id LEFT JOIN members m ON m.factor_id = f.id
-    """,
-    "performance": """
-        SELECT id, factor_id, window_name, start_date, end_date, ic_mean, ic_ir, coverage, annual_return,
-               max_drawdown, sharpe, basis, experiment_id AS perf_experiment_id, updated_at
-        FROM aistock_factor_performance
-    """,
-}
-
-
-def clear_library_cache() -> None:
-    """Forget every in-memory library copy (they are refreshed on change anyway; this frees memory)."""
-    _SNAPSHOTS.clear()
-
-
-def _catalog_state(archive: Path | str | None) -> tuple[Any, ...]:
-    """Identity and change stamps of the catalog and its write-ahead log: any commit changes one."""
-    catalog = ArchiveLayout.at(archive).catalog
-    stamps: list[Any] = [str(catalog)]
-    for path in (catalog, catalog.with_name(catalog.name + ".wal")):
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            stamps.append(None)
-            continue
-        stamps.append((st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-    return tuple(stamps)
-
-
-def _snapshot(archive: Path | str | None, *, wait_for_disk: bool = False) -> _Snapshot:
-    """The cached library, reloaded whenever the catalog changed since it was read.
-
-    Why: every call would otherwise re-read and decompress the whole performance table through a
-    fresh connection; a notebook or widget filters the same library many times between writes.
-    """
-    layout = ArchiveLayout.at(archive)
-    state = _catalog_state(archive)  # taken before reading: a write during the read forces a reload
-    cached = _SNAPSHOTS.get(layout.root)
-    if cached is not None and cached.state == state:
-        return cached
-    files = _cache_files(layout, state)
-    persisted = _read_cache(files)
-    if persisted is not None:
-        factors, performance = persisted
-    else:
-        factors, performance = _read_library(archive)
-        if wait_for_disk:
-            _write_cache(files, factors, performance)
-        else:  # the caller has its answer without waiting for ~100 MB to be written
-            threading.Thread(
-                target=_write_cache,
-                args=(files, factors, performance),
-                daemon=True,
-                name="factor-library-cache",
-            ).start()
-    snapshot = _Snapshot(state, factors, performance)
-    _SNAPSHOTS[layout.root] = snapshot
-    return snapshot
-
-
-def refresh_library_cache(archive: Path | str | None) -> None:
-    """Bring the in-memory and on-disk library copies up to date (jobs call it after writing).
-
-    Why: the first `factor_library` call after a job would otherwise pay for re-reading the
-    whole library from DuckDB. Best effort: a failure only means that call is slower.
-    """
-    try:
-        snapshot = _snapshot(archive, wait_for_disk=True)
-        files = _cache_files(ArchiveLayout.at(archive), snapshot.state)
-        if not all(f.is_file() for f in files):  # held in memory already, but not yet on disk
-            _write_cache(files, snapshot.factors, snapshot.performance)
-    except (OSError, WorkbenchError, duckdb.Error):
-        pass
-
-
-def _read_library(archive: Path | str | None) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Factors (with their window count) and every performance row, read from the catalog."""
-    with open_catalog(archive, read_only=True) as con:
-        factors = fetch_frame(con, _SNAPSHOT_SQL["factors"])
-        performance = fetch_frame(con, _SNAPSHOT_SQL["performance"])
-    windows = performance.group_by("factor_id").agg(
-        pl.col("window_name").n_unique().cast(pl.Int64).alias("n_windows")
-    )
-    factors = factors.join(windows, on="factor_id", how="left").with_columns(pl.col("n_windows").fill_null(0))
-    return factors, performance
-
-
-_CACHE_PREFIX = "factor_library-"
-
-
-def _cache_files(layout: ArchiveLayout, state: tuple[Any, ...]) -> tuple[Path, Path]:
-    """The two Arrow files of the library copy made from exactly this catalog state."""
-    tag = hashlib.sha256(repr(state).encode()).hexdigest()[:20]
-    folder = layout.root / "cache"
-    return folder / f"{_CACHE_PREFIX}{tag}.factors.arrow", folder / f"{_CACHE_PREFIX}{tag}.performance.arrow"
-
-
-def _read_cache(files: tuple[Path, Path]) -> tuple[pl.DataFrame, pl.DataFrame] | None:
-    """The cached copy for this state, or None (missing, half-written or unreadable: read the catalog)."""
-    if not all(f.is_file() for f in files):
-        return None
-    try:
-        return pl.read_ipc(files[0]), pl.read_ipc(files[1])
-    except Exception:  # a damaged cache is never worse than no cache
-        return None
-
-
-def _write_cache(files: tuple[Path, Path], factors: pl.DataFrame, performance: pl.DataFrame) -> None:
-    """Write the copy (each file atomically, performance first) and drop copies of older states."""
-    folder = files[0].parent
-    try:
-        folder.mkdir(exist_ok=True)
-        for target, frame in ((files[1], performance), (files[0], factors)):
-            temp = folder / f".{uuid.uuid4().hex}.part"
-            frame.write_ipc(temp, compression="uncompressed")  # uncompressed: reading it is the point
-            os.replace(temp, target)
-        for old in folder.glob(f"{_CACHE_PREFIX}*.arrow"):
-            if old not in files:
-                old.unlink(missing_ok=True)
-        for stale in folder.glob(".*.part"):  # left by a process that died while writing
-            if stale.stat().st_mtime < time.time() - 600:
-                stale.unlink(missing_ok=True)
-    except OSError:
-        pass  # a read-only archive still answers, only without the cache
-
-
-def _best_rows(snapshot: _Snapshot, *, window: str | None, metric: str) -> pl.DataFrame:
+def _best_rows(snapshot: LibrarySnapshot, *, window: str | None, metric: str) -> pl.DataFrame:
     """One performance row per factor: its own figures before a combination's, then the best ``metric``."""
     key = (window, metric)
     if key not in snapshot.picks:
@@ -356,7 +173,7 @@ def factor_library(
     wanted_tags = _as_list(tags, option="tags")
     if window is not None and (not isinstance(window, str) or not window.strip()):
         raise ConfigError(f"window: expected a window name, got {window!r}")
-    snapshot = _snapshot(archive)
+    snapshot = library_snapshot(archive)
     if sources:
         valid = sorted(set(KNOWN_FACTOR_SOURCES) | set(snapshot.sources))
         wrong = [s for s in sources if s not in valid]
@@ -480,7 +297,7 @@ _LINEAGE_METRICS = ", ".join(
     for k in ("annualized_return", "information_ratio", "max_drawdown", "ic")
 )
 _LINEAGE_SQL = {
-    "factor": f"SELECT {_FACTOR_COLUMNS}, f.variables_json, f.updated_at FROM aistock_factors f WHERE f.id = $id",
+    "factor": f"SELECT {FACTOR_COLUMNS}, f.variables_json, f.updated_at FROM aistock_factors f WHERE f.id = $id",
     "experiments": f"""
         SELECT u.experiment_id, e.task_run_id, e.loop_id, e.request_name, e.strategy_role,
                e.strategy_id, s.name AS strategy_name, s.recommendation_status,

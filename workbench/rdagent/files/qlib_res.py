@@ -17,8 +17,9 @@ from typing import Any, Literal
 import polars as pl
 
 from workbench.errors import InputFileError
-from workbench.rdagent.files.jsonfile import parse_float_text, read_text_file
+from workbench.rdagent.files.jsonfile import parse_float_text
 from workbench.rdagent.files.limits import MAX_METRIC_NAME, MAX_METRIC_ROWS, METRIC_CSV
+from workbench.rdagent.files.reading import read_text_file
 
 QLIB_RES_SCHEMA: dict[str, Any] = {"metric": pl.String, "value": pl.Float64}
 

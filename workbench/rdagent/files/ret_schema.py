@@ -17,10 +17,10 @@ from workbench.rdagent.files.jsonfile import (
     expect_object,
     get_list,
     json_type,
-    read_file_bytes,
     read_json_file,
 )
 from workbench.rdagent.files.limits import TABLE_JSON, TABLE_PARQUET
+from workbench.rdagent.files.reading import read_file_bytes
 from workbench.rdagent.files.returns import RETURN_COLUMNS, normalise_returns_frame
 
 

@@ -43,8 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from workbench.errors import InputFileError, UnsafePickleError
-from workbench.rdagent.files.jsonfile import read_file_bytes
 from workbench.rdagent.files.limits import RETURNS_PICKLE, FileKind
+from workbench.rdagent.files.reading import read_file_bytes
 
 MAX_ELEMENTS = 50_000_000  # per array (shape product); a daily return series has a few thousand
 MAX_ROWS = 10_000_000  # rows of the final frame (and of any index)
