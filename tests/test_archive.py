@@ -14,8 +14,9 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from workbench.archive.catalog import ArchiveLayout, read_frame
+from workbench.archive.catalog import read_frame
 from workbench.archive.ids import experiment_id
+from workbench.archive.layout import ArchiveLayout
 from workbench.archive.pipeline import archive
 from workbench.archive.store import ObjectStore
 from workbench.archive.verify import verify_archive

@@ -18,9 +18,9 @@ import polars as pl
 import pytest
 from test_cleanup_support import Env, copy_tree_keeping_links
 
-from workbench.archive.catalog import ArchiveLayout
 from workbench.archive.integrity import check_packs
 from workbench.archive.journal import load_manifest, record_files
+from workbench.archive.layout import ArchiveLayout
 from workbench.archive.packs import read_pack_index
 from workbench.archive.pipeline import archive
 from workbench.archive.repair import repair

@@ -498,13 +498,16 @@ def test_the_library_copy_on_disk_serves_a_fresh_process_and_never_a_changed_cat
 
 
 def test_jobs_that_change_the_library_leave_a_current_copy(archived: Archived, tmp_path: Path) -> None:
-    from workbench.archive.library_cache import _cache_files, _catalog_state  # the copy's name for a catalog state
+    from workbench.archive.library_cache import (  # the copy's name for a catalog state
+        _cache_files,
+        _catalog_state,
+    )
 
     archive_dir = tmp_path / "ar"
     shutil.copytree(archived.archive, archive_dir)
     factor_ids = factor_library(archive_dir, limit=2)["factor_id"].to_list()
     save_combination(archive_dir, "cache_check", factor_ids)
-    from workbench.archive.catalog import ArchiveLayout
+    from workbench.archive.layout import ArchiveLayout
 
     files = _cache_files(ArchiveLayout.at(archive_dir), _catalog_state(archive_dir))
     assert all(f.is_file() for f in files)

@@ -32,7 +32,8 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from workbench.archive.catalog import fetch_frame, open_catalog, read_frame
+from workbench.archive.catalog import open_catalog, read_frame
+from workbench.archive.db import fetch_frame
 from workbench.errors import ConfigError
 from workbench.metrics import (
     _BOOT_CELLS,

@@ -12,94 +12,18 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import polars as pl
 
+from workbench.archive.db import fetch_frame, fetch_one, rollback_quietly
+from workbench.archive.layout import CATALOG_FILE, ArchiveLayout
 from workbench.archive.schema import LATEST_VERSION, MIGRATIONS
-from workbench.errors import ArchiveBusyError, ArchiveError, CatalogCorruptError, ConfigError
+from workbench.errors import ArchiveBusyError, ArchiveError, CatalogCorruptError
 
-DEFAULT_ARCHIVE = Path("data/archive")
 DURABLE_STEP = 6  # the schema step from which every change is also written to records/
-CATALOG_FILE = "catalog.duckdb"
-
-
-@dataclass(frozen=True)
-class ArchiveLayout:
-    """Every path inside one archive folder."""
-
-    root: Path
-
-    @property
-    def catalog(self) -> Path:
-        return self.root / CATALOG_FILE
-
-    @property
-    def objects(self) -> Path:
-        return self.root / "objects"
-
-    @property
-    def packs(self) -> Path:
-        return self.root / "packs"
-
-    @property
-    def manifests(self) -> Path:
-        return self.root / "manifests"
-
-    @property
-    def records(self) -> Path:
-        return self.root / "records"
-
-    @property
-    def snapshots(self) -> Path:
-        return self.root / "snapshots"
-
-    @property
-    def damaged(self) -> Path:
-        """Where `repair` keeps a damaged catalog it replaced (never deleted by workbench)."""
-        return self.root / "damaged"
-
-    @property
-    def tmp(self) -> Path:
-        return self.root / "tmp"
-
-    @property
-    def runs(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def lock(self) -> Path:
-        return self.root / ".workbench.lock"
-
-    @classmethod
-    def at(cls, root: Path | str | None) -> ArchiveLayout:
-        path = Path(root if root is not None else DEFAULT_ARCHIVE).absolute()
-        if path.exists() and not path.is_dir():
-            raise ConfigError(
-                f"archive {path} is a file, not a folder; pass --archive DIR (created if missing)"
-            )
-        return cls(path)
-
-
-def new_archive_note(archive: Path | str | None) -> str | None:
-    """A note for commands that may create an archive: None when one is already there.
-
-    Why: a mistyped `--archive` would otherwise silently start a second, empty archive.
-    """
-    layout = ArchiveLayout.at(archive)
-    if layout.catalog.exists():
-        return None
-    return f"no archive existed at {layout.root}: a new one was created there (check --archive if you meant another)"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 _HOLDER_RE = re.compile(
     r"Conflicting lock is held in (?P<prog>.+?) \(PID (?P<pid>\d+)\)(?: by user (?P<user>\S+))?"
 )
@@ -324,14 +248,6 @@ def open_catalog(
             pass
 
 
-def fetch_one(
-    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None
-) -> tuple[Any, ...] | None:
-    """The first row or None, with the result fully consumed (DuckDB refuses new work otherwise)."""
-    result = con.execute(sql, params or []).fetchall()
-    return result[0] if result else None
-
-
 def inline_reader(con: duckdb.DuckDBPyConnection) -> Callable[[str], bytes | None]:
     """Read small objects kept in the catalog (see store.py) through an open connection."""
 
@@ -390,14 +306,6 @@ def migrate(con: duckdb.DuckDBPyConnection, *, target: int = LATEST_VERSION) -> 
     return applied
 
 
-def rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
-    """Roll back after a failure without hiding it: a damaged or invalidated database refuses ROLLBACK too."""
-    try:
-        con.execute("ROLLBACK")
-    except duckdb.Error:
-        pass
-
-
 def read_frame(
     archive: Path | str | None,
     sql: str,
@@ -408,13 +316,3 @@ def read_frame(
     """Run one query on a read-only connection and return a Polars frame; the file is released."""
     with open_catalog(archive, read_only=True, timeout_s=timeout_s) as con:
         return fetch_frame(con, sql, params)
-
-
-def fetch_frame(
-    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
-) -> pl.DataFrame:
-    """One query's result as a Polars frame (through Arrow, no pandas)."""
-    relation = con.sql(sql, params=params) if params else con.sql(sql)
-    frame = pl.from_arrow(relation.to_arrow_table())
-    assert isinstance(frame, pl.DataFrame)
-    return frame

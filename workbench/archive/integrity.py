@@ -11,8 +11,8 @@ from typing import Any
 
 import duckdb
 
-from workbench.archive.catalog import ArchiveLayout
 from workbench.archive.journal import RowSet, capture, load_manifest, object_store, read_record, record_files
+from workbench.archive.layout import ArchiveLayout
 from workbench.archive.packs import iter_pack_files, read_pack_index
 from workbench.errors import VerificationError
 

@@ -38,8 +38,9 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from workbench.archive.catalog import ArchiveLayout, fetch_one, rollback_quietly, utc_now
+from workbench.archive.db import fetch_one, rollback_quietly, utc_now
 from workbench.archive.durable import fsync_dir, write_atomic
+from workbench.archive.layout import ArchiveLayout
 from workbench.archive.store import ObjectStore, StoredObject
 from workbench.errors import ArchiveError, VerificationError
 

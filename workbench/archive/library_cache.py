@@ -23,7 +23,9 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from workbench.archive.catalog import ArchiveLayout, fetch_frame, open_catalog
+from workbench.archive.catalog import open_catalog
+from workbench.archive.db import fetch_frame
+from workbench.archive.layout import ArchiveLayout
 from workbench.errors import WorkbenchError
 
 FACTOR_COLUMNS = """

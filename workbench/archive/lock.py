@@ -16,7 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from workbench.archive.catalog import ArchiveLayout, utc_now
+from workbench.archive.db import utc_now
+from workbench.archive.layout import ArchiveLayout
 from workbench.archive.snapshots import snapshot_if_changed
 from workbench.errors import ArchiveBusyError
 

@@ -22,11 +22,11 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from workbench.archive.catalog import ArchiveLayout
 from workbench.archive.extract import Extracted, ItemError, remap_factor_ids, to_json_text
 from workbench.archive.ids import combination_id as ids_combination
 from workbench.archive.ids import performance_id as ids_performance
 from workbench.archive.journal import SERIES_COLUMNS, Recorder, recorded, series_pointer
+from workbench.archive.layout import ArchiveLayout
 from workbench.archive.storage_errors import storage_error
 from workbench.archive.store import ObjectStore, StoredObject
 from workbench.errors import InputFileError, VerificationError

@@ -28,9 +28,11 @@ import duckdb
 import polars as pl
 
 from workbench.archive import faults
-from workbench.archive.catalog import ArchiveLayout, fetch_one, open_catalog, utc_now
+from workbench.archive.catalog import open_catalog
+from workbench.archive.db import fetch_one, utc_now
 from workbench.archive.extract import Extracted, ItemError, extract_loop, validate_request
 from workbench.archive.journal import recorded
+from workbench.archive.layout import ArchiveLayout
 from workbench.archive.library_cache import refresh_library_cache
 from workbench.archive.lock import archive_lock
 from workbench.archive.packs import is_pack_key, parse_pack_key

@@ -26,7 +26,8 @@ from typing import Any
 
 import duckdb
 
-from workbench.archive.catalog import CATALOG_FILE, ArchiveLayout, migrate, open_catalog, utc_now
+from workbench.archive.catalog import migrate, open_catalog
+from workbench.archive.db import utc_now
 from workbench.archive.durable import copy_synced, fsync_dir
 from workbench.archive.journal import (
     ReplayReport,
@@ -37,6 +38,7 @@ from workbench.archive.journal import (
     recorded,
     replay,
 )
+from workbench.archive.layout import CATALOG_FILE, ArchiveLayout
 from workbench.archive.lock import archive_lock
 from workbench.archive.packs import iter_pack_files, parse_pack_key, read_blob, read_pack_index
 from workbench.archive.snapshots import list_snapshots, take_snapshot

@@ -16,9 +16,11 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
+from workbench.archive.catalog import open_catalog
+from workbench.archive.db import utc_now
 from workbench.archive.durable import copy_synced, fsync_dir
 from workbench.archive.journal import current_seq, read_record, record_files
+from workbench.archive.layout import ArchiveLayout
 from workbench.errors import VerificationError, WorkbenchError
 
 DEFAULT_KEEP = 3

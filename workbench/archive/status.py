@@ -9,7 +9,9 @@ from typing import Any
 
 import polars as pl
 
-from workbench.archive.catalog import ArchiveLayout, fetch_frame, fetch_one, open_catalog
+from workbench.archive.catalog import open_catalog
+from workbench.archive.db import fetch_frame, fetch_one
+from workbench.archive.layout import ArchiveLayout
 from workbench.errors import ConfigError
 
 

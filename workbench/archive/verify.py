@@ -28,17 +28,16 @@ from typing import Any, Protocol
 import duckdb
 
 from workbench.archive.catalog import (
-    CATALOG_FILE,
     DUCKDB_HEADER_BYTES,
-    ArchiveLayout,
     connect_catalog_file,
     corrupt_catalog_error,
     describe_damage,
-    fetch_one,
     open_catalog,
     schema_version,
 )
+from workbench.archive.db import fetch_one
 from workbench.archive.integrity import PartReport, check_manifests, check_packs, check_records
+from workbench.archive.layout import CATALOG_FILE, ArchiveLayout
 from workbench.archive.packs import is_pack_key
 from workbench.archive.store import INLINE_PREFIX, ObjectStore
 from workbench.errors import ArchiveBusyError, ArchiveError, CatalogCorruptError, VerificationError

@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from workbench.archive.catalog import ArchiveLayout, open_catalog
+from workbench.archive.catalog import open_catalog
+from workbench.archive.layout import ArchiveLayout
 from workbench.archive.store import INLINE_PREFIX, ObjectStore, sha256_file
 from workbench.cleanup.inventory import ArchivedExperiment, DirScan
 from workbench.errors import InputFileError

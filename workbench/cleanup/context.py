@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from workbench.archive.catalog import open_catalog, utc_now
+from workbench.archive.catalog import open_catalog
+from workbench.archive.db import utc_now
 from workbench.cleanup.archive_check import ArchiveChecker
 from workbench.cleanup.holds import HoldIndex, hold_index
 from workbench.cleanup.inventory import CatalogFacts, read_catalog_facts

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from workbench.archive import faults
-from workbench.archive.catalog import utc_now
+from workbench.archive.db import utc_now
 from workbench.archive.lock import archive_lock
 from workbench.archive.storage_errors import storage_errno, storage_error, storage_errors
 from workbench.cleanup.context import PlanContext

@@ -23,8 +23,10 @@ from typing import Literal
 
 import duckdb
 
-from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
+from workbench.archive.catalog import open_catalog
+from workbench.archive.db import utc_now
 from workbench.archive.journal import recorded
+from workbench.archive.layout import ArchiveLayout
 from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench.archive.catalog import utc_now
+from workbench.archive.db import utc_now
 from workbench.cleanup.context import plan_context
 from workbench.cleanup.job import build_policy
 from workbench.cleanup.plan import CleanupPlan

@@ -17,8 +17,10 @@ from typing import Any
 
 import duckdb
 
-from workbench.archive.catalog import ArchiveLayout, open_catalog, utc_now
+from workbench.archive.catalog import open_catalog
+from workbench.archive.db import utc_now
 from workbench.archive.journal import recorded
+from workbench.archive.layout import ArchiveLayout
 from workbench.cleanup.plan import CleanupPlan, PlanItem, new_plan_id
 from workbench.errors import ArchiveError, ConfigError
 

@@ -69,13 +69,8 @@ def _duckdb_error(exc: BaseException, argv: list[str] | None) -> WorkbenchError 
 
     if not isinstance(exc, duckdb.Error):
         return None
-    from workbench.archive.catalog import (
-        DEFAULT_ARCHIVE,
-        ArchiveLayout,
-        corrupt_catalog_error,
-        damage_in_chain,
-        first_line,
-    )
+    from workbench.archive.catalog import corrupt_catalog_error, damage_in_chain, first_line
+    from workbench.archive.layout import DEFAULT_ARCHIVE, ArchiveLayout
 
     what = damage_in_chain(exc)
     if what is None:

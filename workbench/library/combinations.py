@@ -15,8 +15,10 @@ from typing import Any
 import polars as pl
 
 from workbench.archive import ids
-from workbench.archive.catalog import ArchiveLayout, open_catalog, read_frame, utc_now
+from workbench.archive.catalog import open_catalog, read_frame
+from workbench.archive.db import utc_now
 from workbench.archive.journal import recorded
+from workbench.archive.layout import ArchiveLayout
 from workbench.archive.library_cache import refresh_library_cache
 from workbench.archive.lock import archive_lock
 from workbench.archive.storage_errors import storage_errors

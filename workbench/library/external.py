@@ -69,8 +69,10 @@ import duckdb
 import polars as pl
 
 from workbench.archive import ids
-from workbench.archive.catalog import ArchiveLayout, new_archive_note, open_catalog, utc_now
+from workbench.archive.catalog import open_catalog
+from workbench.archive.db import utc_now
 from workbench.archive.journal import recorded
+from workbench.archive.layout import ArchiveLayout, new_archive_note
 from workbench.archive.library_cache import refresh_library_cache
 from workbench.archive.lock import archive_lock
 from workbench.archive.storage_errors import storage_errors

@@ -21,7 +21,8 @@ from typing import Any, Literal, get_args
 
 import polars as pl
 
-from workbench.archive.catalog import fetch_frame, open_catalog, read_frame
+from workbench.archive.catalog import open_catalog, read_frame
+from workbench.archive.db import fetch_frame
 from workbench.archive.library_cache import FACTOR_COLUMNS, LibrarySnapshot, library_snapshot
 from workbench.errors import ConfigError
 from workbench.library.strategies import EXPERIMENT_METRICS_SQL

@@ -24,8 +24,10 @@ from typing import Any
 
 import yaml
 
-from workbench.archive.catalog import ArchiveLayout, new_archive_note, open_catalog, read_frame, utc_now
+from workbench.archive.catalog import open_catalog, read_frame
+from workbench.archive.db import utc_now
 from workbench.archive.journal import recorded
+from workbench.archive.layout import ArchiveLayout, new_archive_note
 from workbench.archive.lock import archive_lock
 from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError

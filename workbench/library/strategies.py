@@ -16,8 +16,10 @@ from typing import Any, Literal, get_args
 
 import polars as pl
 
-from workbench.archive.catalog import ArchiveLayout, fetch_frame, open_catalog, read_frame, utc_now
+from workbench.archive.catalog import open_catalog, read_frame
+from workbench.archive.db import fetch_frame, utc_now
 from workbench.archive.journal import recorded
+from workbench.archive.layout import ArchiveLayout
 from workbench.archive.lock import archive_lock
 from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError

@@ -14,7 +14,7 @@ from pathlib import Path
 import ipywidgets as widgets
 import polars as pl
 
-from workbench.archive.catalog import utc_now
+from workbench.archive.db import utc_now
 from workbench.cleanup.approvals import Approval, approve_plan
 from workbench.cleanup.plan import STAGE_OF_KIND, CleanupPlan, Exclusion, PlanItem
 from workbench.cleanup.units import format_bytes
