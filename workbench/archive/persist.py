@@ -22,6 +22,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from workbench.archive.db import fetch_one, utc_now
 from workbench.archive.extract import Extracted, ItemError, remap_factor_ids, to_json_text
 from workbench.archive.ids import combination_id as ids_combination
 from workbench.archive.ids import performance_id as ids_performance
@@ -757,3 +758,30 @@ def _write_state(
         ),
         "",
     )
+
+
+# --------------------------------------------------------------------------- the incremental cursor
+
+CURSOR_NAME = "registry"
+
+
+def load_cursor(con: duckdb.DuckDBPyConnection) -> tuple[int, str | None] | None:
+    """(registry rowid, registry updated-at) that the last completed run had seen, or None."""
+    row = fetch_one(
+        con, "SELECT registry_rowid, registry_updated_at FROM wb_cursor WHERE name = ?", [CURSOR_NAME]
+    )
+    return (int(row[0]), row[1]) if row else None
+
+
+def save_cursor(
+    con: duckdb.DuckDBPyConnection, rec: Recorder, cursor: tuple[int, str | None], *, run_id: str
+) -> None:
+    """Move the cursor forward (never backwards) at the end of a completed run."""
+    con.execute(
+        "INSERT INTO wb_cursor VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+        "registry_rowid = greatest(wb_cursor.registry_rowid, excluded.registry_rowid), "
+        "registry_updated_at = greatest(wb_cursor.registry_updated_at, excluded.registry_updated_at), "
+        "run_id = excluded.run_id, updated_at = excluded.updated_at",
+        [CURSOR_NAME, cursor[0], cursor[1], run_id, utc_now()],
+    )
+    rec.capture("wb_cursor", name=[CURSOR_NAME])

@@ -174,9 +174,9 @@ def _with_run_files(runs: pl.DataFrame, layout: ArchiveLayout) -> pl.DataFrame:
 
     A run that failed on a full disk may not have been able to update its catalog row; its run
     file (space reserved at the start) has the outcome and the reason. The next archive run
-    writes it into the catalog (`pipeline.fix_ended_runs`).
+    writes it into the catalog (`runs.fix_ended_runs`).
     """
-    from workbench.archive.pipeline import read_run_file
+    from workbench.archive.runs import read_run_file
 
     if runs.is_empty() or not (runs["status"] == "running").any():
         return runs

@@ -1,0 +1,273 @@
+"""The runner: extract and store the selected loops, in worker processes for large runs, and
+commit batch by batch (each batch's commit overlapping the extraction of the next).
+
+Each batch is committed on its own, so a killed run loses at most its current batch; one bad
+loop becomes its outcome's errors and never stops the run, but a full or failing disk does.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from workbench.archive.catalog import open_catalog
+from workbench.archive.db import utc_now
+from workbench.archive.extract import Extracted, ItemError, extract_loop
+from workbench.archive.layout import ArchiveLayout
+from workbench.archive.persist import Outcome, StoredBatch, commit_batch, store_files
+from workbench.archive.runs import RunSummary
+from workbench.archive.scan import LoopCandidate
+from workbench.archive.storage_errors import storage_errno
+from workbench.archive.store import ObjectStore
+from workbench.errors import WorkbenchError
+
+PARALLEL_MIN_LOOPS = 200
+
+
+def archive_loops(
+    layout: ArchiveLayout,
+    summary: RunSummary,
+    work: list[tuple[LoopCandidate, str]],
+    skip_outcomes: list[Outcome],
+    requests: dict[str, dict[str, Any] | ItemError],
+    hashes: dict[str, dict[str, str]],
+    damaged_objects: set[str],
+    *,
+    target_level: int,
+    batch_size: int,
+    include_heavy: bool,
+    progress: bool,
+    workers: int,
+) -> None:
+    """Extract and store loops (in worker processes for large runs), commit batch by batch."""
+    ObjectStore(layout.objects, tmp=layout.tmp).clear_tmp()
+    if skip_outcomes:
+        _commit(layout, summary, skip_outcomes, {}, {})
+    if not work:
+        return
+    known = _known_objects(layout, exclude=damaged_objects) if target_level >= 2 else {}
+    settings = _WorkerSettings(
+        layout.objects, layout.tmp, requests, hashes, known, target_level, include_heavy
+    )
+    bar = _progress_bar(len(work), enabled=progress)
+    pool = _worker_pool(settings, workers=workers if len(work) >= PARALLEL_MIN_LOOPS else 1)
+    committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
+    pending: Future[None] | None = None
+    try:
+        for start in range(0, len(work), batch_size):
+            batch = work[start : start + batch_size]
+            outcomes, items, stored = [], {}, {}
+            results = (
+                pool.map(_archive_in_worker, batch, chunksize=4) if pool else map(_archive_in_worker, batch)
+            )
+            for (candidate, _), (outcome, item, files) in zip(batch, results, strict=True):
+                outcomes.append(outcome)
+                if item is not None:
+                    items[candidate.experiment_id] = item
+                if files is not None:
+                    stored[candidate.experiment_id] = files
+                    summary.bytes_read += files.bytes_read
+                    summary.bytes_stored += files.bytes_written
+                bar.update(1)
+            if pending is not None:
+                pending.result()
+            # the commit of this batch overlaps the extraction of the next one
+            pending = committer.submit(_sync_and_commit, layout, summary, outcomes, items, stored)
+        if pending is not None:
+            pending.result()
+    finally:
+        committer.shutdown(wait=True)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+
+
+def _sync_and_commit(
+    layout: ArchiveLayout,
+    summary: RunSummary,
+    outcomes: list[Outcome],
+    items: dict[str, Extracted],
+    stored: dict[str, StoredBatch],
+) -> None:
+    _commit(layout, summary, outcomes, items, stored)  # its record's sync makes the objects durable first
+
+
+@dataclass(frozen=True)
+class _WorkerSettings:
+    objects: Path
+    tmp: Path
+    requests: dict[str, dict[str, Any] | ItemError]
+    hashes: dict[str, dict[str, str]]
+    known: dict[str, str]
+    target_level: int
+    include_heavy: bool
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(settings: _WorkerSettings) -> None:
+    _WORKER["settings"] = settings
+    _WORKER["store"] = ObjectStore(settings.objects, tmp=settings.tmp)
+
+
+def _worker_pool(settings: _WorkerSettings, *, workers: int) -> ProcessPoolExecutor | None:
+    """Worker processes (spawned: no forked thread pools) for large runs; None means in-process."""
+    _init_worker(settings)
+    if workers <= 1:
+        return None
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(settings,)
+    )
+
+
+def _archive_in_worker(
+    job: tuple[LoopCandidate, str],
+) -> tuple[Outcome, Extracted | None, StoredBatch | None]:
+    settings: _WorkerSettings = _WORKER["settings"]
+    return _archive_one(
+        job,
+        requests=settings.requests,
+        hashes=settings.hashes,
+        store=_WORKER["store"],
+        known=settings.known,
+        target_level=settings.target_level,
+        include_heavy=settings.include_heavy,
+    )
+
+
+def _progress_bar(total: int, *, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="archiving loops", unit="loop", disable=not enabled or total == 0)
+
+
+def _known_objects(layout: ArchiveLayout, *, exclude: set[str]) -> dict[str, str]:
+    """sha256 → storage key of every stored object, except the damaged ones (they are written again)."""
+    with open_catalog(layout.root) as con:
+        return {
+            sha: key
+            for sha, key in con.execute("SELECT sha256, storage_key FROM wb_objects").fetchall()
+            if sha not in exclude
+        }
+
+
+def _archive_one(
+    job: tuple[LoopCandidate, str],
+    *,
+    requests: dict[str, dict[str, Any] | ItemError],
+    hashes: dict[str, dict[str, str]],
+    store: ObjectStore,
+    known: dict[str, str],
+    target_level: int,
+    include_heavy: bool,
+) -> tuple[Outcome, Extracted | None, StoredBatch | None]:
+    """Extract and store one loop; never raises for bad input (it becomes the outcome's errors).
+
+    Runs in a worker process for large runs (see `_worker_pool`), in process otherwise.
+    """
+    candidate, fingerprint = job
+    request = requests.get(candidate.task_run_id)
+    if isinstance(request, ItemError):
+        return (
+            Outcome(
+                candidate.experiment_id,
+                candidate.task_run_id,
+                candidate.loop_id,
+                0,
+                "failed",
+                fingerprint,
+                (request,),
+            ),
+            None,
+            None,
+        )
+    try:
+        item = extract_loop(
+            candidate, request=request, include_heavy=include_heavy, with_files=target_level >= 2
+        )
+        stored = None
+        level = 1
+        if target_level >= 2 and item.can_reach_level2:
+            ws = candidate.experiment_workspace
+            hashes_of_ws = hashes.get(ws.workspace_id, {}) if ws else {}
+            stored = store_files(item, store, known=known, registry_hashes=hashes_of_ws)
+            item.errors.extend(stored.errors)
+            level = 2 if not stored.errors else 1
+    except Exception as exc:  # one bad loop never stops a run, whatever its input triggers
+        if storage_errno(exc) is not None:  # ... but a full or failing disk does
+            raise
+        stage = "extract" if isinstance(exc, WorkbenchError | OSError | ValueError) else "internal"
+        message = (
+            str(exc) if stage == "extract" else f"unexpected {type(exc).__name__}: {exc} (please report this)"
+        )
+        error = ItemError(stage, type(exc).__name__, message)
+        return (
+            Outcome(
+                candidate.experiment_id,
+                candidate.task_run_id,
+                candidate.loop_id,
+                0,
+                "failed",
+                fingerprint,
+                (error,),
+            ),
+            None,
+            None,
+        )
+    errors = tuple(item.errors)
+    note = None
+    if errors:
+        state = "failed"
+    elif level >= target_level:
+        state = "archived"
+    else:
+        state = "partial"
+        note = "; ".join(candidate.notes) or "results not on disk; archived from the registry alone"
+    return (
+        Outcome(
+            candidate.experiment_id,
+            candidate.task_run_id,
+            candidate.loop_id,
+            level,
+            state,
+            fingerprint,
+            errors,
+            note,
+        ),
+        item,
+        stored,
+    )
+
+
+def _commit(
+    layout: ArchiveLayout,
+    summary: RunSummary,
+    outcomes: list[Outcome],
+    items: dict[str, Extracted],
+    stored: dict[str, StoredBatch],
+) -> None:
+    now = utc_now()
+    with open_catalog(layout.root) as con:
+        commit_batch(con, outcomes, items, stored, layout=layout, run_id=summary.run_id, now=now)
+    for o in outcomes:
+        if o.state in ("archived", "partial", "failed") and o.level >= 1:
+            if o.level == 2:
+                summary.level2 += 1
+            else:
+                summary.level1 += 1
+        for e in o.errors:
+            summary.errors.append(
+                {
+                    "task_run_id": o.task_run_id,
+                    "loop_id": o.loop_id,
+                    "experiment_id": o.experiment_id,
+                    "stage": e.stage,
+                    "path": e.path,
+                    "message": e.message,
+                }
+            )
