@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from workbench.rdagent.installation import LOG_RELPATH, REGISTRY_RELPATH
 from workbench.sample import metadata as meta
 from workbench.sample import registry_rows as rows_mod
 from workbench.sample.logs import LogWriter
@@ -291,7 +292,7 @@ class InstallationBuilder:
             workspace_id=ws_id,
             workspace_path=ws_path,
             log_trace_path=rows_mod.log_trace_path(run),
-            db_path=registry_path(run.path_style, "RDagentDB", "registry.sqlite"),
+            db_path=registry_path(run.path_style, *REGISTRY_RELPATH.parts),
             at=iso(loop.ended),
             metrics=written.metrics,
         )
@@ -428,7 +429,7 @@ class InstallationBuilder:
             run, run.loops, exists=exists, has_results=has_results, rows=self.state.rows
         )
         for entry in self.state.log_dirs:
-            if entry["log_dir"] == f"log/{run.log_name}":
+            if entry["log_dir"] == (LOG_RELPATH / run.log_name).as_posix():
                 entry["task_run_ids"].append(run.log_name)
 
     def apply_deletions(self) -> None:

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Literal
 
 from workbench.errors import ConfigError
+from workbench.rdagent.installation import REGISTRY_RELPATH
 from workbench.sample.builder import BuildState, InstallationBuilder
 from workbench.sample.manifest import ManifestBuilder
 from workbench.sample.plan import Knobs, SamplePlan, build_plan
 from workbench.sample.registry import write_registry
 
 MANIFEST_NAME = "sample_manifest.json"
-REGISTRY_REL = "RDagentDB/registry.sqlite"
+REGISTRY_REL = REGISTRY_RELPATH.as_posix()
 MANIFEST_VERSION = 1
 
 

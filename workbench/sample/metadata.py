@@ -11,6 +11,7 @@ import math
 import re
 from datetime import datetime
 
+from workbench.rdagent.files.model_meta import PLACEHOLDER_STRATEGY_FUNC
 from workbench.sample.plan import LoopPlan, RunPlan
 from workbench.sample.templates import ALPHA158_SUBSET
 
@@ -460,7 +461,7 @@ def model_meta(loop: LoopPlan, *, workspace_id: str) -> dict:
 
 def strategy_meta(*, workspace_id: str, has_strategy_yaml: bool) -> dict:
     """HEAD `strategy_meta.json`: the invented default portfolio config."""
-    func = f"get_strategy_{workspace_id}_config" if has_strategy_yaml else "get_placeholder_config"
+    func = f"get_strategy_{workspace_id}_config" if has_strategy_yaml else PLACEHOLDER_STRATEGY_FUNC
     return {
         "strategy_name": f"strategy_{workspace_id}",
         "impl_module": "rd_strategies_lib.generated",

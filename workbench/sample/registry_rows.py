@@ -14,6 +14,7 @@ import random
 import uuid
 from datetime import datetime, timedelta
 
+from workbench.rdagent.installation import LOG_RELPATH
 from workbench.sample.metadata import RESULT_FILES
 from workbench.sample.plan import LoopPlan, RunPlan
 from workbench.sample.registry import (
@@ -40,11 +41,11 @@ _GIT_SHAS = {
 
 
 def log_trace_path(run: RunPlan) -> str:
-    return registry_path(run.path_style, "log", run.log_name)
+    return registry_path(run.path_style, *LOG_RELPATH.parts, run.log_name)
 
 
 def log_root_path(run: RunPlan) -> str:
-    return registry_path(run.path_style, "log")
+    return registry_path(run.path_style, *LOG_RELPATH.parts)
 
 
 def task_run_row(run: RunPlan) -> dict | None:
@@ -453,7 +454,7 @@ def duplicate_rows(
             "updated_at_utc": iso(at),
             "git_sha": None,
             "rdagent_version": None,
-            "log_trace_path": f"log/{run.log_name}",
+            "log_trace_path": (LOG_RELPATH / run.log_name).as_posix(),
             "params_json": None,
         }
     )

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from workbench.rdagent.files.returns import RETURN_COLUMNS
 from workbench.sample import results as data
 
 _DATA_MARK = '"data":['
@@ -81,9 +82,9 @@ class TableWriter:
             schema = pa.Table.from_pandas(frame, preserve_index=False).schema
             self._ret = (schema, _json_prefix(frame.to_json(orient="table", date_format="iso", index=True)))
         schema, prefix = self._ret
-        values = [ret[column].to_numpy() for column in data.RET_COLUMNS]
+        values = [ret[column].to_numpy() for column in RETURN_COLUMNS]
         table = pa.Table.from_arrays([self._utc_days, *[pa.array(v) for v in values]], schema=schema)
-        template = '{"index":%d,"datetime":"%s",' + ",".join(f'"{c}":%s' for c in data.RET_COLUMNS) + "}"
+        template = '{"index":%d,"datetime":"%s",' + ",".join(f'"{c}":%s' for c in RETURN_COLUMNS) + "}"
         formatted = [json_numbers(column) for column in values]
         rows = [template % (i, self._day_iso[i], *row) for i, row in enumerate(zip(*formatted, strict=True))]
         return _parquet_bytes(table), (prefix + ",".join(rows) + "]}").encode()

@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 
+from workbench.rdagent.installation import WORKSPACE_RELPATH
 from workbench.sample import results as data
 from workbench.sample.plan import Knobs, LoopPlan, PathStyle, RunPlan, WorkspacePlan
 from workbench.sample.tables import TableWriter
@@ -29,7 +30,7 @@ from workbench.sample.templates import (
     pycache_bytes,
 )
 
-WORKSPACE_ROOT = "git_ignore_folder/RD-Agent_workspace"
+WORKSPACE_ROOT = WORKSPACE_RELPATH.as_posix()
 SOURCE_DATA_DIR = "git_ignore_folder/factor_implementation_source_data"
 REGISTRY_ROOTS: dict[PathStyle, str] = {
     "wsl": "/mnt/f/Dev/RD-Agent-main",
@@ -52,7 +53,7 @@ def registry_path(style: PathStyle, *parts: str) -> str:
 
 
 def workspace_registry_path(style: PathStyle, dir_id: str) -> str:
-    return registry_path(style, "git_ignore_folder", "RD-Agent_workspace", dir_id)
+    return registry_path(style, *WORKSPACE_RELPATH.parts, dir_id)
 
 
 def iso(moment: datetime) -> str:
