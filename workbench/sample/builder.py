@@ -17,7 +17,7 @@ from pathlib import Path
 
 from workbench.rdagent.installation import LOG_RELPATH, REGISTRY_RELPATH
 from workbench.sample import metadata as meta
-from workbench.sample import registry_rows as rows_mod
+from workbench.sample import registry_rows
 from workbench.sample.logs import LogWriter
 from workbench.sample.plan import Knobs, LoopPlan, RunPlan, SamplePlan
 from workbench.sample.registry import RegistryRows
@@ -148,7 +148,7 @@ class InstallationBuilder:
             self.state.records.append(record)
             results[loop.loop_id] = record.written.metrics if record.written is not None else None
             loop_rows.append(self._register_loop(record))
-        task_row = rows_mod.task_run_row(run)
+        task_row = registry_rows.task_run_row(run)
         if task_row is not None:
             self.state.rows.task_runs.append(task_row)
         self.state.rows.loops.extend(loop_rows)
@@ -159,7 +159,9 @@ class InstallationBuilder:
                 "task_run_ids": [run.task_run_id],
                 "status": run.status,
                 "has_abort_reason": run.abort is not None,
-                "registry_log_trace_path": rows_mod.log_trace_path(run) if run.status is not None else None,
+                "registry_log_trace_path": registry_rows.log_trace_path(run)
+                if run.status is not None
+                else None,
             }
         )
 
@@ -193,22 +195,22 @@ class InstallationBuilder:
     def _register_loop(self, record: LoopRecord) -> dict:
         """Loop, workspace and artifact rows; V1 JSON (which lists the artifacts) in between."""
         run, loop, written = record.run, record.loop, record.written
-        row = rows_mod.loop_row(run, loop, written)
+        row = registry_rows.loop_row(run, loop, written)
         if written is not None and written.plan.results == "full" and loop.status == "success":
             self._register_results(record, row)
-        self.state.rows.workspaces.extend(rows_mod.workspace_rows(run, loop, written, record.subs))
+        self.state.rows.workspaces.extend(registry_rows.workspace_rows(run, loop, written, record.subs))
         return row
 
     def _register_results(self, record: LoopRecord, row: dict) -> None:
         run, loop, written = record.run, record.loop, record.written
-        mlruns_size = rows_mod.directory_size(str(self.out / written.rel_dir / "mlruns"))
+        mlruns_size = registry_rows.directory_size(str(self.out / written.rel_dir / "mlruns"))
         if run.generation == "v1":
-            listing = rows_mod.v1_artifacts(
+            listing = registry_rows.v1_artifacts(
                 run, loop, written, mlruns_size=mlruns_size, rows=self.state.rows, seed=self.plan.seed
             )
             self._write_v1_json(record, listing)
         elif run.backfill_time is not None and run.generation == "head":
-            rows_mod.head_artifacts(run, loop, written, mlruns_size=mlruns_size, rows=self.state.rows)
+            registry_rows.head_artifacts(run, loop, written, mlruns_size=mlruns_size, rows=self.state.rows)
         if loop.bundle_id is not None:
             self._solidify(record, row)
 
@@ -291,7 +293,7 @@ class InstallationBuilder:
             loop,
             workspace_id=ws_id,
             workspace_path=ws_path,
-            log_trace_path=rows_mod.log_trace_path(run),
+            log_trace_path=registry_rows.log_trace_path(run),
             db_path=registry_path(run.path_style, *REGISTRY_RELPATH.parts),
             at=iso(loop.ended),
             metrics=written.metrics,
@@ -321,7 +323,7 @@ class InstallationBuilder:
         at = run.backfill_time + timedelta(days=1, minutes=loop.loop_id)
         ws_id = written.plan.dir_id
         ws_path = workspace_registry_path(run.path_style, ws_id)
-        rows_mod.solidify(row, bundle_id=loop.bundle_id, at=at)
+        registry_rows.solidify(row, bundle_id=loop.bundle_id, at=at)
         root = f"{BUNDLE_ROOT}/{loop.bundle_id}"
         disk = self.writer.disk
         manifest = meta.bundle_manifest(
@@ -425,7 +427,7 @@ class InstallationBuilder:
                     continue
                 exists[ws.plan.dir_id] = ws.rel_dir not in self.state.deletions
                 has_results[ws.plan.dir_id] = "qlib_res.csv" in ws.files and "ret.pkl" in ws.files
-        self.state.duplicates = rows_mod.duplicate_rows(
+        self.state.duplicates = registry_rows.duplicate_rows(
             run, run.loops, exists=exists, has_results=has_results, rows=self.state.rows
         )
         for entry in self.state.log_dirs:

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from workbench.rdagent.installation import WORKSPACE_RELPATH
-from workbench.sample import results as data
+from workbench.sample import results
 from workbench.sample.plan import Knobs, LoopPlan, PathStyle, RunPlan, WorkspacePlan
 from workbench.sample.tables import TableWriter
 from workbench.sample.templates import (
@@ -111,9 +111,9 @@ class WorkspaceWriter:
         self.disk = disk
         self.seed = seed
         self.knobs = knobs
-        self.days = data.trading_days(knobs.trading_days)
-        self.instruments = data.instrument_codes(knobs.instruments)
-        self.bench = data.benchmark_returns(seed, knobs.trading_days)
+        self.days = results.trading_days(knobs.trading_days)
+        self.instruments = results.instrument_codes(knobs.instruments)
+        self.bench = results.benchmark_returns(seed, knobs.trading_days)
         self.tables = TableWriter(
             seed=seed,
             days=self.days,
@@ -125,7 +125,7 @@ class WorkspaceWriter:
         self._code_diff: dict[str, bytes] = {}
         self.source_files = [f"{SOURCE_DATA_DIR}/daily_pv.h5", f"{SOURCE_DATA_DIR}/README.md"]
         pred_days = max(1, knobs.heavy_bytes // (10 * max(1, knobs.instruments)))
-        self.pred_index = data.pred_index(self.days, self.instruments, rows=pred_days)
+        self.pred_index = results.pred_index(self.days, self.instruments, rows=pred_days)
 
     # -- shared pieces -------------------------------------------------------------------
     def templates(self, kind: Literal["factor", "model"], era: Era) -> dict[str, bytes]:
@@ -161,7 +161,7 @@ class WorkspaceWriter:
         """`factor_implementation_source_data[_debug]/`, the files sub-workspaces hard-link."""
         rng = np.random.default_rng([self.seed, 7_000_001])
         # h5py/pytables are not installed: the HDF5 files are opaque bytes behind the HDF5 signature.
-        pv = data.opaque_bytes(rng, self.knobs.heavy_bytes, prefix=HDF5_SIGNATURE)
+        pv = results.opaque_bytes(rng, self.knobs.heavy_bytes, prefix=HDF5_SIGNATURE)
         for folder, payload in (
             (SOURCE_DATA_DIR, pv),
             (SOURCE_DATA_DIR + "_debug", pv[: max(16, len(pv) // 8)]),
@@ -194,7 +194,7 @@ class WorkspaceWriter:
             self._record(
                 written,
                 "result.h5",
-                data.opaque_bytes(rng, self.knobs.heavy_bytes, prefix=HDF5_SIGNATURE),
+                results.opaque_bytes(rng, self.knobs.heavy_bytes, prefix=HDF5_SIGNATURE),
                 at,
             )
         for source in self.source_files:
@@ -260,17 +260,17 @@ class WorkspaceWriter:
         sha: bool,
     ) -> None:
         rng = np.random.default_rng([self.seed, written.plan.ordinal])
-        ret = data.build_ret_frame(rng, days=self.days, bench=self.bench, alpha=loop.alpha)
-        metrics = data.qlib_metrics(rng, ret, action=loop.action, nan_metric=loop.nan_metric)
+        ret = results.build_ret_frame(rng, days=self.days, bench=self.bench, alpha=loop.alpha)
+        metrics = results.qlib_metrics(rng, ret, action=loop.action, nan_metric=loop.nan_metric)
         order = [int(i) for i in rng.permutation(len(metrics))]
         written.metrics = metrics
         written.first_metric = list(metrics)[order[0]]
         scores = rng.normal(0.0, 0.02, (len(self.days), len(self.instruments)))
-        ret_pickle = data.frame_pickle(ret)
+        ret_pickle = results.frame_pickle(ret)
         pyc = "model" if loop.action == "model" else "custom_strategy"
         self._record(written, f"__pycache__/{pyc}.cpython-311.pyc", pycache_bytes(pyc), started)
         self._write_mlruns(run, loop, written, rng, metrics, scores, ret_pickle, started, finished, sha=sha)
-        self._record(written, "qlib_res.csv", data.qlib_res_csv(metrics, order), finished, sha=sha)
+        self._record(written, "qlib_res.csv", results.qlib_res_csv(metrics, order), finished, sha=sha)
         if written.plan.results == "partial":
             return
         payload = ret_pickle
@@ -335,11 +335,11 @@ class WorkspaceWriter:
             written, f"{base}/params/dataset.kwargs.segments.test", b"['2024-07-01', '2025-12-31']", started
         )
         self._record(written, f"{base}/tags/mlflow.runName", b"mlflow_recorder", started)
-        params_pkl = data.small_pickle({"model_class": model_class, "weights": rng.bytes(1024)})
+        params_pkl = results.small_pickle({"model_class": model_class, "weights": rng.bytes(1024)})
         written.params_pkl = params_pkl
         pickles = {
             f"{base}/artifacts/params.pkl": params_pkl,
-            f"{base}/artifacts/pred.pkl": data.pred_pickle(scores, self.pred_index),
+            f"{base}/artifacts/pred.pkl": results.pred_pickle(scores, self.pred_index),
             f"{base}/artifacts/portfolio_analysis/report_normal_1day.pkl": ret_pickle,
         }
         for rel, payload in pickles.items():
