@@ -210,7 +210,9 @@ class InstallationBuilder:
             )
             self._write_v1_json(record, listing)
         elif run.backfill_time is not None and run.generation == "head":
-            registry_rows.head_artifacts(run, loop, written, mlruns_size=mlruns_size, rows=self.state.rows)
+            registry_rows.head_artifacts(
+                loop, written, backfilled=run.backfill_time, mlruns_size=mlruns_size, rows=self.state.rows
+            )
         if loop.bundle_id is not None:
             self._solidify(record, row)
 

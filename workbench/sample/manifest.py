@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from workbench.sample.builder import BuildState, LoopRecord
-from workbench.sample.plan import SamplePlan
+from workbench.sample.plan import LoopPlan, SamplePlan
 from workbench.sample.workspaces import WORKSPACE_ROOT
 
 METRIC_COLUMNS = ("ic_mean", "rank_ic_mean", "ann_return", "mdd", "turnover", "multi_score", "metrics_json")
@@ -76,16 +76,21 @@ class ManifestBuilder:
             tags.append("has_result_without_metrics")
         return tags
 
+    def _registered_id(self, loop: LoopPlan) -> str | None:
+        """The experiment's workspace id if a `workspaces` row registers it, else None."""
+        experiment = loop.experiment
+        if experiment is None or experiment.dir_id not in self.workspace_rows:
+            return None
+        return experiment.dir_id
+
     def loops(self) -> list[dict]:
         entries = []
         for record in self.state.records:
-            loop = record.loop
-            registered = loop.experiment is not None and loop.experiment.dir_id in self.workspace_rows
             entries.append(
                 self._entry(
                     record,
-                    task_run_id=loop.task_run_id,
-                    workspace_id=loop.experiment.dir_id if registered else None,
+                    task_run_id=record.loop.task_run_id,
+                    workspace_id=self._registered_id(record.loop),
                     duplicate_of=None,
                 )
             )
@@ -289,12 +294,15 @@ class ManifestBuilder:
         return [
             record.written.plan.dir_id
             for record in self.state.records
-            if record.factor_meta_variant == "A" and record.loop.action == "model" and record.loop.factor_set
+            if record.written is not None
+            and record.factor_meta_variant == "A"
+            and record.loop.action == "model"
+            and record.loop.factor_set
         ]
 
     # -- the rest ------------------------------------------------------------------------
     def experiments_expected(self, loops: list[dict]) -> list[dict]:
-        broken = {}
+        broken: dict[str, list[str]] = {}
         for item in self.state.broken_files:
             broken.setdefault(item["workspace_id"], []).append(item["path"].rsplit("/", 1)[-1])
         expected = []
@@ -319,20 +327,22 @@ class ManifestBuilder:
         requests: dict[str, dict] = {}
         loops: dict[str, list[dict]] = {}
         for run in self.plan.runs:
-            if run.role != "multi_strategy":
+            if run.role != "multi_strategy" or run.params is None:
                 continue
             requests[run.task_run_id] = run.params["experiment_request"]
-            loops[run.task_run_id] = [
-                {
-                    "strategy": loop.strategy["name"],
-                    "role": loop.strategy["role"],
-                    "loop_id": loop.loop_id,
-                    "workspace_id": loop.experiment.dir_id,
-                    "workspace_dir": self.rel_dir(loop.experiment.dir_id),
-                }
-                for loop in run.loops
-            ]
+            loops[run.task_run_id] = [self._strategy_loop(loop) for loop in run.loops]
         return requests, loops
+
+    def _strategy_loop(self, loop: LoopPlan) -> dict:
+        strategy, experiment = loop.strategy, loop.experiment
+        assert strategy is not None and experiment is not None  # planned so for every multi-strategy loop
+        return {
+            "strategy": strategy["name"],
+            "role": strategy["role"],
+            "loop_id": loop.loop_id,
+            "workspace_id": experiment.dir_id,
+            "workspace_dir": self.rel_dir(experiment.dir_id),
+        }
 
     def counts(self, *, task_runs: int, loops_per_run: int) -> dict:
         extra: dict[str, int] = {}

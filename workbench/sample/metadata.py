@@ -279,7 +279,7 @@ def feedback(loop: LoopPlan, *, at: str, log_driven: bool) -> dict:
     if log_driven:
         decision: bool | None = bool(loop.decision)
         hypothesis = loop.hypothesis
-        summary = {
+        summary: dict[str, str | list[str]] = {
             "execution": f"Loop {loop.loop_id} ran the {loop.action} experiment without errors.",
             "value_feedback": "IC improved over SOTA" if loop.decision else "IC below SOTA",
             "shape_feedback": "accepted as new SOTA" if loop.decision else "rejected",

@@ -193,7 +193,8 @@ def split_generations(task_runs: int) -> list[Generation]:
     n_v1 = max(1, round(task_runs * 0.2)) if task_runs >= 2 else 0
     n_gap = max(1, round(task_runs * 0.2)) if task_runs >= 3 else 0
     n_head = task_runs - n_v1 - n_gap
-    return ["v1"] * n_v1 + ["gap"] * n_gap + ["head"] * n_head
+    counts: tuple[tuple[Generation, int], ...] = (("v1", n_v1), ("gap", n_gap), ("head", n_head))
+    return [generation for generation, count in counts for _ in range(count)]
 
 
 def _flavor(generation: Generation, head_index: int) -> Flavor:
@@ -527,8 +528,10 @@ def _assign_file_quirks(runs: list[RunPlan], *, quirks: bool, keep_clean: LoopPl
         return
     v1 = _successful_with_results(runs, "v1")
     if len(v1) >= 2:
-        v1[-1].experiment.exists = False
-        v1[-1].tags.append("workspace_dir_deleted")
+        gone = v1[-1]
+        assert gone.experiment is not None  # `_successful_with_results` only returns loops with one
+        gone.experiment.exists = False
+        gone.tags.append("workspace_dir_deleted")
     head = [loop for loop in _successful_with_results(runs, "head_backfilled") if loop is not keep_clean]
     gap = _successful_with_results(runs, "gap")
     candidates = head + gap

@@ -13,6 +13,7 @@ import os
 import random
 import uuid
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from workbench.rdagent.installation import LOG_RELPATH
 from workbench.sample.metadata import RESULT_FILES
@@ -87,7 +88,7 @@ def _metric_columns(metrics: dict[str, float]) -> dict:
 def loop_row(run: RunPlan, loop: LoopPlan, written: WrittenWorkspace | None) -> dict:
     """One `loops` row as the generation's writers would have left it."""
     row = empty_loop_row(loop.task_run_id, loop.loop_id)
-    has_files = written is not None and "qlib_res.csv" in written.files and loop.status == "success"
+    with_results = _with_results(loop, written)
     row.update(
         {
             "action": loop.action,
@@ -99,29 +100,36 @@ def loop_row(run: RunPlan, loop: LoopPlan, written: WrittenWorkspace | None) -> 
     )
     if run.generation in ("v1", "gap"):
         row["started_at_utc"] = iso(loop.step_times[0][1])
-        if has_files:
+        if with_results is not None:
             row["has_result"] = 1
-            row["best_workspace_id"] = written.plan.dir_id
-            if run.generation == "v1" and written.metrics is not None:
-                row.update(_metric_columns(written.metrics))
+            row["best_workspace_id"] = with_results.plan.dir_id
+            if run.generation == "v1" and with_results.metrics is not None:
+                row.update(_metric_columns(with_results.metrics))
         return row
     row["started_at_utc"] = iso(loop.step_times[0][2])
     row["updated_at_utc"] = iso(loop.ended)
     if loop.status == "success" and loop.experiment is not None:
         row["log_dir"] = log_root_path(run)
     if run.backfill_time is not None:
-        _apply_backfill(run, loop, row, has_files)
+        _apply_backfill(run, loop, row, has_files=with_results is not None, at=run.backfill_time)
     return row
 
 
-def _apply_backfill(run: RunPlan, loop: LoopPlan, row: dict, has_files: bool) -> None:
-    """Offline backfill: has_result, log_dir if empty, materialization status."""
+def _with_results(loop: LoopPlan, written: WrittenWorkspace | None) -> WrittenWorkspace | None:
+    """The experiment workspace if the loop succeeded and wrote `qlib_res.csv`, else None."""
+    if written is not None and "qlib_res.csv" in written.files and loop.status == "success":
+        return written
+    return None
+
+
+def _apply_backfill(run: RunPlan, loop: LoopPlan, row: dict, *, has_files: bool, at: datetime) -> None:
+    """Offline backfill (run at `at`): has_result, log_dir if empty, materialization status."""
     if row["log_dir"] is None:
         row["log_dir"] = log_trace_path(run)
     if not has_files:
         return
     row["has_result"] = 1
-    row["materialization_updated_at_utc"] = iso(run.backfill_time)
+    row["materialization_updated_at_utc"] = iso(at)
     if loop.action == "factor":
         row["materialization_status"] = "done"
     else:
@@ -192,6 +200,17 @@ def _workspace_row(run: RunPlan, loop: LoopPlan, dir_id: str, written: WrittenWo
     }
 
 
+class ArtifactSpec(NamedTuple):
+    """One artifact row to write and the `(path, kind)` of its file rows."""
+
+    artifact_type: str
+    name: str
+    primary: int
+    summary: dict[str, object]
+    entry: str
+    files: list[tuple[str, str]]
+
+
 def _file_row(
     file_id: str, artifact_id: str, workspace_id: str, path: str, record: FileRecord | None, kind: str
 ) -> dict:
@@ -207,8 +226,8 @@ def _file_row(
     }
 
 
-def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, str, list[tuple[str, str]]]]:
-    """(type, name, primary, summary, entry, [(path, kind)]) per HEAD backfill artifact (§2.2 table)."""
+def _head_specs(written: WrittenWorkspace) -> list[ArtifactSpec]:
+    """One spec per HEAD backfill artifact (§2.2 table)."""
     files = written.files
     present = [name for name in REPORT_FILES if name in files]
     signals = [name for name in ("signals.parquet", "signals.json") if name in files]
@@ -219,7 +238,7 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
         return name if name in files else "."
 
     specs = [
-        (
+        ArtifactSpec(
             "report",
             "qlib_report",
             1,
@@ -227,7 +246,7 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
             entry("qlib_res.csv"),
             [(n, "report") for n in present],
         ),
-        (
+        ArtifactSpec(
             "backtest_metrics",
             "qlib_res.csv",
             1,
@@ -235,7 +254,7 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
             entry("qlib_res.csv"),
             [("qlib_res.csv", "backtest_metrics")] if "qlib_res.csv" in files else [],
         ),
-        (
+        ArtifactSpec(
             "backtest_curve",
             "ret.pkl",
             1,
@@ -243,7 +262,7 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
             entry("ret.pkl"),
             [("ret.pkl", "backtest_curve")] if "ret.pkl" in files else [],
         ),
-        (
+        ArtifactSpec(
             "signals",
             "signals",
             0,
@@ -251,7 +270,7 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
             signals[0] if signals else ".",
             [(signals[0], "signals")] if signals else [],
         ),
-        (
+        ArtifactSpec(
             "ret_schema",
             "ret_schema",
             0,
@@ -259,8 +278,8 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
             schema[0] if schema else ".",
             [(schema[0], "ret_schema")] if schema else [],
         ),
-        ("model", "mlruns", 0, {"path": "mlruns"}, "mlruns", [("mlruns", "model")]),
-        (
+        ArtifactSpec("model", "mlruns", 0, {"path": "mlruns"}, "mlruns", [("mlruns", "model")]),
+        ArtifactSpec(
             "config_snapshot",
             "workspace_configs",
             0,
@@ -268,7 +287,7 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
             ".",
             [(n, "config_snapshot") for n in configs],
         ),
-        (
+        ArtifactSpec(
             "factor_data",
             "combined_factors",
             1,
@@ -282,20 +301,20 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
     for kind in ("factor_meta", "factor_perf", "feedback"):
         name = f"{kind}.json"
         if name in files:
-            specs.append((kind, name, 0, {"file": name}, name, [(name, kind)]))
+            specs.append(ArtifactSpec(kind, name, 0, {"file": name}, name, [(name, kind)]))
     for kind in ("model_meta", "strategy_meta"):
         name = f"{kind}.json"
         if name in files:
-            specs.append((kind, name, 0, {"file": name}, name, []))
+            specs.append(ArtifactSpec(kind, name, 0, {"file": name}, name, []))
     return specs
 
 
 def head_artifacts(
-    run: RunPlan, loop: LoopPlan, written: WrittenWorkspace, *, mlruns_size: int, rows: RegistryRows
+    loop: LoopPlan, written: WrittenWorkspace, *, backfilled: datetime, mlruns_size: int, rows: RegistryRows
 ) -> None:
-    """HEAD backfill artifacts: uuid5 ids (idempotent), sha256 NULL, model columns on `report`."""
+    """HEAD backfill artifacts (written at `backfilled`): uuid5 ids, sha256 NULL, model columns on `report`."""
     ws_id = written.plan.dir_id
-    at = iso(run.backfill_time)
+    at = iso(backfilled)
     for artifact_type, name, primary, summary, entry, file_specs in _head_specs(written):
         artifact_id = head_artifact_id(loop.task_run_id, ws_id, artifact_type, name)
         present = bool(file_specs) or artifact_type in ("model_meta", "strategy_meta")
@@ -347,8 +366,8 @@ def v1_artifacts(
     at = iso(loop.ended)
     files = written.files
     configs = sorted(name for name in files if "/" not in name and name.endswith((".yaml", ".yml")))
-    specs = [
-        (
+    specs: list[ArtifactSpec] = [
+        ArtifactSpec(
             "report",
             "qlib_report",
             1,
@@ -356,7 +375,7 @@ def v1_artifacts(
             "qlib_res.csv",
             [(n, "report") for n in ("qlib_res.csv", "ret.pkl") if n in files],
         ),
-        (
+        ArtifactSpec(
             "model",
             "mlruns",
             0,
@@ -364,7 +383,7 @@ def v1_artifacts(
             "mlruns",
             [("mlruns", "model")] + [(p, "model") for p in written.mlruns_pickles],
         ),
-        (
+        ArtifactSpec(
             "config_snapshot",
             "workspace_configs",
             0,
@@ -375,7 +394,7 @@ def v1_artifacts(
     ]
     if "combined_factors_df.parquet" in files:
         specs.append(
-            (
+            ArtifactSpec(
                 "feature_set",
                 "combined_factors_df",
                 1,
