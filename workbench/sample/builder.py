@@ -45,6 +45,12 @@ class LoopRecord:
     subs: list[WrittenWorkspace]
     factor_meta_variant: str | None = None
 
+    def experiment(self) -> WrittenWorkspace:
+        """The written experiment workspace; JSON and artifacts are only asked of loops with one."""
+        if self.written is None:
+            raise ValueError(f"loop {self.loop.key} wrote no experiment workspace")
+        return self.written
+
 
 @dataclass
 class BuildState:
@@ -184,7 +190,7 @@ class InstallationBuilder:
             )
         if written is not None and written.plan.results == "full":
             if run.backfill_time is not None and run.generation == "head":
-                self._write_backfill_json(record)
+                self._write_backfill_json(record, run.backfill_time)
             elif run.generation == "gap":
                 self._write_gap_json(record)
         for name in loop.delete_after_register:
@@ -202,7 +208,7 @@ class InstallationBuilder:
         return row
 
     def _register_results(self, record: LoopRecord, row: dict) -> None:
-        run, loop, written = record.run, record.loop, record.written
+        run, loop, written = record.run, record.loop, record.experiment()
         mlruns_size = registry_rows.directory_size(str(self.out / written.rel_dir / "mlruns"))
         if run.generation == "v1":
             listing = registry_rows.v1_artifacts(
@@ -213,12 +219,12 @@ class InstallationBuilder:
             registry_rows.head_artifacts(
                 loop, written, backfilled=run.backfill_time, mlruns_size=mlruns_size, rows=self.state.rows
             )
-        if loop.bundle_id is not None:
-            self._solidify(record, row)
+            if loop.bundle_id is not None:  # the plan solidifies one backfilled HEAD factor loop
+                self._solidify(record, row, bundle_id=loop.bundle_id, backfilled=run.backfill_time)
 
     # -- JSON metadata -------------------------------------------------------------------
     def _put_json(self, record: LoopRecord, name: str, obj: object, at: datetime) -> None:
-        written = record.written
+        written = record.experiment()
         text = meta.dump_json(obj)
         broken = record.loop.broken.get(name)
         self.writer.put_json(written, name, text, at, broken=broken)
@@ -235,10 +241,10 @@ class InstallationBuilder:
                 }
             )
 
-    def _write_backfill_json(self, record: LoopRecord) -> None:
+    def _write_backfill_json(self, record: LoopRecord, backfilled: datetime) -> None:
         """HEAD backfill: factor_meta (A/+D), factor_perf, feedback, model/strategy meta, ws meta."""
-        run, loop, written = record.run, record.loop, record.written
-        at_time = run.backfill_time + timedelta(seconds=loop.loop_id)
+        run, loop, written = record.run, record.loop, record.experiment()
+        at_time = backfilled + timedelta(seconds=loop.loop_id)
         at = iso(at_time)
         ws_id = written.plan.dir_id
         ws_path = workspace_registry_path(run.path_style, ws_id)
@@ -246,7 +252,8 @@ class InstallationBuilder:
         record.factor_meta_variant = variant
         self._put_json(record, "factor_meta.json", factor_meta, at_time)
         names = [entry["name"] for entry in factor_meta["factors"]]
-        perf = meta.factor_perf_head(loop, written.metrics, written.first_metric, at=at, names=names)
+        metrics, first_metric = written.result_metrics()
+        perf = meta.factor_perf_head(loop, metrics, first_metric, at=at, names=names)
         self._put_json(record, "factor_perf.json", perf, at_time)
         self.state.perf_by_loop[loop.key] = perf
         self.state.factor_names_by_loop[loop.key] = factor_meta["factors"]
@@ -272,7 +279,8 @@ class InstallationBuilder:
 
     def _write_gap_json(self, record: LoopRecord) -> None:
         """Gap era (online writer): factor_meta B, header-quirk factor_perf, feedback."""
-        loop, written = record.loop, record.written
+        loop = record.loop
+        metrics, first_metric = record.experiment().result_metrics()
         at_time = loop.ended
         at = iso(at_time)
         record.factor_meta_variant = "B"
@@ -280,14 +288,15 @@ class InstallationBuilder:
         self._put_json(
             record,
             "factor_perf.json",
-            meta.factor_perf_gap(loop, written.metrics, written.first_metric, at=at),
+            meta.factor_perf_gap(loop, metrics, first_metric, at=at),
             at_time,
         )
         self._put_json(record, "feedback.json", meta.feedback(loop, at=at, log_driven=True), at_time)
 
     def _write_v1_json(self, record: LoopRecord, listing: list[dict]) -> None:
         """Dec-24 loop JSON (lists the artifacts), then the scan tool's variant C factor_meta."""
-        run, loop, written = record.run, record.loop, record.written
+        run, loop, written = record.run, record.loop, record.experiment()
+        metrics, _first_metric = written.result_metrics()
         ws_id = written.plan.dir_id
         ws_path = workspace_registry_path(run.path_style, ws_id)
         ws_meta = meta.workspace_meta_v1(
@@ -298,19 +307,17 @@ class InstallationBuilder:
             log_trace_path=registry_rows.log_trace_path(run),
             db_path=registry_path(run.path_style, *REGISTRY_RELPATH.parts),
             at=iso(loop.ended),
-            metrics=written.metrics,
+            metrics=metrics,
         )
         present = set(written.files) | {"mlruns"}
         self._put_json(record, "workspace_meta.json", ws_meta, loop.ended)
         self._put_json(
             record,
             "experiment_summary.json",
-            meta.experiment_summary_v1(ws_meta, present, listing, written.metrics),
+            meta.experiment_summary_v1(ws_meta, present, listing, metrics),
             loop.ended,
         )
-        self._put_json(
-            record, "manifest.json", meta.manifest_v1(ws_meta, listing, written.metrics), loop.ended
-        )
+        self._put_json(record, "manifest.json", meta.manifest_v1(ws_meta, listing, metrics), loop.ended)
         if loop.action == "factor" and loop.factor_set:
             record.factor_meta_variant = "C"
             scan_time = datetime(2026, 1, 3, 9, 30, tzinfo=UTC) + timedelta(seconds=loop.loop_id)
@@ -319,17 +326,17 @@ class InstallationBuilder:
             )
 
     # -- bundles, factor registry, catalog -------------------------------------------------
-    def _solidify(self, record: LoopRecord, row: dict) -> None:
+    def _solidify(self, record: LoopRecord, row: dict, *, bundle_id: str, backfilled: datetime) -> None:
         """Variant-A bundle directory, `factor_registry` rows and the solidified loop row."""
-        run, loop, written = record.run, record.loop, record.written
-        at = run.backfill_time + timedelta(days=1, minutes=loop.loop_id)
+        run, loop, written = record.run, record.loop, record.experiment()
+        at = backfilled + timedelta(days=1, minutes=loop.loop_id)
         ws_id = written.plan.dir_id
         ws_path = workspace_registry_path(run.path_style, ws_id)
-        registry_rows.solidify(row, bundle_id=loop.bundle_id, at=at)
-        root = f"{BUNDLE_ROOT}/{loop.bundle_id}"
+        registry_rows.solidify(row, bundle_id=bundle_id, at=at)
+        root = f"{BUNDLE_ROOT}/{bundle_id}"
         disk = self.writer.disk
         manifest = meta.bundle_manifest(
-            bundle_id=loop.bundle_id, loop=loop, workspace_id=ws_id, workspace_path=ws_path, at=at
+            bundle_id=bundle_id, loop=loop, workspace_id=ws_id, workspace_path=ws_path, at=at
         )
         disk.put(f"{root}/manifest.json", meta.dump_json(manifest).encode(), at)
         disk.put(f"{root}/self_check.py", SELF_CHECK_PY, at)
@@ -352,7 +359,7 @@ class InstallationBuilder:
                     "factor_name": name,
                     "expression": expression,
                     "performance_json": performance,
-                    "asset_bundle_id": loop.bundle_id,
+                    "asset_bundle_id": bundle_id,
                     "workspace_id": ws_id,
                     "task_run_id": loop.task_run_id,
                     "loop_id": loop.loop_id,
@@ -361,7 +368,7 @@ class InstallationBuilder:
             )
         self.state.bundles.append(
             {
-                "asset_bundle_id": loop.bundle_id,
+                "asset_bundle_id": bundle_id,
                 "loop_key": loop.key,
                 "bundle_dir": root,
                 "workspace_id": ws_id,
@@ -414,8 +421,10 @@ class InstallationBuilder:
             path_style="wsl",
             pid=0,
         )
+        experiment = loop.experiment
+        assert experiment is not None  # planned as a successful factor loop, which always has one
         subs = [self.writer.write_sub_workspace(loop, sub) for sub in loop.subs]
-        written = self.writer.write_experiment(run, loop, loop.experiment, sha=False)
+        written = self.writer.write_experiment(run, loop, experiment, sha=False)
         self.state.orphan_record = LoopRecord(run, loop, written, subs)
 
     def _add_duplicate(self, run: RunPlan) -> None:

@@ -81,6 +81,12 @@ class WrittenWorkspace:
     mlruns_pickles: list[str] = field(default_factory=list)
     params_pkl: bytes | None = None
 
+    def result_metrics(self) -> tuple[dict[str, float], str]:
+        """`metrics` and `first_metric`; only asked of a workspace that wrote `qlib_res.csv`."""
+        if self.metrics is None or self.first_metric is None:
+            raise ValueError(f"{self.rel_dir}: no qlib_res.csv was written")
+        return self.metrics, self.first_metric
+
 
 class Disk:
     """Writes bytes under `out` with fixed mtimes, creating each directory once."""
