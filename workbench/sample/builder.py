@@ -14,13 +14,15 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypedDict
 
 from workbench.rdagent.installation import LOG_RELPATH, REGISTRY_RELPATH
 from workbench.sample import metadata as meta
 from workbench.sample import registry_rows
 from workbench.sample.logs import LogWriter
-from workbench.sample.plan import Knobs, LoopPlan, RunPlan, SamplePlan
-from workbench.sample.registry import RegistryRows
+from workbench.sample.plan import JsonObject, Knobs, LoopPlan, RunPlan, SamplePlan
+from workbench.sample.registry import RegistryRows, Row
+from workbench.sample.registry_rows import DuplicateWorkspace
 from workbench.sample.templates import ALPHA158_SUBSET, FACTOR_ENTRY_ALPHA158, SELF_CHECK_PY
 from workbench.sample.workspaces import (
     Disk,
@@ -33,6 +35,41 @@ from workbench.sample.workspaces import (
 
 SOURCE_DATA_TIME = datetime(2025, 12, 20, 8, 0, tzinfo=UTC)
 BUNDLE_ROOT = "RDagentDB/production_bundles"
+
+
+class LogDir(TypedDict):
+    """One `log/<run>` folder: the task runs it holds and the registry's path to it."""
+
+    log_dir: str
+    task_run_ids: list[str]
+    status: str | None
+    has_abort_reason: bool
+    registry_log_trace_path: str | None
+
+
+class BrokenFile(TypedDict):
+    """A file damaged on purpose (`kind`: truncated_json, non_utf8, truncated_pickle)."""
+
+    path: str
+    kind: str
+    workspace_id: str
+    loop_key: str
+
+
+class Bundle(TypedDict):
+    """A solidified bundle folder and the loop it was made from."""
+
+    asset_bundle_id: str
+    loop_key: str
+    bundle_dir: str
+    workspace_id: str
+
+
+class OrphanFactorRow(TypedDict):
+    """A `factor_registry` row whose bundle no longer exists."""
+
+    factor_name: str
+    asset_bundle_id: str
 
 
 @dataclass
@@ -58,15 +95,15 @@ class BuildState:
 
     rows: RegistryRows = field(default_factory=RegistryRows)
     records: list[LoopRecord] = field(default_factory=list)
-    log_dirs: list[dict] = field(default_factory=list)
+    log_dirs: list[LogDir] = field(default_factory=list)
     nan_json_files: list[str] = field(default_factory=list)
-    broken_files: list[dict] = field(default_factory=list)
-    duplicates: list[dict] = field(default_factory=list)
-    bundles: list[dict] = field(default_factory=list)
-    orphan_factor_rows: list[dict] = field(default_factory=list)
+    broken_files: list[BrokenFile] = field(default_factory=list)
+    duplicates: list[DuplicateWorkspace] = field(default_factory=list)
+    bundles: list[Bundle] = field(default_factory=list)
+    orphan_factor_rows: list[OrphanFactorRow] = field(default_factory=list)
     deletions: list[str] = field(default_factory=list)
-    perf_by_loop: dict[str, dict] = field(default_factory=dict)
-    factor_names_by_loop: dict[str, list[dict]] = field(default_factory=dict)
+    perf_by_loop: dict[str, JsonObject] = field(default_factory=dict)  # factor_perf.json by loop key
+    factor_names_by_loop: dict[str, list[JsonObject]] = field(default_factory=dict)  # factor_meta entries
     orphan_record: LoopRecord | None = None
 
     def merge(self, other: BuildState) -> None:
@@ -198,7 +235,7 @@ class InstallationBuilder:
                 self.state.deletions.append(f"{written.rel_dir}/{name}")
         return record
 
-    def _register_loop(self, record: LoopRecord) -> dict:
+    def _register_loop(self, record: LoopRecord) -> Row:
         """Loop, workspace and artifact rows; V1 JSON (which lists the artifacts) in between."""
         run, loop, written = record.run, record.loop, record.written
         row = registry_rows.loop_row(run, loop, written)
@@ -207,7 +244,7 @@ class InstallationBuilder:
         self.state.rows.workspaces.extend(registry_rows.workspace_rows(run, loop, written, record.subs))
         return row
 
-    def _register_results(self, record: LoopRecord, row: dict) -> None:
+    def _register_results(self, record: LoopRecord, row: Row) -> None:
         run, loop, written = record.run, record.loop, record.experiment()
         mlruns_size = registry_rows.directory_size(str(self.out / written.rel_dir / "mlruns"))
         if run.generation == "v1":
@@ -293,7 +330,7 @@ class InstallationBuilder:
         )
         self._put_json(record, "feedback.json", meta.feedback(loop, at=at, log_driven=True), at_time)
 
-    def _write_v1_json(self, record: LoopRecord, listing: list[dict]) -> None:
+    def _write_v1_json(self, record: LoopRecord, listing: list[JsonObject]) -> None:
         """Dec-24 loop JSON (lists the artifacts), then the scan tool's variant C factor_meta."""
         run, loop, written = record.run, record.loop, record.experiment()
         metrics, _first_metric = written.result_metrics()
@@ -326,7 +363,7 @@ class InstallationBuilder:
             )
 
     # -- bundles, factor registry, catalog -------------------------------------------------
-    def _solidify(self, record: LoopRecord, row: dict, *, bundle_id: str, backfilled: datetime) -> None:
+    def _solidify(self, record: LoopRecord, row: Row, *, bundle_id: str, backfilled: datetime) -> None:
         """Variant-A bundle directory, `factor_registry` rows and the solidified loop row."""
         run, loop, written = record.run, record.loop, record.experiment()
         at = backfilled + timedelta(days=1, minutes=loop.loop_id)

@@ -10,7 +10,7 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from workbench.sample.request import multi_strategy_request
 
@@ -20,6 +20,8 @@ Role = Literal["regular", "killed", "running", "multi_strategy"]
 PathStyle = Literal["wsl", "win", "win_lower", "win_fwd"]
 WorkspaceKind = Literal["factor_exp", "model_exp", "factor_sub", "model_sub"]
 Results = Literal["full", "partial", "none"]
+#: A JSON object as RD-Agent writes it (metadata files, registry JSON columns, the manifest).
+JsonObject = dict[str, Any]
 
 ERA_STARTS: dict[Generation, datetime] = {
     "v1": datetime(2025, 12, 24, 1, 0, tzinfo=UTC),
@@ -98,7 +100,7 @@ class LoopPlan:
     sota_model: bool = False
     alpha: float = 0.0005
     nan_metric: str | None = None
-    strategy: dict | None = None
+    strategy: JsonObject | None = None
     tags: list[str] = field(default_factory=list)
     broken: dict[str, str] = field(default_factory=dict)
     delete_after_register: list[str] = field(default_factory=list)
@@ -126,8 +128,8 @@ class RunPlan:
     path_style: PathStyle
     pid: int
     loops: list[LoopPlan] = field(default_factory=list)
-    params: dict | None = None
-    abort: dict | None = None
+    params: JsonObject | None = None
+    abort: JsonObject | None = None
     backfill_time: datetime | None = None
 
 

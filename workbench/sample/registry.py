@@ -10,11 +10,13 @@ import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from workbench.rdagent.registry import SCHEMA, TableName
 
 RegistryGeneration = Literal["head", "v1_migrated"]
+#: One row of a registry table, keyed by HEAD column name (None for NULL).
+Row = dict[str, Any]
 
 WORKSPACE_NAMESPACE = uuid.UUID("5b9b5f74-0f3e-4e3c-8f86-6d8a9c7d0f11")
 ARTIFACT_NAMESPACE = uuid.UUID("3e36bb8a-2a9b-4c56-8f50-6312f0d89c42")
@@ -194,7 +196,7 @@ def schema_statements(generation: RegistryGeneration) -> list[str]:
     return v1 + list(_LOOPS_MIGRATIONS) + [_FACTOR_REGISTRY_SQL]
 
 
-def table_columns(generation: RegistryGeneration) -> dict[str, tuple[str, ...]]:
+def table_columns(generation: RegistryGeneration) -> dict[TableName, tuple[str, ...]]:
     """Column names, in order, of every table of one schema generation."""
     head = generation == "head"
     return {
@@ -211,14 +213,14 @@ def table_columns(generation: RegistryGeneration) -> dict[str, tuple[str, ...]]:
 class RegistryRows:
     """Rows of every table, in insertion order (rowid order matters to readers)."""
 
-    task_runs: list[dict] = field(default_factory=list)
-    loops: list[dict] = field(default_factory=list)
-    workspaces: list[dict] = field(default_factory=list)
-    artifacts: list[dict] = field(default_factory=list)
-    artifact_files: list[dict] = field(default_factory=list)
-    factor_registry: list[dict] = field(default_factory=list)
+    task_runs: list[Row] = field(default_factory=list)
+    loops: list[Row] = field(default_factory=list)
+    workspaces: list[Row] = field(default_factory=list)
+    artifacts: list[Row] = field(default_factory=list)
+    artifact_files: list[Row] = field(default_factory=list)
+    factor_registry: list[Row] = field(default_factory=list)
 
-    def tables(self) -> dict[str, list[dict]]:
+    def tables(self) -> dict[TableName, list[Row]]:
         return {
             "task_runs": self.task_runs,
             "loops": self.loops,
@@ -229,9 +231,9 @@ class RegistryRows:
         }
 
 
-def empty_loop_row(task_run_id: str, loop_id: int) -> dict:
+def empty_loop_row(task_run_id: str, loop_id: int) -> Row:
     """A loops row with every HEAD column, defaults as SQLite would fill them."""
-    row = dict.fromkeys(LOOPS_HEAD_COLUMNS)
+    row: Row = dict.fromkeys(LOOPS_HEAD_COLUMNS)
     row.update(
         {
             "task_run_id": task_run_id,

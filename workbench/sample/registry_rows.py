@@ -13,13 +13,14 @@ import os
 import random
 import uuid
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, TypedDict
 
 from workbench.rdagent.installation import LOG_RELPATH
 from workbench.sample.metadata import RESULT_FILES
-from workbench.sample.plan import LoopPlan, RunPlan
+from workbench.sample.plan import JsonObject, LoopPlan, RunPlan
 from workbench.sample.registry import (
     RegistryRows,
+    Row,
     bootstrap_workspace_id,
     empty_loop_row,
     head_artifact_id,
@@ -41,6 +42,15 @@ _GIT_SHAS = {
 }
 
 
+class DuplicateWorkspace(TypedDict):
+    """A workspace the bootstrap tool registered again: its folder, new id and path, the loop."""
+
+    dir_id: str
+    duplicate_workspace_id: str
+    duplicate_path: str
+    loop_key: str
+
+
 def log_trace_path(run: RunPlan) -> str:
     return registry_path(run.path_style, *LOG_RELPATH.parts, run.log_name)
 
@@ -49,7 +59,7 @@ def log_root_path(run: RunPlan) -> str:
     return registry_path(run.path_style, *LOG_RELPATH.parts)
 
 
-def task_run_row(run: RunPlan) -> dict | None:
+def task_run_row(run: RunPlan) -> Row | None:
     """The run's `task_runs` row; None for a run killed before HEAD wrote it (at run end)."""
     if run.status is None:
         return None
@@ -72,7 +82,7 @@ def task_run_row(run: RunPlan) -> dict | None:
     }
 
 
-def _metric_columns(metrics: dict[str, float]) -> dict:
+def _metric_columns(metrics: dict[str, float]) -> Row:
     """V1 `update_loop_metrics`: two lookups hit, the others use keys Qlib never writes."""
     return {
         "ic_mean": metrics.get("IC"),
@@ -85,7 +95,7 @@ def _metric_columns(metrics: dict[str, float]) -> dict:
     }
 
 
-def loop_row(run: RunPlan, loop: LoopPlan, written: WrittenWorkspace | None) -> dict:
+def loop_row(run: RunPlan, loop: LoopPlan, written: WrittenWorkspace | None) -> Row:
     """One `loops` row as the generation's writers would have left it."""
     row = empty_loop_row(loop.task_run_id, loop.loop_id)
     with_results = _with_results(loop, written)
@@ -122,7 +132,7 @@ def _with_results(loop: LoopPlan, written: WrittenWorkspace | None) -> WrittenWo
     return None
 
 
-def _apply_backfill(run: RunPlan, loop: LoopPlan, row: dict, *, has_files: bool, at: datetime) -> None:
+def _apply_backfill(run: RunPlan, loop: LoopPlan, row: Row, *, has_files: bool, at: datetime) -> None:
     """Offline backfill (run at `at`): has_result, log_dir if empty, materialization status."""
     if row["log_dir"] is None:
         row["log_dir"] = log_trace_path(run)
@@ -139,7 +149,7 @@ def _apply_backfill(run: RunPlan, loop: LoopPlan, row: dict, *, has_files: bool,
         )
 
 
-def solidify(row: dict, *, bundle_id: str, at: datetime) -> None:
+def solidify(row: Row, *, bundle_id: str, at: datetime) -> None:
     """`solidify_loop_assets` upsert via `batch_solidify.sh` (SQLite `datetime('now')` format)."""
     row.update(
         {
@@ -158,9 +168,9 @@ def solidify(row: dict, *, bundle_id: str, at: datetime) -> None:
 
 def workspace_rows(
     run: RunPlan, loop: LoopPlan, written: WrittenWorkspace | None, subs: list[WrittenWorkspace]
-) -> list[dict]:
+) -> list[Row]:
     """`workspaces` rows: V1 experiment + sub-workspaces; others only successful experiments."""
-    rows = []
+    rows: list[Row] = []
     experiment = loop.experiment
     if experiment is not None and loop.status == "success":
         rows.append(_workspace_row(run, loop, experiment.dir_id, written))
@@ -178,7 +188,7 @@ def workspace_rows(
     return rows
 
 
-def _workspace_row(run: RunPlan, loop: LoopPlan, dir_id: str, written: WrittenWorkspace | None) -> dict:
+def _workspace_row(run: RunPlan, loop: LoopPlan, dir_id: str, written: WrittenWorkspace | None) -> Row:
     files = written.files if written is not None else {}
     updated = loop.ended
     if run.backfill_time is not None and "workspace_meta.json" in files:
@@ -213,7 +223,7 @@ class ArtifactSpec(NamedTuple):
 
 def _file_row(
     file_id: str, artifact_id: str, workspace_id: str, path: str, record: FileRecord | None, kind: str
-) -> dict:
+) -> Row:
     return {
         "file_id": file_id,
         "artifact_id": artifact_id,
@@ -312,7 +322,7 @@ def _head_specs(written: WrittenWorkspace) -> list[ArtifactSpec]:
 def head_artifacts(
     loop: LoopPlan, written: WrittenWorkspace, *, backfilled: datetime, mlruns_size: int, rows: RegistryRows
 ) -> None:
-    """HEAD backfill artifacts (written at `backfilled`): uuid5 ids, sha256 NULL, model columns on `report`."""
+    """HEAD backfill artifacts, stamped `backfilled`: uuid5 ids, sha256 NULL, model columns on `report`."""
     ws_id = written.plan.dir_id
     at = iso(backfilled)
     for artifact_type, name, primary, summary, entry, file_specs in _head_specs(written):
@@ -358,7 +368,7 @@ def v1_artifacts(
     mlruns_size: int,
     rows: RegistryRows,
     seed: int,
-) -> list[dict]:
+) -> list[JsonObject]:
     """V1 live artifacts (uuid4 ids, sha256 for files); returns the JSON `artifacts` list."""
     rng = random.Random(f"{seed}|v1-artifacts|{written.plan.dir_id}")
     ws_id = written.plan.dir_id
@@ -403,7 +413,7 @@ def v1_artifacts(
                 [("combined_factors_df.parquet", "data")],
             )
         )
-    listing = []
+    listing: list[JsonObject] = []
     for artifact_type, name, primary, summary, entry, file_specs in specs:
         artifact_id = _uuid4(rng)
         rows.artifacts.append(
@@ -455,7 +465,7 @@ def duplicate_rows(
     exists: dict[str, bool],
     has_results: dict[str, bool],
     rows: RegistryRows,
-) -> list[dict]:
+) -> list[DuplicateWorkspace]:
     """`tools/bootstrap_registry_from_logs.py`: the same run again under its log-dir name.
 
     Every workspace path found in the logs (sub-workspaces included) becomes an
@@ -477,7 +487,7 @@ def duplicate_rows(
             "params_json": None,
         }
     )
-    duplicates = []
+    duplicates: list[DuplicateWorkspace] = []
     for loop in loops:
         row = empty_loop_row(dup_id, loop.loop_id)
         experiment = loop.experiment

@@ -277,4 +277,4 @@ def small_pickle(obj: object) -> bytes:
 
 def parquet_column_names(data: bytes) -> list[str]:
     """Raw parquet column names (used by the tests and by the manifest builder)."""
-    return pq.read_schema(pa.BufferReader(data)).names
+    return [str(name) for name in pq.read_schema(pa.BufferReader(data)).names]
