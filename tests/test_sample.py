@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from workbench.errors import ConfigError
+from workbench.rdagent.files.qlib_res import NAMED_METRICS
 from workbench.rdagent.files.returns import RETURN_COLUMNS
 from workbench.sample import results
 from workbench.sample.generate import SampleInfo, generate_sample, main, read_manifest
@@ -243,6 +244,17 @@ def test_qlib_res_csv_shape_and_metrics_match_ret(sample: tuple[Path, SampleInfo
             (cumulative - cumulative.cummax()).min()
         )
     assert len(orders) > 1
+
+
+def test_qlib_metrics_are_the_ones_the_reader_names() -> None:
+    days = results.trading_days(10)
+    ret = results.build_ret_frame(
+        np.random.default_rng(0), days=days, bench=results.benchmark_returns(0, 10), alpha=0.0005
+    )
+    model = results.qlib_metrics(np.random.default_rng(1), ret, action="model")
+    assert list(model) == list(NAMED_METRICS)
+    factor = results.qlib_metrics(np.random.default_rng(1), ret, action="factor")
+    assert set(factor) - set(NAMED_METRICS) == {"l2.train", "l2.valid"}
 
 
 def test_ret_pkl_is_a_qlib_report_frame(sample: tuple[Path, SampleInfo]) -> None:
