@@ -18,7 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from workbench.errors import ConfigError
-from workbench.sample import results as data
+from workbench.rdagent.files.qlib_res import NAMED_METRICS
+from workbench.rdagent.files.returns import RETURN_COLUMNS
+from workbench.sample import results
 from workbench.sample.generate import SampleInfo, generate_sample, main, read_manifest
 from workbench.sample.plan import STEPS
 from workbench.sample.registry import (
@@ -244,11 +246,22 @@ def test_qlib_res_csv_shape_and_metrics_match_ret(sample: tuple[Path, SampleInfo
     assert len(orders) > 1
 
 
+def test_qlib_metrics_are_the_ones_the_reader_names() -> None:
+    days = results.trading_days(10)
+    ret = results.build_ret_frame(
+        np.random.default_rng(0), days=days, bench=results.benchmark_returns(0, 10), alpha=0.0005
+    )
+    model = results.qlib_metrics(np.random.default_rng(1), ret, action="model")
+    assert list(model) == list(NAMED_METRICS)
+    factor = results.qlib_metrics(np.random.default_rng(1), ret, action="factor")
+    assert set(factor) - set(NAMED_METRICS) == {"l2.train", "l2.valid"}
+
+
 def test_ret_pkl_is_a_qlib_report_frame(sample: tuple[Path, SampleInfo]) -> None:
     root, info = sample
     entry = next(e for e in info.experiments_expected if not e["broken_files"])
     ret = pd.read_pickle(root / entry["workspace_dir"] / "ret.pkl")
-    assert list(ret.columns) == list(data.RET_COLUMNS)
+    assert list(ret.columns) == list(RETURN_COLUMNS)
     assert all(dtype == np.float64 for dtype in ret.dtypes)
     assert isinstance(ret.index, pd.DatetimeIndex) and ret.index.name == "datetime" and ret.index.tz is None
     assert len(ret) == 60
@@ -286,20 +299,20 @@ def test_combined_factors_parquet_has_tuple_string_columns(sample: tuple[Path, S
 
 
 def test_fast_table_writers_match_pandas_bytes() -> None:
-    days, instruments = data.trading_days(20), data.instrument_codes(7)
+    days, instruments = results.trading_days(20), results.instrument_codes(7)
     writer = TableWriter(seed=1, days=days, instruments=instruments, topk=3)
     rng = np.random.default_rng(0)
     for _ in range(2):
-        ret = data.build_ret_frame(rng, days=days, bench=data.benchmark_returns(1, 20), alpha=0.0005)
-        assert writer.ret_schema_files(ret) == data.ret_schema_files(ret)
+        ret = results.build_ret_frame(rng, days=days, bench=results.benchmark_returns(1, 20), alpha=0.0005)
+        assert writer.ret_schema_files(ret) == results.ret_schema_files(ret)
         scores = rng.normal(0, 0.02, (20, 7))
         fast = writer.signals_files(scores, n_drop=5, generated_at="2026-01-02T03:04:05.000006+00:00")
-        slow = data.signals_files(
+        slow = results.signals_files(
             scores, shape=writer.shape, n_drop=5, generated_at="2026-01-02T03:04:05.000006+00:00"
         )
         assert fast == slow
     for names in (("A_5D",), ("Momentum_20D", "PB_Zscore_5D_v2")):
-        expected = data.combined_factors_parquet(1, names, days=days[:4], instruments=instruments)
+        expected = results.combined_factors_parquet(1, names, days=days[:4], instruments=instruments)
         assert writer.combined_parquet(names, days=4) == expected
 
 

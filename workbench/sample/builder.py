@@ -14,12 +14,15 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypedDict
 
+from workbench.rdagent.installation import LOG_RELPATH, REGISTRY_RELPATH
 from workbench.sample import metadata as meta
-from workbench.sample import registry_rows as rows_mod
+from workbench.sample import registry_rows
 from workbench.sample.logs import LogWriter
-from workbench.sample.plan import Knobs, LoopPlan, RunPlan, SamplePlan
-from workbench.sample.registry import RegistryRows
+from workbench.sample.plan import JsonObject, Knobs, LoopPlan, RunPlan, SamplePlan
+from workbench.sample.registry import RegistryRows, Row
+from workbench.sample.registry_rows import DuplicateWorkspace
 from workbench.sample.templates import ALPHA158_SUBSET, FACTOR_ENTRY_ALPHA158, SELF_CHECK_PY
 from workbench.sample.workspaces import (
     Disk,
@@ -34,6 +37,41 @@ SOURCE_DATA_TIME = datetime(2025, 12, 20, 8, 0, tzinfo=UTC)
 BUNDLE_ROOT = "RDagentDB/production_bundles"
 
 
+class LogDir(TypedDict):
+    """One `log/<run>` folder: the task runs it holds and the registry's path to it."""
+
+    log_dir: str
+    task_run_ids: list[str]
+    status: str | None
+    has_abort_reason: bool
+    registry_log_trace_path: str | None
+
+
+class BrokenFile(TypedDict):
+    """A file damaged on purpose (`kind`: truncated_json, non_utf8, truncated_pickle)."""
+
+    path: str
+    kind: str
+    workspace_id: str
+    loop_key: str
+
+
+class Bundle(TypedDict):
+    """A solidified bundle folder and the loop it was made from."""
+
+    asset_bundle_id: str
+    loop_key: str
+    bundle_dir: str
+    workspace_id: str
+
+
+class OrphanFactorRow(TypedDict):
+    """A `factor_registry` row whose bundle no longer exists."""
+
+    factor_name: str
+    asset_bundle_id: str
+
+
 @dataclass
 class LoopRecord:
     """What the manifest needs to know about one planned loop after writing."""
@@ -44,6 +82,12 @@ class LoopRecord:
     subs: list[WrittenWorkspace]
     factor_meta_variant: str | None = None
 
+    def experiment(self) -> WrittenWorkspace:
+        """The written experiment workspace; JSON and artifacts are only asked of loops with one."""
+        if self.written is None:
+            raise ValueError(f"loop {self.loop.key} wrote no experiment workspace")
+        return self.written
+
 
 @dataclass
 class BuildState:
@@ -51,15 +95,15 @@ class BuildState:
 
     rows: RegistryRows = field(default_factory=RegistryRows)
     records: list[LoopRecord] = field(default_factory=list)
-    log_dirs: list[dict] = field(default_factory=list)
+    log_dirs: list[LogDir] = field(default_factory=list)
     nan_json_files: list[str] = field(default_factory=list)
-    broken_files: list[dict] = field(default_factory=list)
-    duplicates: list[dict] = field(default_factory=list)
-    bundles: list[dict] = field(default_factory=list)
-    orphan_factor_rows: list[dict] = field(default_factory=list)
+    broken_files: list[BrokenFile] = field(default_factory=list)
+    duplicates: list[DuplicateWorkspace] = field(default_factory=list)
+    bundles: list[Bundle] = field(default_factory=list)
+    orphan_factor_rows: list[OrphanFactorRow] = field(default_factory=list)
     deletions: list[str] = field(default_factory=list)
-    perf_by_loop: dict[str, dict] = field(default_factory=dict)
-    factor_names_by_loop: dict[str, list[dict]] = field(default_factory=dict)
+    perf_by_loop: dict[str, JsonObject] = field(default_factory=dict)  # factor_perf.json by loop key
+    factor_names_by_loop: dict[str, list[JsonObject]] = field(default_factory=dict)  # factor_meta entries
     orphan_record: LoopRecord | None = None
 
     def merge(self, other: BuildState) -> None:
@@ -147,7 +191,7 @@ class InstallationBuilder:
             self.state.records.append(record)
             results[loop.loop_id] = record.written.metrics if record.written is not None else None
             loop_rows.append(self._register_loop(record))
-        task_row = rows_mod.task_run_row(run)
+        task_row = registry_rows.task_run_row(run)
         if task_row is not None:
             self.state.rows.task_runs.append(task_row)
         self.state.rows.loops.extend(loop_rows)
@@ -158,7 +202,9 @@ class InstallationBuilder:
                 "task_run_ids": [run.task_run_id],
                 "status": run.status,
                 "has_abort_reason": run.abort is not None,
-                "registry_log_trace_path": rows_mod.log_trace_path(run) if run.status is not None else None,
+                "registry_log_trace_path": registry_rows.log_trace_path(run)
+                if run.status is not None
+                else None,
             }
         )
 
@@ -181,7 +227,7 @@ class InstallationBuilder:
             )
         if written is not None and written.plan.results == "full":
             if run.backfill_time is not None and run.generation == "head":
-                self._write_backfill_json(record)
+                self._write_backfill_json(record, run.backfill_time)
             elif run.generation == "gap":
                 self._write_gap_json(record)
         for name in loop.delete_after_register:
@@ -189,31 +235,33 @@ class InstallationBuilder:
                 self.state.deletions.append(f"{written.rel_dir}/{name}")
         return record
 
-    def _register_loop(self, record: LoopRecord) -> dict:
+    def _register_loop(self, record: LoopRecord) -> Row:
         """Loop, workspace and artifact rows; V1 JSON (which lists the artifacts) in between."""
         run, loop, written = record.run, record.loop, record.written
-        row = rows_mod.loop_row(run, loop, written)
+        row = registry_rows.loop_row(run, loop, written)
         if written is not None and written.plan.results == "full" and loop.status == "success":
             self._register_results(record, row)
-        self.state.rows.workspaces.extend(rows_mod.workspace_rows(run, loop, written, record.subs))
+        self.state.rows.workspaces.extend(registry_rows.workspace_rows(run, loop, written, record.subs))
         return row
 
-    def _register_results(self, record: LoopRecord, row: dict) -> None:
-        run, loop, written = record.run, record.loop, record.written
-        mlruns_size = rows_mod.directory_size(str(self.out / written.rel_dir / "mlruns"))
+    def _register_results(self, record: LoopRecord, row: Row) -> None:
+        run, loop, written = record.run, record.loop, record.experiment()
+        mlruns_size = registry_rows.directory_size(str(self.out / written.rel_dir / "mlruns"))
         if run.generation == "v1":
-            listing = rows_mod.v1_artifacts(
+            listing = registry_rows.v1_artifacts(
                 run, loop, written, mlruns_size=mlruns_size, rows=self.state.rows, seed=self.plan.seed
             )
             self._write_v1_json(record, listing)
         elif run.backfill_time is not None and run.generation == "head":
-            rows_mod.head_artifacts(run, loop, written, mlruns_size=mlruns_size, rows=self.state.rows)
-        if loop.bundle_id is not None:
-            self._solidify(record, row)
+            registry_rows.head_artifacts(
+                loop, written, backfilled=run.backfill_time, mlruns_size=mlruns_size, rows=self.state.rows
+            )
+            if loop.bundle_id is not None:  # the plan solidifies one backfilled HEAD factor loop
+                self._solidify(record, row, bundle_id=loop.bundle_id, backfilled=run.backfill_time)
 
     # -- JSON metadata -------------------------------------------------------------------
     def _put_json(self, record: LoopRecord, name: str, obj: object, at: datetime) -> None:
-        written = record.written
+        written = record.experiment()
         text = meta.dump_json(obj)
         broken = record.loop.broken.get(name)
         self.writer.put_json(written, name, text, at, broken=broken)
@@ -230,10 +278,10 @@ class InstallationBuilder:
                 }
             )
 
-    def _write_backfill_json(self, record: LoopRecord) -> None:
+    def _write_backfill_json(self, record: LoopRecord, backfilled: datetime) -> None:
         """HEAD backfill: factor_meta (A/+D), factor_perf, feedback, model/strategy meta, ws meta."""
-        run, loop, written = record.run, record.loop, record.written
-        at_time = run.backfill_time + timedelta(seconds=loop.loop_id)
+        run, loop, written = record.run, record.loop, record.experiment()
+        at_time = backfilled + timedelta(seconds=loop.loop_id)
         at = iso(at_time)
         ws_id = written.plan.dir_id
         ws_path = workspace_registry_path(run.path_style, ws_id)
@@ -241,7 +289,8 @@ class InstallationBuilder:
         record.factor_meta_variant = variant
         self._put_json(record, "factor_meta.json", factor_meta, at_time)
         names = [entry["name"] for entry in factor_meta["factors"]]
-        perf = meta.factor_perf_head(loop, written.metrics, written.first_metric, at=at, names=names)
+        metrics, first_metric = written.result_metrics()
+        perf = meta.factor_perf_head(loop, metrics, first_metric, at=at, names=names)
         self._put_json(record, "factor_perf.json", perf, at_time)
         self.state.perf_by_loop[loop.key] = perf
         self.state.factor_names_by_loop[loop.key] = factor_meta["factors"]
@@ -267,7 +316,8 @@ class InstallationBuilder:
 
     def _write_gap_json(self, record: LoopRecord) -> None:
         """Gap era (online writer): factor_meta B, header-quirk factor_perf, feedback."""
-        loop, written = record.loop, record.written
+        loop = record.loop
+        metrics, first_metric = record.experiment().result_metrics()
         at_time = loop.ended
         at = iso(at_time)
         record.factor_meta_variant = "B"
@@ -275,14 +325,15 @@ class InstallationBuilder:
         self._put_json(
             record,
             "factor_perf.json",
-            meta.factor_perf_gap(loop, written.metrics, written.first_metric, at=at),
+            meta.factor_perf_gap(loop, metrics, first_metric, at=at),
             at_time,
         )
         self._put_json(record, "feedback.json", meta.feedback(loop, at=at, log_driven=True), at_time)
 
-    def _write_v1_json(self, record: LoopRecord, listing: list[dict]) -> None:
+    def _write_v1_json(self, record: LoopRecord, listing: list[JsonObject]) -> None:
         """Dec-24 loop JSON (lists the artifacts), then the scan tool's variant C factor_meta."""
-        run, loop, written = record.run, record.loop, record.written
+        run, loop, written = record.run, record.loop, record.experiment()
+        metrics, _first_metric = written.result_metrics()
         ws_id = written.plan.dir_id
         ws_path = workspace_registry_path(run.path_style, ws_id)
         ws_meta = meta.workspace_meta_v1(
@@ -290,22 +341,20 @@ class InstallationBuilder:
             loop,
             workspace_id=ws_id,
             workspace_path=ws_path,
-            log_trace_path=rows_mod.log_trace_path(run),
-            db_path=registry_path(run.path_style, "RDagentDB", "registry.sqlite"),
+            log_trace_path=registry_rows.log_trace_path(run),
+            db_path=registry_path(run.path_style, *REGISTRY_RELPATH.parts),
             at=iso(loop.ended),
-            metrics=written.metrics,
+            metrics=metrics,
         )
         present = set(written.files) | {"mlruns"}
         self._put_json(record, "workspace_meta.json", ws_meta, loop.ended)
         self._put_json(
             record,
             "experiment_summary.json",
-            meta.experiment_summary_v1(ws_meta, present, listing, written.metrics),
+            meta.experiment_summary_v1(ws_meta, present, listing, metrics),
             loop.ended,
         )
-        self._put_json(
-            record, "manifest.json", meta.manifest_v1(ws_meta, listing, written.metrics), loop.ended
-        )
+        self._put_json(record, "manifest.json", meta.manifest_v1(ws_meta, listing, metrics), loop.ended)
         if loop.action == "factor" and loop.factor_set:
             record.factor_meta_variant = "C"
             scan_time = datetime(2026, 1, 3, 9, 30, tzinfo=UTC) + timedelta(seconds=loop.loop_id)
@@ -314,17 +363,17 @@ class InstallationBuilder:
             )
 
     # -- bundles, factor registry, catalog -------------------------------------------------
-    def _solidify(self, record: LoopRecord, row: dict) -> None:
+    def _solidify(self, record: LoopRecord, row: Row, *, bundle_id: str, backfilled: datetime) -> None:
         """Variant-A bundle directory, `factor_registry` rows and the solidified loop row."""
-        run, loop, written = record.run, record.loop, record.written
-        at = run.backfill_time + timedelta(days=1, minutes=loop.loop_id)
+        run, loop, written = record.run, record.loop, record.experiment()
+        at = backfilled + timedelta(days=1, minutes=loop.loop_id)
         ws_id = written.plan.dir_id
         ws_path = workspace_registry_path(run.path_style, ws_id)
-        rows_mod.solidify(row, bundle_id=loop.bundle_id, at=at)
-        root = f"{BUNDLE_ROOT}/{loop.bundle_id}"
+        registry_rows.solidify(row, bundle_id=bundle_id, at=at)
+        root = f"{BUNDLE_ROOT}/{bundle_id}"
         disk = self.writer.disk
         manifest = meta.bundle_manifest(
-            bundle_id=loop.bundle_id, loop=loop, workspace_id=ws_id, workspace_path=ws_path, at=at
+            bundle_id=bundle_id, loop=loop, workspace_id=ws_id, workspace_path=ws_path, at=at
         )
         disk.put(f"{root}/manifest.json", meta.dump_json(manifest).encode(), at)
         disk.put(f"{root}/self_check.py", SELF_CHECK_PY, at)
@@ -347,7 +396,7 @@ class InstallationBuilder:
                     "factor_name": name,
                     "expression": expression,
                     "performance_json": performance,
-                    "asset_bundle_id": loop.bundle_id,
+                    "asset_bundle_id": bundle_id,
                     "workspace_id": ws_id,
                     "task_run_id": loop.task_run_id,
                     "loop_id": loop.loop_id,
@@ -356,7 +405,7 @@ class InstallationBuilder:
             )
         self.state.bundles.append(
             {
-                "asset_bundle_id": loop.bundle_id,
+                "asset_bundle_id": bundle_id,
                 "loop_key": loop.key,
                 "bundle_dir": root,
                 "workspace_id": ws_id,
@@ -409,8 +458,10 @@ class InstallationBuilder:
             path_style="wsl",
             pid=0,
         )
+        experiment = loop.experiment
+        assert experiment is not None  # planned as a successful factor loop, which always has one
         subs = [self.writer.write_sub_workspace(loop, sub) for sub in loop.subs]
-        written = self.writer.write_experiment(run, loop, loop.experiment, sha=False)
+        written = self.writer.write_experiment(run, loop, experiment, sha=False)
         self.state.orphan_record = LoopRecord(run, loop, written, subs)
 
     def _add_duplicate(self, run: RunPlan) -> None:
@@ -424,11 +475,11 @@ class InstallationBuilder:
                     continue
                 exists[ws.plan.dir_id] = ws.rel_dir not in self.state.deletions
                 has_results[ws.plan.dir_id] = "qlib_res.csv" in ws.files and "ret.pkl" in ws.files
-        self.state.duplicates = rows_mod.duplicate_rows(
+        self.state.duplicates = registry_rows.duplicate_rows(
             run, run.loops, exists=exists, has_results=has_results, rows=self.state.rows
         )
         for entry in self.state.log_dirs:
-            if entry["log_dir"] == f"log/{run.log_name}":
+            if entry["log_dir"] == (LOG_RELPATH / run.log_name).as_posix():
                 entry["task_run_ids"].append(run.log_name)
 
     def apply_deletions(self) -> None:

@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Literal
 
 from workbench.errors import ConfigError
-from workbench.sample.builder import BuildState, InstallationBuilder
+from workbench.rdagent.installation import REGISTRY_RELPATH
+from workbench.sample.builder import BuildState, Bundle, InstallationBuilder, LogDir
 from workbench.sample.manifest import ManifestBuilder
-from workbench.sample.plan import Knobs, SamplePlan, build_plan
+from workbench.sample.plan import JsonObject, Knobs, SamplePlan, build_plan
 from workbench.sample.registry import write_registry
 
 MANIFEST_NAME = "sample_manifest.json"
-REGISTRY_REL = "RDagentDB/registry.sqlite"
+REGISTRY_REL = REGISTRY_RELPATH.as_posix()
 MANIFEST_VERSION = 1
 
 
@@ -51,19 +52,19 @@ class SampleInfo:
 
     manifest_version: int
     seed: int
-    knobs: dict
+    knobs: JsonObject
     registry_path: str
     registry_generation: str
-    counts: dict
-    loops: list[dict]
-    experiments_expected: list[dict]
-    quirks: dict
-    multi_strategy_task_runs: dict
-    multi_strategy_loops: dict
-    log_dirs: list[dict]
-    bundles: list[dict]
+    counts: JsonObject
+    loops: list[JsonObject]
+    experiments_expected: list[JsonObject]
+    quirks: JsonObject
+    multi_strategy_task_runs: dict[str, JsonObject]
+    multi_strategy_loops: dict[str, list[JsonObject]]
+    log_dirs: list[LogDir]
+    bundles: list[Bundle]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonObject:
         return asdict(self)
 
     def loop_keys(self) -> list[str]:
@@ -188,9 +189,10 @@ def _sample_info(out: Path, plan: SamplePlan, state: BuildState, knobs: Knobs, s
     )
 
 
-def read_manifest(out: Path) -> dict:
+def read_manifest(out: Path) -> JsonObject:
     """The manifest a previous `generate_sample` wrote under `out`."""
-    return json.loads((Path(out) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest: JsonObject = json.loads((Path(out) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    return manifest
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 
 from workbench.sample.builder import BuildState, LoopRecord
-from workbench.sample.plan import SamplePlan
+from workbench.sample.plan import JsonObject, LoopPlan, SamplePlan
+from workbench.sample.registry import Row
 from workbench.sample.workspaces import WORKSPACE_ROOT
 
 METRIC_COLUMNS = ("ic_mean", "rank_ic_mean", "ann_return", "mdd", "turnover", "multi_score", "metrics_json")
@@ -44,7 +45,7 @@ class ManifestBuilder:
     # -- loops ---------------------------------------------------------------------------
     def _entry(
         self, record: LoopRecord, *, task_run_id: str, workspace_id: str | None, duplicate_of: str | None
-    ) -> dict:
+    ) -> JsonObject:
         loop = record.loop
         dir_id = loop.experiment.dir_id if loop.experiment is not None else None
         rel = self.rel_dir(dir_id) if dir_id is not None else None
@@ -66,7 +67,7 @@ class ManifestBuilder:
             "quirks": sorted(set(loop.tags) | set(self._row_tags(row, rel))),
         }
 
-    def _row_tags(self, row: dict, rel: str | None) -> list[str]:
+    def _row_tags(self, row: Row, rel: str | None) -> list[str]:
         tags = []
         if row["task_run_id"] not in self.task_run_ids:
             tags.append("no_task_run")
@@ -76,16 +77,21 @@ class ManifestBuilder:
             tags.append("has_result_without_metrics")
         return tags
 
-    def loops(self) -> list[dict]:
+    def _registered_id(self, loop: LoopPlan) -> str | None:
+        """The experiment's workspace id if a `workspaces` row registers it, else None."""
+        experiment = loop.experiment
+        if experiment is None or experiment.dir_id not in self.workspace_rows:
+            return None
+        return experiment.dir_id
+
+    def loops(self) -> list[JsonObject]:
         entries = []
         for record in self.state.records:
-            loop = record.loop
-            registered = loop.experiment is not None and loop.experiment.dir_id in self.workspace_rows
             entries.append(
                 self._entry(
                     record,
-                    task_run_id=loop.task_run_id,
-                    workspace_id=loop.experiment.dir_id if registered else None,
+                    task_run_id=record.loop.task_run_id,
+                    workspace_id=self._registered_id(record.loop),
                     duplicate_of=None,
                 )
             )
@@ -124,7 +130,7 @@ class ManifestBuilder:
             return []
         return [record.written.rel_dir] if self.has_results(record.written.rel_dir) else []
 
-    def _present_files_missing(self) -> list[dict]:
+    def _present_files_missing(self) -> list[JsonObject]:
         present = {row["artifact_id"] for row in self.rows.artifacts if row["status"] == "present"}
         missing = []
         for row in self.rows.artifact_files:
@@ -141,7 +147,7 @@ class ManifestBuilder:
                 )
         return missing
 
-    def _nan_columns(self) -> list[dict]:
+    def _nan_columns(self) -> list[JsonObject]:
         found = []
         for row in self.rows.loops:
             if row.get("metrics_json") and "NaN" in row["metrics_json"]:
@@ -163,7 +169,7 @@ class ManifestBuilder:
                 )
         return found
 
-    def _duplicate_workspaces(self) -> list[dict]:
+    def _duplicate_workspaces(self) -> list[JsonObject]:
         found = []
         for entry in self.state.duplicates:
             original = self.workspace_rows.get(entry["dir_id"])
@@ -179,7 +185,7 @@ class ManifestBuilder:
             )
         return found
 
-    def _partial_results(self) -> list[dict]:
+    def _partial_results(self) -> list[JsonObject]:
         names = ("qlib_res.csv", "ret.pkl", "ret_schema.parquet", "signals.parquet")
         found = []
         for record in self.state.records:
@@ -213,7 +219,7 @@ class ManifestBuilder:
             styles.setdefault("win_lower", []).append(self.plan.duplicate_of.log_name)
         return styles
 
-    def quirks(self, loops: list[dict]) -> dict:
+    def quirks(self, loops: list[JsonObject]) -> JsonObject:
         by_tag: dict[str, list[str]] = {}
         for entry in loops:
             for tag in entry["quirks"]:
@@ -273,7 +279,7 @@ class ManifestBuilder:
             "mlruns_multiple_runs": multiple,
         }
 
-    def _sqlite_timestamps(self) -> list[dict]:
+    def _sqlite_timestamps(self) -> list[JsonObject]:
         """Values in SQLite `datetime('now')` format (`2026-01-07 10:11:12`, no `T`, no zone)."""
         pattern = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
         found = []
@@ -289,12 +295,15 @@ class ManifestBuilder:
         return [
             record.written.plan.dir_id
             for record in self.state.records
-            if record.factor_meta_variant == "A" and record.loop.action == "model" and record.loop.factor_set
+            if record.written is not None
+            and record.factor_meta_variant == "A"
+            and record.loop.action == "model"
+            and record.loop.factor_set
         ]
 
     # -- the rest ------------------------------------------------------------------------
-    def experiments_expected(self, loops: list[dict]) -> list[dict]:
-        broken = {}
+    def experiments_expected(self, loops: list[JsonObject]) -> list[JsonObject]:
+        broken: dict[str, list[str]] = {}
         for item in self.state.broken_files:
             broken.setdefault(item["workspace_id"], []).append(item["path"].rsplit("/", 1)[-1])
         expected = []
@@ -315,26 +324,28 @@ class ManifestBuilder:
             )
         return expected
 
-    def multi_strategy(self) -> tuple[dict, dict]:
-        requests: dict[str, dict] = {}
-        loops: dict[str, list[dict]] = {}
+    def multi_strategy(self) -> tuple[dict[str, JsonObject], dict[str, list[JsonObject]]]:
+        requests: dict[str, JsonObject] = {}
+        loops: dict[str, list[JsonObject]] = {}
         for run in self.plan.runs:
-            if run.role != "multi_strategy":
+            if run.role != "multi_strategy" or run.params is None:
                 continue
             requests[run.task_run_id] = run.params["experiment_request"]
-            loops[run.task_run_id] = [
-                {
-                    "strategy": loop.strategy["name"],
-                    "role": loop.strategy["role"],
-                    "loop_id": loop.loop_id,
-                    "workspace_id": loop.experiment.dir_id,
-                    "workspace_dir": self.rel_dir(loop.experiment.dir_id),
-                }
-                for loop in run.loops
-            ]
+            loops[run.task_run_id] = [self._strategy_loop(loop) for loop in run.loops]
         return requests, loops
 
-    def counts(self, *, task_runs: int, loops_per_run: int) -> dict:
+    def _strategy_loop(self, loop: LoopPlan) -> JsonObject:
+        strategy, experiment = loop.strategy, loop.experiment
+        assert strategy is not None and experiment is not None  # planned so for every multi-strategy loop
+        return {
+            "strategy": strategy["name"],
+            "role": strategy["role"],
+            "loop_id": loop.loop_id,
+            "workspace_id": experiment.dir_id,
+            "workspace_dir": self.rel_dir(experiment.dir_id),
+        }
+
+    def counts(self, *, task_runs: int, loops_per_run: int) -> JsonObject:
         extra: dict[str, int] = {}
         for run in self.plan.runs:
             if run.role != "regular":

@@ -11,7 +11,8 @@ import math
 import re
 from datetime import datetime
 
-from workbench.sample.plan import LoopPlan, RunPlan
+from workbench.rdagent.files.model_meta import PLACEHOLDER_STRATEGY_FUNC
+from workbench.sample.plan import JsonObject, LoopPlan, RunPlan
 from workbench.sample.templates import ALPHA158_SUBSET
 
 _CATEGORY_CN = {
@@ -62,7 +63,7 @@ def factor_variables(name: str) -> dict[str, str]:
     return {"close": "收盘价", "volume": "成交量", "window": f"滚动窗口长度，{_window(name)}日"}
 
 
-def input_schema(name: str) -> dict:
+def input_schema(name: str) -> JsonObject:
     """The backfill's name heuristic (§5.1), reproduced so readers see the same three kinds."""
     lowered = name.lower()
     lookback = _window(name)
@@ -83,7 +84,7 @@ def input_schema(name: str) -> dict:
 
 def _variant_a_entry(
     name: str, *, source: str, expression: str, tags: list[str], loop: LoopPlan, at: str
-) -> dict:
+) -> JsonObject:
     entry = {
         "name": name,
         "source": source,
@@ -111,7 +112,7 @@ def _variant_a_entry(
     return entry
 
 
-def _variant_d_entry(name: str) -> dict:
+def _variant_d_entry(name: str) -> JsonObject:
     return {
         "name": name,
         "source": "rdagent_generated",
@@ -125,7 +126,7 @@ def _variant_d_entry(name: str) -> dict:
     }
 
 
-def factor_meta_head(loop: LoopPlan, *, at: str) -> tuple[dict, str]:
+def factor_meta_head(loop: LoopPlan, *, at: str) -> tuple[JsonObject, str]:
     """Variant A (HEAD backfill), plus D entries appended by the log-driven enrichment.
 
     Factor workspaces: the Alpha158 subset of the YAML, then the loop's generated factors (D).
@@ -163,7 +164,7 @@ def factor_meta_head(loop: LoopPlan, *, at: str) -> tuple[dict, str]:
     return meta, variant
 
 
-def factor_meta_gap(loop: LoopPlan, *, at: str) -> dict:
+def factor_meta_gap(loop: LoopPlan, *, at: str) -> JsonObject:
     """Variant B (gap era, written online): short generated entries, short Alpha158 entries."""
     generated = [
         {
@@ -191,7 +192,7 @@ def factor_meta_gap(loop: LoopPlan, *, at: str) -> dict:
     }
 
 
-def factor_meta_scan(loop: LoopPlan, *, workspace_path: str) -> dict:
+def factor_meta_scan(loop: LoopPlan, *, workspace_path: str) -> JsonObject:
     """Variant C (`tools/scan_workspace_factors.py`): parquet column labels as names."""
     return {
         "version": "v1",
@@ -221,7 +222,7 @@ def _window_values(metrics: dict[str, float]) -> tuple[float | None, float | Non
 
 def factor_perf_head(
     loop: LoopPlan, metrics: dict[str, float], first_row: str, *, at: str, names: list[str]
-) -> dict:
+) -> JsonObject:
     """HEAD backfill shape with the bogus `""`/`"0"` keys from the header-based CSV reader."""
     annual, mdd, sharpe = _window_values(metrics)
     window_metrics: dict[str, object] = {"": first_row, "0": metrics[first_row]}
@@ -252,7 +253,7 @@ def factor_perf_head(
     }
 
 
-def factor_perf_gap(loop: LoopPlan, metrics: dict[str, float], first_row: str, *, at: str) -> dict:
+def factor_perf_gap(loop: LoopPlan, metrics: dict[str, float], first_row: str, *, at: str) -> JsonObject:
     """Gap-era shape: the metrics hold only the pandas header quirk keys."""
     window = {
         "name": "main_window",
@@ -273,12 +274,12 @@ def factor_perf_gap(loop: LoopPlan, metrics: dict[str, float], first_row: str, *
     }
 
 
-def feedback(loop: LoopPlan, *, at: str, log_driven: bool) -> dict:
+def feedback(loop: LoopPlan, *, at: str, log_driven: bool) -> JsonObject:
     """feedback.json: log-driven backfill writes the decision and texts, plain backfill nulls."""
     if log_driven:
         decision: bool | None = bool(loop.decision)
         hypothesis = loop.hypothesis
-        summary = {
+        summary: dict[str, str | list[str]] = {
             "execution": f"Loop {loop.loop_id} ran the {loop.action} experiment without errors.",
             "value_feedback": "IC improved over SOTA" if loop.decision else "IC below SOTA",
             "shape_feedback": "accepted as new SOTA" if loop.decision else "rejected",
@@ -321,7 +322,7 @@ RESULT_FILES = (
 )
 
 
-def workspace_meta_head(loop: LoopPlan, *, workspace_id: str, workspace_path: str, at: str) -> dict:
+def workspace_meta_head(loop: LoopPlan, *, workspace_id: str, workspace_path: str, at: str) -> JsonObject:
     """HEAD backfill `workspace_meta.json` (no version field)."""
     return {
         "task_run_id": loop.task_run_id,
@@ -345,11 +346,11 @@ def files_map(present: set[str]) -> dict[str, str | None]:
     return {name: (name if name in present else None) for name in RESULT_FILES}
 
 
-def experiment_summary_head(meta: dict, present: set[str]) -> dict:
+def experiment_summary_head(meta: JsonObject, present: set[str]) -> JsonObject:
     return {**meta, "files": files_map(present), "artifacts": []}
 
 
-def manifest_head(meta: dict) -> dict:
+def manifest_head(meta: JsonObject) -> JsonObject:
     return {**meta, "artifacts": []}
 
 
@@ -373,7 +374,7 @@ def workspace_meta_v1(
     db_path: str,
     at: str,
     metrics: dict[str, float],
-) -> dict:
+) -> JsonObject:
     """Dec-24 loop shape: more keys (registry, workspace_row, key_metrics), no version."""
     row = {
         "workspace_id": workspace_id,
@@ -421,8 +422,8 @@ def workspace_meta_v1(
 
 
 def experiment_summary_v1(
-    meta: dict, present: set[str], artifacts: list[dict], metrics: dict[str, float]
-) -> dict:
+    meta: JsonObject, present: set[str], artifacts: list[JsonObject], metrics: dict[str, float]
+) -> JsonObject:
     return {
         **meta,
         "files": files_map(present),
@@ -432,7 +433,7 @@ def experiment_summary_v1(
     }
 
 
-def manifest_v1(meta: dict, artifacts: list[dict], metrics: dict[str, float]) -> dict:
+def manifest_v1(meta: JsonObject, artifacts: list[JsonObject], metrics: dict[str, float]) -> JsonObject:
     return {**meta, "artifacts": artifacts, "key_metrics": key_metrics(metrics)}
 
 
@@ -444,7 +445,7 @@ PREPROCESS_DEFAULT = {
 }
 
 
-def model_meta(loop: LoopPlan, *, workspace_id: str) -> dict:
+def model_meta(loop: LoopPlan, *, workspace_id: str) -> JsonObject:
     """HEAD `model_meta.json`: configs are null because the model YAMLs are unrendered Jinja."""
     return {
         "model_type": "Net",
@@ -458,9 +459,9 @@ def model_meta(loop: LoopPlan, *, workspace_id: str) -> dict:
     }
 
 
-def strategy_meta(*, workspace_id: str, has_strategy_yaml: bool) -> dict:
+def strategy_meta(*, workspace_id: str, has_strategy_yaml: bool) -> JsonObject:
     """HEAD `strategy_meta.json`: the invented default portfolio config."""
-    func = f"get_strategy_{workspace_id}_config" if has_strategy_yaml else "get_placeholder_config"
+    func = f"get_strategy_{workspace_id}_config" if has_strategy_yaml else PLACEHOLDER_STRATEGY_FUNC
     return {
         "strategy_name": f"strategy_{workspace_id}",
         "impl_module": "rd_strategies_lib.generated",
@@ -477,7 +478,7 @@ def strategy_meta(*, workspace_id: str, has_strategy_yaml: bool) -> dict:
 
 def bundle_manifest(
     *, bundle_id: str, loop: LoopPlan, workspace_id: str, workspace_path: str, at: datetime
-) -> dict:
+) -> JsonObject:
     """Bundle `manifest.json` variant A (solidification)."""
     prefix = f"workspaces/{workspace_id}"
     return {
@@ -498,9 +499,9 @@ def bundle_manifest(
     }
 
 
-def factor_catalog(generated: list[tuple[str, float | None, float | None]], *, at: str) -> dict:
+def factor_catalog(generated: list[tuple[str, float | None, float | None]], *, at: str) -> JsonObject:
     """Minimal `RDagentDB/aistock/factor_catalog.json`."""
-    factors: list[dict] = [
+    factors: list[JsonObject] = [
         {
             "name": name,
             "expression": expr,

@@ -10,7 +10,7 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from workbench.sample.request import multi_strategy_request
 
@@ -20,6 +20,8 @@ Role = Literal["regular", "killed", "running", "multi_strategy"]
 PathStyle = Literal["wsl", "win", "win_lower", "win_fwd"]
 WorkspaceKind = Literal["factor_exp", "model_exp", "factor_sub", "model_sub"]
 Results = Literal["full", "partial", "none"]
+#: A JSON object as RD-Agent writes it (metadata files, registry JSON columns, the manifest).
+JsonObject = dict[str, Any]
 
 ERA_STARTS: dict[Generation, datetime] = {
     "v1": datetime(2025, 12, 24, 1, 0, tzinfo=UTC),
@@ -98,7 +100,7 @@ class LoopPlan:
     sota_model: bool = False
     alpha: float = 0.0005
     nan_metric: str | None = None
-    strategy: dict | None = None
+    strategy: JsonObject | None = None
     tags: list[str] = field(default_factory=list)
     broken: dict[str, str] = field(default_factory=dict)
     delete_after_register: list[str] = field(default_factory=list)
@@ -126,8 +128,8 @@ class RunPlan:
     path_style: PathStyle
     pid: int
     loops: list[LoopPlan] = field(default_factory=list)
-    params: dict | None = None
-    abort: dict | None = None
+    params: JsonObject | None = None
+    abort: JsonObject | None = None
     backfill_time: datetime | None = None
 
 
@@ -193,7 +195,8 @@ def split_generations(task_runs: int) -> list[Generation]:
     n_v1 = max(1, round(task_runs * 0.2)) if task_runs >= 2 else 0
     n_gap = max(1, round(task_runs * 0.2)) if task_runs >= 3 else 0
     n_head = task_runs - n_v1 - n_gap
-    return ["v1"] * n_v1 + ["gap"] * n_gap + ["head"] * n_head
+    counts: tuple[tuple[Generation, int], ...] = (("v1", n_v1), ("gap", n_gap), ("head", n_head))
+    return [generation for generation, count in counts for _ in range(count)]
 
 
 def _flavor(generation: Generation, head_index: int) -> Flavor:
@@ -527,8 +530,10 @@ def _assign_file_quirks(runs: list[RunPlan], *, quirks: bool, keep_clean: LoopPl
         return
     v1 = _successful_with_results(runs, "v1")
     if len(v1) >= 2:
-        v1[-1].experiment.exists = False
-        v1[-1].tags.append("workspace_dir_deleted")
+        gone = v1[-1]
+        assert gone.experiment is not None  # `_successful_with_results` only returns loops with one
+        gone.experiment.exists = False
+        gone.tags.append("workspace_dir_deleted")
     head = [loop for loop in _successful_with_results(runs, "head_backfilled") if loop is not keep_clean]
     gap = _successful_with_results(runs, "gap")
     candidates = head + gap

@@ -10,43 +10,26 @@ import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+from workbench.rdagent.registry import SCHEMA, TableName
 
 RegistryGeneration = Literal["head", "v1_migrated"]
+#: One row of a registry table, keyed by HEAD column name (None for NULL).
+Row = dict[str, Any]
 
 WORKSPACE_NAMESPACE = uuid.UUID("5b9b5f74-0f3e-4e3c-8f86-6d8a9c7d0f11")
 ARTIFACT_NAMESPACE = uuid.UUID("3e36bb8a-2a9b-4c56-8f50-6312f0d89c42")
 
-TASK_RUNS_COLUMNS = (
-    "task_run_id",
-    "scenario",
-    "status",
-    "created_at_utc",
-    "updated_at_utc",
-    "git_sha",
-    "rdagent_version",
-    "log_trace_path",
-    "params_json",
-)
-LOOPS_V1_COLUMNS = (
-    "task_run_id",
-    "loop_id",
-    "action",
-    "status",
-    "has_result",
-    "best_workspace_id",
-    "started_at_utc",
-    "ended_at_utc",
-    "error_type",
-    "error_message",
-    "ic_mean",
-    "rank_ic_mean",
-    "ann_return",
-    "mdd",
-    "turnover",
-    "multi_score",
-    "metrics_json",
-)
+
+def _head_columns(table: TableName) -> tuple[str, ...]:
+    """HEAD column names of one table, in order, as the reader defines them (spec §2.2)."""
+    return tuple(name for name, _dtype in SCHEMA[table])
+
+
+TASK_RUNS_COLUMNS = _head_columns("task_runs")
+LOOPS_HEAD_COLUMNS = _head_columns("loops")
+#: Added to V1's `loops` by HEAD's migration (`ALTER TABLE ... ADD COLUMN`, appended at the end).
 LOOPS_MIGRATED_COLUMNS = (
     "materialization_status",
     "materialization_error",
@@ -56,58 +39,16 @@ LOOPS_MIGRATED_COLUMNS = (
     "sync_status",
     "updated_at_utc",
 )
-LOOPS_HEAD_COLUMNS = LOOPS_V1_COLUMNS + ("log_dir",) + LOOPS_MIGRATED_COLUMNS
-WORKSPACES_COLUMNS = (
-    "workspace_id",
-    "task_run_id",
-    "loop_id",
-    "workspace_role",
-    "experiment_type",
-    "step_name",
-    "status",
-    "workspace_path",
-    "meta_path",
-    "summary_path",
-    "manifest_path",
-    "created_at_utc",
-    "updated_at_utc",
+LOOPS_V1_COLUMNS = tuple(
+    name for name in LOOPS_HEAD_COLUMNS if name not in ("log_dir", *LOOPS_MIGRATED_COLUMNS)
 )
+WORKSPACES_COLUMNS = _head_columns("workspaces")
+#: HEAD-only `artifacts` columns: V1-created databases never get them (no migration adds them).
 ARTIFACTS_MODEL_COLUMNS = ("model_type", "model_conf_json", "dataset_conf_json", "feature_schema_json")
-_ARTIFACTS_HEAD_PART = (
-    "artifact_id",
-    "task_run_id",
-    "loop_id",
-    "workspace_id",
-    "artifact_type",
-    "name",
-    "version",
-    "status",
-    "primary_flag",
-    "summary_json",
-    "entry_path",
-)
-ARTIFACTS_HEAD_COLUMNS = _ARTIFACTS_HEAD_PART + ARTIFACTS_MODEL_COLUMNS + ("created_at_utc", "updated_at_utc")
-ARTIFACTS_V1_COLUMNS = _ARTIFACTS_HEAD_PART + ("created_at_utc", "updated_at_utc")
-ARTIFACT_FILES_COLUMNS = (
-    "file_id",
-    "artifact_id",
-    "workspace_id",
-    "path",
-    "sha256",
-    "size_bytes",
-    "mtime_utc",
-    "kind",
-)
-FACTOR_REGISTRY_COLUMNS = (
-    "factor_name",
-    "expression",
-    "performance_json",
-    "asset_bundle_id",
-    "workspace_id",
-    "task_run_id",
-    "loop_id",
-    "updated_at_utc",
-)
+ARTIFACTS_HEAD_COLUMNS = _head_columns("artifacts")
+ARTIFACTS_V1_COLUMNS = tuple(name for name in ARTIFACTS_HEAD_COLUMNS if name not in ARTIFACTS_MODEL_COLUMNS)
+ARTIFACT_FILES_COLUMNS = _head_columns("artifact_files")
+FACTOR_REGISTRY_COLUMNS = _head_columns("factor_registry")
 
 _TASK_RUNS_SQL = """CREATE TABLE IF NOT EXISTS task_runs (
     task_run_id TEXT PRIMARY KEY,
@@ -255,7 +196,7 @@ def schema_statements(generation: RegistryGeneration) -> list[str]:
     return v1 + list(_LOOPS_MIGRATIONS) + [_FACTOR_REGISTRY_SQL]
 
 
-def table_columns(generation: RegistryGeneration) -> dict[str, tuple[str, ...]]:
+def table_columns(generation: RegistryGeneration) -> dict[TableName, tuple[str, ...]]:
     """Column names, in order, of every table of one schema generation."""
     head = generation == "head"
     return {
@@ -272,14 +213,14 @@ def table_columns(generation: RegistryGeneration) -> dict[str, tuple[str, ...]]:
 class RegistryRows:
     """Rows of every table, in insertion order (rowid order matters to readers)."""
 
-    task_runs: list[dict] = field(default_factory=list)
-    loops: list[dict] = field(default_factory=list)
-    workspaces: list[dict] = field(default_factory=list)
-    artifacts: list[dict] = field(default_factory=list)
-    artifact_files: list[dict] = field(default_factory=list)
-    factor_registry: list[dict] = field(default_factory=list)
+    task_runs: list[Row] = field(default_factory=list)
+    loops: list[Row] = field(default_factory=list)
+    workspaces: list[Row] = field(default_factory=list)
+    artifacts: list[Row] = field(default_factory=list)
+    artifact_files: list[Row] = field(default_factory=list)
+    factor_registry: list[Row] = field(default_factory=list)
 
-    def tables(self) -> dict[str, list[dict]]:
+    def tables(self) -> dict[TableName, list[Row]]:
         return {
             "task_runs": self.task_runs,
             "loops": self.loops,
@@ -290,9 +231,9 @@ class RegistryRows:
         }
 
 
-def empty_loop_row(task_run_id: str, loop_id: int) -> dict:
+def empty_loop_row(task_run_id: str, loop_id: int) -> Row:
     """A loops row with every HEAD column, defaults as SQLite would fill them."""
-    row = dict.fromkeys(LOOPS_HEAD_COLUMNS)
+    row: Row = dict.fromkeys(LOOPS_HEAD_COLUMNS)
     row.update(
         {
             "task_run_id": task_run_id,

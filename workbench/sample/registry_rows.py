@@ -13,11 +13,14 @@ import os
 import random
 import uuid
 from datetime import datetime, timedelta
+from typing import NamedTuple, TypedDict
 
+from workbench.rdagent.installation import LOG_RELPATH
 from workbench.sample.metadata import RESULT_FILES
-from workbench.sample.plan import LoopPlan, RunPlan
+from workbench.sample.plan import JsonObject, LoopPlan, RunPlan
 from workbench.sample.registry import (
     RegistryRows,
+    Row,
     bootstrap_workspace_id,
     empty_loop_row,
     head_artifact_id,
@@ -39,15 +42,24 @@ _GIT_SHAS = {
 }
 
 
+class DuplicateWorkspace(TypedDict):
+    """A workspace the bootstrap tool registered again: its folder, new id and path, the loop."""
+
+    dir_id: str
+    duplicate_workspace_id: str
+    duplicate_path: str
+    loop_key: str
+
+
 def log_trace_path(run: RunPlan) -> str:
-    return registry_path(run.path_style, "log", run.log_name)
+    return registry_path(run.path_style, *LOG_RELPATH.parts, run.log_name)
 
 
 def log_root_path(run: RunPlan) -> str:
-    return registry_path(run.path_style, "log")
+    return registry_path(run.path_style, *LOG_RELPATH.parts)
 
 
-def task_run_row(run: RunPlan) -> dict | None:
+def task_run_row(run: RunPlan) -> Row | None:
     """The run's `task_runs` row; None for a run killed before HEAD wrote it (at run end)."""
     if run.status is None:
         return None
@@ -70,7 +82,7 @@ def task_run_row(run: RunPlan) -> dict | None:
     }
 
 
-def _metric_columns(metrics: dict[str, float]) -> dict:
+def _metric_columns(metrics: dict[str, float]) -> Row:
     """V1 `update_loop_metrics`: two lookups hit, the others use keys Qlib never writes."""
     return {
         "ic_mean": metrics.get("IC"),
@@ -83,10 +95,10 @@ def _metric_columns(metrics: dict[str, float]) -> dict:
     }
 
 
-def loop_row(run: RunPlan, loop: LoopPlan, written: WrittenWorkspace | None) -> dict:
+def loop_row(run: RunPlan, loop: LoopPlan, written: WrittenWorkspace | None) -> Row:
     """One `loops` row as the generation's writers would have left it."""
     row = empty_loop_row(loop.task_run_id, loop.loop_id)
-    has_files = written is not None and "qlib_res.csv" in written.files and loop.status == "success"
+    with_results = _with_results(loop, written)
     row.update(
         {
             "action": loop.action,
@@ -98,29 +110,36 @@ def loop_row(run: RunPlan, loop: LoopPlan, written: WrittenWorkspace | None) -> 
     )
     if run.generation in ("v1", "gap"):
         row["started_at_utc"] = iso(loop.step_times[0][1])
-        if has_files:
+        if with_results is not None:
             row["has_result"] = 1
-            row["best_workspace_id"] = written.plan.dir_id
-            if run.generation == "v1" and written.metrics is not None:
-                row.update(_metric_columns(written.metrics))
+            row["best_workspace_id"] = with_results.plan.dir_id
+            if run.generation == "v1" and with_results.metrics is not None:
+                row.update(_metric_columns(with_results.metrics))
         return row
     row["started_at_utc"] = iso(loop.step_times[0][2])
     row["updated_at_utc"] = iso(loop.ended)
     if loop.status == "success" and loop.experiment is not None:
         row["log_dir"] = log_root_path(run)
     if run.backfill_time is not None:
-        _apply_backfill(run, loop, row, has_files)
+        _apply_backfill(run, loop, row, has_files=with_results is not None, at=run.backfill_time)
     return row
 
 
-def _apply_backfill(run: RunPlan, loop: LoopPlan, row: dict, has_files: bool) -> None:
-    """Offline backfill: has_result, log_dir if empty, materialization status."""
+def _with_results(loop: LoopPlan, written: WrittenWorkspace | None) -> WrittenWorkspace | None:
+    """The experiment workspace if the loop succeeded and wrote `qlib_res.csv`, else None."""
+    if written is not None and "qlib_res.csv" in written.files and loop.status == "success":
+        return written
+    return None
+
+
+def _apply_backfill(run: RunPlan, loop: LoopPlan, row: Row, *, has_files: bool, at: datetime) -> None:
+    """Offline backfill (run at `at`): has_result, log_dir if empty, materialization status."""
     if row["log_dir"] is None:
         row["log_dir"] = log_trace_path(run)
     if not has_files:
         return
     row["has_result"] = 1
-    row["materialization_updated_at_utc"] = iso(run.backfill_time)
+    row["materialization_updated_at_utc"] = iso(at)
     if loop.action == "factor":
         row["materialization_status"] = "done"
     else:
@@ -130,7 +149,7 @@ def _apply_backfill(run: RunPlan, loop: LoopPlan, row: dict, has_files: bool) ->
         )
 
 
-def solidify(row: dict, *, bundle_id: str, at: datetime) -> None:
+def solidify(row: Row, *, bundle_id: str, at: datetime) -> None:
     """`solidify_loop_assets` upsert via `batch_solidify.sh` (SQLite `datetime('now')` format)."""
     row.update(
         {
@@ -149,9 +168,9 @@ def solidify(row: dict, *, bundle_id: str, at: datetime) -> None:
 
 def workspace_rows(
     run: RunPlan, loop: LoopPlan, written: WrittenWorkspace | None, subs: list[WrittenWorkspace]
-) -> list[dict]:
+) -> list[Row]:
     """`workspaces` rows: V1 experiment + sub-workspaces; others only successful experiments."""
-    rows = []
+    rows: list[Row] = []
     experiment = loop.experiment
     if experiment is not None and loop.status == "success":
         rows.append(_workspace_row(run, loop, experiment.dir_id, written))
@@ -169,7 +188,7 @@ def workspace_rows(
     return rows
 
 
-def _workspace_row(run: RunPlan, loop: LoopPlan, dir_id: str, written: WrittenWorkspace | None) -> dict:
+def _workspace_row(run: RunPlan, loop: LoopPlan, dir_id: str, written: WrittenWorkspace | None) -> Row:
     files = written.files if written is not None else {}
     updated = loop.ended
     if run.backfill_time is not None and "workspace_meta.json" in files:
@@ -191,9 +210,20 @@ def _workspace_row(run: RunPlan, loop: LoopPlan, dir_id: str, written: WrittenWo
     }
 
 
+class ArtifactSpec(NamedTuple):
+    """One artifact row to write and the `(path, kind)` of its file rows."""
+
+    artifact_type: str
+    name: str
+    primary: int
+    summary: dict[str, object]
+    entry: str
+    files: list[tuple[str, str]]
+
+
 def _file_row(
     file_id: str, artifact_id: str, workspace_id: str, path: str, record: FileRecord | None, kind: str
-) -> dict:
+) -> Row:
     return {
         "file_id": file_id,
         "artifact_id": artifact_id,
@@ -206,8 +236,8 @@ def _file_row(
     }
 
 
-def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, str, list[tuple[str, str]]]]:
-    """(type, name, primary, summary, entry, [(path, kind)]) per HEAD backfill artifact (§2.2 table)."""
+def _head_specs(written: WrittenWorkspace) -> list[ArtifactSpec]:
+    """One spec per HEAD backfill artifact (§2.2 table)."""
     files = written.files
     present = [name for name in REPORT_FILES if name in files]
     signals = [name for name in ("signals.parquet", "signals.json") if name in files]
@@ -218,7 +248,7 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
         return name if name in files else "."
 
     specs = [
-        (
+        ArtifactSpec(
             "report",
             "qlib_report",
             1,
@@ -226,7 +256,7 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
             entry("qlib_res.csv"),
             [(n, "report") for n in present],
         ),
-        (
+        ArtifactSpec(
             "backtest_metrics",
             "qlib_res.csv",
             1,
@@ -234,7 +264,7 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
             entry("qlib_res.csv"),
             [("qlib_res.csv", "backtest_metrics")] if "qlib_res.csv" in files else [],
         ),
-        (
+        ArtifactSpec(
             "backtest_curve",
             "ret.pkl",
             1,
@@ -242,7 +272,7 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
             entry("ret.pkl"),
             [("ret.pkl", "backtest_curve")] if "ret.pkl" in files else [],
         ),
-        (
+        ArtifactSpec(
             "signals",
             "signals",
             0,
@@ -250,7 +280,7 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
             signals[0] if signals else ".",
             [(signals[0], "signals")] if signals else [],
         ),
-        (
+        ArtifactSpec(
             "ret_schema",
             "ret_schema",
             0,
@@ -258,8 +288,8 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
             schema[0] if schema else ".",
             [(schema[0], "ret_schema")] if schema else [],
         ),
-        ("model", "mlruns", 0, {"path": "mlruns"}, "mlruns", [("mlruns", "model")]),
-        (
+        ArtifactSpec("model", "mlruns", 0, {"path": "mlruns"}, "mlruns", [("mlruns", "model")]),
+        ArtifactSpec(
             "config_snapshot",
             "workspace_configs",
             0,
@@ -267,7 +297,7 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
             ".",
             [(n, "config_snapshot") for n in configs],
         ),
-        (
+        ArtifactSpec(
             "factor_data",
             "combined_factors",
             1,
@@ -281,20 +311,20 @@ def _head_specs(written: WrittenWorkspace) -> list[tuple[str, str, int, dict, st
     for kind in ("factor_meta", "factor_perf", "feedback"):
         name = f"{kind}.json"
         if name in files:
-            specs.append((kind, name, 0, {"file": name}, name, [(name, kind)]))
+            specs.append(ArtifactSpec(kind, name, 0, {"file": name}, name, [(name, kind)]))
     for kind in ("model_meta", "strategy_meta"):
         name = f"{kind}.json"
         if name in files:
-            specs.append((kind, name, 0, {"file": name}, name, []))
+            specs.append(ArtifactSpec(kind, name, 0, {"file": name}, name, []))
     return specs
 
 
 def head_artifacts(
-    run: RunPlan, loop: LoopPlan, written: WrittenWorkspace, *, mlruns_size: int, rows: RegistryRows
+    loop: LoopPlan, written: WrittenWorkspace, *, backfilled: datetime, mlruns_size: int, rows: RegistryRows
 ) -> None:
-    """HEAD backfill artifacts: uuid5 ids (idempotent), sha256 NULL, model columns on `report`."""
+    """HEAD backfill artifacts, stamped `backfilled`: uuid5 ids, sha256 NULL, model columns on `report`."""
     ws_id = written.plan.dir_id
-    at = iso(run.backfill_time)
+    at = iso(backfilled)
     for artifact_type, name, primary, summary, entry, file_specs in _head_specs(written):
         artifact_id = head_artifact_id(loop.task_run_id, ws_id, artifact_type, name)
         present = bool(file_specs) or artifact_type in ("model_meta", "strategy_meta")
@@ -338,7 +368,7 @@ def v1_artifacts(
     mlruns_size: int,
     rows: RegistryRows,
     seed: int,
-) -> list[dict]:
+) -> list[JsonObject]:
     """V1 live artifacts (uuid4 ids, sha256 for files); returns the JSON `artifacts` list."""
     rng = random.Random(f"{seed}|v1-artifacts|{written.plan.dir_id}")
     ws_id = written.plan.dir_id
@@ -346,8 +376,8 @@ def v1_artifacts(
     at = iso(loop.ended)
     files = written.files
     configs = sorted(name for name in files if "/" not in name and name.endswith((".yaml", ".yml")))
-    specs = [
-        (
+    specs: list[ArtifactSpec] = [
+        ArtifactSpec(
             "report",
             "qlib_report",
             1,
@@ -355,7 +385,7 @@ def v1_artifacts(
             "qlib_res.csv",
             [(n, "report") for n in ("qlib_res.csv", "ret.pkl") if n in files],
         ),
-        (
+        ArtifactSpec(
             "model",
             "mlruns",
             0,
@@ -363,7 +393,7 @@ def v1_artifacts(
             "mlruns",
             [("mlruns", "model")] + [(p, "model") for p in written.mlruns_pickles],
         ),
-        (
+        ArtifactSpec(
             "config_snapshot",
             "workspace_configs",
             0,
@@ -374,7 +404,7 @@ def v1_artifacts(
     ]
     if "combined_factors_df.parquet" in files:
         specs.append(
-            (
+            ArtifactSpec(
                 "feature_set",
                 "combined_factors_df",
                 1,
@@ -383,7 +413,7 @@ def v1_artifacts(
                 [("combined_factors_df.parquet", "data")],
             )
         )
-    listing = []
+    listing: list[JsonObject] = []
     for artifact_type, name, primary, summary, entry, file_specs in specs:
         artifact_id = _uuid4(rng)
         rows.artifacts.append(
@@ -435,7 +465,7 @@ def duplicate_rows(
     exists: dict[str, bool],
     has_results: dict[str, bool],
     rows: RegistryRows,
-) -> list[dict]:
+) -> list[DuplicateWorkspace]:
     """`tools/bootstrap_registry_from_logs.py`: the same run again under its log-dir name.
 
     Every workspace path found in the logs (sub-workspaces included) becomes an
@@ -453,11 +483,11 @@ def duplicate_rows(
             "updated_at_utc": iso(at),
             "git_sha": None,
             "rdagent_version": None,
-            "log_trace_path": f"log/{run.log_name}",
+            "log_trace_path": (LOG_RELPATH / run.log_name).as_posix(),
             "params_json": None,
         }
     )
-    duplicates = []
+    duplicates: list[DuplicateWorkspace] = []
     for loop in loops:
         row = empty_loop_row(dup_id, loop.loop_id)
         experiment = loop.experiment

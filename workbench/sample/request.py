@@ -7,8 +7,10 @@ per strategy version". The request is stored in `task_runs.params_json` as
 
 from __future__ import annotations
 
+from typing import Any
 
-def multi_strategy_request() -> dict:
+
+def multi_strategy_request() -> dict[str, Any]:
     """The A/B ExperimentRequest stored in `task_runs.params_json` of the multi-strategy run."""
     base_factors = [
         {"name": "RESI5", "source": "qlib_alpha158"},
@@ -24,7 +26,14 @@ def multi_strategy_request() -> dict:
         {"name": "PB_Zscore_20D", "source": "external_manual"},
     ]
 
-    def strategy(name: str, role: str, loop_id: int, rule: dict, risk: dict, factors: list) -> dict:
+    def strategy(
+        name: str,
+        role: str,
+        loop_id: int,
+        rule: dict[str, Any],
+        risk: dict[str, Any],
+        factors: list[dict[str, str]],
+    ) -> dict[str, Any]:
         return {
             "name": name,
             "role": role,

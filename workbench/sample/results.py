@@ -15,21 +15,12 @@ import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped,unused-ignore]  # no pandas-stubs installed
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-RET_COLUMNS = (
-    "account",
-    "return",
-    "total_turnover",
-    "turnover",
-    "total_cost",
-    "cost",
-    "value",
-    "cash",
-    "bench",
-)
+from workbench.rdagent.files.signals import SIGNALS_SCHEMA
+
 QLIB_ANNUAL_DAYS = 238
 INITIAL_ACCOUNT = 1e8
 FIRST_TRADING_DAY = "2024-07-01"
@@ -179,7 +170,7 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def signals_frame(scores: np.ndarray, *, shape: SignalShape, n_drop: int, generated_at: str) -> pd.DataFrame:
-    """The §7.4 signals table: top-k rows per trade date by score, columns in spec order."""
+    """The §7.4 signals table: top-k rows per trade date by score, columns in the reader's order."""
     k = shape.topk
     top, picked = top_k(scores, k)
     rows = len(picked)
@@ -206,8 +197,8 @@ def signals_frame(scores: np.ndarray, *, shape: SignalShape, n_drop: int, genera
     columns["rebalance_freq"] = np.full(rows, "1d", dtype=object)
     return pd.DataFrame(
         {
-            name: pd.Series(values, dtype=object) if _is_text(values) else values
-            for name, values in columns.items()
+            name: pd.Series(columns[name], dtype=object) if _is_text(columns[name]) else columns[name]
+            for name in SIGNALS_SCHEMA
         }
     )
 
@@ -286,4 +277,4 @@ def small_pickle(obj: object) -> bytes:
 
 def parquet_column_names(data: bytes) -> list[str]:
     """Raw parquet column names (used by the tests and by the manifest builder)."""
-    return pq.read_schema(pa.BufferReader(data)).names
+    return [str(name) for name in pq.read_schema(pa.BufferReader(data)).names]

@@ -13,11 +13,12 @@ import re
 from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
+import pandas as pd  # type: ignore[import-untyped,unused-ignore]  # no pandas-stubs installed
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workbench.sample import results as data
+from workbench.rdagent.files.returns import RETURN_COLUMNS
+from workbench.sample import results
 
 _DATA_MARK = '"data":['
 
@@ -63,7 +64,7 @@ class TableWriter:
         self.seed = seed
         self.days = days
         self.instruments = instruments
-        self.shape = data.SignalShape(days, instruments, topk)
+        self.shape = results.SignalShape(days, instruments, topk)
         self._signals: tuple[pa.Schema, str] | None = None
         self._ret: tuple[pa.Schema, str] | None = None
         self._utc_days = pa.array(days.tz_localize("UTC"))
@@ -74,16 +75,16 @@ class TableWriter:
 
     # -- ret_schema ----------------------------------------------------------------------
     def ret_schema_files(self, ret: pd.DataFrame) -> tuple[bytes, bytes]:
-        """Same bytes as `sample_data.ret_schema_files`."""
+        """Same bytes as `results.ret_schema_files`."""
         if self._ret is None:
             frame = ret.reset_index()
             frame["datetime"] = frame["datetime"].dt.tz_localize("UTC")
             schema = pa.Table.from_pandas(frame, preserve_index=False).schema
             self._ret = (schema, _json_prefix(frame.to_json(orient="table", date_format="iso", index=True)))
         schema, prefix = self._ret
-        values = [ret[column].to_numpy() for column in data.RET_COLUMNS]
+        values = [ret[column].to_numpy() for column in RETURN_COLUMNS]
         table = pa.Table.from_arrays([self._utc_days, *[pa.array(v) for v in values]], schema=schema)
-        template = '{"index":%d,"datetime":"%s",' + ",".join(f'"{c}":%s' for c in data.RET_COLUMNS) + "}"
+        template = '{"index":%d,"datetime":"%s",' + ",".join(f'"{c}":%s' for c in RETURN_COLUMNS) + "}"
         formatted = [json_numbers(column) for column in values]
         rows = [template % (i, self._day_iso[i], *row) for i, row in enumerate(zip(*formatted, strict=True))]
         return _parquet_bytes(table), (prefix + ",".join(rows) + "]}").encode()
@@ -95,18 +96,18 @@ class TableWriter:
         return self._static[name]
 
     def signals_files(self, scores: np.ndarray, *, n_drop: int, generated_at: str) -> tuple[bytes, bytes]:
-        """Same bytes as `sample_data.signals_files`."""
+        """Same bytes as `results.signals_files`."""
         shape = self.shape
         k = shape.topk
         if self._signals is None:
-            frame = data.signals_frame(scores, shape=shape, n_drop=n_drop, generated_at=generated_at)
+            frame = results.signals_frame(scores, shape=shape, n_drop=n_drop, generated_at=generated_at)
             schema = pa.Table.from_pandas(frame, preserve_index=False).schema
             self._signals = (
                 schema,
                 _json_prefix(frame.to_json(orient="table", date_format="iso", index=True)),
             )
         schema, prefix = self._signals
-        top, picked = data.top_k(scores, k)
+        top, picked = results.top_k(scores, k)
         instruments = shape.instrument_array[top.ravel()]
         rows = len(picked)
         columns = self._signal_arrays(picked, instruments, rows, n_drop=n_drop, generated_at=generated_at)
@@ -139,7 +140,7 @@ class TableWriter:
         k = self.shape.topk
         score = pa.array(picked)
         nulls = pa.nulls(rows)
-        columns = {name: nulls for name in data.SIGNAL_NULL_COLUMNS}
+        columns = {name: nulls for name in results.SIGNAL_NULL_COLUMNS}
         columns.update(
             {
                 "trade_date": self._static_array(
@@ -182,7 +183,7 @@ class TableWriter:
         count = len(names)
         if count not in self._combined_templates:
             placeholders = tuple(f"__sample_factor_{i}__" for i in range(count))
-            tiny = data.combined_factors_frame(
+            tiny = results.combined_factors_frame(
                 self.seed, placeholders, days=self.days[:1], instruments=self.instruments[:1]
             )
             self._combined_templates[count] = pa.Table.from_pandas(tiny).schema
@@ -199,16 +200,16 @@ class TableWriter:
         return pa.schema(fields, metadata={b"pandas": metadata.encode()})
 
     def combined_parquet(self, names: tuple[str, ...], *, days: int) -> bytes:
-        """Same bytes as `sample_data.combined_factors_parquet` for the first `days` days."""
+        """Same bytes as `results.combined_factors_parquet` for the first `days` days."""
         head = self.days[:days]
         schema = self._combined_schema(names)
         if days not in self._combined_index:
-            index = data.combined_index(head, self.instruments)
+            index = results.combined_index(head, self.instruments)
             self._combined_index[days] = (
                 pa.array(index.get_level_values(0)),
                 pa.array(index.get_level_values(1).to_numpy(dtype=object), type=pa.string()),
             )
         size = days * len(self.instruments)
-        arrays = [pa.array(data.factor_values(self.seed, name, size)) for name in names]
+        arrays = [pa.array(results.factor_values(self.seed, name, size)) for name in names]
         table = pa.Table.from_arrays([*arrays, *self._combined_index[days]], schema=schema)
         return _parquet_bytes(table)

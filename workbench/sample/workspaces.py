@@ -16,7 +16,8 @@ from typing import Literal
 
 import numpy as np
 
-from workbench.sample import results as data
+from workbench.rdagent.installation import WORKSPACE_RELPATH
+from workbench.sample import results
 from workbench.sample.plan import Knobs, LoopPlan, PathStyle, RunPlan, WorkspacePlan
 from workbench.sample.tables import TableWriter
 from workbench.sample.templates import (
@@ -29,7 +30,7 @@ from workbench.sample.templates import (
     pycache_bytes,
 )
 
-WORKSPACE_ROOT = "git_ignore_folder/RD-Agent_workspace"
+WORKSPACE_ROOT = WORKSPACE_RELPATH.as_posix()
 SOURCE_DATA_DIR = "git_ignore_folder/factor_implementation_source_data"
 REGISTRY_ROOTS: dict[PathStyle, str] = {
     "wsl": "/mnt/f/Dev/RD-Agent-main",
@@ -52,7 +53,7 @@ def registry_path(style: PathStyle, *parts: str) -> str:
 
 
 def workspace_registry_path(style: PathStyle, dir_id: str) -> str:
-    return registry_path(style, "git_ignore_folder", "RD-Agent_workspace", dir_id)
+    return registry_path(style, *WORKSPACE_RELPATH.parts, dir_id)
 
 
 def iso(moment: datetime) -> str:
@@ -79,6 +80,12 @@ class WrittenWorkspace:
     first_metric: str | None = None
     mlruns_pickles: list[str] = field(default_factory=list)
     params_pkl: bytes | None = None
+
+    def result_metrics(self) -> tuple[dict[str, float], str]:
+        """`metrics` and `first_metric`; only asked of a workspace that wrote `qlib_res.csv`."""
+        if self.metrics is None or self.first_metric is None:
+            raise ValueError(f"{self.rel_dir}: no qlib_res.csv was written")
+        return self.metrics, self.first_metric
 
 
 class Disk:
@@ -110,9 +117,9 @@ class WorkspaceWriter:
         self.disk = disk
         self.seed = seed
         self.knobs = knobs
-        self.days = data.trading_days(knobs.trading_days)
-        self.instruments = data.instrument_codes(knobs.instruments)
-        self.bench = data.benchmark_returns(seed, knobs.trading_days)
+        self.days = results.trading_days(knobs.trading_days)
+        self.instruments = results.instrument_codes(knobs.instruments)
+        self.bench = results.benchmark_returns(seed, knobs.trading_days)
         self.tables = TableWriter(
             seed=seed,
             days=self.days,
@@ -124,7 +131,7 @@ class WorkspaceWriter:
         self._code_diff: dict[str, bytes] = {}
         self.source_files = [f"{SOURCE_DATA_DIR}/daily_pv.h5", f"{SOURCE_DATA_DIR}/README.md"]
         pred_days = max(1, knobs.heavy_bytes // (10 * max(1, knobs.instruments)))
-        self.pred_index = data.pred_index(self.days, self.instruments, rows=pred_days)
+        self.pred_index = results.pred_index(self.days, self.instruments, rows=pred_days)
 
     # -- shared pieces -------------------------------------------------------------------
     def templates(self, kind: Literal["factor", "model"], era: Era) -> dict[str, bytes]:
@@ -160,7 +167,7 @@ class WorkspaceWriter:
         """`factor_implementation_source_data[_debug]/`, the files sub-workspaces hard-link."""
         rng = np.random.default_rng([self.seed, 7_000_001])
         # h5py/pytables are not installed: the HDF5 files are opaque bytes behind the HDF5 signature.
-        pv = data.opaque_bytes(rng, self.knobs.heavy_bytes, prefix=HDF5_SIGNATURE)
+        pv = results.opaque_bytes(rng, self.knobs.heavy_bytes, prefix=HDF5_SIGNATURE)
         for folder, payload in (
             (SOURCE_DATA_DIR, pv),
             (SOURCE_DATA_DIR + "_debug", pv[: max(16, len(pv) // 8)]),
@@ -193,7 +200,7 @@ class WorkspaceWriter:
             self._record(
                 written,
                 "result.h5",
-                data.opaque_bytes(rng, self.knobs.heavy_bytes, prefix=HDF5_SIGNATURE),
+                results.opaque_bytes(rng, self.knobs.heavy_bytes, prefix=HDF5_SIGNATURE),
                 at,
             )
         for source in self.source_files:
@@ -259,17 +266,17 @@ class WorkspaceWriter:
         sha: bool,
     ) -> None:
         rng = np.random.default_rng([self.seed, written.plan.ordinal])
-        ret = data.build_ret_frame(rng, days=self.days, bench=self.bench, alpha=loop.alpha)
-        metrics = data.qlib_metrics(rng, ret, action=loop.action, nan_metric=loop.nan_metric)
+        ret = results.build_ret_frame(rng, days=self.days, bench=self.bench, alpha=loop.alpha)
+        metrics = results.qlib_metrics(rng, ret, action=loop.action, nan_metric=loop.nan_metric)
         order = [int(i) for i in rng.permutation(len(metrics))]
         written.metrics = metrics
         written.first_metric = list(metrics)[order[0]]
         scores = rng.normal(0.0, 0.02, (len(self.days), len(self.instruments)))
-        ret_pickle = data.frame_pickle(ret)
+        ret_pickle = results.frame_pickle(ret)
         pyc = "model" if loop.action == "model" else "custom_strategy"
         self._record(written, f"__pycache__/{pyc}.cpython-311.pyc", pycache_bytes(pyc), started)
         self._write_mlruns(run, loop, written, rng, metrics, scores, ret_pickle, started, finished, sha=sha)
-        self._record(written, "qlib_res.csv", data.qlib_res_csv(metrics, order), finished, sha=sha)
+        self._record(written, "qlib_res.csv", results.qlib_res_csv(metrics, order), finished, sha=sha)
         if written.plan.results == "partial":
             return
         payload = ret_pickle
@@ -334,11 +341,11 @@ class WorkspaceWriter:
             written, f"{base}/params/dataset.kwargs.segments.test", b"['2024-07-01', '2025-12-31']", started
         )
         self._record(written, f"{base}/tags/mlflow.runName", b"mlflow_recorder", started)
-        params_pkl = data.small_pickle({"model_class": model_class, "weights": rng.bytes(1024)})
+        params_pkl = results.small_pickle({"model_class": model_class, "weights": rng.bytes(1024)})
         written.params_pkl = params_pkl
         pickles = {
             f"{base}/artifacts/params.pkl": params_pkl,
-            f"{base}/artifacts/pred.pkl": data.pred_pickle(scores, self.pred_index),
+            f"{base}/artifacts/pred.pkl": results.pred_pickle(scores, self.pred_index),
             f"{base}/artifacts/portfolio_analysis/report_normal_1day.pkl": ret_pickle,
         }
         for rel, payload in pickles.items():
