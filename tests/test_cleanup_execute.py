@@ -19,8 +19,8 @@ from workbench.archive import faults
 from workbench.archive.lock import archive_lock
 from workbench.archive.restore import restore_experiment
 from workbench.cleanup import CleanupPolicy, approve_plan, cleanup, list_plans, purge_quarantine, undo_plan
+from workbench.cleanup.apply import apply_items
 from workbench.cleanup.context import plan_context
-from workbench.cleanup.execute import apply_items
 from workbench.cleanup.planner import plan_from_context
 from workbench.cleanup.records import save_plan
 from workbench.cli import main

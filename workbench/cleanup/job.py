@@ -24,9 +24,9 @@ from typing import Any
 from workbench.archive.catalog import open_catalog
 from workbench.archive.lock import archive_lock
 from workbench.archive.storage_errors import storage_errors
+from workbench.cleanup.apply import ApplyResult, apply_items
 from workbench.cleanup.approvals import Approval, approved_items, load_approval, mark_used
 from workbench.cleanup.context import PlanContext, plan_context
-from workbench.cleanup.execute import ApplyResult, apply_items
 from workbench.cleanup.holds import known_ids, read_active_list
 from workbench.cleanup.plan import CleanupPlan
 from workbench.cleanup.planner import plan_from_context
