@@ -30,7 +30,8 @@ from workbench.archive.verify import verify_archive
 from workbench.cleanup import approve_plan, cleanup, undo_plan
 from workbench.cleanup.holds import hold, release
 from workbench.library.combinations import save_combination
-from workbench.library.external import import_factors, import_strategy
+from workbench.library.external_factors import import_factors
+from workbench.library.external_strategies import import_strategy
 from workbench.library.factors import factor_library
 from workbench.library.strategies import set_recommendation, strategy_library
 

@@ -18,7 +18,8 @@ from workbench.archive.pipeline import archive
 from workbench.cli import main
 from workbench.errors import ConfigError, InputFileError
 from workbench.library.combinations import save_combination
-from workbench.library.external import import_factors, import_strategy
+from workbench.library.external_factors import import_factors
+from workbench.library.external_strategies import import_strategy
 from workbench.library.factors import factor_library, factor_lineage
 from workbench.library.requests import attach_request, attached_request, export_request, request_for
 from workbench.library.strategies import strategy_library

@@ -334,7 +334,7 @@ def import_factors(
     json_output: JsonOpt = False,
 ) -> None:
     """Import external factors (and their values) into the factor library; idempotent, source recorded."""
-    from workbench.library.external import import_factors as run
+    from workbench.library.external_factors import import_factors as run
 
     result = run(file, archive=archive, source=source, values=values)  # type: ignore[arg-type]
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_output else result.format())
@@ -353,7 +353,7 @@ def import_strategy(
     json_output: JsonOpt = False,
 ) -> None:
     """Import an external strategy config into the strategy library; idempotent, source recorded."""
-    from workbench.library.external import import_strategy as run
+    from workbench.library.external_strategies import import_strategy as run
 
     result = run(file, archive=archive, source=source, name=name, combination_id=combination)  # type: ignore[arg-type]
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_output else result.format())

@@ -1,7 +1,7 @@
 """The strategy library: every strategy version with its origin, review status and key results.
 
 A strategy is one row of ``aistock_strategies``: for RD-Agent loops its ``strategy_key`` is the
-(task run, loop, workspace) triple; imported ones (:mod:`workbench.library.external`) have an
+(task run, loop, workspace) triple; imported ones (:mod:`workbench.library.external_factors`, :mod:`workbench.library.external_strategies`) have an
 ``external/...`` key and no experiment. The agent's verdict arrives as ``rdagent_accept`` /
 ``rdagent_reject`` from ``feedback.json``; a person marks a strategy ``manual_review`` with a
 note (:func:`set_recommendation`), and the archive job never overwrites that.

@@ -1,4 +1,4 @@
-"""External factors and strategies: imported into the same library, validated, idempotent, source recorded.
+"""External factors: imported into the same library as RD-Agent's, validated, idempotent, source recorded.
 
 Factor files (Parquet)
 ----------------------
@@ -43,27 +43,17 @@ first imported from the same source takes the file's new values. Importing the s
 changes nothing; values of an imported factor are replaced as a whole. Everything is validated
 before anything is written, and written in one transaction.
 
-Strategy files (YAML or JSON)
------------------------------
-``import_strategy(path)`` validates the file as RD-Agent's StrategyConfig
-(:func:`workbench.rdagent.request.load_strategy_config`: ``strategy_type`` required, unknown
-keys are errors, free-form settings under ``extra``). The strategy's key is
-``external/<name>/<hash of the validated config>``: the same config imports to the same id,
-an edited config becomes a new strategy version. ``extra.shape`` / ``extra.output_mode``
-(if given) fill the library's shape and output mode.
-
-Every import is recorded in ``wb_imports`` (kind, source, path, SHA-256, ids, times).
+Every import is recorded in ``wb_imports`` (`imports`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import duckdb
 import polars as pl
@@ -77,21 +67,13 @@ from workbench.archive.library_cache import refresh_library_cache
 from workbench.archive.lock import archive_lock
 from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError, InputFileError
+from workbench.library.imports import ImportResult, file_sha256, record_import
 from workbench.rdagent.files.factor_meta import normalise_factor_name
-from workbench.rdagent.request import load_strategy_config
 
-__all__ = [
-    "FactorImportSource",
-    "ImportResult",
-    "META_COLUMNS",
-    "PERFORMANCE_COLUMNS",
-    "StrategyImportSource",
-    "import_factors",
-    "import_strategy",
-]
+__all__ = ["FactorImportSource", "META_COLUMNS", "PERFORMANCE_COLUMNS", "import_factors"]
+
 
 FactorImportSource = Literal["external_manual", "alpha_library"]
-StrategyImportSource = Literal["external", "handcrafted"]
 
 META_COLUMNS: tuple[str, ...] = (
     "name",
@@ -140,56 +122,7 @@ _MERGED = (
 _SHOWN_ROWS = 5
 
 
-@dataclass(frozen=True)
-class ImportResult:
-    """What one import did: counts, the ids touched, and anything worth knowing."""
-
-    kind: Literal["factors", "strategy"]
-    source: str
-    path: str
-    sha256: str
-    ids: tuple[str, ...]
-    new: int
-    updated: int
-    unchanged: int
-    n_performance: int = 0
-    n_values: int = 0
-    notes: tuple[str, ...] = field(default_factory=tuple)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def format(self) -> str:
-        what = "factor" if self.kind == "factors" else "strategy"
-        lines = [
-            f"imported {self.path} as {self.source} ({self.kind}, sha256 {self.sha256[:12]})",
-            f"  {what} rows: {self.new} new, {self.updated} updated, {self.unchanged} unchanged",
-        ]
-        if self.kind == "factors":
-            lines.append(f"  performance rows: {self.n_performance}   factor values: {self.n_values:,}")
-        if len(self.ids) == 1:
-            lines.append(f"  id: {self.ids[0]}")
-        lines.extend(f"  note: {note}" for note in self.notes)
-        return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------- reading and validating
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    """SHA-256 of an input file; a file that vanished or cannot be read meanwhile is an InputFileError."""
-    try:
-        return _sha256(path)
-    except OSError as exc:
-        raise InputFileError(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from exc
 
 
 def _read_parquet(path: Path, *, what: str = "factor file") -> pl.DataFrame:
@@ -490,9 +423,9 @@ def import_factors(
             f"{path}: neither a factor metadata table (needs a 'name' column) nor a values table "
             f"(needs 'datetime' and 'instrument'); columns are {table.columns}"
         )
-    sha256 = _file_sha256(path)
+    sha256 = file_sha256(path)
     if values_path is not None:
-        sha256 = hashlib.sha256(f"{sha256}|{_file_sha256(values_path)}".encode()).hexdigest()
+        sha256 = hashlib.sha256(f"{sha256}|{file_sha256(values_path)}".encode()).hexdigest()
     created = new_archive_note(archive)
     result = _write_factors(archive, meta, value_frame, source=source, path=path, sha256=sha256)
     refresh_library_cache(archive)
@@ -647,7 +580,7 @@ def _write_factors(
                     )
                 )
             n_values = _replace_values(con, values)
-            import_id = _record_import(
+            import_id = record_import(
                 con,
                 kind="factors",
                 source=source,
@@ -726,129 +659,3 @@ def _replace_values(con: duckdb.DuckDBPyConnection, values: pl.DataFrame | None)
         "SELECT factor_id, datetime, instrument, value FROM _values"
     )
     return frame.height
-
-
-def _record_import(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    kind: str,
-    source: str,
-    path: Path,
-    sha256: str,
-    item_ids: Sequence[str],
-    n_values: int,
-    now: datetime,
-) -> str:
-    import_id = hashlib.sha256(f"{kind}|{source}|{sha256}".encode()).hexdigest()[:32]
-    con.execute(
-        "INSERT INTO wb_imports (import_id, kind, source, path, sha256, item_ids, n_values, first_imported_at, "
-        "last_imported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (import_id) DO UPDATE SET "
-        "path = excluded.path, item_ids = excluded.item_ids, n_values = excluded.n_values, "
-        "last_imported_at = excluded.last_imported_at",
-        [
-            import_id,
-            kind,
-            source,
-            str(path.absolute()),
-            sha256,
-            json.dumps(list(item_ids)),
-            n_values,
-            now,
-            now,
-        ],
-    )
-    return import_id
-
-
-# --------------------------------------------------------------------------- strategies
-
-
-@storage_errors("an imported strategy to the archive")
-def import_strategy(
-    path: Path | str,
-    *,
-    archive: Path | str | None,
-    source: StrategyImportSource = "external",
-    name: str | None = None,
-    combination_id: str | None = None,
-) -> ImportResult:
-    """Import one external strategy (StrategyConfig as YAML or JSON) into the strategy library.
-
-    ``name`` overrides the config's name (default: its ``name``, else the file name);
-    ``combination_id`` links the strategy to a library factor combination.
-    A missing or unreadable file is an :class:`InputFileError` (exit 3); a readable file that
-    is not a valid StrategyConfig is a :class:`ConfigError` naming the field (exit 2).
-    """
-    if source not in get_args(StrategyImportSource):
-        raise ConfigError(f"--source {source!r} is not one of: {', '.join(get_args(StrategyImportSource))}")
-    path = Path(path)
-    config = load_strategy_config(path)
-    label = (name or config.name or path.stem).strip()
-    config_json = json.dumps(config.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
-    key = f"external/{label}/{hashlib.sha256(config_json.encode()).hexdigest()[:12]}"
-    strategy = ids.strategy_id(key)
-    sha256 = _file_sha256(path)
-    now = utc_now()
-    if combination_id is not None:
-        from workbench.library.combinations import resolve_combination_id
-
-        combination_id = resolve_combination_id(archive, combination_id)
-    created = new_archive_note(archive)
-    with archive_lock(archive, job="import-strategy"), open_catalog(archive, create=True) as con:
-        before = con.execute(
-            "SELECT name, source, config_json::VARCHAR, factor_combination_id FROM aistock_strategies "
-            "WHERE id = ?",
-            [strategy],
-        ).fetchall()
-        row = [
-            strategy,
-            key,
-            label,
-            str(config.extra.get("shape") or "portfolio"),
-            str(config.extra.get("output_mode") or "target_weight"),
-            source,
-            config.strategy_type,
-            config_json,
-            combination_id,
-            now,
-            now,
-        ]
-        with recorded(con, ArchiveLayout.at(archive), "import-strategy") as rec:
-            con.execute(
-                "INSERT INTO aistock_strategies (id, strategy_key, name, shape, output_mode, source, strategy_type, "
-                "config_json, factor_combination_id, recommendation_status, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?) ON CONFLICT (id) DO UPDATE SET "
-                "name = excluded.name, source = excluded.source, shape = excluded.shape, "
-                "output_mode = excluded.output_mode, factor_combination_id = coalesce(excluded.factor_combination_id, "
-                "aistock_strategies.factor_combination_id), updated_at = excluded.updated_at",
-                row,
-            )
-            import_id = _record_import(
-                con,
-                kind="strategy",
-                source=source,
-                path=path,
-                sha256=sha256,
-                item_ids=[strategy],
-                n_values=0,
-                now=now,
-            )
-            rec.capture("aistock_strategies", id=[strategy])
-            rec.capture("wb_imports", import_id=[import_id])
-    if not before:
-        new, updated, unchanged = 1, 0, 0
-    else:
-        old_name, old_source, _, old_combination = before[0]
-        same = old_name == label and old_source == source and (combination_id in (None, old_combination))
-        new, updated, unchanged = 0, int(not same), int(same)
-    return ImportResult(
-        "strategy",
-        source,
-        str(path),
-        sha256,
-        (strategy,),
-        new,
-        updated,
-        unchanged,
-        notes=(created,) if created else (),
-    )
