@@ -19,7 +19,6 @@ from workbench.archive.pipeline import archive
 from workbench.cli import main
 from workbench.errors import ConfigError
 from workbench.metrics import (
-    align_excess_returns,
     bootstrap_sharpe_diff_ci,
     deflated_sharpe_ratio,
     probabilistic_sharpe_ratio,
@@ -105,11 +104,22 @@ def test_psr_and_dsr_equal_the_metric_functions_on_the_archived_series(archive_d
         assert row["information_ratio"] == pytest.approx(stats["sr"] * math.sqrt(252))  # type: ignore[operator]
 
 
+def _aligned_excess(treatment: pl.DataFrame, control: pl.DataFrame) -> pl.DataFrame:
+    """Excess returns with cost of two reports on their common finite days, computed independently."""
+    sides = [
+        frame.filter(
+            pl.col("return").is_finite() & pl.col("bench").is_finite() & pl.col("cost").is_finite()
+        ).select("datetime", (pl.col("return") - pl.col("bench") - pl.col("cost")).alias(label))
+        for label, frame in (("treatment", treatment), ("control", control))
+    ]
+    return sides[0].join(sides[1], on="datetime", how="inner").sort("datetime")
+
+
 def test_sharpe_difference_intervals_equal_the_paired_bootstrap(archive_dir: Path) -> None:
     result = compare_task_run(archive_dir, MULTI, n_boot=700, seed=11)
     series = _archived_series(archive_dir, MULTI)
     for row in result.table.filter(pl.col("role") == "treatment").iter_rows(named=True):
-        aligned = align_excess_returns(series[row["loop_id"]], series[0])
+        aligned = _aligned_excess(series[row["loop_id"]], series[0])
         point, low, high = bootstrap_sharpe_diff_ci(
             aligned["treatment"], aligned["control"], n_boot=700, seed=11
         )

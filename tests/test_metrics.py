@@ -15,8 +15,8 @@ from workbench.metrics import (
     METRIC_KEYS,
     QLIB_DAILY_PERIODS,
     SERIES_NAMES,
-    align_excess_returns,
     bootstrap_sharpe_diff_ci,
+    bootstrap_sharpe_diff_cis,
     compute_return_metrics,
     deflated_sharpe_ratio,
     excess_curves,
@@ -170,18 +170,6 @@ def test_excess_curves_match_the_metrics():
     assert first_loss["drawdown_compounded"].to_list() == pytest.approx([-0.01, -0.0199])
 
 
-def test_align_excess_returns_keeps_common_dates():
-    treatment = report(R, cost=0.001)
-    control = report([0.0, 0.01, 0.02])  # three days only
-    aligned = align_excess_returns(treatment, control)
-    assert aligned.columns == ["datetime", "treatment", "control"]
-    assert aligned["datetime"].to_list() == DAYS[:3]
-    assert aligned["treatment"].to_list() == pytest.approx([0.009, -0.021, 0.029])
-    assert align_excess_returns(treatment, control, with_cost=False)["treatment"].to_list() == pytest.approx(
-        R[:3]
-    )
-
-
 # --------------------------------------------------------------------------- PSR / DSR
 
 
@@ -286,3 +274,31 @@ def test_bootstrap_rejects_misaligned_or_flat_input():
         bootstrap_sharpe_diff_ci(np.full(10, 0.01), _noise(10))
     with pytest.raises(ConfigError, match="block"):
         bootstrap_sharpe_diff_ci(_noise(10), _noise(10, seed=3), block=11)
+
+
+def test_block_sums_give_the_sharpe_ratios_of_the_gathered_days():
+    from workbench.metrics import _block_indices, _block_sum_sharpes, _row_sharpe
+
+    x = _noise(97, seed=5)
+    for block in (2, 5, 10):
+        rng = np.random.default_rng(1)
+        idx = _block_indices(rng, rows=300, n=x.size, block=block, method="circular")
+        rng = np.random.default_rng(1)
+        starts = rng.integers(0, x.size, size=(300, -(-x.size // block)))
+        fast = _block_sum_sharpes(x, starts, block=block, periods_per_year=252)
+        assert fast == pytest.approx(_row_sharpe(x[idx], periods_per_year=252), rel=1e-10, abs=1e-12)
+
+
+def test_several_treatments_get_the_interval_each_would_get_alone():
+    control = _noise(120, seed=1)
+    treatments = {"a": _noise(120, seed=2) + 0.001, "b": _noise(120, seed=3), "flat": np.full(120, 0.01)}
+    together = bootstrap_sharpe_diff_cis(control, treatments, n_boot=400, seed=9, block=5)
+    for name in ("a", "b"):
+        assert together[name] == bootstrap_sharpe_diff_ci(
+            treatments[name], control, n_boot=400, seed=9, block=5
+        )
+    assert isinstance(together["flat"], str) and "zero variance" in together["flat"]
+    for method in ("circular", "stationary"):  # a flat stretch takes the gathering path: same answer alone
+        bumpy = {"a": np.concatenate([np.zeros(10), _noise(110, seed=4)])}
+        alone = bootstrap_sharpe_diff_ci(bumpy["a"], control, n_boot=300, seed=2, method=method)
+        assert bootstrap_sharpe_diff_cis(control, bumpy, n_boot=300, seed=2, method=method)["a"] == alone

@@ -23,6 +23,7 @@ Conventions
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from statistics import NormalDist
 from typing import Literal
 
@@ -36,14 +37,17 @@ __all__ = [
     "METRIC_KEYS",
     "QLIB_DAILY_PERIODS",
     "SERIES_NAMES",
-    "align_excess_returns",
     "bootstrap_sharpe_diff_ci",
+    "bootstrap_sharpe_diff_cis",
     "compute_return_metrics",
     "deflated_sharpe_ratio",
     "excess_curves",
+    "excess_return",
+    "excess_returns",
     "expected_max_sharpe",
     "probabilistic_sharpe_ratio",
     "sharpe_stats",
+    "usable_rows",
 ]
 
 MetricValue = float | int | str | None
@@ -98,19 +102,27 @@ def _daily_report(frame: pl.DataFrame) -> tuple[pl.DataFrame, int]:
         raise ConfigError(f"daily report column 'datetime' must be Date or Datetime, got {dtype}")
     numeric = ["return", "bench", "cost"] + (["turnover"] if "turnover" in frame.columns else [])
     selected = frame.select(when.alias("datetime"), *(pl.col(c).cast(pl.Float64) for c in numeric))
-    kept = selected.filter(
-        pl.col("datetime").is_not_null(),
-        *(pl.col(c).is_finite() for c in ("return", "bench", "cost")),
-    ).sort("datetime")
+    kept = selected.filter(pl.col("datetime").is_not_null(), usable_rows()).sort("datetime")
     return kept, selected.height - kept.height
 
 
-def _excess(rows: pl.DataFrame, *, with_cost: bool) -> np.ndarray:
-    """Daily excess return, as Qlib's PortAnaRecord defines it."""
+def excess_return(*, with_cost: bool = True) -> pl.Expr:
+    """Daily excess return as Qlib's PortAnaRecord defines it: ``return - bench`` (``- cost``).
+
+    The one place the formula is written; every metric, curve and comparison uses it.
+    """
     expr = pl.col("return") - pl.col("bench")
-    if with_cost:
-        expr = expr - pl.col("cost")
-    return rows.select(expr).to_series().to_numpy()
+    return expr - pl.col("cost") if with_cost else expr
+
+
+def usable_rows() -> pl.Expr:
+    """Rows metrics can use: finite return, bench and cost (others are dropped, never zero-filled)."""
+    return pl.all_horizontal([pl.col(c).is_finite() for c in ("return", "bench", "cost")])
+
+
+def excess_returns(rows: pl.DataFrame, *, with_cost: bool = True) -> np.ndarray:
+    """The daily excess returns of report rows (already filtered with :func:`usable_rows`)."""
+    return rows.select(excess_return(with_cost=with_cost)).to_series().to_numpy()
 
 
 def _none_if_nan(value: float) -> float | None:
@@ -186,13 +198,13 @@ def compute_return_metrics(frame: pl.DataFrame, *, periods_per_year: int = 252) 
     if rows.height < 2:
         return out
     for series in SERIES_NAMES:
-        r = _excess(rows, with_cost=series == "excess_return_with_cost")
+        r = excess_returns(rows, with_cost=series == "excess_return_with_cost")
         for name, value in _additive_metrics(r, periods_per_year=periods_per_year).items():
             out[f"{series}.additive.{name}"] = value
         for name, value in _compounded_metrics(r, periods_per_year=periods_per_year).items():
             out[f"{series}.compounded.{name}"] = value
     out["sharpe"] = out["excess_return_with_cost.additive.information_ratio"]
-    out["skewness"], out["kurtosis"] = _moments(_excess(rows, with_cost=True))
+    out["skewness"], out["kurtosis"] = _moments(excess_returns(rows, with_cost=True))
     if "turnover" in rows.columns:
         turnover = rows["turnover"].drop_nulls().drop_nans()
         out["turnover_mean"] = float(turnover.mean()) if turnover.len() else None
@@ -206,7 +218,7 @@ def excess_curves(frame: pl.DataFrame) -> pl.DataFrame:
     minimum of each drawdown column equals the corresponding ``max_drawdown`` metric.
     """
     rows, _ = _daily_report(frame)
-    excess = pl.col("return") - pl.col("bench") - pl.col("cost")
+    excess = excess_return(with_cost=True)
     wealth = (1.0 + pl.col("excess_with_cost")).cum_prod()
     return (
         rows.select(pl.col("datetime"), excess.alias("excess_with_cost"))
@@ -219,21 +231,6 @@ def excess_curves(frame: pl.DataFrame) -> pl.DataFrame:
             (wealth / pl.max_horizontal(wealth.cum_max(), pl.lit(1.0)) - 1.0).alias("drawdown_compounded"),
         )
     )
-
-
-def align_excess_returns(
-    treatment: pl.DataFrame, control: pl.DataFrame, *, with_cost: bool = True
-) -> pl.DataFrame:
-    """Daily excess returns of two reports on their common dates: ``datetime, treatment, control``.
-
-    Paired tests need the same days on both sides; dates present in only one report are left out.
-    """
-    sides = []
-    for label, frame in (("treatment", treatment), ("control", control)):
-        rows, _ = _daily_report(frame)
-        expr = pl.col("return") - pl.col("bench") - (pl.col("cost") if with_cost else pl.lit(0.0))
-        sides.append(rows.select(pl.col("datetime"), expr.alias(label)))
-    return sides[0].join(sides[1], on="datetime", how="inner").sort("datetime")
 
 
 # --------------------------------------------------------------------------- honest ranking
@@ -348,19 +345,19 @@ def deflated_sharpe_ratio(
 _BOOT_CELLS = 2_000_000  # resampled values per chunk: bounds memory at ~50 MB
 
 
-def _paired_finite(treatment: ArrayLike, control: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Two equally long float arrays with every pair that has a non-finite side removed."""
-    t, c = (
-        v.cast(pl.Float64).to_numpy() if isinstance(v, pl.Series) else np.asarray(v, float)
-        for v in (treatment, control)
-    )
-    if t.ndim != 1 or t.shape != c.shape:
+def _paired_finite_rows(series: Sequence[ArrayLike]) -> np.ndarray:
+    """A (series, days) float array of equally long series, without the days any of them lacks."""
+    arrays = [
+        v.cast(pl.Float64).to_numpy() if isinstance(v, pl.Series) else np.asarray(v, float) for v in series
+    ]
+    shapes = {a.shape for a in arrays}
+    if any(a.ndim != 1 for a in arrays) or len(shapes) != 1:
         raise ConfigError(
             f"treatment and control must be date-aligned 1-D series of equal length, "
-            f"got shapes {t.shape} and {c.shape} (see align_excess_returns)"
+            f"got shapes {', '.join(str(a.shape) for a in arrays)} (join the reports on their dates first)"
         )
-    keep = np.isfinite(t) & np.isfinite(c)
-    return t[keep], c[keep]
+    x = np.stack(arrays)
+    return x[:, np.isfinite(x).all(axis=0)]
 
 
 def _row_sharpe(x: np.ndarray, *, periods_per_year: int) -> np.ndarray:
@@ -372,6 +369,12 @@ def _row_sharpe(x: np.ndarray, *, periods_per_year: int) -> np.ndarray:
     return sr * math.sqrt(periods_per_year)
 
 
+def _circular_indices(starts: np.ndarray, *, n: int, block: int) -> np.ndarray:
+    """(rows, n) day indices of circular blocks of ``block`` days beginning at ``starts``."""
+    idx = (starts[:, :, None] + np.arange(block)) % n
+    return idx.reshape(starts.shape[0], starts.shape[1] * block)[:, :n]
+
+
 def _block_indices(
     rng: np.random.Generator, *, rows: int, n: int, block: int, method: Literal["circular", "stationary"]
 ) -> np.ndarray:
@@ -381,16 +384,145 @@ def _block_indices(
     starts at each day with probability 1/block, so block lengths are geometric with that mean.
     """
     if method == "circular":
-        n_blocks = -(-n // block)
-        starts = rng.integers(0, n, size=(rows, n_blocks))
-        idx = (starts[:, :, None] + np.arange(block)) % n
-        return idx.reshape(rows, n_blocks * block)[:, :n]
+        return _circular_indices(rng.integers(0, n, size=(rows, -(-n // block))), n=n, block=block)
     positions = np.arange(n)
     new_block = rng.random((rows, n)) < 1.0 / block
     new_block[:, 0] = True
     starts = rng.integers(0, n, size=(rows, n))
     last = np.maximum.accumulate(np.where(new_block, positions, 0), axis=1)
     return (np.take_along_axis(starts, last, axis=1) + positions - last) % n
+
+
+def _has_flat_block(x: np.ndarray, block: int) -> bool:
+    """Could a circular block of ``block`` days be constant? (Then a resample could be flat.)"""
+    same = x == np.roll(x, -1)
+    if block <= 1:
+        return True
+    ext = np.concatenate([same, same[: block - 1]])
+    return bool(np.lib.stride_tricks.sliding_window_view(ext, block - 1).all(axis=1).any())
+
+
+def _block_sums(x: np.ndarray, length: int) -> np.ndarray:
+    """Sum of ``length`` consecutive values starting at every day, wrapping around the end."""
+    ext = np.concatenate([x, x[: length - 1]]) if length > 1 else x
+    return np.lib.stride_tricks.sliding_window_view(ext, length).sum(axis=1)
+
+
+def _block_sum_sharpes(x: np.ndarray, starts: np.ndarray, *, block: int, periods_per_year: int) -> np.ndarray:
+    """:func:`_row_sharpe` of the circular-block resamples given by ``starts``, from block sums.
+
+    Equal to gathering the days (``_row_sharpe(x[idx])``, tests check it) but a block's sum is
+    computed once instead of once per resample; only valid when no block can be flat.
+    """
+    n = x.size
+    last = n - (starts.shape[1] - 1) * block
+    centre = float(x.mean())
+    y = x - centre
+    totals = np.zeros(starts.shape[0])
+    squares = np.zeros(starts.shape[0])
+    for values, target in ((y, totals), (y * y, squares)):
+        full, tail = _block_sums(values, block), _block_sums(values, last)
+        target += full[starts[:, :-1]].sum(axis=1) + tail[starts[:, -1]]
+    mean = totals / n
+    std = np.sqrt(np.maximum(squares - n * mean * mean, 0.0) / (n - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(std > 0, (mean + centre) / std, np.nan) * math.sqrt(periods_per_year)
+
+
+def _resampled_sharpes(
+    x: np.ndarray,
+    *,
+    n_boot: int,
+    block: int,
+    seed: int,
+    periods_per_year: int,
+    method: Literal["circular", "stationary"],
+) -> np.ndarray:
+    """(series, n_boot) Sharpe ratios of every series on the same resampled days.
+
+    Circular blocks are summed once per block (`_block_sum_sharpes`) for every series that cannot
+    give a flat resample, and gathered day by day otherwise; each series' figures depend on that
+    series and the drawn days alone, so a treatment gets the same interval alone or with others.
+    """
+    n = x.shape[1]
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOT_CELLS // n)
+    by_sums = [
+        method == "circular" and 2 <= block and 2 * block <= n and not _has_flat_block(row, block)
+        for row in x
+    ]
+    resampled = np.empty((x.shape[0], n_boot))
+    for start in range(0, n_boot, chunk):
+        rows = min(chunk, n_boot - start)
+        if method == "circular":
+            starts = rng.integers(0, n, size=(rows, -(-n // block)))
+            idx = _circular_indices(starts, n=n, block=block) if not all(by_sums) else None
+        else:
+            idx = _block_indices(rng, rows=rows, n=n, block=block, method=method)
+        for i, series in enumerate(x):
+            if by_sums[i]:
+                values = _block_sum_sharpes(series, starts, block=block, periods_per_year=periods_per_year)
+            else:
+                assert idx is not None
+                values = _row_sharpe(series[idx], periods_per_year=periods_per_year)
+            resampled[i, start : start + rows] = values
+    return resampled
+
+
+def _check_bootstrap(*, n: int, block: int, n_boot: int, alpha: float, periods_per_year: int) -> None:
+    if n < 2:
+        raise ConfigError(f"bootstrap needs at least 2 paired finite observations, got {n}")
+    if not 1 <= block <= n:
+        raise ConfigError(f"block must be between 1 and the number of days ({n}), got {block}")
+    if n_boot < 1:
+        raise ConfigError(f"n_boot must be at least 1, got {n_boot}")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
+    _check_periods(periods_per_year)
+
+
+def bootstrap_sharpe_diff_cis(
+    control: ArrayLike,
+    treatments: Mapping[str, ArrayLike],
+    *,
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    block: int = 5,
+    seed: int = 0,
+    periods_per_year: int = 252,
+    method: Literal["circular", "stationary"] = "circular",
+) -> dict[str, tuple[float, float, float] | str]:
+    """(point, low, high) of annualised Sharpe(treatment) − Sharpe(control) for every treatment.
+
+    Inputs are date-aligned daily excess returns (the same days, in order, for every series); days on
+    which any series is not finite are left out for all. Each resample draws the SAME days for
+    every series, in blocks, so cross-correlation and short-range autocorrelation survive; the
+    days are drawn once, so each treatment gets exactly the interval it would get alone.
+    Deterministic for a given ``seed``. Resamples in which either side is flat are discarded.
+    A treatment whose interval is undefined gets the reason as a string; bad settings raise
+    :class:`ConfigError`.
+    """
+    names = list(treatments)
+    x = _paired_finite_rows([control, *(treatments[name] for name in names)])
+    n = x.shape[1]
+    _check_bootstrap(n=n, block=block, n_boot=n_boot, alpha=alpha, periods_per_year=periods_per_year)
+    point = _row_sharpe(x, periods_per_year=periods_per_year)
+    resampled = _resampled_sharpes(
+        x, n_boot=n_boot, block=block, seed=seed, periods_per_year=periods_per_year, method=method
+    )
+    out: dict[str, tuple[float, float, float] | str] = {}
+    for i, name in enumerate(names, start=1):
+        if not (np.isfinite(point[0]) and np.isfinite(point[i])):
+            out[name] = "Sharpe ratio undefined: treatment or control has zero variance"
+            continue
+        diffs = resampled[i] - resampled[0]
+        diffs = diffs[np.isfinite(diffs)]
+        if diffs.size == 0:
+            out[name] = "every bootstrap resample was flat; the series are too short or constant"
+            continue
+        low, high = np.quantile(diffs, [alpha / 2.0, 1.0 - alpha / 2.0])
+        out[name] = (float(point[i] - point[0]), float(low), float(high))
+    return out
 
 
 def bootstrap_sharpe_diff_ci(
@@ -404,38 +536,17 @@ def bootstrap_sharpe_diff_ci(
     periods_per_year: int = 252,
     method: Literal["circular", "stationary"] = "circular",
 ) -> tuple[float, float, float]:
-    """(point, low, high) of annualised Sharpe(treatment) − Sharpe(control), percentile CI.
-
-    Inputs are date-aligned daily excess returns (see :func:`align_excess_returns`). Each
-    resample draws the SAME days for both sides, in blocks, so the cross-correlation of the two
-    strategies and short-range autocorrelation survive. Deterministic for a given ``seed``.
-    Resamples in which either side is flat are discarded.
-    """
-    t, c = _paired_finite(treatment, control)
-    n = t.size
-    if n < 2:
-        raise ConfigError(f"bootstrap needs at least 2 paired finite observations, got {n}")
-    if not 1 <= block <= n:
-        raise ConfigError(f"block must be between 1 and the number of days ({n}), got {block}")
-    if n_boot < 1:
-        raise ConfigError(f"n_boot must be at least 1, got {n_boot}")
-    if not 0 < alpha < 1:
-        raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
-    _check_periods(periods_per_year)
-    point = _row_sharpe(np.stack([t, c]), periods_per_year=periods_per_year)
-    if not np.isfinite(point).all():
-        raise ConfigError("Sharpe ratio undefined: treatment or control has zero variance")
-    rng = np.random.default_rng(seed)
-    diffs = np.empty(n_boot)
-    chunk = max(1, _BOOT_CELLS // n)
-    for start in range(0, n_boot, chunk):
-        rows = min(chunk, n_boot - start)
-        idx = _block_indices(rng, rows=rows, n=n, block=block, method=method)
-        diffs[start : start + rows] = _row_sharpe(t[idx], periods_per_year=periods_per_year) - _row_sharpe(
-            c[idx], periods_per_year=periods_per_year
-        )
-    diffs = diffs[np.isfinite(diffs)]
-    if diffs.size == 0:
-        raise ConfigError("every bootstrap resample was flat; the series are too short or constant")
-    low, high = np.quantile(diffs, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return float(point[0] - point[1]), float(low), float(high)
+    """:func:`bootstrap_sharpe_diff_cis` for one treatment; an undefined interval raises ConfigError."""
+    result = bootstrap_sharpe_diff_cis(
+        control,
+        {"treatment": treatment},
+        n_boot=n_boot,
+        alpha=alpha,
+        block=block,
+        seed=seed,
+        periods_per_year=periods_per_year,
+        method=method,
+    )["treatment"]
+    if isinstance(result, str):
+        raise ConfigError(result)
+    return result

@@ -36,13 +36,14 @@ from workbench.archive.catalog import open_catalog, read_frame
 from workbench.archive.db import fetch_frame
 from workbench.errors import ConfigError
 from workbench.metrics import (
-    _BOOT_CELLS,
-    bootstrap_sharpe_diff_ci,
+    bootstrap_sharpe_diff_cis,
     compute_return_metrics,
     deflated_sharpe_ratio,
     excess_curves,
+    excess_returns,
     probabilistic_sharpe_ratio,
     sharpe_stats,
+    usable_rows,
 )
 
 __all__ = ["Comparison", "comparable_task_runs", "compare_task_run", "resolve_task_run_id"]
@@ -281,20 +282,15 @@ def _pick(rows: list[dict[str, Any]], ref: str | int, *, what: str) -> dict[str,
 
 
 def _clean(series: pl.DataFrame) -> pl.DataFrame:
-    """Rows usable for metrics: finite return, bench and cost (the same rule as workbench.metrics)."""
-    return series.filter(pl.all_horizontal([pl.col(c).is_finite() for c in ("return", "bench", "cost")]))
-
-
-def _excess(frame: pl.DataFrame, *, with_cost: bool) -> np.ndarray:
-    expr = pl.col("return") - pl.col("bench") - (pl.col("cost") if with_cost else pl.lit(0.0))
-    return frame.select(expr).to_series().to_numpy()
+    """Rows usable for metrics (the rule of :func:`workbench.metrics.usable_rows`)."""
+    return series.filter(usable_rows())
 
 
 def _trial_sharpes(series: pl.DataFrame, *, with_cost: bool, periods_per_year: int) -> list[float]:
     """Annualised Sharpe ratio of every trial, each over its own full series (None-SR trials left out)."""
     out = []
     for _, frame in _clean(series).group_by("experiment_id", maintain_order=True):
-        sr = sharpe_stats(_excess(frame, with_cost=with_cost))["sr"]
+        sr = sharpe_stats(excess_returns(frame, with_cost=with_cost))["sr"]
         if sr is not None:
             out.append(float(sr) * math.sqrt(periods_per_year))
     return out
@@ -321,104 +317,6 @@ def _psr_dsr(
     except ConfigError as exc:
         return None, None, str(exc)
     return psr, dsr, None
-
-
-def _has_flat_block(x: np.ndarray, block: int) -> bool:
-    """Could a circular block of ``block`` days be constant? (Then a resample could be flat.)"""
-    same = x == np.roll(x, -1)
-    if block <= 1:
-        return True
-    ext = np.concatenate([same, same[: block - 1]])
-    return bool(np.lib.stride_tricks.sliding_window_view(ext, block - 1).all(axis=1).any())
-
-
-def _block_sums(x: np.ndarray, length: int) -> np.ndarray:
-    """Sum of ``length`` consecutive values starting at every day, wrapping around the end."""
-    ext = np.concatenate([x, x[: length - 1]]) if length > 1 else x
-    return np.lib.stride_tricks.sliding_window_view(ext, length).sum(axis=1)
-
-
-def _resampled_sharpes(x: np.ndarray, starts: np.ndarray, *, block: int, periods_per_year: int) -> np.ndarray:
-    """Annualised Sharpe ratio of every circular-block resample, from block sums instead of gathered days."""
-    n = x.size
-    last = n - (starts.shape[1] - 1) * block
-    centre = float(x.mean())
-    y = x - centre
-    totals = np.zeros(starts.shape[0])
-    squares = np.zeros(starts.shape[0])
-    for values, target in ((y, totals), (y * y, squares)):
-        full, tail = _block_sums(values, block), _block_sums(values, last)
-        target += full[starts[:, :-1]].sum(axis=1) + tail[starts[:, -1]]
-    mean = totals / n
-    std = np.sqrt(np.maximum(squares - n * mean * mean, 0.0) / (n - 1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(std > 0, (mean + centre) / std, np.nan) * math.sqrt(periods_per_year)
-
-
-def _sharpe_diff_cis(
-    control: np.ndarray,
-    treatments: dict[str, np.ndarray],
-    *,
-    n_boot: int,
-    alpha: float,
-    block: int,
-    seed: int,
-    periods_per_year: int,
-) -> dict[str, tuple[float, float, float] | str]:
-    """:func:`workbench.metrics.bootstrap_sharpe_diff_ci` for every treatment against one control.
-
-    Same seed → the metrics function draws the same resampled days for every treatment, so the
-    days are drawn once and each side's Sharpe ratios come from block sums (a block's sum is
-    computed once, not once per resample). The results are those of the metrics function (tests
-    check it); series that could produce a flat resample, and unusual settings, go through the
-    metrics function itself. A failure is returned as its message.
-    """
-    n = control.size
-    fast = (
-        n >= 2 * block
-        and block >= 2
-        and n_boot >= 1
-        and 0 < alpha < 1
-        and not _has_flat_block(control, block)
-        and not any(_has_flat_block(t, block) for t in treatments.values())
-    )
-    out: dict[str, tuple[float, float, float] | str] = {}
-    if not fast:
-        for name, t in treatments.items():
-            try:
-                out[name] = bootstrap_sharpe_diff_ci(
-                    t,
-                    control,
-                    n_boot=n_boot,
-                    alpha=alpha,
-                    block=block,
-                    seed=seed,
-                    periods_per_year=periods_per_year,
-                )
-            except ConfigError as exc:
-                out[name] = str(exc)
-        return out
-    rng = np.random.default_rng(seed)
-    n_blocks = -(-n // block)
-    chunk = max(1, _BOOT_CELLS // n)
-    starts = np.concatenate(
-        [rng.integers(0, n, size=(min(chunk, n_boot - s), n_blocks)) for s in range(0, n_boot, chunk)]
-    )
-    control_boot = _resampled_sharpes(control, starts, block=block, periods_per_year=periods_per_year)
-    control_point = _point_sharpe(control, periods_per_year)
-    for name, t in treatments.items():
-        diffs = _resampled_sharpes(t, starts, block=block, periods_per_year=periods_per_year) - control_boot
-        diffs = diffs[np.isfinite(diffs)]
-        if diffs.size == 0:
-            out[name] = "every bootstrap resample was flat"
-            continue
-        low, high = np.quantile(diffs, [alpha / 2.0, 1.0 - alpha / 2.0])
-        out[name] = (_point_sharpe(t, periods_per_year) - control_point, float(low), float(high))
-    return out
-
-
-def _point_sharpe(x: np.ndarray, periods_per_year: int) -> float:
-    return float(x.mean()) / float(x.std(ddof=1)) * math.sqrt(periods_per_year)
 
 
 def _metrics_row(frame: pl.DataFrame, *, with_cost: bool, periods_per_year: int) -> dict[str, Any]:
@@ -523,8 +421,8 @@ def compare_task_run(
     var_trials = float(np.var(trial_srs, ddof=1)) if len(trial_srs) >= 2 else 0.0
     if len(trial_srs) < 2:
         notes.append("fewer than 2 trials with a defined Sharpe ratio: var_trials = 0, so DSR equals PSR")
-    excess = {r["strategy"]: _excess(frames[r["strategy"]], with_cost=with_cost) for r in chosen}
-    cis = _sharpe_diff_cis(
+    excess = {r["strategy"]: excess_returns(frames[r["strategy"]], with_cost=with_cost) for r in chosen}
+    cis = bootstrap_sharpe_diff_cis(
         excess[control_row["strategy"]],
         {r["strategy"]: excess[r["strategy"]] for r in chosen[1:]},
         n_boot=n_boot,
