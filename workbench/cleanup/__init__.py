@@ -14,11 +14,11 @@ Public entry points (the CLI calls exactly these):
 from workbench.cleanup.apply import ApplyResult
 from workbench.cleanup.approvals import Approval, approve_plan, load_approval
 from workbench.cleanup.holds import Hold, hold, list_holds, read_active_list, release
-from workbench.cleanup.job import CleanupOutcome, build_policy, cleanup
+from workbench.cleanup.job import CleanupOutcome, cleanup
 from workbench.cleanup.manifest import export_cleanup_manifest
 from workbench.cleanup.plan import CleanupPlan, Exclusion, PlanFile, PlanItem
 from workbench.cleanup.planner import make_plan
-from workbench.cleanup.policy import CleanupPolicy
+from workbench.cleanup.policy import PLANNING_OPTIONS, CleanupPolicy, build_policy
 from workbench.cleanup.purge import PurgeResult, purge_quarantine
 from workbench.cleanup.records import deletions, list_plans, load_plan, save_plan
 from workbench.cleanup.undo import UndoResult, undo_plan
@@ -36,6 +36,7 @@ __all__ = [
     "PurgeResult",
     "UndoResult",
     "approve_plan",
+    "PLANNING_OPTIONS",
     "build_policy",
     "cleanup",
     "deletions",

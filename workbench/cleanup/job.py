@@ -27,12 +27,12 @@ from workbench.archive.storage_errors import storage_errors
 from workbench.cleanup.apply import ApplyResult, apply_items
 from workbench.cleanup.approvals import Approval, approved_items, load_approval, mark_used
 from workbench.cleanup.context import PlanContext, plan_context
-from workbench.cleanup.holds import known_ids, read_active_list
+from workbench.cleanup.holds import known_ids
 from workbench.cleanup.plan import CleanupPlan
 from workbench.cleanup.planner import plan_from_context
-from workbench.cleanup.policy import CleanupPolicy
+from workbench.cleanup.policy import PLANNING_OPTIONS, CleanupPolicy, build_policy
 from workbench.cleanup.records import load_plan, save_plan, set_plan_status
-from workbench.cleanup.units import format_bytes, parse_size
+from workbench.cleanup.units import format_bytes
 from workbench.errors import ConfigError, PlanChangedError
 
 CHOOSE_ONE = (
@@ -89,25 +89,6 @@ class CleanupOutcome:
         return "\n".join(lines)
 
 
-PLANNING_OPTIONS: tuple[str, ...] = (
-    "stage",
-    "min_archiving_level",
-    "hold_days",
-    "grace_minutes",
-    "running_window_hours",
-    "workspaces",
-    "logs",
-    "keep_days",
-    "max_total_size",
-    "keep_last",
-)
-"""Options that decide what a plan contains; an approved plan is confirmed with its own values.
-
-`active_list`/`active_ids` are not among them: on confirm they are added to the approved plan's
-active ids, which can only protect more (an approved item they exclude makes the confirm refuse).
-"""
-
-
 def _spell(name: str, value: Any) -> str:
     """An option value as a person would type it on the command line."""
     flag = "--" + name.replace("_", "-")
@@ -143,55 +124,13 @@ def differing_options(
     ]
 
 
-def build_policy(
-    *,
-    stage: str = "conservative",
-    min_archiving_level: int = 2,
-    hold_days: float = 30.0,
-    active_list: Path | str | None = None,
-    active_ids: Sequence[str] = (),
-    grace_minutes: float = 120.0,
-    running_window_hours: float = 24.0,
-    workspaces: bool = True,
-    logs: bool = False,
-    keep_days: float | None = 30.0,
-    max_total_size: str | int | None = None,
-    keep_last: int | None = None,
-) -> CleanupPolicy:
-    """Options (as the CLI spells them) → a validated policy."""
-    ids = set(active_ids) | set(read_active_list(active_list))
-    return CleanupPolicy(
-        stage=stage,  # type: ignore[arg-type]
-        min_archiving_level=min_archiving_level,
-        hold_days=hold_days,
-        grace_minutes=grace_minutes,
-        running_window_hours=running_window_hours,
-        workspaces=workspaces,
-        logs=logs,
-        keep_days=keep_days,
-        keep_last=keep_last,
-        max_total_size=parse_size(max_total_size),
-        active_ids=tuple(sorted(ids)),
-    )
-
-
 @storage_errors("a cleanup (plan, quarantine moves, records)")
 def cleanup(
     rdagent_root: Path | str | None,
     *,
     archive: Path | str | None = None,
-    stage: str = "conservative",
-    min_archiving_level: int = 2,
-    hold_days: float = 30.0,
     active_list: Path | str | None = None,
     active_ids: Sequence[str] = (),
-    grace_minutes: float = 120.0,
-    running_window_hours: float = 24.0,
-    workspaces: bool = True,
-    logs: bool = False,
-    keep_days: float | None = 30.0,
-    max_total_size: str | int | None = None,
-    keep_last: int | None = None,
     registry: Path | str | None = None,
     path_map: Sequence[str] = (),
     dry_run: bool = False,
@@ -201,8 +140,14 @@ def cleanup(
     expect_plan_hash: str | None = None,
     now: datetime | None = None,
     given: Collection[str] | None = None,
+    **options: Any,
 ) -> CleanupOutcome:
     """Plan (`dry_run`) or apply (`confirm`) a cleanup of one RD-Agent installation.
+
+    `options` are the planning options, the fields of :class:`CleanupPolicy` (``stage``,
+    ``min_archiving_level``, ``hold_days``, ``grace_minutes``, ``running_window_hours``,
+    ``workspaces``, ``logs``, ``keep_days``, ``max_total_size``, ``keep_last``); an unknown one
+    is a ConfigError.
 
     With `approval`, `rdagent_root` may be None (the approved plan's root is used), and the
     planning options must be the approved plan's: `given` names those the caller set on purpose
@@ -216,20 +161,7 @@ def cleanup(
         raise ConfigError(
             "--rdagent-root is required (only --confirm --approval takes the root from the approved plan)"
         )
-    policy = build_policy(
-        stage=stage,
-        min_archiving_level=min_archiving_level,
-        hold_days=hold_days,
-        active_list=active_list,
-        active_ids=active_ids,
-        grace_minutes=grace_minutes,
-        running_window_hours=running_window_hours,
-        workspaces=workspaces,
-        logs=logs,
-        keep_days=keep_days,
-        max_total_size=max_total_size,
-        keep_last=keep_last,
-    )
+    policy = build_policy(active_list=active_list, active_ids=active_ids, **options)
     if dry_run:
         assert rdagent_root is not None
         context = plan_context(

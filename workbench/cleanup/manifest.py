@@ -21,9 +21,9 @@ from typing import Any
 
 from workbench.archive.db import utc_now
 from workbench.cleanup.context import plan_context
-from workbench.cleanup.job import build_policy
 from workbench.cleanup.plan import CleanupPlan
 from workbench.cleanup.planner import plan_from_context
+from workbench.cleanup.policy import build_policy
 from workbench.cleanup.records import save_plan
 from workbench.errors import ConfigError
 

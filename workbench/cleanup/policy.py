@@ -7,10 +7,14 @@ folder and keeps *every* reason that excludes something, so the dry run can say 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
+from dataclasses import Field, asdict, dataclass, field, fields
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
+from workbench.cleanup.holds import read_active_list
+from workbench.cleanup.units import parse_size
 from workbench.errors import ConfigError
 from workbench.rdagent.registry import RegistrySnapshot
 from workbench.rdagent.times import loop_timestamp, parse_time
@@ -21,20 +25,52 @@ MAX_LEVEL = 2  # archiving levels are 0, 1 and 2; workspaces need 2, so --min-ar
 
 
 @dataclass(frozen=True)
+class OptionSpec:
+    """How a policy field is offered to people: its help text and command-line flag(s).
+
+    The policy dataclass is the one place the cleanup planning options are defined; the
+    `cleanup` function, the CLI (`workbench cleanup`) and the approval check derive theirs from it.
+    """
+
+    help: str
+    flags: tuple[str, ...] = ()
+    #: what the command line takes when it differs from the field (a size like ``20G`` for bytes)
+    cli_type: Any = None
+    #: decides what a plan contains (so a confirm of an approved plan must not change it)
+    planning: bool = True
+    #: offered on the command line (the active ids come from --active-list instead)
+    on_cli: bool = True
+
+
+def _option(default: Any, help: str, **spec: Any) -> Any:
+    return field(default=default, metadata={"option": OptionSpec(help, **spec)})
+
+
+@dataclass(frozen=True)
 class CleanupPolicy:
     """Every option that changes what a plan contains (stored with the plan, reused on confirm)."""
 
-    stage: Stage = "conservative"
-    min_archiving_level: int = 2
-    hold_days: float = 30.0
-    grace_minutes: float = 120.0
-    running_window_hours: float = 24.0
-    workspaces: bool = True
-    logs: bool = False
-    keep_days: float | None = 30.0
-    keep_last: int | None = None
-    max_total_size: int | None = None
-    active_ids: tuple[str, ...] = ()
+    stage: Stage = _option(
+        "conservative", "conservative: heavy intermediates only; full: whole workspace folders.", cli_type=str
+    )
+    min_archiving_level: int = _option(2, "Workspaces need at least this archiving level (2 or more).")
+    hold_days: float = _option(30.0, "A hold blocks cleanup for this many days.")
+    grace_minutes: float = _option(120.0, "Leave folders with a file modified within this many minutes.")
+    running_window_hours: float = _option(
+        24.0, "A 'running' task run updated within this many hours is live."
+    )
+    workspaces: bool = _option(True, "Plan workspace folders.", flags=("--workspaces/--no-workspaces",))
+    logs: bool = _option(False, "Also plan log/<timestamp>/ folders (level 1 is enough).", flags=("--logs",))
+    keep_days: float | None = _option(
+        30.0, "Logs: keep folders whose newest file is younger than this.", cli_type=float
+    )
+    max_total_size: int | None = _option(
+        None, "Logs: remove oldest first only while all logs exceed this (e.g. 20G).", cli_type=str | None
+    )
+    keep_last: int | None = _option(None, "Logs: always keep the N newest log folders.")
+    active_ids: tuple[str, ...] = _option(
+        (), "Task-run/workspace ids under active debugging.", planning=False, on_cli=False
+    )
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -91,6 +127,46 @@ class CleanupPolicy:
         known = {k: v for k, v in params.items() if k in names}
         known["active_ids"] = tuple(known.get("active_ids") or ())
         return cls(**known)
+
+
+def policy_fields() -> list[Field[Any]]:
+    """The policy's fields in order, each with its `OptionSpec` (``field.metadata["option"]``)."""
+    return list(fields(CleanupPolicy))
+
+
+def option_spec(f: Field[Any]) -> OptionSpec:
+    spec = f.metadata["option"]
+    assert isinstance(spec, OptionSpec)
+    return spec
+
+
+PLANNING_OPTIONS: tuple[str, ...] = tuple(f.name for f in policy_fields() if option_spec(f).planning)
+"""Options that decide what a plan contains; an approved plan is confirmed with its own values.
+
+`active_ids` (and the `active_list` file they may come from) are not among them: on confirm they
+are added to the approved plan's active ids, which can only protect more (an approved item they
+exclude makes the confirm refuse).
+"""
+
+
+def build_policy(
+    *, active_list: Path | str | None = None, active_ids: Sequence[str] = (), **options: Any
+) -> CleanupPolicy:
+    """Options as the CLI and `cleanup(...)` spell them → a validated policy.
+
+    `options` are the fields of :class:`CleanupPolicy` (``max_total_size`` may be a size such as
+    ``"20G"``); `active_list` names a file of ids under active debugging, added to `active_ids`.
+    """
+    known = {f.name for f in policy_fields()} - {"active_ids"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown cleanup option(s) {', '.join(unknown)}; the options are: {', '.join(sorted(known))}"
+        )
+    if "max_total_size" in options:
+        options["max_total_size"] = parse_size(options["max_total_size"])
+    ids = set(active_ids) | set(read_active_list(active_list))
+    return CleanupPolicy(**options, active_ids=tuple(sorted(ids)))
 
 
 @dataclass(frozen=True)

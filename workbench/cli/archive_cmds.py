@@ -8,13 +8,14 @@ from typing import Annotated
 
 import typer
 
-ArchiveOpt = Annotated[Path, typer.Option("--archive", help="Archive folder (catalog.duckdb + objects/).")]
-RootOpt = Annotated[
-    Path,
-    typer.Option("--rdagent-root", help="RD-Agent repo root (holds RDagentDB/, git_ignore_folder/, log/)."),
-]
-DEFAULT_ARCHIVE = Path("data/archive")
-DEFAULT_SAMPLE = Path("data/sample")
+from workbench.cli.options import (
+    DEFAULT_ARCHIVE,
+    DEFAULT_SAMPLE,
+    ArchiveOpt,
+    PathMapOpt,
+    RegistryOpt,
+    RootOpt,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -67,12 +68,8 @@ def archive(
     mode: Annotated[
         str, typer.Option(help="full: every loop; incremental: new, changed, failed or below target.")
     ] = "full",
-    registry: Annotated[
-        Path | None, typer.Option(help="Registry file (default ROOT/RDagentDB/registry.sqlite).")
-    ] = None,
-    path_map: Annotated[
-        list[str], typer.Option("--path-map", help="FROM=TO prefix rule for registry paths; repeatable.")
-    ] = [],  # noqa: B006
+    registry: RegistryOpt = None,
+    path_map: PathMapOpt = [],  # noqa: B006
     since: Annotated[str | None, typer.Option(help="Only loops at or after this date (YYYY-MM-DD).")] = None,
     hours: Annotated[
         float | None,

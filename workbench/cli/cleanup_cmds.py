@@ -6,25 +6,23 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-ArchiveOpt = Annotated[Path, typer.Option("--archive", help="Archive folder (catalog.duckdb + objects/).")]
-RootOpt = Annotated[
-    Path,
-    typer.Option("--rdagent-root", help="RD-Agent repo root (holds RDagentDB/, git_ignore_folder/, log/)."),
-]
-PlanRootOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--rdagent-root",
-        help="Default: the RD-Agent root each plan was made for; if given it must be that root.",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
-DEFAULT_ARCHIVE = Path("data/archive")
-DEFAULT_SAMPLE = Path("data/sample")
+from workbench.cli.options import (
+    DEFAULT_ARCHIVE,
+    DEFAULT_SAMPLE,
+    ArchiveOpt,
+    JsonOpt,
+    PathMapOpt,
+    PlanRootOpt,
+    RegistryOpt,
+    RequiredRootOpt,
+    RootOpt,
+    given,
+    with_policy_options,
+)
 
 cleanup_app = typer.Typer(
     name="cleanup",
@@ -44,9 +42,10 @@ def register(app: typer.Typer) -> None:
 
 
 @cleanup_app.callback()
+@with_policy_options(after="yes")
 def cleanup(
     ctx: typer.Context,
-    rdagent_root: RootOpt = DEFAULT_SAMPLE,
+    rdagent_root: RequiredRootOpt = None,
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the exact plan and store it (nothing is changed).")
@@ -61,79 +60,44 @@ def cleanup(
         ),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="With --confirm: do not ask (for scripts).")] = False,
-    stage: Annotated[
-        str, typer.Option(help="conservative: heavy intermediates only; full: whole workspace folders.")
-    ] = "conservative",
-    min_archiving_level: Annotated[
-        int, typer.Option(help="Workspaces need at least this archiving level (2 or more).")
-    ] = 2,
-    hold_days: Annotated[float, typer.Option(help="A hold blocks cleanup for this many days.")] = 30.0,
     active_list: Annotated[
         Path | None,
         typer.Option(
             "--active-list", help="File of task-run/workspace ids under active debugging, one a line."
         ),
     ] = None,
-    grace_minutes: Annotated[
-        float, typer.Option(help="Leave folders with a file modified within this many minutes.")
-    ] = 120.0,
-    running_window_hours: Annotated[
-        float, typer.Option(help="A 'running' task run updated within this many hours is live.")
-    ] = 24.0,
-    workspaces: Annotated[
-        bool, typer.Option("--workspaces/--no-workspaces", help="Plan workspace folders.")
-    ] = True,
-    logs: Annotated[
-        bool, typer.Option("--logs", help="Also plan log/<timestamp>/ folders (level 1 is enough).")
-    ] = False,
-    keep_days: Annotated[
-        float, typer.Option(help="Logs: keep folders whose newest file is younger than this.")
-    ] = 30.0,
-    max_total_size: Annotated[
-        str | None, typer.Option(help="Logs: remove oldest first only while all logs exceed this (e.g. 20G).")
-    ] = None,
-    keep_last: Annotated[int | None, typer.Option(help="Logs: always keep the N newest log folders.")] = None,
-    registry: Annotated[
-        Path | None, typer.Option(help="Registry file (default ROOT/RDagentDB/registry.sqlite).")
-    ] = None,
-    path_map: Annotated[
-        list[str], typer.Option("--path-map", help="FROM=TO prefix rule for registry paths; repeatable.")
-    ] = [],  # noqa: B006
+    registry: RegistryOpt = None,
+    path_map: PathMapOpt = [],  # noqa: B006
     json_output: JsonOpt = False,
+    **policy_options: Any,
 ) -> None:
     """Plan (--dry-run) or apply (--confirm) a cleanup; subcommands approve, undo, purge, plans."""
     if ctx.invoked_subcommand is not None:
         return
+    from workbench.cleanup import PLANNING_OPTIONS
     from workbench.cleanup import cleanup as run_cleanup
-    from workbench.cleanup.job import CHOOSE_ONE, PLANNING_OPTIONS
+    from workbench.cleanup.job import CHOOSE_ONE
     from workbench.errors import ConfigError
 
     if dry_run == confirm:  # before anything is planned, shown or asked
         raise ConfigError(CHOOSE_ONE)
-    given = [name for name in PLANNING_OPTIONS if _given(ctx, name)]
     root: Path | None = rdagent_root
-    if approval and not _given(ctx, "rdagent_root"):
-        root = None  # the approved plan's own root
-    options = dict(
+    if root is None and not approval:
+        raise ConfigError(
+            "--rdagent-root is required: cleanup never guesses which installation to delete from "
+            "(only --confirm --approval ID takes the root from the approved plan)"
+        )
+    options: dict[str, Any] = dict(
         archive=archive,
-        stage=stage,
-        min_archiving_level=min_archiving_level,
-        hold_days=hold_days,
         active_list=active_list,
-        grace_minutes=grace_minutes,
-        running_window_hours=running_window_hours,
-        workspaces=workspaces,
-        logs=logs,
-        keep_days=keep_days,
-        max_total_size=max_total_size,
-        keep_last=keep_last,
         registry=registry,
         path_map=path_map,
-        given=given,
+        given=[name for name in PLANNING_OPTIONS if given(ctx, name)],
+        **policy_options,
     )
     expect = None
     if confirm and not approval and not yes:
-        shown = run_cleanup(rdagent_root, dry_run=True, **options)  # type: ignore[arg-type]
+        shown = run_cleanup(root, dry_run=True, **options)
         typer.echo(shown.plan.format())
         if not shown.plan.items:
             typer.echo("nothing to clean up")
@@ -152,19 +116,13 @@ def cleanup(
         expect = shown.plan.plan_hash
     outcome = run_cleanup(
         root, dry_run=dry_run, confirm=confirm, approval=approval, yes=yes, expect_plan_hash=expect, **options
-    )  # type: ignore[arg-type]
+    )
     if json_output:
         typer.echo(json.dumps(outcome.to_dict(), indent=2, default=str, ensure_ascii=False))
     else:
-        typer.echo(outcome.format(archive=archive, rdagent_root=rdagent_root))
+        typer.echo(outcome.format(archive=archive, rdagent_root=root))
     if not outcome.ok:
         raise typer.Exit(1)
-
-
-def _given(ctx: typer.Context, name: str) -> bool:
-    """Whether the user set this option (on the command line or through the environment)."""
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
 
 
 @cleanup_app.command("approve")
@@ -333,12 +291,8 @@ def export_cleanup_manifest(
     running_window_hours: Annotated[
         float, typer.Option(help="A 'running' task run updated within this many hours is live.")
     ] = 24.0,
-    registry: Annotated[
-        Path | None, typer.Option(help="Registry file (default ROOT/RDagentDB/registry.sqlite).")
-    ] = None,
-    path_map: Annotated[
-        list[str], typer.Option("--path-map", help="FROM=TO prefix rule for registry paths; repeatable.")
-    ] = [],  # noqa: B006
+    registry: RegistryOpt = None,
+    path_map: PathMapOpt = [],  # noqa: B006
 ) -> None:
     """Write the manifest RD-Agent's tools/cleanup_archived_workspaces.py reads (full-stage decisions)."""
     from workbench.cleanup import export_cleanup_manifest as export

@@ -13,9 +13,7 @@ from typing import Annotated, Any
 import polars as pl
 import typer
 
-ArchiveOpt = Annotated[Path, typer.Option("--archive", help="Archive folder (catalog.duckdb + objects/).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-DEFAULT_ARCHIVE = Path("data/archive")
+from workbench.cli.options import DEFAULT_ARCHIVE, ArchiveOpt, JsonOpt
 
 
 def register(app: typer.Typer) -> None:

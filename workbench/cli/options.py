@@ -1,0 +1,110 @@
+"""Options shared by the commands, defined once: the same flag means the same thing everywhere.
+
+Also turns the cleanup policy's fields (`workbench.cleanup.CleanupPolicy`, where the planning
+options are defined) into command-line options, so `workbench cleanup` offers exactly them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar, get_type_hints
+
+import typer
+
+from workbench.archive.layout import DEFAULT_ARCHIVE
+from workbench.cleanup.policy import CleanupPolicy, option_spec, policy_fields
+
+__all__ = [
+    "DEFAULT_ARCHIVE",
+    "DEFAULT_SAMPLE",
+    "ArchiveOpt",
+    "JsonOpt",
+    "PathMapOpt",
+    "PlanRootOpt",
+    "RegistryOpt",
+    "RequiredRootOpt",
+    "RootOpt",
+    "given",
+    "with_policy_options",
+]
+
+DEFAULT_SAMPLE = Path("data/sample")
+"""The embedded sample installation: the default of commands that only read an installation."""
+
+ArchiveOpt = Annotated[Path, typer.Option("--archive", help="Archive folder (catalog.duckdb + objects/).")]
+RootOpt = Annotated[
+    Path,
+    typer.Option("--rdagent-root", help="RD-Agent repo root (holds RDagentDB/, git_ignore_folder/, log/)."),
+]
+RequiredRootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--rdagent-root",
+        help="RD-Agent repo root (holds RDagentDB/, git_ignore_folder/, log/); required, never defaulted "
+        "for a command that deletes.",
+    ),
+]
+PlanRootOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--rdagent-root",
+        help="Default: the RD-Agent root each plan was made for; if given it must be that root.",
+    ),
+]
+RegistryOpt = Annotated[
+    Path | None, typer.Option("--registry", help="Registry file (default ROOT/RDagentDB/registry.sqlite).")
+]
+PathMapOpt = Annotated[
+    list[str], typer.Option("--path-map", help="FROM=TO prefix rule for registry paths; repeatable.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user set this option (on the command line or through the environment)."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_policy_options(after: str) -> Callable[[F], F]:
+    """Give a command one option per cleanup policy field, inserted after the parameter `after`.
+
+    The command takes them as ``**policy_options``; Typer reads the generated signature, so the
+    help, flags and defaults are the policy's own.
+    """
+
+    def decorate(command: F) -> F:
+        signature = inspect.signature(command, eval_str=True)
+        fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        at = next(i for i, p in enumerate(fixed) if p.name == after) + 1
+        command.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[*fixed[:at], *_policy_parameters(), *fixed[at:]]
+        )
+        return command
+
+    return decorate
+
+
+def _policy_parameters() -> list[inspect.Parameter]:
+    hints = get_type_hints(CleanupPolicy)
+    out = []
+    for f in policy_fields():
+        spec = option_spec(f)
+        if not spec.on_cli:
+            continue
+        kind = spec.cli_type if spec.cli_type is not None else hints[f.name]
+        option = typer.Option(*spec.flags, help=spec.help)
+        out.append(
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=f.default,
+                annotation=Annotated[kind, option],
+            )
+        )
+    return out
