@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from statistics import NormalDist
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import polars as pl
@@ -207,7 +207,7 @@ def compute_return_metrics(frame: pl.DataFrame, *, periods_per_year: int = 252) 
     out["skewness"], out["kurtosis"] = _moments(excess_returns(rows, with_cost=True))
     if "turnover" in rows.columns:
         turnover = rows["turnover"].drop_nulls().drop_nans()
-        out["turnover_mean"] = float(turnover.mean()) if turnover.len() else None
+        out["turnover_mean"] = float(cast(float, turnover.mean())) if turnover.len() else None
     return out
 
 
@@ -250,7 +250,8 @@ def _per_period(value: float, periods_per_year: int | None, *, power: float) -> 
 def _finite(values: ArrayLike) -> np.ndarray:
     """Float array without nulls/NaN/inf (Polars nulls become NaN first)."""
     array = values.cast(pl.Float64).to_numpy() if isinstance(values, pl.Series) else np.asarray(values, float)
-    return array[np.isfinite(array)]
+    finite: np.ndarray = array[np.isfinite(array)]
+    return finite
 
 
 def sharpe_stats(excess: ArrayLike) -> dict[str, float | int | None]:
@@ -405,7 +406,8 @@ def _has_flat_block(x: np.ndarray, block: int) -> bool:
 def _block_sums(x: np.ndarray, length: int) -> np.ndarray:
     """Sum of ``length`` consecutive values starting at every day, wrapping around the end."""
     ext = np.concatenate([x, x[: length - 1]]) if length > 1 else x
-    return np.lib.stride_tricks.sliding_window_view(ext, length).sum(axis=1)
+    sums: np.ndarray = np.lib.stride_tricks.sliding_window_view(ext, length).sum(axis=1)
+    return sums
 
 
 def _block_sum_sharpes(x: np.ndarray, starts: np.ndarray, *, block: int, periods_per_year: int) -> np.ndarray:

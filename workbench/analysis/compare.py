@@ -23,7 +23,6 @@ loop has no series) it is the first loop by ``loop_id`` — ``control_basis`` sa
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,7 +190,7 @@ def resolve_task_run_id(archive: Path | str | None, ref: str) -> str:
         )
     if len(hits) > 1:
         raise ConfigError(f"task run {ref!r} is ambiguous: {', '.join(sorted(hits))}")
-    return hits[0]
+    return str(hits[0])
 
 
 def comparable_task_runs(archive: Path | str | None) -> pl.DataFrame:
@@ -486,18 +485,23 @@ def compare_task_run(
     )
 
 
-def _check_settings(*, n_boot: int, seed: int, alpha: float, block: int, periods_per_year: int) -> None:
-    """Refuse bootstrap and annualisation settings that cannot work, before reading anything."""
+def _check_settings(
+    *, n_boot: object, seed: object, alpha: object, block: object, periods_per_year: object
+) -> None:
+    """Refuse bootstrap and annualisation settings that cannot work, before reading anything.
 
-    def whole(value: Any, minimum: int) -> bool:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+    The values come from notebooks as often as from the CLI, so their types are checked too.
+    """
+
+    def whole(value: object, minimum: int) -> bool:
+        return isinstance(value, int | np.integer) and not isinstance(value, bool) and int(value) >= minimum
 
     problems = []
     if not whole(n_boot, 1):
         problems.append(f"n_boot (--n-boot) must be a whole number of at least 1, got {n_boot!r}")
     if not whole(seed, 0):
         problems.append(f"seed (--seed) must be a whole number of at least 0, got {seed!r}")
-    if not (isinstance(alpha, numbers.Real) and 0 < alpha < 1):
+    if not (isinstance(alpha, int | float | np.floating) and 0 < float(alpha) < 1):
         problems.append(f"alpha must be between 0 and 1 (0.05 for a 95% interval), got {alpha!r}")
     if not whole(block, 1):
         problems.append(f"block must be a whole number of days, at least 1, got {block!r}")

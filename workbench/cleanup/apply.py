@@ -14,13 +14,13 @@ import os
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from workbench.archive import faults
 from workbench.archive.db import utc_now
 from workbench.archive.storage_errors import storage_errno, storage_error
 from workbench.cleanup.context import PlanContext
-from workbench.cleanup.inventory import WorkspaceDir, scan_dir, workspace_dirs
+from workbench.cleanup.inventory import DirScan, WorkspaceDir, scan_dir, workspace_dirs
 from workbench.cleanup.plan import CleanupPlan, PlanFile, PlanItem
 from workbench.cleanup.planner import changed_since_archive
 from workbench.cleanup.policy import recently_modified
@@ -101,7 +101,7 @@ class ApplyResult:
     def ok(self) -> bool:
         return all(o.status == "moved" for o in self.outcomes)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Counts of plan items by outcome (`moved` = plan items moved in full) and of paths moved."""
         return {
             "plan_id": self.plan_id,
@@ -234,7 +234,7 @@ def _check_archive(workspace: WorkspaceDir, context: PlanContext) -> None:
         raise SkipItem("damaged_archive", "archived copy missing or damaged: " + "; ".join(problems[:3]))
 
 
-def _check_idle(real: Path, context: PlanContext):  # noqa: ANN202 - DirScan
+def _check_idle(real: Path, context: PlanContext) -> DirScan:
     scan = scan_dir(real)
     recent = recently_modified(*scan.latest, now=utc_now(), grace=context.policy.grace)
     if recent:

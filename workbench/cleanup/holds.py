@@ -192,7 +192,7 @@ def list_holds(
             f"{where} ORDER BY created_at DESC"
         ).fetchall()
         known = known_ids(con) if identify and rows else {}
-    return [Hold(*row, known_as=known.get(row[0])) for row in rows]
+    return [Hold(r[0], r[1], r[2], r[3], r[4], r[5], known_as=known.get(r[0])) for r in rows]
 
 
 def read_active_list(path: Path | str | None) -> frozenset[str]:

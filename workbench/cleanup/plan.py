@@ -145,7 +145,8 @@ class CleanupPlan:
 
     @property
     def params(self) -> dict[str, Any]:
-        return json.loads(self.params_json)
+        params: dict[str, Any] = json.loads(self.params_json)
+        return params
 
     @property
     def total_bytes(self) -> int:

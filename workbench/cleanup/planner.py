@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from workbench.archive.files import SHARED_DATA_SUFFIXES
 from workbench.cleanup.archive_check import changed_key_files, summarise
@@ -173,7 +174,7 @@ def judge_workspace(folder: WorkspaceDir, context: PlanContext) -> PlanItem | Ex
 
 def changed_since_archive(folder: WorkspaceDir, scan: DirScan, *, rehash: bool = False) -> list[str]:
     """Key files of this folder that the archive does not hold as they are (see archive_check)."""
-    refs: dict = {}
+    refs: dict[str, Any] = {}
     for experiment in folder.experiments:
         main = experiment.workspace_id in folder.workspace_ids
         chosen_id = next((w for w in folder.workspace_ids if w in experiment.sub_workspace_ids()), None)
@@ -203,7 +204,7 @@ def _item(
     main = tuple(
         sorted(e.experiment_id for e in folder.experiments if e.workspace_id in folder.workspace_ids)
     )
-    common = dict(
+    common: dict[str, Any] = dict(
         experiment_ids=folder.experiment_ids(),
         task_run_id=task_run,
         loop_id=loop,
@@ -225,7 +226,7 @@ def _item(
             bytes=scan.freed_bytes,
             shared_links=scan.shared_links,
             **common,
-        )  # type: ignore[arg-type]
+        )
     chosen = [f for f in scan.files if removable_heavy(f)]
     if not chosen:
         return None
@@ -244,7 +245,7 @@ def _item(
         shared_links=links,
         files=files,
         **common,
-    )  # type: ignore[arg-type]
+    )
 
 
 def _iso(mtime_ns: int | None) -> str | None:

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from workbench.archive.db import utc_now
 from workbench.archive.lock import archive_lock
@@ -51,7 +52,7 @@ class PurgeResult:
             )
         return "\n".join(lines)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "cutoff": self.cutoff.isoformat(),
             "purged": self.purged,

@@ -13,6 +13,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from workbench.archive import faults
 from workbench.cleanup.plan import CleanupPlan
@@ -46,7 +47,7 @@ def quarantine_dir(roots: Roots, plan_id: str) -> Path:
     return folder
 
 
-def journal_move(folder: Path, entry: dict) -> None:
+def journal_move(folder: Path, entry: dict[str, Any]) -> None:
     """Append one intended move to the plan's journal, durably, before the move happens."""
     faults.check("journal", folder / JOURNAL)
     fd = os.open(
@@ -58,7 +59,7 @@ def journal_move(folder: Path, entry: dict) -> None:
         os.fsync(handle.fileno())
 
 
-def journal_entries(folder: Path) -> list[dict]:
+def journal_entries(folder: Path) -> list[dict[str, Any]]:
     """The plan's journal (a link or a torn last line is ignored)."""
     path = folder / JOURNAL
     if not os.path.lexists(path) or not stat.S_ISREG(os.lstat(path).st_mode):

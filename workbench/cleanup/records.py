@@ -229,7 +229,10 @@ def deletions(
             f"deleted_at, restored_at, purged_at FROM wb_deletions {clause} ORDER BY deleted_at, deletion_id",
             params,
         ).fetchall()
-    return [Deletion(*r[:7], int(r[7] or 0), *r[8:]) for r in rows]
+    return [
+        Deletion(r[0], r[1], r[2], r[3], r[4], r[5], r[6], int(r[7] or 0), r[8], r[9], r[10], r[11])
+        for r in rows
+    ]
 
 
 def mark_deletions(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from workbench.archive import faults
 from workbench.archive.db import utc_now
@@ -46,7 +47,7 @@ class UndoResult:
         lines.extend(f"  [REFUSED] {path}: {why}" for path, why in self.refused)
         return "\n".join(lines)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "plan_id": self.plan_id,
             "restored": self.restored,

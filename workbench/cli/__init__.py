@@ -7,6 +7,7 @@ the result, and maps `WorkbenchError` subclasses to the documented exit codes.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
 
@@ -45,9 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         if stray is not None:
             typer.echo(f"error: {stray}", err=True)
             return stray.exit_code
-        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
-            return int(exc.exit_code)
+        code = getattr(exc, "exit_code", None)
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            return code
         if type(exc).__name__ == "Abort":
             typer.echo("aborted", err=True)
             return 1
@@ -76,7 +79,7 @@ def _duckdb_error(exc: BaseException, argv: list[str] | None) -> WorkbenchError 
     if what is None:
         return WorkbenchError(f"DuckDB: {first_line(str(exc), 300)}")
     args = list(sys.argv[1:] if argv is None else argv)
-    archive = DEFAULT_ARCHIVE
+    archive: Path | str = DEFAULT_ARCHIVE
     for i, arg in enumerate(args):
         if arg == "--archive" and i + 1 < len(args):
             archive = args[i + 1]

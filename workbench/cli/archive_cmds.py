@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
+
+if TYPE_CHECKING:  # the commands import the archive lazily, to start fast
+    from workbench.archive.selection import Mode
 
 from workbench.cli.options import (
     DEFAULT_ARCHIVE,
@@ -99,9 +102,9 @@ def archive(
     summary = run_archive(
         rdagent_root,
         archive=archive,
-        mode=mode,
+        mode=cast("Mode", mode),  # checked by archive(): an unknown mode is a ConfigError (exit 2)
         registry=registry,
-        path_map=path_map,  # type: ignore[arg-type]
+        path_map=path_map,
         since=since,
         hours=hours,
         last=last,

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import polars as pl
 import typer
+
+if TYPE_CHECKING:  # the commands import the library lazily, to start fast
+    from workbench.library.factors import FactorSort
+    from workbench.library.strategies import StrategyRole
+    from workbench.rdagent.request import ExperimentKind
 
 from workbench.cli.options import DEFAULT_ARCHIVE, ArchiveOpt, JsonOpt
 
@@ -105,10 +110,10 @@ def factors(
         name_like=name_like,
         min_ic=min_ic,
         window=window,
-        sort_by=sort_by,
+        sort_by=cast("FactorSort", sort_by),  # checked by factor_library (ConfigError naming the choices)
         descending=not ascending,
         limit=limit,
-    )  # type: ignore[arg-type]
+    )
     if json_output:
         _echo_json(_rows(frame))
         return
@@ -209,7 +214,7 @@ def strategies(
         source=_split(source) or None,
         task_run_id=task_run,
         request_name=request_name,
-        role=role,
+        role=cast("StrategyRole | None", role),  # checked by strategy_library
         name_like=name_like,
         sort_by=sort_by,  # type: ignore[arg-type]
         descending=not ascending,
@@ -403,9 +408,9 @@ def export_request(
         strategy_ids=_split(strategy),
         control=control,
         name=name,
-        kind=kind,
+        kind=cast("ExperimentKind | None", kind),  # checked by export_request
         description=description,
-    )  # type: ignore[arg-type]
+    )
     typer.echo(f"request written to {path}")
 
 

@@ -192,7 +192,7 @@ def _cast_tags(frame: pl.DataFrame, *, where: str) -> pl.Series:
             .list.eval(pl.element().str.strip_chars().filter(pl.element() != ""))
             .alias("tags")
         )
-    if isinstance(series.dtype, pl.List) and series.dtype.inner in (pl.String, pl.Null):  # type: ignore[union-attr]
+    if isinstance(series.dtype, pl.List) and series.dtype.inner in (pl.String, pl.Null):
         return (
             series.cast(pl.List(pl.String)).fill_null([]).list.eval(pl.element().drop_nulls()).alias("tags")
         )
@@ -204,7 +204,7 @@ def _cast_tags(frame: pl.DataFrame, *, where: str) -> pl.Series:
 def _blank_to_null(series: pl.Series) -> pl.Series:
     """Trimmed text with empty strings as null (an empty cell means 'not given')."""
     text = series.str.strip_chars()
-    return text.set(text == "", None)  # type: ignore[arg-type]
+    return text.set(text == "", None)
 
 
 def _validate_metadata(frame: pl.DataFrame, *, where: str) -> pl.DataFrame:
