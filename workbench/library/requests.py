@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # PyYAML is untyped
 
 from workbench.archive.catalog import ArchiveLayout, new_archive_note, open_catalog, read_frame, utc_now
 from workbench.archive.journal import recorded
