@@ -11,7 +11,7 @@ import contextlib
 import os
 import uuid
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import altair as alt
 import polars as pl
@@ -65,7 +65,10 @@ def save(chart: alt.TopLevelMixin, path: Path | str) -> Path:
     """
     path = check_chart_path(path)
     suffix = path.suffix.lower()
-    payload = chart.to_json().encode("utf-8") if suffix == ".json" else render(chart, fmt=suffix[1:])  # type: ignore[arg-type]
+    if suffix == ".json":
+        payload = chart.to_json().encode("utf-8")
+    else:
+        payload = render(chart, fmt="png" if suffix == ".png" else "svg")  # check_chart_path: .svg or .png
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -109,6 +112,11 @@ def thin_series(
     )
 
 
+def _inline_data(rows: list[dict[str, Any]]) -> alt.Data:
+    """Rows embedded in the spec as `{"values": [...]}` (not as a named dataset)."""
+    return alt.Data(values=rows)  # type: ignore[no-untyped-call]  # altair's generated wrapper is unannotated
+
+
 def archive_levels_chart(by_task_run: pl.DataFrame) -> alt.Chart:
     """Experiments per task run, stacked by archiving level."""
     long = by_task_run.select(
@@ -117,8 +125,9 @@ def archive_levels_chart(by_task_run: pl.DataFrame) -> alt.Chart:
         pl.col("level2").alias("level 2"),
         (pl.col("experiments") - pl.col("level1") - pl.col("level2")).alias("level 0"),
     ).unpivot(index="task_run", variable_name="level", value_name="experiments")
-    return (
-        alt.Chart(alt.Data(values=long.to_dicts()))
+    return cast(
+        "alt.Chart",  # altair's mark_* methods are typed through a decorator that mypy reads as Any
+        alt.Chart(_inline_data(long.to_dicts()))
         .mark_bar()
         .encode(
             x=alt.X("task_run:N", title="task run"),
@@ -126,7 +135,7 @@ def archive_levels_chart(by_task_run: pl.DataFrame) -> alt.Chart:
             color=alt.Color("level:N", title="archiving level"),
             tooltip=["task_run:N", "level:N", "experiments:Q"],
         )
-        .properties(title="Experiments by archiving level and task run", width=420, height=220)
+        .properties(title="Experiments by archiving level and task run", width=420, height=220),
     )
 
 
@@ -137,15 +146,16 @@ def archive_bytes_chart(storage: dict[str, int]) -> alt.Chart:
         {"what": "kept key files", "bytes": storage.get("original_bytes", 0)},
         {"what": "stored in archive", "bytes": storage.get("stored_bytes", 0)},
     ]
-    return (
-        alt.Chart(alt.Data(values=rows))
+    return cast(
+        "alt.Chart",  # altair's mark_* methods are typed through a decorator that mypy reads as Any
+        alt.Chart(_inline_data(rows))
         .mark_bar()
         .encode(
             y=alt.Y("what:N", sort=None, title=None),
             x=alt.X("bytes:Q", title="bytes"),
             tooltip=["what:N", "bytes:Q"],
         )
-        .properties(title="Bytes stored versus bytes in workspaces", width=420, height=120)
+        .properties(title="Bytes stored versus bytes in workspaces", width=420, height=120),
     )
 
 
@@ -248,7 +258,8 @@ def sharpe_diff_chart(table: pl.DataFrame, *, width: int = 300) -> alt.LayerChar
         )
     )
     zero = alt.Chart(pl.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="#888888").encode(x="x:Q")
-    return alt.layer(intervals, points, zero).properties(
+    # LayerChart rather than alt.layer(), which is typed as possibly a FacetChart (only with facet encodings)
+    return alt.LayerChart(layer=[intervals, points, zero]).properties(
         width=width, height=max(60, 18 * rows.height), title="Sharpe ratio versus the control"
     )
 
@@ -278,7 +289,8 @@ def factor_windows_chart(performance: pl.DataFrame, *, metric: str = "ic_ir", wi
         .head(MAX_ROWS)
     )
     order = rows.group_by("name").agg(pl.col(metric).max()).sort(metric, descending=True)["name"].to_list()
-    return (
+    return cast(
+        "alt.Chart",  # altair's mark_* methods are typed through a decorator that mypy reads as Any
         alt.Chart(rows)
         .mark_point(filled=True, size=60)
         .encode(
@@ -288,5 +300,5 @@ def factor_windows_chart(performance: pl.DataFrame, *, metric: str = "ic_ir", wi
             shape=alt.Shape("basis:N", title="basis"),
             tooltip=["name:N", "window_name:N", "basis:N", alt.Tooltip(f"{metric}:Q", format=".3f")],
         )
-        .properties(width=width, height=max(80, 16 * len(order)), title=f"{metric} by window")
+        .properties(width=width, height=max(80, 16 * len(order)), title=f"{metric} by window"),
     )

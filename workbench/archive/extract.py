@@ -208,7 +208,8 @@ def _read_series(directory: Path, out: Extracted) -> pl.DataFrame | None:
 def _strategy_entry(request: dict[str, Any] | None, loop_id: int) -> dict[str, Any] | None:
     if not request:
         return None
-    for entry in request.get("strategies") or []:
+    entries: list[dict[str, Any]] = request.get("strategies") or []
+    for entry in entries:
         if entry.get("loop_id") == loop_id:
             return entry
     single = request.get("strategy")
@@ -321,16 +322,18 @@ def _build_performance(
         return
     for row in combos.iter_rows(named=True):
         for name in members or row.get("factor_names") or []:
-            factor = factor_ids.get(name)
-            if factor is None:
+            factor_id = factor_ids.get(name)
+            if factor_id is None:
                 continue
             window = row.get("window_name") or "main_window"
-            perf_id = ids.performance_id(factor, window, experiment)
+            perf_id = ids.performance_id(factor_id, window, experiment)
             if perf_id in seen:
                 continue
             seen.add(perf_id)
             stats = {**row, "ic_mean": row.get("ic"), "coverage": None}
-            out.performance.append(_perf_row(perf_id, factor, window, stats, experiment, basis="combination"))
+            out.performance.append(
+                _perf_row(perf_id, factor_id, window, stats, experiment, basis="combination")
+            )
 
 
 def _perf_row(
@@ -404,7 +407,8 @@ def _build_strategy(
     candidate = out.candidate
     ws = candidate.experiment_workspace
     key = ids.strategy_key(candidate.task_run_id, candidate.loop_id, ws.workspace_id if ws else None)
-    strategy_meta = meta.get("strategy_meta.json") if isinstance(meta.get("strategy_meta.json"), dict) else {}
+    raw_strategy_meta = meta.get("strategy_meta.json")
+    strategy_meta: dict[str, Any] = raw_strategy_meta if isinstance(raw_strategy_meta, dict) else {}
     config: dict[str, Any] = {}
     if entry:
         config = {
@@ -448,9 +452,8 @@ def _build_experiment(
     candidate = out.candidate
     ws = candidate.experiment_workspace
     task_run = candidate.task_run or {}
-    summary = (
-        meta.get("experiment_summary.json") if isinstance(meta.get("experiment_summary.json"), dict) else {}
-    )
+    raw_summary = meta.get("experiment_summary.json")
+    summary: dict[str, Any] = raw_summary if isinstance(raw_summary, dict) else {}
     metrics = {
         "qlib": qlib_named,
         "qlib_raw": qlib_raw,

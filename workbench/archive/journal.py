@@ -67,6 +67,9 @@ _RECORD_NAME = re.compile(r"^(\d{12})-([0-9a-f]{32})\.json$")
 # ---------------------------------------------------------------- row sets
 
 
+_TextRow = list[str | None]  # one catalog row, every value as DuckDB text (None: NULL)
+
+
 @dataclass
 class RowSet:
     """After the change, the rows of `table` matching `match` (column → values; {} = all) are these."""
@@ -74,7 +77,7 @@ class RowSet:
     table: str
     match: dict[str, list[Any]]
     columns: list[str] = field(default_factory=list)
-    rows: list[list[str | None]] = field(default_factory=list)
+    rows: list[_TextRow] = field(default_factory=list)
     parquet: dict[str, Any] | None = None  # {"sha256", "storage_key", "rows", "constants": {col: value}}
 
     def to_json(self) -> dict[str, Any]:
@@ -112,13 +115,12 @@ def table_columns(con: duckdb.DuckDBPyConnection, table: str) -> list[tuple[str,
         if not rows:
             raise ArchiveError(f"a record names table {table!r}, which the catalog does not have")
         _COLUMNS[table] = [(r[0], r[1]) for r in rows]
-        _HAS_KEY[table] = bool(
-            fetch_one(
-                con,
-                "SELECT count(*) FROM duckdb_constraints() WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'",
-                [table],
-            )[0]
-        )  # type: ignore[index]
+        keys = fetch_one(
+            con,
+            "SELECT count(*) FROM duckdb_constraints() WHERE table_name = ? AND constraint_type = 'PRIMARY KEY'",
+            [table],
+        )
+        _HAS_KEY[table] = bool(keys[0]) if keys else False
     return _COLUMNS[table]
 
 
@@ -255,7 +257,7 @@ def _apply_text(
     con: duckdb.DuckDBPyConnection,
     table: str,
     names: list[str],
-    rows: list[list],
+    rows: list[_TextRow],
     columns: list[tuple[str, str]],
 ) -> None:
     types = dict(columns)
@@ -291,11 +293,11 @@ def object_store(layout: ArchiveLayout) -> ObjectStore:
 
 def _rows_by(
     con: duckdb.DuckDBPyConnection, table: str, column: str, values: list[Any]
-) -> dict[str, list[list]]:
+) -> dict[str, list[_TextRow]]:
     """Rows of `table` whose `column` is one of `values` (DuckDB text, ORDER BY ALL), grouped by it."""
     captured = capture(con, table, {column: values})
     at = captured.columns.index(column)
-    grouped: dict[str, list[list]] = {}
+    grouped: dict[str, list[_TextRow]] = {}
     for row in captured.rows:
         grouped.setdefault(str(row[at]), []).append(row)
     return grouped
@@ -330,7 +332,7 @@ def build_manifests(
     }
     col = {t: {c: i for i, c in enumerate(cs)} for t, cs in columns.items()}
 
-    def field(table: str, row: list, name: str) -> Any:
+    def field(table: str, row: _TextRow, name: str) -> Any:
         return row[col[table][name]]
 
     usage = own["aistock_factor_usage"]
@@ -356,20 +358,21 @@ def build_manifests(
         my_usage = usage.get(experiment_id, [])
         my_factors = sorted({field("aistock_factor_usage", r, "factor_id") for r in my_usage})
         my_strategy = [strategy_of[experiment_id]] if strategy_of.get(experiment_id) else []
-        my_combos = {field("aistock_factor_usage", r, "combination_id") for r in my_usage}
-        my_combos |= {
+        combo_set = {field("aistock_factor_usage", r, "combination_id") for r in my_usage}
+        combo_set |= {
             field("aistock_strategies", r, "factor_combination_id")
             for s in my_strategy
             for r in strategies.get(s, [])
         }
-        my_combos = sorted(c for c in my_combos if c)
+        my_combos = sorted(c for c in combo_set if c)
         my_shas = {
             field("wb_stored_files", r, "sha256") for r in own["wb_stored_files"].get(experiment_id, [])
         }
-        if series[experiment_id]:
-            my_shas.add(series[experiment_id]["sha256"])  # type: ignore[index]
+        pointer = series[experiment_id]
+        if pointer:
+            my_shas.add(pointer["sha256"])
 
-        def picked(groups: dict[str, list[list]], keys: list[str]) -> list[list]:
+        def picked(groups: dict[str, list[_TextRow]], keys: list[str]) -> list[_TextRow]:
             return sorted((r for k in keys for r in groups.get(k, [])), key=_sort_key)
 
         rowsets = [
@@ -404,7 +407,6 @@ def build_manifests(
                 picked(strategies, my_strategy),
             ),
         ]
-        pointer = series[experiment_id]
         rowsets.append(
             RowSet(
                 "aistock_return_series",
@@ -426,7 +428,7 @@ def build_manifests(
     return out
 
 
-def _sort_key(row: list) -> tuple:
+def _sort_key(row: _TextRow) -> tuple[tuple[bool, str], ...]:
     """ORDER BY ALL's order for text rows (NULLs last, as DuckDB sorts them)."""
     return tuple((value is None, value or "") for value in row)
 
@@ -439,7 +441,7 @@ def load_manifest(layout: ArchiveLayout, storage_key: str, sha256: str) -> dict[
         raise VerificationError(f"manifest {sha256} is missing ({exc.strerror})") from exc
     if hashlib.sha256(data).hexdigest() != sha256:
         raise VerificationError(f"manifest {sha256} does not hash to its name; it is damaged")
-    manifest = json.loads(data)
+    manifest: dict[str, Any] = json.loads(data)  # hash-checked: one this workbench wrote
     if manifest.get("format") != MANIFEST_FORMAT or int(manifest.get("version", 0)) > FORMAT_VERSION:
         raise VerificationError(
             f"manifest {sha256} has format {manifest.get('format')!r} version "

@@ -25,9 +25,10 @@ from workbench.errors import ArchiveBusyError
 def read_holder(lock_path: Path) -> dict[str, object]:
     """What the lock file says about its last holder (may be stale)."""
     try:
-        return json.loads(lock_path.read_text(encoding="utf-8") or "{}")
+        holder = json.loads(lock_path.read_text(encoding="utf-8") or "{}")
     except (OSError, ValueError):
         return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 @contextmanager

@@ -607,6 +607,13 @@ def _write_experiments(
         _unregister_quietly(con, "_batch")
 
 
+def _level2_returns(item: Extracted) -> pl.DataFrame:
+    """The return series of an item archived at level 2 (`Extracted.can_reach_level2` requires one)."""
+    if item.returns is None:
+        raise TypeError(f"experiment {item.candidate.experiment_id} reached level 2 without a return series")
+    return item.returns
+
+
 def _write_level2(
     con: duckdb.DuckDBPyConnection,
     outcomes: list[Outcome],
@@ -628,7 +635,7 @@ def _write_level2(
     finally:
         _unregister_quietly(con, "_ids")
     series = [
-        items[i].returns.select(pl.lit(i).alias("experiment_id"), "datetime", *SERIES_COLUMNS)  # type: ignore[union-attr]
+        _level2_returns(items[i]).select(pl.lit(i).alias("experiment_id"), "datetime", *SERIES_COLUMNS)
         for i in ids
     ]
     if series:

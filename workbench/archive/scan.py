@@ -77,8 +77,8 @@ class LoopCandidate:
         return digest.hexdigest()
 
 
-def _rows_by(frame: pl.DataFrame, keys: list[str]) -> dict[tuple, list[dict[str, Any]]]:
-    grouped: dict[tuple, list[dict[str, Any]]] = {}
+def _rows_by(frame: pl.DataFrame, keys: list[str]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+    grouped: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for row in frame.iter_rows(named=True):
         grouped.setdefault(tuple(row[k] for k in keys), []).append(row)
     return grouped
@@ -148,8 +148,8 @@ def _pick_experiment_workspace(
     subs = [_workspace_ref(r, installation) for r in ordered if r.get("workspace_role") == "sub_workspace"]
     with_results = [ref for ref in experiment_refs if _has_results(ref.directory)]
     existing = [ref for ref in experiment_refs if ref.directory is not None]
-    chosen = (with_results or existing or experiment_refs or [None])[0]
-    return chosen, subs
+    preferred = with_results or existing or experiment_refs
+    return (preferred[0] if preferred else None), subs
 
 
 def build_candidates(snapshot: RegistrySnapshot, installation: Installation) -> list[LoopCandidate]:
@@ -187,7 +187,7 @@ def build_candidates(snapshot: RegistrySnapshot, installation: Installation) -> 
     return candidates
 
 
-def _canonical_rank(candidate: LoopCandidate) -> tuple:
+def _canonical_rank(candidate: LoopCandidate) -> tuple[bool, bool, bool, str, int]:
     """Prefer the live uuid run id with a task_runs row over bootstrap duplicates."""
     task_run = candidate.task_run or {}
     return (

@@ -94,7 +94,8 @@ def archive_status(
     """
     if level is not None and level not in (0, 1, 2):
         raise ConfigError(f"--level {level} is not an archiving level; use 0, 1 or 2")
-    where, params = ["1=1"], []
+    where: list[str] = ["1=1"]
+    params: list[int | str] = []
     if level is not None:
         where.append("e.archiving_level = ?")
         params.append(level)

@@ -123,7 +123,7 @@ class ObjectStore:
 
     def find(self, sha256: str) -> Path | None:
         for codec in ("zstd", "raw"):
-            candidate = self.path_for(self.key_for(sha256, codec))  # type: ignore[arg-type]
+            candidate = self.path_for(self.key_for(sha256, codec))
             if candidate.exists():
                 return candidate
         return None
@@ -339,7 +339,10 @@ class ObjectStore:
             magic, size = HEADER.unpack_from(raw)
             if magic != MAGIC:
                 raise VerificationError(f"object {storage_key} lacks the zstd header; it is damaged")
-            return pa.Codec("zstd").decompress(raw[HEADER.size :], decompressed_size=size, asbytes=True)
+            decompressed: bytes = pa.Codec("zstd").decompress(
+                raw[HEADER.size :], decompressed_size=size, asbytes=True
+            )  # pyarrow is untyped; asbytes=True returns bytes
+            return decompressed
         return raw
 
     def iter_content(self, storage_key: str) -> Iterator[bytes]:

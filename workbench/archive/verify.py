@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import duckdb
 
@@ -160,11 +160,11 @@ class ArchiveVerifyReport:
 
     @property
     def catalog(self) -> CatalogCheck:
-        return self.parts["catalog"]  # type: ignore[return-value]
+        return _part(self.parts, "catalog", CatalogCheck)
 
     @property
     def objects(self) -> VerifyReport:
-        return self.parts["objects"]  # type: ignore[return-value]
+        return _part(self.parts, "objects", VerifyReport)
 
     # the object counts, as `verify_archive` returned them before it had parts
     @property
@@ -401,11 +401,26 @@ def _manifests_part(archive: Path | str | None, catalog: CatalogCheck, *, read_d
         return check_manifests(con, layout, read_data=read_data)
 
 
+_P = TypeVar("_P", bound=VerifyPart)
+
+
+def _part(parts: dict[str, VerifyPart], name: str, kind: type[_P]) -> _P:
+    """The part called `name`, which `_parts` always builds as a `kind`."""
+    part = parts[name]
+    if not isinstance(part, kind):
+        raise TypeError(f"verify part {name!r} is a {type(part).__name__}, not a {kind.__name__}")
+    return part
+
+
 def _parts(read_data: bool) -> dict[str, Callable[[Path | str | None, dict[str, VerifyPart]], VerifyPart]]:
     return {
         "catalog": lambda archive, _done: verify_catalog(archive),
-        "objects": lambda archive, done: _verify_objects_part(archive, done["catalog"], read_data=read_data),  # type: ignore[arg-type]
-        "manifests": lambda archive, done: _manifests_part(archive, done["catalog"], read_data=read_data),  # type: ignore[arg-type]
+        "objects": lambda archive, done: _verify_objects_part(
+            archive, _part(done, "catalog", CatalogCheck), read_data=read_data
+        ),
+        "manifests": lambda archive, done: _manifests_part(
+            archive, _part(done, "catalog", CatalogCheck), read_data=read_data
+        ),
         "records": lambda archive, _done: check_records(ArchiveLayout.at(archive)),
         "packs": lambda archive, _done: (
             check_packs(ArchiveLayout.at(archive))

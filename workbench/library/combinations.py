@@ -123,7 +123,8 @@ def resolve_combination_id(archive: Path | str | None, ref: str) -> str:
     if hits.height > 1:
         listed = ", ".join(f"{r['id'][:12]} ({r['name']})" for r in hits.iter_rows(named=True))
         raise ConfigError(f"combination {ref!r} is ambiguous: {listed}; give the id")
-    return hits["id"][0]
+    only_id: str = hits["id"][0]
+    return only_id
 
 
 def combination_members(archive: Path | str | None, combination_id: str) -> pl.DataFrame:

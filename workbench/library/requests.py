@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # PyYAML is untyped
 
 from workbench.archive.catalog import open_catalog, read_frame
 from workbench.archive.db import utc_now
@@ -40,6 +40,7 @@ from workbench.rdagent.request import (
     FactorRef,
     FactorSetConfig,
     StrategyEntry,
+    StrategySource,
     load_request,
     parse_request,
     request_to_rdagent_json,
@@ -47,7 +48,11 @@ from workbench.rdagent.request import (
 
 __all__ = ["AttachResult", "attach_request", "attached_request", "export_request", "request_for"]
 
-_SOURCE_FOR_LIBRARY = {"rdagent": "rdagent", "external": "external", "handcrafted": "handcrafted"}
+_SOURCE_FOR_LIBRARY: dict[str, StrategySource] = {
+    "rdagent": "rdagent",
+    "external": "external",
+    "handcrafted": "handcrafted",
+}
 
 
 @dataclass(frozen=True)
@@ -233,12 +238,12 @@ def request_for(
             "SELECT CAST(factor_ids AS VARCHAR[]) AS ids FROM aistock_factor_combinations WHERE id = $id",
             {"id": resolved_combination},
         )["ids"][0].to_list()
-        names = read_frame(
+        ordered = read_frame(
             archive,
             "SELECT id FROM aistock_factors WHERE id IN (SELECT unnest($ids)) ORDER BY name, id",
             {"ids": list(members)},
         )
-        chosen = names["id"].to_list()
+        chosen = ordered["id"].to_list()
     else:
         resolved_combination = None
         chosen = resolve_factor_ids(archive, list(factor_ids))
@@ -290,7 +295,7 @@ def _strategy_entries(
             StrategyEntry.from_config(
                 config,
                 role="control" if strategy == control_id else "treatment",
-                source=_SOURCE_FOR_LIBRARY.get(str(source_of.get(strategy)), "rdagent"),  # type: ignore[arg-type]
+                source=_SOURCE_FOR_LIBRARY.get(str(source_of.get(strategy)), "rdagent"),
                 name=unique,
                 loop_id=loop,
                 factor_set=factor_set,

@@ -254,7 +254,8 @@ def resolve_strategy_id(archive: Path | str | None, ref: str) -> str:
     )
     exact = hits.filter((pl.col("id") == ref) | (pl.col("strategy_key") == ref))
     if exact.height == 1:
-        return exact["id"][0]
+        exact_id: str = exact["id"][0]
+        return exact_id
     if hits.height == 0:
         short = " (an id prefix needs at least 6 characters)" if len(ref) < 6 else ""
         raise ConfigError(
@@ -266,7 +267,8 @@ def resolve_strategy_id(archive: Path | str | None, ref: str) -> str:
             f"{r['id'][:12]} ({r['name']}, {r['strategy_key']})" for r in hits.iter_rows(named=True)
         )
         raise ConfigError(f"strategy {ref!r} is ambiguous: {listed}; give the id")
-    return hits["id"][0]
+    only_id: str = hits["id"][0]
+    return only_id
 
 
 @storage_errors("a strategy recommendation to the archive catalog")

@@ -187,7 +187,7 @@ class PathResolver:
 
     def _as_written(self, parsed: _Parsed) -> list[tuple[str, Path]]:
         if os.name == "nt":
-            if parsed.style == "drive":
+            if parsed.style == "drive" and parsed.drive is not None:
                 return [("as written", Path(f"{parsed.drive.upper()}:\\", *_segments(parsed)))]
             if parsed.style == "unc":
                 return [("as written", Path(str(PureWindowsPath("//" + parsed.rest))))]

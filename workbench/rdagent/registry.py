@@ -23,10 +23,10 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import polars as pl
 
@@ -202,8 +202,12 @@ def registry_max_cursor(path: Path, *, timeout_s: float = 10.0) -> tuple[int, st
 
 # --------------------------------------------------------------------------- opening and retrying
 
+_T = TypeVar("_T")
+# What runs inside one read transaction: `body(con, columns)`, columns being each table's column names.
+_Body = Callable[[sqlite3.Connection, dict[str, list[str]]], _T]
 
-def _with_retry(path: Path, timeout_s: float, body: Any) -> Any:
+
+def _with_retry(path: Path, timeout_s: float, body: _Body[_T]) -> _T:
     """Run `body(con, columns)` in one read transaction; retry transient failures until timeout_s."""
     _check_file(path)
     deadline = time.monotonic() + max(0.0, timeout_s)
@@ -226,7 +230,7 @@ def _with_retry(path: Path, timeout_s: float, body: Any) -> Any:
         delay = min(delay * 2, 0.5)
 
 
-def _attempt(path: Path, body: Any, deadline: float) -> Any:
+def _attempt(path: Path, body: _Body[_T], deadline: float) -> _T:
     mode = _open_mode(path)
     if mode == "copy":
         with tempfile.TemporaryDirectory(prefix="workbench-registry-") as scratch:
@@ -241,7 +245,7 @@ def _attempt(path: Path, body: Any, deadline: float) -> Any:
     return result
 
 
-def _query(path: Path, query: str, body: Any, deadline: float) -> Any:
+def _query(path: Path, query: str, body: _Body[_T], deadline: float) -> _T:
     """`body(con, columns)` inside one read transaction on `path` opened with the URI `query`."""
     busy_wait = max(0.05, min(1.0, deadline - time.monotonic()))
     con = sqlite3.connect(
@@ -436,7 +440,7 @@ def _filters(columns: dict[str, list[str]], since: _Since) -> dict[str, tuple[st
     else:
         changed, params = "rowid > ?", [since.rowid]
     keys = f"SELECT task_run_id, loop_id FROM loops WHERE {changed}"
-    never = ("WHERE 0", [])
+    never: tuple[str, list[Any]] = ("WHERE 0", [])
     out: dict[str, tuple[str, list[Any]]] = {"loops": (f"WHERE {changed}", params)}
     if not columns["loops"]:
         return {t: never for t in TABLES}

@@ -280,4 +280,4 @@ class CleanupPanel:
     def _ipython_display_(self) -> None:  # pragma: no cover - notebook display
         from IPython.display import display
 
-        display(self.widget)
+        display(self.widget)  # type: ignore[no-untyped-call]  # IPython's display() is unannotated

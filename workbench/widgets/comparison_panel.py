@@ -125,7 +125,8 @@ class ComparisonPanel:
 
     @property
     def message(self) -> str:
-        return self.status.value
+        text: str = self.status.value  # ipywidgets is untyped; an HTML widget's value is a str
+        return text
 
     def select_task_run(self, task_run_id: str) -> None:
         """Show a task run (by id or unique prefix); all its strategies are selected."""
@@ -144,7 +145,7 @@ class ComparisonPanel:
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
-        display(self.widget)
+        display(self.widget)  # type: ignore[no-untyped-call]  # IPython's display() is unannotated
 
     # ------------------------------------------------------------------ internals
 
@@ -165,7 +166,7 @@ class ComparisonPanel:
             return
         self.comparison = None
         self._refresh(task_run, strategies=None)
-        names = self.comparison.table["strategy"].to_list() if self.comparison else []
+        names: list[str] = self.comparison.table["strategy"].to_list() if self.comparison else []
         self._quiet = True
         try:
             self.strategies.options = names

@@ -85,13 +85,10 @@ def normalise_factor_name(raw: str) -> str:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             return text
-        if (
-            isinstance(value, tuple)
-            and value
-            and all(isinstance(v, str) for v in value)
-            and value[-1].strip()
-        ):
-            return value[-1].strip()
+        if isinstance(value, tuple) and value and all(isinstance(v, str) for v in value):
+            last: str = value[-1]
+            if last.strip():
+                return last.strip()
     return text
 
 

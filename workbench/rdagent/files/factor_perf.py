@@ -162,8 +162,12 @@ def _combo_rows(entry: Any, where: str, path: Path) -> list[list[Any]]:
         metrics = clean_metrics(raw_metrics)
 
         def pick(
-            key: str, *fallbacks: str, w_where: str = w_where, window: dict = window, metrics: dict = metrics
-        ):
+            key: str,
+            *fallbacks: str,
+            w_where: str = w_where,
+            window: dict[str, Any] = window,
+            metrics: dict[str, Any] = metrics,
+        ) -> float | None:
             if window.get(key) is not None:
                 return get_float(window, key, path, where=w_where)
             for fallback in fallbacks:

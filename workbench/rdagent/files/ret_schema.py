@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -47,7 +48,7 @@ def read_parquet_checked(path: Path, *, max_bytes: int) -> pl.DataFrame:
         raise InputFileError(path, f"not a readable parquet file ({type(exc).__name__}: {exc})") from None
 
 
-def read_table_records(path: Path, *, max_bytes: int) -> list[dict]:
+def read_table_records(path: Path, *, max_bytes: int) -> list[dict[str, Any]]:
     """The `data` records of a pandas `to_json(orient="table")` file."""
     data = expect_object(read_json_file(path, max_bytes=max_bytes, kind=TABLE_JSON), path)
     records = get_list(data, "data", path)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from workbench.errors import InputFileError
@@ -39,7 +40,7 @@ def read_returns(path: Path, *, max_bytes: int = RETURNS_PICKLE.max_bytes) -> pl
 
 def returns_frame_from_pandas(frame: Any, path: Path) -> pl.DataFrame:
     """Convert a pandas report frame (DatetimeIndex or a `datetime` column) to `RETURNS_SCHEMA`."""
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped]  # pandas is untyped
 
     if frame.columns.has_duplicates:
         dup = frame.columns[frame.columns.duplicated()][0]
@@ -64,12 +65,13 @@ def returns_frame_from_pandas(frame: Any, path: Path) -> pl.DataFrame:
     return normalise_returns_frame(pl.DataFrame(columns), path)
 
 
-def _float_block(frame: Any, names: list[str]) -> np.ndarray | None:
+def _float_block(frame: Any, names: list[str]) -> npt.NDArray[np.float64] | None:
     """All wanted columns as one float64 array when they already are float64 (the usual case)."""
     dtypes = dict(zip(frame.columns, frame.dtypes.tolist(), strict=True))
     if not names or any(str(dtypes[name]) != "float64" for name in names):
         return None
-    return frame[names].to_numpy(dtype="float64")
+    block: npt.NDArray[np.float64] = frame[names].to_numpy(dtype="float64")
+    return block
 
 
 def normalise_returns_frame(frame: pl.DataFrame, path: Path) -> pl.DataFrame:
@@ -111,7 +113,7 @@ def _dates(stamps: Any, path: Path) -> pl.Series:
     return pl.Series("datetime", days).cast(pl.Date)
 
 
-def _floats(column: Any, name: str, path: Path) -> np.ndarray:
+def _floats(column: Any, name: str, path: Path) -> npt.NDArray[np.float64]:
     """A column as float64; object/string columns must hold numbers (None/NaN allowed)."""
     import pandas as pd
 
@@ -121,4 +123,5 @@ def _floats(column: Any, name: str, path: Path) -> np.ndarray:
         if broken.any():
             raise InputFileError(path, f"column {name!r} has a non-numeric value: {column[broken].iloc[0]!r}")
         column = numeric
-    return column.to_numpy(dtype="float64", na_value=np.nan)
+    values: npt.NDArray[np.float64] = column.to_numpy(dtype="float64", na_value=np.nan)
+    return values

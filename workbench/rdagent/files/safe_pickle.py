@@ -40,7 +40,7 @@ import struct
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, cast
 
 from workbench.errors import InputFileError, UnsafePickleError
 from workbench.rdagent.files.limits import RETURNS_PICKLE, FileKind
@@ -146,7 +146,7 @@ def _is_bool(value: Any) -> bool:
     return type(value) is bool
 
 
-def _args(args: tuple, name: str, low: int, high: int) -> tuple:
+def _args(args: tuple[Any, ...], name: str, low: int, high: int) -> tuple[Any, ...]:
     if not low <= len(args) <= high:
         raise _refuse(f"pickle calls {name} with {len(args)} arguments; a return series needs {low}..{high}")
     return args
@@ -222,7 +222,7 @@ def _check_ndarray(
 def _check_scalar(value: Any, what: str) -> Any:
     """A value a cell, label or attr may hold: None, bool, int, float, str, Timestamp, NaT, NA, numpy number."""
     import numpy as np
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped]  # pandas is untyped
 
     if value is None or type(value) in (bool, int, float, str) or value is pd.NaT or value is pd.NA:
         return value
@@ -264,7 +264,7 @@ def _check_unit(unit: Any, what: str) -> str:
 @functools.cache
 def _offset_classes() -> dict[type, tuple[str, ...]]:
     """Allowed DatetimeIndex `freq` classes → the extra constructor arguments after (n, normalize)."""
-    from pandas._libs.tslibs import offsets
+    from pandas._libs.tslibs import offsets  # type: ignore[import-untyped]  # pandas is untyped
 
     extras = {"BusinessDay": ("offset",), "Week": ("weekday",)}
     names = (
@@ -582,7 +582,7 @@ def _finish_tz_dtype(state: Any) -> Any:
 
 def _call_timestamp(*args: Any) -> Any:
     """`_unpickle_timestamp(value, freq, tz[, reso])` (Timestamps in object columns)."""
-    from pandas._libs.tslibs.timestamps import _unpickle_timestamp
+    from pandas._libs.tslibs.timestamps import _unpickle_timestamp  # type: ignore[import-untyped]  # pandas is untyped
 
     value, freq, tz, *rest = _args(args, "pandas Timestamp", 3, 4)
     if not _is_int(value) or not -(2**63) < value < 2**63:
@@ -682,7 +682,7 @@ def _finish_ndarray_backed(cls: type, checksum: int, state: Any) -> Any:
                 raise _refuse(f"pickle puts {_describe(item)} in {what}; expected strings")
         if type(extra) is not dict or extra:
             raise _refuse(f"pickle gives {what} the attributes {_describe(extra)}")
-    from pandas._libs.arrays import __pyx_unpickle_NDArrayBacked
+    from pandas._libs.arrays import __pyx_unpickle_NDArrayBacked  # type: ignore[import-untyped]  # pandas is untyped
 
     obj = __pyx_unpickle_NDArrayBacked(cls, checksum, None)
     obj.__setstate__((dtype, values, dict(extra)))
@@ -733,7 +733,7 @@ def _check_block_values(values: Any, what: str) -> Any:
 
 def _call_unpickle_block(*args: Any) -> Any:
     import numpy as np
-    from pandas._libs.internals import _unpickle_block
+    from pandas._libs.internals import _unpickle_block  # type: ignore[import-untyped]  # pandas is untyped
 
     values, placement, ndim = _args(args, "pandas _unpickle_block", 3, 3)
     _check_block_values(values, "a column block")
@@ -751,8 +751,8 @@ def _call_unpickle_block(*args: Any) -> Any:
 
 
 def _call_block_manager(*args: Any) -> Any:
-    from pandas.core.internals.blocks import Block
-    from pandas.core.internals.managers import BlockManager
+    from pandas.core.internals.blocks import Block  # type: ignore[import-untyped]  # pandas is untyped
+    from pandas.core.internals.managers import BlockManager  # type: ignore[import-untyped]  # pandas is untyped
 
     blocks, axes = _args(args, "pandas BlockManager", 2, 2)
     if (
@@ -785,7 +785,7 @@ def _check_index_data(data: Any) -> Any:
 def _call_new_index(*args: Any) -> Any:
     """`pandas.core.indexes.base._new_Index(cls, d)`, with `cls` only Index or RangeIndex."""
     import pandas as pd
-    from pandas.core.indexes.base import _new_Index
+    from pandas.core.indexes.base import _new_Index  # type: ignore[import-untyped]  # pandas is untyped
 
     cls_token, d = _args(args, "pandas _new_Index", 2, 2)
     cls = _target(cls_token, (pd.Index, pd.RangeIndex), "the class of an index")
@@ -816,7 +816,7 @@ def _call_new_datetime_index(*args: Any) -> Any:
     """`_new_DatetimeIndex(cls, d)`, with `cls` only DatetimeIndex."""
     import numpy as np
     import pandas as pd
-    from pandas.core.indexes.datetimes import _new_DatetimeIndex
+    from pandas.core.indexes.datetimes import _new_DatetimeIndex  # type: ignore[import-untyped]  # pandas is untyped
 
     cls_token, d = _args(args, "pandas _new_DatetimeIndex", 2, 2)
     cls = _target(cls_token, (pd.DatetimeIndex,), "the class of a datetime index")
@@ -1033,7 +1033,7 @@ def allowed_global(module: str, name: str) -> Any | None:
 # --------------------------------------------------------------------------- the unpickler
 
 
-class _Memo(dict):
+class _Memo(dict[Any, Any]):
     """The unpickler memo; remembers where `_Pending` objects are stored so BUILD can swap them."""
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -1042,7 +1042,10 @@ class _Memo(dict):
             value.memo_keys.append(key)
 
 
-def _counted(load: Callable[[RestrictedUnpickler], None]) -> Callable[[RestrictedUnpickler], None]:
+_Load: TypeAlias = "Callable[[RestrictedUnpickler], None]"  # one opcode's handler in the dispatch table
+
+
+def _counted(load: _Load) -> _Load:
     def step(self: RestrictedUnpickler) -> None:
         self._opcodes += 1
         if self._opcodes > MAX_OPCODES:
@@ -1052,7 +1055,7 @@ def _counted(load: Callable[[RestrictedUnpickler], None]) -> Callable[[Restricte
     return step
 
 
-def _refused_opcode(name: str, why: str) -> Callable[[RestrictedUnpickler], None]:
+def _refused_opcode(name: str, why: str) -> _Load:
     def load(self: RestrictedUnpickler) -> None:
         raise self._unsafe(f"pickle uses the {name} opcode ({why}), which is not allowed in a return series")
 
@@ -1062,7 +1065,21 @@ def _refused_opcode(name: str, why: str) -> Callable[[RestrictedUnpickler], None
 class RestrictedUnpickler(pickle._Unpickler):
     """Pure-Python unpickler whose every object-creating opcode is checked (see the module docstring)."""
 
-    dispatch = dict(pickle._Unpickler.dispatch)  # a copy: pickle._Unpickler itself is left alone
+    # typeshed types the inherited table as holding functions of the C `pickle.Unpickler` (they take a
+    # `pickle._Unpickler`) and the entries below take a RestrictedUnpickler: `load()` only ever calls
+    # them with `self`, which the declared types cannot express.
+    dispatch: ClassVar[dict[int, _Load]] = cast(  # type: ignore[assignment]
+        "dict[int, _Load]", dict(pickle._Unpickler.dispatch)
+    )  # a copy: pickle._Unpickler itself is left alone
+
+    if TYPE_CHECKING:
+        # Internals of the pure-Python `pickle._Unpickler` that typeshed does not declare.
+        stack: list[Any]
+        append: Callable[[Any], None]
+        read: Callable[[int], bytes]
+        readinto: Callable[[bytearray], int]
+
+        def pop_mark(self) -> list[Any]: ...
 
     def __init__(self, file: io.BufferedIOBase, *, path: Path, size: int) -> None:
         super().__init__(file)

@@ -113,7 +113,8 @@ def detect_shape(data: dict[str, Any]) -> Shape | None:
     """`sidecar`, `v1` or `head` by keys; None if it looks like none of them."""
     if data.get("version") == "1.0" or ("workspace_id" not in data and any(k in data for k in _SIDECAR_KEYS)):
         return "sidecar"
-    loop = data.get("loop") if isinstance(data.get("loop"), dict) else {}
+    raw_loop = data.get("loop")
+    loop: dict[str, Any] = raw_loop if isinstance(raw_loop, dict) else {}
     if any(k in data for k in _V1_KEYS) or "key_metrics" in loop:
         return "v1"
     if "workspace_id" in data or "task_run_id" in data:
