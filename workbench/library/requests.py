@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]  # PyYAML is untyped
+import yaml
 
 from workbench.archive.catalog import open_catalog, read_frame
 from workbench.archive.db import utc_now

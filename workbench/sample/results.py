@@ -15,7 +15,7 @@ import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd  # type: ignore[import-untyped,unused-ignore]  # no pandas-stubs installed
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 
 import numpy as np
-import pandas as pd  # type: ignore[import-untyped,unused-ignore]  # no pandas-stubs installed
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 

@@ -40,7 +40,7 @@ def read_returns(path: Path, *, max_bytes: int = RETURNS_PICKLE.max_bytes) -> pl
 
 def returns_frame_from_pandas(frame: Any, path: Path) -> pl.DataFrame:
     """Convert a pandas report frame (DatetimeIndex or a `datetime` column) to `RETURNS_SCHEMA`."""
-    import pandas as pd  # type: ignore[import-untyped]  # pandas is untyped
+    import pandas as pd
 
     if frame.columns.has_duplicates:
         dup = frame.columns[frame.columns.duplicated()][0]

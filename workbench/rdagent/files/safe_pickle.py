@@ -222,7 +222,7 @@ def _check_ndarray(
 def _check_scalar(value: Any, what: str) -> Any:
     """A value a cell, label or attr may hold: None, bool, int, float, str, Timestamp, NaT, NA, numpy number."""
     import numpy as np
-    import pandas as pd  # type: ignore[import-untyped]  # pandas is untyped
+    import pandas as pd
 
     if value is None or type(value) in (bool, int, float, str) or value is pd.NaT or value is pd.NA:
         return value
@@ -264,7 +264,7 @@ def _check_unit(unit: Any, what: str) -> str:
 @functools.cache
 def _offset_classes() -> dict[type, tuple[str, ...]]:
     """Allowed DatetimeIndex `freq` classes → the extra constructor arguments after (n, normalize)."""
-    from pandas._libs.tslibs import offsets  # type: ignore[import-untyped]  # pandas is untyped
+    from pandas._libs.tslibs import offsets
 
     extras = {"BusinessDay": ("offset",), "Week": ("weekday",)}
     names = (
@@ -582,7 +582,7 @@ def _finish_tz_dtype(state: Any) -> Any:
 
 def _call_timestamp(*args: Any) -> Any:
     """`_unpickle_timestamp(value, freq, tz[, reso])` (Timestamps in object columns)."""
-    from pandas._libs.tslibs.timestamps import _unpickle_timestamp  # type: ignore[import-untyped]  # pandas is untyped
+    from pandas._libs.tslibs.timestamps import _unpickle_timestamp
 
     value, freq, tz, *rest = _args(args, "pandas Timestamp", 3, 4)
     if not _is_int(value) or not -(2**63) < value < 2**63:
@@ -682,7 +682,7 @@ def _finish_ndarray_backed(cls: type, checksum: int, state: Any) -> Any:
                 raise _refuse(f"pickle puts {_describe(item)} in {what}; expected strings")
         if type(extra) is not dict or extra:
             raise _refuse(f"pickle gives {what} the attributes {_describe(extra)}")
-    from pandas._libs.arrays import __pyx_unpickle_NDArrayBacked  # type: ignore[import-untyped]  # pandas is untyped
+    from pandas._libs.arrays import __pyx_unpickle_NDArrayBacked
 
     obj = __pyx_unpickle_NDArrayBacked(cls, checksum, None)
     obj.__setstate__((dtype, values, dict(extra)))
@@ -733,7 +733,7 @@ def _check_block_values(values: Any, what: str) -> Any:
 
 def _call_unpickle_block(*args: Any) -> Any:
     import numpy as np
-    from pandas._libs.internals import _unpickle_block  # type: ignore[import-untyped]  # pandas is untyped
+    from pandas._libs.internals import _unpickle_block
 
     values, placement, ndim = _args(args, "pandas _unpickle_block", 3, 3)
     _check_block_values(values, "a column block")
@@ -751,8 +751,8 @@ def _call_unpickle_block(*args: Any) -> Any:
 
 
 def _call_block_manager(*args: Any) -> Any:
-    from pandas.core.internals.blocks import Block  # type: ignore[import-untyped]  # pandas is untyped
-    from pandas.core.internals.managers import BlockManager  # type: ignore[import-untyped]  # pandas is untyped
+    from pandas.core.internals.blocks import Block
+    from pandas.core.internals.managers import BlockManager
 
     blocks, axes = _args(args, "pandas BlockManager", 2, 2)
     if (
@@ -785,7 +785,7 @@ def _check_index_data(data: Any) -> Any:
 def _call_new_index(*args: Any) -> Any:
     """`pandas.core.indexes.base._new_Index(cls, d)`, with `cls` only Index or RangeIndex."""
     import pandas as pd
-    from pandas.core.indexes.base import _new_Index  # type: ignore[import-untyped]  # pandas is untyped
+    from pandas.core.indexes.base import _new_Index
 
     cls_token, d = _args(args, "pandas _new_Index", 2, 2)
     cls = _target(cls_token, (pd.Index, pd.RangeIndex), "the class of an index")
@@ -816,7 +816,7 @@ def _call_new_datetime_index(*args: Any) -> Any:
     """`_new_DatetimeIndex(cls, d)`, with `cls` only DatetimeIndex."""
     import numpy as np
     import pandas as pd
-    from pandas.core.indexes.datetimes import _new_DatetimeIndex  # type: ignore[import-untyped]  # pandas is untyped
+    from pandas.core.indexes.datetimes import _new_DatetimeIndex
 
     cls_token, d = _args(args, "pandas _new_DatetimeIndex", 2, 2)
     cls = _target(cls_token, (pd.DatetimeIndex,), "the class of a datetime index")
