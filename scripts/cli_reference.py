@@ -19,19 +19,22 @@ from workbench.cli import app
 WIDTH = 100  # fixed, for the contexts built here; nothing below wraps text by terminal width
 
 
+def context(command: Any, name: str, parent: Any = None) -> Any:
+    return command.context_class(command, info_name=name, parent=parent, terminal_width=WIDTH, color=False)
+
+
 def commands(group: Any, parent: Any = None, name: str = "workbench") -> Iterator[tuple[Any, Any]]:
-    """(command, context) for the group and every command under it, in the order `--help` lists them."""
-    ctx = group.context_class(group, info_name=name, parent=parent, terminal_width=WIDTH, color=False)
+    """(command, context) for the group and every visible command under it, in `--help`'s order."""
+    ctx = context(group, name, parent)
     yield group, ctx
     for sub_name in group.list_commands(ctx):
         sub = group.get_command(ctx, sub_name)
+        if sub is None or sub.hidden:
+            continue
         if hasattr(sub, "list_commands"):
             yield from commands(sub, ctx, sub_name)
         else:
-            yield (
-                sub,
-                sub.context_class(sub, info_name=sub_name, parent=ctx, terminal_width=WIDTH, color=False),
-            )
+            yield sub, context(sub, sub_name, ctx)
 
 
 def usage(command: Any, ctx: Any) -> str:
