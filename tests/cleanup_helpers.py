@@ -44,6 +44,8 @@ def copy_tree_keeping_links(source: Path, target: Path) -> None:
 
 @dataclass
 class Env:
+    """One test's private archived sample: installation `rd`, archive `ar`, scratch folder `tmp`."""
+
     rd: Path
     ar: Path
     tmp: Path
