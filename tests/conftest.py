@@ -1,4 +1,4 @@
-"""Shared fixtures: real sample installations made by the project's own generator."""
+"""Shared fixtures: real sample installations made by the project's own generator, and archived copies."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cleanup_helpers import Env, copy_tree_keeping_links
 
+from workbench.archive.pipeline import archive
 from workbench.sample.generate import generate_sample
 
 
@@ -29,3 +31,20 @@ def rd_root(sample_template: Path, tmp_path: Path) -> Path:
 @pytest.fixture()
 def archive_dir(tmp_path: Path) -> Path:
     return tmp_path / "archive"
+
+
+@pytest.fixture(scope="session")
+def cleanup_template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A sample installation archived in full, made once per session (copy it before changing it)."""
+    base = tmp_path_factory.mktemp("cleanup_template")
+    generate_sample(base / "rd", seed=0)
+    archive(base / "rd", archive=base / "ar", mode="full", progress=False)
+    return {"rd": base / "rd", "ar": base / "ar"}
+
+
+@pytest.fixture()
+def env(cleanup_template: dict[str, Path], tmp_path: Path) -> Env:
+    """A private copy of the archived sample (installation and archive) for one test."""
+    copy_tree_keeping_links(cleanup_template["rd"], tmp_path / "rd")
+    shutil.copytree(cleanup_template["ar"], tmp_path / "ar")
+    return Env(tmp_path / "rd", tmp_path / "ar", tmp_path)

@@ -35,29 +35,58 @@ def rows(archive_dir: Path, sql: str) -> list[tuple]:
         con.close()
 
 
-def archive_in_subprocess(root: Path, archive_dir: Path, *extra: str) -> subprocess.Popen:
+def archive_in_subprocess(
+    root: Path, archive_dir: Path, *extra: str, faults: str | None = None
+) -> subprocess.Popen:
+    """A full archive run (one loop per batch) in another process; `faults` sets WORKBENCH_FAULTS."""
     code = textwrap.dedent(f"""
         from workbench.archive.pipeline import archive
         archive({str(root)!r}, archive={str(archive_dir)!r}, mode="full", progress=False, batch_size=1)
     """)
-    return subprocess.Popen([PYTHON, "-c", code, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    env = dict(os.environ)
+    if faults is not None:
+        env["WORKBENCH_FAULTS"] = faults
+    return subprocess.Popen(
+        [PYTHON, "-c", code, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
 
 
 def count_files(folder: Path) -> int:
     return sum(1 for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
+# The killed run pauses (WORKBENCH_FAULTS) just before writing record 13 of its 37: the run-start
+# record and 11 committed batches lie behind it, and batch 12's objects and manifests may already be
+# on disk without a record or a commit. The kill comes once 12 records exist, whatever the machine's
+# speed: the paused run can neither finish nor write another record before it.
+KILL_AFTER_RECORDS = 12
+
+
+def record_names(archive_dir: Path) -> list[str]:
+    folder = archive_dir / "records"
+    return sorted(p.name for p in folder.glob("*.json")) if folder.exists() else []
+
+
+def wait_for_records(archive_dir: Path, count: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Wait until the run has written `count` records (an on-disk point, not a time); fail if it exits."""
+    deadline = time.monotonic() + timeout
+    while len(record_names(archive_dir)) < count:
+        assert proc.poll() is None, f"the run exited before its record {count}: {proc.stderr.read()}"
+        assert time.monotonic() < deadline, f"no record {count} after {timeout} s"
+        time.sleep(0.05)
+
+
 def test_killed_full_run_is_completed_by_the_next(tmp_path: Path) -> None:
     root = tmp_path / "rd"
     generate_sample(root, seed=3, task_runs=6, loops_per_run=6)
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    proc = archive_in_subprocess(root, killed)
-    deadline = time.monotonic() + 60
-    while count_files(killed / "objects") < 40 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert proc.poll() is None, "the run finished before it could be killed; the sample is too small"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    proc = archive_in_subprocess(root, killed, faults=f"pause:records:after={KILL_AFTER_RECORDS}:ms=600000")
+    try:
+        wait_for_records(killed, KILL_AFTER_RECORDS, proc)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert len(record_names(killed)) == KILL_AFTER_RECORDS, "the run must stop before its next record"
     interrupted = rows(killed, "SELECT status FROM wb_archive_runs")
     assert interrupted == [("running",)], "the killed run must be visible as unfinished"
     # no experiment is left half at level 2: every level-2 row has its series and files
@@ -68,6 +97,7 @@ def test_killed_full_run_is_completed_by_the_next(tmp_path: Path) -> None:
                           OR NOT EXISTS (SELECT 1 FROM wb_stored_files f WHERE f.experiment_id = e.id))""",
     )
     assert half == []
+    assert rows(killed, "SELECT count(*) FROM aistock_experiments WHERE archiving_level = 2")[0][0] > 0
     archive(root, archive=killed, mode="full", progress=False)
     archive(root, archive=clean, mode="full", progress=False)
     for sql in (

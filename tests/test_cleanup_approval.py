@@ -8,16 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import test_cleanup_support as support
-from test_cleanup_support import Env
+from cleanup_helpers import Env
 
 from workbench.cleanup import approve_plan, cleanup
 from workbench.cli import main
 from workbench.errors import ConfigError, PlanChangedError
 from workbench.widgets.cleanup_panel import CleanupPanel, exclusions_frame, items_frame
-
-cleanup_template = support.cleanup_template  # shared fixtures (see test_cleanup_support)
-env = support.env
 
 
 def test_panel_filters_selects_and_approves_then_confirm_applies_only_that(env: Env) -> None:

@@ -11,15 +11,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-import test_cleanup_support as support
-from test_cleanup_support import Env, files_under
+from cleanup_helpers import Env, copy_tree_keeping_links, files_under
 
 from workbench.cleanup import approve_plan, cleanup, hold, list_holds, list_plans, purge_quarantine, undo_plan
 from workbench.cli import main
 from workbench.errors import ConfigError
-
-cleanup_template = support.cleanup_template  # shared fixtures (see test_cleanup_support)
-env = support.env
 
 
 def quarantined(env: Env) -> int:
@@ -86,7 +82,7 @@ def test_purge_without_root_uses_each_plans_root_and_refuses_a_foreign_root(
 def test_purge_with_a_root_leaves_other_roots_plans_alone(env: Env, tmp_path: Path) -> None:
     outcome = cleanup(env.rd, archive=env.ar, stage="full", confirm=True, yes=True)
     second = tmp_path / "second"
-    support.copy_tree_keeping_links(env.rd, second)  # quarantine copied too; its plan rows are env.rd's
+    copy_tree_keeping_links(env.rd, second)  # quarantine copied too; its plan rows are env.rd's
     plan_json = env.query("SELECT plan_json FROM wb_cleanup_plans")[0][0]
     con = duckdb.connect(str(env.ar / "catalog.duckdb"))
     plan = json.loads(plan_json)

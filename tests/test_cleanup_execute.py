@@ -12,8 +12,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import test_cleanup_support as support
-from test_cleanup_support import Env, files_under
+from cleanup_helpers import Env, files_under
 
 from workbench.archive import faults
 from workbench.archive.lock import archive_lock
@@ -30,9 +29,6 @@ from workbench.rdagent.files.qlib_res import read_qlib_res
 from workbench.rdagent.files.returns import read_returns
 
 OLD = 1_600_000_000  # an mtime far outside any grace window
-
-cleanup_template = support.cleanup_template  # shared fixtures (see test_cleanup_support)
-env = support.env
 
 
 def sha(path: Path) -> str:

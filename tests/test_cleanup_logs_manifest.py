@@ -8,16 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import test_cleanup_support as support
-from test_cleanup_support import Env
+from cleanup_helpers import Env
 
 from workbench.cleanup import cleanup, export_cleanup_manifest, hold
 from workbench.cli import main
 
 LATER = datetime(2026, 3, 1, tzinfo=UTC)  # the sample's logs end in February 2026
-
-cleanup_template = support.cleanup_template  # shared fixtures (see test_cleanup_support)
-env = support.env
 
 
 def log_folders(env: Env) -> list[str]:

@@ -10,17 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import test_cleanup_support as support
-from test_cleanup_support import Env
+from cleanup_helpers import Env
 
 from workbench.cleanup import cleanup, hold
 from workbench.cli import main
 from workbench.errors import ConfigError
 
 RUNNING_RUN = "b7d779cc4b5c4436953c178e61067a8c"
-
-cleanup_template = support.cleanup_template  # shared fixtures (see test_cleanup_support)
-env = support.env
 
 
 def registry_rows(rd: Path, sql: str) -> list[tuple]:

@@ -16,15 +16,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-import test_cleanup_support as support
-from test_cleanup_support import Env, files_under
+from cleanup_helpers import Env, files_under
 
 from workbench.archive.catalog import inline_reader
 from workbench.archive.store import ObjectStore
 from workbench.archive.verify import verify_archive
-
-cleanup_template = support.cleanup_template  # shared fixtures (see test_cleanup_support)
-env = support.env
 
 
 def cli(*args: str, faults: str | None = None) -> subprocess.CompletedProcess[str]:

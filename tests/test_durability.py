@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pytest
-from test_cleanup_support import Env, copy_tree_keeping_links
+from cleanup_helpers import Env, copy_tree_keeping_links
 
 from workbench.archive.integrity import check_packs
 from workbench.archive.journal import load_manifest, record_files

@@ -1,8 +1,7 @@
-"""Shared set-up of the cleanup tests: one archived sample per session, copied per test.
+"""Helpers of the cleanup tests (fixtures using them live in conftest.py).
 
 The copy keeps hard links (the sample hard-links shared source data into factor workspaces, and
 cleanup must treat those as shared) and symbolic links as links, and keeps every mtime.
-Other cleanup test modules import the fixtures from here.
 """
 
 from __future__ import annotations
@@ -16,12 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import pytest
-
-from workbench.archive.pipeline import archive
-from workbench.sample.generate import generate_sample
-
-_TEMPLATE: dict[str, Path] = {}
 
 
 def copy_tree_keeping_links(source: Path, target: Path) -> None:
@@ -49,19 +42,10 @@ def copy_tree_keeping_links(source: Path, target: Path) -> None:
                 first_copy[(st.st_dev, st.st_ino)] = dst
 
 
-@pytest.fixture(scope="session")
-def cleanup_template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A sample installation archived in full, made once per session."""
-    if not _TEMPLATE:
-        base = tmp_path_factory.mktemp("cleanup_template")
-        generate_sample(base / "rd", seed=0)
-        archive(base / "rd", archive=base / "ar", mode="full", progress=False)
-        _TEMPLATE.update(rd=base / "rd", ar=base / "ar")
-    return _TEMPLATE
-
-
 @dataclass
 class Env:
+    """One test's private archived sample: installation `rd`, archive `ar`, scratch folder `tmp`."""
+
     rd: Path
     ar: Path
     tmp: Path
@@ -101,14 +85,6 @@ class Env:
             con.close()
 
 
-@pytest.fixture()
-def env(cleanup_template: dict[str, Path], tmp_path: Path) -> Env:
-    """A private copy of the archived sample (installation and archive) for one test."""
-    copy_tree_keeping_links(cleanup_template["rd"], tmp_path / "rd")
-    shutil.copytree(cleanup_template["ar"], tmp_path / "ar")
-    return Env(tmp_path / "rd", tmp_path / "ar", tmp_path)
-
-
 def files_under(root: Path) -> dict[str, bytes]:
     """Relative path → bytes of every regular file (links not followed)."""
     out = {}
@@ -118,15 +94,3 @@ def files_under(root: Path) -> dict[str, bytes]:
             if not path.is_symlink():
                 out[path.relative_to(root).as_posix()] = path.read_bytes()
     return out
-
-
-def test_copy_keeps_hard_links_and_symlinks(tmp_path: Path) -> None:
-    source = tmp_path / "src"
-    (source / "a").mkdir(parents=True)
-    (source / "data.h5").write_bytes(b"shared")
-    os.link(source / "data.h5", source / "a" / "data.h5")
-    os.symlink("../data.h5", source / "a" / "link.h5")
-    copy_tree_keeping_links(source, tmp_path / "dst")
-    copied = tmp_path / "dst"
-    assert os.stat(copied / "data.h5").st_ino == os.stat(copied / "a" / "data.h5").st_ino
-    assert os.readlink(copied / "a" / "link.h5") == "../data.h5"
