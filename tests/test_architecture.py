@@ -71,3 +71,47 @@ def test_a_module_outside_every_layer_is_refused(tmp_path: Path) -> None:
     (tree / "workbench" / "helpers.py").write_text('"""Somewhere nobody decided."""\n', encoding="utf-8")
     done = _lint(tree)
     assert done.returncode != 0 and "helpers" in done.stdout, done.stdout
+
+
+PACKAGES = ("archive", "analysis", "cleanup", "library", "rdagent", "sample", "widgets")
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_layer_publishes_an_api_that_resolves_and_matches_its_type_stubs(package: str) -> None:
+    import ast
+    import importlib
+
+    module = importlib.import_module(f"workbench.{package}")
+    assert module.__all__, f"workbench.{package} exports nothing"
+    for name in module.__all__:
+        value = getattr(module, name)
+        where = module._EXPORTS[name]
+        assert value is getattr(importlib.import_module(f"workbench.{package}.{where}"), name)
+    tree = ast.parse((ROOT / "workbench" / package / "__init__.py").read_text(encoding="utf-8"))
+    typed = {
+        (node.module, alias.asname or alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and node.module
+        and node.module.startswith(f"workbench.{package}.")
+        for alias in node.names
+    }
+    assert typed == {(f"workbench.{package}.{where}", name) for name, where in module._EXPORTS.items()}
+
+
+def test_the_command_line_starts_without_the_heavy_libraries() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, workbench.cli; print(sorted(m for m in sys.modules if m in "
+            "('duckdb', 'polars', 'pyarrow', 'pandas', 'altair', 'ipywidgets')))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout.strip() == "[]"
+    )  # `workbench --help` answers at once; each command imports what it needs

@@ -195,23 +195,6 @@ def list_holds(
     return [Hold(r[0], r[1], r[2], r[3], r[4], r[5], known_as=known.get(r[0])) for r in rows]
 
 
-def read_active_list(path: Path | str | None) -> frozenset[str]:
-    """Ids from an active-list file: one task-run or workspace id a line; `#` starts a comment."""
-    if path is None:
-        return frozenset()
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"--active-list {file}: cannot read it ({exc})") from exc
-    ids = set()
-    for line in text.splitlines():
-        value = line.split("#", 1)[0].strip()
-        if value:
-            ids.add(value)
-    return frozenset(ids)
-
-
 def hold_index(
     archive: Path | str | None,
     *,

@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from dataclasses import Field, asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from workbench.cleanup.holds import read_active_list
 from workbench.cleanup.units import parse_size
 from workbench.errors import ConfigError
-from workbench.rdagent.registry import RegistrySnapshot
 from workbench.rdagent.times import loop_timestamp, parse_time
+
+if TYPE_CHECKING:  # the policy is imported by the CLI at start-up: no Polars needed for that
+    from workbench.rdagent.registry import RegistrySnapshot
 
 Stage = Literal["conservative", "full"]
 STAGES: tuple[str, ...] = ("conservative", "full")
@@ -147,6 +148,23 @@ PLANNING_OPTIONS: tuple[str, ...] = tuple(f.name for f in policy_fields() if opt
 are added to the approved plan's active ids, which can only protect more (an approved item they
 exclude makes the confirm refuse).
 """
+
+
+def read_active_list(path: Path | str | None) -> frozenset[str]:
+    """Ids from an active-list file: one task-run or workspace id a line; `#` starts a comment."""
+    if path is None:
+        return frozenset()
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--active-list {file}: cannot read it ({exc})") from exc
+    ids = set()
+    for line in text.splitlines():
+        value = line.split("#", 1)[0].strip()
+        if value:
+            ids.add(value)
+    return frozenset(ids)
 
 
 def build_policy(

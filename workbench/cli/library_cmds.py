@@ -10,10 +10,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
-import polars as pl
 import typer
 
-if TYPE_CHECKING:  # the commands import the library lazily, to start fast
+if TYPE_CHECKING:  # the commands import the library (and Polars) lazily, to start fast
+    import polars as pl
+
     from workbench.library.factors import FactorSort
     from workbench.library.strategies import StrategyRole
     from workbench.rdagent.request import ExperimentKind
@@ -49,6 +50,8 @@ def _rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
 
 def _echo_table(frame: pl.DataFrame, columns: list[str], *, short_ids: tuple[str, ...] = ()) -> None:
     """A compact text table: chosen columns, ids cut to 12 characters, floats to 4 decimals."""
+    import polars as pl
+
     if frame.height == 0:
         typer.echo("(nothing matches)")
         return
@@ -254,6 +257,8 @@ def combinations(
     json_output: JsonOpt = False,
 ) -> None:
     """List factor combinations with their factors and the experiments that used them."""
+    import polars as pl
+
     from workbench.library.combinations import combinations as list_combinations
 
     frame = list_combinations(archive, factor_id=factor, source=source)

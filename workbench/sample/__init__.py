@@ -15,6 +15,30 @@ Modules, named for what they make:
 * `generate`: the entry point, `generate_sample(out, seed=...)`
 """
 
-from workbench.sample.generate import MANIFEST_NAME, SampleInfo, auto_workers, generate_sample, read_manifest
+from __future__ import annotations
 
-__all__ = ["MANIFEST_NAME", "SampleInfo", "auto_workers", "generate_sample", "read_manifest"]
+from typing import TYPE_CHECKING, Any
+
+from workbench.exports import lazy_exports
+
+if TYPE_CHECKING:  # the same names, for type checkers and editors
+    from workbench.sample.generate import MANIFEST_NAME as MANIFEST_NAME
+    from workbench.sample.generate import SampleInfo as SampleInfo
+    from workbench.sample.generate import auto_workers as auto_workers
+    from workbench.sample.generate import generate_sample as generate_sample
+    from workbench.sample.generate import read_manifest as read_manifest
+
+_EXPORTS = {
+    name: "generate"
+    for name in ("MANIFEST_NAME", "SampleInfo", "auto_workers", "generate_sample", "read_manifest")
+}
+__all__ = sorted(_EXPORTS)
+_resolve = lazy_exports(__name__, _EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    return _resolve(name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,33 @@
+"""ipywidgets panels for notebooks, thin over the layers below: strategy comparison and cleanup review.
+
+The cleanup panel only reads a stored plan and writes an approval; it never deletes. Its public API is `__all__`, each name imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from workbench.exports import lazy_exports
+
+if TYPE_CHECKING:  # the same names, for type checkers and editors
+    from workbench.widgets.cleanup_panel import CleanupPanel as CleanupPanel
+    from workbench.widgets.cleanup_panel import exclusions_frame as exclusions_frame
+    from workbench.widgets.cleanup_panel import items_frame as items_frame
+    from workbench.widgets.comparison_panel import ComparisonPanel as ComparisonPanel
+
+_EXPORTS = {
+    "ComparisonPanel": "comparison_panel",
+    "CleanupPanel": "cleanup_panel",
+    "exclusions_frame": "cleanup_panel",
+    "items_frame": "cleanup_panel",
+}
+__all__ = sorted(_EXPORTS)
+_resolve = lazy_exports(__name__, _EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    return _resolve(name)
+
+
+def __dir__() -> list[str]:
+    return __all__
