@@ -135,12 +135,7 @@ def test_ids_are_stable_across_catalog_rebuilds(rd_root: Path, tmp_path: Path) -
 def test_level2_files_are_stored_verified_and_listed(rd_root: Path, archive_dir: Path) -> None:
     archive(rd_root, archive=archive_dir, mode="full", progress=False)
     layout = ArchiveLayout.at(archive_dir)
-    con = duckdb.connect(str(layout.catalog), read_only=True)
-    inline = {
-        sha: bytes(data) for sha, data in con.execute("SELECT sha256, data FROM wb_inline_objects").fetchall()
-    }
-    con.close()
-    store = ObjectStore(layout.objects, inline=inline.get)
+    store = ObjectStore(layout.objects)
     rows = catalog_rows(
         archive_dir,
         "SELECT id, workspace_dir, file_refs_json FROM aistock_experiments WHERE archiving_level = 2",

@@ -18,7 +18,6 @@ import duckdb
 import pytest
 from cleanup_helpers import Env, files_under
 
-from workbench.archive.catalog import inline_reader
 from workbench.archive.store import ObjectStore
 from workbench.archive.verify import verify_archive
 
@@ -68,7 +67,7 @@ def assert_level2_complete(ar: Path) -> None:
             "SELECT f.experiment_id, f.sha256, o.storage_key FROM wb_stored_files f JOIN aistock_experiments e "
             "ON e.id = f.experiment_id LEFT JOIN wb_objects o ON o.sha256 = f.sha256 WHERE e.archiving_level = 2"
         ).fetchall()
-        store = ObjectStore(ar / "objects", inline=inline_reader(con))
+        store = ObjectStore(ar / "objects")
         bad = [(e, sha) for e, sha, key in rows if key is None or not store.verify(key, sha)]
     finally:
         con.close()

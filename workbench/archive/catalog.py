@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -246,16 +246,6 @@ def open_catalog(
             con.close()
         except duckdb.Error:  # an invalidated database may refuse; the error that got us here matters
             pass
-
-
-def inline_reader(con: duckdb.DuckDBPyConnection) -> Callable[[str], bytes | None]:
-    """Read small objects kept in the catalog (see store.py) through an open connection."""
-
-    def read(sha256: str) -> bytes | None:
-        row = fetch_one(con, "SELECT data FROM wb_inline_objects WHERE sha256 = ?", [sha256])
-        return bytes(row[0]) if row else None
-
-    return read
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:

@@ -51,14 +51,6 @@ def restore_experiment(
             "JOIN wb_objects o ON o.sha256 = f.sha256 WHERE f.experiment_id = ? ORDER BY f.rel_path",
             [row[0]],
         ).fetchall()
-        inline = {
-            r[0]: bytes(r[1])
-            for r in con.execute(
-                "SELECT i.sha256, i.data FROM wb_inline_objects i JOIN wb_stored_files f ON f.sha256 = i.sha256 "
-                "WHERE f.experiment_id = ?",
-                [row[0]],
-            ).fetchall()
-        }
     if not files:
         raise ArchiveError(
             f"experiment {row[0]} has no stored files (archiving level below 2); nothing to restore"
@@ -70,7 +62,7 @@ def restore_experiment(
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create the folder {target} ({exc.strerror}); choose another --to") from exc
-    store = ObjectStore(layout.objects, tmp=layout.tmp, inline=inline.get)
+    store = ObjectStore(layout.objects, tmp=layout.tmp, packs=layout.packs)
     result = RestoreResult(row[0], target)
     for rel_path, sha, key, size in files:
         store.restore_to(key, sha, _safe_target(target, rel_path))

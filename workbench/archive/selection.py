@@ -24,7 +24,7 @@ from workbench.archive.packs import is_pack_key, parse_pack_key
 from workbench.archive.persist import Outcome, load_cursor
 from workbench.archive.runs import RunSummary, count_skip
 from workbench.archive.scan import LoopCandidate, build_candidates, is_archivable
-from workbench.archive.store import INLINE_PREFIX, ObjectStore
+from workbench.archive.store import ObjectStore
 from workbench.errors import ConfigError
 from workbench.rdagent.installation import Installation
 from workbench.rdagent.registry import RegistrySnapshot, read_loops_changed_since, read_registry
@@ -232,8 +232,6 @@ def find_damaged_objects(
     for sha, key, stored_bytes in con.execute(
         "SELECT sha256, storage_key, stored_bytes FROM wb_objects"
     ).fetchall():
-        if key.startswith(INLINE_PREFIX):
-            continue
         if is_pack_key(key):
             location = parse_pack_key(key)
             if location.pack_sha256 not in pack_sizes:

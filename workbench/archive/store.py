@@ -12,8 +12,8 @@ their own: `put_bytes` holds them until `flush_pack` writes them together into o
 (`packs.py`; storage key ``pack:<pack sha256>:<offset>:<length>``), one pack per loop. Creating
 tens of thousands of tiny files is what made archiving slow; keeping them only in the catalog is
 what made a damaged catalog lose them. Archives written before packs kept them in the catalog
-table ``wb_inline_objects`` (key ``inline:<sha256>``); those are still read, and the upgrade
-moves them into a pack.
+table ``wb_inline_objects``; the upgrade to schema 6 moves them into a pack (`journal.py`), so
+every object of a current catalog is a file or a pack blob.
 
 Objects are stored zstd-compressed when that saves at least 10 %, raw otherwise; Parquet is
 always stored raw, so the stored object opens directly in polars, duckdb and pyarrow.
@@ -33,7 +33,7 @@ import os
 import shutil
 import struct
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -62,10 +62,8 @@ CHUNK = 4 * 1024 * 1024
 STREAM_ABOVE = 16 * 1024 * 1024
 MIN_SAVING = 0.90
 INLINE_MAX = 4096
-INLINE_PREFIX = "inline:"
 PENDING_PREFIX = "pending:"
-Codec = Literal["raw", "zstd", "inline", "pack"]
-InlineReader = Callable[[str], "bytes | None"]
+Codec = Literal["raw", "zstd", "pack"]
 
 
 @dataclass(frozen=True)
@@ -96,12 +94,10 @@ class ObjectStore:
         *,
         tmp: Path | None = None,
         level: int = 1,
-        inline: InlineReader | None = None,
         packs: Path | None = None,
         pack_small: bool = True,
     ) -> None:
         self.root = root
-        self._inline = inline
         self.tmp = tmp or root.parent / "tmp"
         self.packs = packs or root.parent / "packs"
         self._pack_small = pack_small
@@ -111,8 +107,6 @@ class ObjectStore:
         self._pending: dict[str, bytes] = {}
 
     def key_for(self, sha256: str, codec: Codec) -> str:
-        if codec == "inline":
-            return INLINE_PREFIX + sha256
         suffix = ".zst" if codec == "zstd" else ""
         return f"{sha256[:2]}/{sha256}{suffix}"
 
@@ -171,7 +165,7 @@ class ObjectStore:
         if key is not None and is_pack_key(key):
             if blob_present(self.packs, key):
                 return StoredObject(sha, len(data), len(data), key, "pack", False)
-        elif key is not None and not key.startswith(INLINE_PREFIX):  # a legacy inline object is packed again
+        elif key is not None:
             codec: Codec = "zstd" if key.endswith(".zst") else "raw"
             stored = self.path_for(key)
             if stored.exists():
@@ -253,7 +247,7 @@ class ObjectStore:
     def _reuse(self, sha: str, size: int, known: dict[str, str] | None) -> StoredObject | None:
         """The object already stored this session or listed by the catalog, if its file is there."""
         trusted = self._session.get(sha) or (known or {}).get(sha)
-        if trusted is None or trusted.startswith(INLINE_PREFIX) or not self.path_for(trusted).exists():
+        if trusted is None or not self.path_for(trusted).exists():
             return None
         codec: Codec = "zstd" if trusted.endswith(".zst") else "raw"
         return StoredObject(sha, size, self.path_for(trusted).stat().st_size, trusted, codec, False)
@@ -312,26 +306,12 @@ class ObjectStore:
         self._dirty.clear()
 
     def exists(self, storage_key: str) -> bool:
-        if storage_key.startswith(INLINE_PREFIX):
-            return self._read_inline(storage_key) is not None
         if is_pack_key(storage_key):
             return blob_present(self.packs, storage_key)
         return self.path_for(storage_key).exists()
 
-    def _read_inline(self, storage_key: str) -> bytes | None:
-        if self._inline is None:
-            raise VerificationError(
-                f"object {storage_key} lives in the catalog; open the store with a catalog reader"
-            )
-        return self._inline(storage_key[len(INLINE_PREFIX) :])
-
     def open_content(self, storage_key: str) -> bytes:
         """The original bytes of an object (decompressed)."""
-        if storage_key.startswith(INLINE_PREFIX):
-            data = self._read_inline(storage_key)
-            if data is None:
-                raise VerificationError(f"object {storage_key} is missing from wb_inline_objects")
-            return data
         if is_pack_key(storage_key):
             return read_blob(self.packs, storage_key)
         raw = self.path_for(storage_key).read_bytes()
@@ -347,7 +327,7 @@ class ObjectStore:
 
     def iter_content(self, storage_key: str) -> Iterator[bytes]:
         """Yield the original bytes in chunks; raw and zstd objects are both streamed."""
-        if storage_key.startswith((INLINE_PREFIX, PACK_PREFIX)):
+        if storage_key.startswith(PACK_PREFIX):
             yield self.open_content(storage_key)
             return
         path = self.path_for(storage_key)

@@ -39,7 +39,7 @@ from workbench.archive.db import fetch_one
 from workbench.archive.integrity import PartReport, check_manifests, check_packs, check_records
 from workbench.archive.layout import CATALOG_FILE, ArchiveLayout
 from workbench.archive.packs import is_pack_key
-from workbench.archive.store import INLINE_PREFIX, ObjectStore
+from workbench.archive.store import ObjectStore
 from workbench.errors import ArchiveBusyError, ArchiveError, CatalogCorruptError, VerificationError
 
 PART_ORDER: tuple[str, ...] = ("catalog", "objects", "manifests", "records", "packs")
@@ -324,9 +324,6 @@ def verify_objects(
         rows = con.execute(
             "SELECT sha256, storage_key, stored_bytes FROM wb_objects ORDER BY sha256"
         ).fetchall()
-        inline = {
-            r[0]: bytes(r[1]) for r in con.execute("SELECT sha256, data FROM wb_inline_objects").fetchall()
-        }
     if sha256s is not None:
         wanted = set(sha256s)
         rows = [r for r in rows if r[0] in wanted]
@@ -334,7 +331,7 @@ def verify_objects(
         missing_rows = sorted(wanted - listed)
     else:
         missing_rows = []
-    store = ObjectStore(layout.objects, tmp=layout.tmp, inline=inline.get, packs=layout.packs)
+    store = ObjectStore(layout.objects, tmp=layout.tmp, packs=layout.packs)
     report = VerifyReport(missing=list(missing_rows), read_data=read_data)
     for sha, key, stored_bytes in rows:
         report.checked += 1
@@ -343,11 +340,7 @@ def verify_objects(
         elif read_data:
             if not store.verify(key, sha):
                 report.damaged.append(sha)
-        elif (
-            not is_pack_key(key)
-            and not key.startswith(INLINE_PREFIX)
-            and store.path_for(key).stat().st_size != stored_bytes
-        ):
+        elif not is_pack_key(key) and store.path_for(key).stat().st_size != stored_bytes:
             report.damaged.append(sha)
     return report
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from workbench.archive.catalog import open_catalog
 from workbench.archive.layout import ArchiveLayout
-from workbench.archive.store import INLINE_PREFIX, ObjectStore, sha256_file
+from workbench.archive.store import ObjectStore, sha256_file
 from workbench.cleanup.inventory import ArchivedExperiment, DirScan
 from workbench.errors import InputFileError
 
@@ -29,34 +28,13 @@ class ArchiveChecker:
     ) -> None:
         layout = ArchiveLayout.at(archive)
         self.archive = layout.root
-        self.store = ObjectStore(layout.objects, tmp=layout.tmp, inline=self._inline_bytes)
+        self.store = ObjectStore(layout.objects, tmp=layout.tmp, packs=layout.packs)
         self.stored_files = stored_files
         self._verified: dict[tuple[str, str], bool] = {}
-        self._inline: dict[str, bytes | None] = {}
 
     def forget(self) -> None:
         """Drop cached results so the next check re-reads and re-hashes (used right before moving)."""
         self._verified.clear()
-        self._inline.clear()
-
-    def _inline_bytes(self, sha256: str) -> bytes | None:
-        return self._inline.get(sha256)
-
-    def _load_inline(self, keys: list[str]) -> None:
-        """Fetch the small objects kept in the catalog (`inline:<sha>`) that are not cached yet."""
-        wanted = sorted(
-            {k[len(INLINE_PREFIX) :] for k in keys if k.startswith(INLINE_PREFIX)} - set(self._inline)
-        )
-        if not wanted:
-            return
-        with open_catalog(self.archive, read_only=True) as con:
-            rows = con.execute(
-                f"SELECT sha256, data FROM wb_inline_objects WHERE sha256 IN ({', '.join('?' for _ in wanted)})",
-                wanted,
-            ).fetchall()
-        found = {r[0]: bytes(r[1]) for r in rows}
-        for sha in wanted:
-            self._inline[sha] = found.get(sha)
 
     def _object_ok(self, storage_key: str, sha256: str) -> bool:
         key = (storage_key, sha256)
@@ -71,7 +49,6 @@ class ArchiveChecker:
                 f"experiment {experiment.experiment_id} has no archived file list (level {experiment.level})"
             ]
         stored = self.stored_files.get(experiment.experiment_id, {})
-        self._load_inline([key for _sha, key in stored.values() if key])
         found: list[str] = []
         for ref in experiment.file_refs:
             if not ref.get("kept"):
