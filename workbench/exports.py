@@ -13,18 +13,22 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 
-def lazy_exports(package: str, exports: Mapping[str, str]) -> Callable[[str], Any]:
-    """A resolver for the package's `__getattr__`: each public name is imported from its module.
+def lazy_exports(
+    package: str, exports: Mapping[str, str]
+) -> tuple[list[str], Callable[[str], Any], Callable[[], list[str]]]:
+    """`__all__`, `__getattr__` and `__dir__` for `package`: each public name imported on first use.
 
-    `exports` maps a public name to ``"module"`` (relative to `package`) or ``"module:attribute"``
-    when the public name differs from the one in the module (a function named like its module).
+    `exports` maps a public name to the module (relative to `package`) that defines it.
     """
+    names = sorted(exports)
 
-    def resolve(name: str) -> Any:
-        where = exports.get(name)
-        if where is None:
+    def getattr_(name: str) -> Any:
+        module = exports.get(name)
+        if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        module, _, attribute = where.partition(":")
-        return getattr(importlib.import_module(f"{package}.{module}"), attribute or name)
+        return getattr(importlib.import_module(f"{package}.{module}"), name)
 
-    return resolve
+    def dir_() -> list[str]:
+        return list(names)
+
+    return names, getattr_, dir_

@@ -6,7 +6,7 @@ draws them (`charts`, Altair rendered offline). Its public API is `__all__`, eac
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from workbench.exports import lazy_exports
 
@@ -22,13 +22,4 @@ _EXPORTS = {
     "compare_task_run": "compare",
     "resolve_task_run_id": "compare",
 }
-__all__ = sorted(_EXPORTS)
-_resolve = lazy_exports(__name__, _EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    return _resolve(name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -9,7 +9,7 @@ reached through its module, which has its name.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from workbench.exports import lazy_exports
 
@@ -43,13 +43,4 @@ _EXPORTS = {
     "clear_library_cache": "library_cache",
     "refresh_library_cache": "library_cache",
 }
-__all__ = sorted(_EXPORTS)
-_resolve = lazy_exports(__name__, _EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    return _resolve(name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,7 +6,7 @@ Its public API is `__all__`, each name imported on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from workbench.exports import lazy_exports
 
@@ -44,13 +44,4 @@ _EXPORTS = {
     "attach_request": "requests",
     "export_request": "requests",
 }
-__all__ = sorted(_EXPORTS)
-_resolve = lazy_exports(__name__, _EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    return _resolve(name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,7 +7,7 @@ Everything here treats its input as untrusted (`files/reading.py`) and raises `I
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from workbench.exports import lazy_exports
 
@@ -47,13 +47,4 @@ _EXPORTS = {
     "loop_timestamp": "times",
     "parse_time": "times",
 }
-__all__ = sorted(_EXPORTS)
-_resolve = lazy_exports(__name__, _EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    return _resolve(name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

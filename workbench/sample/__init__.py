@@ -17,7 +17,7 @@ Modules, named for what they make:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from workbench.exports import lazy_exports
 
@@ -32,13 +32,4 @@ _EXPORTS = {
     name: "generate"
     for name in ("MANIFEST_NAME", "SampleInfo", "auto_workers", "generate_sample", "read_manifest")
 }
-__all__ = sorted(_EXPORTS)
-_resolve = lazy_exports(__name__, _EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    return _resolve(name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -5,7 +5,7 @@ The cleanup panel only reads a stored plan and writes an approval; it never dele
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from workbench.exports import lazy_exports
 
@@ -21,13 +21,4 @@ _EXPORTS = {
     "exclusions_frame": "cleanup_panel",
     "items_frame": "cleanup_panel",
 }
-__all__ = sorted(_EXPORTS)
-_resolve = lazy_exports(__name__, _EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    return _resolve(name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
