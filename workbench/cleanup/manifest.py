@@ -23,7 +23,7 @@ from workbench.archive.db import utc_now
 from workbench.cleanup.context import plan_context
 from workbench.cleanup.plan import CleanupPlan
 from workbench.cleanup.planner import plan_from_context
-from workbench.cleanup.policy import build_policy
+from workbench.cleanup.policy import MANIFEST_OPTIONS, build_policy
 from workbench.cleanup.records import save_plan
 from workbench.errors import ConfigError
 
@@ -94,24 +94,23 @@ def export_cleanup_manifest(
     *,
     out: Path | str,
     archive: Path | str | None = None,
-    min_archiving_level: int = 2,
-    hold_days: float = 30.0,
     active_list: Path | str | None = None,
-    grace_minutes: float = 120.0,
-    running_window_hours: float = 24.0,
     registry: Path | str | None = None,
     path_map: Sequence[str] = (),
+    **options: Any,
 ) -> dict[str, Any]:
-    """Write `{"experiments": [...]}` for the RD-Agent-side script; returns what was written."""
+    """Write `{"experiments": [...]}` for the RD-Agent-side script; returns what was written.
+
+    `options` are the `MANIFEST_OPTIONS` fields of :class:`CleanupPolicy`.
+    """
+    other = sorted(set(options) - set(MANIFEST_OPTIONS))
+    if other:
+        raise ConfigError(
+            f"the cleanup manifest takes only {', '.join(MANIFEST_OPTIONS)} of the planning options, "
+            f"not {', '.join(other)} (it describes the full stage of workspace folders)"
+        )
     target = _checked_output(Path(out))
-    policy = build_policy(
-        stage="full",
-        min_archiving_level=min_archiving_level,
-        hold_days=hold_days,
-        active_list=active_list,
-        grace_minutes=grace_minutes,
-        running_window_hours=running_window_hours,
-    )
+    policy = build_policy(stage="full", active_list=active_list, **options)
     context = plan_context(rdagent_root, archive=archive, policy=policy, registry=registry, path_map=path_map)
     plan = save_plan(plan_from_context(context), archive=archive, status="exported")
     document = {

@@ -150,6 +150,16 @@ exclude makes the confirm refuse).
 """
 
 
+MANIFEST_OPTIONS: tuple[str, ...] = (
+    "min_archiving_level",
+    "hold_days",
+    "grace_minutes",
+    "running_window_hours",
+)
+"""The planning options a manifest takes: it describes the full stage of workspace folders, so the
+stage, the log options and the workspace switch do not apply."""
+
+
 def read_active_list(path: Path | str | None) -> frozenset[str]:
     """Ids from an active-list file: one task-run or workspace id a line; `#` starts a comment."""
     if path is None:

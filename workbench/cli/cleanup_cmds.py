@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from workbench.cleanup.policy import MANIFEST_OPTIONS
 from workbench.cli.options import (
     DEFAULT_ARCHIVE,
     DEFAULT_SAMPLE,
@@ -276,23 +277,17 @@ def holds(
         typer.echo(record.describe() + known + released)
 
 
+@with_policy_options(after="archive", only=MANIFEST_OPTIONS)
 def export_cleanup_manifest(
     out: Annotated[Path, typer.Option("--out", help="Manifest file to write (JSON).")],
     rdagent_root: RootOpt = DEFAULT_SAMPLE,
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
-    min_archiving_level: Annotated[int, typer.Option(help="Minimum archiving level for can_cleanup.")] = 2,
-    hold_days: Annotated[float, typer.Option(help="A hold blocks cleanup for this many days.")] = 30.0,
     active_list: Annotated[
         Path | None, typer.Option("--active-list", help="File of ids under active debugging.")
     ] = None,
-    grace_minutes: Annotated[
-        float, typer.Option(help="Leave folders modified within this many minutes.")
-    ] = 120.0,
-    running_window_hours: Annotated[
-        float, typer.Option(help="A 'running' task run updated within this many hours is live.")
-    ] = 24.0,
     registry: RegistryOpt = None,
     path_map: PathMapOpt = [],  # noqa: B006
+    **policy_options: Any,
 ) -> None:
     """Write the manifest RD-Agent's tools/cleanup_archived_workspaces.py reads (full-stage decisions)."""
     from workbench.cleanup import export_cleanup_manifest as export
@@ -301,13 +296,10 @@ def export_cleanup_manifest(
         rdagent_root,
         out=out,
         archive=archive,
-        min_archiving_level=min_archiving_level,
-        hold_days=hold_days,
         active_list=active_list,
-        grace_minutes=grace_minutes,
-        running_window_hours=running_window_hours,
         registry=registry,
         path_map=path_map,
+        **policy_options,
     )
     entries = document["experiments"]
     typer.echo(

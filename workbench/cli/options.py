@@ -71,8 +71,9 @@ def given(ctx: typer.Context, name: str) -> bool:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def with_policy_options(after: str) -> Callable[[F], F]:
-    """Give a command one option per cleanup policy field, inserted after the parameter `after`.
+def with_policy_options(after: str, only: tuple[str, ...] | None = None) -> Callable[[F], F]:
+    """Give a command one option per cleanup policy field (or per field named in `only`), inserted
+    after the parameter `after`.
 
     The command takes them as ``**policy_options``; Typer reads the generated signature, so the
     help, flags and defaults are the policy's own.
@@ -83,19 +84,19 @@ def with_policy_options(after: str) -> Callable[[F], F]:
         fixed = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
         at = next(i for i, p in enumerate(fixed) if p.name == after) + 1
         command.__signature__ = signature.replace(  # type: ignore[attr-defined]
-            parameters=[*fixed[:at], *_policy_parameters(), *fixed[at:]]
+            parameters=[*fixed[:at], *_policy_parameters(only), *fixed[at:]]
         )
         return command
 
     return decorate
 
 
-def _policy_parameters() -> list[inspect.Parameter]:
+def _policy_parameters(only: tuple[str, ...] | None) -> list[inspect.Parameter]:
     hints = get_type_hints(CleanupPolicy)
     out = []
     for f in policy_fields():
         spec = option_spec(f)
-        if not spec.on_cli:
+        if not spec.on_cli or (only is not None and f.name not in only):
             continue
         kind = spec.cli_type if spec.cli_type is not None else hints[f.name]
         option = typer.Option(*spec.flags, help=spec.help)
