@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -352,3 +353,40 @@ def test_release_of_an_id_without_open_hold_says_how_to_list(
     assert main(["release", experiment["id"], "--reason", "done", *archive]) == 0
     assert main(["holds", *archive]) == 0
     assert "no open holds" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------- 6. --confirm is the confirmation
+
+
+def test_confirm_without_a_terminal_applies_the_plan_as_a_scheduled_job_would(env: Env) -> None:
+    planned = cleanup(env.rd, archive=env.ar, stage="full", dry_run=True).plan
+    assert planned.items
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workbench.cli",
+            "cleanup",
+            "--rdagent-root",
+            str(env.rd),
+            "--archive",
+            str(env.ar),
+            "--stage",
+            "full",
+            "--confirm",
+        ],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "needs a terminal" not in done.stderr and "moved to quarantine" in done.stdout
+    status, moved = env.query(
+        "SELECT status, (SELECT count(*) FROM wb_deletions d WHERE d.plan_id = p.plan_id) FROM wb_cleanup_plans p "
+        "ORDER BY created_at DESC LIMIT 1"
+    )[0]
+    assert status == "applied" and moved >= len(planned.items)
+    for item in planned.items:
+        if item.kind == "workspace_full":
+            assert not Path(item.path).exists()  # in quarantine, restorable with `cleanup undo`

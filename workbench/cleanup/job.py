@@ -9,7 +9,8 @@ same time), recomputes the plan from the catalog, the registry and the disk, and
   (`PlanChangedError`, exit 9) if any of them is gone from the new plan or its content changed;
 * with `expect_plan_hash` (the interactive confirmation): refuses if the new plan differs from
   the one the person just saw;
-* with `yes=True`: applies the recomputed plan.
+* otherwise: applies the recomputed plan (`--confirm` is the confirmation; `yes` only tells the
+  CLI not to ask at a terminal).
 """
 
 from __future__ import annotations
@@ -84,7 +85,10 @@ class CleanupOutcome:
             f"  then delete exactly what was approved: `workbench cleanup --archive {archive} --confirm "
             "--approval APPROVAL_ID` (the plan's own RD-Agent root and options are used)"
         )
-        lines.append("  (or `--confirm` alone: recompute, show, ask; `--confirm --yes`: recompute and apply)")
+        lines.append(
+            "  (or `--confirm` alone: recompute and apply; at a terminal it shows the plan and asks first, "
+            "`--yes` skips the question)"
+        )
         lines.extend(self.notes)
         return "\n".join(lines)
 
@@ -181,11 +185,9 @@ def cleanup(
             given=given,
         )
     assert rdagent_root is not None
-    if not yes and expect_plan_hash is None:
-        raise ConfigError(
-            "--confirm deletes data: add --approval ID (reviewed plan), or --yes, "
-            "or run it in a terminal to confirm interactively"
-        )
+    # `confirm` is the confirmation (design: --dry-run / --confirm): the plan is made again under the
+    # lock and every item re-verified right before it moves. Asking first is the CLI's business, at a
+    # terminal only; `expect_plan_hash` then guards against a plan that changed while it asked.
     with archive_lock(archive, job="cleanup"):
         context = plan_context(
             rdagent_root, archive=archive, policy=policy, registry=registry, path_map=path_map, now=now

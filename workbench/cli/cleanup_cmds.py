@@ -52,7 +52,13 @@ def cleanup(
         bool, typer.Option("--dry-run", help="Print the exact plan and store it (nothing is changed).")
     ] = False,
     confirm: Annotated[
-        bool, typer.Option("--confirm", help="Recompute the plan and move it to quarantine.")
+        bool,
+        typer.Option(
+            "--confirm",
+            help="Apply: re-plan under the archive lock, re-verify each item, move it to quarantine "
+            "(restorable). At a terminal the plan is shown and you are asked first; without one "
+            "(cron, scripts) it applies.",
+        ),
     ] = False,
     approval: Annotated[
         str | None,
@@ -60,7 +66,9 @@ def cleanup(
             "--approval", help="With --confirm: apply only what this approval approved; exit 9 if it changed."
         ),
     ] = None,
-    yes: Annotated[bool, typer.Option("--yes", help="With --confirm: do not ask (for scripts).")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="With --confirm at a terminal: apply without asking.")
+    ] = False,
     active_list: Annotated[
         Path | None,
         typer.Option(
@@ -97,18 +105,13 @@ def cleanup(
         **policy_options,
     )
     expect = None
-    if confirm and not approval and not yes:
+    if confirm and not approval and not yes and _at_a_terminal():
+        # a person is there: show the plan and ask; scripts and cron (no terminal) apply, as --confirm says
         shown = run_cleanup(root, dry_run=True, **options)
         typer.echo(shown.plan.format())
         if not shown.plan.items:
             typer.echo("nothing to clean up")
             return
-        if not sys.stdin.isatty():
-            typer.echo(
-                "error: --confirm without --yes or --approval needs a terminal to ask; nothing was deleted",
-                err=True,
-            )
-            raise typer.Exit(2)
         typer.confirm(
             f"move these {len(shown.plan.items)} plan items to quarantine (restorable with "
             "`workbench cleanup undo`)?",
@@ -124,6 +127,11 @@ def cleanup(
         typer.echo(outcome.format(archive=archive, rdagent_root=root))
     if not outcome.ok:
         raise typer.Exit(1)
+
+
+def _at_a_terminal() -> bool:
+    """Both standard input and output are a terminal: someone can read the plan and answer."""
+    return sys.stdin is not None and sys.stdin.isatty() and sys.stdout.isatty()
 
 
 @cleanup_app.command("approve")
