@@ -389,3 +389,22 @@ def test_compare_mistakes_name_the_problem_with_the_documented_exit_code(
         assert message in err, (argv, err)
     with pytest.raises(ConfigError, match="alpha"):
         compare_task_run(archive_dir, MULTI, alpha=1.5)
+
+
+def test_frames_in_a_notebook_show_qlib_expressions_as_written() -> None:
+    """JupyterLab typesets $…$ in HTML outputs as LaTeX; the frame's HTML is marked for MathJax to skip."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from workbench.widgets import frame_html, setup_notebook
+
+    frame = pl.DataFrame({"expression": ["Corr($close, Log($volume+1), 20)", "$open / $close - 1"]})
+    shell = InteractiveShell.instance()
+    try:
+        setup_notebook()
+        shown, _ = shell.display_formatter.format(frame)
+    finally:
+        InteractiveShell.clear_instance()
+    html = shown["text/html"]
+    assert html == frame_html(frame)
+    assert html.startswith('<div class="tex2jax_ignore">') and "Corr($close, Log($volume+1), 20)" in html
+    assert shown["text/plain"] == repr(frame)  # the text form is polars' own

@@ -14,11 +14,15 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from workbench.widgets.cleanup_panel import exclusions_frame as exclusions_frame
     from workbench.widgets.cleanup_panel import items_frame as items_frame
     from workbench.widgets.comparison_panel import ComparisonPanel as ComparisonPanel
+    from workbench.widgets.display import frame_html as frame_html
+    from workbench.widgets.display import setup_notebook as setup_notebook
 
 _EXPORTS = {
     "ComparisonPanel": "comparison_panel",
     "CleanupPanel": "cleanup_panel",
     "exclusions_frame": "cleanup_panel",
     "items_frame": "cleanup_panel",
+    "frame_html": "display",
+    "setup_notebook": "display",
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
