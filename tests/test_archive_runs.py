@@ -416,3 +416,22 @@ def test_a_foreign_lock_holder_is_not_named_after_a_finished_job(archive_dir: Pa
     finally:
         foreign.kill()
         foreign.wait()
+
+
+def test_the_summary_says_finished_when_only_loops_failed_and_failed_when_the_run_did() -> None:
+    from workbench.archive.runs import RunSummary
+
+    bad_loop = {"task_run_id": "t1", "loop_id": 3, "stage": "extract", "message": "ret.pkl: not a pickle"}
+    done = RunSummary(
+        "r1", "full", "/a", "2026-01-01", status="failed", level2=57, errors=[bad_loop, bad_loop]
+    )
+    assert done.failed  # exit 1 and the recorded status stay as they were
+    assert done.headline() == (
+        "archive run r1 (full) finished: 57 loops archived, 1 loop(s) with errors "
+        "(listed below; each is retried by the next run, the others are safe)"
+    )
+    assert "ret.pkl: not a pickle" in done.format()
+    full = RunSummary("r2", "incremental", "/a", "2026-01-01", status="failed", error="disk full (ENOSPC)")
+    assert full.headline() == "archive run r2 (incremental) failed: disk full (ENOSPC)"
+    clean = RunSummary("r3", "full", "/a", "2026-01-01", status="success", level1=2, level2=8)
+    assert clean.headline() == "archive run r3 (full) finished: 10 loops archived, no errors"

@@ -51,9 +51,29 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def headline(self) -> str:
+        """One line a person reads first: a failed run apart from a run that finished with bad loops.
+
+        Why: one unreadable file fails its loop, not the run; the other loops are archived, and the
+        failed ones are retried by the next run. Saying "failed" for that sends people looking for
+        a broken archive.
+        """
+        what = f"archive run {self.run_id} ({self.mode})"
+        if self.error or (self.status == "failed" and not self.errors):
+            return f"{what} failed: {self.error or 'see the notes'}"
+        if self.status in ("failed", "success") and self.errors:
+            loops = len({(e.get("task_run_id"), e.get("loop_id")) for e in self.errors})
+            return (
+                f"{what} finished: {self.level1 + self.level2} loops archived, {loops} loop(s) with errors "
+                "(listed below; each is retried by the next run, the others are safe)"
+            )
+        if self.status == "success":
+            return f"{what} finished: {self.level1 + self.level2} loops archived, no errors"
+        return f"{what} {self.status}"
+
     def format(self) -> str:
         lines = [
-            f"archive run {self.run_id} ({self.mode}) {self.status}",
+            self.headline(),
             f"  archive:    {self.archive}",
             f"  candidates: {self.candidates}   level 1: {self.level1}   level 2: {self.level2}   unchanged: {self.unchanged}",
             f"  skipped:    {', '.join(f'{k}={v}' for k, v in sorted(self.skipped.items())) or 'none'}",

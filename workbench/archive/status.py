@@ -37,6 +37,20 @@ class ArchiveStatus:
             "storage": self.storage,
         }
 
+    def format_errors(self, *, limit: int | None = None) -> str:
+        """Every open error in full (which loop, its state, the whole message), one per line."""
+        if not self.errors.height:
+            return "no open errors"
+        rows = self.errors.head(limit) if limit is not None else self.errors
+        lines = [f"open errors ({self.errors.height}):"]
+        lines.extend(
+            f"  {r['task_run_id']}/{r['loop_id']} [{r['state']}]: {r['last_error']}"
+            for r in rows.iter_rows(named=True)
+        )
+        if rows.height < self.errors.height:
+            lines.append(f"  ... {self.errors.height - rows.height} more (`workbench status --errors`)")
+        return "\n".join(lines)
+
     def format(self) -> str:
         lines = []
         if self.list_experiments:
@@ -72,9 +86,7 @@ class ArchiveStatus:
             if r.get("error"):
                 lines.append(f"    failed: {r['error']}")
         if self.errors.height:
-            lines.append(f"open errors ({self.errors.height}):")
-            for r in self.errors.head(20).iter_rows(named=True):
-                lines.append(f"  {r['task_run_id']}/{r['loop_id']} [{r['state']}]: {r['last_error']}")
+            lines.append(self.format_errors(limit=20))
         return "\n".join(lines)
 
 
