@@ -114,3 +114,52 @@ def test_approve_cli_and_unknown_items(env: Env, capsys: pytest.CaptureFixture[s
     assert main(["cleanup", "approve", plan.plan_id, "--archive", str(env.ar), "--by", "ops"]) == 0
     text = capsys.readouterr().out
     assert f"{len(plan.items)} plan items" in text and "--approval a-" in text
+
+
+def test_an_approval_made_in_the_panel_shows_in_cleanup_plans_before_it_is_applied(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workbench.cleanup import list_plans
+    from workbench.cli import main
+
+    plan = cleanup(env.rd, archive=env.ar, dry_run=True).plan
+    panel = CleanupPanel(plan, archive=env.ar)
+    panel._on_select_all(None)
+    panel.approved_by.value = "reviewer"
+    panel._on_approve(None)
+    assert panel.approval is not None
+    row = next(p for p in list_plans(archive=env.ar) if p["plan_id"] == plan.plan_id)
+    assert row["approval_id"] == panel.approval.approval_id and row["approvals"] == 1
+    assert row["status"] == "planned"  # stored status: nothing has been applied
+    capsys.readouterr()
+    assert main(["cleanup", "plans", "--archive", str(env.ar)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(plan.plan_id or "-"))
+    assert " approved " in line and panel.approval.approval_id in line
+
+
+def test_the_panel_keeps_labels_whole_and_the_approve_button_above_a_long_selection(env: Env) -> None:
+    plan = cleanup(env.rd, archive=env.ar, dry_run=True, logs=True, keep_days=0).plan
+    panel = CleanupPanel(plan, archive=env.ar)
+    for control in (panel.approved_by, panel.min_size_kb, panel.min_age_days, panel.task_run):
+        assert control.style.description_width == "initial", control.description
+    children = list(panel.widget.children)
+    approve_row = next(
+        i for i, c in enumerate(children) if panel.approve_button in getattr(c, "children", ())
+    )
+    assert approve_row < children.index(panel.details)  # "select all" never pushes the button out of view
+    assert panel.details.layout.max_height and panel.details.layout.overflow == "auto"
+
+
+def test_a_log_folder_is_filed_under_the_task_run_that_owns_its_experiments(env: Env) -> None:
+    plan = cleanup(env.rd, archive=env.ar, dry_run=True, logs=True, keep_days=0).plan
+    owners = {r[0] for r in env.query("SELECT DISTINCT task_run_id FROM aistock_experiments")}
+    logs = [i for i in plan.items if i.kind == "log_dir"] + [
+        e for e in plan.exclusions if e.kind == "log_dir"
+    ]
+    assert logs
+    for entry in logs:
+        linked = set(getattr(entry, "task_run_ids", ()) or ())
+        if entry.task_run_id is not None and (linked & owners or entry.task_run_id in owners):
+            assert entry.task_run_id in owners, entry  # never a bootstrap duplicate named after the folder
+    panel = CleanupPanel(plan, archive=env.ar)
+    assert set(panel.task_run.options) - {"(all)"} <= owners | {e.task_run_id for e in plan.exclusions}

@@ -40,6 +40,9 @@ class LogFolder:
     details: list[str]
     experiment_ids: tuple[str, ...] = ()
     level: int | None = None
+    #: the task run shown for the folder: one that owns archived experiments, so a run registered a
+    #: second time under the log folder's name (a bootstrap duplicate) is not shown as a run of its own
+    primary_run: str | None = None
 
     @property
     def latest(self) -> datetime:
@@ -115,6 +118,8 @@ def _judge(path: Path, runs: set[str], context: PlanContext) -> LogFolder:
         folder.details.append("not linked to any task run in the registry; left alone")
         return folder
     gaps, folder.experiment_ids, folder.level = _archive_gaps(runs, context)
+    owners = sorted({e.task_run_id for e in context.facts.experiments if e.task_run_id in runs})
+    folder.primary_run = owners[0] if owners else sorted(runs)[0]
     if gaps:
         folder.reasons.append("not_archived")
         folder.details.append(
@@ -140,7 +145,7 @@ def _exclusion(folder: LogFolder, reasons: list[str], details: list[str]) -> Exc
         reasons=tuple(dict.fromkeys(reasons)),
         detail="; ".join(details),
         experiment_ids=folder.experiment_ids,
-        task_run_id=runs[0] if runs else None,
+        task_run_id=folder.primary_run or (runs[0] if runs else None),
         level=folder.level,
     )
 
@@ -155,7 +160,7 @@ def _item(folder: LogFolder, rule: str) -> PlanItem:
         rule=rule,
         bytes=folder.size,
         experiment_ids=folder.experiment_ids,
-        task_run_id=runs[0] if runs else None,
+        task_run_id=folder.primary_run or (runs[0] if runs else None),
         task_run_ids=tuple(runs),
         role="log",
         level=folder.level,

@@ -105,6 +105,9 @@ def recorded_roots(*, archive: Path | str | None) -> set[str]:
 def list_plans(*, archive: Path | str | None, limit: int = 50) -> list[dict[str, Any]]:
     """Recent plans with their status and how much they moved.
 
+    `approval_id` is the approval a plan was applied with, else its newest approval (one made in the
+    review panel shows at once, before it is applied); `approvals` counts them.
+
     Two units, never mixed: plan items (`items` in the plan, `items_moved` of them with at least
     one path moved) and paths (`paths_moved` filesystem entries moved, one row each in
     `wb_deletions`; `paths_in_quarantine` of them still there). A full-stage item is one path
@@ -113,7 +116,10 @@ def list_plans(*, archive: Path | str | None, limit: int = 50) -> list[dict[str,
     with open_catalog(archive, read_only=True) as con:
         rows = con.execute(
             """
-            SELECT p.plan_id, p.stage, p.created_at, p.status, p.applied_at, p.approval_id,
+            SELECT p.plan_id, p.stage, p.created_at, p.status, p.applied_at,
+                   coalesce(p.approval_id, (SELECT a.approval_id FROM wb_cleanup_approvals a
+                       WHERE a.plan_id = p.plan_id ORDER BY a.created_at DESC LIMIT 1)) AS approval_id,
+                   (SELECT count(*) FROM wb_cleanup_approvals a WHERE a.plan_id = p.plan_id) AS approvals,
                    json_array_length(json_extract(p.plan_json, '$.items')) AS items,
                    count(DISTINCT d.item_id) AS items_moved,
                    count(d.deletion_id) AS paths_moved, coalesce(sum(d.bytes), 0) AS bytes,
@@ -131,6 +137,7 @@ def list_plans(*, archive: Path | str | None, limit: int = 50) -> list[dict[str,
         "status",
         "applied_at",
         "approval_id",
+        "approvals",
         "items",
         "items_moved",
         "paths_moved",

@@ -216,8 +216,9 @@ def plans(
     if not rows:
         typer.echo("no cleanup plans yet; make one with `workbench cleanup --rdagent-root ROOT --dry-run`")
     for r in rows:
+        status = "approved" if r["status"] == "planned" and r["approvals"] else r["status"]
         typer.echo(
-            f"{r['plan_id']}  {r['stage']:<12} {r['status']:<17} {r['items']:>4} plan items, "
+            f"{r['plan_id']}  {r['stage']:<12} {status:<17} {r['items']:>4} plan items, "
             f"{r['items_moved']:>4} moved ({r['paths_moved']} paths, {format_bytes(r['bytes'])}); "
             f"{r['paths_in_quarantine']} paths still in quarantine  approval {r['approval_id'] or '-'}"
         )

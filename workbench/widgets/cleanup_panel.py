@@ -114,21 +114,31 @@ class CleanupPanel:
             {i.task_run_id for i in plan.items if i.task_run_id}
             | {e.task_run_id for e in plan.exclusions if e.task_run_id}
         )
-        self.task_run = widgets.Dropdown(options=[ALL, *runs], value=ALL, description="task run")
-        self.stage = widgets.Dropdown(options=list(STAGE_CHOICES), value=ALL, description="stage")
-        self.min_age_days = widgets.BoundedFloatText(value=0, min=0, max=100_000, description="min age (d)")
-        self.min_size_kb = widgets.BoundedFloatText(value=0, min=0, max=1e12, description="min size (KB)")
-        self.show_excluded = widgets.Checkbox(value=True, description="show excluded")
+        label = {"description_width": "initial"}  # labels are never cut off
+        self.task_run = widgets.Dropdown(options=[ALL, *runs], value=ALL, description="task run", style=label)
+        self.stage = widgets.Dropdown(
+            options=list(STAGE_CHOICES), value=ALL, description="stage", style=label
+        )
+        self.min_age_days = widgets.BoundedFloatText(
+            value=0, min=0, max=100_000, description="min age (days)", style=label
+        )
+        self.min_size_kb = widgets.BoundedFloatText(
+            value=0, min=0, max=1e12, description="min size (KB)", style=label
+        )
+        self.show_excluded = widgets.Checkbox(value=True, description="show excluded", style=label)
         self.selection = widgets.SelectMultiple(
             options=[], rows=12, description="items", layout=widgets.Layout(width="100%")
         )
         self.select_all = widgets.Button(description="select all shown")
         self.clear = widgets.Button(description="clear selection")
-        self.approved_by = widgets.Text(value="", placeholder="your name", description="approved by")
-        self.note = widgets.Text(value="", placeholder="why", description="note")
+        self.approved_by = widgets.Text(
+            value="", placeholder="your name", description="approved by", style=label
+        )
+        self.note = widgets.Text(value="", placeholder="why", description="note", style=label)
         self.approve_button = widgets.Button(description="approve selected", button_style="warning")
         self.summary = widgets.HTML()
-        self.details = widgets.HTML()
+        # a long selection scrolls inside its own box: the approve controls stay in view
+        self.details = widgets.HTML(layout=widgets.Layout(max_height="320px", overflow="auto"))
         self.excluded = widgets.HTML()
         self.status = widgets.HTML()
         for control in (self.task_run, self.stage, self.min_age_days, self.min_size_kb, self.show_excluded):
@@ -148,9 +158,9 @@ class CleanupPanel:
                 self.summary,
                 self.selection,
                 widgets.HBox([self.select_all, self.clear]),
-                self.details,
                 widgets.HBox([self.approved_by, self.note, self.approve_button]),
                 self.status,
+                self.details,
                 self.excluded,
             ]
         )
