@@ -278,6 +278,39 @@ def test_the_comparison_panel_follows_the_pickers(archive_dir: Path) -> None:
         panel.select_task_run("not-a-run")
 
 
+def _colours(panel: ComparisonPanel) -> dict[str, str]:
+    """strategy → the colour its line is drawn in, read from the panel's chart specification."""
+    from workbench.analysis import charts
+
+    assert panel.comparison is not None
+    spec = charts.comparison_chart(
+        panel.comparison.curves,
+        panel.comparison.table,
+        control=panel.comparison.control,
+        domain=panel._domain,
+        stacked=True,
+    ).to_dict()
+    scale = spec["vconcat"][0]["vconcat"][0]["encoding"]["color"]["scale"]
+    palette = ["#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6"]
+    assert scale["scheme"] == "tableau10"
+    return {name: palette[i] for i, name in enumerate(scale["domain"])}
+
+
+def test_a_strategy_keeps_its_colour_and_the_control_shows_as_selected(archive_dir: Path) -> None:
+    from workbench.analysis import charts
+
+    panel = ComparisonPanel(archive_dir, n_boot=100)
+    everything = _colours(panel)
+    panel.select_strategies(["alt_factors"])  # the control is compared too: the picker says so
+    assert set(panel.strategies.value) == {"sota_topk50", "alt_factors"}
+    assert _colours(panel) == everything  # same domain, same order: same colour for each strategy
+    spec = charts.comparison_chart(
+        panel.comparison.curves, panel.comparison.table, domain=panel._domain, stacked=True
+    ).to_dict()
+    legend = spec["vconcat"][0]["vconcat"][0]["encoding"]["color"]["legend"]
+    assert legend["orient"] == "top"  # above the chart: in view at any window width
+
+
 # --------------------------------------------------------------------------- user mistakes: one-line errors, documented exit codes
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -162,20 +163,31 @@ def archive_bytes_chart(storage: dict[str, int]) -> alt.Chart:
 # --------------------------------------------------------------------------- strategy comparison
 
 
-def _strategy_color(n_strategies: int) -> alt.Color:
-    """Distinct colours for up to 20 strategies; a two-column legend that lists all of them beyond."""
+def _strategy_color(n_strategies: int, domain: Sequence[str] | None = None) -> alt.Color:
+    """Distinct colours for up to 20 strategies, listed above the chart so the legend is always in view.
+
+    With `domain` (every strategy of the task run, in a fixed order) a strategy keeps its colour
+    whichever strategies are shown; without it colours follow the order of appearance.
+    """
+    n_colours = len(domain) if domain else n_strategies
+    scale = alt.Scale(scheme="tableau20" if n_colours > 10 else "tableau10")
+    if domain:
+        scale = alt.Scale(domain=list(domain), scheme="tableau20" if n_colours > 10 else "tableau10")
     return alt.Color(
         "strategy:N",
         sort=None,
-        scale=alt.Scale(scheme="tableau20" if n_strategies > 10 else "tableau10"),
-        legend=alt.Legend(
-            title="strategy", symbolLimit=0, columns=2 if n_strategies > 20 else 1, labelLimit=160
-        ),
+        scale=scale,
+        legend=alt.Legend(title="strategy", symbolLimit=0, orient="top", columns=4, labelLimit=200),
     )
 
 
 def comparison_curves_chart(
-    curves: pl.DataFrame, *, control: str | None = None, max_rows: int = MAX_ROWS, width: int = 560
+    curves: pl.DataFrame,
+    *,
+    control: str | None = None,
+    max_rows: int = MAX_ROWS,
+    width: int = 560,
+    domain: Sequence[str] | None = None,
 ) -> alt.VConcatChart:
     """Cumulative excess return above drawdown, one line per strategy, the control drawn thicker.
 
@@ -204,7 +216,10 @@ def comparison_curves_chart(
         alt.Chart()
         .mark_line()
         .encode(
-            x=alt.X("datetime:T", title=None), color=_strategy_color(n_strategies), size=size, tooltip=tooltip
+            x=alt.X("datetime:T", title=None),
+            color=_strategy_color(n_strategies, domain),
+            size=size,
+            tooltip=tooltip,
         )
     )
     cumulative = base.encode(
@@ -265,12 +280,25 @@ def sharpe_diff_chart(table: pl.DataFrame, *, width: int = 300) -> alt.LayerChar
 
 
 def comparison_chart(
-    curves: pl.DataFrame, table: pl.DataFrame, *, control: str | None = None
+    curves: pl.DataFrame,
+    table: pl.DataFrame,
+    *,
+    control: str | None = None,
+    domain: Sequence[str] | None = None,
+    stacked: bool = False,
+    width: int = 560,
 ) -> alt.TopLevelMixin:
-    """The comparison at a glance: curves on the left, Sharpe differences on the right (when there are treatments)."""
-    left = comparison_curves_chart(curves, control=control)
+    """The comparison at a glance: curves, and the Sharpe differences when there are treatments.
+
+    Side by side by default; `stacked` puts the differences under the curves (about `width` + 100
+    pixels wide in all), which fits a notebook next to JupyterLab's file browser. `domain` fixes
+    each strategy's colour (see `_strategy_color`).
+    """
+    left = comparison_curves_chart(curves, control=control, domain=domain, width=width)
     if table.filter(pl.col("role") == "treatment").height == 0:
         return left
+    if stacked:
+        return alt.vconcat(left, sharpe_diff_chart(table, width=width))
     return alt.hconcat(left, sharpe_diff_chart(table))
 
 

@@ -95,7 +95,7 @@ class ComparisonPanel:
         self.with_cost = widgets.Checkbox(value=True, description="excess return with cost")
         self.status = widgets.HTML()
         self.table_view = widgets.HTML()
-        self.chart_view = widgets.HTML()
+        self.chart_view = widgets.HTML(layout=widgets.Layout(max_width="100%", overflow="auto"))
         self.widget = widgets.VBox(
             [
                 widgets.HTML(
@@ -111,6 +111,7 @@ class ComparisonPanel:
             ]
         )
         self._quiet = False
+        self._domain: list[str] = []
         self.task_run.observe(self._on_task_run, names="value")
         self.strategies.observe(self._on_change, names="value")
         self.with_cost.observe(self._on_change, names="value")
@@ -167,8 +168,12 @@ class ComparisonPanel:
         self.comparison = None
         self._refresh(task_run, strategies=None)
         names: list[str] = self.comparison.table["strategy"].to_list() if self.comparison else []
+        self._domain = names
         self._quiet = True
         try:
+            # clear the selection before the options shrink: a selection pointing past the new options
+            # makes the browser side fail ("Cannot set properties of undefined (setting 'selected')")
+            self.strategies.value = ()
             self.strategies.options = names
             self.strategies.value = tuple(names)
         finally:
@@ -179,6 +184,13 @@ class ComparisonPanel:
             return
         chosen = list(self.strategies.value)
         self._refresh(self.task_run.value, strategies=chosen or None)
+        shown = tuple(self.comparison.table["strategy"].to_list()) if self.comparison else ()
+        if shown and set(shown) != set(self.strategies.value):  # the control is always compared: show it
+            self._quiet = True
+            try:
+                self.strategies.value = tuple(name for name in self.strategies.options if name in shown)
+            finally:
+                self._quiet = False
 
     def _refresh(self, task_run: str, *, strategies: list[str] | None) -> None:
         try:
@@ -202,7 +214,15 @@ class ComparisonPanel:
             + (f" — request {comparison.request_name}" if comparison.request_name else "")
         )
         self.table_view.value = comparison_table_html(comparison)
-        chart = charts.comparison_chart(comparison.curves, comparison.table, control=comparison.control)
+        chart = charts.comparison_chart(
+            comparison.curves,
+            comparison.table,
+            control=comparison.control,
+            # every strategy of the task run, in one order: a strategy keeps its colour across selections
+            domain=comparison.table["strategy"].to_list() if strategies is None else self._domain,
+            stacked=True,  # fits beside JupyterLab's file browser; the legend sits on top
+            width=520,
+        )
         self.chart_view.value = charts.render(chart, fmt="svg").decode("utf-8")
 
     def table(self) -> pl.DataFrame:
