@@ -260,7 +260,10 @@ def test_the_comparison_panel_follows_the_pickers(archive_dir: Path) -> None:
     assert panel.task_run.value == MULTI
     assert panel.strategies.options == ("sota_topk50", "topk30", "topk50_riskcap", "alt_factors")
     assert panel.comparison is not None and panel.comparison.table.height == 4
-    assert "<svg" in panel.chart_view.value and "topk50_riskcap" in panel.table_view.value
+    assert "topk50_riskcap" in panel.table_view.value
+    (shown,) = panel.chart_view.children  # an interactive chart widget (tooltips, zoom), offline
+    assert type(shown).__name__ == "JupyterChart" and shown.chart is panel.chart
+    assert "topk50_riskcap" in json.dumps(shown.spec) and shown._is_offline
 
     panel.select_strategies(["topk30"])
     assert panel.table()["strategy"].to_list() == ["sota_topk50", "topk30"]
@@ -441,3 +444,20 @@ def test_frames_in_a_notebook_show_qlib_expressions_as_written() -> None:
     assert html == frame_html(frame)
     assert html.startswith('<div class="tex2jax_ignore">') and "Corr($close, Log($volume+1), 20)" in html
     assert shown["text/plain"] == repr(frame)  # the text form is polars' own
+
+
+def test_interactive_charts_load_nothing_from_the_network() -> None:
+    """Notebook charts are JupyterChart widgets whose JavaScript is vl-convert's bundle, not a CDN."""
+    import altair as alt
+
+    from workbench.widgets.display import enable_interactive_charts, interactive_chart
+
+    enable_interactive_charts()
+    try:
+        chart = alt.Chart(pl.DataFrame({"x": [1, 2], "y": [3.0, 4.0]})).mark_line().encode(x="x:Q", y="y:Q")
+        widget = interactive_chart(chart)
+        assert alt.JupyterChart._is_offline and alt.renderers.active == "jupyter"
+        source = str(widget._esm)
+        assert "vega" in source and not any(cdn in source for cdn in ("jsdelivr", "unpkg", "https://cdn"))
+    finally:
+        alt.renderers.enable("svg")

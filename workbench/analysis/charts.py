@@ -222,8 +222,10 @@ def comparison_curves_chart(
             tooltip=tooltip,
         )
     )
-    cumulative = base.encode(
-        y=alt.Y("cum_excess:Q", title="cumulative excess return", axis=alt.Axis(format="%"))
+    cumulative = (
+        base.encode(
+            y=alt.Y("cum_excess:Q", title="cumulative excess return", axis=alt.Axis(format="%"))
+        ).interactive(bind_y=False)  # zoom and pan along time in a notebook; static files ignore it
     ).properties(
         width=width,
         height=220,

@@ -18,6 +18,7 @@ import polars as pl
 from workbench.analysis import charts
 from workbench.analysis.compare import Comparison, comparable_task_runs, compare_task_run
 from workbench.errors import ConfigError, WorkbenchError
+from workbench.widgets.display import interactive_chart
 
 __all__ = ["ComparisonPanel", "comparison_table_html"]
 
@@ -85,6 +86,7 @@ class ComparisonPanel:
         self.n_boot = n_boot
         self.seed = seed
         self.comparison: Comparison | None = None
+        self.chart: Any = None  # the Altair chart shown (also for saving it)
         self.runs = comparable_task_runs(archive)
         self.task_run = widgets.Dropdown(
             options=self._run_options(), description="task run", layout=widgets.Layout(width="640px")
@@ -95,7 +97,8 @@ class ComparisonPanel:
         self.with_cost = widgets.Checkbox(value=True, description="excess return with cost")
         self.status = widgets.HTML()
         self.table_view = widgets.HTML()
-        self.chart_view = widgets.HTML(layout=widgets.Layout(max_width="100%", overflow="auto"))
+        # the chart widget (tooltips, zoom along time) is swapped in on every change
+        self.chart_view = widgets.Box(layout=widgets.Layout(max_width="100%", overflow="auto"))
         self.widget = widgets.VBox(
             [
                 widgets.HTML(
@@ -206,7 +209,7 @@ class ComparisonPanel:
             self.comparison = None
             self.status.value = f"<span style='color:#b00'>{html.escape(str(exc))}</span>"
             self.table_view.value = ""
-            self.chart_view.value = ""
+            self.chart_view.children = ()
             return
         self.comparison = comparison
         self.status.value = html.escape(
@@ -223,7 +226,8 @@ class ComparisonPanel:
             stacked=True,  # fits beside JupyterLab's file browser; the legend sits on top
             width=520,
         )
-        self.chart_view.value = charts.render(chart, fmt="svg").decode("utf-8")
+        self.chart = chart
+        self.chart_view.children = (interactive_chart(chart),)
 
     def table(self) -> pl.DataFrame:
         """The current comparison table (empty when nothing could be compared)."""

@@ -1,5 +1,9 @@
 """How archive frames and charts show in a notebook: set up once per notebook by `setup_notebook()`.
 
+Charts are interactive (tooltips, zoom and pan) and offline: Altair's JupyterChart widget with the
+Vega libraries bundled by vl-convert, so nothing is fetched from a CDN. Outside a notebook, and
+for saved files, charts are rendered to SVG or PNG by vl-convert (`workbench.analysis.charts`).
+
 JupyterLab typesets ``$…$`` in HTML outputs as LaTeX, which turns a Qlib expression such as
 ``Corr($close, Log($volume+1), 20)`` into italic maths with the ``$`` signs gone. Polars frames
 are therefore shown inside an element MathJax ignores (``tex2jax_ignore``, the class pandas uses
@@ -8,8 +12,9 @@ for the same purpose), so every expression reads exactly as stored.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+import altair as alt
 import polars as pl
 
 from workbench.analysis import charts
@@ -22,16 +27,32 @@ def frame_html(frame: pl.DataFrame) -> str:
     return f'<div class="{MATHJAX_IGNORE}">{frame._repr_html_()}</div>'
 
 
-def setup_notebook(*, columns: int = 16, text_width: int = 60) -> None:
-    """Charts render offline (SVG by vl-convert); frames show literal text, up to `columns` columns
-    and `text_width` characters per value. Safe to call more than once and outside IPython."""
-    charts.enable_offline_rendering()
+def setup_notebook(*, columns: int = 16, text_width: int = 60, interactive: bool = True) -> None:
+    """Charts interactive and offline (or static SVG with `interactive=False`); frames show literal
+    text, up to `columns` columns and `text_width` characters per value. Safe to call more than once
+    and outside IPython."""
+    if interactive:
+        enable_interactive_charts()
+    else:
+        charts.enable_offline_rendering()
     pl.Config.set_tbl_cols(columns)
     pl.Config.set_fmt_str_lengths(text_width)
     shell = _ipython()
     if shell is not None:
         html = shell.display_formatter.formatters["text/html"]
         html.for_type(pl.DataFrame, frame_html)
+
+
+def enable_interactive_charts() -> None:
+    """Display Altair charts as JupyterChart widgets whose JavaScript comes from vl-convert (offline)."""
+    alt.JupyterChart.enable_offline()
+    alt.renderers.enable("jupyter", offline=True)
+
+
+def interactive_chart(chart: alt.TopLevelMixin) -> Any:
+    """A widget showing `chart` with tooltips, zoom and pan, its JavaScript bundled offline."""
+    alt.JupyterChart.enable_offline()
+    return alt.JupyterChart(cast("alt.TopLevelSpec", chart))  # every chart of charts.py is a top-level spec
 
 
 def _ipython() -> Any:
