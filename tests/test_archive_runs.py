@@ -435,3 +435,19 @@ def test_the_summary_says_finished_when_only_loops_failed_and_failed_when_the_ru
     assert full.headline() == "archive run r2 (incremental) failed: disk full (ENOSPC)"
     clean = RunSummary("r3", "full", "/a", "2026-01-01", status="success", level1=2, level2=8)
     assert clean.headline() == "archive run r3 (full) finished: 10 loops archived, no errors"
+
+
+def test_the_samples_planted_defects_are_named_as_such_and_real_failures_stay_failures(
+    rd_root: Path, archive_dir: Path, tmp_path: Path
+) -> None:
+    from workbench.demo import describe_run, planted_errors
+
+    summary = archive(rd_root, archive=archive_dir, mode="full", progress=False)
+    planted, real = planted_errors(summary, rd_root)
+    assert planted and not real  # the embedded sample breaks a few files on purpose, nothing else fails
+    text = describe_run(summary, rd_root)
+    assert "finished" in text.splitlines()[0] and "breaks on purpose" in text
+    elsewhere = tmp_path / "copy"  # the same errors where no sample manifest vouches for them
+    elsewhere.mkdir()
+    assert planted_errors(summary, elsewhere) == ([], summary.errors)
+    assert "on purpose" not in describe_run(summary, elsewhere)
