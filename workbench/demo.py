@@ -42,7 +42,7 @@ def describe_run(summary: RunSummary, rdagent_root: Path | str) -> str:
     planted, real = planted_errors(summary, rdagent_root)
     if planted and not real:
         return text + (
-            f"\n  all {len(planted)} errors are files the sample installation breaks on purpose "
+            f"\n  all {len(planted)} errors are files the sample breaks on purpose "
             "(sample_manifest.json, quirks.broken_files): the run recorded them and went on"
         )
     if planted:
