@@ -61,3 +61,29 @@ def test_archive_notebook_summary_reports_levels(rd_root: Path, archive_dir: Pat
     )
     text = json.dumps(nbformat.read(output, as_version=4).cells)
     assert "level 2:" in text and "<svg" in text
+
+
+def test_a_scheduled_runs_html_report_opens_offline_with_its_charts(
+    rd_root: Path, archive_dir: Path, tmp_path: Path
+) -> None:
+    import re
+
+    from workbench.cli import main
+
+    executed = tmp_path / "archive_incremental_run.ipynb"
+    pm.execute_notebook(
+        str(NOTEBOOKS / "archive_incremental.ipynb"),
+        str(executed),
+        parameters={"rdagent_root": str(rd_root), "archive_dir": str(archive_dir)},
+        cwd=str(NOTEBOOKS),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    assert main(["report", str(executed)]) == 0
+    html = executed.with_suffix(".html").read_text(encoding="utf-8")
+    assert (
+        "<svg" in html or "data:image/svg+xml" in html
+    ) and "level 2" in html  # charts and summary, as printed
+    loaded = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']*)', html)
+    assert not [url for url in loaded if url.startswith(("http:", "https:", "//"))], loaded
+    assert "cdnjs.cloudflare.com/ajax/libs/mathjax" not in html and "unpkg.com" not in html

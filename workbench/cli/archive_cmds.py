@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
     app.command("restore")(restore)
     app.command("repair")(repair)
     app.command("demo")(demo)
+    app.command("report")(report)
 
 
 def sample(
@@ -224,3 +225,17 @@ def demo(
     typer.echo(text)
     if failed:
         raise typer.Exit(1)
+
+
+def report(
+    notebook: Annotated[
+        Path, typer.Argument(help="An executed notebook (.ipynb), e.g. one papermill wrote.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="HTML file to write (default: next to the notebook, .html).")
+    ] = None,
+) -> None:
+    """Write an HTML copy of an executed notebook that opens offline (charts inline, nothing from a CDN)."""
+    from workbench.widgets.report import export_html
+
+    typer.echo(f"wrote {export_html(notebook, out)}")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from workbench.widgets.comparison_panel import ComparisonPanel as ComparisonPanel
     from workbench.widgets.display import frame_html as frame_html
     from workbench.widgets.display import setup_notebook as setup_notebook
+    from workbench.widgets.report import export_html as export_html
 
 _EXPORTS = {
     "ComparisonPanel": "comparison_panel",
@@ -23,6 +24,7 @@ _EXPORTS = {
     "exclusions_frame": "cleanup_panel",
     "items_frame": "cleanup_panel",
     "frame_html": "display",
+    "export_html": "report",
     "setup_notebook": "display",
 }
 __all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
