@@ -6,8 +6,9 @@ for saved files, charts are rendered to SVG or PNG by vl-convert (`workbench.ana
 
 JupyterLab typesets ``$…$`` in HTML outputs as LaTeX, which turns a Qlib expression such as
 ``Corr($close, Log($volume+1), 20)`` into italic maths with the ``$`` signs gone. Polars frames
-are therefore shown inside an element MathJax ignores (``tex2jax_ignore``, the class pandas uses
-for the same purpose), so every expression reads exactly as stored.
+are therefore shown inside an element MathJax ignores, so every expression reads exactly as
+stored: ``mathjax_ignore`` is MathJax 3's class (JupyterLab 4), ``tex2jax_ignore`` MathJax 2's
+(classic Notebook, nbconvert's HTML). The browser tests check that nothing is typeset.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ import polars as pl
 
 from workbench.analysis import charts
 
-MATHJAX_IGNORE = "tex2jax_ignore"
+MATHJAX_IGNORE = "mathjax_ignore tex2jax_ignore"
+# SVG rather than canvas: crisp at any zoom, text selectable, each mark an element of the page. The
+# chart menu keeps "save as SVG/PNG" (done in the browser) and drops "open in the Vega editor" (a
+# web site) and the source views.
+EMBED_OPTIONS = {
+    "renderer": "svg",
+    "actions": {"export": True, "source": False, "compiled": False, "editor": False},
+}
 
 
 def frame_html(frame: pl.DataFrame) -> str:
@@ -46,13 +54,13 @@ def setup_notebook(*, columns: int = 16, text_width: int = 60, interactive: bool
 def enable_interactive_charts() -> None:
     """Display Altair charts as JupyterChart widgets whose JavaScript comes from vl-convert (offline)."""
     alt.JupyterChart.enable_offline()
-    alt.renderers.enable("jupyter", offline=True)
+    alt.renderers.enable("jupyter", offline=True, embed_options=EMBED_OPTIONS)
 
 
 def interactive_chart(chart: alt.TopLevelMixin) -> Any:
     """A widget showing `chart` with tooltips, zoom and pan, its JavaScript bundled offline."""
     alt.JupyterChart.enable_offline()
-    return alt.JupyterChart(cast("alt.TopLevelSpec", chart))  # every chart of charts.py is a top-level spec
+    return alt.JupyterChart(cast("alt.TopLevelSpec", chart), embed_options=EMBED_OPTIONS)  # every chart of charts.py is a top-level spec
 
 
 def _ipython() -> Any:
