@@ -35,6 +35,7 @@ from workbench.errors import ConfigError
 
 __all__ = [
     "BOOTSTRAP_METHODS",
+    "BootstrapMethod",
     "EULER_GAMMA",
     "METRIC_KEYS",
     "QLIB_DAILY_PERIODS",

@@ -188,12 +188,14 @@ def comparison_curves_chart(
     max_rows: int = MAX_ROWS,
     width: int = 560,
     domain: Sequence[str] | None = None,
+    window: tuple[str, str] | None = None,
 ) -> alt.VConcatChart:
     """Cumulative excess return above drawdown, one line per strategy, the control drawn thicker.
 
     `curves` is long (`strategy, datetime, cum_excess, drawdown`); it is thinned per strategy to
     at most `max_rows` points (50 strategies over 10 years stay below Altair's 5,000-row limit),
-    and both panels share one copy of the data.
+    and both panels share one copy of the data. `window` (first and last ISO date) is shaded on
+    both panels: the common days the comparison's figures are computed on.
     """
     # A frame (not inline values) becomes one top-level dataset that Altair does not validate row by
     # row, which keeps building the specification fast; thinning keeps it under MAX_ROWS.
@@ -234,7 +236,29 @@ def comparison_curves_chart(
     drawdown = base.encode(y=alt.Y("drawdown:Q", title="drawdown", axis=alt.Axis(format="%"))).properties(
         width=width, height=130, title="Drawdown of cumulative excess return"
     )
+    if window is not None:
+        cumulative = _with_window(cumulative, window, label=True)
+        drawdown = _with_window(drawdown, window, label=False)
     return alt.vconcat(cumulative, drawdown, data=data)
+
+
+def _with_window(chart: alt.Chart, window: tuple[str, str], *, label: bool) -> alt.LayerChart:
+    """The chart over a grey band from window[0] to window[1] (the common window), labelled once."""
+    band_data = _inline_data([{"start": window[0], "end": window[1], "label": "common window"}])
+    band = (
+        alt.Chart(band_data)
+        .mark_rect(opacity=0.12, color="#888888")
+        .encode(x="start:T", x2="end:T", tooltip=[alt.Tooltip("start:T"), alt.Tooltip("end:T")])
+    )
+    layers: list[Any] = [band, chart]
+    if label:
+        layers.append(
+            alt.Chart(band_data)
+            .mark_text(align="left", baseline="top", dx=3, dy=3, color="#666666")
+            .encode(x="start:T", y=alt.value(0), text="label:N")
+        )
+    title = chart.title
+    return alt.LayerChart(layer=layers).properties(title=title)
 
 
 def sharpe_diff_chart(table: pl.DataFrame, *, width: int = 300) -> alt.LayerChart:
@@ -289,14 +313,15 @@ def comparison_chart(
     domain: Sequence[str] | None = None,
     stacked: bool = False,
     width: int = 560,
+    window: tuple[str, str] | None = None,
 ) -> alt.TopLevelMixin:
     """The comparison at a glance: curves, and the Sharpe differences when there are treatments.
 
     Side by side by default; `stacked` puts the differences under the curves (about `width` + 100
     pixels wide in all), which fits a notebook next to JupyterLab's file browser. `domain` fixes
-    each strategy's colour (see `_strategy_color`).
+    each strategy's colour (see `_strategy_color`); `window` shades the common window.
     """
-    left = comparison_curves_chart(curves, control=control, domain=domain, width=width)
+    left = comparison_curves_chart(curves, control=control, domain=domain, width=width, window=window)
     if table.filter(pl.col("role") == "treatment").height == 0:
         return left
     if stacked:
