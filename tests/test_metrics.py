@@ -343,8 +343,12 @@ def test_effective_trials_and_a_fractional_deflation():
     assert effective_trials(10, 0.0) == 10 and effective_trials(10, 1.0) == 1
     assert effective_trials(10, 0.5) == pytest.approx(5.5)
     assert effective_trials(10, -0.2) == 10  # never more than N
-    fewer = deflated_sharpe_ratio(2.0, n=500, skew=0, kurtosis=3, n_trials=5.5, var_trials=0.5, periods_per_year=252)
-    more = deflated_sharpe_ratio(2.0, n=500, skew=0, kurtosis=3, n_trials=10, var_trials=0.5, periods_per_year=252)
+    fewer = deflated_sharpe_ratio(
+        2.0, n=500, skew=0, kurtosis=3, n_trials=5.5, var_trials=0.5, periods_per_year=252
+    )
+    more = deflated_sharpe_ratio(
+        2.0, n=500, skew=0, kurtosis=3, n_trials=10, var_trials=0.5, periods_per_year=252
+    )
     assert fewer > more  # correlated trials deflate less
     assert expected_max_sharpe(n_trials=1.2, var_trials=1.0) == 0.0  # floored, not negative
 
@@ -367,7 +371,9 @@ def test_studentized_standard_error_is_the_delta_method_by_hand():
     assert result.studentized_high - result.point == pytest.approx(result.point - result.studentized_low)
     assert (result.block, result.block_basis, result.n_days) == (1.0, "given", 400)
     auto = sharpe_diff_tests(c, {"t": t}, n_boot=100)["t"]
-    assert not isinstance(auto, str) and auto.method == "stationary" and auto.block_basis.startswith("Politis")
+    assert (
+        not isinstance(auto, str) and auto.method == "stationary" and auto.block_basis.startswith("Politis")
+    )
     with pytest.raises(ConfigError, match="method"):
         sharpe_diff_tests(c, {"t": t}, method="moving")  # type: ignore[arg-type]
 

@@ -662,9 +662,7 @@ def bootstrap_sharpe_diff_cis(
         periods_per_year=periods_per_year,
         method=method,
     )
-    return {
-        name: t if isinstance(t, str) else (t.point, t.low, t.high) for name, t in tests.items()
-    }
+    return {name: t if isinstance(t, str) else (t.point, t.low, t.high) for name, t in tests.items()}
 
 
 def bootstrap_sharpe_diff_ci(

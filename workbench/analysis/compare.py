@@ -562,7 +562,9 @@ def compare_task_run(
         n_days=dates.len(),
         n_trials=trials.n,
         var_trials=trials.var,
-        bootstrap=_bootstrap_settings(tests, n_boot=n_boot, seed=seed, alpha=alpha, block=block, method=method),
+        bootstrap=_bootstrap_settings(
+            tests, n_boot=n_boot, seed=seed, alpha=alpha, block=block, method=method
+        ),
         table=table,
         curves=_curves(own_frames, with_cost=with_cost),
         skipped=skipped,
@@ -621,7 +623,9 @@ def _bootstrap_settings(
         "seed": seed,
         "alpha": alpha,
         "block": block if block is not None else (max(blocks.values()) if blocks else None),
-        "block_basis": "given" if block is not None else "Politis-White with Patton's correction, per treatment",
+        "block_basis": "given"
+        if block is not None
+        else "Politis-White with Patton's correction, per treatment",
         "blocks": blocks,
         "method": method,
         "paired": True,
@@ -661,7 +665,9 @@ def _check_settings(
     if not (number(alpha) and 0 < float(alpha) < 1):  # type: ignore[arg-type]
         problems.append(f"alpha (--alpha) must be between 0 and 1 (0.05 for a 95% interval), got {alpha!r}")
     if block is not None and not (number(block) and float(block) >= 1):  # type: ignore[arg-type]
-        problems.append(f"block (--block) must be a number of days, at least 1 (or None for automatic), got {block!r}")
+        problems.append(
+            f"block (--block) must be a number of days, at least 1 (or None for automatic), got {block!r}"
+        )
     if method not in BOOTSTRAP_METHODS:
         problems.append(f"method (--method) must be one of {', '.join(BOOTSTRAP_METHODS)}, got {method!r}")
     if not whole(periods_per_year, 1):
@@ -669,7 +675,9 @@ def _check_settings(
     if n_trials is not None and not whole(n_trials, 1):
         problems.append(f"n_trials (--n-trials) must be a whole number of at least 1, got {n_trials!r}")
     if not (number(max_dropped_share) and 0 <= float(max_dropped_share) <= 1):  # type: ignore[arg-type]
-        problems.append(f"max_dropped_share (--max-dropped) must be between 0 and 1, got {max_dropped_share!r}")
+        problems.append(
+            f"max_dropped_share (--max-dropped) must be between 0 and 1, got {max_dropped_share!r}"
+        )
     if problems:
         raise ConfigError("; ".join(problems))
 

@@ -109,7 +109,9 @@ def search_task_runs(
     return tuple(runs), " + ".join(why)
 
 
-def _search_loops(con: duckdb.DuckDBPyConnection, task_runs: Sequence[str], *, with_cost: bool) -> pl.DataFrame:
+def _search_loops(
+    con: duckdb.DuckDBPyConnection, task_runs: Sequence[str], *, with_cost: bool
+) -> pl.DataFrame:
     """Every loop row of the search: state, level, experiment and Qlib's information ratio."""
     series = "excess_return_with_cost" if with_cost else "excess_return_without_cost"
     return fetch_frame(
@@ -132,7 +134,12 @@ def _search_loops(con: duckdb.DuckDBPyConnection, task_runs: Sequence[str], *, w
 
 
 def _trial_sharpe(
-    frame: pl.DataFrame | None, qlib_ir: float | None, *, window: tuple[date, date], with_cost: bool, periods: int
+    frame: pl.DataFrame | None,
+    qlib_ir: float | None,
+    *,
+    window: tuple[date, date],
+    with_cost: bool,
+    periods: int,
 ) -> tuple[float | None, str]:
     """A trial's annualised Sharpe ratio and where it came from (see the module docstring)."""
     if frame is not None:
@@ -218,7 +225,9 @@ def count_trials(
         n, source = n_trials, f"given (--n-trials); the archive counts {n_loops} loops in the search ({why})"
     else:
         n = max(n_loops, len(sharpes), 1)
-        source = f"every loop row the archive keeps of the search ({why}), failed and result-less loops included"
+        source = (
+            f"every loop row the archive keeps of the search ({why}), failed and result-less loops included"
+        )
         if duplicates:
             source += f"; {duplicates} duplicate loop row(s) counted once"
     var = float(np.var(sharpes, ddof=1)) if len(sharpes) >= 2 else 0.0
