@@ -456,7 +456,8 @@ def _sharpe_influence(x: np.ndarray) -> np.ndarray:
     second = (x * x).mean(axis=-1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         sigma3 = np.maximum(second - mean * mean, 0.0) ** 1.5
-        return (second / sigma3) * (x - mean) - (mean / (2.0 * sigma3)) * (x * x - second)
+        influence: np.ndarray = (second / sigma3) * (x - mean) - (mean / (2.0 * sigma3)) * (x * x - second)
+    return influence
 
 
 def _diff_se(control: np.ndarray, treatment: np.ndarray, *, lags: int, periods_per_year: int) -> np.ndarray:
@@ -470,8 +471,8 @@ def _diff_se(control: np.ndarray, treatment: np.ndarray, *, lags: int, periods_p
     lrv = (z * z).mean(axis=-1)
     for j in range(1, min(lags, n - 1) + 1):
         lrv = lrv + 2.0 * (1.0 - j / (lags + 1)) * (z[..., j:] * z[..., :-j]).sum(axis=-1) / n
-    with np.errstate(invalid="ignore"):
-        return np.sqrt(np.maximum(lrv, 0.0) / n) * math.sqrt(periods_per_year)
+    se: np.ndarray = np.sqrt(np.maximum(lrv, 0.0) / n) * math.sqrt(periods_per_year)
+    return se
 
 
 def _block_indices(

@@ -35,11 +35,11 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from workbench.analysis.alignment import AlignmentReport, alignment_report
+from workbench.analysis.trials import Trials, count_trials
 from workbench.archive.catalog import open_catalog, read_frame
 from workbench.archive.db import fetch_frame
 from workbench.errors import ConfigError
-from workbench.analysis.alignment import AlignmentReport, alignment_report
-from workbench.analysis.trials import Trials, count_trials
 from workbench.metrics import (
     BOOTSTRAP_METHODS,
     BootstrapMethod,
