@@ -700,3 +700,15 @@ def test_bootstrap_options_reach_the_interval_and_holm_adjusts_across_treatments
     assert code == 2 and out == "" and "method (--method) must be one of stationary, circular" in err
     code, out, err = _cli([*argv, "--block", "0.5"], capsys)
     assert code == 2 and "block (--block) must be a number of days, at least 1" in err
+
+
+def test_the_panel_shows_the_new_figures_and_what_alignment_dropped(ragged_archive: Path) -> None:
+    panel = ComparisonPanel(ragged_archive, task_run_id=MULTI[:8], n_boot=100)
+    shown = panel.table_view.value
+    for label in ("DSR eff. N", "stud. low", "p (Holm)", "IR own series", "effective"):
+        assert label in shown
+    assert "warning: alignment drops 13 of sota_topk50" in shown and "late start 10" in shown
+    assert "trials: N = 4" in shown
+    assert "common window" in json.dumps(panel.chart.to_dict())
+    panel.select_strategies(["topk30"])  # the control is still added back, colours still fixed
+    assert panel.table()["strategy"].to_list() == ["sota_topk50", "topk30"]
