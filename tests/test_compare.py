@@ -117,18 +117,18 @@ def _aligned_excess(treatment: pl.DataFrame, control: pl.DataFrame) -> pl.DataFr
 
 
 def test_sharpe_difference_intervals_equal_the_paired_bootstrap(archive_dir: Path) -> None:
-    result = compare_task_run(archive_dir, MULTI, n_boot=700, seed=11)
+    result = compare_task_run(archive_dir, MULTI, n_boot=700, seed=11, block=3)
     series = _archived_series(archive_dir, MULTI)
     for row in result.table.filter(pl.col("role") == "treatment").iter_rows(named=True):
         aligned = _aligned_excess(series[row["loop_id"]], series[0])
         point, low, high = bootstrap_sharpe_diff_ci(
-            aligned["treatment"], aligned["control"], n_boot=700, seed=11
+            aligned["treatment"], aligned["control"], n_boot=700, seed=11, block=3
         )
         assert (row["sharpe_diff"], row["sharpe_diff_low"], row["sharpe_diff_high"]) == pytest.approx(
             (point, low, high), abs=1e-9
         )
         assert row["sharpe_diff"] == pytest.approx(row["information_ratio_diff"])
-    same = compare_task_run(archive_dir, MULTI, n_boot=700, seed=11)
+    same = compare_task_run(archive_dir, MULTI, n_boot=700, seed=11, block=3)
     assert same.table.equals(result.table)  # a seed makes the interval reproducible
 
 

@@ -532,42 +532,86 @@ class SharpeDiffTest:
     n_resamples: int
 
 
-def _one_sharpe_diff(
-    x: np.ndarray,
-    *,
-    n_boot: int,
-    alpha: float,
-    block: float | None,
-    seed: int,
-    periods_per_year: int,
-    method: BootstrapMethod,
-) -> SharpeDiffTest | str:
-    """The paired bootstrap of one (control, treatment) pair of finite, date-aligned rows."""
-    n = x.shape[1]
-    if block is None:
-        chosen = max(optimal_block_length(row, method=method) for row in x)
-        block_used = float(math.ceil(chosen)) if method == "circular" else chosen
-        basis = "Politis-White (Patton correction), the larger of control and treatment"
-    else:
-        block_used, basis = float(block), "given"
-    _check_bootstrap(n=n, block=block_used, n_boot=n_boot, alpha=alpha, periods_per_year=periods_per_year)
-    point = _row_sharpe(x, periods_per_year=periods_per_year)
-    if not np.isfinite(point).all():
-        return "Sharpe ratio undefined: treatment or control has zero variance"
-    d = float(point[1] - point[0])
-    lags = max(1, round(block_used))
-    se = float(_diff_se(x[0], x[1], lags=lags, periods_per_year=periods_per_year))
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _BOOT_CELLS // n)
-    diffs, ses = np.empty(n_boot), np.empty(n_boot)
-    for start in range(0, n_boot, chunk):
-        rows = min(chunk, n_boot - start)
-        idx = _block_indices(rng, rows=rows, n=n, block=block_used, method=method)
-        control, treatment = x[0][idx], x[1][idx]
-        diffs[start : start + rows] = _row_sharpe(treatment, periods_per_year=periods_per_year) - _row_sharpe(
-            control, periods_per_year=periods_per_year
-        )
-        ses[start : start + rows] = _diff_se(control, treatment, lags=lags, periods_per_year=periods_per_year)
+class _Draws:
+    """Per chunk of resamples: how often each day is drawn, and how often each lag-j pair of
+    consecutive days follows itself (within a block), as (rows, n) count matrices.
+
+    Every moment of a resample is then a matrix product with per-day features, so a treatment
+    costs a few BLAS calls instead of gathering n_boot × n values; the draws are shared by every
+    treatment of the comparison.
+    """
+
+    def __init__(self, idx: np.ndarray, *, lags: int) -> None:
+        rows, n = idx.shape
+        offsets = (np.arange(rows) * n)[:, None]
+        self.n = n
+        self.counts = np.bincount((idx + offsets).ravel(), minlength=rows * n).reshape(rows, n).astype(float)
+        self.pairs = []
+        for j in range(1, min(lags, n - 1) + 1):
+            follows = idx[:, j:] == (idx[:, :-j] + j) % n
+            flat = (idx[:, :-j] + offsets)[follows]
+            self.pairs.append(np.bincount(flat, minlength=rows * n).reshape(rows, n).astype(float))
+
+
+def _side_coefficients(mean: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Population sd and the delta-method weights of mean and second moment in Sharpe = mean / sd."""
+    var = second - mean * mean
+    flat = var <= 1e-12 * np.maximum(second, np.finfo(float).tiny)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sigma = np.where(flat, np.nan, np.sqrt(np.maximum(var, 0.0)))
+        return sigma, second / sigma**3, -mean / (2.0 * sigma**3)
+
+
+def _resampled_diffs(
+    x: np.ndarray, draws: _Draws, *, lags: int, periods_per_year: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(treatments, rows) Sharpe(row i) − Sharpe(row 0) and its block-based HAC standard error.
+
+    Per treatment and day the features g = (x_t, x_t², x_c, x_c²); a resample's z_p = a·g + k has
+    Σz² = aᵀG₀a − n·k² and, for lag j over the pairs inside blocks, Σ z_p z_{p+j} = aᵀG_ja +
+    k·a·S_j + m_j·k² (pairs across block junctions are independent draws and are left out, as in
+    a block-based estimate). All treatments share one matrix product per lag.
+    """
+    n, m = draws.n, x.shape[0] - 1
+    g = np.stack(
+        [np.stack([x[i], x[i] ** 2, x[0], x[0] ** 2], axis=1) for i in range(1, m + 1)], axis=0
+    )  # (m, n, 4)
+    outer = (g[:, :, :, None] * g[:, :, None, :]).reshape(m, n, 16)
+    both = np.concatenate([g, outer], axis=2).transpose(1, 0, 2).reshape(n, m * 20)
+    product = (draws.counts @ both).reshape(-1, m, 20).transpose(1, 0, 2)  # (m, rows, 20)
+    moments = product[:, :, :4] / n
+    g0 = product[:, :, 4:].reshape(m, -1, 4, 4)
+    sigma_t, a1_t, a2_t = _side_coefficients(moments[..., 0], moments[..., 1])
+    sigma_c, a1_c, a2_c = _side_coefficients(moments[..., 2], moments[..., 3])
+    # Sharpe ratios use ddof=1 standard deviations: σ·√(n/(n−1))
+    diffs = (moments[..., 0] / sigma_t - moments[..., 2] / sigma_c) * math.sqrt(
+        (n - 1) / n * periods_per_year
+    )
+    a = np.stack([a1_t, a2_t, -a1_c, -a2_c], axis=-1)  # (m, rows, 4)
+    k = -(a * moments).sum(axis=-1)
+    lrv = np.einsum("mri,mrij,mrj->mr", a, g0, a) - n * k * k
+    for j, pairs in enumerate(draws.pairs, start=1):
+        later = np.roll(g, -j, axis=1)
+        cross = (g[:, :, :, None] * later[:, :, None, :]).reshape(m, n, 16)
+        feats = np.concatenate([cross, g + later], axis=2).transpose(1, 0, 2).reshape(n, m * 20)
+        lagged = (pairs @ feats).reshape(-1, m, 20).transpose(1, 0, 2)
+        gj, sj = lagged[:, :, :16].reshape(m, -1, 4, 4), lagged[:, :, 16:]
+        mj = pairs.sum(axis=1)
+        term = np.einsum("mri,mrij,mrj->mr", a, gj, a) + k * (a * sj).sum(axis=-1) + mj * k * k
+        lrv = lrv + 2.0 * (1.0 - j / (lags + 1)) * term
+    se = np.sqrt(np.maximum(lrv / n, 0.0) / n) * math.sqrt(periods_per_year)
+    return diffs, se
+
+
+def _hac_lags(block: float, n: int) -> int:
+    """Bartlett bandwidth of the studentized interval: the block length, at most Newey–West's 4·(n/100)^(2/9)."""
+    return int(max(1, min(round(block), math.floor(4.0 * (n / 100.0) ** (2.0 / 9.0)))))
+
+
+def _summarise(
+    d: float, se: float, diffs: np.ndarray, ses: np.ndarray, *, alpha: float
+) -> tuple[float, float, float | None, float | None, float | None, int] | str:
+    """Percentile interval, studentized interval and p-value from the resampled differences."""
     valid = np.isfinite(diffs)
     if not valid.any():
         return "every bootstrap resample was flat; the series are too short or constant"
@@ -582,20 +626,7 @@ def _one_sharpe_diff(
     elif se == 0 and d == 0:
         stud_low = stud_high = 0.0
         p_value = 1.0
-    return SharpeDiffTest(
-        point=d,
-        low=float(low),
-        high=float(high),
-        studentized_low=stud_low,
-        studentized_high=stud_high,
-        se=se if math.isfinite(se) else None,
-        p_value=p_value,
-        block=block_used,
-        block_basis=basis,
-        method=method,
-        n_days=n,
-        n_resamples=int(valid.sum()),
-    )
+    return float(low), float(high), stud_low, stud_high, p_value, int(valid.sum())
 
 
 def sharpe_diff_tests(
@@ -611,32 +642,69 @@ def sharpe_diff_tests(
 ) -> dict[str, SharpeDiffTest | str]:
     """Paired block bootstrap of annualised Sharpe(treatment) − Sharpe(control), per treatment.
 
-    Inputs are date-aligned daily excess returns (the same days, in order); for each pair the days
-    on which either is not finite are left out. Each resample draws the SAME days for both sides,
-    in blocks, so cross-correlation and short-range autocorrelation survive. ``method``:
-    ``stationary`` (Politis & Romano, geometric blocks of mean ``block``) or ``circular`` (fixed
-    blocks). ``block=None`` picks it from the data (:func:`optimal_block_length`, per pair). Each
-    pair is drawn from a generator seeded with ``seed``, so a treatment gets exactly the interval it
-    would get alone. A treatment whose interval is undefined gets the reason as a string; bad
-    settings raise :class:`ConfigError`.
+    Inputs are date-aligned daily excess returns (the same days, in order); days on which any
+    series is not finite are left out for all. Each resample draws the SAME days for every series,
+    in blocks, so cross-correlation and short-range autocorrelation survive, and the treatments are
+    tested on the same draws. ``method``: ``stationary`` (Politis & Romano, geometric blocks of
+    mean ``block``) or ``circular`` (fixed blocks). ``block=None`` takes the largest
+    :func:`optimal_block_length` of the series. Deterministic for a given ``seed``; with the same
+    block a treatment gets the same interval alone or with others. A treatment whose interval is
+    undefined gets the reason as a string; bad settings raise :class:`ConfigError`.
     """
     if method not in BOOTSTRAP_METHODS:
         raise ConfigError(f"method must be one of {', '.join(BOOTSTRAP_METHODS)}, got {method!r}")
     names = list(treatments)
-    arrays = _paired_finite_rows([control, *(treatments[name] for name in names)])
-    if arrays.shape[1] < 2 and names:
-        raise ConfigError(f"bootstrap needs at least 2 paired finite observations, got {arrays.shape[1]}")
+    x = _paired_finite_rows([control, *(treatments[name] for name in names)])
+    n = x.shape[1]
+    if block is None:
+        chosen = max(optimal_block_length(row, method=method) for row in x) if n >= 2 else 1.0
+        block_used = float(math.ceil(chosen)) if method == "circular" else chosen
+        basis = "Politis-White (Patton correction), the largest over the compared series"
+    else:
+        block_used, basis = float(block), "given"
+    _check_bootstrap(n=n, block=block_used, n_boot=n_boot, alpha=alpha, periods_per_year=periods_per_year)
+    point = _row_sharpe(x, periods_per_year=periods_per_year)
+    lags = _hac_lags(block_used, n)
+    defined = [i for i in range(1, x.shape[0]) if np.isfinite(point[0]) and np.isfinite(point[i])]
+    diffs = {i: np.empty(n_boot) for i in defined}
+    ses = {i: np.empty(n_boot) for i in defined}
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _BOOT_CELLS // (n * (1 + lags)))
+    for start in range(0, n_boot, chunk):
+        rows = min(chunk, n_boot - start)
+        draws = _Draws(_block_indices(rng, rows=rows, n=n, block=block_used, method=method), lags=lags)
+        if defined:
+            chunk_diffs, chunk_ses = _resampled_diffs(
+                x[[0, *defined]], draws, lags=lags, periods_per_year=periods_per_year
+            )
+            for row, i in enumerate(defined):
+                diffs[i][start : start + rows] = chunk_diffs[row]
+                ses[i][start : start + rows] = chunk_ses[row]
     out: dict[str, SharpeDiffTest | str] = {}
-    for name in names:
-        pair = _paired_finite_rows([control, treatments[name]])
-        out[name] = _one_sharpe_diff(
-            pair,
-            n_boot=n_boot,
-            alpha=alpha,
-            block=block,
-            seed=seed,
-            periods_per_year=periods_per_year,
+    for i, name in enumerate(names, start=1):
+        if i not in diffs:
+            out[name] = "Sharpe ratio undefined: treatment or control has zero variance"
+            continue
+        d = float(point[i] - point[0])
+        se = float(_diff_se(x[0], x[i], lags=lags, periods_per_year=periods_per_year))
+        summary = _summarise(d, se, diffs[i], ses[i], alpha=alpha)
+        if isinstance(summary, str):
+            out[name] = summary
+            continue
+        low, high, stud_low, stud_high, p_value, n_resamples = summary
+        out[name] = SharpeDiffTest(
+            point=d,
+            low=low,
+            high=high,
+            studentized_low=stud_low,
+            studentized_high=stud_high,
+            se=se if math.isfinite(se) else None,
+            p_value=p_value,
+            block=block_used,
+            block_basis=basis,
             method=method,
+            n_days=n,
+            n_resamples=n_resamples,
         )
     return out
 
