@@ -712,3 +712,9 @@ def test_the_panel_shows_the_new_figures_and_what_alignment_dropped(ragged_archi
     assert "common window" in json.dumps(panel.chart.to_dict())
     panel.select_strategies(["topk30"])  # the control is still added back, colours still fixed
     assert panel.table()["strategy"].to_list() == ["sota_topk50", "topk30"]
+
+
+def test_the_sharpe_chart_states_its_level_and_draws_the_studentized_interval(archive_dir: Path) -> None:
+    result = compare_task_run(archive_dir, MULTI, n_boot=100, alpha=0.1)
+    spec = json.dumps(result.chart().to_dict())
+    assert "90% CI; grey: studentized" in spec and "sharpe_diff_studentized_high" in spec

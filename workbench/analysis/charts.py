@@ -261,10 +261,16 @@ def _with_window(chart: alt.Chart, window: tuple[str, str], *, label: bool) -> a
     return alt.LayerChart(layer=layers).properties(title=title)
 
 
-def sharpe_diff_chart(table: pl.DataFrame, *, width: int = 300) -> alt.LayerChart:
-    """Each treatment's Sharpe ratio minus the control's with its bootstrap interval; 0 = no difference."""
+def sharpe_diff_chart(table: pl.DataFrame, *, width: int = 300, level: float = 0.95) -> alt.LayerChart:
+    """Each treatment's Sharpe ratio minus the control's with its bootstrap intervals; 0 = no difference.
+
+    The thick bar is the percentile interval, the thin one under it the studentized interval (when
+    the table has one); the dot is green or red when the percentile interval excludes 0.
+    """
+    studentized = ("sharpe_diff_studentized_low", "sharpe_diff_studentized_high", "sharpe_diff_p_holm")
+    extra = [c for c in studentized if c in table.columns]
     rows = table.filter((pl.col("role") == "treatment") & pl.col("sharpe_diff").is_not_null()).select(
-        "strategy", "sharpe_diff", "sharpe_diff_low", "sharpe_diff_high", "psr", "dsr"
+        "strategy", "sharpe_diff", "sharpe_diff_low", "sharpe_diff_high", "psr", "dsr", *extra
     )
     data = rows
     y = alt.Y("strategy:N", sort=None, title=None)
@@ -273,10 +279,24 @@ def sharpe_diff_chart(table: pl.DataFrame, *, width: int = 300) -> alt.LayerChar
         .mark_rule(strokeWidth=2)
         .encode(
             y=y,
-            x=alt.X("sharpe_diff_low:Q", title="Sharpe ratio − control's (95% CI)"),
+            x=alt.X(
+                "sharpe_diff_low:Q",
+                title=f"Sharpe ratio − control's ({level:.0%} CI; grey: studentized)"
+                if len(extra) >= 2
+                else f"Sharpe ratio − control's ({level:.0%} CI)",
+            ),
             x2="sharpe_diff_high:Q",
         )
     )
+    tooltip = [
+        "strategy:N",
+        alt.Tooltip("sharpe_diff:Q", format="+.2f"),
+        alt.Tooltip("sharpe_diff_low:Q", format="+.2f"),
+        alt.Tooltip("sharpe_diff_high:Q", format="+.2f"),
+        *(alt.Tooltip(f"{c}:Q", format=".3f" if c.endswith("holm") else "+.2f") for c in extra),
+        alt.Tooltip("psr:Q", format=".2f"),
+        alt.Tooltip("dsr:Q", format=".2f"),
+    ]
     points = (
         alt.Chart(data)
         .mark_point(filled=True, size=60)
@@ -288,19 +308,20 @@ def sharpe_diff_chart(table: pl.DataFrame, *, width: int = 300) -> alt.LayerChar
             .when(alt.datum.sharpe_diff_high < 0)
             .then(alt.value("#d62728"))
             .otherwise(alt.value("#555555")),
-            tooltip=[
-                "strategy:N",
-                alt.Tooltip("sharpe_diff:Q", format="+.2f"),
-                alt.Tooltip("sharpe_diff_low:Q", format="+.2f"),
-                alt.Tooltip("sharpe_diff_high:Q", format="+.2f"),
-                alt.Tooltip("psr:Q", format=".2f"),
-                alt.Tooltip("dsr:Q", format=".2f"),
-            ],
+            tooltip=tooltip,
         )
     )
     zero = alt.Chart(pl.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="#888888").encode(x="x:Q")
+    layers: list[Any] = [intervals, points, zero]
+    if len(extra) >= 2:
+        layers.insert(
+            1,
+            alt.Chart(data)
+            .mark_rule(strokeWidth=1, color="#888888", yOffset=6)
+            .encode(y=y, x="sharpe_diff_studentized_low:Q", x2="sharpe_diff_studentized_high:Q"),
+        )
     # LayerChart rather than alt.layer(), which is typed as possibly a FacetChart (only with facet encodings)
-    return alt.LayerChart(layer=[intervals, points, zero]).properties(
+    return alt.LayerChart(layer=layers).properties(
         width=width, height=max(60, 18 * rows.height), title="Sharpe ratio versus the control"
     )
 
@@ -314,6 +335,7 @@ def comparison_chart(
     stacked: bool = False,
     width: int = 560,
     window: tuple[str, str] | None = None,
+    level: float = 0.95,
 ) -> alt.TopLevelMixin:
     """The comparison at a glance: curves, and the Sharpe differences when there are treatments.
 
@@ -325,8 +347,8 @@ def comparison_chart(
     if table.filter(pl.col("role") == "treatment").height == 0:
         return left
     if stacked:
-        return alt.vconcat(left, sharpe_diff_chart(table, width=width))
-    return alt.hconcat(left, sharpe_diff_chart(table))
+        return alt.vconcat(left, sharpe_diff_chart(table, width=width, level=level))
+    return alt.hconcat(left, sharpe_diff_chart(table, level=level))
 
 
 # --------------------------------------------------------------------------- factor library

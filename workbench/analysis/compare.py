@@ -204,7 +204,11 @@ class Comparison:
         from workbench.analysis import charts
 
         return charts.comparison_chart(
-            self.curves, self.table, control=self.control, window=(self.start, self.end)
+            self.curves,
+            self.table,
+            control=self.control,
+            window=(self.start, self.end),
+            level=1 - float(self.bootstrap["alpha"]),
         )
 
 

@@ -245,6 +245,7 @@ class ComparisonPanel:
             stacked=True,  # fits beside JupyterLab's file browser; the legend sits on top
             width=520,
             window=(comparison.start, comparison.end),
+            level=1 - float(comparison.bootstrap["alpha"]),
         )
         self.chart = chart
         self.chart_view.children = (interactive_chart(chart),)
