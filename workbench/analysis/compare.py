@@ -680,7 +680,7 @@ def _check_settings(
         problems.append(f"n_trials (--n-trials) must be a whole number of at least 1, got {n_trials!r}")
     if not (number(max_dropped_share) and 0 <= float(max_dropped_share) <= 1):  # type: ignore[arg-type]
         problems.append(
-            f"max_dropped_share (--max-dropped) must be between 0 and 1, got {max_dropped_share!r}"
+            f"max_dropped_share (--max-dropped-share) must be between 0 and 1, got {max_dropped_share!r}"
         )
     if problems:
         raise ConfigError("; ".join(problems))

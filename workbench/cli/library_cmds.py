@@ -321,10 +321,10 @@ def compare(
         int | None,
         typer.Option("--n-trials", help="Number of trials for the DSR instead of the archive's count."),
     ] = None,
-    max_dropped: Annotated[
+    max_dropped_share: Annotated[
         float,
         typer.Option(
-            "--max-dropped", help="Warn when alignment drops more than this share of a strategy's days."
+            "--max-dropped-share", help="Warn when alignment drops more than this share of a strategy's days."
         ),
     ] = 0.1,
     json_output: JsonOpt = False,
@@ -351,7 +351,7 @@ def compare(
         method=method,  # type: ignore[arg-type]  # checked by compare_task_run
         search=_split(search) or None,
         n_trials=n_trials,
-        max_dropped_share=max_dropped,
+        max_dropped_share=max_dropped_share,
     )
     if save_chart is not None:
         charts.save(result.chart(), save_chart)
