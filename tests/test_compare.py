@@ -718,3 +718,15 @@ def test_the_sharpe_chart_states_its_level_and_draws_the_studentized_interval(ar
     result = compare_task_run(archive_dir, MULTI, n_boot=100, alpha=0.1)
     spec = json.dumps(result.chart().to_dict())
     assert "90% CI; grey: studentized" in spec and "sharpe_diff_studentized_high" in spec
+
+
+def test_the_cli_warns_on_alignment_and_counts_the_searched_task_runs(
+    ragged_archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["compare", MULTI, "--archive", str(ragged_archive), "--n-boot", "50"]
+    code, out, _ = _cli(argv, capsys)
+    assert code == 0 and "WARNING: alignment drops 13 of sota_topk50's 59 days (22% > 10%)" in out
+    code, out, _ = _cli([*argv, "--json", "--max-dropped-share", "0.25", "--search", PLAIN[:8]], capsys)
+    data = json.loads(out)
+    assert code == 0 and data["warnings"] == [] and data["max_dropped_share"] == 0.25
+    assert data["n_trials"] == 8 and data["trials"]["task_runs"] == [MULTI, PLAIN]
