@@ -562,6 +562,20 @@ def _side_coefficients(mean: np.ndarray, second: np.ndarray) -> tuple[np.ndarray
         return sigma, second / sigma**3, -mean / (2.0 * sigma**3)
 
 
+_PAIRS = ((0, 0), (0, 1), (1, 1), (0, 2), (0, 3), (1, 2), (1, 3))  # (i, k) with a treatment feature
+_CONTROL_PAIRS = ((2, 2), (2, 3), (3, 3))  # control features only: shared by every treatment
+
+
+def _symmetric(values: dict[tuple[int, int], np.ndarray]) -> np.ndarray:
+    """(..., 4, 4) symmetric matrices from their upper-triangle entries."""
+    first = next(iter(values.values()))
+    out = np.empty((*first.shape, 4, 4))
+    for (i, k), v in values.items():
+        out[..., i, k] = v
+        out[..., k, i] = v
+    return out
+
+
 def _resampled_diffs(
     x: np.ndarray, draws: _Draws, *, lags: int, periods_per_year: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -570,17 +584,41 @@ def _resampled_diffs(
     Per treatment and day the features g = (x_t, x_t², x_c, x_c²); a resample's z_p = a·g + k has
     Σz² = aᵀG₀a − n·k² and, for lag j over the pairs inside blocks, Σ z_p z_{p+j} = aᵀG_ja +
     k·a·S_j + m_j·k² (pairs across block junctions are independent draws and are left out, as in
-    a block-based estimate). All treatments share one matrix product per lag.
+    a block-based estimate). Only the symmetric part of G_j matters, and the control's own
+    entries are computed once: all treatments share one matrix product per lag.
     """
     n, m = draws.n, x.shape[0] - 1
-    g = np.stack(
-        [np.stack([x[i], x[i] ** 2, x[0], x[0] ** 2], axis=1) for i in range(1, m + 1)], axis=0
-    )  # (m, n, 4)
-    outer = (g[:, :, :, None] * g[:, :, None, :]).reshape(m, n, 16)
-    both = np.concatenate([g, outer], axis=2).transpose(1, 0, 2).reshape(n, m * 20)
-    product = (draws.counts @ both).reshape(-1, m, 20).transpose(1, 0, 2)  # (m, rows, 20)
-    moments = product[:, :, :4] / n
-    g0 = product[:, :, 4:].reshape(m, -1, 4, 4)
+    control = np.stack([x[0], x[0] ** 2], axis=1)  # (n, 2): g_2, g_3
+    g = np.concatenate([np.stack([x[1:], x[1:] ** 2], axis=2), np.broadcast_to(control, (m, n, 2))], axis=2)
+
+    def columns(left: np.ndarray, right: np.ndarray, pairs: Sequence[tuple[int, int]]) -> np.ndarray:
+        """(n, m·len(pairs)) symmetric products ½(g_i(d)·g_k(d+j) + g_k(d)·g_i(d+j))."""
+        cols = [0.5 * (left[..., i] * right[..., k] + left[..., k] * right[..., i]) for i, k in pairs]
+        return np.stack(cols, axis=-1).transpose(1, 0, 2).reshape(n, -1)
+
+    # every series' first and second moments in one product, so equal series get equal figures
+    raw = draws.counts @ np.concatenate([x.T, (x**2).T, (x[0] ** 3)[:, None], (x[0] ** 4)[:, None]], axis=1)
+    sums, squares = raw[:, : m + 1] / n, raw[:, m + 1 : 2 * m + 2] / n
+    shared = np.stack([raw[:, 0], raw[:, m + 1], raw[:, -2], raw[:, -1]], axis=1)  # Σ x_c, x_c², x_c³, x_c⁴
+    products = (draws.counts @ columns(g, g, _PAIRS)).reshape(-1, m, len(_PAIRS)).transpose(1, 0, 2)
+    mean_t = sums[:, 1:].T  # (m, rows)
+    moments = np.stack(
+        [
+            mean_t,
+            squares[:, 1:].T,
+            np.broadcast_to(sums[:, 0], mean_t.shape),
+            np.broadcast_to(squares[:, 0], mean_t.shape),
+        ],
+        axis=-1,
+    )
+    g0 = _symmetric(
+        {
+            **{pair: products[..., c] for c, pair in enumerate(_PAIRS)},
+            (2, 2): np.broadcast_to(shared[:, 1], mean_t.shape),
+            (2, 3): np.broadcast_to(shared[:, 2], mean_t.shape),
+            (3, 3): np.broadcast_to(shared[:, 3], mean_t.shape),
+        }
+    )
     sigma_t, a1_t, a2_t = _side_coefficients(moments[..., 0], moments[..., 1])
     sigma_c, a1_c, a2_c = _side_coefficients(moments[..., 2], moments[..., 3])
     # Sharpe ratios use ddof=1 standard deviations: σ·√(n/(n−1))
@@ -591,12 +629,35 @@ def _resampled_diffs(
     k = -(a * moments).sum(axis=-1)
     lrv = np.einsum("mri,mrij,mrj->mr", a, g0, a) - n * k * k
     for j, pairs in enumerate(draws.pairs, start=1):
+        later_c = np.roll(control, -j, axis=0)
+        shared_lag = pairs @ np.stack(
+            [
+                control[:, 0] * later_c[:, 0],
+                0.5 * (control[:, 0] * later_c[:, 1] + control[:, 1] * later_c[:, 0]),
+                control[:, 1] * later_c[:, 1],
+                control[:, 0] + later_c[:, 0],
+                control[:, 1] + later_c[:, 1],
+                np.ones(n),
+            ],
+            axis=1,
+        )  # (rows, 6)
         later = np.roll(g, -j, axis=1)
-        cross = (g[:, :, :, None] * later[:, :, None, :]).reshape(m, n, 16)
-        feats = np.concatenate([cross, g + later], axis=2).transpose(1, 0, 2).reshape(n, m * 20)
-        lagged = (pairs @ feats).reshape(-1, m, 20).transpose(1, 0, 2)
-        gj, sj = lagged[:, :, :16].reshape(m, -1, 4, 4), lagged[:, :, 16:]
-        mj = pairs.sum(axis=1)
+        sums_t = (g[..., :2] + later[..., :2]).transpose(1, 0, 2).reshape(n, -1)
+        lagged = pairs @ np.concatenate([columns(g, later, _PAIRS), sums_t], axis=1)
+        lagged = lagged.reshape(-1, m, len(_PAIRS) + 2).transpose(1, 0, 2)
+        gj = _symmetric(
+            {
+                **{pair: lagged[..., c] for c, pair in enumerate(_PAIRS)},
+                (2, 2): np.broadcast_to(shared_lag[:, 0], mean_t.shape),
+                (2, 3): np.broadcast_to(shared_lag[:, 1], mean_t.shape),
+                (3, 3): np.broadcast_to(shared_lag[:, 2], mean_t.shape),
+            }
+        )
+        sj = np.concatenate(
+            [lagged[..., len(_PAIRS) :], np.broadcast_to(shared_lag[:, 3:5], (m, *shared_lag[:, 3:5].shape))],
+            axis=-1,
+        )
+        mj = shared_lag[:, 5]
         term = np.einsum("mri,mrij,mrj->mr", a, gj, a) + k * (a * sj).sum(axis=-1) + mj * k * k
         lrv = lrv + 2.0 * (1.0 - j / (lags + 1)) * term
     se = np.sqrt(np.maximum(lrv / n, 0.0) / n) * math.sqrt(periods_per_year)
