@@ -21,6 +21,7 @@ from workbench.errors import ConfigError
 from workbench.metrics import (
     bootstrap_sharpe_diff_ci,
     deflated_sharpe_ratio,
+    holm_adjust,
     probabilistic_sharpe_ratio,
     sharpe_stats,
 )
@@ -116,18 +117,18 @@ def _aligned_excess(treatment: pl.DataFrame, control: pl.DataFrame) -> pl.DataFr
 
 
 def test_sharpe_difference_intervals_equal_the_paired_bootstrap(archive_dir: Path) -> None:
-    result = compare_task_run(archive_dir, MULTI, n_boot=700, seed=11)
+    result = compare_task_run(archive_dir, MULTI, n_boot=700, seed=11, block=3)
     series = _archived_series(archive_dir, MULTI)
     for row in result.table.filter(pl.col("role") == "treatment").iter_rows(named=True):
         aligned = _aligned_excess(series[row["loop_id"]], series[0])
         point, low, high = bootstrap_sharpe_diff_ci(
-            aligned["treatment"], aligned["control"], n_boot=700, seed=11
+            aligned["treatment"], aligned["control"], n_boot=700, seed=11, block=3
         )
         assert (row["sharpe_diff"], row["sharpe_diff_low"], row["sharpe_diff_high"]) == pytest.approx(
             (point, low, high), abs=1e-9
         )
         assert row["sharpe_diff"] == pytest.approx(row["information_ratio_diff"])
-    same = compare_task_run(archive_dir, MULTI, n_boot=700, seed=11)
+    same = compare_task_run(archive_dir, MULTI, n_boot=700, seed=11, block=3)
     assert same.table.equals(result.table)  # a seed makes the interval reproducible
 
 
@@ -149,15 +150,26 @@ def test_compare_json_carries_psr_dsr_and_the_interval_for_every_strategy(
     )
     data = json.loads(capsys.readouterr().out)
     assert code == 0 and data["control_basis"] == "request" and data["n_trials"] == 4
-    assert data["trials_basis"].startswith("loops of the task run with a return series")
+    assert data["trials_basis"].startswith("N = 4: every loop row the archive keeps of the search")
+    assert data["trials"]["n_effective"] <= data["trials"]["n"] == 4
     assert data["window"] == {"start": "2024-07-01", "end": "2024-09-20", "n_days": 60}
+    assert data["bootstrap"]["method"] == "stationary" and data["bootstrap"]["block_basis"].startswith(
+        "Politis"
+    )
+    assert [a["strategy"] for a in data["alignment"]] == [s["strategy"] for s in data["strategies"]]
+    assert data["warnings"] == [] and data["max_dropped_share"] == 0.1
     for entry in data["strategies"]:
-        assert {"psr", "dsr", "sharpe_diff_ci"} <= set(entry)
+        assert {"psr", "dsr", "dsr_effective", "sharpe_diff_ci", "information_ratio_own", "dsr_own"} <= set(
+            entry
+        )
         if entry["role"] == "control":
-            assert entry["sharpe_diff_ci"] is None
+            assert entry["sharpe_diff_ci"] is None and entry["sharpe_diff_p_holm"] is None
         else:
             low, high = entry["sharpe_diff_ci"]
             assert low < high
+            low, high = entry["sharpe_diff_ci_studentized"]
+            assert low < entry["sharpe_diff"] < high
+            assert entry["sharpe_diff_p_value"] <= entry["sharpe_diff_p_holm"] <= 1
     assert (tmp_path / "chart.svg").read_text(encoding="utf-8").lstrip().startswith("<svg")
     code = main(["compare", PLAIN, "--archive", str(archive_dir), "--n-boot", "100", "--without-cost"])
     text = capsys.readouterr().out
@@ -169,9 +181,8 @@ def test_without_a_request_the_first_loop_is_the_control(archive_dir: Path) -> N
     assert result.control_basis == "first_loop" and result.request_name is None
     assert result.table["loop_id"].to_list() == [0, 1]
     assert [s["loop_id"] for s in result.skipped] == [2]
-    # the skipped loop (no usable series) was still a trial: it counts for the deflation
-    assert result.n_trials == 3
-    assert any("n_trials = 3" in note for note in result.notes)
+    # loop 2 (failed at level 1, no usable series) and loop 3 (no results) were trials too
+    assert result.n_trials == 4
     json.dumps(result.to_dict(curves=True))
 
 
@@ -461,3 +472,261 @@ def test_interactive_charts_load_nothing_from_the_network() -> None:
         assert "vega" in source and not any(cdn in source for cdn in ("jsdelivr", "unpkg", "https://cdn"))
     finally:
         alt.renderers.enable("svg")
+
+
+# --------------------------------------------------------------------------- trials from the whole search
+
+DUPLICATE = (
+    "2026-01-14_01-22-24-878352"  # the sample's bootstrap duplicate: loops 0-2 duplicate, 3 without results
+)
+
+
+def _qlib_ir(archive_dir: Path, task_run_id: str, loop_id: int) -> float:
+    con = duckdb.connect(str(archive_dir / "catalog.duckdb"), read_only=True)
+    try:
+        row = con.execute(
+            "SELECT json_extract_string(metrics_json, '$.qlib.excess_return_with_cost_information_ratio') "
+            "FROM aistock_experiments WHERE task_run_id = ? AND loop_id = ?",
+            [task_run_id, loop_id],
+        ).fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    return float(row[0])
+
+
+def test_trials_count_failed_and_result_less_loops_and_use_level_1_sharpe_ratios(archive_dir: Path) -> None:
+    """PLAIN: loops 0 and 1 archived with series, loop 2 failed at level 1 (Qlib figures only), loop 3 no results."""
+    result = compare_task_run(archive_dir, PLAIN, n_boot=100)
+    trials = result.trials
+    assert trials is not None
+    assert (trials.n, trials.n_loops) == (4, 4)
+    assert trials.by_state == {"archived": 2, "failed": 1, "no_results": 1}
+    assert trials.sharpe_sources == {"qlib_metrics": 1, "series_common_window": 2, "unknown": 1}
+    series = _archived_series(archive_dir, PLAIN)
+    by_hand = [
+        sharpe_stats((f["return"] - f["bench"] - f["cost"]).to_numpy())["sr"] * math.sqrt(252)  # type: ignore[operator]
+        for f in series.values()
+    ]
+    by_hand.append(_qlib_ir(archive_dir, PLAIN, 2) * math.sqrt(252 / 238))  # Qlib annualises with 238 days
+    assert result.var_trials == pytest.approx(float(np.var(by_hand, ddof=1)), rel=1e-12)
+    assert trials.window == {"start": result.start, "end": result.end}
+    assert "failed and result-less loops included" in trials.source
+
+
+def test_the_search_spans_named_task_runs_and_counts_a_duplicate_loop_once(archive_dir: Path) -> None:
+    wider = compare_task_run(archive_dir, PLAIN, n_boot=100, search=[MULTI[:8], DUPLICATE])
+    trials = wider.trials
+    assert trials is not None and trials.task_runs == (PLAIN, MULTI, DUPLICATE)
+    # 4 loops of PLAIN + 4 of MULTI + loop 3 of the duplicate run; its 3 duplicate rows are not new trials
+    assert (trials.n, trials.n_duplicates) == (9, 3) and "2 named by --search" in trials.source
+    assert trials.n_sharpe_known == 7 and wider.n_trials == 9
+    row = wider.table.row(0, named=True)
+    stats = sharpe_stats(
+        (lambda f: (f["return"] - f["bench"] - f["cost"]).to_numpy())(_archived_series(archive_dir, PLAIN)[0])
+    )
+    assert row["dsr"] == pytest.approx(
+        deflated_sharpe_ratio(
+            stats["sr"] * math.sqrt(252),  # type: ignore[operator]
+            n=stats["n"],  # type: ignore[arg-type]
+            skew=stats["skew"],  # type: ignore[arg-type]
+            kurtosis=stats["kurtosis"],  # type: ignore[arg-type]
+            n_trials=9,
+            var_trials=wider.var_trials,
+            periods_per_year=252,
+        ),
+        abs=1e-12,
+    )
+    with pytest.raises(ConfigError, match="search task run 'nothing-like-this'"):
+        compare_task_run(archive_dir, PLAIN, search=["nothing-like-this"])
+
+
+def test_task_runs_of_the_same_request_are_one_search(archive_dir: Path, tmp_path: Path) -> None:
+    from workbench.library.requests import attach_request, export_request
+
+    copy = tmp_path / "ar"
+    shutil.copytree(archive_dir, copy)
+    con = duckdb.connect(str(copy / "catalog.duckdb"), read_only=True)
+    try:
+        factor = con.execute("SELECT min(id) FROM aistock_factors").fetchone()[0]  # type: ignore[index]
+    finally:
+        con.close()
+    request = export_request(
+        copy,
+        out=tmp_path / "again.yaml",
+        factor_ids=[factor],
+        strategy_ids=["sota_topk50"],
+        name="topk_ab_2026q1",
+    )
+    attach_request(copy, PLAIN, request)  # the same request run again in another task run
+    result = compare_task_run(copy, MULTI, n_boot=100)
+    assert result.trials is not None and result.trials.task_runs == (MULTI, PLAIN)
+    assert result.n_trials == 8 and "1 more with request 'topk_ab_2026q1'" in result.trials.source
+
+
+def test_n_trials_override_and_the_effective_number_of_trials(
+    archive_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["compare", MULTI, "--archive", str(archive_dir), "--json", "--n-boot", "100", "--n-trials", "50"]
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["n_trials"] == 50 and data["trials"]["source"].startswith("given (--n-trials)")
+    rho = data["trials"]["mean_correlation"]
+    assert data["trials"]["n_effective"] == pytest.approx(rho + (1 - rho) * 50)
+    series = _archived_series(archive_dir, MULTI)
+    excess = np.stack([(f["return"] - f["bench"] - f["cost"]).to_numpy() for f in series.values()])
+    corr = np.corrcoef(excess)
+    assert rho == pytest.approx(corr[np.triu_indices(4, 1)].mean(), rel=1e-9)
+    for entry in data["strategies"]:
+        assert entry["dsr_effective"] >= entry["dsr"]  # fewer independent trials deflate less
+    code, _, err = _cli(["compare", MULTI, "--archive", str(archive_dir), "--n-trials", "0"], capsys)
+    assert code == 2 and "n_trials (--n-trials) must be a whole number of at least 1" in err
+
+
+# --------------------------------------------------------------------------- alignment in the open
+
+
+@pytest.fixture(scope="module")
+def ragged_archive(archive_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """MULTI with topk30 starting 10 days late, alt_factors missing 3 days and a NaN bench in the control."""
+    copy = tmp_path_factory.mktemp("ragged") / "ar"
+    shutil.copytree(archive_dir, copy)
+    con = duckdb.connect(str(copy / "catalog.duckdb"))
+    try:
+        ids = dict(
+            con.execute(
+                "SELECT loop_id, id FROM aistock_experiments WHERE task_run_id = ?", [MULTI]
+            ).fetchall()
+        )
+        dates = [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT datetime FROM aistock_return_series WHERE experiment_id = ? ORDER BY 1",
+                [ids[0]],
+            ).fetchall()
+        ]
+        con.execute(
+            "DELETE FROM aistock_return_series WHERE experiment_id = ? AND datetime < ?", [ids[1], dates[10]]
+        )
+        con.execute(
+            "DELETE FROM aistock_return_series WHERE experiment_id = ? AND list_contains(?, datetime)",
+            [ids[3], dates[20:23]],
+        )
+        con.execute(
+            "UPDATE aistock_return_series SET bench = 'NaN'::DOUBLE WHERE experiment_id = ? AND datetime = ?",
+            [ids[0], dates[30]],
+        )
+    finally:
+        con.close()
+    return copy
+
+
+def test_alignment_says_what_it_drops_from_each_strategy_and_why(ragged_archive: Path) -> None:
+    result = compare_task_run(ragged_archive, MULTI, n_boot=100)
+    assert result.n_days == 46  # 60 − 10 late − 3 missing − 1 non-finite
+    report = {a.strategy: a for a in result.alignment}
+    control = report["sota_topk50"]
+    assert (control.own_days, control.aligned_days, control.late_start, control.missing_days) == (
+        59,
+        46,
+        10,
+        3,
+    )
+    assert (control.early_end, control.non_finite) == (0, 1)
+    assert control.dropped_share == pytest.approx(13 / 59)
+    assert any("topk30 start(s) then" in c for c in control.causes)
+    assert any("alt_factors (3)" in c for c in control.causes)
+    late = report["topk30"]
+    assert (late.own_days, late.late_start, late.missing_days) == (50, 0, 4)
+    gappy = report["alt_factors"]
+    assert (gappy.own_days, gappy.late_start, gappy.missing_days) == (57, 10, 1)
+    # topk30 loses 4 of its 50 days (8%): under the 10% threshold, the others are over it
+    assert [w.split("'s ")[0].split(" of ")[1] for w in result.warnings] == [
+        "sota_topk50",
+        "topk50_riskcap",
+        "alt_factors",
+    ]
+    assert "22%" in result.warnings[0]
+    assert compare_task_run(ragged_archive, MULTI, n_boot=50, max_dropped_share=0.25).warnings == ()
+    # the headline on its own full series stands beside the aligned one
+    series = _archived_series(ragged_archive, MULTI)
+    own = series[0].filter(pl.col("bench").is_finite())
+    excess = (own["return"] - own["bench"] - own["cost"]).to_numpy()
+    row = result.table.row(0, named=True)
+    assert row["n_days_own"] == 59 and row["n_days"] == 46
+    assert row["information_ratio_own"] == pytest.approx(excess.mean() / excess.std(ddof=1) * math.sqrt(252))
+    assert row["information_ratio_own"] != pytest.approx(row["information_ratio"])
+    text = result.format()
+    assert "WARNING: alignment drops 13 of sota_topk50's 59 days" in text and "late start 10" in text
+    # curves run over each strategy's own days; the chart shades the common window
+    assert result.curves.group_by("strategy").len().sort("strategy")["len"].to_list() == [57, 59, 50, 60]
+    assert "common window" in json.dumps(result.chart().to_dict())
+
+
+# --------------------------------------------------------------------------- intervals: options and Holm
+
+
+def test_bootstrap_options_reach_the_interval_and_holm_adjusts_across_treatments(
+    archive_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["compare", MULTI, "--archive", str(archive_dir), "--json", "--n-boot", "400", "--seed", "3"]
+    code = main([*argv, "--method", "circular", "--block", "5", "--alpha", "0.1"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert {k: data["bootstrap"][k] for k in ("method", "block", "alpha")} == {
+        "method": "circular",
+        "block": 5.0,
+        "alpha": 0.1,
+    }
+    series = _archived_series(archive_dir, MULTI)
+    treatments = [e for e in data["strategies"] if e["role"] == "treatment"]
+    for entry in treatments:
+        aligned = _aligned_excess(series[entry["loop_id"]], series[0])
+        expected = bootstrap_sharpe_diff_ci(
+            aligned["treatment"],
+            aligned["control"],
+            n_boot=400,
+            seed=3,
+            method="circular",
+            block=5,
+            alpha=0.1,
+        )
+        assert [entry["sharpe_diff"], *entry["sharpe_diff_ci"]] == pytest.approx(list(expected), abs=1e-9)
+    assert [e["sharpe_diff_p_holm"] for e in treatments] == pytest.approx(
+        holm_adjust([e["sharpe_diff_p_value"] for e in treatments])
+    )
+    code, out, err = _cli([*argv, "--method", "moving"], capsys)
+    assert code == 2 and out == "" and "method (--method) must be one of stationary, circular" in err
+    code, out, err = _cli([*argv, "--block", "0.5"], capsys)
+    assert code == 2 and "block (--block) must be a number of days, at least 1" in err
+
+
+def test_the_panel_shows_the_new_figures_and_what_alignment_dropped(ragged_archive: Path) -> None:
+    panel = ComparisonPanel(ragged_archive, task_run_id=MULTI[:8], n_boot=100)
+    shown = panel.table_view.value
+    for label in ("DSR eff. N", "stud. low", "p (Holm)", "IR own series", "effective"):
+        assert label in shown
+    assert "warning: alignment drops 13 of sota_topk50" in shown and "late start 10" in shown
+    assert "trials: N = 4" in shown
+    assert "common window" in json.dumps(panel.chart.to_dict())
+    panel.select_strategies(["topk30"])  # the control is still added back, colours still fixed
+    assert panel.table()["strategy"].to_list() == ["sota_topk50", "topk30"]
+
+
+def test_the_sharpe_chart_states_its_level_and_draws_the_studentized_interval(archive_dir: Path) -> None:
+    result = compare_task_run(archive_dir, MULTI, n_boot=100, alpha=0.1)
+    spec = json.dumps(result.chart().to_dict())
+    assert "90% CI; grey: studentized" in spec and "sharpe_diff_studentized_high" in spec
+
+
+def test_the_cli_warns_on_alignment_and_counts_the_searched_task_runs(
+    ragged_archive: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["compare", MULTI, "--archive", str(ragged_archive), "--n-boot", "50"]
+    code, out, _ = _cli(argv, capsys)
+    assert code == 0 and "WARNING: alignment drops 13 of sota_topk50's 59 days (22% > 10%)" in out
+    code, out, _ = _cli([*argv, "--json", "--max-dropped-share", "0.25", "--search", PLAIN[:8]], capsys)
+    data = json.loads(out)
+    assert code == 0 and data["warnings"] == [] and data["max_dropped_share"] == 0.25
+    assert data["n_trials"] == 8 and data["trials"]["task_runs"] == [MULTI, PLAIN]

@@ -188,12 +188,14 @@ def comparison_curves_chart(
     max_rows: int = MAX_ROWS,
     width: int = 560,
     domain: Sequence[str] | None = None,
+    window: tuple[str, str] | None = None,
 ) -> alt.VConcatChart:
     """Cumulative excess return above drawdown, one line per strategy, the control drawn thicker.
 
     `curves` is long (`strategy, datetime, cum_excess, drawdown`); it is thinned per strategy to
     at most `max_rows` points (50 strategies over 10 years stay below Altair's 5,000-row limit),
-    and both panels share one copy of the data.
+    and both panels share one copy of the data. `window` (first and last ISO date) is shaded on
+    both panels: the common days the comparison's figures are computed on.
     """
     # A frame (not inline values) becomes one top-level dataset that Altair does not validate row by
     # row, which keeps building the specification fast; thinning keeps it under MAX_ROWS.
@@ -234,13 +236,41 @@ def comparison_curves_chart(
     drawdown = base.encode(y=alt.Y("drawdown:Q", title="drawdown", axis=alt.Axis(format="%"))).properties(
         width=width, height=130, title="Drawdown of cumulative excess return"
     )
+    if window is not None:
+        cumulative = _with_window(cumulative, window, label=True)
+        drawdown = _with_window(drawdown, window, label=False)
     return alt.vconcat(cumulative, drawdown, data=data)
 
 
-def sharpe_diff_chart(table: pl.DataFrame, *, width: int = 300) -> alt.LayerChart:
-    """Each treatment's Sharpe ratio minus the control's with its bootstrap interval; 0 = no difference."""
+def _with_window(chart: alt.Chart, window: tuple[str, str], *, label: bool) -> alt.LayerChart:
+    """The chart over a grey band from window[0] to window[1] (the common window), labelled once."""
+    band_data = _inline_data([{"start": window[0], "end": window[1], "label": "common window"}])
+    band = (
+        alt.Chart(band_data)
+        .mark_rect(opacity=0.12, color="#888888")
+        .encode(x="start:T", x2="end:T", tooltip=[alt.Tooltip("start:T"), alt.Tooltip("end:T")])
+    )
+    layers: list[Any] = [band, chart]
+    if label:
+        layers.append(
+            alt.Chart(band_data)
+            .mark_text(align="left", baseline="top", dx=3, dy=3, color="#666666")
+            .encode(x="start:T", y=alt.value(0), text="label:N")
+        )
+    title = chart.title
+    return alt.LayerChart(layer=layers).properties(title=title)
+
+
+def sharpe_diff_chart(table: pl.DataFrame, *, width: int = 300, level: float = 0.95) -> alt.LayerChart:
+    """Each treatment's Sharpe ratio minus the control's with its bootstrap intervals; 0 = no difference.
+
+    The thick bar is the percentile interval, the thin one under it the studentized interval (when
+    the table has one); the dot is green or red when the percentile interval excludes 0.
+    """
+    studentized = ("sharpe_diff_studentized_low", "sharpe_diff_studentized_high", "sharpe_diff_p_holm")
+    extra = [c for c in studentized if c in table.columns]
     rows = table.filter((pl.col("role") == "treatment") & pl.col("sharpe_diff").is_not_null()).select(
-        "strategy", "sharpe_diff", "sharpe_diff_low", "sharpe_diff_high", "psr", "dsr"
+        "strategy", "sharpe_diff", "sharpe_diff_low", "sharpe_diff_high", "psr", "dsr", *extra
     )
     data = rows
     y = alt.Y("strategy:N", sort=None, title=None)
@@ -249,10 +279,24 @@ def sharpe_diff_chart(table: pl.DataFrame, *, width: int = 300) -> alt.LayerChar
         .mark_rule(strokeWidth=2)
         .encode(
             y=y,
-            x=alt.X("sharpe_diff_low:Q", title="Sharpe ratio − control's (95% CI)"),
+            x=alt.X(
+                "sharpe_diff_low:Q",
+                title=f"Sharpe ratio − control's ({level:.0%} CI; grey: studentized)"
+                if len(extra) >= 2
+                else f"Sharpe ratio − control's ({level:.0%} CI)",
+            ),
             x2="sharpe_diff_high:Q",
         )
     )
+    tooltip = [
+        "strategy:N",
+        alt.Tooltip("sharpe_diff:Q", format="+.2f"),
+        alt.Tooltip("sharpe_diff_low:Q", format="+.2f"),
+        alt.Tooltip("sharpe_diff_high:Q", format="+.2f"),
+        *(alt.Tooltip(f"{c}:Q", format=".3f" if c.endswith("holm") else "+.2f") for c in extra),
+        alt.Tooltip("psr:Q", format=".2f"),
+        alt.Tooltip("dsr:Q", format=".2f"),
+    ]
     points = (
         alt.Chart(data)
         .mark_point(filled=True, size=60)
@@ -264,19 +308,20 @@ def sharpe_diff_chart(table: pl.DataFrame, *, width: int = 300) -> alt.LayerChar
             .when(alt.datum.sharpe_diff_high < 0)
             .then(alt.value("#d62728"))
             .otherwise(alt.value("#555555")),
-            tooltip=[
-                "strategy:N",
-                alt.Tooltip("sharpe_diff:Q", format="+.2f"),
-                alt.Tooltip("sharpe_diff_low:Q", format="+.2f"),
-                alt.Tooltip("sharpe_diff_high:Q", format="+.2f"),
-                alt.Tooltip("psr:Q", format=".2f"),
-                alt.Tooltip("dsr:Q", format=".2f"),
-            ],
+            tooltip=tooltip,
         )
     )
     zero = alt.Chart(pl.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="#888888").encode(x="x:Q")
+    layers: list[Any] = [intervals, points, zero]
+    if len(extra) >= 2:
+        layers.insert(
+            1,
+            alt.Chart(data)
+            .mark_rule(strokeWidth=1, color="#888888", yOffset=6)
+            .encode(y=y, x="sharpe_diff_studentized_low:Q", x2="sharpe_diff_studentized_high:Q"),
+        )
     # LayerChart rather than alt.layer(), which is typed as possibly a FacetChart (only with facet encodings)
-    return alt.LayerChart(layer=[intervals, points, zero]).properties(
+    return alt.LayerChart(layer=layers).properties(
         width=width, height=max(60, 18 * rows.height), title="Sharpe ratio versus the control"
     )
 
@@ -289,19 +334,21 @@ def comparison_chart(
     domain: Sequence[str] | None = None,
     stacked: bool = False,
     width: int = 560,
+    window: tuple[str, str] | None = None,
+    level: float = 0.95,
 ) -> alt.TopLevelMixin:
     """The comparison at a glance: curves, and the Sharpe differences when there are treatments.
 
     Side by side by default; `stacked` puts the differences under the curves (about `width` + 100
     pixels wide in all), which fits a notebook next to JupyterLab's file browser. `domain` fixes
-    each strategy's colour (see `_strategy_color`).
+    each strategy's colour (see `_strategy_color`); `window` shades the common window.
     """
-    left = comparison_curves_chart(curves, control=control, domain=domain, width=width)
+    left = comparison_curves_chart(curves, control=control, domain=domain, width=width, window=window)
     if table.filter(pl.col("role") == "treatment").height == 0:
         return left
     if stacked:
-        return alt.vconcat(left, sharpe_diff_chart(table, width=width))
-    return alt.hconcat(left, sharpe_diff_chart(table))
+        return alt.vconcat(left, sharpe_diff_chart(table, width=width, level=level))
+    return alt.hconcat(left, sharpe_diff_chart(table, level=level))
 
 
 # --------------------------------------------------------------------------- factor library

@@ -2,8 +2,11 @@
 
 Every figure is recomputed from the archived daily return series (``aistock_return_series``)
 with :mod:`workbench.metrics`, on the dates all compared strategies share, so no strategy
-looks better for having been measured over a kinder window. IC and rank IC are not in a return
-series; they are Qlib's own figures (``qlib_res.csv``) for each loop's whole test window.
+looks better for having been measured over a kinder window; what that alignment drops from each
+strategy, and why, is in ``alignment`` (:mod:`workbench.analysis.alignment`), and each strategy's
+headline on its own full series sits beside the aligned one (``*_own`` columns). IC and rank IC
+are not in a return series; they are Qlib's own figures (``qlib_res.csv``) for each loop's whole
+test window.
 
 Honest ranking (Bailey & López de Prado): an agent that tries many strategies will find a good
 Sharpe ratio by luck alone. Each strategy therefore carries
@@ -11,10 +14,11 @@ Sharpe ratio by luck alone. Each strategy therefore carries
 * ``psr`` — the probability that its true Sharpe ratio is above 0, given its length, skewness
   and kurtosis;
 * ``dsr`` — the same against the Sharpe ratio the best of N unskilled trials would reach, with N
-  = the loops of the task run that have a return series (every loop is a trial, compared or
-  not) and the variance of their annualised Sharpe ratios (each over its own series);
-* ``sharpe_diff_ci`` — for each treatment, a paired block-bootstrap confidence interval of its
-  annualised Sharpe ratio minus the control's (same resampled days on both sides).
+  every loop of the search (:mod:`workbench.analysis.trials`); ``dsr_effective`` with the
+  effective N of correlated trials;
+* ``sharpe_diff_*`` — for each treatment, a paired block bootstrap of its annualised Sharpe ratio
+  minus the control's (same resampled days on both sides): percentile and studentized intervals,
+  a p-value, and that p-value Holm-adjusted across the treatments.
 
 The control is the strategy the request marks ``control``; without a request (or when that
 loop has no series) it is the first loop by ``loop_id`` — ``control_basis`` says which.
@@ -31,16 +35,22 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from workbench.analysis.alignment import AlignmentReport, alignment_report
+from workbench.analysis.trials import Trials, count_trials
 from workbench.archive.catalog import open_catalog, read_frame
 from workbench.archive.db import fetch_frame
 from workbench.errors import ConfigError
 from workbench.metrics import (
-    bootstrap_sharpe_diff_cis,
+    BOOTSTRAP_METHODS,
+    BootstrapMethod,
+    SharpeDiffTest,
     compute_return_metrics,
     deflated_sharpe_ratio,
     excess_curves,
     excess_returns,
+    holm_adjust,
     probabilistic_sharpe_ratio,
+    sharpe_diff_tests,
     sharpe_stats,
     usable_rows,
 )
@@ -48,7 +58,6 @@ from workbench.metrics import (
 __all__ = ["Comparison", "comparable_task_runs", "compare_task_run", "resolve_task_run_id"]
 
 ControlBasis = Literal["request", "first_loop", "chosen"]
-TRIALS_BASIS = "loops of the task run with a return series; variance of their annualised Sharpe ratios"
 _DIFF_COLUMNS = ("annualized_excess_return", "information_ratio", "max_drawdown", "ic", "turnover")
 _SERIES_COLUMNS = ("datetime", "return", "bench", "cost", "turnover")
 
@@ -58,7 +67,8 @@ class Comparison:
     """One task run's strategies side by side; ``table`` has one row per strategy, control first.
 
     ``curves`` is long: ``strategy, datetime, cum_excess, drawdown`` (additive, as Qlib reports
-    excess returns), on the common dates.
+    excess returns), over each strategy's own full series; ``start``..``end`` is the common
+    window the figures are computed on (charts shade it).
     """
 
     task_run_id: str
@@ -77,6 +87,10 @@ class Comparison:
     curves: pl.DataFrame
     skipped: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     notes: tuple[str, ...] = field(default_factory=tuple)
+    trials: Trials | None = None
+    alignment: tuple[AlignmentReport, ...] = field(default_factory=tuple)
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+    max_dropped_share: float = 0.1
 
     def strategies(self) -> list[dict[str, Any]]:
         """Table rows as JSON-ready dicts, with ``sharpe_diff_ci`` as ``[low, high]`` (None for the control)."""
@@ -84,6 +98,8 @@ class Comparison:
         for row in self.table.iter_rows(named=True):
             low, high = row.pop("sharpe_diff_low"), row.pop("sharpe_diff_high")
             row["sharpe_diff_ci"] = None if low is None or high is None else [low, high]
+            low, high = row.pop("sharpe_diff_studentized_low"), row.pop("sharpe_diff_studentized_high")
+            row["sharpe_diff_ci_studentized"] = None if low is None or high is None else [low, high]
             rows.append({k: _finite_or_none(v) for k, v in row.items()})
         return rows
 
@@ -99,9 +115,13 @@ class Comparison:
             "window": {"start": self.start, "end": self.end, "n_days": self.n_days},
             "n_trials": self.n_trials,
             "var_trials": self.var_trials,
-            "trials_basis": TRIALS_BASIS,
+            "trials_basis": self.trials_basis,
+            "trials": self.trials.to_dict() if self.trials else None,
             "bootstrap": self.bootstrap,
             "strategies": self.strategies(),
+            "alignment": [a.to_dict() for a in self.alignment],
+            "max_dropped_share": self.max_dropped_share,
+            "warnings": list(self.warnings),
             "skipped": list(self.skipped),
             "notes": list(self.notes),
         }
@@ -110,6 +130,18 @@ class Comparison:
                 {**r, "datetime": r["datetime"].isoformat()} for r in self.curves.iter_rows(named=True)
             ]
         return out
+
+    @property
+    def trials_basis(self) -> str:
+        """Where N and the variance of trial Sharpe ratios come from, in words."""
+        if self.trials is None:
+            return ""
+        t = self.trials
+        return (
+            f"N = {t.n}: {t.source}; variance of the annualised Sharpe ratios of the {t.n_sharpe_known} trials "
+            f"whose Sharpe ratio is known, on {t.window['start']} .. {t.window['end']} "
+            f"({', '.join(f'{k}: {v}' for k, v in t.sharpe_sources.items())})"
+        )
 
     def format(self) -> str:
         """A terminal table: results, differences from the control, PSR/DSR and the Sharpe-difference CI."""
@@ -122,35 +154,62 @@ class Comparison:
             f"task run {self.task_run_id}" + (f"  request {self.request_name}" if self.request_name else ""),
             f"  control: {self.control} ({basis});  {self.n_days} common days {self.start} .. {self.end};  "
             f"excess return {'with' if self.with_cost else 'without'} cost",
-            f"  DSR trials: {self.n_trials} ({TRIALS_BASIS}: {self.var_trials:.4g})",
+            f"  DSR trials: {self.trials_basis}",
+            f"  var_trials {self.var_trials:.4g};  effective N {self._n_effective()} "
+            "(from the average correlation of the trials' daily excess returns)",
+            f"  bootstrap: {self.bootstrap['method']}, block {_fmt(self.bootstrap['block'], '.3g')} "
+            f"({self.bootstrap['block_basis']}), {self.bootstrap['n_boot']} resamples, "
+            f"{1 - self.bootstrap['alpha']:.0%} intervals;  p: studentized, Holm across treatments",
             "",
             f"  {'strategy':<22} {'role':<9} {'ann.exc':>8} {'Δ':>8} {'IR':>6} {'Δ':>6} {'maxDD':>7} {'IC':>7} "
-            f"{'turn':>6} {'PSR':>5} {'DSR':>5}  Sharpe diff [95% CI]",
+            f"{'turn':>6} {'PSR':>5} {'DSR':>5} {'DSReff':>6}  Sharpe diff [pct CI] [stud. CI] p p_holm",
         ]
         for row in self.strategies():
-            ci = row["sharpe_diff_ci"]
+            ci, stud = row["sharpe_diff_ci"], row["sharpe_diff_ci_studentized"]
             diff = (
                 ""
                 if ci is None
                 else f"{_fmt(row['sharpe_diff'], '+.2f')} [{_fmt(ci[0], '+.2f')}, {_fmt(ci[1], '+.2f')}]"
+                + ("" if stud is None else f" [{_fmt(stud[0], '+.2f')}, {_fmt(stud[1], '+.2f')}]")
+                + f" {_fmt(row['sharpe_diff_p_value'], '.3f')} {_fmt(row['sharpe_diff_p_holm'], '.3f')}"
             )
             lines.append(
                 f"  {str(row['strategy'])[:22]:<22} {row['role']:<9} {_fmt(row['annualized_excess_return'], '.2%'):>8} "
                 f"{_fmt(row['annualized_excess_return_diff'], '+.2%'):>8} {_fmt(row['information_ratio'], '.2f'):>6} "
                 f"{_fmt(row['information_ratio_diff'], '+.2f'):>6} {_fmt(row['max_drawdown'], '.2%'):>7} "
                 f"{_fmt(row['ic'], '.4f'):>7} {_fmt(row['turnover'], '.3f'):>6} {_fmt(row['psr'], '.2f'):>5} "
-                f"{_fmt(row['dsr'], '.2f'):>5}  {diff}"
+                f"{_fmt(row['dsr'], '.2f'):>5} {_fmt(row['dsr_effective'], '.2f'):>6}  {diff}"
             )
+        lines += ["", "  alignment (own series → common window):"]
+        by_name = {row["strategy"]: row for row in self.strategies()}
+        for a in self.alignment:
+            row = by_name[a.strategy]
+            lines.append(
+                f"  {a.strategy[:22]:<22} own {a.own_days} days {a.own_start} .. {a.own_end}, kept {a.aligned_days} "
+                f"(dropped: late start {a.late_start}, early end {a.early_end}, missing {a.missing_days}; "
+                f"non-finite {a.non_finite});  IR own {_fmt(row['information_ratio_own'], '.2f')} vs aligned "
+                f"{_fmt(row['information_ratio'], '.2f')}, DSR own {_fmt(row['dsr_own'], '.2f')}"
+            )
+        lines.extend(f"  WARNING: {w}" for w in self.warnings)
         for item in self.skipped:
             lines.append(f"  skipped: {item['strategy']} (loop {item['loop_id']}): {item['reason']}")
         lines.extend(f"  note: {note}" for note in self.notes)
         return "\n".join(lines)
 
+    def _n_effective(self) -> str:
+        return "" if self.trials is None else f"{self.trials.n_effective:.3g}"
+
     def chart(self) -> Any:
         """Cumulative excess return, drawdown and Sharpe differences (Altair, renders offline)."""
         from workbench.analysis import charts
 
-        return charts.comparison_chart(self.curves, self.table, control=self.control)
+        return charts.comparison_chart(
+            self.curves,
+            self.table,
+            control=self.control,
+            window=(self.start, self.end),
+            level=1 - float(self.bootstrap["alpha"]),
+        )
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -285,37 +344,31 @@ def _clean(series: pl.DataFrame) -> pl.DataFrame:
     return series.filter(usable_rows())
 
 
-def _trial_sharpes(series: pl.DataFrame, *, with_cost: bool, periods_per_year: int) -> list[float]:
-    """Annualised Sharpe ratio of every trial, each over its own full series (None-SR trials left out)."""
-    out = []
-    for _, frame in _clean(series).group_by("experiment_id", maintain_order=True):
-        sr = sharpe_stats(excess_returns(frame, with_cost=with_cost))["sr"]
-        if sr is not None:
-            out.append(float(sr) * math.sqrt(periods_per_year))
-    return out
-
-
 def _psr_dsr(
-    excess: np.ndarray, *, n_trials: int, var_trials: float, periods_per_year: int
-) -> tuple[float | None, float | None, str | None]:
+    excess: np.ndarray, *, trials: Trials, periods_per_year: int
+) -> tuple[float | None, float | None, float | None, str | None]:
+    """PSR, DSR over N trials and DSR over the effective N, or why they are undefined."""
     stats = sharpe_stats(excess)
     if stats["sr"] is None or stats["skew"] is None or stats["kurtosis"] is None:
-        return None, None, "flat or too short a series: PSR and DSR undefined"
+        return None, None, None, "flat or too short a series: PSR and DSR undefined"
     sr, n, skew, kurt = float(stats["sr"]), int(stats["n"]), float(stats["skew"]), float(stats["kurtosis"])  # type: ignore[arg-type]
     try:
         psr = probabilistic_sharpe_ratio(sr, n=n, skew=skew, kurtosis=kurt)
-        dsr = deflated_sharpe_ratio(
-            sr * math.sqrt(periods_per_year),
-            n=n,
-            skew=skew,
-            kurtosis=kurt,
-            n_trials=n_trials,
-            var_trials=var_trials,
-            periods_per_year=periods_per_year,
-        )
+        dsr = [
+            deflated_sharpe_ratio(
+                sr * math.sqrt(periods_per_year),
+                n=n,
+                skew=skew,
+                kurtosis=kurt,
+                n_trials=count,
+                var_trials=trials.var,
+                periods_per_year=periods_per_year,
+            )
+            for count in (trials.n, trials.n_effective)
+        ]
     except ConfigError as exc:
-        return None, None, str(exc)
-    return psr, dsr, None
+        return None, None, None, str(exc)
+    return psr, dsr[0], dsr[1], None
 
 
 def _metrics_row(frame: pl.DataFrame, *, with_cost: bool, periods_per_year: int) -> dict[str, Any]:
@@ -365,17 +418,34 @@ def compare_task_run(
     n_boot: int = 2000,
     seed: int = 0,
     alpha: float = 0.05,
-    block: int = 5,
+    block: float | None = None,
+    method: BootstrapMethod = "stationary",
     periods_per_year: int = 252,
+    search: Sequence[str] | None = None,
+    n_trials: int | None = None,
+    max_dropped_share: float = 0.1,
 ) -> Comparison:
     """Compare the strategies (loops) of one task run against its control.
 
     ``strategies`` picks some (by name, loop id, strategy or experiment id); the control is
     always included. ``control`` overrides the control. ``with_cost`` chooses excess return
-    with or without transaction cost. ``n_boot``, ``seed``, ``alpha`` and ``block`` (days per
-    bootstrap block) set the Sharpe-difference interval; the same seed gives the same result.
+    with or without transaction cost. ``n_boot``, ``seed``, ``alpha``, ``block`` (expected days
+    per block; None = Politis–White from the data) and ``method`` (``stationary`` or
+    ``circular``) set the Sharpe-difference bootstrap; the same seed gives the same result.
+    ``search`` adds task runs to the search whose loops are the DSR's trials, ``n_trials``
+    overrides their count. A warning is noted when alignment drops more than
+    ``max_dropped_share`` of any strategy's days.
     """
-    _check_settings(n_boot=n_boot, seed=seed, alpha=alpha, block=block, periods_per_year=periods_per_year)
+    _check_settings(
+        n_boot=n_boot,
+        seed=seed,
+        alpha=alpha,
+        block=block,
+        method=method,
+        periods_per_year=periods_per_year,
+        n_trials=n_trials,
+        max_dropped_share=max_dropped_share,
+    )
     resolved = resolve_task_run_id(archive, task_run_id)
     experiments, series = _load(archive, resolved)
     experiments = _display_names(experiments)
@@ -403,25 +473,34 @@ def compare_task_run(
     chosen = usable if strategies is None else _select(usable, strategies, control_row)
     chosen = [control_row] + [r for r in chosen if r is not control_row]
     frames = _aligned_frames(series, chosen)
-    n_days = next(iter(frames.values())).height
-    trial_srs = _trial_sharpes(
-        series.filter(pl.col("experiment_id").is_in(list(with_series))),
-        with_cost=with_cost,
-        periods_per_year=periods_per_year,
-    )
-    # every archived loop of the task run was a trial, with a series or not: counting only those with a
-    # series would make the deflation too generous; the variance uses the trials whose Sharpe is defined
-    n_trials = max(len(rows), len(trial_srs))
-    if n_trials > len(trial_srs):
-        notes.append(
-            f"n_trials = {n_trials} archived loops of the task run; the variance of trial Sharpe ratios "
-            f"uses the {len(trial_srs)} with a usable return series"
+    dates = next(iter(frames.values()))["datetime"]
+    window = (dates[0], dates[-1])
+    request_name = next((r["request_name"] for r in rows if r["request_name"]), None)
+    with open_catalog(archive, read_only=True) as con:
+        trials = count_trials(
+            con,
+            resolved,
+            request_name,
+            search=search,
+            n_trials=n_trials,
+            window=window,
+            with_cost=with_cost,
+            periods_per_year=periods_per_year,
         )
-    var_trials = float(np.var(trial_srs, ddof=1)) if len(trial_srs) >= 2 else 0.0
-    if len(trial_srs) < 2:
-        notes.append("fewer than 2 trials with a defined Sharpe ratio: var_trials = 0, so DSR equals PSR")
+    notes.extend(trials.notes)
+    own_frames = _own_frames(series, chosen)
+    alignment = alignment_report(
+        {r["strategy"]: series.filter(pl.col("experiment_id") == r["experiment_id"]) for r in chosen},
+        dates.to_list(),
+    )
+    warnings = [
+        f"alignment drops {a.dropped} of {a.strategy}'s {a.own_days} days ({a.dropped_share:.0%} > "
+        f"{max_dropped_share:.0%}); its own-series figures (*_own) differ: " + "; ".join(a.causes)
+        for a in alignment
+        if a.dropped_share > max_dropped_share
+    ]
     excess = {r["strategy"]: excess_returns(frames[r["strategy"]], with_cost=with_cost) for r in chosen}
-    cis = bootstrap_sharpe_diff_cis(
+    tests = sharpe_diff_tests(
         excess[control_row["strategy"]],
         {r["strategy"]: excess[r["strategy"]] for r in chosen[1:]},
         n_boot=n_boot,
@@ -429,11 +508,19 @@ def compare_task_run(
         block=block,
         seed=seed,
         periods_per_year=periods_per_year,
+        method=method,
+    )
+    holm = dict(
+        zip(
+            tests,
+            holm_adjust([None if isinstance(t, str) else t.p_value for t in tests.values()]),
+            strict=True,
+        )
     )
     table_rows = []
     for r in chosen:
         name = r["strategy"]
-        row = {
+        row: dict[str, Any] = {
             "strategy": name,
             "role": "control" if r is control_row else "treatment",
             "loop_id": r["loop_id"],
@@ -445,48 +532,123 @@ def compare_task_run(
             "ic": r["ic"],
             "rank_ic": r["rank_ic"],
         }
-        row["psr"], row["dsr"], problem = _psr_dsr(
-            excess[name], n_trials=n_trials, var_trials=var_trials, periods_per_year=periods_per_year
+        ranking = _psr_dsr(excess[name], trials=trials, periods_per_year=periods_per_year)
+        row["psr"], row["dsr"], row["dsr_effective"] = ranking[:3]
+        if ranking[3]:
+            notes.append(f"{name}: {ranking[3]}")
+        own = own_frames[name]
+        own_metrics = _metrics_row(own, with_cost=with_cost, periods_per_year=periods_per_year)
+        own_ranking = _psr_dsr(
+            excess_returns(own, with_cost=with_cost), trials=trials, periods_per_year=periods_per_year
         )
-        if problem:
-            notes.append(f"{name}: {problem}")
-        ci = cis.get(name)
-        if isinstance(ci, str):
-            notes.append(f"{name}: Sharpe difference interval undefined: {ci}")
-        point, low, high = ci if isinstance(ci, tuple) else (None, None, None)
-        row.update({"sharpe_diff": point, "sharpe_diff_low": low, "sharpe_diff_high": high})
+        row.update(
+            {
+                "n_days_own": own_metrics["n_days"],
+                "annualized_excess_return_own": own_metrics["annualized_excess_return"],
+                "information_ratio_own": own_metrics["information_ratio"],
+                "max_drawdown_own": own_metrics["max_drawdown"],
+                "psr_own": own_ranking[0],
+                "dsr_own": own_ranking[1],
+            }
+        )
+        row.update(_test_columns(tests.get(name), holm.get(name), name=name, notes=notes))
         table_rows.append(row)
     table = _with_differences(_typed_table(table_rows))
-    dates = next(iter(frames.values()))["datetime"]
     return Comparison(
         task_run_id=resolved,
-        request_name=next((r["request_name"] for r in rows if r["request_name"]), None),
+        request_name=request_name,
         control=control_row["strategy"],
         control_basis=basis,
         with_cost=with_cost,
         periods_per_year=periods_per_year,
         start=dates[0].isoformat(),
         end=dates[-1].isoformat(),
-        n_days=n_days,
-        n_trials=n_trials,
-        var_trials=var_trials,
-        bootstrap={
-            "n_boot": n_boot,
-            "seed": seed,
-            "alpha": alpha,
-            "block": block,
-            "method": "circular",
-            "paired": True,
-        },
+        n_days=dates.len(),
+        n_trials=trials.n,
+        var_trials=trials.var,
+        bootstrap=_bootstrap_settings(
+            tests, n_boot=n_boot, seed=seed, alpha=alpha, block=block, method=method
+        ),
         table=table,
-        curves=_curves(frames, with_cost=with_cost),
+        curves=_curves(own_frames, with_cost=with_cost),
         skipped=skipped,
         notes=tuple(notes),
+        trials=trials,
+        alignment=tuple(alignment),
+        warnings=tuple(warnings),
+        max_dropped_share=max_dropped_share,
     )
 
 
+def _test_columns(
+    test: SharpeDiffTest | str | None, holm: float | None, *, name: str, notes: list[str]
+) -> dict[str, Any]:
+    """The Sharpe-difference columns of one table row (all None for the control or an undefined test)."""
+    keys = (
+        "sharpe_diff",
+        "sharpe_diff_low",
+        "sharpe_diff_high",
+        "sharpe_diff_se",
+        "sharpe_diff_studentized_low",
+        "sharpe_diff_studentized_high",
+        "sharpe_diff_p_value",
+        "sharpe_diff_p_holm",
+    )
+    if isinstance(test, str):
+        notes.append(f"{name}: Sharpe difference interval undefined: {test}")
+    if not isinstance(test, SharpeDiffTest):
+        return dict.fromkeys(keys)
+    values = (
+        test.point,
+        test.low,
+        test.high,
+        test.se,
+        test.studentized_low,
+        test.studentized_high,
+        test.p_value,
+        holm,
+    )
+    return dict(zip(keys, values, strict=True))
+
+
+def _bootstrap_settings(
+    tests: dict[str, SharpeDiffTest | str],
+    *,
+    n_boot: int,
+    seed: int,
+    alpha: float,
+    block: float | None,
+    method: BootstrapMethod,
+) -> dict[str, Any]:
+    """The bootstrap's settings, with the block length each treatment got when it came from the data."""
+    blocks = {name: t.block for name, t in tests.items() if isinstance(t, SharpeDiffTest)}
+    return {
+        "n_boot": n_boot,
+        "seed": seed,
+        "alpha": alpha,
+        "block": block if block is not None else (max(blocks.values()) if blocks else None),
+        "block_basis": "given"
+        if block is not None
+        else "Politis-White with Patton's correction, per treatment",
+        "blocks": blocks,
+        "method": method,
+        "paired": True,
+        "interval": "percentile; studentized (Ledoit-Wolf 2008) beside it",
+        "p_value": "studentized bootstrap, two-sided, H0: equal Sharpe ratios",
+        "adjustment": "Holm across the treatments compared with the control",
+    }
+
+
 def _check_settings(
-    *, n_boot: object, seed: object, alpha: object, block: object, periods_per_year: object
+    *,
+    n_boot: object,
+    seed: object,
+    alpha: object,
+    block: object,
+    method: object,
+    periods_per_year: object,
+    n_trials: object,
+    max_dropped_share: object,
 ) -> None:
     """Refuse bootstrap and annualisation settings that cannot work, before reading anything.
 
@@ -496,17 +658,30 @@ def _check_settings(
     def whole(value: object, minimum: int) -> bool:
         return isinstance(value, int | np.integer) and not isinstance(value, bool) and int(value) >= minimum
 
+    def number(value: object) -> bool:
+        return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
     problems = []
     if not whole(n_boot, 1):
         problems.append(f"n_boot (--n-boot) must be a whole number of at least 1, got {n_boot!r}")
     if not whole(seed, 0):
         problems.append(f"seed (--seed) must be a whole number of at least 0, got {seed!r}")
-    if not (isinstance(alpha, int | float | np.floating) and 0 < float(alpha) < 1):
-        problems.append(f"alpha must be between 0 and 1 (0.05 for a 95% interval), got {alpha!r}")
-    if not whole(block, 1):
-        problems.append(f"block must be a whole number of days, at least 1, got {block!r}")
+    if not (number(alpha) and 0 < float(alpha) < 1):  # type: ignore[arg-type]
+        problems.append(f"alpha (--alpha) must be between 0 and 1 (0.05 for a 95% interval), got {alpha!r}")
+    if block is not None and not (number(block) and float(block) >= 1):  # type: ignore[arg-type]
+        problems.append(
+            f"block (--block) must be a number of days, at least 1 (or None for automatic), got {block!r}"
+        )
+    if method not in BOOTSTRAP_METHODS:
+        problems.append(f"method (--method) must be one of {', '.join(BOOTSTRAP_METHODS)}, got {method!r}")
     if not whole(periods_per_year, 1):
         problems.append(f"periods_per_year must be a whole number, at least 1, got {periods_per_year!r}")
+    if n_trials is not None and not whole(n_trials, 1):
+        problems.append(f"n_trials (--n-trials) must be a whole number of at least 1, got {n_trials!r}")
+    if not (number(max_dropped_share) and 0 <= float(max_dropped_share) <= 1):  # type: ignore[arg-type]
+        problems.append(
+            f"max_dropped_share (--max-dropped-share) must be between 0 and 1, got {max_dropped_share!r}"
+        )
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -564,6 +739,15 @@ def _aligned_frames(series: pl.DataFrame, chosen: list[dict[str, Any]]) -> dict[
     return {r["strategy"]: by_id[r["experiment_id"]].select(_SERIES_COLUMNS) for r in chosen}
 
 
+def _own_frames(series: pl.DataFrame, chosen: list[dict[str, Any]]) -> dict[str, pl.DataFrame]:
+    """Each chosen strategy's own usable rows, all of them (its headline before alignment)."""
+    usable = _clean(series).sort("datetime")
+    return {
+        r["strategy"]: usable.filter(pl.col("experiment_id") == r["experiment_id"]).select(_SERIES_COLUMNS)
+        for r in chosen
+    }
+
+
 _FLOAT_COLUMNS = (
     "annualized_excess_return",
     "information_ratio",
@@ -574,9 +758,20 @@ _FLOAT_COLUMNS = (
     "rank_ic",
     "psr",
     "dsr",
+    "dsr_effective",
     "sharpe_diff",
     "sharpe_diff_low",
     "sharpe_diff_high",
+    "sharpe_diff_se",
+    "sharpe_diff_studentized_low",
+    "sharpe_diff_studentized_high",
+    "sharpe_diff_p_value",
+    "sharpe_diff_p_holm",
+    "annualized_excess_return_own",
+    "information_ratio_own",
+    "max_drawdown_own",
+    "psr_own",
+    "dsr_own",
 )
 
 
@@ -591,6 +786,7 @@ def _typed_table(rows: list[dict[str, Any]]) -> pl.DataFrame:
         "source": pl.String,
         "recommendation_status": pl.String,
         "n_days": pl.Int64,
+        "n_days_own": pl.Int64,
         **dict.fromkeys(_FLOAT_COLUMNS, pl.Float64),
     }
     return pl.DataFrame(rows, schema=schema).select(
@@ -611,9 +807,21 @@ def _typed_table(rows: list[dict[str, Any]]) -> pl.DataFrame:
         "turnover",
         "psr",
         "dsr",
+        "dsr_effective",
         "sharpe_diff",
         "sharpe_diff_low",
         "sharpe_diff_high",
+        "sharpe_diff_se",
+        "sharpe_diff_studentized_low",
+        "sharpe_diff_studentized_high",
+        "sharpe_diff_p_value",
+        "sharpe_diff_p_holm",
+        "n_days_own",
+        "annualized_excess_return_own",
+        "information_ratio_own",
+        "max_drawdown_own",
+        "psr_own",
+        "dsr_own",
     )
 
 

@@ -303,12 +303,36 @@ def compare(
         int, typer.Option(help="Bootstrap resamples for the Sharpe-difference interval.")
     ] = 2000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed (same seed, same interval).")] = 0,
+    alpha: Annotated[float, typer.Option(help="1 - confidence level of the intervals (0.05: 95%).")] = 0.05,
+    block: Annotated[
+        float | None,
+        typer.Option(
+            help="Bootstrap block length in days (expected length for stationary); default: Politis-White."
+        ),
+    ] = None,
+    method: Annotated[
+        str, typer.Option(help="Bootstrap: stationary (Politis-Romano) or circular (fixed blocks).")
+    ] = "stationary",
+    search: Annotated[
+        list[str] | None,
+        typer.Option("--search", help="Also count the loops of this task run as DSR trials (repeatable)."),
+    ] = None,
+    n_trials: Annotated[
+        int | None,
+        typer.Option("--n-trials", help="Number of trials for the DSR instead of the archive's count."),
+    ] = None,
+    max_dropped_share: Annotated[
+        float,
+        typer.Option(
+            "--max-dropped-share", help="Warn when alignment drops more than this share of a strategy's days."
+        ),
+    ] = 0.1,
     json_output: JsonOpt = False,
     save_chart: Annotated[
         Path | None, typer.Option("--save-chart", help="Write the chart (.svg, .png or .json).")
     ] = None,
 ) -> None:
-    """Compare control and treatments of a task run: metrics, differences, PSR, DSR, Sharpe-difference CI."""
+    """Compare control and treatments of a task run: metrics, differences, PSR, DSR, Sharpe-difference CIs."""
     from workbench.analysis import charts
     from workbench.analysis.compare import compare_task_run
 
@@ -322,6 +346,12 @@ def compare(
         with_cost=not without_cost,
         n_boot=n_boot,
         seed=seed,
+        alpha=alpha,
+        block=block,
+        method=method,  # type: ignore[arg-type]  # checked by compare_task_run
+        search=_split(search) or None,
+        n_trials=n_trials,
+        max_dropped_share=max_dropped_share,
     )
     if save_chart is not None:
         charts.save(result.chart(), save_chart)

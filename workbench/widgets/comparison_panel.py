@@ -29,14 +29,19 @@ _SHOWN = {
     "annualized_excess_return_diff": ("Δ vs control", "{:+.2%}"),
     "information_ratio": ("IR", "{:.2f}"),
     "information_ratio_diff": ("Δ IR", "{:+.2f}"),
+    "information_ratio_own": ("IR own series", "{:.2f}"),
     "max_drawdown": ("max DD", "{:.2%}"),
     "ic": ("IC", "{:.4f}"),
     "turnover": ("turnover", "{:.3f}"),
     "psr": ("PSR", "{:.2f}"),
     "dsr": ("DSR", "{:.2f}"),
+    "dsr_effective": ("DSR eff. N", "{:.2f}"),
     "sharpe_diff": ("Sharpe Δ", "{:+.2f}"),
     "sharpe_diff_low": ("CI low", "{:+.2f}"),
     "sharpe_diff_high": ("CI high", "{:+.2f}"),
+    "sharpe_diff_studentized_low": ("stud. low", "{:+.2f}"),
+    "sharpe_diff_studentized_high": ("stud. high", "{:+.2f}"),
+    "sharpe_diff_p_holm": ("p (Holm)", "{:.3f}"),
 }
 
 
@@ -52,13 +57,27 @@ def comparison_table_html(comparison: Comparison) -> str:
             cells.append(f"<td>{html.escape(text)}</td>")
         style = ' style="font-weight:bold"' if row["role"] == "control" else ""
         body.append(f"<tr{style}>{''.join(cells)}</tr>")
+    effective = f" (effective {comparison.trials.n_effective:.3g})" if comparison.trials else ""
     caption = (
         f"{comparison.n_days} common days {comparison.start} .. {comparison.end}; "
         f"control {comparison.control} ({comparison.control_basis}); DSR over {comparison.n_trials} trials"
+        f"{effective}; bootstrap {comparison.bootstrap['method']}, {1 - comparison.bootstrap['alpha']:.0%} intervals"
+    )
+    alignment = (
+        f"{a.strategy}: {a.own_days} own days {a.own_start} .. {a.own_end}, {a.aligned_days} kept "
+        f"(late start {a.late_start}, early end {a.early_end}, missing {a.missing_days}, non-finite {a.non_finite})"
+        for a in comparison.alignment
+        if a.dropped or a.non_finite
     )
     notes = "".join(
         f"<li>{html.escape(n)}</li>"
-        for n in (*comparison.notes, *(f"skipped {s['strategy']}: {s['reason']}" for s in comparison.skipped))
+        for n in (
+            *(f"warning: {w}" for w in comparison.warnings),
+            f"trials: {comparison.trials_basis}",
+            *alignment,
+            *comparison.notes,
+            *(f"skipped {s['strategy']}: {s['reason']}" for s in comparison.skipped),
+        )
     )
     return (
         f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
@@ -225,6 +244,8 @@ class ComparisonPanel:
             domain=comparison.table["strategy"].to_list() if strategies is None else self._domain,
             stacked=True,  # fits beside JupyterLab's file browser; the legend sits on top
             width=520,
+            window=(comparison.start, comparison.end),
+            level=1 - float(comparison.bootstrap["alpha"]),
         )
         self.chart = chart
         self.chart_view.children = (interactive_chart(chart),)
