@@ -342,7 +342,9 @@ def _build_performance(
             seen.add(perf_id)
             stats = {**row, "ic_mean": row.get("ic"), "coverage": None, "combination_size": len(combined)}
             out.performance.append(
-                _perf_row(perf_id, factor_id, window, stats, experiment, basis="combination", backtest=backtest)
+                _perf_row(
+                    perf_id, factor_id, window, stats, experiment, basis="combination", backtest=backtest
+                )
             )
 
 

@@ -114,7 +114,11 @@ def _summaries(snapshot: LibrarySnapshot, *, window: str | None, basis: str) -> 
         rows = rows.filter(pl.col("basis") == basis)
     summary = rows.group_by("factor_id").agg(
         pl.col("basis").drop_nulls().unique().sort().str.join(",").alias("basis"),
-        pl.col("perf_experiment_id").drop_nulls().n_unique().cast(pl.Int64).alias("n_experiments_with_figures"),
+        pl.col("perf_experiment_id")
+        .drop_nulls()
+        .n_unique()
+        .cast(pl.Int64)
+        .alias("n_experiments_with_figures"),
         pl.len().cast(pl.Int64).alias("n_figures"),
         pl.when(pl.col("window_name").n_unique() == 1)
         .then(pl.col("window_name").first())
