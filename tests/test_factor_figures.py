@@ -14,7 +14,6 @@ from typing import Any
 
 import duckdb
 import pandas as pd
-import polars as pl
 import pytest
 
 from workbench.archive import ids

@@ -15,7 +15,7 @@ import typer
 if TYPE_CHECKING:  # the commands import the library (and Polars) lazily, to start fast
     import polars as pl
 
-    from workbench.library.factors import FactorBasis, FactorSort
+    from workbench.library.factors import FactorBasis
     from workbench.library.strategies import StrategyRole
     from workbench.rdagent.request import ExperimentKind
 
@@ -126,7 +126,7 @@ def factors(
         min_ic=min_ic,
         window=window,
         basis=cast("FactorBasis", basis),  # checked by factor_library (ConfigError naming the choices)
-        sort_by=cast("FactorSort", sort_by),
+        sort_by=sort_by,
         descending=not ascending,
         limit=limit,
     )
