@@ -9,7 +9,8 @@ from __future__ import annotations
 
 FACTOR_FIGURES_BACKFILL = """
 -- Rows written before schema 7 (combination_size IS NULL) get what they lacked, from what the
--- catalog holds: the main window's dates from the experiment's return series (its backtest);
+-- catalog holds: the main window's dates from the experiment's return series (its backtest; a
+-- level-1 experiment keeps only the recomputed figures' first and last day);
 -- for a combination's figures, rank IC / rank ICIR and the cost basis of each return figure from
 -- the experiment's Qlib metrics (qlib_res.csv, which the backfill copied into factor_perf.json),
 -- Qlib's 238-day annualisation, and how many factors share the figures. Rows of schema 7 are
@@ -17,11 +18,17 @@ FACTOR_FIGURES_BACKFILL = """
 UPDATE aistock_factor_performance AS p
 SET start_date = r.first_day, end_date = r.last_day, dates_from = 'backtest'
 FROM (
-    SELECT experiment_id, CAST(min(datetime) AS VARCHAR) AS first_day, CAST(max(datetime) AS VARCHAR) AS last_day
-    FROM aistock_return_series GROUP BY experiment_id
+    SELECT e.id AS experiment_id,
+           coalesce(s.first_day, json_extract_string(e.recomputed_metrics_json, '$.start')) AS first_day,
+           coalesce(s.last_day, json_extract_string(e.recomputed_metrics_json, '$.end')) AS last_day
+    FROM aistock_experiments AS e
+    LEFT JOIN (
+        SELECT experiment_id, CAST(min(datetime) AS VARCHAR) AS first_day, CAST(max(datetime) AS VARCHAR) AS last_day
+        FROM aistock_return_series GROUP BY experiment_id
+    ) AS s ON s.experiment_id = e.id
 ) AS r
 WHERE p.combination_size IS NULL AND p.experiment_id = r.experiment_id AND p.window_name = 'main_window'
-  AND p.start_date IS NULL AND p.end_date IS NULL;
+  AND p.start_date IS NULL AND p.end_date IS NULL AND r.first_day IS NOT NULL;
 
 UPDATE aistock_factor_performance SET dates_from = 'file'
 WHERE combination_size IS NULL AND dates_from IS NULL AND (start_date IS NOT NULL OR end_date IS NOT NULL);

@@ -138,7 +138,6 @@ def factors(
         [
             "factor_id",
             "name",
-            "version",
             "source",
             "basis",
             "n_experiments_with_figures",
