@@ -241,8 +241,8 @@ def known_library(tmp_path: Path) -> Path:
                     basis,
                     experiment,
                     1 if basis == "factor" else 2,
-                    "without_cost" if sharpe is not None else None,
-                    238 if sharpe is not None else None,
+                    None if sharpe is None else "with_cost" if experiment == "e5" else "without_cost",
+                    None if sharpe is None else 252 if experiment == "e5" else 238,
                 ],
             )
     return archive
@@ -259,17 +259,21 @@ def test_library_summarises_each_factors_own_figures_and_ranks_them_before_combi
     assert a["ic_ir"] == pytest.approx((0.146 + 0.200 + 0.606) / 3)
     assert (a["median_ic_ir"], a["best_ic_ir"], a["worst_ic_ir"]) == (0.200, 0.606, 0.146)
     assert (a["window_name"], a["combination_size"], a["sharpe_cost"], a["periods_per_year"]) == (
-        "main_window",
+        None,  # every window (n_windows of them)
         1,
         "without_cost",
         "238",
     )
     # C: two windows, one figure from an import (no experiment)
     assert c["ic_ir"] == pytest.approx(0.4) and c["n_figures"] == 2 and c["n_experiments_with_figures"] == 1
-    assert c["window_name"] is None and (c["best_ic_ir"], c["worst_ic_ir"]) == (0.5, 0.3)
+    assert c["n_windows"] == 2 and (c["best_ic_ir"], c["worst_ic_ir"]) == (0.5, 0.3)
     # B has only a combination's figures: shown as such, ranked after every factor with its own
     assert b["basis"] == "combination" and b["combination_size"] == 2
     assert b["ic_ir"] == pytest.approx((0.0669 + 0.1) / 2) and b["n_experiments_with_figures"] == 2
+    assert (b["sharpe_cost"], b["periods_per_year"]) == (
+        "with_cost,without_cost",
+        "238,252",
+    )  # figures differ
 
 
 def test_library_sorts_by_the_best_value_only_when_asked_by_name(known_library: Path) -> None:
@@ -289,6 +293,7 @@ def test_library_basis_and_window_choose_whose_figures_are_summarised(known_libr
     rows = {r["name"]: r for r in combos.iter_rows(named=True)}
     assert set(rows) == {"A", "B"}  # C never was in a combination
     assert rows["A"]["ic_ir"] == pytest.approx(0.0669) and rows["A"]["basis"] == "combination"
+    assert rows["A"]["window_name"] == "main_window" and rows["B"]["n_experiments_with_figures"] == 2
     own = factor_library(
         known_library, basis="factor", window="main_window", sort_by="name", descending=False
     )

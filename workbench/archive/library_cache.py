@@ -42,8 +42,8 @@ class LibrarySnapshot:
     state: tuple[Any, ...]
     factors: pl.DataFrame
     performance: pl.DataFrame
-    #: per-factor summaries by (window, basis), computed once per snapshot
-    picks: dict[tuple[str | None, str], pl.DataFrame] = field(default_factory=dict)
+    #: per-factor summaries by (window, basis, metric), computed once per snapshot
+    picks: dict[tuple[str | None, str, str], pl.DataFrame] = field(default_factory=dict)
     _sources: tuple[str, ...] | None = None
     _windows: tuple[str, ...] | None = None
 

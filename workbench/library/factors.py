@@ -89,19 +89,39 @@ def _check_choice(value: str, choices: tuple[str, ...], *, option: str) -> None:
         raise ConfigError(f"{option}={value!r} is not one of: {', '.join(choices)}")
 
 
-def _distinct_text(column: str) -> pl.Expr:
-    """The distinct non-null values of a column as one comma-separated text (null when none)."""
-    joined = pl.col(column).drop_nulls().cast(pl.String).unique().sort().str.join(",")
-    return pl.when(pl.col(column).is_not_null().any()).then(joined).otherwise(None).alias(column)
+_COST_COLUMNS = ("annual_return_cost", "max_drawdown_cost", "sharpe_cost")
 
 
-def _summaries(snapshot: LibrarySnapshot, *, window: str | None, basis: str) -> pl.DataFrame:
-    """One row per factor summarising its figures of one basis: means, medians, best, worst, counts.
+def _costs_seen(column: str) -> list[pl.Expr]:
+    """Whether any summarised figure is without / with cost (booleans: cheap per group, unlike text)."""
+    return [
+        (pl.col(column) == "without_cost").any().alias(f"_{column}_without"),
+        (pl.col(column) == "with_cost").any().alias(f"_{column}_with"),
+    ]
+
+
+def _cost_text(column: str) -> pl.Expr:
+    """`without_cost`, `with_cost`, both comma-separated when the figures differ, or null."""
+    without, with_ = pl.col(f"_{column}_without"), pl.col(f"_{column}_with")
+    return (
+        pl.when(without & with_)
+        .then(pl.lit("with_cost,without_cost"))
+        .when(without)
+        .then(pl.lit("without_cost"))
+        .when(with_)
+        .then(pl.lit("with_cost"))
+        .otherwise(None)
+        .alias(column)
+    )
+
+
+def _summaries(snapshot: LibrarySnapshot, *, window: str | None, basis: str, metric: str) -> pl.DataFrame:
+    """One row per factor summarising its figures of one basis: means, counts, and `metric`'s spread.
 
     ``basis='auto'`` takes a factor's own figures (``basis='factor'``) when it has any, else those
     of the combinations it was part of; the ``basis`` column says which.
     """
-    key = (window, basis)
+    key = (window, basis, metric)
     if key in snapshot.picks:
         return snapshot.picks[key]
     rows = snapshot.performance
@@ -112,29 +132,36 @@ def _summaries(snapshot: LibrarySnapshot, *, window: str | None, basis: str) -> 
         rows = rows.filter(own | ~own.any().over("factor_id"))
     else:
         rows = rows.filter(pl.col("basis") == basis)
-    summary = rows.group_by("factor_id").agg(
-        pl.col("basis").drop_nulls().unique().sort().str.join(",").alias("basis"),
-        pl.col("perf_experiment_id")
-        .drop_nulls()
-        .n_unique()
-        .cast(pl.Int64)
-        .alias("n_experiments_with_figures"),
-        pl.len().cast(pl.Int64).alias("n_figures"),
-        pl.when(pl.col("window_name").n_unique() == 1)
-        .then(pl.col("window_name").first())
-        .otherwise(None)
-        .alias("window_name"),
-        pl.col("start_date").min(),
-        pl.col("end_date").max(),
-        *(pl.col(m).mean() for m in PERFORMANCE_METRICS),
-        *(pl.col(m).median().alias(f"median_{m}") for m in PERFORMANCE_METRICS),
-        *(pl.col(m).max().alias(f"best_{m}") for m in PERFORMANCE_METRICS),
-        *(pl.col(m).min().alias(f"worst_{m}") for m in PERFORMANCE_METRICS),
-        pl.col("combination_size").max(),
-        _distinct_text("annual_return_cost"),
-        _distinct_text("max_drawdown_cost"),
-        _distinct_text("sharpe_cost"),
-        _distinct_text("periods_per_year"),
+    experiments = pl.col("perf_experiment_id")
+    # within one window a factor has one row per experiment: counting is enough (and much cheaper)
+    n_experiments = experiments.count() if window is not None else experiments.drop_nulls().n_unique()
+    periods_low, periods_high = pl.col("periods_per_year").min(), pl.col("periods_per_year").max()
+    summary = (
+        rows.group_by("factor_id")
+        .agg(
+            pl.col("basis").first(),  # one basis per factor: the filter above keeps only one
+            n_experiments.cast(pl.Int64).alias("n_experiments_with_figures"),
+            pl.len().cast(pl.Int64).alias("n_figures"),
+            pl.col("start_date").min(),
+            pl.col("end_date").max(),
+            *(pl.col(m).mean() for m in PERFORMANCE_METRICS),
+            pl.col(metric).median().alias(f"median_{metric}"),
+            pl.col(metric).max().alias(f"best_{metric}"),
+            pl.col(metric).min().alias(f"worst_{metric}"),
+            pl.col("combination_size").max(),
+            *(e for c in _COST_COLUMNS for e in _costs_seen(c)),
+            periods_low.alias("_periods_low"),
+            periods_high.alias("_periods_high"),
+        )
+        .with_columns(
+            pl.lit(window, dtype=pl.String).alias("window_name"),
+            *(_cost_text(c) for c in _COST_COLUMNS),
+            pl.when(pl.col("_periods_low") == pl.col("_periods_high"))
+            .then(pl.col("_periods_low").cast(pl.String))
+            .otherwise(pl.concat_str([pl.col("_periods_low"), pl.col("_periods_high")], separator=","))
+            .alias("periods_per_year"),
+        )
+        .drop(pl.selectors.starts_with("_"))
     )
     snapshot.picks[key] = summary
     return summary
@@ -216,7 +243,9 @@ def factor_library(
     every factor with figures of its own before the factors that only have combination figures.
     ``annual_return_cost``/``max_drawdown_cost``/``sharpe_cost`` say whether those figures are
     with or without trading cost, ``periods_per_year`` how ``annual_return`` and ``sharpe`` were
-    annualised (Qlib: 238), as comma-separated values when the summarised figures differ.
+    annualised (Qlib: 238); where the summarised figures differ, both values (smallest and
+    largest), comma-separated. ``window_name`` is the ``window`` asked for (null: every window,
+    ``n_windows`` of them).
 
     Filters: ``source`` (one or several), ``tags`` (the factor must carry every tag given),
     ``name_like`` (case-insensitive substring), ``min_ic`` (the mean ``ic_mean``).
@@ -263,7 +292,7 @@ def factor_library(
             pl.col("name").str.to_lowercase().str.contains(name_like.lower(), literal=True)
         )
     shown = _summary_metric(sort_by, metric)
-    summary = _summaries(snapshot, window=window, basis=basis)
+    summary = _summaries(snapshot, window=window, basis=basis, metric=shown)
     frame = chosen.join(summary, on="factor_id", how="inner" if window is not None else "left")
     if min_ic is not None:
         frame = frame.filter(pl.col("ic_mean") >= float(min_ic))
