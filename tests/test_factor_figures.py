@@ -14,6 +14,7 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+import polars as pl
 import pytest
 
 from workbench.archive import ids
@@ -426,3 +427,34 @@ def test_upgrading_an_archived_sample_gives_the_rows_a_fresh_archive_gives(env: 
                 continue
             assert new[i] == old[i], (old[0], column)
     assert filled > 0  # the sample's gap-era files keep one metric, seldom the rank IC
+
+
+def test_an_imported_factor_whose_only_figure_is_rank_ic_has_it_as_its_own(tmp_path: Path) -> None:
+    from workbench.library.external_factors import import_factors
+    from workbench.library.factors import factor_performance
+
+    meta = tmp_path / "meta.parquet"
+    pl.DataFrame(
+        {
+            "name": ["ext_rank_only", "ext_dated"],
+            "expression": ["Rank($close)", "Ref($close, 1)"],
+            "window_name": ["test_2024", "test_2024"],
+            "start_date": [None, "2024-01-02"],
+            "end_date": [None, "2024-12-31"],
+            "rank_ic": [0.031, None],
+            "rank_ic_ir": [None, 0.42],
+        }
+    ).write_parquet(meta)
+    result = import_factors(meta, archive=tmp_path / "ar", source="external_manual")
+    assert result.n_performance == 2
+    rows = {r["name"]: r for r in factor_performance(tmp_path / "ar").iter_rows(named=True)}
+    only = rows["ext_rank_only"]
+    assert (only["rank_ic"], only["ic_mean"], only["basis"], only["combination_size"]) == (
+        0.031,
+        None,
+        "factor",
+        1,
+    )
+    assert only["dates_from"] is None and only["experiment_id"] is None
+    dated = rows["ext_dated"]
+    assert (dated["rank_ic_ir"], dated["start_date"], dated["dates_from"]) == (0.42, "2024-01-02", "file")
