@@ -87,20 +87,30 @@ def build_factor_catalog(archive: Path, *, n_factors: int, n_windows: int, seed:
     windows = [f"window_{w}" for w in range(n_windows)]
     n_perf = n_factors * n_windows
     ic = rng.normal(0.02, 0.02, n_perf)
-    performance = pl.DataFrame(
-        {
-            "id": [f"p{i:031x}" for i in range(n_perf)],
-            "factor_id": np.repeat(ids, n_windows),
-            "window_name": windows * n_factors,
-            "ic_mean": ic,
-            "ic_ir": ic / rng.uniform(0.05, 0.2, n_perf),
-            "annual_return": rng.normal(0.05, 0.1, n_perf),
-            "max_drawdown": -rng.uniform(0.01, 0.4, n_perf),
-            "sharpe": rng.normal(0.5, 1.0, n_perf),
-            "basis": rng.choice(["factor", "combination"], size=n_perf),
-        }
-    ).with_columns(
-        pl.when(pl.int_range(pl.len()) % 17 == 0).then(None).otherwise(pl.col("ic_ir")).alias("ic_ir")
+    performance = (
+        pl.DataFrame(
+            {
+                "id": [f"p{i:031x}" for i in range(n_perf)],
+                "factor_id": np.repeat(ids, n_windows),
+                "window_name": windows * n_factors,
+                "ic_mean": ic,
+                "ic_ir": ic / rng.uniform(0.05, 0.2, n_perf),
+                "annual_return": rng.normal(0.05, 0.1, n_perf),
+                "max_drawdown": -rng.uniform(0.01, 0.4, n_perf),
+                "sharpe": rng.normal(0.5, 1.0, n_perf),
+                "rank_ic": ic + rng.normal(0.0, 0.005, n_perf),
+                "basis": rng.choice(["factor", "combination"], size=n_perf),
+                "experiment_id": [f"e{i:031x}" for i in rng.integers(0, 5000, size=n_perf)],
+            }
+        )
+        .with_columns(
+            pl.when(pl.col("basis") == "factor").then(1).otherwise(10).alias("combination_size"),
+            pl.lit("without_cost").alias("sharpe_cost"),
+            pl.lit(238).alias("periods_per_year"),
+        )
+        .with_columns(
+            pl.when(pl.int_range(pl.len()) % 17 == 0).then(None).otherwise(pl.col("ic_ir")).alias("ic_ir")
+        )
     )
     members = rng.integers(0, n_factors, size=(1000, 10))
     combos = pl.DataFrame(

@@ -282,7 +282,8 @@ def test_a_torn_record_from_a_crash_is_reported_not_fatal(env: Env) -> None:
 
 def _make_like_schema_5(ar: Path) -> None:
     """Turn a current archive into what workbench wrote before schema 6: small objects in the
-    catalog (`wb_inline_objects`, keys `inline:<sha>`), no packs, manifests, records or snapshots."""
+    catalog (`wb_inline_objects`, keys `inline:<sha>`), no packs, manifests, records or snapshots,
+    and performance rows without schema 7's columns (the upgrade fills them again)."""
     layout = ArchiveLayout.at(ar)
     con = duckdb.connect(str(layout.catalog))
     for sha, key in con.execute("SELECT sha256, storage_key FROM wb_objects WHERE codec = 'pack'").fetchall():
@@ -307,6 +308,17 @@ def _make_like_schema_5(ar: Path) -> None:
             "UPDATE aistock_experiments SET file_refs_json = ? WHERE id = ?",
             [json.dumps(fixed), experiment_id],
         )
+    for column in (  # schema 7's columns
+        "rank_ic",
+        "rank_ic_ir",
+        "dates_from",
+        "annual_return_cost",
+        "max_drawdown_cost",
+        "sharpe_cost",
+        "periods_per_year",
+        "combination_size",
+    ):
+        con.execute(f"ALTER TABLE aistock_factor_performance DROP COLUMN {column}")
     con.execute("DROP TABLE wb_manifests")
     con.execute("DELETE FROM wb_meta WHERE key = 'record_seq'")
     con.execute("UPDATE wb_meta SET value = '5' WHERE key = 'schema_version'")

@@ -299,7 +299,13 @@ def test_factor_perf_gap_era_unnamed_pair_is_recovered(tmp_path: Path):
     }
     row = read_factor_perf(write_json(tmp_path / "p.json", data)).combinations.row(0, named=True)
     assert json.loads(row["metrics_json"]) == {"1day.excess_return_without_cost.annualized_return": 0.5}
-    assert row["annual_return"] is None and row["sharpe"] is None
+    # the one metric the file holds is a figure, with its cost basis and Qlib's annualisation
+    assert (row["annual_return"], row["annual_return_cost"], row["periods_per_year"]) == (
+        0.5,
+        "without_cost",
+        238,
+    )
+    assert row["sharpe"] is None and row["sharpe_cost"] is None and row["rank_ic"] is None
 
 
 def test_clean_metrics_pair_with_text_value():

@@ -204,15 +204,30 @@ def test_factor_library_filters_and_sorts_in_one_call(archived: Archived) -> Non
         factor_library(archived.archive, sort_by="bogus")  # type: ignore[arg-type]
 
 
-def test_each_factor_carries_its_best_result_and_how_much_evidence_there_is(archived: Archived) -> None:
+def test_each_factor_carries_a_summary_of_its_figures_and_how_much_evidence_there_is(
+    archived: Archived,
+) -> None:
     library = factor_library(archived.archive, sort_by="sharpe", limit=None)
     perf = factor_performance(archived.archive)
-    best = perf.group_by("factor_id").agg(
-        pl.col("sharpe").max().alias("best"), pl.col("experiment_id").n_unique().alias("n")
+    own = perf.filter((pl.col("basis") == "factor").any().over("factor_id"))
+    chosen = pl.concat([own.filter(pl.col("basis") == "factor"), perf.join(own, on="factor_id", how="anti")])
+    expected = chosen.group_by("factor_id").agg(
+        pl.col("sharpe").mean().alias("mean"),
+        pl.col("sharpe").median().alias("median"),
+        pl.col("sharpe").max().alias("best"),
+        pl.col("sharpe").min().alias("worst"),
+        pl.col("experiment_id").drop_nulls().n_unique().alias("n"),
     )
-    joined = library.join(best, on="factor_id", how="inner")
-    assert joined.height and (joined["sharpe"] == joined["best"]).all()
+    joined = library.join(expected, on="factor_id", how="inner")
+    assert joined.height == expected.height and joined.height > 0
+    for ours, theirs in (("sharpe", "mean"), ("median_sharpe", "median"), ("best_sharpe", "best")):
+        assert ((joined[ours] - joined[theirs]).abs() < 1e-12).all(), ours
+    assert (joined["worst_sharpe"] == joined["worst"]).all()
+    assert (joined["n_experiments_with_figures"] == joined["n"]).all() and (joined["n"] >= 1).all()
     assert (joined["n_experiments"] >= 1).all()
+    # every figure of the sample is a combination's (HEAD files have no per-factor figures): labelled so
+    assert set(library["basis"].drop_nulls().to_list()) == {"combination"}
+    assert (library.filter(pl.col("basis").is_not_null())["combination_size"] > 1).any()
 
 
 def test_factor_lineage_names_the_first_experiment_and_every_use(archived: Archived) -> None:
@@ -310,7 +325,8 @@ def test_save_combination_is_idempotent_and_refuses_unknown_factors(
 ) -> None:
     archive_dir = tmp_path / "ar"
     shutil.copytree(archived.archive, archive_dir)
-    picks = factor_library(archive_dir, sort_by="ic_ir", limit=3)["factor_id"].to_list()
+    # three factors that no loop ran together (the top three by IC ICIR can be one combination's members)
+    picks = factor_library(archive_dir, sort_by="name", descending=False, limit=3)["factor_id"].to_list()
     first = save_combination(archive_dir, "top3_by_icir", picks)
     again = save_combination(archive_dir, "top3_by_icir", list(reversed(picks)))
     assert first == again == ids.combination_id(picks)

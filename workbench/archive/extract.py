@@ -297,6 +297,10 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+MAIN_WINDOW = "main_window"
+"""The window name the backfill gives the experiment's own backtest (its only window in HEAD files)."""
+
+
 def _build_performance(
     out: Extracted,
     factor_ids: dict[str, str],
@@ -307,44 +311,73 @@ def _build_performance(
     """Per-factor windows where the file has them; else the combination's windows for its members.
 
     `members` are the names of the loop's combination (the strategy's factor set when a request
-    defines one), so every member gets the combination's results, labelled `basis='combination'`.
+    defines one). A member gets the combination's figures labelled `basis='combination'` (with
+    `combination_size`, how many factors share them), never as its own. A window without dates
+    that is the experiment's own backtest (`main_window`) takes the first and last date of the
+    experiment's return series (`dates_from='backtest'`).
     """
     experiment = out.candidate.experiment_id
+    backtest = _backtest_dates(out.returns)
     seen: set[str] = set()
     if per_factor is not None:
         for row in per_factor.iter_rows(named=True):
             factor = factor_ids.get(row["name"]) or ids.factor_id(row["name"])
-            window = row.get("window_name") or "main_window"
+            window = row.get("window_name") or MAIN_WINDOW
             perf_id = ids.performance_id(factor, window, experiment)
             seen.add(perf_id)
-            out.performance.append(_perf_row(perf_id, factor, window, row, experiment, basis="factor"))
+            stats = {**row, "combination_size": 1}
+            out.performance.append(
+                _perf_row(perf_id, factor, window, stats, experiment, basis="factor", backtest=backtest)
+            )
     if combos is None:
         return
     for row in combos.iter_rows(named=True):
-        for name in members or row.get("factor_names") or []:
-            factor_id = factor_ids.get(name)
-            if factor_id is None:
-                continue
-            window = row.get("window_name") or "main_window"
+        combined = list(dict.fromkeys(members or row.get("factor_names") or []))
+        for name in (n for n in combined if n in factor_ids):
+            factor_id = factor_ids[name]
+            window = row.get("window_name") or MAIN_WINDOW
             perf_id = ids.performance_id(factor_id, window, experiment)
             if perf_id in seen:
                 continue
             seen.add(perf_id)
-            stats = {**row, "ic_mean": row.get("ic"), "coverage": None}
+            stats = {**row, "ic_mean": row.get("ic"), "coverage": None, "combination_size": len(combined)}
             out.performance.append(
-                _perf_row(perf_id, factor_id, window, stats, experiment, basis="combination")
+                _perf_row(
+                    perf_id, factor_id, window, stats, experiment, basis="combination", backtest=backtest
+                )
             )
 
 
+def _backtest_dates(returns: pl.DataFrame | None) -> tuple[str, str] | None:
+    """First and last day of the experiment's return series (its backtest), as ISO dates."""
+    if returns is None or returns.height == 0 or "datetime" not in returns.columns:
+        return None
+    days = returns["datetime"].drop_nulls()
+    if days.is_empty():
+        return None
+    return str(days.min()), str(days.max())
+
+
 def _perf_row(
-    perf_id: str, factor: str, window: str, row: dict[str, Any], experiment: str, *, basis: str
+    perf_id: str,
+    factor: str,
+    window: str,
+    row: dict[str, Any],
+    experiment: str,
+    *,
+    basis: str,
+    backtest: tuple[str, str] | None,
 ) -> dict[str, Any]:
+    start, end = row.get("start"), row.get("end")
+    dates_from = "file" if start or end else None
+    if dates_from is None and window == MAIN_WINDOW and backtest is not None:
+        (start, end), dates_from = backtest, "backtest"
     return {
         "id": perf_id,
         "factor_id": factor,
         "window_name": window,
-        "start_date": row.get("start"),
-        "end_date": row.get("end"),
+        "start_date": start,
+        "end_date": end,
         "ic_mean": _finite(row.get("ic_mean")),
         "ic_ir": _finite(row.get("ic_ir")),
         "coverage": _finite(row.get("coverage")),
@@ -353,6 +386,14 @@ def _perf_row(
         "sharpe": _finite(row.get("sharpe")),
         "experiment_id": experiment,
         "basis": basis,
+        "rank_ic": _finite(row.get("rank_ic")),
+        "rank_ic_ir": _finite(row.get("rank_ic_ir")),
+        "dates_from": dates_from,
+        "annual_return_cost": row.get("annual_return_cost"),
+        "max_drawdown_cost": row.get("max_drawdown_cost"),
+        "sharpe_cost": row.get("sharpe_cost"),
+        "periods_per_year": row.get("periods_per_year"),
+        "combination_size": row.get("combination_size"),
     }
 
 

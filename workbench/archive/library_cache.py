@@ -42,7 +42,8 @@ class LibrarySnapshot:
     state: tuple[Any, ...]
     factors: pl.DataFrame
     performance: pl.DataFrame
-    picks: dict[tuple[str | None, str], pl.DataFrame] = field(default_factory=dict)
+    #: per-factor summaries by (window, basis, metric), computed once per snapshot
+    picks: dict[tuple[str | None, str, str], pl.DataFrame] = field(default_factory=dict)
     _sources: tuple[str, ...] | None = None
     _windows: tuple[str, ...] | None = None
 
@@ -78,8 +79,9 @@ _SNAPSHOT_SQL = {
         FROM aistock_factors f LEFT JOIN used u ON u.factor_id = f.id LEFT JOIN members m ON m.factor_id = f.id
     """,
     "performance": """
-        SELECT id, factor_id, window_name, start_date, end_date, ic_mean, ic_ir, coverage, annual_return,
-               max_drawdown, sharpe, basis, experiment_id AS perf_experiment_id, updated_at
+        SELECT id, factor_id, window_name, start_date, end_date, ic_mean, ic_ir, rank_ic, rank_ic_ir, coverage,
+               annual_return, max_drawdown, sharpe, basis, experiment_id AS perf_experiment_id, updated_at,
+               combination_size, annual_return_cost, max_drawdown_cost, sharpe_cost, periods_per_year
         FROM aistock_factor_performance
     """,
 }

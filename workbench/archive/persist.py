@@ -430,6 +430,14 @@ def _write_library(con: duckdb.DuckDBPyConnection, extracted: list[Extracted], *
         "sharpe",
         "experiment_id",
         "basis",
+        "rank_ic",
+        "rank_ic_ir",
+        "dates_from",
+        "annual_return_cost",
+        "max_drawdown_cost",
+        "sharpe_cost",
+        "periods_per_year",
+        "combination_size",
         "updated_at",
     ]
     perf = [{**p, "updated_at": stamp} for x in extracted for p in x.performance]

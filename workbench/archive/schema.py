@@ -7,6 +7,76 @@ workbench is upgraded in place. Never edit a published step: add a new one.
 
 from __future__ import annotations
 
+FACTOR_FIGURES_BACKFILL = """
+-- Rows written before schema 7 (combination_size IS NULL) get what they lacked, from what the
+-- catalog holds: the main window's dates from the experiment's return series (its backtest; a
+-- level-1 experiment keeps only the recomputed figures' first and last day);
+-- for a combination's figures, rank IC / rank ICIR and the cost basis of each return figure from
+-- the experiment's Qlib metrics (qlib_res.csv, which the backfill copied into factor_perf.json),
+-- Qlib's 238-day annualisation, and how many factors share the figures. Rows of schema 7 are
+-- never touched, so running this again (after a rebuild from records) changes nothing.
+UPDATE aistock_factor_performance AS p
+SET start_date = r.first_day, end_date = r.last_day, dates_from = 'backtest'
+FROM (
+    SELECT e.id AS experiment_id,
+           coalesce(s.first_day, json_extract_string(e.recomputed_metrics_json, '$.start')) AS first_day,
+           coalesce(s.last_day, json_extract_string(e.recomputed_metrics_json, '$.end')) AS last_day
+    FROM aistock_experiments AS e
+    LEFT JOIN (
+        SELECT experiment_id, CAST(min(datetime) AS VARCHAR) AS first_day, CAST(max(datetime) AS VARCHAR) AS last_day
+        FROM aistock_return_series GROUP BY experiment_id
+    ) AS s ON s.experiment_id = e.id
+) AS r
+WHERE p.combination_size IS NULL AND p.experiment_id = r.experiment_id AND p.window_name = 'main_window'
+  AND p.start_date IS NULL AND p.end_date IS NULL AND r.first_day IS NOT NULL;
+
+UPDATE aistock_factor_performance SET dates_from = 'file'
+WHERE combination_size IS NULL AND dates_from IS NULL AND (start_date IS NOT NULL OR end_date IS NOT NULL);
+
+UPDATE aistock_factor_performance AS p
+SET rank_ic = q.rank_ic,
+    rank_ic_ir = q.rank_icir,
+    annual_return_cost = CASE WHEN p.annual_return = q.ar_without THEN 'without_cost'
+                              WHEN p.annual_return = q.ar_with THEN 'with_cost' END,
+    max_drawdown_cost = CASE WHEN p.max_drawdown = q.mdd_without THEN 'without_cost'
+                             WHEN p.max_drawdown = q.mdd_with THEN 'with_cost' END,
+    sharpe_cost = CASE WHEN p.sharpe = q.ir_without THEN 'without_cost'
+                       WHEN p.sharpe = q.ir_with THEN 'with_cost' END,
+    periods_per_year = CASE WHEN p.annual_return IN (q.ar_without, q.ar_with)
+                              OR p.sharpe IN (q.ir_without, q.ir_with) THEN 238 END
+FROM (
+    SELECT id,
+           TRY_CAST(json_extract_string(metrics_json, '$.qlib.rank_ic') AS DOUBLE) AS rank_ic,
+           TRY_CAST(json_extract_string(metrics_json, '$.qlib.rank_icir') AS DOUBLE) AS rank_icir,
+           TRY_CAST(json_extract_string(metrics_json,
+               '$.qlib.excess_return_without_cost_annualized_return') AS DOUBLE) AS ar_without,
+           TRY_CAST(json_extract_string(metrics_json,
+               '$.qlib.excess_return_with_cost_annualized_return') AS DOUBLE) AS ar_with,
+           TRY_CAST(json_extract_string(metrics_json,
+               '$.qlib.excess_return_without_cost_max_drawdown') AS DOUBLE) AS mdd_without,
+           TRY_CAST(json_extract_string(metrics_json,
+               '$.qlib.excess_return_with_cost_max_drawdown') AS DOUBLE) AS mdd_with,
+           TRY_CAST(json_extract_string(metrics_json,
+               '$.qlib.excess_return_without_cost_information_ratio') AS DOUBLE) AS ir_without,
+           TRY_CAST(json_extract_string(metrics_json,
+               '$.qlib.excess_return_with_cost_information_ratio') AS DOUBLE) AS ir_with
+    FROM aistock_experiments
+) AS q
+WHERE p.combination_size IS NULL AND p.basis = 'combination' AND p.experiment_id = q.id;
+
+UPDATE aistock_factor_performance AS p SET combination_size = n.size
+FROM (
+    SELECT experiment_id, window_name, count(*) AS size FROM aistock_factor_performance
+    WHERE basis = 'combination' GROUP BY experiment_id, window_name
+) AS n
+WHERE p.combination_size IS NULL AND p.basis = 'combination'
+  AND p.experiment_id = n.experiment_id AND p.window_name = n.window_name;
+
+UPDATE aistock_factor_performance SET combination_size = 1
+WHERE combination_size IS NULL AND basis = 'factor';
+"""
+"""Fill the schema-7 columns of older performance rows (migration 7, and after a rebuild from records)."""
+
 MIGRATIONS: dict[int, str] = {
     1: """
 CREATE TABLE IF NOT EXISTS wb_meta (key VARCHAR PRIMARY KEY, value VARCHAR);
@@ -293,6 +363,19 @@ CREATE TABLE wb_manifests (
 );
 INSERT INTO wb_meta VALUES ('record_seq', '0') ON CONFLICT (key) DO NOTHING;
 """,
+    7: """
+-- Factor figures that say what they measure: rank IC, the dates of the window, the cost basis
+-- of each return figure, the annualisation, and how many factors share a combination's figures.
+ALTER TABLE aistock_factor_performance ADD COLUMN rank_ic DOUBLE;
+ALTER TABLE aistock_factor_performance ADD COLUMN rank_ic_ir DOUBLE;
+ALTER TABLE aistock_factor_performance ADD COLUMN dates_from VARCHAR;
+ALTER TABLE aistock_factor_performance ADD COLUMN annual_return_cost VARCHAR;
+ALTER TABLE aistock_factor_performance ADD COLUMN max_drawdown_cost VARCHAR;
+ALTER TABLE aistock_factor_performance ADD COLUMN sharpe_cost VARCHAR;
+ALTER TABLE aistock_factor_performance ADD COLUMN periods_per_year INTEGER;
+ALTER TABLE aistock_factor_performance ADD COLUMN combination_size INTEGER;
+"""
+    + FACTOR_FIGURES_BACKFILL,
 }
 
 LATEST_VERSION = max(MIGRATIONS)

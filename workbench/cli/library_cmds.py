@@ -15,7 +15,7 @@ import typer
 if TYPE_CHECKING:  # the commands import the library (and Polars) lazily, to start fast
     import polars as pl
 
-    from workbench.library.factors import FactorSort
+    from workbench.library.factors import FactorBasis
     from workbench.library.strategies import StrategyRole
     from workbench.rdagent.request import ExperimentKind
 
@@ -86,15 +86,23 @@ def factors(
         list[str] | None, typer.Option("--tag", help="Only factors carrying every tag given (repeatable).")
     ] = None,
     name_like: Annotated[str | None, typer.Option(help="Case-insensitive part of the name.")] = None,
-    min_ic: Annotated[float | None, typer.Option(help="Minimum IC mean of the selected window.")] = None,
+    min_ic: Annotated[float | None, typer.Option(help="Minimum mean IC of the summarised figures.")] = None,
     window: Annotated[
         str | None, typer.Option(help="Only results of this window (e.g. test_2021_2025).")
     ] = None,
+    basis: Annotated[
+        str,
+        typer.Option(
+            help="Whose figures: factor (its own), combination (a combination's it was part of), "
+            "auto (its own when it has any, else its combinations'; own figures rank first)."
+        ),
+    ] = "auto",
     sort_by: Annotated[
         str,
         typer.Option(
-            help="ic_ir, ic_mean, sharpe, annual_return, max_drawdown, coverage, name, "
-            "source, created_at, n_experiments, n_combinations, n_windows."
+            help="A metric's mean: ic_ir, ic_mean, rank_ic, rank_ic_ir, sharpe, annual_return, "
+            "max_drawdown, coverage; or by name its median_/best_/worst_ value (e.g. best_ic_ir); "
+            "or name, source, created_at, n_experiments, n_experiments_with_figures, n_combinations, n_windows."
         ),
     ] = "ic_ir",
     ascending: Annotated[
@@ -103,8 +111,12 @@ def factors(
     limit: Annotated[int | None, typer.Option(help="At most N factors.")] = 50,
     json_output: JsonOpt = False,
 ) -> None:
-    """List the factor library, filtered and sorted in one call (one row per factor, its best window)."""
-    from workbench.library.factors import factor_library
+    """List the factor library, filtered and sorted in one call.
+
+    One row per factor: the mean of its figures, the median, best and worst of the metric sorted
+    by, how many experiments they come from, and whose figures they are (basis).
+    """
+    from workbench.library.factors import SUMMARY_STATS, factor_library
 
     frame = factor_library(
         archive,
@@ -113,7 +125,8 @@ def factors(
         name_like=name_like,
         min_ic=min_ic,
         window=window,
-        sort_by=cast("FactorSort", sort_by),  # checked by factor_library (ConfigError naming the choices)
+        basis=cast("FactorBasis", basis),  # checked by factor_library (ConfigError naming the choices)
+        sort_by=sort_by,
         descending=not ascending,
         limit=limit,
     )
@@ -125,17 +138,16 @@ def factors(
         [
             "factor_id",
             "name",
-            "version",
             "source",
-            "window_name",
+            "basis",
+            "n_experiments_with_figures",
             "ic_mean",
             "ic_ir",
+            "rank_ic",
             "sharpe",
-            "annual_return",
-            "basis",
-            "n_windows",
+            *[c for c in frame.columns if c.split("_", 1)[0] in SUMMARY_STATS],
+            "combination_size",
             "n_experiments",
-            "n_combinations",
         ],
         short_ids=("factor_id",),
     )
@@ -171,8 +183,11 @@ def factor(
             f"    {e['task_run_id'] or '?'}/{e['loop_id']}  {e['strategy_name'] or ''}  {e['strategy_role'] or ''}"
         )
     for p in lineage["performance"]:
+        shared = f" of {p['combination_size']} factors" if p["basis"] == "combination" else ""
         typer.echo(
-            f"  {p['window_name']:<16} IC {p['ic_mean']}  ICIR {p['ic_ir']}  Sharpe {p['sharpe']}  ({p['basis']}, "
+            f"  {p['window_name']:<16} {p['start_date'] or '?'}..{p['end_date'] or '?'}  IC {p['ic_mean']}  "
+            f"ICIR {p['ic_ir']}  rank IC {p['rank_ic']}  Sharpe {p['sharpe']} ({p['sharpe_cost'] or 'cost ?'}, "
+            f"{p['periods_per_year'] or '?'} d/y)  ({p['basis']}{shared}, "
             f"{p['task_run_id'] or 'external'}/{p['loop_id'] if p['loop_id'] is not None else '-'})"
         )
     values = lineage["values"]

@@ -21,6 +21,8 @@ Factor files (Parquet)
   start_date,    no       the window's dates (text ``YYYY-MM-DD``)
   end_date
   ic_mean, ic_ir, no      the factor's own results in that window (numbers)
+  rank_ic,
+  rank_ic_ir,
   coverage,
   annual_return,
   max_drawdown,
@@ -101,6 +103,8 @@ TEXT_COLUMNS: tuple[str, ...] = (
 PERFORMANCE_COLUMNS: tuple[str, ...] = (
     "ic_mean",
     "ic_ir",
+    "rank_ic",
+    "rank_ic_ir",
     "coverage",
     "annual_return",
     "max_drawdown",
@@ -572,11 +576,15 @@ def _write_factors(
                 _register(con, "_perf", perf.with_columns(pl.lit(now).alias("updated_at")))
                 con.execute(
                     "INSERT INTO aistock_factor_performance (id, factor_id, window_name, start_date, end_date, ic_mean, "
-                    "ic_ir, coverage, annual_return, max_drawdown, sharpe, experiment_id, basis, updated_at) "
-                    "SELECT id, factor_id, window_name, start_date, end_date, ic_mean, ic_ir, coverage, annual_return, "
-                    "max_drawdown, sharpe, NULL, 'factor', updated_at FROM _perf ON CONFLICT (id) DO UPDATE SET "
+                    "ic_ir, rank_ic, rank_ic_ir, coverage, annual_return, max_drawdown, sharpe, experiment_id, basis, "
+                    "dates_from, combination_size, updated_at) "
+                    "SELECT id, factor_id, window_name, start_date, end_date, ic_mean, ic_ir, rank_ic, rank_ic_ir, "
+                    "coverage, annual_return, max_drawdown, sharpe, NULL, 'factor', "
+                    "CASE WHEN start_date IS NOT NULL OR end_date IS NOT NULL THEN 'file' END, 1, updated_at "
+                    "FROM _perf ON CONFLICT (id) DO UPDATE SET "
                     + ", ".join(
-                        f"{c} = excluded.{c}" for c in ("start_date", "end_date", *PERFORMANCE_COLUMNS)
+                        f"{c} = excluded.{c}"
+                        for c in ("start_date", "end_date", "dates_from", *PERFORMANCE_COLUMNS)
                     )
                 )
             n_values = _replace_values(con, values)

@@ -28,9 +28,13 @@ from workbench.errors import ConfigError
 from workbench.library.strategies import EXPERIMENT_METRICS_SQL
 
 __all__ = [
+    "FACTOR_BASES",
+    "FACTOR_SORTS",
+    "FactorBasis",
     "FactorSort",
     "KNOWN_FACTOR_SOURCES",
     "PERFORMANCE_METRICS",
+    "SUMMARY_STATS",
     "factor_library",
     "factor_lineage",
     "factor_performance",
@@ -38,23 +42,29 @@ __all__ = [
     "resolve_factor_ids",
 ]
 
-PerformanceMetric = Literal["ic_ir", "ic_mean", "sharpe", "annual_return", "max_drawdown", "coverage"]
-FactorSort = Literal[
-    "ic_ir",
-    "ic_mean",
-    "sharpe",
-    "annual_return",
-    "max_drawdown",
-    "coverage",
+PerformanceMetric = Literal[
+    "ic_ir", "ic_mean", "rank_ic", "rank_ic_ir", "sharpe", "annual_return", "max_drawdown", "coverage"
+]
+PERFORMANCE_METRICS: tuple[str, ...] = get_args(PerformanceMetric)
+"""Performance columns; for each of them a higher value is better (drawdowns are negative)."""
+SUMMARY_STATS: tuple[str, ...] = ("median", "best", "worst")
+"""Beside each factor's mean: the median, best and worst figure of one metric (``median_ic_ir`` ...)."""
+FactorBasis = Literal["auto", "factor", "combination"]
+FACTOR_BASES: tuple[str, ...] = get_args(FactorBasis)
+FACTOR_SORTS: tuple[str, ...] = (
+    *PERFORMANCE_METRICS,
+    *(f"{stat}_{metric}" for stat in SUMMARY_STATS for metric in PERFORMANCE_METRICS),
     "name",
     "source",
     "created_at",
     "n_experiments",
+    "n_experiments_with_figures",
     "n_combinations",
     "n_windows",
-]
-PERFORMANCE_METRICS: tuple[str, ...] = get_args(PerformanceMetric)
-"""Performance columns; for each of them a higher value is better (drawdowns are negative)."""
+)
+"""What ``factor_library`` sorts by: a metric's mean (``ic_ir``), or by name its median, best or worst."""
+_METRIC_SORTS = frozenset(FACTOR_SORTS[: len(PERFORMANCE_METRICS) * (1 + len(SUMMARY_STATS))])
+FactorSort = str
 KNOWN_FACTOR_SOURCES: tuple[str, ...] = (
     "rdagent_generated",
     "qlib_alpha158",
@@ -79,34 +89,95 @@ def _check_choice(value: str, choices: tuple[str, ...], *, option: str) -> None:
         raise ConfigError(f"{option}={value!r} is not one of: {', '.join(choices)}")
 
 
-def _best_rows(snapshot: LibrarySnapshot, *, window: str | None, metric: str) -> pl.DataFrame:
-    """One performance row per factor: its own figures before a combination's, then the best ``metric``."""
-    key = (window, metric)
-    if key not in snapshot.picks:
-        rows = (
-            snapshot.performance
-            if window is None
-            else snapshot.performance.filter(pl.col("window_name") == window)
-        )
-        snapshot.picks[key] = (
-            rows.sort(
-                [
-                    pl.col("factor_id"),
-                    pl.col("basis") == "factor",
-                    pl.col(metric),
-                    pl.col("updated_at"),
-                    pl.col("id"),
-                ],
-                descending=[False, True, True, True, False],
-                nulls_last=True,
-            )
-            .unique(subset="factor_id", keep="first")
-            .drop("id", "updated_at")
-        )
-    return snapshot.picks[key]
+_COST_COLUMNS = ("annual_return_cost", "max_drawdown_cost", "sharpe_cost")
 
 
-_RESULT_ORDER = [
+def _costs_seen(column: str) -> list[pl.Expr]:
+    """Whether any summarised figure is without / with cost (booleans: cheap per group, unlike text)."""
+    return [
+        (pl.col(column) == "without_cost").any().alias(f"_{column}_without"),
+        (pl.col(column) == "with_cost").any().alias(f"_{column}_with"),
+    ]
+
+
+def _cost_text(column: str) -> pl.Expr:
+    """`without_cost`, `with_cost`, both comma-separated when the figures differ, or null."""
+    without, with_ = pl.col(f"_{column}_without"), pl.col(f"_{column}_with")
+    return (
+        pl.when(without & with_)
+        .then(pl.lit("with_cost,without_cost"))
+        .when(without)
+        .then(pl.lit("without_cost"))
+        .when(with_)
+        .then(pl.lit("with_cost"))
+        .otherwise(None)
+        .alias(column)
+    )
+
+
+def _summaries(snapshot: LibrarySnapshot, *, window: str | None, basis: str, metric: str) -> pl.DataFrame:
+    """One row per factor summarising its figures of one basis: means, counts, and `metric`'s spread.
+
+    ``basis='auto'`` takes a factor's own figures (``basis='factor'``) when it has any, else those
+    of the combinations it was part of; the ``basis`` column says which.
+    """
+    key = (window, basis, metric)
+    if key in snapshot.picks:
+        return snapshot.picks[key]
+    rows = snapshot.performance
+    if window is not None:
+        rows = rows.filter(pl.col("window_name") == window)
+    if basis == "auto":
+        own = pl.col("basis") == "factor"
+        rows = rows.filter(own | ~own.any().over("factor_id"))
+    else:
+        rows = rows.filter(pl.col("basis") == basis)
+    experiments = pl.col("perf_experiment_id")
+    # within one window a factor has one row per experiment: counting is enough (and much cheaper)
+    n_experiments = experiments.count() if window is not None else experiments.drop_nulls().n_unique()
+    periods_low, periods_high = pl.col("periods_per_year").min(), pl.col("periods_per_year").max()
+    summary = (
+        rows.group_by("factor_id")
+        .agg(
+            pl.col("basis").first(),  # one basis per factor: the filter above keeps only one
+            n_experiments.cast(pl.Int64).alias("n_experiments_with_figures"),
+            pl.len().cast(pl.Int64).alias("n_figures"),
+            pl.col("start_date").min(),
+            pl.col("end_date").max(),
+            *(pl.col(m).mean() for m in PERFORMANCE_METRICS),
+            pl.col(metric).median().alias(f"median_{metric}"),
+            pl.col(metric).max().alias(f"best_{metric}"),
+            pl.col(metric).min().alias(f"worst_{metric}"),
+            pl.col("combination_size").max(),
+            *(e for c in _COST_COLUMNS for e in _costs_seen(c)),
+            periods_low.alias("_periods_low"),
+            periods_high.alias("_periods_high"),
+        )
+        .with_columns(
+            pl.lit(window, dtype=pl.String).alias("window_name"),
+            *(_cost_text(c) for c in _COST_COLUMNS),
+            pl.when(pl.col("_periods_low") == pl.col("_periods_high"))
+            .then(pl.col("_periods_low").cast(pl.String))
+            .otherwise(pl.concat_str([pl.col("_periods_low"), pl.col("_periods_high")], separator=","))
+            .alias("periods_per_year"),
+        )
+        .drop(pl.selectors.starts_with("_"))
+    )
+    snapshot.picks[key] = summary
+    return summary
+
+
+def _summary_metric(sort_by: str, metric: str | None) -> str:
+    """The metric whose median/best/worst are shown: the one sorted by, else `metric`, else ic_ir."""
+    if sort_by in PERFORMANCE_METRICS:
+        return sort_by
+    for stat in SUMMARY_STATS:
+        if sort_by.startswith(f"{stat}_") and sort_by[len(stat) + 1 :] in PERFORMANCE_METRICS:
+            return sort_by[len(stat) + 1 :]
+    return metric or "ic_ir"
+
+
+_IDENTITY = [
     "factor_id",
     "name",
     "version",
@@ -119,17 +190,22 @@ _RESULT_ORDER = [
     "freq",
     "first_experiment_id",
     "created_at",
+]
+_FIGURES = [
+    "basis",
+    "n_experiments_with_figures",
+    "n_figures",
     "window_name",
     "start_date",
     "end_date",
-    "ic_mean",
-    "ic_ir",
-    "coverage",
-    "annual_return",
-    "max_drawdown",
-    "sharpe",
-    "basis",
-    "perf_experiment_id",
+    *PERFORMANCE_METRICS,
+]
+_PROVENANCE = [
+    "combination_size",
+    "annual_return_cost",
+    "max_drawdown_cost",
+    "sharpe_cost",
+    "periods_per_year",
     "n_windows",
     "n_experiments",
     "n_combinations",
@@ -144,20 +220,35 @@ def factor_library(
     name_like: str | None = None,
     min_ic: float | None = None,
     window: str | None = None,
+    basis: FactorBasis = "auto",
+    metric: PerformanceMetric | None = None,
     sort_by: FactorSort = "ic_ir",
     descending: bool = True,
     limit: int | None = None,
 ) -> pl.DataFrame:
-    """Filter and sort the factor library in one call: one row per factor.
+    """Filter and sort the factor library in one call: one row per factor, a summary of its figures.
 
-    Each factor carries ONE performance row: within ``window`` if given (factors without a result
-    in that window are left out), else over all windows; its own figures (``basis='factor'``)
-    are preferred over those of a combination it was part of, then the best value of the sort
-    metric (``ic_ir`` when sorting by a non-performance column). ``n_windows``,
-    ``n_experiments`` and ``n_combinations`` say how much evidence stands behind the row.
+    Each factor's figures (one per window and experiment, within ``window`` if given: factors
+    without a result in that window are left out) are summarised, never picked: the metric
+    columns (``ic_ir``, ``ic_mean``, ``rank_ic``, ...) are **means**, and for one metric (the
+    one sorted by, else ``metric``, else ``ic_ir``) ``median_<m>``, ``best_<m>`` and
+    ``worst_<m>`` stand beside it, with ``n_experiments_with_figures`` and ``n_figures`` saying
+    how much evidence there is. A best value favours the factor that was tried most often, so
+    the library sorts by it only when asked by name (``sort_by='best_ic_ir'``).
+
+    ``basis`` chooses whose figures: ``'factor'`` (the factor's own, e.g. its own IC),
+    ``'combination'`` (those of a combination it was part of: the model's IC, shared by
+    ``combination_size`` factors), or ``'auto'`` (default: its own when it has any, else its
+    combinations', as the ``basis`` column says). With ``'auto'``, sorting by a metric ranks
+    every factor with figures of its own before the factors that only have combination figures.
+    ``annual_return_cost``/``max_drawdown_cost``/``sharpe_cost`` say whether those figures are
+    with or without trading cost, ``periods_per_year`` how ``annual_return`` and ``sharpe`` were
+    annualised (Qlib: 238); where the summarised figures differ, both values (smallest and
+    largest), comma-separated. ``window_name`` is the ``window`` asked for (null: every window,
+    ``n_windows`` of them).
 
     Filters: ``source`` (one or several), ``tags`` (the factor must carry every tag given),
-    ``name_like`` (case-insensitive substring), ``min_ic`` (the selected row's ``ic_mean``).
+    ``name_like`` (case-insensitive substring), ``min_ic`` (the mean ``ic_mean``).
     Nulls sort last in either direction; ties break by name, then id.
 
     A ``source`` that is neither documented (:data:`KNOWN_FACTOR_SOURCES`) nor held by any
@@ -167,7 +258,10 @@ def factor_library(
     The library is read once into memory and filtered there with Polars; it is read again as
     soon as the catalog changes (any commit changes the catalog file or its write-ahead log).
     """
-    _check_choice(sort_by, get_args(FactorSort), option="sort_by")
+    _check_choice(sort_by, FACTOR_SORTS, option="sort_by")
+    _check_choice(basis, FACTOR_BASES, option="basis")
+    if metric is not None:
+        _check_choice(metric, PERFORMANCE_METRICS, option="metric")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, got {limit}")
     sources = _as_list(source, option="source")
@@ -197,14 +291,21 @@ def factor_library(
         chosen = chosen.filter(
             pl.col("name").str.to_lowercase().str.contains(name_like.lower(), literal=True)
         )
-    best = _best_rows(snapshot, window=window, metric=sort_by if sort_by in PERFORMANCE_METRICS else "ic_ir")
-    frame = chosen.join(best, on="factor_id", how="inner" if window is not None else "left")
+    shown = _summary_metric(sort_by, metric)
+    summary = _summaries(snapshot, window=window, basis=basis, metric=shown)
+    frame = chosen.join(summary, on="factor_id", how="inner" if window is not None else "left")
     if min_ic is not None:
         frame = frame.filter(pl.col("ic_mean") >= float(min_ic))
-    frame = frame.sort([sort_by, "name", "factor_id"], descending=[descending, False, False], nulls_last=True)
+    keys: list[pl.Expr] = [pl.col(sort_by), pl.col("name"), pl.col("factor_id")]
+    order = [descending, False, False]
+    if basis == "auto" and sort_by in _METRIC_SORTS:
+        own_first = pl.when(pl.col("basis") == "factor").then(0).when(pl.col("basis").is_null()).then(2)
+        keys, order = [own_first.otherwise(1), *keys], [False, *order]
+    frame = frame.sort(keys, descending=order, nulls_last=True)
     if limit is not None:
         frame = frame.head(limit)
-    return frame.select(_RESULT_ORDER)
+    stats = [f"{stat}_{shown}" for stat in SUMMARY_STATS]
+    return frame.select([*_IDENTITY, *_FIGURES, *stats, *_PROVENANCE])
 
 
 def resolve_factor_ids(archive: Path | str | None, refs: Sequence[str]) -> list[str]:
@@ -268,8 +369,10 @@ def _lookup(archive: Path | str | None, refs: list[str]) -> pl.DataFrame:
 
 
 _PERFORMANCE_SQL = """
-    SELECT p.factor_id, f.name, f.source, p.window_name, p.start_date, p.end_date, p.ic_mean, p.ic_ir,
-           p.coverage, p.annual_return, p.max_drawdown, p.sharpe, p.basis, p.experiment_id,
+    SELECT p.factor_id, f.name, f.source, p.window_name, p.start_date, p.end_date, p.dates_from,
+           p.ic_mean, p.ic_ir, p.rank_ic, p.rank_ic_ir, p.coverage, p.annual_return, p.max_drawdown, p.sharpe,
+           p.basis, p.combination_size, p.annual_return_cost, p.max_drawdown_cost, p.sharpe_cost,
+           p.periods_per_year, p.experiment_id,
            e.task_run_id, e.loop_id, e.request_name, e.strategy_role, e.created_at AS experiment_created_at
     FROM aistock_factor_performance p
     JOIN aistock_factors f ON f.id = p.factor_id

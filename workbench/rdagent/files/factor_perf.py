@@ -1,5 +1,12 @@
 """`factor_perf.json` (spec §5.2): per-factor windows and per-combination windows.
 
+Each figure is read together with what it is: a combination window's ``annual_return``,
+``max_drawdown`` and ``sharpe`` are Qlib's excess-return figures *without* cost, except where
+the producer fell back to the *with*-cost value (the without-cost one missing or exactly 0), so
+the cost basis of each is checked against the window's Qlib metrics (``*_cost`` columns:
+``without_cost``, ``with_cost``, or null when the file does not say). Qlib annualises them with
+238 trading days (``periods_per_year``). Rank IC and rank ICIR are read beside IC and ICIR.
+
 Quirks handled: the backfill's header-based CSV parse leaves two bogus metric keys `""` → first
 metric name and `"0"` → its value (HEAD); gap-era files have `"Unnamed: 0"` → name, `"0"` → value,
 often as the only content. The bogus keys are dropped and the pair is recovered as
@@ -8,6 +15,7 @@ often as the only content. The bogus keys are dropped and the pair is recovered 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +47,8 @@ FACTOR_SCHEMA: dict[str, Any] = {
     "end": pl.String,
     "ic_mean": pl.Float64,
     "ic_ir": pl.Float64,
+    "rank_ic": pl.Float64,
+    "rank_ic_ir": pl.Float64,
     "coverage": pl.Float64,
     "annual_return": pl.Float64,
     "max_drawdown": pl.Float64,
@@ -55,9 +65,24 @@ COMBINATION_SCHEMA: dict[str, Any] = {
     "sharpe": pl.Float64,
     "ic": pl.Float64,
     "ic_ir": pl.Float64,
+    "rank_ic": pl.Float64,
+    "rank_ic_ir": pl.Float64,
+    "annual_return_cost": pl.String,
+    "max_drawdown_cost": pl.String,
+    "sharpe_cost": pl.String,
+    "periods_per_year": pl.Int64,
     "metrics_json": pl.String,
 }
 BOGUS_METRIC_KEYS = ("", "0", "Unnamed: 0")
+QLIB_PERIODS_PER_YEAR = 238
+"""Trading days per year Qlib's ``risk_analysis(freq="day")`` annualises with (spec §6)."""
+#: window figure → (derived key in `metrics`, Qlib statistic behind it)
+QLIB_WINDOW_FIGURES: dict[str, tuple[str, str]] = {
+    "annual_return": ("annualized_return", "annualized_return"),
+    "max_drawdown": ("max_drawdown", "max_drawdown"),
+    "sharpe": ("sharpe", "information_ratio"),
+}
+COSTS = ("without_cost", "with_cost")
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,7 +151,16 @@ def _factor_rows(entry: Any, where: str, path: Path) -> list[list[Any]]:
     if raw_name is None:
         raise InputFileError(path, f"{where}.name is missing")
     metrics = get_object(entry, "metrics", path, where=where) or {}
-    stats = [_metric(entry, metrics, key, path, where) for key in ("ic_mean", "ic_ir", "coverage")]
+    stats = [
+        _metric(entry, metrics, keys, path, where)
+        for keys in (
+            ("ic_mean", "ic", "IC"),
+            ("ic_ir", "ICIR"),
+            ("rank_ic", "rank_ic_mean", "Rank IC"),
+            ("rank_ic_ir", "Rank ICIR"),
+            ("coverage",),
+        )
+    ]
     windows = _windows(entry, where, path) or [(where, {})]
     rows = []
     for w_where, window in windows:
@@ -145,11 +179,17 @@ def _factor_rows(entry: Any, where: str, path: Path) -> list[list[Any]]:
     return rows
 
 
-def _metric(entry: dict[str, Any], metrics: dict[str, Any], key: str, path: Path, where: str) -> float | None:
-    """A statistic from `metrics`, else from the entry itself."""
-    if metrics.get(key) is not None:
-        return as_float(metrics[key], path, where=f"{where}.metrics.{key}")
-    return get_float(entry, key, path, where=where)
+def _metric(
+    entry: dict[str, Any], metrics: dict[str, Any], keys: tuple[str, ...], path: Path, where: str
+) -> float | None:
+    """A statistic from `metrics` under the first of its names present, else from the entry itself."""
+    for key in keys:
+        if metrics.get(key) is not None:
+            return as_float(metrics[key], path, where=f"{where}.metrics.{key}")
+    for key in keys:
+        if entry.get(key) is not None:
+            return get_float(entry, key, path, where=where)
+    return None
 
 
 def _combo_rows(entry: Any, where: str, path: Path) -> list[list[Any]]:
@@ -175,6 +215,8 @@ def _combo_rows(entry: Any, where: str, path: Path) -> list[list[Any]]:
                     return as_float(metrics[fallback], path, where=f"{w_where}.metrics.{fallback}")
             return None
 
+        figures = {key: _window_figure(key, window, metrics, path, w_where) for key in QLIB_WINDOW_FIGURES}
+        known = any(value is not None and cost is not None for value, cost in figures.values())
         rows.append(
             [
                 name,
@@ -182,12 +224,51 @@ def _combo_rows(entry: Any, where: str, path: Path) -> list[list[Any]]:
                 get_text(window, "name", path, where=w_where),
                 get_text(window, "start", path, where=w_where),
                 get_text(window, "end", path, where=w_where),
-                pick("annual_return", "annualized_return"),
-                pick("max_drawdown", "max_drawdown"),
-                pick("sharpe", "sharpe"),
+                figures["annual_return"][0],
+                figures["max_drawdown"][0],
+                figures["sharpe"][0],
                 pick("ic", "ic", "IC"),
                 pick("ic_ir", "ic_ir", "ICIR"),
+                pick("rank_ic", "rank_ic", "Rank IC"),
+                pick("rank_ic_ir", "rank_ic_ir", "Rank ICIR"),
+                figures["annual_return"][1],
+                figures["max_drawdown"][1],
+                figures["sharpe"][1],
+                QLIB_PERIODS_PER_YEAR if known else None,
                 to_json_text(metrics) if window.get("metrics") is not None else None,
             ]
         )
     return rows
+
+
+def _window_figure(
+    key: str, window: dict[str, Any], metrics: dict[str, Any], path: Path, where: str
+) -> tuple[float | None, str | None]:
+    """A combination window's return figure and its cost basis (`without_cost`, `with_cost`, None).
+
+    The value is the window's own, else the derived key in `metrics`, else Qlib's without-cost
+    figure (with-cost when that is missing or exactly 0, as the backfill does). Its cost basis is
+    the Qlib figure it equals; None when the window's metrics do not hold the Qlib figures.
+    """
+    derived, stat = QLIB_WINDOW_FIGURES[key]
+    qlib = {
+        cost: _number(metrics.get(f"1day.excess_return_{cost}.{stat}"), path, f"{where}.metrics")
+        for cost in COSTS
+    }
+    value = get_float(window, key, path, where=where) if window.get(key) is not None else None
+    if value is None and metrics.get(derived) is not None:
+        value = as_float(metrics[derived], path, where=f"{where}.metrics.{derived}")
+    if value is None:
+        without = qlib["without_cost"]
+        cost = "without_cost" if without is not None and without != 0 else "with_cost"
+        value = qlib[cost]
+        return value, (cost if value is not None else None)
+    for cost in COSTS:
+        figure = qlib[cost]
+        if figure is not None and (figure == value or (math.isnan(figure) and math.isnan(value))):
+            return value, cost
+    return value, None
+
+
+def _number(value: Any, path: Path, where: str) -> float | None:
+    return None if value is None else as_float(value, path, where=where)
