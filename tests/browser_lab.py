@@ -122,7 +122,9 @@ def jupyter_lab(base: Path, *, rdagent_root: Path, archive: Path) -> Iterator[Ju
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]  # fmt: skip
     with log.open("wb") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     lab = JupyterLab(f"http://127.0.0.1:{port}", token, root, process, log)
     try:
         wait_until_serving(lab)
@@ -251,7 +253,12 @@ def new_lab_page(browser: Any, lab: JupyterLab, *, width: int = 1500, height: in
             route.abort()
 
     context.route("**/*", only_local)
-    page.on("websocket", lambda ws: None if ws.url.startswith(lab.url.replace("http", "ws")) else tab.outside_requests.append(ws.url))
+    page.on(
+        "websocket",
+        lambda ws: (
+            None if ws.url.startswith(lab.url.replace("http", "ws")) else tab.outside_requests.append(ws.url)
+        ),
+    )
     page.on("console", lambda m: tab.console_errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: tab.console_errors.append(f"uncaught: {e}"))
     return tab

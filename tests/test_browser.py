@@ -111,3 +111,184 @@ def test_notebook_runs_clean_in_jupyterlab(tab: LabPage, name: str) -> None:
     assert page.locator(".jp-OutputArea-output mjx-container, .jp-OutputArea-output .MathJax").count() == 0
     assert tab.outside_requests == []
     assert tab.console_errors == []
+
+
+# --------------------------------------------------------------------------------- the two panels
+
+LEGEND = """(panel) => {
+  const svg = panel.querySelector('.vega-embed svg.marks');
+  const legend = svg && svg.querySelector('.role-legend');
+  if (!legend) return null;
+  const labels = Array.from(legend.querySelectorAll('.role-legend-label text')).map(t => t.textContent);
+  const symbols = Array.from(legend.querySelectorAll('.role-legend-symbol path'))
+    .map(p => p.getAttribute('stroke') || p.getAttribute('fill'));
+  return {
+    colours: Object.fromEntries(labels.map((l, i) => [l, symbols[i]])),
+    legend: legend.getBoundingClientRect().toJSON(),
+    chart: svg.getBoundingClientRect().toJSON(),
+  };
+}"""
+
+
+POINT_ON_PATH = """(path) => {
+  const p = path.getPointAtLength(path.getTotalLength() / 2);
+  const m = path.getScreenCTM();
+  return [p.x * m.a + p.y * m.c + m.e, p.x * m.b + p.y * m.d + m.f];
+}"""
+
+
+def legend_of(panel: Any) -> dict[str, Any]:
+    shown: dict[str, Any] | None = panel.evaluate(LEGEND)
+    assert shown is not None, "the comparison chart has no legend"
+    return shown
+
+
+def selected_options(select: Any) -> list[str]:
+    chosen: list[str] = select.evaluate("s => Array.from(s.selectedOptions).map(o => o.textContent.trim())")
+    return chosen
+
+
+def wait_for_legend(tab: LabPage, panel: Any, names: set[str]) -> dict[str, Any]:
+    """The panel redraws its chart after a change: wait until the legend lists exactly `names`."""
+    tab.page.wait_for_function(
+        "([panel, names]) => { const s = panel.querySelector('.vega-embed svg.marks .role-legend');"
+        " if (!s) return false; const l = Array.from(s.querySelectorAll('.role-legend-label text'))"
+        ".map(t => t.textContent).sort(); return JSON.stringify(l) === JSON.stringify(names); }",
+        arg=[panel.element_handle(), sorted(names)],
+        timeout=30_000,
+    )
+    return legend_of(panel)
+
+
+def test_comparison_panel_as_a_quant_uses_it(tab: LabPage) -> None:
+    tab.open_notebook("strategy_comparison.ipynb")
+    assert cell_errors(tab.run_all_cells()) == []
+    panel = tab.page.locator(".widget-vbox", has_text="Strategy comparison").last
+    task_run, strategies = panel.locator("select:not([multiple])"), panel.locator("select[multiple]")
+    everything = legend_of(panel)
+    names = set(everything["colours"])
+    assert len(names) >= 3 and set(selected_options(strategies)) == names
+    control_name: str = panel.evaluate(
+        "p => Array.from(p.querySelectorAll('table tbody tr')).map(r => [r.cells[0].textContent,"
+        " r.cells[1].textContent]).find(r => r[1] === 'control')[0]"
+    )
+    assert control_name in names
+
+    # the chart fits beside the file browser at 1,500 px: its legend (which line is which) in view
+    panel_box, chart_box = panel.bounding_box(), everything["chart"]
+    assert panel_box and chart_box["right"] <= panel_box["x"] + panel_box["width"] + 1
+    assert everything["legend"]["right"] <= WIDE and everything["legend"]["width"] > 0
+
+    # pick two treatments: the control comes back selected, and every strategy keeps its colour
+    treatments = sorted(names - {control_name})[:2]
+    strategies.select_option(label=treatments)
+    shown = wait_for_legend(tab, panel, {control_name, *treatments})
+    tab.page.wait_for_function(
+        "([s, n]) => s.selectedOptions.length === n", arg=[strategies.element_handle(), 3], timeout=15_000
+    )
+    assert set(selected_options(strategies)) == {control_name, *treatments}
+    assert shown["colours"] == {n: everything["colours"][n] for n in shown["colours"]}
+
+    # one treatment alone: still the same colours
+    shown = wait_for_legend_after(tab, panel, strategies, [treatments[1]], {control_name, treatments[1]})
+    assert shown["colours"] == {n: everything["colours"][n] for n in shown["colours"]}
+
+    # tooltips on the curves (date, strategy, value): the handler is installed and each line carries
+    # the fields it shows (Vega writes them into the mark's label); pointing at a line to open the
+    # tooltip does not surface it in headless Chromium, so the label is what is checked
+    line = panel.locator('.vega-embed svg.marks path[aria-roledescription="line mark"]').first
+    line.scroll_into_view_if_needed()
+    x, y = line.evaluate(POINT_ON_PATH)
+    tab.page.mouse.move(x - 20, y - 20)
+    tab.page.mouse.move(x, y, steps=5)
+    tab.page.locator("#vg-tooltip-element").wait_for(state="attached", timeout=10_000)
+    label = line.get_attribute("aria-label") or ""
+    assert all(field in label for field in ("datetime:", "strategy:", "cum_excess:", "drawdown:"))
+
+    # another task run (fewer strategies than the selection had): options follow, nothing breaks
+    options = task_run.locator("option")
+    if options.count() > 1:
+        current = task_run.input_value()
+        other = next(v for v in options.evaluate_all("os => os.map(o => o.value)") if v != current)
+        task_run.select_option(value=other)
+        tab.page.wait_for_function(
+            "([s, before]) => Array.from(s.options).map(o => o.textContent).join() !== before",
+            arg=[strategies.element_handle(), ",".join(sorted(names))],
+            timeout=30_000,
+        )
+        tab.wait_for_widgets()
+        assert selected_options(strategies)  # the new task run's strategies, all selected
+    assert tab.console_errors == []
+    assert tab.outside_requests == []
+
+
+def wait_for_legend_after(
+    tab: LabPage, panel: Any, strategies: Any, choose: list[str], expected: set[str]
+) -> dict[str, Any]:
+    strategies.select_option(label=choose)
+    return wait_for_legend(tab, panel, expected)
+
+
+def test_cleanup_panel_filter_select_approve(tab: LabPage, lab: JupyterLab) -> None:
+    tab.open_notebook("cleanup_review.ipynb")
+    assert cell_errors(tab.run_all_cells()) == []
+    page = tab.page
+    panel = page.locator(".widget-vbox", has_text="approve selected").last
+    plan_id = re.search(r"plan (\S+) —", panel.inner_text())
+    assert plan_id, panel.inner_text()[:300]
+
+    # labels are whole, not cut off
+    for label in ("approved by", "min size (KB)", "min age (days)", "task run"):
+        element = panel.locator("label", has_text=label).first
+        assert element.evaluate("e => e.scrollWidth <= e.clientWidth"), f"label {label!r} is cut off"
+
+    # the task-run filter offers task runs only (log folders are filed under theirs)
+    task_run = panel.locator(".widget-dropdown select").first
+    runs = [v for v in task_run.locator("option").all_inner_texts() if v != "(all)"]
+    catalog_runs = task_run_ids_in_catalog(archive_path(lab))
+    assert runs and set(runs) <= catalog_runs
+
+    # filter by the first task run, select all shown, approve
+    items = panel.locator("select[multiple]")
+    total = items.locator("option").count()
+    task_run.select_option(label=runs[0])
+    page.wait_for_function(
+        "([s, n]) => s.options.length < n", arg=[items.element_handle(), total], timeout=15_000
+    )
+    shown = items.locator("option").count()
+    assert 0 < shown < total
+    panel.get_by_role("button", name="select all shown").click()
+    page.wait_for_function(
+        "([s, n]) => s.selectedOptions.length === n", arg=[items.element_handle(), shown], timeout=15_000
+    )
+    # the approve controls stay within reach after "select all" (the details scroll in their own box)
+    approve = panel.get_by_role("button", name="approve selected")
+    select_box, approve_box = items.bounding_box(), approve.bounding_box()
+    assert select_box and approve_box and approve_box["y"] - (select_box["y"] + select_box["height"]) < 200
+
+    panel.locator(".widget-text", has_text="approved by").locator("input").fill("browser test")
+    approve.click()
+    stored = panel.locator(".widget-html", has_text="stored:")
+    stored.wait_for(timeout=30_000)
+    approval_id = re.search(r"approval (\S+) stored: (\d+) items", stored.inner_text())
+    assert approval_id and int(approval_id.group(2)) == shown
+
+    # stored in the catalog, and `workbench cleanup plans` says the plan is approved
+    listing = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "cleanup", "plans", "--archive", str(archive_path(lab))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert listing.returncode == 0, listing.stderr
+    line = next(line for line in listing.stdout.splitlines() if plan_id.group(1) in line)
+    assert "approved" in line
+    assert tab.console_errors == []
+    assert tab.outside_requests == []
+
+
+def task_run_ids_in_catalog(archive: Path) -> set[str]:
+    import duckdb
+
+    with duckdb.connect(str(archive / "catalog.duckdb"), read_only=True) as db:
+        return {r[0] for r in db.execute("select distinct task_run_id from aistock_experiments").fetchall()}

@@ -453,7 +453,10 @@ def test_frames_in_a_notebook_show_qlib_expressions_as_written() -> None:
         InteractiveShell.clear_instance()
     html = shown["text/html"]
     assert html == frame_html(frame)
-    assert html.startswith('<div class="mathjax_ignore tex2jax_ignore">') and "Corr($close, Log($volume+1), 20)" in html
+    assert (
+        html.startswith('<div class="mathjax_ignore tex2jax_ignore">')
+        and "Corr($close, Log($volume+1), 20)" in html
+    )
     assert shown["text/plain"] == repr(frame)  # the text form is polars' own
 
 

@@ -163,11 +163,14 @@ def archive_bytes_chart(storage: dict[str, int]) -> alt.Chart:
 # --------------------------------------------------------------------------- strategy comparison
 
 
-def _strategy_color(n_strategies: int, domain: Sequence[str] | None = None) -> alt.Color:
+def _strategy_color(
+    n_strategies: int, domain: Sequence[str] | None = None, shown: Sequence[str] | None = None
+) -> alt.Color:
     """Distinct colours for up to 20 strategies, listed above the chart so the legend is always in view.
 
     With `domain` (every strategy of the task run, in a fixed order) a strategy keeps its colour
-    whichever strategies are shown; without it colours follow the order of appearance.
+    whichever strategies are shown, and the legend lists only the `shown` ones; without it colours
+    follow the order of appearance.
     """
     n_colours = len(domain) if domain else n_strategies
     scale = alt.Scale(scheme="tableau20" if n_colours > 10 else "tableau10")
@@ -177,7 +180,14 @@ def _strategy_color(n_strategies: int, domain: Sequence[str] | None = None) -> a
         "strategy:N",
         sort=None,
         scale=scale,
-        legend=alt.Legend(title="strategy", symbolLimit=0, orient="top", columns=4, labelLimit=200),
+        legend=alt.Legend(
+            title="strategy",
+            symbolLimit=0,
+            orient="top",
+            columns=4,
+            labelLimit=200,
+            values=list(shown) if domain and shown is not None else alt.Undefined,
+        ),
     )
 
 
@@ -219,7 +229,9 @@ def comparison_curves_chart(
         .mark_line()
         .encode(
             x=alt.X("datetime:T", title=None),
-            color=_strategy_color(n_strategies, domain),
+            color=_strategy_color(
+                n_strategies, domain, curves["strategy"].unique(maintain_order=True).to_list()
+            ),
             size=size,
             tooltip=tooltip,
         )

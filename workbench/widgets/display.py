@@ -45,6 +45,7 @@ def setup_notebook(*, columns: int = 16, text_width: int = 60, interactive: bool
         charts.enable_offline_rendering()
     pl.Config.set_tbl_cols(columns)
     pl.Config.set_fmt_str_lengths(text_width)
+    pl.Config.set_thousands_separator(",")  # bytes and row counts read at a glance: 1,234,567
     shell = _ipython()
     if shell is not None:
         html = shell.display_formatter.formatters["text/html"]
@@ -58,9 +59,14 @@ def enable_interactive_charts() -> None:
 
 
 def interactive_chart(chart: alt.TopLevelMixin) -> Any:
-    """A widget showing `chart` with tooltips, zoom and pan, its JavaScript bundled offline."""
+    """A widget showing `chart` with tooltips, zoom and pan, its JavaScript bundled offline.
+
+    Charts keep the widths charts.py gives them, chosen to fit beside JupyterLab's file browser on
+    a 1,500-pixel screen (the browser tests check it): Vega-Lite's "container" width measures 0
+    inside the JupyterChart widget, so charts cannot follow the notebook's width there.
+    """
     alt.JupyterChart.enable_offline()
-    return alt.JupyterChart(cast("alt.TopLevelSpec", chart), embed_options=EMBED_OPTIONS)  # every chart of charts.py is a top-level spec
+    return alt.JupyterChart(cast("alt.TopLevelSpec", chart), embed_options=EMBED_OPTIONS)
 
 
 def _ipython() -> Any:
