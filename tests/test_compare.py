@@ -733,3 +733,19 @@ def test_the_cli_warns_on_alignment_and_counts_the_searched_task_runs(
     data = json.loads(out)
     assert code == 0 and data["warnings"] == [] and data["max_dropped_share"] == 0.25
     assert data["n_trials"] == 8 and data["trials"]["task_runs"] == [MULTI, PLAIN]
+
+
+def test_factor_windows_chart_orders_factors_by_median_not_best() -> None:
+    from workbench.analysis import charts
+
+    performance = pl.DataFrame(
+        {
+            "name": ["lucky"] * 5 + ["steady"] * 3,
+            "window_name": ["w"] * 8,
+            "basis": ["factor"] * 8,
+            # lucky: one great result among poor ones (best 0.9, median 0.1); steady: median 0.4
+            "ic_ir": [0.9, 0.1, 0.05, 0.1, 0.0, 0.4, 0.4, 0.35],
+        }
+    )
+    spec = charts.factor_windows_chart(performance).to_dict()
+    assert spec["encoding"]["y"]["sort"] == ["steady", "lucky"]

@@ -428,3 +428,24 @@ def test_coverage_by_simulation_with_a_known_sharpe_difference():
     coverage = {k: v / reps for k, v in hits.items()}
     assert 0.90 <= coverage["studentized"] <= 0.99, coverage
     assert coverage["studentized"] >= coverage["percentile"], coverage
+
+
+@pytest.mark.parametrize("block", [1.0, 2.0, 3.0])
+def test_a_treatments_studentized_interval_is_the_same_alone_or_among_others(block: float) -> None:
+    """With the same block, each treatment's whole result (percentile and studentized interval,
+    p-value) must not depend on which other treatments are compared: the resampled standard
+    errors of the third treatment were once taken from the other treatments' lag sums."""
+    from workbench.metrics import sharpe_diff_tests
+
+    rng = np.random.default_rng(7)
+    control, *others = rng.normal(0.0005, 0.01, size=(4, 120))
+    treatments = {f"t{i}": series for i, series in enumerate(others)}
+    together = sharpe_diff_tests(control, treatments, n_boot=400, block=block, seed=3)
+    for name, series in treatments.items():
+        alone = sharpe_diff_tests(control, {name: series}, n_boot=400, block=block, seed=3)[name]
+        both = together[name]
+        assert not isinstance(alone, str) and not isinstance(both, str)
+        assert both.studentized_low == pytest.approx(alone.studentized_low, rel=1e-9)
+        assert both.studentized_high == pytest.approx(alone.studentized_high, rel=1e-9)
+        assert both.p_value == pytest.approx(alone.p_value, rel=1e-9)
+        assert (both.low, both.high) == pytest.approx((alone.low, alone.high), rel=1e-9)

@@ -643,8 +643,11 @@ def _resampled_diffs(
         )  # (rows, 6)
         later = np.roll(g, -j, axis=1)
         sums_t = (g[..., :2] + later[..., :2]).transpose(1, 0, 2).reshape(n, -1)
-        lagged = pairs @ np.concatenate([columns(g, later, _PAIRS), sums_t], axis=1)
-        lagged = lagged.reshape(-1, m, len(_PAIRS) + 2).transpose(1, 0, 2)
+        # two blocks of columns (m·pairs products, then m·2 sums): each is reshaped on its own, per
+        # treatment; reshaping them together mixed one treatment's sums into another's products
+        lag_products = (pairs @ columns(g, later, _PAIRS)).reshape(-1, m, len(_PAIRS)).transpose(1, 0, 2)
+        lag_sums = (pairs @ sums_t).reshape(-1, m, 2).transpose(1, 0, 2)
+        lagged = np.concatenate([lag_products, lag_sums], axis=-1)
         gj = _symmetric(
             {
                 **{pair: lagged[..., c] for c, pair in enumerate(_PAIRS)},

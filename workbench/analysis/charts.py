@@ -367,7 +367,8 @@ def comparison_chart(
 
 
 def factor_windows_chart(performance: pl.DataFrame, *, metric: str = "ic_ir", width: int = 420) -> alt.Chart:
-    """A factor's result in each window (one dot per window and experiment), factors by their best value.
+    """A factor's result in each window (one dot per window and experiment), factors by their median
+    value (not their best: a factor tried often would otherwise rank by its luckiest result).
 
     `performance` is :func:`workbench.library.factors.factor_performance` output (or a subset);
     the shape tells a factor's own figures from those of a combination it was part of.
@@ -377,7 +378,7 @@ def factor_windows_chart(performance: pl.DataFrame, *, metric: str = "ic_ir", wi
         .select("name", "window_name", "basis", metric)
         .head(MAX_ROWS)
     )
-    order = rows.group_by("name").agg(pl.col(metric).max()).sort(metric, descending=True)["name"].to_list()
+    order = rows.group_by("name").agg(pl.col(metric).median()).sort(metric, descending=True)["name"].to_list()
     return cast(
         "alt.Chart",  # altair's mark_* methods are typed through a decorator that mypy reads as Any
         alt.Chart(rows)
