@@ -178,6 +178,17 @@ def test_comparison_panel_as_a_quant_uses_it(tab: LabPage) -> None:
     panel_box, chart_box = panel.bounding_box(), everything["chart"]
     assert panel_box and chart_box["right"] <= panel_box["x"] + panel_box["width"] + 1
     assert everything["legend"]["right"] <= WIDE and everything["legend"]["width"] > 0
+    # as wide as the notebook, and it follows when the window narrows
+    assert chart_box["width"] > 0.8 * panel_box["width"]
+    tab.page.set_viewport_size({"width": WIDE - 400, "height": 1000})
+    tab.page.wait_for_function(
+        "([p, w]) => p.querySelector('.vega-embed svg.marks').getBoundingClientRect().width < w - 200",
+        arg=[panel.element_handle(), chart_box["width"]],
+        timeout=15_000,
+    )
+    narrow, narrow_panel = legend_of(panel), panel.bounding_box()
+    assert narrow_panel and narrow["chart"]["right"] <= narrow_panel["x"] + narrow_panel["width"] + 1
+    tab.page.set_viewport_size({"width": WIDE, "height": 1000})
 
     # pick two treatments: the control comes back selected, and every strategy keeps its colour
     treatments = sorted(names - {control_name})[:2]

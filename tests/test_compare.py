@@ -273,7 +273,8 @@ def test_the_comparison_panel_follows_the_pickers(archive_dir: Path) -> None:
     assert panel.comparison is not None and panel.comparison.table.height == 4
     assert "topk50_riskcap" in panel.table_view.value
     (shown,) = panel.chart_view.children  # an interactive chart widget (tooltips, zoom), offline
-    assert type(shown).__name__ == "JupyterChart" and shown.chart is panel.chart
+    assert type(shown).__name__ == "FittedChart" and panel.chart is not None
+    assert '"width": "container"' in json.dumps(shown.spec)  # as wide as the notebook
     assert "topk50_riskcap" in json.dumps(shown.spec) and shown._is_offline
 
     panel.select_strategies(["topk30"])
@@ -470,11 +471,30 @@ def test_interactive_charts_load_nothing_from_the_network() -> None:
     try:
         chart = alt.Chart(pl.DataFrame({"x": [1, 2], "y": [3.0, 4.0]})).mark_line().encode(x="x:Q", y="y:Q")
         widget = interactive_chart(chart)
-        assert alt.JupyterChart._is_offline and alt.renderers.active == "jupyter"
+        assert alt.renderers.active == "workbench"
         source = str(widget._esm)
-        assert "vega" in source and not any(cdn in source for cdn in ("jsdelivr", "unpkg", "https://cdn"))
+        assert "vega" in source and "ResizeObserver" in source  # drawn once the output has a width
+        assert not any(cdn in source for cdn in ("esm.sh", "jsdelivr", "unpkg", "https://cdn"))
+        bundle, _metadata = alt.renderers.get()(chart.to_dict())
+        assert "application/vnd.jupyter.widget-view+json" in bundle
     finally:
         alt.renderers.enable("svg")
+
+
+def test_charts_fit_the_notebook_width_where_vega_lite_can() -> None:
+    import altair as alt
+
+    from workbench.widgets.display import fit_to_container
+
+    line = alt.Chart(pl.DataFrame({"x": [1, 2], "y": [3.0, 4.0]})).mark_line().encode(x="x:Q", y="y:Q")
+    single = fit_to_container(line.properties(width=300).to_dict())
+    assert single["width"] == "container" and single["autosize"]["type"] == "fit-x"
+    stacked = fit_to_container(alt.vconcat(alt.vconcat(line, line + line), line).to_dict())
+    inner = stacked["vconcat"][0]["vconcat"]
+    assert [v["width"] for v in (*inner, stacked["vconcat"][1])] == ["container"] * 3
+    assert all("width" not in layer for layer in inner[1]["layer"])
+    side_by_side = alt.hconcat(line.properties(width=300), line.properties(width=300)).to_dict()
+    assert fit_to_container(side_by_side) == side_by_side  # Vega-Lite cannot fit these: fixed widths
 
 
 # --------------------------------------------------------------------------- trials from the whole search

@@ -117,7 +117,7 @@ class ComparisonPanel:
         self.status = widgets.HTML()
         self.table_view = widgets.HTML()
         # the chart widget (tooltips, zoom along time) is swapped in on every change
-        self.chart_view = widgets.Box(layout=widgets.Layout(max_width="100%", overflow="auto"))
+        self.chart_view = widgets.VBox(layout=widgets.Layout(width="100%", overflow="auto"))
         self.widget = widgets.VBox(
             [
                 widgets.HTML(
