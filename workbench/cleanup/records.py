@@ -297,7 +297,9 @@ def _plan_indexes(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, list[Pl
         if key not in _PLAN_INDEX:
             if len(_PLAN_INDEX) >= _PLAN_INDEX_MAX:
                 _PLAN_INDEX.clear()
-            found = con.execute("SELECT plan_json FROM wb_cleanup_plans WHERE plan_id = ?", [plan_id]).fetchone()
+            found = con.execute(
+                "SELECT plan_json FROM wb_cleanup_plans WHERE plan_id = ?", [plan_id]
+            ).fetchone()
             _PLAN_INDEX[key] = _items_by_experiment(found[0]) if found else {}
         indexes[plan_id] = _PLAN_INDEX[key]
     return indexes
