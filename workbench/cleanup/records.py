@@ -267,26 +267,79 @@ def _effect(item: PlanItem, experiment_id: str) -> str:
     return "slimmed" if item.kind in ("workspace_full", "workspace_heavy") else "present"
 
 
-def refresh_workspace_states(con: duckdb.DuckDBPyConnection, experiment_ids: set[str]) -> dict[str, str]:
-    """Recompute `workspace_state` of these experiments from every deletion not restored."""
-    if not experiment_ids:
-        return {}
+#: items of stored plans by (plan_id, plan_hash), indexed by experiment: a stored plan never changes,
+#: so each is parsed once per process instead of once per recorded item (that made cleanup quadratic)
+_PLAN_INDEX: dict[tuple[str, str], dict[str, list[PlanItem]]] = {}
+_PLAN_INDEX_MAX = 32
+
+
+def _items_by_experiment(plan_json: str) -> dict[str, list[PlanItem]]:
+    """A stored plan's items under each experiment id they name."""
+    index: dict[str, list[PlanItem]] = {}
+    for data in json.loads(plan_json).get("items") or ():
+        item = PlanItem.from_dict(data)
+        for experiment_id in item.experiment_ids:
+            index.setdefault(experiment_id, []).append(item)
+    return index
+
+
+def _plan_indexes(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, list[PlanItem]]]:
+    """The experiment index of every plan with deletions not restored (parsed once, then cached)."""
+    marks = ", ".join("?" for _ in ACTIVE_STATES)
     rows = con.execute(
-        f"SELECT DISTINCT d.plan_id, d.item_id, p.plan_json FROM wb_deletions d JOIN wb_cleanup_plans p "
-        f"ON p.plan_id = d.plan_id WHERE d.state IN ({', '.join('?' for _ in ACTIVE_STATES)})",
+        f"SELECT p.plan_id, p.plan_hash FROM wb_cleanup_plans p WHERE p.plan_id IN "
+        f"(SELECT DISTINCT plan_id FROM wb_deletions WHERE state IN ({marks}))",
         list(ACTIVE_STATES),
     ).fetchall()
-    plans: dict[str, CleanupPlan] = {}
+    indexes: dict[str, dict[str, list[PlanItem]]] = {}
+    for plan_id, plan_hash in rows:
+        key = (plan_id, plan_hash)
+        if key not in _PLAN_INDEX:
+            if len(_PLAN_INDEX) >= _PLAN_INDEX_MAX:
+                _PLAN_INDEX.clear()
+            found = con.execute(
+                "SELECT plan_json FROM wb_cleanup_plans WHERE plan_id = ?", [plan_id]
+            ).fetchone()
+            _PLAN_INDEX[key] = _items_by_experiment(found[0]) if found else {}
+        indexes[plan_id] = _PLAN_INDEX[key]
+    return indexes
+
+
+def refresh_workspace_states(con: duckdb.DuckDBPyConnection, experiment_ids: set[str]) -> dict[str, str]:
+    """Recompute `workspace_state` of these experiments from every deletion not restored.
+
+    Only the plan items naming these experiments are looked up, so the cost follows the experiments
+    touched, not every deletion ever recorded.
+    """
+    if not experiment_ids:
+        return {}
+    candidates: dict[tuple[str, str], PlanItem] = {}
+    for plan_id, index in _plan_indexes(con).items():
+        for experiment_id in experiment_ids:
+            for item in index.get(experiment_id, ()):
+                candidates[(plan_id, item.item_id)] = item
+    active: set[tuple[str, str]] = set()
+    if candidates:
+        pairs = list(candidates)
+        con.execute("CREATE OR REPLACE TEMP TABLE _wb_refresh_items (plan_id VARCHAR, item_id VARCHAR)")
+        con.executemany("INSERT INTO _wb_refresh_items VALUES (?, ?)", [list(p) for p in pairs])
+        rows = con.execute(
+            f"SELECT DISTINCT d.plan_id, d.item_id FROM wb_deletions d JOIN _wb_refresh_items c "
+            f"ON c.plan_id = d.plan_id AND c.item_id = d.item_id "
+            f"WHERE d.state IN ({', '.join('?' for _ in ACTIVE_STATES)})",
+            list(ACTIVE_STATES),
+        ).fetchall()
+        con.execute("DROP TABLE _wb_refresh_items")
+        active = {(r[0], r[1]) for r in rows}
     states = dict.fromkeys(experiment_ids, "present")
-    for plan_id, item_id, plan_json in rows:
-        plan = plans.setdefault(plan_id, CleanupPlan.from_dict(json.loads(plan_json)))
-        item = plan.item(item_id)
-        if item is None:
-            continue
+    for key in active:
+        item = candidates[key]
         for experiment_id in set(item.experiment_ids) & experiment_ids:
             effect = _effect(item, experiment_id)
             if STATE_RANK[effect] > STATE_RANK[states[experiment_id]]:
                 states[experiment_id] = effect
-    for experiment_id, state in states.items():
-        con.execute("UPDATE aistock_experiments SET workspace_state = ? WHERE id = ?", [state, experiment_id])
+    con.executemany(
+        "UPDATE aistock_experiments SET workspace_state = ? WHERE id = ?",
+        [[state, experiment_id] for experiment_id, state in states.items()],
+    )
     return states
