@@ -27,8 +27,8 @@ CHROMIUM = find_chromium()
 if CHROMIUM is None:
     pytest.skip(f"no Chromium found: {HOW_TO_GET_A_BROWSER}", allow_module_level=True)
 
-# one JupyterLab and one browser for the module, on one xdist worker (the tests share the archive)
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
+# one JupyterLab, archive copy and browser per test process (each xdist worker has its own)
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 NOTEBOOK_NAMES = sorted(p.name for p in (Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 STATIC_CHARTS = {"archive_full.ipynb", "archive_incremental.ipynb"}  # SVG kept in the executed copy
