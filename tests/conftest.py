@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cleanup_helpers import Env, copy_tree_keeping_links
+from seaweedfs import HOW_TO_GET_SEAWEEDFS, SeaweedFS, find_weed, start_seaweedfs
 
 from workbench.archive.pipeline import archive
 from workbench.sample.generate import generate_sample
@@ -48,3 +50,30 @@ def env(cleanup_template: dict[str, Path], tmp_path: Path) -> Env:
     copy_tree_keeping_links(cleanup_template["rd"], tmp_path / "rd")
     shutil.copytree(cleanup_template["ar"], tmp_path / "ar")
     return Env(tmp_path / "rd", tmp_path / "ar", tmp_path)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A real S3 server (SeaweedFS) on free loopback ports, one per test process, stopped at the end."""
+    if find_weed() is None:
+        pytest.skip(HOW_TO_GET_SEAWEEDFS)
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def s3_env(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The server's AWS_* variables set for this test (boto3, deltalake, Polars, daft read them)."""
+    variables = seaweedfs.env()
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    return variables
+
+
+@pytest.fixture()
+def bucket(seaweedfs: SeaweedFS, s3_env: dict[str, str]) -> str:
+    """A new, empty bucket on the test server, with the AWS_* variables set."""
+    return seaweedfs.create_bucket()
