@@ -23,6 +23,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from workbench.archive.remote import accepts_s3
 from workbench.archive.catalog import open_catalog
 from workbench.archive.db import utc_now
 from workbench.archive.journal import recorded
@@ -48,6 +49,7 @@ from workbench.rdagent.times import parse_time
 __all__ = ["Mode", "RunSummary", "archive", "check_options"]
 
 
+@accepts_s3(writes=True)
 def archive(
     rdagent_root: Path | str,
     *,

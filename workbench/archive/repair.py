@@ -26,6 +26,7 @@ from typing import Any
 
 import duckdb
 
+from workbench.archive.remote import accepts_s3
 from workbench.archive.catalog import migrate, open_catalog
 from workbench.archive.db import utc_now
 from workbench.archive.durable import copy_synced, fsync_dir
@@ -149,6 +150,7 @@ def swap_in(layout: ArchiveLayout, rebuilt: Path) -> list[str]:
     return kept
 
 
+@accepts_s3(writes=True)
 def repair(
     archive: Path | str | None = None,
     *,

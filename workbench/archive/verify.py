@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 import duckdb
 
+from workbench.archive.remote import accepts_s3, bound_remote
 from workbench.archive.catalog import (
     DUCKDB_HEADER_BYTES,
     connect_catalog_file,
@@ -423,10 +424,15 @@ def _parts(read_data: bool) -> dict[str, Callable[[Path | str | None, dict[str, 
     }
 
 
+@accepts_s3(writes=False)
 def verify_archive(archive: Path | str | None = None, *, read_data: bool = False) -> ArchiveVerifyReport:
     """Every part in `PART_ORDER`; see the module docstring. `read_data` reads every stored byte."""
     report = ArchiveVerifyReport()
     parts = _parts(read_data)
     for name in PART_ORDER:
         report.parts[name] = parts[name](archive, report.parts)
+    remote = bound_remote(ArchiveLayout.at(archive).root)
+    if remote is not None:  # an s3:// archive: its cache was checked above, now the bucket
+        checked, problems = remote.bucket_problems(read_data=read_data)
+        report.parts["bucket"] = PartReport("bucket", checked, problems)
     return report

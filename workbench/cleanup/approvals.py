@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from workbench.archive.remote import accepts_s3
 from workbench.archive.catalog import open_catalog
 from workbench.archive.db import utc_now
 from workbench.archive.journal import recorded
@@ -36,6 +37,7 @@ class Approval:
     used_at: datetime | None = None
 
 
+@accepts_s3(writes=True)
 def approve_plan(
     plan_id: str,
     *,

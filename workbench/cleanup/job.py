@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from workbench.archive.remote import accepts_s3
 from workbench.archive.catalog import open_catalog
 from workbench.archive.lock import archive_lock
 from workbench.archive.storage_errors import storage_errors
@@ -128,6 +129,7 @@ def differing_options(
     ]
 
 
+@accepts_s3(writes=True)
 @storage_errors("a cleanup (plan, quarantine moves, records)")
 def cleanup(
     rdagent_root: Path | str | None,

@@ -1,0 +1,408 @@
+"""An archive in a bucket: ``s3://BUCKET/PREFIX``, used through a local cache folder on each machine.
+
+The bucket holds the immutable, content-addressed files of the archive (``objects/``, ``packs/``,
+``manifests/``, ``records/``) plus the run summaries (``runs/``). Each machine works on a **cache**:
+an ordinary archive folder (catalog, snapshots, lock, tmp and a copy of the bucket's files) under
+``--cache-dir`` / ``WORKBENCH_CACHE_DIR`` / ``$XDG_CACHE_HOME/workbench``, one subfolder per
+endpoint, bucket and prefix. The catalog is an index the records rebuild, so it never goes to
+the bucket: a new or lost cache is rebuilt from the bucket alone by the next command.
+
+Every command on an ``s3://`` archive runs in a **session** (`remote_session`):
+
+1. **push** what an earlier, interrupted job left un-uploaded, then **pull**: list ``records/``
+   first, then the content folders (a record is uploaded only after everything it refers to, so
+   whatever a listed record needs is in the second listing), download what the cache lacks, and
+   apply the records the cache has not applied, in (seq, written_at, record_id) order, one
+   transaction each (`journal.apply_record`). Applied records are the cache's ``records/``
+   files, so several machines' records, each with its own sequence numbers, are all applied once;
+2. the command itself, on the cache folder, exactly as for a folder archive;
+3. **push** (writing commands, also after a failure): objects and packs, then manifests, then
+   records LAST, so no record in the bucket ever refers to a file the bucket lacks. Uploads are
+   concurrent, conditional and checksummed (`bucket.py`); what was uploaded is remembered in the
+   cache (``remote-pushed.txt``), so the next push sends only what is new.
+
+What two machines share, and why nothing is lost: experiments, loops, runs, plans and errors are
+keyed by ids that differ between machines; the incremental cursor is per machine
+(``registry@<writer>``, `scope.py`); shared library rows (a factor both found, an object both
+stored) are after-images of the same content, so whichever record is applied last is right.
+Applying a record raises the cache's sequence to at least the record's, so what a machine
+writes after it has seen another's records sorts after them (a Lamport clock).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import os
+import re
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from workbench.archive.bucket import Bucket, is_s3_uri
+from workbench.archive.catalog import open_catalog
+from workbench.archive.durable import durable_write_bytes
+from workbench.archive.journal import (
+    Record,
+    ReplayReport,
+    apply_record,
+    current_seq,
+    object_store,
+    record_files,
+    record_order,
+)
+from workbench.archive.layout import ArchiveLayout
+from workbench.archive.lock import archive_lock
+from workbench.archive.packs import is_pack_key, parse_pack_key
+from workbench.archive.scope import pop_writer, push_writer
+from workbench.archive.snapshots import list_snapshots
+from workbench.errors import ArchiveBusyError, ArchiveError, RemoteArchiveError
+
+__all__ = [
+    "RemoteArchive",
+    "accepts_s3",
+    "bound_remote",
+    "cache_folder",
+    "remote_session",
+    "remote_settings",
+]
+
+CACHE_ENV = "WORKBENCH_CACHE_DIR"
+REMOTE_FILE = "remote.json"
+LEDGER_FILE = "remote-pushed.txt"
+CONTENT_FOLDERS = ("objects", "packs", "manifests")
+_RECORD_KEY = re.compile(r"^records/\d{12}-[0-9a-f]{32}\.json$")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+# ---------------------------------------------------------------- settings
+
+
+@dataclass
+class RemoteSettings:
+    endpoint_url: str | None = None
+    cache_dir: Path | None = None
+
+
+_SETTINGS: list[RemoteSettings] = []
+_BOUND: dict[Path, RemoteArchive] = {}
+
+
+@contextmanager
+def remote_settings(*, endpoint_url: str | None = None, cache_dir: Path | str | None = None) -> Iterator[None]:
+    """The endpoint and cache folder for ``s3://`` archives opened inside the block (CLI options)."""
+    _SETTINGS.append(RemoteSettings(endpoint_url or None, Path(cache_dir) if cache_dir else None))
+    try:
+        yield
+    finally:
+        _SETTINGS.pop()
+
+
+def _settings() -> RemoteSettings:
+    return _SETTINGS[-1] if _SETTINGS else RemoteSettings()
+
+
+def cache_folder(uri: str, endpoint: str, cache_dir: Path | str | None = None) -> Path:
+    """This machine's cache of `uri`: one subfolder per endpoint, bucket and prefix."""
+    base = Path(
+        cache_dir
+        or os.environ.get(CACHE_ENV)
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "workbench"
+    )
+    name = uri[len("s3://") :].rstrip("/")
+    key = hashlib.sha256(f"{endpoint}\n{name}".encode()).hexdigest()[:12]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-")[:60]
+    return base.absolute() / f"{slug}-{key}"
+
+
+def bound_remote(root: Path | str) -> RemoteArchive | None:
+    """The remote archive whose session uses the cache folder `root`, if one is open."""
+    return _BOUND.get(Path(root).absolute())
+
+
+# ---------------------------------------------------------------- reports
+
+
+@dataclass
+class PushReport:
+    files: int = 0
+    uploaded: int = 0
+    present: int = 0
+    bytes: int = 0
+    records: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class PullReport:
+    records: int = 0
+    downloaded: int = 0
+    problems: list[str] = field(default_factory=list)
+    skipped: str | None = None
+
+
+# ---------------------------------------------------------------- the remote archive
+
+
+class RemoteArchive:
+    """One ``s3://`` archive seen from this machine: its bucket and its cache folder."""
+
+    def __init__(self, uri: str, *, endpoint_url: str | None = None, cache_dir: Path | str | None = None):
+        self.uri = uri.rstrip("/")
+        self.bucket = Bucket(self.uri, endpoint_url=endpoint_url)
+        self.root = cache_folder(self.uri, self.bucket.endpoint, cache_dir)
+        self.layout = ArchiveLayout(self.root)
+        self.writer = self._writer_id()
+        self._held: dict[str, bool] = {}
+
+    def _writer_id(self) -> str:
+        """This cache's writer id (host + random, made once): scopes its cursor in the shared catalog."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / REMOTE_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        if data.get("uri") not in (None, self.uri):
+            raise ArchiveError(
+                f"cache folder {self.root} belongs to {data.get('uri')}, not {self.uri}; pass another --cache-dir"
+            )
+        if not data.get("writer"):
+            data = {
+                "uri": self.uri,
+                "endpoint": self.bucket.endpoint,
+                "writer": f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}",
+            }
+            durable_write_bytes(path, json.dumps(data, indent=2).encode(), self.layout.tmp)
+        return str(data["writer"])
+
+    # ------------------------------------------------------------ ledger
+
+    def _ledger(self) -> dict[str, str]:
+        """Keys known to be in the bucket (→ a stamp for the mutable run files)."""
+        path = self.root / LEDGER_FILE
+        known: dict[str, str] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                key, _, stamp = line.partition("\t")
+                if key:
+                    known[key] = stamp
+        return known
+
+    def _remember(self, entries: list[tuple[str, str]]) -> None:
+        if entries:
+            with open(self.root / LEDGER_FILE, "a", encoding="utf-8") as out:
+                out.write("".join(f"{k}\t{s}\n" for k, s in entries))
+
+    # ------------------------------------------------------------ push
+
+    def push(self) -> PushReport:
+        """Upload what the bucket lacks: content first, records last (see the module docstring)."""
+        started = time.monotonic()
+        report = PushReport()
+        known = self._ledger()
+        # records are listed before the content, so every file they refer to is in the second list
+        records = [
+            (f"records/{p.name}", p) for p in record_files(self.layout) if f"records/{p.name}" not in known
+        ]
+        content = [
+            (key, path)
+            for folder in CONTENT_FOLDERS
+            for key, path in _files(self.root, folder)
+            if key not in known
+        ]
+        runs = []
+        for key, path in _files(self.root, "runs"):
+            st = path.stat()
+            if known.get(key) != f"{st.st_size}:{st.st_mtime_ns}":
+                runs.append((key, path, f"{st.st_size}:{st.st_mtime_ns}"))
+        for phase, files in (("content", content), ("records", records)):
+            if not files:
+                continue
+            done: list[tuple[str, str]] = []
+            try:
+                counts = self.bucket.put_many(files, done=lambda key, _outcome: done.append((key, "")))
+            finally:
+                self._remember(done)
+            report.files += len(files)
+            report.uploaded += counts["uploaded"]
+            report.present += counts["present"]
+            report.bytes += sum(p.stat().st_size for _, p in files)
+            if phase == "records":
+                report.records = len(files)
+        if runs:
+            stamps = {k: s for k, _, s in runs}
+            done_runs: list[tuple[str, str]] = []
+            try:
+                self.bucket.put_many(
+                    [(k, p) for k, p, _ in runs],
+                    overwrite=True,
+                    done=lambda key, _o: done_runs.append((key, stamps[key])),
+                )
+            finally:
+                self._remember(done_runs)
+        report.seconds = time.monotonic() - started
+        return report
+
+    # ------------------------------------------------------------ pull
+
+    def pull(self, *, lock_wait_s: float = 0.0) -> PullReport:
+        """Download and apply the records (and their files) this cache has not applied yet."""
+        report = PullReport()
+        listed = self.bucket.list("records")  # first: see the module docstring
+        have = {p.name for p in record_files(self.layout)}
+        new = sorted(k for k in listed if _RECORD_KEY.match(k) and k.rsplit("/", 1)[1] not in have)
+        if not new:
+            return report
+        content: dict[str, Any] = {}
+        for folder in CONTENT_FOLDERS:
+            content.update(self.bucket.list(folder))
+        missing = [k for k in content if not (self.root / k).exists()]
+        report.downloaded = self.bucket.get_many(missing, self.root, self.layout.tmp)
+        self._remember([(k, "") for k in missing])
+        raw = {k: self.bucket.get_bytes(k) for k in new}
+        records = []
+        for key, data in raw.items():
+            try:
+                records.append((Record.from_json(json.loads(data)), data))
+            except (ValueError, KeyError, TypeError) as exc:
+                report.problems.append(f"{self.bucket.where(key)} is not a record this workbench reads: {exc}")
+        with archive_lock(self.root, job="pull", wait_s=lock_wait_s, snapshot=False):
+            with open_catalog(self.root, create=True) as con:
+                store = object_store(self.layout)
+                replayed = ReplayReport(last_seq=current_seq(con))
+                for record, data in sorted(records, key=lambda pair: record_order(pair[0])):
+                    apply_record(con, self.layout, record, store, replayed)
+                    durable_write_bytes(self.layout.records / record.file_name, data, self.layout.tmp)
+                report.problems += replayed.problems
+            self._remember([(f"records/{r.file_name}", "") for r, _ in records])
+            if records:
+                _drop_stale_snapshots(self.layout, min(r.seq for r, _ in records))
+        report.records = len(records)
+        return report
+
+    # ------------------------------------------------------------ checks
+
+    def holds_object(self, storage_key: str) -> bool:
+        """Whether the bucket holds this stored object (file or pack) with this cache's exact bytes."""
+        if is_pack_key(storage_key):
+            sha = parse_pack_key(storage_key).pack_sha256
+            key = f"packs/{sha[:2]}/{sha}.pack"
+        else:
+            key = f"objects/{storage_key}"
+        if key not in self._held:
+            local = self.root / key
+            self._held[key] = local.exists() and self.bucket.holds(key, local)
+        return self._held[key]
+
+    def bucket_problems(self, *, read_data: bool) -> tuple[int, list[str]]:
+        """Files of this cache the bucket lacks (or, with `read_data`, holds with other bytes)."""
+        problems: list[str] = []
+        checked = 0
+        for folder in (*CONTENT_FOLDERS, "records"):
+            listed = self.bucket.list(folder)
+            for key, path in _files(self.root, folder):
+                checked += 1
+                remote = listed.get(key)
+                if remote is None:
+                    problems.append(f"{self.bucket.where(key)} is missing (not uploaded yet: any writing command pushes it)")
+                elif remote.size != path.stat().st_size:
+                    problems.append(f"{self.bucket.where(key)} has {remote.size} bytes, this cache {path.stat().st_size}")
+                elif read_data and not self.bucket.holds(key, path):
+                    problems.append(f"{self.bucket.where(key)} holds other bytes than this cache")
+        return checked, problems
+
+
+def _files(root: Path, folder: str) -> Iterator[tuple[str, Path]]:
+    """(key relative to the archive, path) of every file under `folder`."""
+    base = root / folder
+    if not base.is_dir():
+        return
+    stack = [base]
+    while stack:
+        current = stack.pop()
+        with os.scandir(current) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    path = Path(entry.path)
+                    yield path.relative_to(root).as_posix(), path
+
+
+def _drop_stale_snapshots(layout: ArchiveLayout, lowest_seq: int) -> None:
+    """A snapshot holds the records up to its seq; one taken before a pulled record of a lower or
+    equal seq lacks that record, so `repair` must not start from it."""
+    for snapshot in list_snapshots(layout.root):
+        if snapshot.seq >= lowest_seq:
+            snapshot.path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- sessions
+
+
+@contextmanager
+def remote_session(uri: str, *, writes: bool, lock_wait_s: float = 0.0) -> Iterator[RemoteArchive]:
+    """Pull, run the block on the cache folder, push (writing commands); see the module docstring."""
+    settings = _settings()
+    remote = RemoteArchive(uri, endpoint_url=settings.endpoint_url, cache_dir=settings.cache_dir)
+    remote.bucket.check()
+    if writes:
+        remote.push()  # what an interrupted job left: content first, records last
+    try:
+        remote.pull(lock_wait_s=lock_wait_s)
+    except ArchiveBusyError:
+        if writes:
+            raise
+        # a reader beside a running job on the same cache reads the cache as it is
+    push_writer(remote.writer)
+    _BOUND[remote.root] = remote
+    failed = False
+    try:
+        yield remote
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        _BOUND.pop(remote.root, None)
+        pop_writer()
+        if writes:
+            try:
+                remote.push()
+            except RemoteArchiveError:
+                if not failed:
+                    raise
+
+
+def accepts_s3(*, writes: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Let a function whose `archive` argument is a folder also take ``s3://BUCKET/PREFIX``.
+
+    The function runs unchanged on this machine's cache folder, inside a `remote_session`.
+    """
+
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def inner(*args: P.args, **kwargs: P.kwargs) -> R:
+            bound = signature.bind(*args, **kwargs)
+            target = bound.arguments.get("archive")
+            if not is_s3_uri(target):
+                return fn(*args, **kwargs)
+            wait = float(bound.arguments.get("lock_wait_s") or 0.0)
+            with remote_session(str(target), writes=writes, lock_wait_s=wait) as remote:
+                bound.arguments["archive"] = remote.root
+                return fn(*bound.args, **bound.kwargs)
+
+        return inner
+
+    return wrap
