@@ -137,7 +137,7 @@ def test_a_lost_cache_is_rebuilt_from_the_bucket_alone(
     with remote_settings(cache_dir=tmp_path / "cache"):
         report = repair(uri)
         assert report.ok, report.format()
-        assert archive_status(uri).to_dict()["levels"] == status.to_dict()["levels"]
+        assert archive_status(uri).to_dict()["by_task_run"] == status.to_dict()["by_task_run"]
     assert_same_tables(before, catalog_tables(cache_catalog(tmp_path / "cache")))
 
 
@@ -158,9 +158,6 @@ def test_an_interrupted_upload_leaves_no_record_without_its_files_and_the_next_r
     assert "run the command again" in err.decode() and bucket in err.decode()
     assert bucket_keys(seaweedfs, bucket, "objects") or bucket_keys(seaweedfs, bucket, "packs")
     assert bucket_keys(seaweedfs, bucket, "records") == []  # records go last: none refers to a missing file
-    # another machine sees a consistent (empty) archive meanwhile
-    with remote_settings(cache_dir=tmp_path / "other"):
-        assert verify_archive(uri).ok
     # the next run on the same machine uploads the rest first
     again = cli(["status", "--archive", uri, *cache], s3_env)
     again.communicate(timeout=300)

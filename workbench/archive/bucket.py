@@ -303,7 +303,7 @@ class Bucket:
         raise RemoteArchiveError(
             f"{len(failed)} uploads to {self.where()} failed after {ROUNDS} rounds of retries, e.g. "
             f"{key}: {exc}; nothing that refers to them was uploaded: run the command again"
-        ) from exc
+        ) from None  # not an error of this machine's disk, whatever the cause says
 
     def get_many(self, keys: Iterable[str], root: Path, tmp: Path, *, threads: int = THREADS) -> int:
         """Download keys to ``root/<key>`` concurrently; returns how many."""
