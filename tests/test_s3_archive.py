@@ -41,7 +41,12 @@ def sha(path: Path) -> str:
 def cli(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     """`workbench ARGS` in its own process (a machine of its own when its --cache-dir is its own)."""
     return subprocess.Popen(
-        [sys.executable, "-c", "import sys; from workbench.cli import run; sys.argv[0] = 'workbench'; run()", *args],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from workbench.cli import run; sys.argv[0] = 'workbench'; run()",
+            *args,
+        ],
         env={**os.environ, **env, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -85,8 +90,18 @@ def test_two_machines_archive_into_one_bucket_at_once_and_lose_nothing(
     rd = {"a": installation(tmp_path, "rd_a", 1), "b": installation(tmp_path, "rd_b", 2)}
     procs = {
         m: cli(
-            ["archive", "--rdagent-root", str(rd[m]), "--archive", uri, "--cache-dir", str(tmp_path / f"cache_{m}"),
-             "--no-progress", "--batch-size", "2"],
+            [
+                "archive",
+                "--rdagent-root",
+                str(rd[m]),
+                "--archive",
+                uri,
+                "--cache-dir",
+                str(tmp_path / f"cache_{m}"),
+                "--no-progress",
+                "--batch-size",
+                "2",
+            ],
             s3_env,
         )
         for m in rd
@@ -111,16 +126,20 @@ def test_two_machines_archive_into_one_bucket_at_once_and_lose_nothing(
                 kept = [r for r in experiment["file_refs"] if r["kept"]]
                 assert result.files == len(kept) > 0
                 for ref in kept:
-                    assert sha(target / ref["path"]) == ref["sha256"] == sha(
-                        workspace_file(rd[m], experiment, ref["path"])
+                    assert (
+                        sha(target / ref["path"])
+                        == ref["sha256"]
+                        == sha(workspace_file(rd[m], experiment, ref["path"]))
                     )
     # each machine's cursor is its own: an incremental run on A after B's records finds nothing to do
     with remote_settings(cache_dir=tmp_path / "cache_a"):
         again = archive(rd["a"], archive=uri, mode="incremental", progress=False)
         assert again.level2 == 0
-        cursors = duckdb.connect(str(cache_catalog(tmp_path / "cache_a")), read_only=True).execute(
-            "SELECT name FROM wb_cursor ORDER BY name"
-        ).fetchall()
+        cursors = (
+            duckdb.connect(str(cache_catalog(tmp_path / "cache_a")), read_only=True)
+            .execute("SELECT name FROM wb_cursor ORDER BY name")
+            .fetchall()
+        )
         assert len(cursors) == 2 and all(name.startswith("registry@") for (name,) in cursors)
 
 
@@ -142,7 +161,9 @@ def test_a_lost_cache_is_rebuilt_from_the_bucket_alone(
 
 
 def bucket_keys(seaweedfs: SeaweedFS, bucket: str, folder: str) -> list[str]:
-    pages = seaweedfs.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"ar/{folder}/")
+    pages = (
+        seaweedfs.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"ar/{folder}/")
+    )
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
@@ -168,7 +189,9 @@ def test_an_interrupted_upload_leaves_no_record_without_its_files_and_the_next_r
     with remote_settings(cache_dir=tmp_path / "third"):
         report = verify_archive(uri, read_data=True)
         assert report.ok, report.format()
-        assert experiments(cache_catalog(tmp_path / "third")) == experiments(cache_catalog(tmp_path / "cache"))
+        assert experiments(cache_catalog(tmp_path / "third")) == experiments(
+            cache_catalog(tmp_path / "cache")
+        )
 
 
 def test_cleanup_against_a_bucket_plans_confirms_and_undoes_as_against_a_folder(
@@ -218,7 +241,10 @@ def test_cleanup_against_a_bucket_plans_confirms_and_undoes_as_against_a_folder(
 
 
 def test_errors_name_the_bucket_and_what_to_do(
-    seaweedfs: SeaweedFS, s3_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    seaweedfs: SeaweedFS,
+    s3_env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     cache = ["--cache-dir", str(tmp_path / "cache")]

@@ -93,7 +93,7 @@ class Bucket:
         self.uri = uri.rstrip("/")
         self.name, self.prefix = parse_s3_uri(uri)
         config = Config(
-            retries=RETRIES,  # type: ignore[arg-type]
+            retries=RETRIES,
             max_pool_connections=THREADS * 2,
             connect_timeout=10,
             read_timeout=60,
@@ -299,10 +299,10 @@ class Bucket:
             pending = [(k, p) for k, p, _ in failed]
             if attempt + 1 < ROUNDS:
                 time.sleep(0.5 * 2**attempt)
-        key, _, exc = failed[0]
+        first_key, _, first_error = failed[0]
         raise RemoteArchiveError(
             f"{len(failed)} uploads to {self.where()} failed after {ROUNDS} rounds of retries, e.g. "
-            f"{key}: {exc}; nothing that refers to them was uploaded: run the command again"
+            f"{first_key}: {first_error}; nothing that refers to them was uploaded: run the command again"
         ) from None  # not an error of this machine's disk, whatever the cause says
 
     def get_many(self, keys: Iterable[str], root: Path, tmp: Path, *, threads: int = THREADS) -> int:

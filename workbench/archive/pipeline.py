@@ -23,7 +23,6 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from workbench.archive.remote import accepts_s3
 from workbench.archive.catalog import open_catalog
 from workbench.archive.db import utc_now
 from workbench.archive.journal import recorded
@@ -31,6 +30,7 @@ from workbench.archive.layout import ArchiveLayout
 from workbench.archive.library_cache import refresh_library_cache
 from workbench.archive.lock import archive_lock
 from workbench.archive.persist import consolidate_factors, save_cursor
+from workbench.archive.remote import accepts_s3
 from workbench.archive.runner import archive_loops
 from workbench.archive.runs import (
     RunSummary,

@@ -98,7 +98,9 @@ _BOUND: dict[Path, RemoteArchive] = {}
 
 
 @contextmanager
-def remote_settings(*, endpoint_url: str | None = None, cache_dir: Path | str | None = None) -> Iterator[None]:
+def remote_settings(
+    *, endpoint_url: str | None = None, cache_dir: Path | str | None = None
+) -> Iterator[None]:
     """The endpoint and cache folder for ``s3://`` archives opened inside the block (CLI options)."""
     _SETTINGS.append(RemoteSettings(endpoint_url or None, Path(cache_dir) if cache_dir else None))
     try:
@@ -228,11 +230,15 @@ class RemoteArchive:
         for phase, files in (("content", content), ("records", records)):
             if not files:
                 continue
-            done: list[tuple[str, str]] = []
+            uploaded: list[tuple[str, str]] = []
+
+            def note(key: str, _outcome: str, into: list[tuple[str, str]] = uploaded) -> None:
+                into.append((key, ""))
+
             try:
-                counts = self.bucket.put_many(files, done=lambda key, _outcome: done.append((key, "")))
+                counts = self.bucket.put_many(files, done=note)
             finally:
-                self._remember(done)
+                self._remember(uploaded)
             report.files += len(files)
             report.uploaded += counts["uploaded"]
             report.present += counts["present"]
@@ -275,7 +281,9 @@ class RemoteArchive:
             try:
                 records.append((Record.from_json(json.loads(data)), data))
             except (ValueError, KeyError, TypeError) as exc:
-                report.problems.append(f"{self.bucket.where(key)} is not a record this workbench reads: {exc}")
+                report.problems.append(
+                    f"{self.bucket.where(key)} is not a record this workbench reads: {exc}"
+                )
         with archive_lock(self.root, job="pull", wait_s=lock_wait_s, snapshot=False):
             with open_catalog(self.root, create=True) as con:
                 store = object_store(self.layout)
@@ -314,9 +322,13 @@ class RemoteArchive:
                 checked += 1
                 remote = listed.get(key)
                 if remote is None:
-                    problems.append(f"{self.bucket.where(key)} is missing (not uploaded yet: any writing command pushes it)")
+                    problems.append(
+                        f"{self.bucket.where(key)} is missing (not uploaded yet: any writing command pushes it)"
+                    )
                 elif remote.size != path.stat().st_size:
-                    problems.append(f"{self.bucket.where(key)} has {remote.size} bytes, this cache {path.stat().st_size}")
+                    problems.append(
+                        f"{self.bucket.where(key)} has {remote.size} bytes, this cache {path.stat().st_size}"
+                    )
                 elif read_data and not self.bucket.holds(key, path):
                     problems.append(f"{self.bucket.where(key)} holds other bytes than this cache")
         return checked, problems

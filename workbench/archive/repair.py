@@ -26,7 +26,6 @@ from typing import Any
 
 import duckdb
 
-from workbench.archive.remote import accepts_s3
 from workbench.archive.catalog import migrate, open_catalog
 from workbench.archive.db import utc_now
 from workbench.archive.durable import copy_synced, fsync_dir
@@ -42,6 +41,7 @@ from workbench.archive.journal import (
 from workbench.archive.layout import CATALOG_FILE, ArchiveLayout
 from workbench.archive.lock import archive_lock
 from workbench.archive.packs import iter_pack_files, parse_pack_key, read_blob, read_pack_index
+from workbench.archive.remote import accepts_s3
 from workbench.archive.schema import FACTOR_FIGURES_BACKFILL
 from workbench.archive.snapshots import list_snapshots, take_snapshot
 from workbench.archive.verify import read_back_problem

@@ -6,10 +6,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.archive.remote import accepts_s3
 from workbench.archive.catalog import open_catalog
 from workbench.archive.db import fetch_one
 from workbench.archive.layout import ArchiveLayout
+from workbench.archive.remote import accepts_s3
 from workbench.archive.store import ObjectStore
 from workbench.errors import ArchiveError, ConfigError, UnsafePathError
 

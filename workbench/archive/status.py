@@ -9,10 +9,10 @@ from typing import Any
 
 import polars as pl
 
-from workbench.archive.remote import accepts_s3
 from workbench.archive.catalog import open_catalog
 from workbench.archive.db import fetch_frame, fetch_one
 from workbench.archive.layout import ArchiveLayout
+from workbench.archive.remote import accepts_s3
 from workbench.errors import ConfigError
 
 

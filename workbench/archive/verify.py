@@ -27,7 +27,6 @@ from typing import Any, Protocol, TypeVar
 
 import duckdb
 
-from workbench.archive.remote import accepts_s3, bound_remote
 from workbench.archive.catalog import (
     DUCKDB_HEADER_BYTES,
     connect_catalog_file,
@@ -40,6 +39,7 @@ from workbench.archive.db import fetch_one
 from workbench.archive.integrity import PartReport, check_manifests, check_packs, check_records
 from workbench.archive.layout import CATALOG_FILE, ArchiveLayout
 from workbench.archive.packs import is_pack_key
+from workbench.archive.remote import accepts_s3, bound_remote
 from workbench.archive.store import ObjectStore
 from workbench.errors import ArchiveBusyError, ArchiveError, CatalogCorruptError, VerificationError
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from workbench.archive.remote import accepts_s3
 from workbench.archive.catalog import open_catalog
 from workbench.archive.db import utc_now
 from workbench.archive.journal import recorded
 from workbench.archive.layout import ArchiveLayout
+from workbench.archive.remote import accepts_s3
 from workbench.cleanup.plan import CleanupPlan, PlanItem, hash_items
 from workbench.cleanup.records import load_plan
 from workbench.errors import ConfigError, PlanChangedError

@@ -22,9 +22,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from workbench.archive.remote import accepts_s3
 from workbench.archive.catalog import open_catalog
 from workbench.archive.lock import archive_lock
+from workbench.archive.remote import accepts_s3
 from workbench.archive.storage_errors import storage_errors
 from workbench.cleanup.apply import ApplyResult, apply_items
 from workbench.cleanup.approvals import Approval, approved_items, load_approval, mark_used

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from workbench.archive.remote import accepts_s3
 from workbench.archive.db import utc_now
 from workbench.archive.lock import archive_lock
+from workbench.archive.remote import accepts_s3
 from workbench.archive.storage_errors import storage_error, storage_errors
 from workbench.cleanup.quarantine import plan_roots, tidy_quarantine
 from workbench.cleanup.records import (

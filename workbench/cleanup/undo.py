@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.archive.remote import accepts_s3
 from workbench.archive import faults
 from workbench.archive.db import utc_now
 from workbench.archive.lock import archive_lock
+from workbench.archive.remote import accepts_s3
 from workbench.archive.storage_errors import storage_error, storage_errors
 from workbench.cleanup.plan import CleanupPlan
 from workbench.cleanup.quarantine import journal_entries, plan_roots, tidy_quarantine

@@ -231,9 +231,7 @@ def repair(
     from workbench.archive.repair import repair as repair_archive
 
     with remote_settings(endpoint_url=endpoint_url, cache_dir=cache_dir):
-        report = repair_archive(
-            archive, rdagent_root=rdagent_root, path_map=path_map or [], rebuild=rebuild
-        )
+        report = repair_archive(archive, rdagent_root=rdagent_root, path_map=path_map or [], rebuild=rebuild)
     typer.echo(json.dumps(report.to_dict(), indent=2, default=str) if json_output else report.format())
     if not report.ok:
         raise typer.Exit(7)

@@ -88,9 +88,9 @@ def cleanup(
     """Plan (--dry-run) or apply (--confirm) a cleanup; subcommands approve, undo, purge, plans."""
     if ctx.invoked_subcommand is not None:
         return
+    from workbench.archive.remote import remote_settings
     from workbench.cleanup import PLANNING_OPTIONS
     from workbench.cleanup import cleanup as run_cleanup
-    from workbench.archive.remote import remote_settings
     from workbench.cleanup.job import CHOOSE_ONE
     from workbench.errors import ConfigError
 
@@ -126,7 +126,13 @@ def cleanup(
             )
             expect = shown.plan.plan_hash
         outcome = run_cleanup(
-            root, dry_run=dry_run, confirm=confirm, approval=approval, yes=yes, expect_plan_hash=expect, **options
+            root,
+            dry_run=dry_run,
+            confirm=confirm,
+            approval=approval,
+            yes=yes,
+            expect_plan_hash=expect,
+            **options,
         )
     if json_output:
         typer.echo(json.dumps(outcome.to_dict(), indent=2, default=str, ensure_ascii=False))
@@ -154,9 +160,8 @@ def approve(
     note: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
 ) -> None:
     """Approve a stored plan (or some of its items); prints the approval id for --confirm --approval."""
-    from workbench.cleanup import approve_plan
-
     from workbench.archive.remote import remote_settings
+    from workbench.cleanup import approve_plan
 
     with remote_settings(endpoint_url=endpoint_url, cache_dir=cache_dir):
         result = approve_plan(plan_id, item_ids=item or None, approved_by=by, note=note, archive=archive)
@@ -180,9 +185,8 @@ def undo(
     json_output: JsonOpt = False,
 ) -> None:
     """Move every quarantined item of a plan back (in the plan's own root); refuses where the original path exists again."""
-    from workbench.cleanup import undo_plan
-
     from workbench.archive.remote import remote_settings
+    from workbench.cleanup import undo_plan
 
     with remote_settings(endpoint_url=endpoint_url, cache_dir=cache_dir):
         result = undo_plan(plan_id, rdagent_root=rdagent_root, archive=archive)
@@ -210,9 +214,8 @@ def purge(
     json_output: JsonOpt = False,
 ) -> None:
     """Delete quarantined items for good, each plan's in its own root (links are unlinked, never followed)."""
-    from workbench.cleanup import purge_quarantine
-
     from workbench.archive.remote import remote_settings
+    from workbench.cleanup import purge_quarantine
 
     with remote_settings(endpoint_url=endpoint_url, cache_dir=cache_dir):
         result = purge_quarantine(rdagent_root=rdagent_root, archive=archive, older_than=older_than)

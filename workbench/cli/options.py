@@ -36,7 +36,7 @@ __all__ = [
 DEFAULT_SAMPLE = Path("data/sample")
 """The embedded sample installation: the default of commands that only read an installation."""
 
-ArchiveOpt = Annotated[str, typer.Option("--archive", help="Archive folder (catalog.duckdb + objects/).")]
+ArchiveOpt = Annotated[Path, typer.Option("--archive", help="Archive folder (catalog.duckdb + objects/).")]
 ArchiveUriOpt = Annotated[
     str,
     typer.Option(
