@@ -151,6 +151,11 @@ def test_a_lost_cache_is_rebuilt_from_the_bucket_alone(
         archive(rd_root, archive=uri, progress=False)
         status = archive_status(uri)
     original = cache_catalog(tmp_path / "cache")
+    # the machine's disk keeps no copy of what is in the bucket: objects and packs are read on demand
+    assert not [*original.parent.glob("objects/*/*"), *original.parent.glob("packs/*/*")]
+    with remote_settings(cache_dir=tmp_path / "cache"):
+        verify = verify_archive(uri, read_data=True)
+        assert verify.ok and verify.checked > 0, verify.format()
     before = catalog_tables(original)
     shutil.rmtree(tmp_path / "cache")
     with remote_settings(cache_dir=tmp_path / "cache"):

@@ -154,7 +154,7 @@ class Bucket:
         with self.errors("opening"):
             self.client.head_bucket(Bucket=self.name)
 
-    def list(self, folder: str) -> dict[str, RemoteFile]:
+    def listing(self, folder: str) -> dict[str, RemoteFile]:
         """Every file under ``PREFIX/folder`` (key relative to the prefix → file)."""
         found: dict[str, RemoteFile] = {}
         start = len(self.prefix) + 1 if self.prefix else 0
@@ -174,16 +174,27 @@ class Bucket:
             data: bytes = body["Body"].read()
             return data
 
-    def get_file(self, key: str, target: Path, tmp: Path) -> None:
-        """Download to `tmp`, checked (checksum, length), then rename to `target`."""
+    def get_file(self, key: str, target: Path, tmp: Path, *, missing_ok: bool = False) -> bool:
+        """Download to `tmp`, checked (checksum, length), then rename to `target`.
+
+        False when the key is not there and `missing_ok` (else `RemoteArchiveError`).
+        """
+        from botocore.exceptions import ClientError
+
         tmp.mkdir(parents=True, exist_ok=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         temp = tmp / f"{uuid.uuid4().hex}.download"
         try:
             with self.errors("downloading", key), open(temp, "wb") as out:
-                body = self.client.get_object(
-                    Bucket=self.name, Key=self.full_key(key), ChecksumMode="ENABLED"
-                )
+                try:
+                    body = self.client.get_object(
+                        Bucket=self.name, Key=self.full_key(key), ChecksumMode="ENABLED"
+                    )
+                except ClientError as exc:
+                    code = str(exc.response.get("Error", {}).get("Code"))
+                    if missing_ok and code in ("NoSuchKey", "404", "NotFound"):
+                        return False
+                    raise
                 expected = int(body["ContentLength"])
                 for chunk in body["Body"].iter_chunks(_CHUNK):
                     out.write(chunk)
@@ -192,6 +203,7 @@ class Bucket:
                     f"downloading {self.where(key)}: got {temp.stat().st_size} of {expected} bytes; run again"
                 )
             os.replace(temp, target)
+            return True
         finally:
             temp.unlink(missing_ok=True)
 
@@ -305,10 +317,11 @@ class Bucket:
             f"{first_key}: {first_error}; nothing that refers to them was uploaded: run the command again"
         ) from None  # not an error of this machine's disk, whatever the cause says
 
-    def get_many(self, keys: Iterable[str], root: Path, tmp: Path, *, threads: int = THREADS) -> int:
-        """Download keys to ``root/<key>`` concurrently; returns how many."""
+    def get_many(
+        self, keys: Iterable[str], root: Path, tmp: Path, *, threads: int = THREADS, missing_ok: bool = False
+    ) -> list[str]:
+        """Download keys to ``root/<key>`` concurrently; returns the keys downloaded."""
         todo = list(keys)
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            for future in [pool.submit(self.get_file, k, root / k, tmp) for k in todo]:
-                future.result()
-        return len(todo)
+            futures = [(k, pool.submit(self.get_file, k, root / k, tmp, missing_ok=missing_ok)) for k in todo]
+            return [k for k, future in futures if future.result()]

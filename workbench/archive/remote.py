@@ -41,12 +41,14 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from workbench.archive.bucket import Bucket, is_s3_uri
+from workbench.archive import ondemand
+from workbench.archive.bucket import THREADS, Bucket, is_s3_uri
 from workbench.archive.catalog import open_catalog
 from workbench.archive.durable import durable_write_bytes
 from workbench.archive.journal import (
@@ -75,6 +77,7 @@ __all__ = [
 ]
 
 CACHE_ENV = "WORKBENCH_CACHE_DIR"
+KEEP_LOCAL_ENV = "WORKBENCH_KEEP_LOCAL"
 REMOTE_FILE = "remote.json"
 LEDGER_FILE = "remote-pushed.txt"
 CONTENT_FOLDERS = ("objects", "packs", "manifests")
@@ -91,6 +94,7 @@ R = TypeVar("R")
 class RemoteSettings:
     endpoint_url: str | None = None
     cache_dir: Path | None = None
+    keep_local: bool = field(default_factory=lambda: os.environ.get(KEEP_LOCAL_ENV) == "1")
 
 
 _SETTINGS: list[RemoteSettings] = []
@@ -99,10 +103,18 @@ _BOUND: dict[Path, RemoteArchive] = {}
 
 @contextmanager
 def remote_settings(
-    *, endpoint_url: str | None = None, cache_dir: Path | str | None = None
+    *,
+    endpoint_url: str | None = None,
+    cache_dir: Path | str | None = None,
+    keep_local: bool | None = None,
 ) -> Iterator[None]:
-    """The endpoint and cache folder for ``s3://`` archives opened inside the block (CLI options)."""
-    _SETTINGS.append(RemoteSettings(endpoint_url or None, Path(cache_dir) if cache_dir else None))
+    """The endpoint, cache folder and whether to keep local copies of uploaded objects, for the
+    ``s3://`` archives opened inside the block (the CLI's --endpoint-url and --cache-dir;
+    `keep_local` defaults to ``WORKBENCH_KEEP_LOCAL=1``)."""
+    settings = RemoteSettings(endpoint_url or None, Path(cache_dir) if cache_dir else None)
+    if keep_local is not None:
+        settings.keep_local = keep_local
+    _SETTINGS.append(settings)
     try:
         yield
     finally:
@@ -165,6 +177,7 @@ class RemoteArchive:
         self.layout = ArchiveLayout(self.root)
         self.writer = self._writer_id()
         self._held: dict[str, bool] = {}
+        self._listing: dict[str, int] | None = None
 
     def _writer_id(self) -> str:
         """This cache's writer id (host + random, made once): scopes its cursor in the shared catalog."""
@@ -204,6 +217,34 @@ class RemoteArchive:
         if entries:
             with open(self.root / LEDGER_FILE, "a", encoding="utf-8") as out:
                 out.write("".join(f"{k}\t{s}\n" for k, s in entries))
+
+    # ------------------------------------------------------------ on demand (`ondemand.Source`)
+
+    def fetch(self, key: str, target: Path) -> bool:
+        """Download one stored file the cache does not hold (objects and packs are read on demand)."""
+        fetched = self.bucket.get_file(key, target, self.layout.tmp, missing_ok=True)
+        if fetched:
+            self._remember([(key, "")])
+        return fetched
+
+    def remote_size(self, key: str) -> int | None:
+        """Size of a content key in the bucket (one listing of objects/ and packs/ per session)."""
+        if self._listing is None:
+            self._listing = {
+                k: f.size for folder in ("objects", "packs") for k, f in self.bucket.listing(folder).items()
+            }
+        return self._listing.get(key)
+
+    def drop_uploaded(self) -> int:
+        """Remove the cache's copies of objects and packs the bucket holds; they are read on demand."""
+        known = self._ledger()
+        dropped = 0
+        for folder in ("objects", "packs"):
+            for key, path in _files(self.root, folder):
+                if key in known:
+                    path.unlink(missing_ok=True)
+                    dropped += 1
+        return dropped
 
     # ------------------------------------------------------------ push
 
@@ -264,18 +305,13 @@ class RemoteArchive:
     def pull(self, *, lock_wait_s: float = 0.0) -> PullReport:
         """Download and apply the records (and their files) this cache has not applied yet."""
         report = PullReport()
-        listed = self.bucket.list("records")  # first: see the module docstring
+        listed = self.bucket.listing("records")  # first: see the module docstring
         have = {p.name for p in record_files(self.layout)}
         new = sorted(k for k in listed if _RECORD_KEY.match(k) and k.rsplit("/", 1)[1] not in have)
         if not new:
             return report
-        content: dict[str, Any] = {}
-        for folder in CONTENT_FOLDERS:
-            content.update(self.bucket.list(folder))
-        missing = [k for k in content if not (self.root / k).exists()]
-        report.downloaded = self.bucket.get_many(missing, self.root, self.layout.tmp)
-        self._remember([(k, "") for k in missing])
-        raw = {k: self.bucket.get_bytes(k) for k in new}
+        with ThreadPoolExecutor(max_workers=THREADS) as pool:
+            raw = dict(zip(new, pool.map(self.bucket.get_bytes, new), strict=True))
         records = []
         for key, data in raw.items():
             try:
@@ -284,6 +320,14 @@ class RemoteArchive:
                 report.problems.append(
                     f"{self.bucket.where(key)} is not a record this workbench reads: {exc}"
                 )
+        # what applying them reads, fetched together rather than one by one: the manifests, then
+        # the Parquet objects (series, bulk row sets) they and the records point at
+        manifests = {
+            f"manifests/{ref['storage_key']}" for record, _ in records for ref in record.manifests.values()
+        }
+        report.downloaded += self._prefetch(manifests)
+        parquet = {ref for record, _ in records for ref in _parquet_refs(self.layout, record)}
+        report.downloaded += self._prefetch({_content_key(k) for k in parquet})
         with archive_lock(self.root, job="pull", wait_s=lock_wait_s, snapshot=False):
             with open_catalog(self.root, create=True) as con:
                 store = object_store(self.layout)
@@ -298,17 +342,20 @@ class RemoteArchive:
         report.records = len(records)
         return report
 
+    def _prefetch(self, keys: set[str]) -> int:
+        missing = sorted(k for k in keys if not (self.root / k).exists())
+        fetched = self.bucket.get_many(missing, self.root, self.layout.tmp, missing_ok=True)
+        self._remember([(k, "") for k in fetched])
+        return len(fetched)
+
     # ------------------------------------------------------------ checks
 
     def holds_object(self, storage_key: str) -> bool:
         """Whether the bucket holds this stored object (file or pack) with this cache's exact bytes."""
-        if is_pack_key(storage_key):
-            sha = parse_pack_key(storage_key).pack_sha256
-            key = f"packs/{sha[:2]}/{sha}.pack"
-        else:
-            key = f"objects/{storage_key}"
+        key = _content_key(storage_key)
         if key not in self._held:
             local = self.root / key
+            ondemand.fetch_missing(local)  # a dropped copy: the caller re-hashed the bucket's bytes
             self._held[key] = local.exists() and self.bucket.holds(key, local)
         return self._held[key]
 
@@ -316,8 +363,17 @@ class RemoteArchive:
         """Files of this cache the bucket lacks (or, with `read_data`, holds with other bytes)."""
         problems: list[str] = []
         checked = 0
+        with open_catalog(self.root, read_only=True) as con:
+            wanted: dict[str, int | None] = {
+                _content_key(key): (None if is_pack_key(key) else int(size))
+                for key, size in con.execute("SELECT storage_key, stored_bytes FROM wb_objects").fetchall()
+            }
+            for (key,) in con.execute("SELECT storage_key FROM wb_manifests").fetchall():
+                wanted[f"manifests/{key}"] = None
+        everything: dict[str, Any] = {}
         for folder in (*CONTENT_FOLDERS, "records"):
-            listed = self.bucket.list(folder)
+            listed = self.bucket.listing(folder)
+            everything.update(listed)
             for key, path in _files(self.root, folder):
                 checked += 1
                 remote = listed.get(key)
@@ -331,7 +387,41 @@ class RemoteArchive:
                     )
                 elif read_data and not self.bucket.holds(key, path):
                     problems.append(f"{self.bucket.where(key)} holds other bytes than this cache")
+        for key, size in sorted(wanted.items()):
+            if (self.root / key).exists():
+                continue  # compared above
+            checked += 1
+            remote = everything.get(key)
+            if remote is None:
+                problems.append(f"{self.bucket.where(key)} is missing (the catalog lists it)")
+            elif size is not None and remote.size != size:
+                problems.append(f"{self.bucket.where(key)} has {remote.size} bytes, the catalog says {size}")
         return checked, problems
+
+
+def _content_key(storage_key: str) -> str:
+    """The bucket key (relative to the prefix) of an object's storage key."""
+    if is_pack_key(storage_key):
+        sha = parse_pack_key(storage_key).pack_sha256
+        return f"packs/{sha[:2]}/{sha}.pack"
+    return f"objects/{storage_key}"
+
+
+def _parquet_refs(layout: ArchiveLayout, record: Record) -> Iterator[str]:
+    """Storage keys of the Parquet objects a record's row sets and its (local) manifests point at."""
+    for rowset in record.rowsets:
+        if rowset.parquet:
+            yield str(rowset.parquet["storage_key"])
+    for ref in record.manifests.values():
+        path = layout.manifests / ref["storage_key"]
+        if not path.exists() or str(ref["storage_key"]).endswith(".zst"):
+            continue  # read on demand while applying
+        try:
+            series = json.loads(path.read_bytes()).get("series")
+        except ValueError:
+            continue
+        if series:
+            yield str(series["storage_key"])
 
 
 def _files(root: Path, folder: str) -> Iterator[tuple[str, Path]]:
@@ -370,26 +460,32 @@ def remote_session(uri: str, *, writes: bool, lock_wait_s: float = 0.0) -> Itera
     remote.bucket.check()
     if writes:
         remote.push()  # what an interrupted job left: content first, records last
-    try:
-        remote.pull(lock_wait_s=lock_wait_s)
-    except ArchiveBusyError:
-        if writes:
-            raise
-        # a reader beside a running job on the same cache reads the cache as it is
-    push_writer(remote.writer)
-    _BOUND[remote.root] = remote
+    ondemand.register(remote.root, remote)
     failed = False
     try:
-        yield remote
+        try:
+            remote.pull(lock_wait_s=lock_wait_s)
+        except ArchiveBusyError:
+            if writes:
+                raise
+            # a reader beside a running job on the same cache reads the cache as it is
+        push_writer(remote.writer)
+        _BOUND[remote.root] = remote
+        try:
+            yield remote
+        finally:
+            _BOUND.pop(remote.root, None)
+            pop_writer()
     except BaseException:
         failed = True
         raise
     finally:
-        _BOUND.pop(remote.root, None)
-        pop_writer()
+        ondemand.unregister(remote.root)
         if writes:
             try:
                 remote.push()
+                if not settings.keep_local:
+                    remote.drop_uploaded()
             except RemoteArchiveError:
                 if not failed:
                     raise

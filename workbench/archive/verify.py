@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 import duckdb
 
+from workbench.archive import ondemand
 from workbench.archive.catalog import (
     DUCKDB_HEADER_BYTES,
     connect_catalog_file,
@@ -341,7 +342,7 @@ def verify_objects(
         elif read_data:
             if not store.verify(key, sha):
                 report.damaged.append(sha)
-        elif not is_pack_key(key) and store.path_for(key).stat().st_size != stored_bytes:
+        elif not is_pack_key(key) and _stored_size(store.path_for(key)) != stored_bytes:
             report.damaged.append(sha)
     return report
 
@@ -393,6 +394,14 @@ def _manifests_part(archive: Path | str | None, catalog: CatalogCheck, *, read_d
     layout = ArchiveLayout.at(archive)
     with open_catalog(layout.root, read_only=True) as con:
         return check_manifests(con, layout, read_data=read_data)
+
+
+def _stored_size(path: Path) -> int | None:
+    """The file's size, or its size in the bucket when an s3:// archive's cache does not hold it."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return ondemand.remote_size(path)
 
 
 _P = TypeVar("_P", bound=VerifyPart)
