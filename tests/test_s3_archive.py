@@ -131,6 +131,21 @@ def test_two_machines_archive_into_one_bucket_at_once_and_lose_nothing(
                         == ref["sha256"]
                         == sha(workspace_file(rd[m], experiment, ref["path"]))
                     )
+    # every machine converges on the same catalog: rows are equal table by table, except the
+    # first-seen metadata of library rows both machines wrote and which machine's pack serves an
+    # object both stored (whichever record was applied last); their keys are equal there too
+    fresh = catalog_tables(cache_catalog(tmp_path / "cache_c"))
+    shared = {"aistock_factors", "aistock_factor_combinations", "wb_objects"}
+    for m in rd:
+        with remote_settings(cache_dir=tmp_path / f"cache_{m}"):
+            archive_status(uri)
+        mine = catalog_tables(cache_catalog(tmp_path / f"cache_{m}"))
+        assert_same_tables(
+            {t: r for t, r in fresh.items() if t not in shared},
+            {t: r for t, r in mine.items() if t not in shared},
+        )
+        for table in shared:
+            assert sorted(r[0] for r in mine[table]) == sorted(r[0] for r in fresh[table])
     # each machine's cursor is its own: an incremental run on A after B's records finds nothing to do
     with remote_settings(cache_dir=tmp_path / "cache_a"):
         again = archive(rd["a"], archive=uri, mode="incremental", progress=False)

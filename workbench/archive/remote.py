@@ -24,7 +24,9 @@ Every command on an ``s3://`` archive runs in a **session** (`remote_session`):
 What two machines share, and why nothing is lost: experiments, loops, runs, plans and errors are
 keyed by ids that differ between machines; the incremental cursor is per machine
 (``registry@<writer>``, `scope.py`); shared library rows (a factor both found, an object both
-stored) are after-images of the same content, so whichever record is applied last is right.
+stored) are after-images of the same thing, so whichever record is applied last is right (their
+first-seen metadata, and which machine's pack serves a shared object, may differ between
+machines that applied concurrent records in different orders; docs/archive-format.md).
 Applying a record raises the cache's sequence to at least the record's, so what a machine
 writes after it has seen another's records sorts after them (a Lamport clock).
 """
