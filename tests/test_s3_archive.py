@@ -215,7 +215,12 @@ def test_an_interrupted_upload_leaves_no_record_without_its_files_and_the_next_r
 
 
 def test_cleanup_against_a_bucket_plans_confirms_and_undoes_as_against_a_folder(
-    seaweedfs: SeaweedFS, bucket: str, s3_env: dict[str, str], env: Env, tmp_path: Path
+    seaweedfs: SeaweedFS,
+    bucket: str,
+    s3_env: dict[str, str],
+    env: Env,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     uri = f"s3://{bucket}/ar"
     rd = tmp_path / "rd_s3"
@@ -258,6 +263,10 @@ def test_cleanup_against_a_bucket_plans_confirms_and_undoes_as_against_a_folder(
         plan = cleanup(rd, archive=uri, stage="full", dry_run=True).plan
     assert victim.path not in {i.path for i in plan.items}
     assert any(uri in str(e) for e in plan.exclusions)
+    # and `verify` names the key the bucket lost, with its own exit code
+    code = main(["verify", "--archive", uri, "--cache-dir", str(tmp_path / "other")])
+    assert code == 7
+    assert f"s3://{bucket}/ar/objects/{key} is missing" in capsys.readouterr().out
 
 
 def test_errors_name_the_bucket_and_what_to_do(
