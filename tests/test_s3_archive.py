@@ -198,7 +198,12 @@ def test_an_interrupted_upload_leaves_no_record_without_its_files_and_the_next_r
     assert failing.returncode == RemoteArchiveError.exit_code, (out.decode(), err.decode())
     assert "run the command again" in err.decode() and bucket in err.decode()
     assert bucket_keys(seaweedfs, bucket, "objects") or bucket_keys(seaweedfs, bucket, "packs")
-    assert bucket_keys(seaweedfs, bucket, "records") == []  # records go last: none refers to a missing file
+    # batches committed before the fault may already be uploaded (records go last, after their
+    # files); whatever records the bucket holds, another machine finds every file they refer to
+    if bucket_keys(seaweedfs, bucket, "records"):
+        with remote_settings(cache_dir=tmp_path / "other"):
+            report = verify_archive(uri, read_data=True)
+            assert report.ok, report.format()
     # the next run on the same machine uploads the rest first
     again = cli(["status", "--archive", uri, *cache], s3_env)
     again.communicate(timeout=300)

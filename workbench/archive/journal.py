@@ -38,6 +38,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from workbench.archive import ondemand
 from workbench.archive.db import fetch_one, rollback_quietly, utc_now
 from workbench.archive.durable import fsync_dir, write_atomic
 from workbench.archive.layout import ArchiveLayout
@@ -718,6 +719,7 @@ def recorded(
     except BaseException:
         rollback_quietly(con)
         raise
+    ondemand.committed(layout.root)  # an s3:// archive's session starts uploading it
 
 
 # ---------------------------------------------------------------- replay

@@ -5,6 +5,8 @@ are never downloaded until something reads them, and its own are dropped once th
 bucket (`remote.py`). The store's read paths call `fetch_missing(path)` before opening a file and
 its cheap presence checks ask `remote_size(path)` when the file is not on disk; both return at
 once (one truth test) when no remote session is open, so a folder archive is unaffected.
+Every committed writing transaction calls `committed(root)`, so the session can upload it while
+the job goes on.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ class Source(Protocol):
     def fetch(self, key: str, target: Path) -> bool: ...
 
     def remote_size(self, key: str) -> int | None: ...
+
+    def committed(self) -> None: ...
 
 
 _SOURCES: dict[Path, Source] = {}
@@ -52,3 +56,12 @@ def remote_size(path: Path) -> int | None:
         return None
     found = _find(path.absolute())
     return None if found is None else found[0].remote_size(found[1])
+
+
+def committed(root: Path) -> None:
+    """A writing transaction of the archive at `root` committed (its record is on disk)."""
+    if not _SOURCES:
+        return
+    source = _SOURCES.get(root.absolute())
+    if source is not None:
+        source.committed()

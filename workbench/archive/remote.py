@@ -40,6 +40,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -180,6 +181,8 @@ class RemoteArchive:
         self.writer = self._writer_id()
         self._held: dict[str, bool] = {}
         self._listing: dict[str, int] | None = None
+        self._push_lock = threading.Lock()
+        self._pusher: BackgroundPush | None = None
 
     def _writer_id(self) -> str:
         """This cache's writer id (host + random, made once): scopes its cursor in the shared catalog."""
@@ -250,8 +253,17 @@ class RemoteArchive:
 
     # ------------------------------------------------------------ push
 
+    def committed(self) -> None:
+        """A transaction committed on the cache: upload it in the background while the job goes on."""
+        if self._pusher is not None:
+            self._pusher.request()
+
     def push(self) -> PushReport:
-        """Upload what the bucket lacks: content first, records last (see the module docstring)."""
+        """Upload what the bucket lacks: content first, records last (one push at a time)."""
+        with self._push_lock:
+            return self._push()
+
+    def _push(self) -> PushReport:
         started = time.monotonic()
         report = PushReport()
         known = self._ledger()
@@ -401,6 +413,40 @@ class RemoteArchive:
         return checked, problems
 
 
+class BackgroundPush:
+    """One thread that pushes whenever asked (requests while it pushes are coalesced into one more).
+
+    A failure is kept, not raised: the session's final push uploads what is left (or fails, then).
+    """
+
+    def __init__(self, remote: RemoteArchive) -> None:
+        self.remote = remote
+        self.error: BaseException | None = None
+        self._wanted = threading.Event()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="workbench-s3-push", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    def close(self) -> None:
+        self._stop = True
+        self._wanted.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._stop:
+                return
+            try:
+                self.remote.push()
+            except Exception as exc:  # noqa: BLE001 - kept for the final push to report
+                self.error = exc
+
+
 def _content_key(storage_key: str) -> str:
     """The bucket key (relative to the prefix) of an object's storage key."""
     if is_pack_key(storage_key):
@@ -473,11 +519,16 @@ def remote_session(uri: str, *, writes: bool, lock_wait_s: float = 0.0) -> Itera
             # a reader beside a running job on the same cache reads the cache as it is
         push_writer(remote.writer)
         _BOUND[remote.root] = remote
+        if writes:
+            remote._pusher = BackgroundPush(remote)
         try:
             yield remote
         finally:
             _BOUND.pop(remote.root, None)
             pop_writer()
+            if remote._pusher is not None:
+                remote._pusher.close()
+                remote._pusher = None
     except BaseException:
         failed = True
         raise
