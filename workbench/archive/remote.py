@@ -16,8 +16,8 @@ Every command on an ``s3://`` archive runs in a **session** (`remote_session`):
    transaction each (`journal.apply_record`). Applied records are the cache's ``records/``
    files, so several machines' records, each with its own sequence numbers, are all applied once;
 2. the command itself, on the cache folder, exactly as for a folder archive;
-3. **push** (writing commands, also after a failure): objects and packs, then manifests, then
-   records LAST, so no record in the bucket ever refers to a file the bucket lacks. Uploads are
+3. **push** (writing commands: in a background thread after each committed transaction, and
+   at the end, also after a failure): objects and packs, then manifests, then records LAST, so no record in the bucket ever refers to a file the bucket lacks. Uploads are
    concurrent, conditional and checksummed (`bucket.py`); what was uploaded is remembered in the
    cache (``remote-pushed.txt``), so the next push sends only what is new.
 
