@@ -101,3 +101,13 @@ class StorageIOError(WorkbenchError):
     """The operating system reported an I/O error (EIO) reading or writing the archive."""
 
     exit_code = 11
+
+
+class RemoteArchiveError(ArchiveError):
+    """The bucket of an ``s3://`` archive cannot be used: no credentials, no such bucket, endpoint
+    unreachable, access refused, or an upload that failed after its retries.
+
+    The message names the bucket (and key) and what to do.
+    """
+
+    exit_code = 12

@@ -51,3 +51,9 @@ def fsync_file(path: Path) -> None:
 
 
 fsync_dir = fsync_file
+
+
+def durable_write_bytes(target: Path, data: bytes, tmp: Path) -> None:
+    """Write `data` to `target` whole and durably (file and folder entry synced) before returning."""
+    write_atomic(target, data, tmp, fsync=True, op="records")
+    fsync_dir(target.parent)

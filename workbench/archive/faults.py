@@ -14,7 +14,8 @@ Syntax: one or more rules separated by ``,``; each rule is ``KIND:OP[:after=N][:
   (the records written before each catalog commit, journal.py), ``runs`` (the run
   summary ``runs/<run_id>.json``), ``journal`` (the cleanup quarantine journal), ``quarantine``
   (moving an entry into quarantine), ``record`` (writing the ``wb_deletions`` rows of a move),
-  ``purge`` (deleting a quarantined entry), ``restore`` (moving an entry back on undo);
+  ``purge`` (deleting a quarantined entry), ``restore`` (moving an entry back on undo), ``s3``
+  (each upload to the bucket of an ``s3://`` archive, `bucket.py`);
   ``*`` matches every op.
 * ``after=N`` — the first N calls of OP pass, the later ones fail (default 0: the first fails);
   ``times=M`` — fail at most M times, then pass again (default: for ever, as a full disk stays full).
@@ -36,7 +37,7 @@ from workbench.errors import ConfigError
 ENV = "WORKBENCH_FAULTS"
 ERRNOS = {"enospc": errno.ENOSPC, "edquot": errno.EDQUOT, "eio": errno.EIO, "eperm": errno.EPERM}
 KINDS = (*ERRNOS, "pause")
-OPS = ("objects", "records", "runs", "journal", "quarantine", "record", "purge", "restore", "*")
+OPS = ("objects", "records", "runs", "journal", "quarantine", "record", "purge", "restore", "s3", "*")
 
 
 @dataclass

@@ -38,6 +38,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from workbench.archive import ondemand
 from workbench.archive.db import fetch_one, rollback_quietly, utc_now
 from workbench.archive.durable import fsync_dir, write_atomic
 from workbench.archive.layout import ArchiveLayout
@@ -718,6 +719,7 @@ def recorded(
     except BaseException:
         rollback_quietly(con)
         raise
+    ondemand.committed(layout.root)  # an s3:// archive's session starts uploading it
 
 
 # ---------------------------------------------------------------- replay
@@ -744,30 +746,49 @@ def replay(con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, after_seq: 
             continue
         if record.seq > after_seq:
             entries.append(record)
-    entries.sort(key=lambda r: (r.seq, r.written_at, r.record_id))
-    for record in entries:
-        con.execute("BEGIN TRANSACTION")
-        manifest_rowsets: list[RowSet] = []
-        try:
-            for experiment_id, ref in sorted(record.manifests.items()):
-                try:
-                    manifest = load_manifest(layout, ref["storage_key"], ref["sha256"])
-                except (VerificationError, ValueError) as exc:
-                    report.problems.append(f"record {record.file_name}: experiment {experiment_id}: {exc}")
-                    continue
-                manifest_rowsets.extend(RowSet.from_json(data) for data in manifest["rowsets"])
-                report.manifests += 1
-            report.problems += apply_merged(con, manifest_rowsets, store)
-            for rowset in record.rowsets:
-                apply_rowset(con, rowset, store)
-            set_seq(con, max(record.seq, report.last_seq))
-            con.execute("COMMIT")
-        except BaseException:
-            rollback_quietly(con)
-            raise
-        report.records += 1
-        report.last_seq = max(report.last_seq, record.seq)
+    for record in sorted(entries, key=record_order):
+        apply_record(con, layout, record, store, report)
     return report
+
+
+def record_order(record: Record) -> tuple[int, str, str]:
+    """The order records are applied in: sequence, then time, then id (several writers may share a seq)."""
+    return (record.seq, record.written_at, record.record_id)
+
+
+def apply_record(
+    con: duckdb.DuckDBPyConnection,
+    layout: ArchiveLayout,
+    record: Record,
+    store: ObjectStore,
+    report: ReplayReport,
+) -> None:
+    """Apply one record (its manifests' row sets, then its own) in one transaction.
+
+    The catalog's sequence becomes at least the record's, so a record written after this one was
+    applied (here or, for a shared archive, on another machine) sorts after it.
+    """
+    con.execute("BEGIN TRANSACTION")
+    manifest_rowsets: list[RowSet] = []
+    try:
+        for experiment_id, ref in sorted(record.manifests.items()):
+            try:
+                manifest = load_manifest(layout, ref["storage_key"], ref["sha256"])
+            except (VerificationError, ValueError) as exc:
+                report.problems.append(f"record {record.file_name}: experiment {experiment_id}: {exc}")
+                continue
+            manifest_rowsets.extend(RowSet.from_json(data) for data in manifest["rowsets"])
+            report.manifests += 1
+        report.problems += apply_merged(con, manifest_rowsets, store)
+        for rowset in record.rowsets:
+            apply_rowset(con, rowset, store)
+        set_seq(con, max(record.seq, report.last_seq, current_seq(con)))
+        con.execute("COMMIT")
+    except BaseException:
+        rollback_quietly(con)
+        raise
+    report.records += 1
+    report.last_seq = max(report.last_seq, record.seq)
 
 
 # ---------------------------------------------------------------- upgrade

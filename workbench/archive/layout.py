@@ -63,6 +63,12 @@ class ArchiveLayout:
 
     @classmethod
     def at(cls, root: Path | str | None) -> ArchiveLayout:
+        if str(root or "").startswith("s3:/"):
+            raise ConfigError(
+                f"{root}: an s3:// archive is opened by archive, status, verify, restore, repair and "
+                "cleanup (their `archive=` argument), which work on this machine's cache of it; "
+                "for other commands pass that cache folder (see `workbench status --archive s3://...`)"
+            )
         path = Path(root if root is not None else DEFAULT_ARCHIVE).absolute()
         if path.exists() and not path.is_dir():
             raise ConfigError(

@@ -24,6 +24,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.archive import ondemand
 from workbench.archive.durable import write_atomic
 from workbench.errors import VerificationError
 
@@ -108,6 +109,7 @@ def read_blob(packs_root: Path, storage_key: str) -> bytes:
     """One blob's bytes by its storage key (not hash-checked here: callers hash what they read)."""
     location = parse_pack_key(storage_key)
     path = pack_path(packs_root, location.pack_sha256)
+    ondemand.fetch_missing(path)
     with open(path, "rb") as handle:
         handle.seek(location.offset)
         data = handle.read(location.length)
@@ -122,9 +124,16 @@ def blob_present(packs_root: Path, storage_key: str) -> bool:
     """The pack exists and is long enough to hold the blob (a cheap check, no hashing)."""
     try:
         location = parse_pack_key(storage_key)
-        size = pack_path(packs_root, location.pack_sha256).stat().st_size
-    except (OSError, VerificationError):
+    except VerificationError:
         return False
+    path = pack_path(packs_root, location.pack_sha256)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        remote = ondemand.remote_size(path)  # in the bucket of an s3:// archive, not on disk
+        if remote is None:
+            return False
+        size = remote
     return size >= location.offset + location.length + TRAILER.size
 
 

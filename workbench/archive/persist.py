@@ -28,6 +28,7 @@ from workbench.archive.ids import combination_id as ids_combination
 from workbench.archive.ids import performance_id as ids_performance
 from workbench.archive.journal import SERIES_COLUMNS, Recorder, recorded, series_pointer
 from workbench.archive.layout import ArchiveLayout
+from workbench.archive.scope import scoped
 from workbench.archive.storage_errors import storage_error
 from workbench.archive.store import ObjectStore, StoredObject
 from workbench.errors import InputFileError, VerificationError
@@ -783,7 +784,7 @@ CURSOR_NAME = "registry"
 def load_cursor(con: duckdb.DuckDBPyConnection) -> tuple[int, str | None] | None:
     """(registry rowid, registry updated-at) that the last completed run had seen, or None."""
     row = fetch_one(
-        con, "SELECT registry_rowid, registry_updated_at FROM wb_cursor WHERE name = ?", [CURSOR_NAME]
+        con, "SELECT registry_rowid, registry_updated_at FROM wb_cursor WHERE name = ?", [scoped(CURSOR_NAME)]
     )
     return (int(row[0]), row[1]) if row else None
 
@@ -797,6 +798,6 @@ def save_cursor(
         "registry_rowid = greatest(wb_cursor.registry_rowid, excluded.registry_rowid), "
         "registry_updated_at = greatest(wb_cursor.registry_updated_at, excluded.registry_updated_at), "
         "run_id = excluded.run_id, updated_at = excluded.updated_at",
-        [CURSOR_NAME, cursor[0], cursor[1], run_id, utc_now()],
+        [scoped(CURSOR_NAME), cursor[0], cursor[1], run_id, utc_now()],
     )
-    rec.capture("wb_cursor", name=[CURSOR_NAME])
+    rec.capture("wb_cursor", name=[scoped(CURSOR_NAME)])

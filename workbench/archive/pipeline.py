@@ -30,6 +30,7 @@ from workbench.archive.layout import ArchiveLayout
 from workbench.archive.library_cache import refresh_library_cache
 from workbench.archive.lock import archive_lock
 from workbench.archive.persist import consolidate_factors, save_cursor
+from workbench.archive.remote import accepts_s3
 from workbench.archive.runner import archive_loops
 from workbench.archive.runs import (
     RunSummary,
@@ -48,6 +49,7 @@ from workbench.rdagent.times import parse_time
 __all__ = ["Mode", "RunSummary", "archive", "check_options"]
 
 
+@accepts_s3(writes=True)
 def archive(
     rdagent_root: Path | str,
     *,

@@ -41,6 +41,7 @@ from workbench.archive.journal import (
 from workbench.archive.layout import CATALOG_FILE, ArchiveLayout
 from workbench.archive.lock import archive_lock
 from workbench.archive.packs import iter_pack_files, parse_pack_key, read_blob, read_pack_index
+from workbench.archive.remote import accepts_s3
 from workbench.archive.schema import FACTOR_FIGURES_BACKFILL
 from workbench.archive.snapshots import list_snapshots, take_snapshot
 from workbench.archive.verify import read_back_problem
@@ -149,6 +150,7 @@ def swap_in(layout: ArchiveLayout, rebuilt: Path) -> list[str]:
     return kept
 
 
+@accepts_s3(writes=True)
 def repair(
     archive: Path | str | None = None,
     *,

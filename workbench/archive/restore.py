@@ -9,6 +9,7 @@ from pathlib import Path
 from workbench.archive.catalog import open_catalog
 from workbench.archive.db import fetch_one
 from workbench.archive.layout import ArchiveLayout
+from workbench.archive.remote import accepts_s3
 from workbench.archive.store import ObjectStore
 from workbench.errors import ArchiveError, ConfigError, UnsafePathError
 
@@ -29,6 +30,7 @@ def _safe_target(root: Path, rel_path: str) -> Path:
     return root / rel_path
 
 
+@accepts_s3(writes=False)
 def restore_experiment(
     experiment_id: str, *, to: Path | str, archive: Path | str | None = None
 ) -> RestoreResult:

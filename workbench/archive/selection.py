@@ -13,11 +13,13 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
 import polars as pl
 
+from workbench.archive import ondemand
 from workbench.archive.extract import ItemError, validate_request
 from workbench.archive.layout import ArchiveLayout
 from workbench.archive.packs import is_pack_key, parse_pack_key
@@ -238,7 +240,7 @@ def find_damaged_objects(
                 try:
                     pack_sizes[location.pack_sha256] = store.path_for(key).stat().st_size
                 except OSError:
-                    pack_sizes[location.pack_sha256] = -1
+                    pack_sizes[location.pack_sha256] = _size_in_bucket(store.path_for(key))
             if pack_sizes[location.pack_sha256] < location.offset + location.length:
                 damaged.add(sha)
             continue
@@ -246,8 +248,15 @@ def find_damaged_objects(
             if store.path_for(key).stat().st_size != stored_bytes:
                 damaged.add(sha)
         except OSError:
-            damaged.add(sha)
+            if _size_in_bucket(store.path_for(key)) != stored_bytes:
+                damaged.add(sha)
     return damaged
+
+
+def _size_in_bucket(path: Path) -> int:
+    """The size of a stored file that is only in the bucket of an s3:// archive (-1: not there either)."""
+    size = ondemand.remote_size(path)
+    return -1 if size is None else size
 
 
 def pending_loops(state: CatalogState, target_level: int) -> set[tuple[str, int]]:

@@ -12,6 +12,7 @@ import polars as pl
 from workbench.archive.catalog import open_catalog
 from workbench.archive.db import fetch_frame, fetch_one
 from workbench.archive.layout import ArchiveLayout
+from workbench.archive.remote import accepts_s3
 from workbench.errors import ConfigError
 
 
@@ -90,6 +91,7 @@ class ArchiveStatus:
         return "\n".join(lines)
 
 
+@accepts_s3(writes=False)
 def archive_status(
     archive: Path | str | None = None,
     *,

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from workbench.errors import StorageFullError, StorageIOError, WorkbenchError
+from workbench.errors import RemoteArchiveError, StorageFullError, StorageIOError, WorkbenchError
 
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 IO_ERRNOS = frozenset({errno.EIO})
@@ -120,6 +120,8 @@ def storage_error(
     """
     if isinstance(exc, StorageFullError | StorageIOError):
         return exc
+    if isinstance(exc, RemoteArchiveError):  # the bucket's trouble, not this machine's disk
+        return None
     code = storage_errno(exc)
     if code is None:
         return None

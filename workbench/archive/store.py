@@ -41,7 +41,7 @@ from typing import BinaryIO, Literal
 
 import pyarrow as pa
 
-from workbench.archive import faults
+from workbench.archive import faults, ondemand
 from workbench.archive.durable import fsync_dir, fsync_file, write_atomic
 from workbench.archive.packs import (
     PACK_PREFIX,
@@ -308,12 +308,14 @@ class ObjectStore:
     def exists(self, storage_key: str) -> bool:
         if is_pack_key(storage_key):
             return blob_present(self.packs, storage_key)
-        return self.path_for(storage_key).exists()
+        path = self.path_for(storage_key)
+        return path.exists() or ondemand.remote_size(path) is not None
 
     def open_content(self, storage_key: str) -> bytes:
         """The original bytes of an object (decompressed)."""
         if is_pack_key(storage_key):
             return read_blob(self.packs, storage_key)
+        ondemand.fetch_missing(self.path_for(storage_key))
         raw = self.path_for(storage_key).read_bytes()
         if storage_key.endswith(".zst"):
             magic, size = HEADER.unpack_from(raw)
@@ -331,6 +333,7 @@ class ObjectStore:
             yield self.open_content(storage_key)
             return
         path = self.path_for(storage_key)
+        ondemand.fetch_missing(path)
         if storage_key.endswith(".zst"):
             yield from _iter_zstd(path, f"object {storage_key}")
             return

@@ -27,6 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 import duckdb
 
+from workbench.archive import ondemand
 from workbench.archive.catalog import (
     DUCKDB_HEADER_BYTES,
     connect_catalog_file,
@@ -39,6 +40,7 @@ from workbench.archive.db import fetch_one
 from workbench.archive.integrity import PartReport, check_manifests, check_packs, check_records
 from workbench.archive.layout import CATALOG_FILE, ArchiveLayout
 from workbench.archive.packs import is_pack_key
+from workbench.archive.remote import accepts_s3, bound_remote
 from workbench.archive.store import ObjectStore
 from workbench.errors import ArchiveBusyError, ArchiveError, CatalogCorruptError, VerificationError
 
@@ -340,7 +342,7 @@ def verify_objects(
         elif read_data:
             if not store.verify(key, sha):
                 report.damaged.append(sha)
-        elif not is_pack_key(key) and store.path_for(key).stat().st_size != stored_bytes:
+        elif not is_pack_key(key) and _stored_size(store.path_for(key)) != stored_bytes:
             report.damaged.append(sha)
     return report
 
@@ -394,6 +396,14 @@ def _manifests_part(archive: Path | str | None, catalog: CatalogCheck, *, read_d
         return check_manifests(con, layout, read_data=read_data)
 
 
+def _stored_size(path: Path) -> int | None:
+    """The file's size, or its size in the bucket when an s3:// archive's cache does not hold it."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return ondemand.remote_size(path)
+
+
 _P = TypeVar("_P", bound=VerifyPart)
 
 
@@ -423,10 +433,15 @@ def _parts(read_data: bool) -> dict[str, Callable[[Path | str | None, dict[str, 
     }
 
 
+@accepts_s3(writes=False)
 def verify_archive(archive: Path | str | None = None, *, read_data: bool = False) -> ArchiveVerifyReport:
     """Every part in `PART_ORDER`; see the module docstring. `read_data` reads every stored byte."""
     report = ArchiveVerifyReport()
     parts = _parts(read_data)
     for name in PART_ORDER:
         report.parts[name] = parts[name](archive, report.parts)
+    remote = bound_remote(ArchiveLayout.at(archive).root)
+    if remote is not None:  # an s3:// archive: its cache was checked above, now the bucket
+        checked, problems = remote.bucket_problems(read_data=read_data)
+        report.parts["bucket"] = PartReport("bucket", checked, problems)
     return report

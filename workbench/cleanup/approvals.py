@@ -19,6 +19,7 @@ from workbench.archive.catalog import open_catalog
 from workbench.archive.db import utc_now
 from workbench.archive.journal import recorded
 from workbench.archive.layout import ArchiveLayout
+from workbench.archive.remote import accepts_s3
 from workbench.cleanup.plan import CleanupPlan, PlanItem, hash_items
 from workbench.cleanup.records import load_plan
 from workbench.errors import ConfigError, PlanChangedError
@@ -36,6 +37,7 @@ class Approval:
     used_at: datetime | None = None
 
 
+@accepts_s3(writes=True)
 def approve_plan(
     plan_id: str,
     *,

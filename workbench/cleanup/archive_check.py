@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.archive.layout import ArchiveLayout
+from workbench.archive.remote import bound_remote
 from workbench.archive.store import ObjectStore, sha256_file
 from workbench.cleanup.inventory import ArchivedExperiment, DirScan
 from workbench.errors import InputFileError
@@ -31,6 +32,7 @@ class ArchiveChecker:
         self.store = ObjectStore(layout.objects, tmp=layout.tmp, packs=layout.packs)
         self.stored_files = stored_files
         self._verified: dict[tuple[str, str], bool] = {}
+        self.remote = bound_remote(layout.root)  # an s3:// archive: the bucket must hold it too
 
     def forget(self) -> None:
         """Drop cached results so the next check re-reads and re-hashes (used right before moving)."""
@@ -39,7 +41,9 @@ class ArchiveChecker:
     def _object_ok(self, storage_key: str, sha256: str) -> bool:
         key = (storage_key, sha256)
         if key not in self._verified:
-            self._verified[key] = self.store.verify(storage_key, sha256)
+            self._verified[key] = self.store.verify(storage_key, sha256) and (
+                self.remote is None or self.remote.holds_object(storage_key)
+            )
         return self._verified[key]
 
     def problems(self, experiment: ArchivedExperiment) -> list[str]:
@@ -62,7 +66,8 @@ class ArchiveChecker:
             elif entry[1] is None:
                 found.append(f"{path}: object {sha[:12]} missing from wb_objects")
             elif not self._object_ok(entry[1], sha):
-                found.append(f"{path}: stored object {entry[1]} is missing or damaged")
+                where = f" in the archive or in {self.remote.uri}" if self.remote is not None else ""
+                found.append(f"{path}: stored object {entry[1]} is missing or damaged{where}")
         return found
 
 

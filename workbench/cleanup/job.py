@@ -24,6 +24,7 @@ from typing import Any
 
 from workbench.archive.catalog import open_catalog
 from workbench.archive.lock import archive_lock
+from workbench.archive.remote import accepts_s3
 from workbench.archive.storage_errors import storage_errors
 from workbench.cleanup.apply import ApplyResult, apply_items
 from workbench.cleanup.approvals import Approval, approved_items, load_approval, mark_used
@@ -128,6 +129,7 @@ def differing_options(
     ]
 
 
+@accepts_s3(writes=True)
 @storage_errors("a cleanup (plan, quarantine moves, records)")
 def cleanup(
     rdagent_root: Path | str | None,

@@ -14,6 +14,7 @@ from typing import Any
 
 from workbench.archive.db import utc_now
 from workbench.archive.lock import archive_lock
+from workbench.archive.remote import accepts_s3
 from workbench.archive.storage_errors import storage_error, storage_errors
 from workbench.cleanup.quarantine import plan_roots, tidy_quarantine
 from workbench.cleanup.records import (
@@ -94,6 +95,7 @@ def _purge_scope(
     return scope, other
 
 
+@accepts_s3(writes=True)
 @storage_errors("a purge of the quarantine")
 def purge_quarantine(
     *,

@@ -15,6 +15,7 @@ from typing import Any
 from workbench.archive import faults
 from workbench.archive.db import utc_now
 from workbench.archive.lock import archive_lock
+from workbench.archive.remote import accepts_s3
 from workbench.archive.storage_errors import storage_error, storage_errors
 from workbench.cleanup.plan import CleanupPlan
 from workbench.cleanup.quarantine import journal_entries, plan_roots, tidy_quarantine
@@ -79,6 +80,7 @@ def _restore_one(row: Deletion, roots: Roots) -> None:
     os.rename(quarantined, original)
 
 
+@accepts_s3(writes=True)
 @storage_errors("an undo of a cleanup plan")
 def undo_plan(
     plan_id: str, *, rdagent_root: Path | str | None = None, archive: Path | str | None = None

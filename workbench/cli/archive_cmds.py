@@ -15,6 +15,9 @@ from workbench.cli.options import (
     DEFAULT_ARCHIVE,
     DEFAULT_SAMPLE,
     ArchiveOpt,
+    ArchiveUriOpt,
+    CacheDirOpt,
+    EndpointOpt,
     PathMapOpt,
     RegistryOpt,
     RootOpt,
@@ -68,7 +71,9 @@ def sample(
 
 def archive(
     rdagent_root: RootOpt = DEFAULT_SAMPLE,
-    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    archive: ArchiveUriOpt = str(DEFAULT_ARCHIVE),
+    endpoint_url: EndpointOpt = None,
+    cache_dir: CacheDirOpt = None,
     mode: Annotated[
         str, typer.Option(help="full: every loop; incremental: new, changed, failed or below target.")
     ] = "full",
@@ -99,28 +104,32 @@ def archive(
 ) -> None:
     """Archive an RD-Agent installation (levels 0 → 1 → 2), full or incremental; exits 1 if any loop failed."""
     from workbench.archive.pipeline import archive as run_archive
+    from workbench.archive.remote import remote_settings
 
-    summary = run_archive(
-        rdagent_root,
-        archive=archive,
-        mode=cast("Mode", mode),  # checked by archive(): an unknown mode is a ConfigError (exit 2)
-        registry=registry,
-        path_map=path_map,
-        since=since,
-        hours=hours,
-        last=last,
-        target_level=target_level,
-        batch_size=batch_size,
-        include_heavy=include_heavy,
-        progress=not no_progress,
-    )
+    with remote_settings(endpoint_url=endpoint_url, cache_dir=cache_dir):
+        summary = run_archive(
+            rdagent_root,
+            archive=archive,
+            mode=cast("Mode", mode),  # checked by archive(): an unknown mode is a ConfigError (exit 2)
+            registry=registry,
+            path_map=path_map,
+            since=since,
+            hours=hours,
+            last=last,
+            target_level=target_level,
+            batch_size=batch_size,
+            include_heavy=include_heavy,
+            progress=not no_progress,
+        )
     typer.echo(json.dumps(summary.to_dict(), indent=2, default=str) if json_output else summary.format())
     if summary.failed:
         raise typer.Exit(1)
 
 
 def status(
-    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    archive: ArchiveUriOpt = str(DEFAULT_ARCHIVE),
+    endpoint_url: EndpointOpt = None,
+    cache_dir: CacheDirOpt = None,
     level: Annotated[int | None, typer.Option(help="Only experiments at this level.")] = None,
     task_run: Annotated[str | None, typer.Option(help="Only this task run.")] = None,
     errors_only: Annotated[
@@ -132,16 +141,20 @@ def status(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show archive status: experiments by level and task run, recent runs, open errors."""
+    from workbench.archive.remote import remote_settings
     from workbench.archive.status import archive_status
 
-    report = archive_status(
-        archive, level=level, task_run_id=task_run, errors_only=errors_only, list_experiments=experiments
-    )
+    with remote_settings(endpoint_url=endpoint_url, cache_dir=cache_dir):
+        report = archive_status(
+            archive, level=level, task_run_id=task_run, errors_only=errors_only, list_experiments=experiments
+        )
     typer.echo(json.dumps(report.to_dict(), indent=2, default=str) if json_output else report.format())
 
 
 def verify(
-    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    archive: ArchiveUriOpt = str(DEFAULT_ARCHIVE),
+    endpoint_url: EndpointOpt = None,
+    cache_dir: CacheDirOpt = None,
     read_data: Annotated[
         bool,
         typer.Option(
@@ -151,14 +164,17 @@ def verify(
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Check the archive in parts: catalog, objects, manifests, records (and packs with --read-data).
+    """Check the archive in parts: catalog, objects, manifests, records (and packs with --read-data);
+    for an s3:// archive also that the bucket holds every file of this machine's cache.
 
     Exits 5 when the catalog is damaged, 7 when an object, manifest, record or pack is missing or
     damaged (the first failing part decides), 0 when every part passed.
     """
+    from workbench.archive.remote import remote_settings
     from workbench.archive.verify import verify_archive
 
-    report = verify_archive(archive, read_data=read_data)
+    with remote_settings(endpoint_url=endpoint_url, cache_dir=cache_dir):
+        report = verify_archive(archive, read_data=read_data)
     typer.echo(json.dumps(report.to_dict(), indent=2) if json_output else report.format())
     if not report.catalog.ok:  # like every other command meeting a damaged catalog: one line on stderr
         typer.echo(f"error: {report.catalog.error}", err=True)
@@ -169,12 +185,16 @@ def verify(
 def restore(
     experiment_id: Annotated[str, typer.Argument(help="Experiment id (or workspace id) to rebuild.")],
     to: Annotated[Path, typer.Option("--to", help="Folder to write the workspace files into.")],
-    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    archive: ArchiveUriOpt = str(DEFAULT_ARCHIVE),
+    endpoint_url: EndpointOpt = None,
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """Rebuild the archived files of a workspace byte for byte into a folder."""
+    from workbench.archive.remote import remote_settings
     from workbench.archive.restore import restore_experiment
 
-    result = restore_experiment(experiment_id, to=to, archive=archive)
+    with remote_settings(endpoint_url=endpoint_url, cache_dir=cache_dir):
+        result = restore_experiment(experiment_id, to=to, archive=archive)
     typer.echo(
         f"restored {result.files} files ({result.bytes:,} bytes) of {result.experiment_id} into {result.target}"
     )
@@ -183,7 +203,9 @@ def restore(
 
 
 def repair(
-    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    archive: ArchiveUriOpt = str(DEFAULT_ARCHIVE),
+    endpoint_url: EndpointOpt = None,
+    cache_dir: CacheDirOpt = None,
     rdagent_root: Annotated[
         Path | None,
         typer.Option(
@@ -205,9 +227,11 @@ def repair(
     The damaged catalog is moved to damaged/, never deleted. Exits 7 when something could not
     be repaired (listed, with the experiments that lose a file).
     """
+    from workbench.archive.remote import remote_settings
     from workbench.archive.repair import repair as repair_archive
 
-    report = repair_archive(archive, rdagent_root=rdagent_root, path_map=path_map or [], rebuild=rebuild)
+    with remote_settings(endpoint_url=endpoint_url, cache_dir=cache_dir):
+        report = repair_archive(archive, rdagent_root=rdagent_root, path_map=path_map or [], rebuild=rebuild)
     typer.echo(json.dumps(report.to_dict(), indent=2, default=str) if json_output else report.format())
     if not report.ok:
         raise typer.Exit(7)

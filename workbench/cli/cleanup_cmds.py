@@ -15,6 +15,9 @@ from workbench.cli.options import (
     DEFAULT_ARCHIVE,
     DEFAULT_SAMPLE,
     ArchiveOpt,
+    ArchiveUriOpt,
+    CacheDirOpt,
+    EndpointOpt,
     JsonOpt,
     PathMapOpt,
     PlanRootOpt,
@@ -47,7 +50,9 @@ def register(app: typer.Typer) -> None:
 def cleanup(
     ctx: typer.Context,
     rdagent_root: RequiredRootOpt = None,
-    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    archive: ArchiveUriOpt = str(DEFAULT_ARCHIVE),
+    endpoint_url: EndpointOpt = None,
+    cache_dir: CacheDirOpt = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the exact plan and store it (nothing is changed).")
     ] = False,
@@ -83,6 +88,7 @@ def cleanup(
     """Plan (--dry-run) or apply (--confirm) a cleanup; subcommands approve, undo, purge, plans."""
     if ctx.invoked_subcommand is not None:
         return
+    from workbench.archive.remote import remote_settings
     from workbench.cleanup import PLANNING_OPTIONS
     from workbench.cleanup import cleanup as run_cleanup
     from workbench.cleanup.job import CHOOSE_ONE
@@ -104,23 +110,30 @@ def cleanup(
         given=[name for name in PLANNING_OPTIONS if given(ctx, name)],
         **policy_options,
     )
-    expect = None
-    if confirm and not approval and not yes and _at_a_terminal():
-        # a person is there: show the plan and ask; scripts and cron (no terminal) apply, as --confirm says
-        shown = run_cleanup(root, dry_run=True, **options)
-        typer.echo(shown.plan.format())
-        if not shown.plan.items:
-            typer.echo("nothing to clean up")
-            return
-        typer.confirm(
-            f"move these {len(shown.plan.items)} plan items to quarantine (restorable with "
-            "`workbench cleanup undo`)?",
-            abort=True,
+    with remote_settings(endpoint_url=endpoint_url, cache_dir=cache_dir):
+        expect = None
+        if confirm and not approval and not yes and _at_a_terminal():
+            # a person is there: show the plan and ask; scripts and cron (no terminal) apply, as --confirm says
+            shown = run_cleanup(root, dry_run=True, **options)
+            typer.echo(shown.plan.format())
+            if not shown.plan.items:
+                typer.echo("nothing to clean up")
+                return
+            typer.confirm(
+                f"move these {len(shown.plan.items)} plan items to quarantine (restorable with "
+                "`workbench cleanup undo`)?",
+                abort=True,
+            )
+            expect = shown.plan.plan_hash
+        outcome = run_cleanup(
+            root,
+            dry_run=dry_run,
+            confirm=confirm,
+            approval=approval,
+            yes=yes,
+            expect_plan_hash=expect,
+            **options,
         )
-        expect = shown.plan.plan_hash
-    outcome = run_cleanup(
-        root, dry_run=dry_run, confirm=confirm, approval=approval, yes=yes, expect_plan_hash=expect, **options
-    )
     if json_output:
         typer.echo(json.dumps(outcome.to_dict(), indent=2, default=str, ensure_ascii=False))
     else:
@@ -137,7 +150,9 @@ def _at_a_terminal() -> bool:
 @cleanup_app.command("approve")
 def approve(
     plan_id: Annotated[str, typer.Argument(help="Plan id printed by --dry-run.")],
-    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    archive: ArchiveUriOpt = str(DEFAULT_ARCHIVE),
+    endpoint_url: EndpointOpt = None,
+    cache_dir: CacheDirOpt = None,
     item: Annotated[
         list[str], typer.Option("--item", help="Approve only this item id; repeatable (default: every item).")
     ] = [],  # noqa: B006
@@ -145,9 +160,11 @@ def approve(
     note: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
 ) -> None:
     """Approve a stored plan (or some of its items); prints the approval id for --confirm --approval."""
+    from workbench.archive.remote import remote_settings
     from workbench.cleanup import approve_plan
 
-    result = approve_plan(plan_id, item_ids=item or None, approved_by=by, note=note, archive=archive)
+    with remote_settings(endpoint_url=endpoint_url, cache_dir=cache_dir):
+        result = approve_plan(plan_id, item_ids=item or None, approved_by=by, note=note, archive=archive)
     typer.echo(
         f"approval {result.approval_id}: {len(result.item_ids)} plan items of plan {plan_id} approved by "
         f"{result.approved_by}"
@@ -162,13 +179,17 @@ def approve(
 def undo(
     plan_id: Annotated[str, typer.Argument(help="Plan whose quarantined items go back.")],
     rdagent_root: PlanRootOpt = None,
-    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    archive: ArchiveUriOpt = str(DEFAULT_ARCHIVE),
+    endpoint_url: EndpointOpt = None,
+    cache_dir: CacheDirOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Move every quarantined item of a plan back (in the plan's own root); refuses where the original path exists again."""
+    from workbench.archive.remote import remote_settings
     from workbench.cleanup import undo_plan
 
-    result = undo_plan(plan_id, rdagent_root=rdagent_root, archive=archive)
+    with remote_settings(endpoint_url=endpoint_url, cache_dir=cache_dir):
+        result = undo_plan(plan_id, rdagent_root=rdagent_root, archive=archive)
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_output else result.format())
     if result.refused:
         raise typer.Exit(1)
@@ -187,13 +208,17 @@ def purge(
             help="Only plans made for this RD-Agent root (default: every plan, each in its own root).",
         ),
     ] = None,
-    archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    archive: ArchiveUriOpt = str(DEFAULT_ARCHIVE),
+    endpoint_url: EndpointOpt = None,
+    cache_dir: CacheDirOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Delete quarantined items for good, each plan's in its own root (links are unlinked, never followed)."""
+    from workbench.archive.remote import remote_settings
     from workbench.cleanup import purge_quarantine
 
-    result = purge_quarantine(rdagent_root=rdagent_root, archive=archive, older_than=older_than)
+    with remote_settings(endpoint_url=endpoint_url, cache_dir=cache_dir):
+        result = purge_quarantine(rdagent_root=rdagent_root, archive=archive, older_than=older_than)
     typer.echo(json.dumps(result.to_dict(), indent=2) if json_output else result.format())
     if result.skipped:
         raise typer.Exit(1)

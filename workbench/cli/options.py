@@ -20,6 +20,9 @@ __all__ = [
     "DEFAULT_ARCHIVE",
     "DEFAULT_SAMPLE",
     "ArchiveOpt",
+    "ArchiveUriOpt",
+    "CacheDirOpt",
+    "EndpointOpt",
     "JsonOpt",
     "PathMapOpt",
     "PlanRootOpt",
@@ -34,6 +37,29 @@ DEFAULT_SAMPLE = Path("data/sample")
 """The embedded sample installation: the default of commands that only read an installation."""
 
 ArchiveOpt = Annotated[Path, typer.Option("--archive", help="Archive folder (catalog.duckdb + objects/).")]
+ArchiveUriOpt = Annotated[
+    str,
+    typer.Option(
+        "--archive",
+        help="Archive folder (catalog.duckdb + objects/), or s3://BUCKET/PREFIX for an archive in a bucket "
+        "(used through this machine's cache; see --cache-dir).",
+    ),
+]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--endpoint-url",
+        help="S3 endpoint of an s3:// archive (default: AWS_ENDPOINT_URL / ~/.aws/config, else AWS).",
+    ),
+]
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        help="Where this machine keeps its cache of s3:// archives, one subfolder each "
+        "(default: WORKBENCH_CACHE_DIR, else $XDG_CACHE_HOME/workbench).",
+    ),
+]
 RootOpt = Annotated[
     Path,
     typer.Option("--rdagent-root", help="RD-Agent repo root (holds RDagentDB/, git_ignore_folder/, log/)."),
