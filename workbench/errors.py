@@ -101,3 +101,9 @@ class StorageIOError(WorkbenchError):
     """The operating system reported an I/O error (EIO) reading or writing the archive."""
 
     exit_code = 11
+
+
+class LakeError(WorkbenchError):
+    """A Delta Lake table could not be written or read: missing table, or another writer kept winning."""
+
+    exit_code = 12

@@ -1,0 +1,249 @@
+"""Publish an archive's catalog to the team's Delta Lake tables, merging by the stable ids.
+
+Only what differs is written: each row carries ``row_hash`` (and each experiment
+``publish_hash``, which covers its manifest), so publishing the same archive again reads the
+lake, finds nothing new and commits nothing. An experiment whose hash changed (it was archived
+again) has its rows in every experiment table replaced in one commit per table: return series
+by an overwrite whose predicate names those experiments, the other tables by a merge that
+deletes the experiment's rows the source no longer has. Experiments are written last, so a
+publish that was interrupted is finished by the next one. Several publishers may write at once
+(conditional commits, retried: see commits.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import TableNotFoundError
+
+from workbench.archive.catalog import open_catalog
+from workbench.archive.db import fetch_frame
+from workbench.lake.commits import with_retries
+from workbench.lake.storage import is_remote, lake_root, storage_options, table_uri
+from workbench.lake.tables import EXPERIMENTS, LAKE_TABLES, RETURN_SERIES, LakeTable
+
+__all__ = ["PublishResult", "TablePublish", "publish"]
+
+_IDS_PER_PREDICATE = 2000
+"""Experiments named in one overwrite predicate (one commit each); bigger lists make slow plans."""
+
+
+@dataclass
+class TablePublish:
+    """What one table got: rows written, experiments replaced, its version before and after."""
+
+    table: str
+    rows_written: int = 0
+    experiments_replaced: int = 0
+    commits: int = 0
+    attempts: int = 0
+    version_before: int | None = None
+    version_after: int | None = None
+
+
+@dataclass
+class PublishResult:
+    lake: str
+    archive: str
+    n_experiments: int
+    n_changed: int
+    seconds: float = 0.0
+    tables: list[TablePublish] = field(default_factory=list)
+
+    @property
+    def commits(self) -> int:
+        return sum(t.commits for t in self.tables)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "commits": self.commits}
+
+    def format(self) -> str:
+        lines = [
+            f"published {self.archive} to {self.lake}: {self.n_changed} of {self.n_experiments} "
+            f"experiments new or changed, {self.commits} commit(s), {self.seconds:.1f} s"
+        ]
+        for t in self.tables:
+            if t.commits:
+                lines.append(
+                    f"  {t.table}: {t.rows_written} row(s) written, version {t.version_before} -> {t.version_after}"
+                    + (f" ({t.attempts - 1} retried)" if t.attempts > t.commits else "")
+                )
+        if not self.commits:
+            lines.append("  nothing differed: the lake already had this archive")
+        return "\n".join(lines)
+
+
+def publish(archive: Path | str | None, lake: str | Path, *, attempts: int = 12) -> PublishResult:
+    """Write the archive's factors, strategies, experiments and return series to the lake at ``lake``."""
+    started = time.monotonic()
+    root = lake_root(lake)
+    if not is_remote(root):
+        Path(root).mkdir(parents=True, exist_ok=True)
+    rows = _catalog_rows(archive)
+    experiments = rows[EXPERIMENTS.name]
+    changed = _changed(root, EXPERIMENTS, experiments)["id"].to_list()
+    series = _catalog_series(archive, changed) if changed else None
+    result = PublishResult(root, str(archive), experiments.height, len(changed))
+    for table in LAKE_TABLES:
+        frame = series if table is RETURN_SERIES else rows[table.name]
+        outcome = TablePublish(table.name)
+        if frame is not None:
+            _publish_table(root, table, frame, changed, outcome, attempts=attempts)
+        result.tables.append(outcome)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _catalog_rows(archive: Path | str | None) -> dict[str, pl.DataFrame]:
+    """Every lake table's rows from the catalog (except return series), with ``row_hash``; one read."""
+    out: dict[str, pl.DataFrame] = {}
+    with open_catalog(archive, read_only=True) as con:
+        for table in LAKE_TABLES:
+            if table is RETURN_SERIES:
+                continue
+            sql = f"SELECT s.*, md5(CAST(to_json(s) AS VARCHAR)) AS row_hash FROM ({table.select_sql}) s"
+            out[table.name] = _in_utc(fetch_frame(con, sql))
+    out[EXPERIMENTS.name] = out[EXPERIMENTS.name].rename({"row_hash": "publish_hash"})
+    return out
+
+
+def _catalog_series(archive: Path | str | None, experiment_ids: Sequence[str]) -> pl.DataFrame:
+    with open_catalog(archive, read_only=True) as con:
+        frame = fetch_frame(
+            con,
+            f"SELECT * FROM ({RETURN_SERIES.select_sql}) WHERE list_contains($ids, experiment_id) "
+            "ORDER BY task_run_id, experiment_id, datetime",
+            {"ids": list(experiment_ids)},
+        )
+    return _in_utc(frame)
+
+
+def _in_utc(frame: pl.DataFrame) -> pl.DataFrame:
+    """Timestamps in UTC whatever the session's time zone (Delta stores UTC)."""
+    fixes = [
+        pl.col(name).dt.convert_time_zone("UTC")
+        for name, dtype in frame.schema.items()
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
+    ]
+    return frame.with_columns(fixes) if fixes else frame
+
+
+def _hash_column(table: LakeTable) -> str:
+    return "publish_hash" if table is EXPERIMENTS else "row_hash"
+
+
+def _open(uri: str, root: str) -> DeltaTable | None:
+    try:
+        return DeltaTable(uri, storage_options=storage_options(root))
+    except TableNotFoundError:
+        return None
+
+
+def _changed(root: str, table: LakeTable, frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows of ``frame`` the lake's table lacks or holds with another hash."""
+    target = _open(table_uri(root, table.name), root)
+    if target is None:
+        return frame
+    columns = [*table.keys, _hash_column(table)]
+    present = pl.from_arrow(target.to_pyarrow_dataset().to_table(columns=columns))
+    assert isinstance(present, pl.DataFrame)
+    return frame.join(present, on=columns, how="anti", nulls_equal=True)
+
+
+def _publish_table(
+    root: str, table: LakeTable, frame: pl.DataFrame, changed: list[str], outcome: TablePublish, *, attempts: int
+) -> None:
+    uri = table_uri(root, table.name)
+    done: set[str] = set()
+
+    def step(attempt: int) -> None:
+        target = _open(uri, root)
+        if target is None:
+            _create(uri, root, table, frame, outcome)
+            return
+        outcome.version_before = outcome.version_before if attempt > 1 else target.version()
+        if table is RETURN_SERIES:
+            _replace_series(uri, root, frame, changed, outcome, done)
+        else:
+            _merge(target, table, frame, changed, outcome)
+        if outcome.commits:
+            outcome.version_after = DeltaTable(uri, storage_options=storage_options(root)).version()
+
+    _, outcome.attempts = with_retries(step, what=f"publishing {table.name} to {root}", attempts=attempts)
+
+
+def _create(uri: str, root: str, table: LakeTable, frame: pl.DataFrame, outcome: TablePublish) -> None:
+    """A table's first commit (mode 'error': if another publisher created it meanwhile, retry as a merge)."""
+    write_deltalake(
+        uri,
+        frame.to_arrow(),
+        mode="error",
+        partition_by=list(table.partition_by) or None,
+        storage_options=storage_options(root),
+    )
+    outcome.rows_written += frame.height
+    outcome.experiments_replaced = frame["experiment_id"].n_unique() if table.by_experiment else 0
+    outcome.commits += 1
+    outcome.version_before, outcome.version_after = None, 0
+
+
+def _id_list(ids: Sequence[str]) -> str:
+    return ", ".join("'" + str(i).replace("'", "''") + "'" for i in ids)
+
+
+def _replace_series(
+    uri: str, root: str, frame: pl.DataFrame, changed: list[str], outcome: TablePublish, done: set[str]
+) -> None:
+    """Delete-then-insert the changed experiments' return series, one commit per batch of experiments.
+
+    ``done`` holds the experiments already replaced by an earlier attempt (a retry goes on from there).
+    """
+    todo = [i for i in changed if i not in done]
+    for start in range(0, len(todo), _IDS_PER_PREDICATE):
+        batch = todo[start : start + _IDS_PER_PREDICATE]
+        part = frame.filter(pl.col("experiment_id").is_in(batch))
+        months = part["month"].unique().drop_nulls().sort().to_list()
+        predicate = f"experiment_id IN ({_id_list(batch)})"
+        if months:  # lets the writer skip every other month's files
+            predicate = f"month IN ({_id_list(months)}) AND {predicate}"
+        write_deltalake(
+            uri, part.to_arrow(), mode="overwrite", predicate=predicate, storage_options=storage_options(root)
+        )
+        outcome.rows_written += part.height
+        outcome.experiments_replaced += len(batch)
+        outcome.commits += 1
+        done.update(batch)
+
+
+def _merge(target: DeltaTable, table: LakeTable, frame: pl.DataFrame, changed: list[str], outcome: TablePublish) -> None:
+    """Upsert the rows that differ; for an experiment table also replace the changed experiments' rows."""
+    columns = [*table.keys, _hash_column(table)]
+    present = pl.from_arrow(target.to_pyarrow_dataset().to_table(columns=columns))
+    assert isinstance(present, pl.DataFrame)
+    source = frame.join(present, on=columns, how="anti", nulls_equal=True)
+    if table.by_experiment and changed:
+        source = pl.concat([source, frame.filter(pl.col("experiment_id").is_in(changed))]).unique(
+            subset=list(table.keys), keep="first", maintain_order=True
+        )
+    if source.is_empty() and not (table.by_experiment and changed):
+        return
+    merger = target.merge(
+        source.to_arrow(),
+        predicate=" AND ".join(f"t.{k} = s.{k}" for k in table.keys),
+        source_alias="s",
+        target_alias="t",
+    )
+    merger = merger.when_matched_update_all().when_not_matched_insert_all()
+    if table.by_experiment and changed:
+        merger = merger.when_not_matched_by_source_delete(predicate=f"t.experiment_id IN ({_id_list(changed)})")
+    metrics = merger.execute()
+    if not any(metrics.get(k) for k in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted")):
+        return
+    outcome.rows_written += source.height
+    outcome.commits += 1
