@@ -157,7 +157,13 @@ def _changed(root: str, table: LakeTable, frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def _publish_table(
-    root: str, table: LakeTable, frame: pl.DataFrame, changed: list[str], outcome: TablePublish, *, attempts: int
+    root: str,
+    table: LakeTable,
+    frame: pl.DataFrame,
+    changed: list[str],
+    outcome: TablePublish,
+    *,
+    attempts: int,
 ) -> None:
     uri = table_uri(root, table.name)
     done: set[str] = set()
@@ -221,7 +227,9 @@ def _replace_series(
         done.update(batch)
 
 
-def _merge(target: DeltaTable, table: LakeTable, frame: pl.DataFrame, changed: list[str], outcome: TablePublish) -> None:
+def _merge(
+    target: DeltaTable, table: LakeTable, frame: pl.DataFrame, changed: list[str], outcome: TablePublish
+) -> None:
     """Upsert the rows that differ; for an experiment table also replace the changed experiments' rows."""
     columns = [*table.keys, _hash_column(table)]
     present = pl.from_arrow(target.to_pyarrow_dataset().to_table(columns=columns))
@@ -241,9 +249,14 @@ def _merge(target: DeltaTable, table: LakeTable, frame: pl.DataFrame, changed: l
     )
     merger = merger.when_matched_update_all().when_not_matched_insert_all()
     if table.by_experiment and changed:
-        merger = merger.when_not_matched_by_source_delete(predicate=f"t.experiment_id IN ({_id_list(changed)})")
+        merger = merger.when_not_matched_by_source_delete(
+            predicate=f"t.experiment_id IN ({_id_list(changed)})"
+        )
     metrics = merger.execute()
-    if not any(metrics.get(k) for k in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted")):
+    if not any(
+        metrics.get(k)
+        for k in ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted")
+    ):
         return
     outcome.rows_written += source.height
     outcome.commits += 1

@@ -38,10 +38,13 @@ class LakeStatus:
     def format(self) -> str:
         lines = [f"lake {self.lake}:"]
         lines += [
-            f"  {r['table']}: version {r['version']}, {r['rows']:,} rows" for r in self.tables.iter_rows(named=True)
+            f"  {r['table']}: version {r['version']}, {r['rows']:,} rows"
+            for r in self.tables.iter_rows(named=True)
         ]
         lines.append("experiments by level:")
-        lines += [f"  level {r['archiving_level']}: {r['experiments']}" for r in self.by_level.iter_rows(named=True)]
+        lines += [
+            f"  level {r['archiving_level']}: {r['experiments']}" for r in self.by_level.iter_rows(named=True)
+        ]
         lines.append("by task run:")
         lines += [
             f"  {r['task_run_id']}: {r['experiments']} experiments, level 2: {r['level2']}, level 1: {r['level1']}"

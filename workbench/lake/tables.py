@@ -31,6 +31,8 @@ class LakeTable:
     partition_by: tuple[str, ...] = ()
     by_experiment: bool = False
     """Rows belong to one experiment (``experiment_id``): a changed experiment's rows are replaced."""
+    lake_columns: tuple[str, ...] = ("row_hash",)
+    """Columns the lake adds to the catalog's (left out where the table stands in for the catalog's)."""
 
 
 def _as_text(columns: tuple[str, ...]) -> str:
@@ -80,6 +82,7 @@ EXPERIMENTS = LakeTable(
         " FROM aistock_experiments t LEFT JOIN wb_manifests m ON m.experiment_id = t.id"
     ),
     json_columns=_EXPERIMENT_JSON,
+    lake_columns=("publish_hash", "manifest_sha256", "month", *_EXPERIMENT_METRICS),
 )
 RETURN_SERIES = LakeTable(
     name="aistock_return_series",
@@ -92,6 +95,7 @@ RETURN_SERIES = LakeTable(
     ),
     partition_by=("month",),
     by_experiment=True,
+    lake_columns=("task_run_id", "month"),
 )
 
 LAKE_TABLES: tuple[LakeTable, ...] = (
