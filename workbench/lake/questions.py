@@ -9,7 +9,7 @@ results do not depend on where they ran.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -194,11 +194,13 @@ def recent_top_experiments(
     experiments = daft_table(lake, "aistock_experiments")
     if as_of is None:
         newest = _to_polars(experiments.agg(col("created_at").max().alias("newest")))["newest"][0]
-        as_of = newest if newest is not None else datetime.now(timezone.utc)
+        as_of = newest if newest is not None else datetime.now(UTC)
     since = as_of - timedelta(days=days)
     top = _to_polars(
         experiments.where(
-            (col("created_at") >= since) & (col("created_at") <= as_of) & col("information_ratio").not_null()
+            (col("created_at") >= lit(since))
+            & (col("created_at") <= lit(as_of))
+            & col("information_ratio").not_null()
         )
         .select(col("id").alias("experiment_id"), "task_run_id", "month", "information_ratio", "created_at")
         .sort(["information_ratio", "experiment_id"], desc=[True, False])
