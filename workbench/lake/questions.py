@@ -189,7 +189,7 @@ def recent_top_experiments(
     """The ``n`` experiments of the last ``days`` days (before ``as_of``; default: the newest experiment
     in the lake) with the highest information ratio, and their return series (one read, pruned by
     month and file statistics)."""
-    from daft import col
+    from daft import col, lit
 
     experiments = daft_table(lake, "aistock_experiments")
     if as_of is None:
