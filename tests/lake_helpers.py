@@ -13,22 +13,24 @@ from workbench.lake.read import scan_table
 from workbench.lake.tables import LAKE_TABLES, LakeTable
 
 
-def catalog_rows(archive: Path, table: LakeTable) -> pl.DataFrame:
-    """The catalog's rows of one lake table (JSON as text), sorted by its keys."""
+def catalog_rows(archive: Path, table: LakeTable, *, with_version: bool = False) -> pl.DataFrame:
+    """The catalog's rows of one lake table (JSON as text), sorted by its keys; ``with_version`` adds
+    the time stamp that decides which of two archives' versions of a row the lake keeps."""
     con = duckdb.connect(str(archive / "catalog.duckdb"), read_only=True)
     try:
         frame = con.sql(table.select_sql).pl()
     finally:
         con.close()
+    if with_version:
+        stamp = pl.col(table.newest_by) if table.newest_by else pl.lit(None)
+        frame = frame.with_columns(stamp.alias("_stamp"))
     return _comparable(frame).sort(list(table.keys))
 
 
 def lake_rows(lake: str | Path, table: LakeTable) -> pl.DataFrame:
     """The lake's rows of one table, the lake's own bookkeeping columns left out, sorted by its keys."""
     frame = scan_table(lake, table.name).collect()
-    return _comparable(frame.drop([c for c in ("row_hash", "publish_hash") if c in frame.columns])).sort(
-        list(table.keys)
-    )
+    return _comparable(frame.drop("row_version", strict=False)).sort(list(table.keys))
 
 
 def _comparable(frame: pl.DataFrame) -> pl.DataFrame:
@@ -41,10 +43,18 @@ def _comparable(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def assert_lake_equals_catalogs(lake: str | Path, archives: list[Path]) -> None:
-    """Every lake table holds exactly the rows of the given archives' catalogs (union, by key)."""
+    """Every lake table holds exactly the rows of the given archives' catalogs (union by key; of two
+    versions of a row the newer)."""
     for table in LAKE_TABLES:
-        expected = pl.concat([catalog_rows(a, table) for a in archives], how="vertical_relaxed")
-        expected = expected.unique(subset=list(table.keys), keep="last").sort(list(table.keys))
+        expected = pl.concat(
+            [catalog_rows(a, table, with_version=True) for a in archives], how="vertical_relaxed"
+        )
+        expected = (
+            expected.sort("_stamp", nulls_last=False)
+            .unique(subset=list(table.keys), keep="last")
+            .drop("_stamp")
+            .sort(list(table.keys))
+        )
         got = lake_rows(lake, table).select(expected.columns)
         assert got.height == expected.height, (table.name, got.height, expected.height)
         assert got.equals(expected.cast(got.schema)), table.name  # type: ignore[arg-type]

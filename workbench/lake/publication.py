@@ -1,8 +1,9 @@
 """Publish an archive's catalog to the team's Delta Lake tables, merging by the stable ids.
 
-Only what differs is written: each row carries ``row_hash`` (and each experiment
-``publish_hash``, which covers its manifest), so publishing the same archive again reads the
-lake, finds nothing new and commits nothing. An experiment whose hash changed (it was archived
+Only what differs is written: each row carries ``row_version`` (its time stamp and a hash of its
+content; an experiment's covers its manifest), so publishing the same archive again reads the
+lake, finds nothing new and commits nothing. Where two archives hold the same row (a factor two
+machines both found) the newer version stays, whatever order they publish in. An experiment whose hash changed (it was archived
 again) has its rows in every experiment table replaced in one commit per table: return series
 by an overwrite whose predicate names those experiments, the other tables by a merge that
 deletes the experiment's rows the source no longer has. Experiments are written last, so a
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from deltalake import DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from workbench.archive.catalog import open_catalog
@@ -101,16 +102,25 @@ def publish(archive: Path | str | None, lake: str | Path, *, attempts: int = 12)
 
 
 def _catalog_rows(archive: Path | str | None) -> dict[str, pl.DataFrame]:
-    """Every lake table's rows from the catalog (except return series), with ``row_hash``; one read."""
+    """Every lake table's rows from the catalog (except return series), with ``row_version``; one read."""
     out: dict[str, pl.DataFrame] = {}
     with open_catalog(archive, read_only=True) as con:
         for table in LAKE_TABLES:
             if table is RETURN_SERIES:
                 continue
-            sql = f"SELECT s.*, md5(CAST(to_json(s) AS VARCHAR)) AS row_hash FROM ({table.select_sql}) s"
+            sql = f"SELECT s.*, {_row_version(table)} AS row_version FROM ({table.select_sql}) s"
             out[table.name] = _in_utc(fetch_frame(con, sql))
-    out[EXPERIMENTS.name] = out[EXPERIMENTS.name].rename({"row_hash": "publish_hash"})
     return out
+
+
+def _row_version(table: LakeTable) -> str:
+    """SQL for ``row_version``: the UTC time stamp (fixed width, so text order is time order), '|', an MD5 of the row."""
+    stamp = (
+        f"coalesce(strftime(s.{table.newest_by} AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%S.%f'), '')"
+        if table.newest_by
+        else "''"
+    )
+    return f"{stamp} || '|' || md5(CAST(to_json(s) AS VARCHAR))"
 
 
 def _catalog_series(archive: Path | str | None, experiment_ids: Sequence[str]) -> pl.DataFrame:
@@ -134,10 +144,6 @@ def _in_utc(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(fixes) if fixes else frame
 
 
-def _hash_column(table: LakeTable) -> str:
-    return "publish_hash" if table is EXPERIMENTS else "row_hash"
-
-
 def _open(uri: str, root: str) -> DeltaTable | None:
     try:
         return DeltaTable(uri, storage_options=storage_options(root))
@@ -146,14 +152,20 @@ def _open(uri: str, root: str) -> DeltaTable | None:
 
 
 def _changed(root: str, table: LakeTable, frame: pl.DataFrame) -> pl.DataFrame:
-    """Rows of ``frame`` the lake's table lacks or holds with another hash."""
+    """Rows of ``frame`` the lake's table lacks or holds in an older version."""
     target = _open(table_uri(root, table.name), root)
-    if target is None:
-        return frame
-    columns = [*table.keys, _hash_column(table)]
-    present = pl.from_arrow(target.to_pyarrow_dataset().to_table(columns=columns))
+    return frame if target is None else _newer(target, table, frame)
+
+
+def _newer(target: DeltaTable, table: LakeTable, frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows of ``frame`` that are new to ``target`` or newer than its version of them."""
+    present = pl.from_arrow(target.to_pyarrow_dataset().to_table(columns=[*table.keys, "row_version"]))
     assert isinstance(present, pl.DataFrame)
-    return frame.join(present, on=columns, how="anti", nulls_equal=True)
+    joined = frame.join(
+        present.rename({"row_version": "_lake_version"}), on=list(table.keys), how="left", nulls_equal=True
+    )
+    newer = pl.col("_lake_version").is_null() | (pl.col("row_version") > pl.col("_lake_version"))
+    return joined.filter(newer).drop("_lake_version")
 
 
 def _publish_table(
@@ -185,13 +197,16 @@ def _publish_table(
 
 
 def _create(uri: str, root: str, table: LakeTable, frame: pl.DataFrame, outcome: TablePublish) -> None:
-    """A table's first commit (mode 'error': if another publisher created it meanwhile, retry as a merge)."""
+    """A table's first commit: version 0 or nothing. If another publisher created the table meanwhile,
+    this commit fails (no automatic retry, which would turn it into an append of rows the other may
+    hold too) and the step is redone as a merge."""
     write_deltalake(
         uri,
         frame.to_arrow(),
         mode="error",
         partition_by=list(table.partition_by) or None,
         storage_options=storage_options(root),
+        commit_properties=CommitProperties(max_commit_retries=0),
     )
     outcome.rows_written += frame.height
     outcome.experiments_replaced = frame["experiment_id"].n_unique() if table.by_experiment else 0
@@ -231,10 +246,7 @@ def _merge(
     target: DeltaTable, table: LakeTable, frame: pl.DataFrame, changed: list[str], outcome: TablePublish
 ) -> None:
     """Upsert the rows that differ; for an experiment table also replace the changed experiments' rows."""
-    columns = [*table.keys, _hash_column(table)]
-    present = pl.from_arrow(target.to_pyarrow_dataset().to_table(columns=columns))
-    assert isinstance(present, pl.DataFrame)
-    source = frame.join(present, on=columns, how="anti", nulls_equal=True)
+    source = _newer(target, table, frame)
     if table.by_experiment and changed:
         source = pl.concat([source, frame.filter(pl.col("experiment_id").is_in(changed))]).unique(
             subset=list(table.keys), keep="first", maintain_order=True
@@ -247,7 +259,9 @@ def _merge(
         source_alias="s",
         target_alias="t",
     )
-    merger = merger.when_matched_update_all().when_not_matched_insert_all()
+    # a row another publisher made newer meanwhile stays (an experiment's own rows are replaced whole)
+    newer_only = None if table.by_experiment else "s.row_version > t.row_version"
+    merger = merger.when_matched_update_all(predicate=newer_only).when_not_matched_insert_all()
     if table.by_experiment and changed:
         merger = merger.when_not_matched_by_source_delete(
             predicate=f"t.experiment_id IN ({_id_list(changed)})"

@@ -3,8 +3,10 @@
 A lake table is the catalog table of the same name, plus what engines other than DuckDB need to
 query it without our code: JSON as text, timestamps in UTC, the experiment's task run and month
 on the big tables (partitions and file statistics prune on them), and the strategy library's
-key results as plain columns on ``aistock_experiments``. ``row_hash`` (and on experiments
-``publish_hash``) lets a publisher write only what differs, so publishing again commits nothing.
+key results as plain columns on ``aistock_experiments``. ``row_version`` (the row's time stamp,
+then a hash of its content) lets a publisher write only what differs, so publishing again commits
+nothing, and decides which of two machines' copies of a shared row (a factor both found) stays:
+the newer, whichever was published last.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ class LakeTable:
     keys: tuple[str, ...]
     """The stable ids a publisher merges by."""
     select_sql: str
-    """The catalog query giving the table's rows (before ``row_hash``)."""
+    """The catalog query giving the table's rows (before ``row_version``)."""
     json_columns: tuple[str, ...] = ()
     """Columns that are JSON in the catalog and text in the lake."""
     partition_by: tuple[str, ...] = ()
     by_experiment: bool = False
     """Rows belong to one experiment (``experiment_id``): a changed experiment's rows are replaced."""
-    lake_columns: tuple[str, ...] = ("row_hash",)
+    newest_by: str | None = None
+    """The row's time stamp: of two versions of a row the newer wins (ties: the larger hash)."""
+    lake_columns: tuple[str, ...] = ("row_version",)
     """Columns the lake adds to the catalog's (left out where the table stands in for the catalog's)."""
 
 
@@ -78,11 +82,12 @@ EXPERIMENTS = LakeTable(
         + _as_text(_EXPERIMENT_JSON)
         + "), "
         + ", ".join(f"{sql} AS {name}" for name, sql in _EXPERIMENT_METRICS.items())
-        + f", {_MONTH} AS month, m.sha256 AS manifest_sha256"
+        + f", {_MONTH} AS month, m.sha256 AS manifest_sha256, m.written_at AS manifest_written_at"
         " FROM aistock_experiments t LEFT JOIN wb_manifests m ON m.experiment_id = t.id"
     ),
     json_columns=_EXPERIMENT_JSON,
-    lake_columns=("publish_hash", "manifest_sha256", "month", *_EXPERIMENT_METRICS),
+    newest_by="manifest_written_at",  # a re-archived experiment gets a new manifest (imported_at stays)
+    lake_columns=("row_version", "manifest_sha256", "manifest_written_at", "month", *_EXPERIMENT_METRICS),
 )
 RETURN_SERIES = LakeTable(
     name="aistock_return_series",
@@ -105,6 +110,7 @@ LAKE_TABLES: tuple[LakeTable, ...] = (
         ("id",),
         _select("aistock_factors", ("tags", "variables_json")),
         ("tags", "variables_json"),
+        newest_by="updated_at",
     ),
     LakeTable(
         "aistock_factor_performance",
@@ -112,6 +118,7 @@ LAKE_TABLES: tuple[LakeTable, ...] = (
         ("id",),
         _select("aistock_factor_performance"),
         by_experiment=True,
+        newest_by="updated_at",
     ),
     LakeTable(
         "aistock_factor_combinations",
@@ -119,6 +126,7 @@ LAKE_TABLES: tuple[LakeTable, ...] = (
         ("id",),
         _select("aistock_factor_combinations", ("factor_ids",)),
         ("factor_ids",),
+        newest_by="created_at",
     ),
     LakeTable(
         "aistock_factor_usage",
@@ -133,6 +141,7 @@ LAKE_TABLES: tuple[LakeTable, ...] = (
         ("id",),
         _select("aistock_strategies", ("config_json",)),
         ("config_json",),
+        newest_by="updated_at",
     ),
     LakeTable(
         "aistock_loops",
@@ -140,6 +149,7 @@ LAKE_TABLES: tuple[LakeTable, ...] = (
         ("task_run_id", "loop_id"),
         "SELECT t.task_run_id, t.loop_id, t.experiment_id, t.state, t.archiving_level, t.fingerprint, "
         "t.last_error, t.updated_at FROM wb_loop_state t",
+        newest_by="updated_at",
     ),
     LakeTable(
         "aistock_requests",
@@ -147,9 +157,10 @@ LAKE_TABLES: tuple[LakeTable, ...] = (
         ("task_run_id",),
         _select("wb_attached_requests", ("request_json",)),
         ("request_json",),
+        newest_by="attached_at",
     ),
     RETURN_SERIES,
-    EXPERIMENTS,  # last: an experiment's publish_hash says its rows in every other table are written
+    EXPERIMENTS,  # last: an experiment's row_version says its rows in every other table are written
 )
 """Every lake table, in the order a publisher writes them."""
 
