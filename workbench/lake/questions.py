@@ -48,7 +48,11 @@ def use_daft_runner(ray_address: str | None = None) -> str:
         raise RuntimeError(
             "daft already runs on Ray in this process; restart the kernel for the local runner"
         )
-    daft.set_runner_native()
+    try:
+        daft.set_runner_native()
+    except Exception as exc:  # daft refuses a second set_runner_* call, even for the same runner
+        if "more than once" not in str(exc):
+            raise
     return "native"
 
 
