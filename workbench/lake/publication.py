@@ -90,12 +90,13 @@ def publish(archive: Path | str | None, lake: str | Path, *, attempts: int = 12)
     experiments = rows[EXPERIMENTS.name]
     changed = _changed(root, EXPERIMENTS, experiments)["id"].to_list()
     series = _catalog_series(archive, changed) if changed else None
+    months = dict(experiments.select("id", "month").iter_rows())
     result = PublishResult(root, str(archive), experiments.height, len(changed))
     for table in LAKE_TABLES:
         frame = series if table is RETURN_SERIES else rows[table.name]
         outcome = TablePublish(table.name)
         if frame is not None:
-            _publish_table(root, table, frame, changed, outcome, attempts=attempts)
+            _publish_table(root, table, frame, changed, outcome, attempts=attempts, months=months)
         result.tables.append(outcome)
     result.seconds = time.monotonic() - started
     return result
@@ -176,6 +177,7 @@ def _publish_table(
     outcome: TablePublish,
     *,
     attempts: int,
+    months: dict[str, str],
 ) -> None:
     uri = table_uri(root, table.name)
     done: set[str] = set()
@@ -187,7 +189,7 @@ def _publish_table(
             return
         outcome.version_before = outcome.version_before if attempt > 1 else target.version()
         if table is RETURN_SERIES:
-            _replace_series(uri, root, frame, changed, outcome, done)
+            _replace_series(uri, root, frame, changed, outcome, done, months)
         else:
             _merge(target, table, frame, changed, outcome)
         if outcome.commits:
@@ -219,19 +221,26 @@ def _id_list(ids: Sequence[str]) -> str:
 
 
 def _replace_series(
-    uri: str, root: str, frame: pl.DataFrame, changed: list[str], outcome: TablePublish, done: set[str]
+    uri: str,
+    root: str,
+    frame: pl.DataFrame,
+    changed: list[str],
+    outcome: TablePublish,
+    done: set[str],
+    months_of: dict[str, str],
 ) -> None:
     """Delete-then-insert the changed experiments' return series, one commit per batch of experiments.
 
-    ``done`` holds the experiments already replaced by an earlier attempt (a retry goes on from there).
+    ``done`` holds the experiments already replaced by an earlier attempt (a retry goes on from
+    there); ``months_of`` each experiment's month (its partition, also where its old rows are).
     """
     todo = [i for i in changed if i not in done]
     for start in range(0, len(todo), _IDS_PER_PREDICATE):
         batch = todo[start : start + _IDS_PER_PREDICATE]
         part = frame.filter(pl.col("experiment_id").is_in(batch))
-        months = part["month"].unique().drop_nulls().sort().to_list()
+        months = sorted({months_of[i] for i in batch if months_of.get(i)})
         predicate = f"experiment_id IN ({_id_list(batch)})"
-        if months:  # lets the writer skip every other month's files
+        if len(months) == len({months_of.get(i) for i in batch}):  # every one known: skip other months' files
             predicate = f"month IN ({_id_list(months)}) AND {predicate}"
         write_deltalake(
             uri, part.to_arrow(), mode="overwrite", predicate=predicate, storage_options=storage_options(root)
