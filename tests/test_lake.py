@@ -171,3 +171,21 @@ def test_archive_publish_option_publishes_as_the_runs_last_step(rd_root: Path, a
     assert run.returncode in (0, 1), run.stderr  # the sample has loops that fail on purpose (exit 1)
     assert "published" in run.stdout
     assert_lake_equals_catalogs(lake, [archive_dir])
+
+
+def test_the_archive_notebook_publishes_when_given_a_lake(
+    rd_root: Path, archive_dir: Path, tmp_path: Path
+) -> None:
+    import papermill as pm
+
+    lake = tmp_path / "lake"
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    pm.execute_notebook(
+        str(notebooks / "archive_incremental.ipynb"),
+        str(tmp_path / "run.ipynb"),
+        parameters={"rdagent_root": str(rd_root), "archive_dir": str(archive_dir), "publish": str(lake)},
+        cwd=str(notebooks),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    assert_lake_equals_catalogs(lake, [archive_dir])
