@@ -111,3 +111,9 @@ class RemoteArchiveError(ArchiveError):
     """
 
     exit_code = 12
+
+
+class LakeError(WorkbenchError):
+    """A Delta Lake table could not be written or read: missing table, or another writer kept winning."""
+
+    exit_code = 13

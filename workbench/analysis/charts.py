@@ -392,3 +392,45 @@ def factor_windows_chart(performance: pl.DataFrame, *, metric: str = "ic_ir", wi
         )
         .properties(width=width, height=max(80, 16 * len(order)), title=f"{metric} by window"),
     )
+
+
+def information_ratio_distribution_chart(distribution: pl.DataFrame, *, width: int = 520) -> alt.LayerChart:
+    """Box per task run and month from ``lake.questions.information_ratio_distribution``: whiskers
+    from minimum to maximum, box from the 25th to the 75th percentile, tick at the median."""
+    rows = distribution.with_columns(
+        (pl.col("month") + " " + pl.col("task_run_id").str.slice(0, 8)).alias("run"),
+    ).select("run", "month", "n_experiments", "min", "q25", "median", "q75", "max", "mean")
+    base = alt.Chart(_inline_data(rows.to_dicts())).encode(
+        x=alt.X("run:N", title="month and task run", sort=None),
+        tooltip=["run:N", "n_experiments:Q", "min:Q", "q25:Q", "median:Q", "q75:Q", "max:Q", "mean:Q"],
+    )
+    whiskers = base.mark_rule().encode(y=alt.Y("min:Q", title="information ratio"), y2="max:Q")
+    boxes = base.mark_bar(size=14).encode(y="q25:Q", y2="q75:Q", color=alt.Color("month:N", title="month"))
+    medians = base.mark_tick(color="black", size=14).encode(y="median:Q")
+    return cast(
+        "alt.LayerChart",
+        alt.layer(whiskers, boxes, medians).properties(
+            title="Information ratios per task run and month", width=width, height=240
+        ),
+    )
+
+
+def correlation_heatmap(correlations: pl.DataFrame, *, labels: dict[str, str] | None = None) -> alt.Chart:
+    """Pairwise correlations of daily excess returns (``a``, ``b``, ``correlation``) as a heat map."""
+    names = labels or {}
+    rows = correlations.with_columns(
+        pl.col("a").replace_strict(names, default=pl.col("a").str.slice(0, 8)).alias("a"),
+        pl.col("b").replace_strict(names, default=pl.col("b").str.slice(0, 8)).alias("b"),
+    )
+    return cast(
+        "alt.Chart",
+        alt.Chart(_inline_data(rows.to_dicts()))
+        .mark_rect()
+        .encode(
+            x=alt.X("a:N", title=None, sort=None, axis=alt.Axis(labels=rows.height <= 900)),
+            y=alt.Y("b:N", title=None, sort=None, axis=alt.Axis(labels=rows.height <= 900)),
+            color=alt.Color("correlation:Q", scale=alt.Scale(domain=[-1, 1], scheme="redblue", reverse=True)),
+            tooltip=["a:N", "b:N", alt.Tooltip("correlation:Q", format=".2f"), "days:Q"],
+        )
+        .properties(title="Correlation of daily excess returns", width=420, height=420),
+    )

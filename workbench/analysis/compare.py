@@ -27,19 +27,22 @@ loop has no series) it is the first loop by ``loop_id`` — ``control_basis`` sa
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import duckdb
 import numpy as np
 import polars as pl
 
 from workbench.analysis.alignment import AlignmentReport, alignment_report
-from workbench.analysis.trials import Trials, count_trials
-from workbench.archive.catalog import open_catalog, read_frame
+from workbench.analysis.trials import Trials, count_trials, search_task_runs
+from workbench.archive.catalog import read_frame
 from workbench.archive.db import fetch_frame
 from workbench.errors import ConfigError
+from workbench.lake.read import source_connection, source_frame
 from workbench.metrics import (
     BOOTSTRAP_METHODS,
     BootstrapMethod,
@@ -225,7 +228,7 @@ def _finite_or_none(value: Any) -> Any:
 # --------------------------------------------------------------------------- reading
 
 
-def resolve_task_run_id(archive: Path | str | None, ref: str) -> str:
+def resolve_task_run_id(archive: Path | str | None, ref: str, *, lake: str | Path | None = None) -> str:
     """A task run id from the full id or a unique prefix (≥ 6 characters)."""
     ref = (ref or "").strip()
     if not ref:
@@ -233,8 +236,9 @@ def resolve_task_run_id(archive: Path | str | None, ref: str) -> str:
             "task run id is empty; give a task run id or a unique prefix of at least 6 characters "
             "(see `workbench status`)"
         )
-    hits = read_frame(
+    hits = source_frame(
         archive,
+        lake,
         "SELECT DISTINCT task_run_id FROM aistock_experiments "
         "WHERE task_run_id = $ref OR (length($ref) >= 6 AND starts_with(task_run_id, $ref))",
         {"ref": ref},
@@ -272,9 +276,39 @@ def comparable_task_runs(archive: Path | str | None) -> pl.DataFrame:
     )
 
 
-def _load(archive: Path | str | None, task_run_id: str) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The task run's experiments (with strategy names and Qlib IC) and all their return series, one read."""
-    with open_catalog(archive, read_only=True) as con:
+@contextmanager
+def _trials_connection(
+    archive: Path | str | None,
+    lake: str | Path | None,
+    task_run_id: str,
+    request_name: str | None,
+    search: Sequence[str] | None,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Where the trials are counted: the catalog, or the lake with only the search's return series scanned."""
+    if lake is None:
+        with source_connection(archive, None) as con:
+            yield con
+        return
+    with source_connection(archive, lake, tables=_SEARCH_TABLES) as con:
+        runs, _ = search_task_runs(con, task_run_id, request_name, search)
+    with source_connection(
+        archive, lake, where={"aistock_return_series": pl.col("task_run_id").is_in(runs)}
+    ) as con:
+        yield con
+
+
+_SEARCH_TABLES = ("aistock_experiments", "aistock_loops", "aistock_requests")
+
+
+def _load(
+    archive: Path | str | None, task_run_id: str, lake: str | Path | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The task run's experiments (with strategy names and Qlib IC) and all their return series, one read.
+
+    On a lake only the task run's return series are scanned (its ``task_run_id`` column).
+    """
+    only_this_run = {"aistock_return_series": pl.col("task_run_id") == task_run_id}
+    with source_connection(archive, lake, where=only_this_run) as con:
         experiments = fetch_frame(
             con,
             """
@@ -424,6 +458,7 @@ def compare_task_run(
     search: Sequence[str] | None = None,
     n_trials: int | None = None,
     max_dropped_share: float = 0.1,
+    lake: str | Path | None = None,
 ) -> Comparison:
     """Compare the strategies (loops) of one task run against its control.
 
@@ -434,7 +469,8 @@ def compare_task_run(
     ``circular``) set the Sharpe-difference bootstrap; the same seed gives the same result.
     ``search`` adds task runs to the search whose loops are the DSR's trials, ``n_trials``
     overrides their count. A warning is noted when alignment drops more than
-    ``max_dropped_share`` of any strategy's days.
+    ``max_dropped_share`` of any strategy's days. ``lake=URI`` reads the team's Delta tables
+    instead of ``archive``'s catalog, scanning only the return series of the search's task runs.
     """
     _check_settings(
         n_boot=n_boot,
@@ -446,8 +482,8 @@ def compare_task_run(
         n_trials=n_trials,
         max_dropped_share=max_dropped_share,
     )
-    resolved = resolve_task_run_id(archive, task_run_id)
-    experiments, series = _load(archive, resolved)
+    resolved = resolve_task_run_id(archive, task_run_id, lake=lake)
+    experiments, series = _load(archive, resolved, lake)
     experiments = _display_names(experiments)
     with_series = set(
         _clean(series).group_by("experiment_id").len().filter(pl.col("len") >= 2)["experiment_id"].to_list()
@@ -476,7 +512,7 @@ def compare_task_run(
     dates = next(iter(frames.values()))["datetime"]
     window = (dates[0], dates[-1])
     request_name = next((r["request_name"] for r in rows if r["request_name"]), None)
-    with open_catalog(archive, read_only=True) as con:
+    with _trials_connection(archive, lake, resolved, request_name, search) as con:
         trials = count_trials(
             con,
             resolved,

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from workbench.archive.storage_errors import one_line, storage_error
-from workbench.cli import archive_cmds, cleanup_cmds, library_cmds
+from workbench.cli import archive_cmds, cleanup_cmds, lake_cmds, library_cmds
 from workbench.errors import WorkbenchError
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app = typer.Typer(
 archive_cmds.register(app)
 cleanup_cmds.register(app)
 library_cmds.register(app)
+lake_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +97,32 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
+_NATIVE_RUNTIMES = ("deltalake", "daft", "ray")
+"""Libraries whose native thread pools may abort the interpreter's shutdown ("terminate called
+without an active exception", exit 134) after a command has finished and printed its result."""
+
+
 def run() -> None:
-    """`workbench` console script."""
-    sys.exit(main())
+    """`workbench` console script: the exit code is the command's own, whatever happens at shutdown.
+
+    Once a lake was read or written, the process leaves without the interpreter's finalisation
+    (output flushed first), so a native runtime tearing down its threads cannot replace the code.
+    """
+    code = main()
+    if any(name in sys.modules for name in _NATIVE_RUNTIMES):
+        exit_now(code)
+    sys.exit(code)
+
+
+def exit_now(code: int) -> None:
+    """Flush what was printed and end the process with ``code``, skipping interpreter shutdown."""
+    import logging
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more to say
+            pass
+    logging.shutdown()
+    os._exit(code)

@@ -18,6 +18,7 @@ from workbench.cli.options import (
     ArchiveUriOpt,
     CacheDirOpt,
     EndpointOpt,
+    LakeOpt,
     PathMapOpt,
     RegistryOpt,
     RootOpt,
@@ -101,6 +102,12 @@ def archive(
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="Hide the progress bar.")] = False,
+    publish: Annotated[
+        str | None,
+        typer.Option(
+            "--publish", help="Then publish the archive to this lake (folder or s3://BUCKET/PREFIX)."
+        ),
+    ] = None,
 ) -> None:
     """Archive an RD-Agent installation (levels 0 → 1 → 2), full or incremental; exits 1 if any loop failed."""
     from workbench.archive.pipeline import archive as run_archive
@@ -121,7 +128,14 @@ def archive(
             include_heavy=include_heavy,
             progress=not no_progress,
         )
-    typer.echo(json.dumps(summary.to_dict(), indent=2, default=str) if json_output else summary.format())
+        typer.echo(json.dumps(summary.to_dict(), indent=2, default=str) if json_output else summary.format())
+        if (
+            publish is not None
+        ):  # the run's last step: what it archived (failed loops stay out) goes to the lake
+            from workbench.lake.publication import publish as run_publish
+
+            published = run_publish(archive, publish)
+            typer.echo(json.dumps(published.to_dict(), default=str) if json_output else published.format())
     if summary.failed:
         raise typer.Exit(1)
 
@@ -139,6 +153,7 @@ def status(
         bool, typer.Option("--experiments", help="List every experiment with its ids.")
     ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    lake: LakeOpt = None,
 ) -> None:
     """Show archive status: experiments by level and task run, recent runs, open errors."""
     from workbench.archive.remote import remote_settings
@@ -148,6 +163,20 @@ def status(
         report = archive_status(
             archive, level=level, task_run_id=task_run, errors_only=errors_only, list_experiments=experiments
         )
+    if lake is not None:
+        from workbench.errors import ConfigError
+        from workbench.lake.status import lake_status
+
+        if level is not None or task_run or errors_only or experiments:
+            raise ConfigError(
+                "--lake shows the whole lake: leave out --level, --task-run, --errors, --experiments"
+            )
+        shown = lake_status(lake)
+        typer.echo(json.dumps(shown.to_dict(), indent=2, default=str) if json_output else shown.format())
+        return
+    report = archive_status(
+        archive, level=level, task_run_id=task_run, errors_only=errors_only, list_experiments=experiments
+    )
     typer.echo(json.dumps(report.to_dict(), indent=2, default=str) if json_output else report.format())
 
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the commands import the library (and Polars) lazily, to sta
     from workbench.library.strategies import StrategyRole
     from workbench.rdagent.request import ExperimentKind
 
-from workbench.cli.options import DEFAULT_ARCHIVE, ArchiveOpt, JsonOpt
+from workbench.cli.options import DEFAULT_ARCHIVE, ArchiveOpt, JsonOpt, LakeOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -79,6 +79,7 @@ def _split(values: list[str] | None) -> list[str]:
 
 def factors(
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    lake: LakeOpt = None,
     source: Annotated[
         list[str] | None, typer.Option("--source", help="Only these sources (repeatable).")
     ] = None,
@@ -129,6 +130,7 @@ def factors(
         sort_by=sort_by,
         descending=not ascending,
         limit=limit,
+        lake=lake,
     )
     if json_output:
         _echo_json(_rows(frame))
@@ -199,6 +201,7 @@ def factor(
 
 def strategies(
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    lake: LakeOpt = None,
     status: Annotated[
         list[str] | None,
         typer.Option("--status", help="rdagent_accept, rdagent_reject, manual_review or none (repeatable)."),
@@ -237,6 +240,7 @@ def strategies(
         sort_by=sort_by,  # type: ignore[arg-type]
         descending=not ascending,
         limit=limit,
+        lake=lake,
     )
     if json_output:
         _echo_json(_rows(frame))
@@ -304,6 +308,7 @@ def save_combination(
 def compare(
     task_run_id: Annotated[str, typer.Argument(help="Task run id (or unique prefix).")],
     archive: ArchiveOpt = DEFAULT_ARCHIVE,
+    lake: LakeOpt = None,
     strategy: Annotated[
         list[str] | None,
         typer.Option("--strategy", help="Only these strategies (name, loop id or id; repeatable)."),
@@ -367,6 +372,7 @@ def compare(
         search=_split(search) or None,
         n_trials=n_trials,
         max_dropped_share=max_dropped_share,
+        lake=lake,
     )
     if save_chart is not None:
         charts.save(result.chart(), save_chart)

@@ -24,6 +24,7 @@ __all__ = [
     "CacheDirOpt",
     "EndpointOpt",
     "JsonOpt",
+    "LakeOpt",
     "PathMapOpt",
     "PlanRootOpt",
     "RegistryOpt",
@@ -86,6 +87,13 @@ PathMapOpt = Annotated[
     list[str], typer.Option("--path-map", help="FROM=TO prefix rule for registry paths; repeatable.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+LakeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--lake",
+        help="Read the team's Delta Lake tables at this URI (a folder or s3://BUCKET/PREFIX) instead of --archive.",
+    ),
+]
 
 
 def given(ctx: typer.Context, name: str) -> bool:

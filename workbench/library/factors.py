@@ -25,6 +25,7 @@ from workbench.archive.catalog import open_catalog, read_frame
 from workbench.archive.db import fetch_frame
 from workbench.archive.library_cache import FACTOR_COLUMNS, LibrarySnapshot, library_snapshot
 from workbench.errors import ConfigError
+from workbench.lake.read import lake_library_snapshot
 from workbench.library.strategies import EXPERIMENT_METRICS_SQL
 
 __all__ = [
@@ -225,6 +226,7 @@ def factor_library(
     sort_by: FactorSort = "ic_ir",
     descending: bool = True,
     limit: int | None = None,
+    lake: str | Path | None = None,
 ) -> pl.DataFrame:
     """Filter and sort the factor library in one call: one row per factor, a summary of its figures.
 
@@ -257,6 +259,8 @@ def factor_library(
 
     The library is read once into memory and filtered there with Polars; it is read again as
     soon as the catalog changes (any commit changes the catalog file or its write-ahead log).
+    With ``lake=URI`` it is read from the team's Delta tables instead (``archive`` is ignored),
+    again whenever one of them has a new version.
     """
     _check_choice(sort_by, FACTOR_SORTS, option="sort_by")
     _check_choice(basis, FACTOR_BASES, option="basis")
@@ -268,7 +272,7 @@ def factor_library(
     wanted_tags = _as_list(tags, option="tags")
     if window is not None and (not isinstance(window, str) or not window.strip()):
         raise ConfigError(f"window: expected a window name, got {window!r}")
-    snapshot = library_snapshot(archive)
+    snapshot = library_snapshot(archive) if lake is None else lake_library_snapshot(lake)
     if sources:
         valid = sorted(set(KNOWN_FACTOR_SOURCES) | set(snapshot.sources))
         wrong = [s for s in sources if s not in valid]

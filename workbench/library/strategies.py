@@ -23,6 +23,7 @@ from workbench.archive.layout import ArchiveLayout
 from workbench.archive.lock import archive_lock
 from workbench.archive.storage_errors import storage_errors
 from workbench.errors import ConfigError
+from workbench.lake.read import source_connection, source_frame
 from workbench.rdagent.request import StrategyConfig
 
 __all__ = [
@@ -99,6 +100,7 @@ def strategy_library(
     sort_by: StrategySort = "information_ratio",
     descending: bool = True,
     limit: int | None = None,
+    lake: str | Path | None = None,
 ) -> pl.DataFrame:
     """Filter and sort the strategy library in one call: one row per strategy, with its experiment's results.
 
@@ -114,6 +116,8 @@ def strategy_library(
     never an empty result: ``status`` and ``role`` outside their documented values, a ``source``
     that is neither documented nor in the library, a ``task_run_id`` (id or prefix) or
     ``request_name`` that no archived experiment has.
+
+    ``lake=URI`` reads the team's Delta tables instead of ``archive``'s catalog (same query).
     """
     if sort_by not in get_args(StrategySort):
         raise ConfigError(f"sort_by={sort_by!r} is not one of: {', '.join(get_args(StrategySort))}")
@@ -125,7 +129,9 @@ def strategy_library(
     sources = [source] if isinstance(source, str) else list(source or [])
     task_run_id = task_run_id.strip() if task_run_id is not None else None
     if sources or task_run_id is not None or request_name is not None:
-        _check_in_library(archive, sources=sources, task_run_id=task_run_id, request_name=request_name)
+        _check_in_library(
+            archive, sources=sources, task_run_id=task_run_id, request_name=request_name, lake=lake
+        )
     params: dict[str, Any] = {}
     where = ["TRUE"]
     if statuses:
@@ -173,7 +179,7 @@ def strategy_library(
     """
     if limit is not None:
         params["limit"] = int(limit)
-    return read_frame(archive, sql, params)
+    return source_frame(archive, lake, sql, params)
 
 
 def _choices(value: str | Sequence[str] | None, choices: tuple[str, ...], *, option: str) -> list[str]:
@@ -192,12 +198,17 @@ def _listed(values: Sequence[Any], *, at_most: int = 12) -> str:
 
 
 def _check_in_library(
-    archive: Path | str | None, *, sources: list[str], task_run_id: str | None, request_name: str | None
+    archive: Path | str | None,
+    *,
+    sources: list[str],
+    task_run_id: str | None,
+    request_name: str | None,
+    lake: str | Path | None = None,
 ) -> None:
     """Refuse filter values the library does not hold, listing those it does (one small read)."""
     task_runs: list[str] = []
     requests: list[str] = []
-    with open_catalog(archive, read_only=True) as con:
+    with source_connection(archive, lake, tables=["aistock_strategies", "aistock_experiments"]) as con:
         known_sources = [
             r[0]
             for r in con.execute(
