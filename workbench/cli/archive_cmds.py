@@ -159,10 +159,6 @@ def status(
     from workbench.archive.remote import remote_settings
     from workbench.archive.status import archive_status
 
-    with remote_settings(endpoint_url=endpoint_url, cache_dir=cache_dir):
-        report = archive_status(
-            archive, level=level, task_run_id=task_run, errors_only=errors_only, list_experiments=experiments
-        )
     if lake is not None:
         from workbench.errors import ConfigError
         from workbench.lake.status import lake_status
@@ -174,9 +170,10 @@ def status(
         shown = lake_status(lake)
         typer.echo(json.dumps(shown.to_dict(), indent=2, default=str) if json_output else shown.format())
         return
-    report = archive_status(
-        archive, level=level, task_run_id=task_run, errors_only=errors_only, list_experiments=experiments
-    )
+    with remote_settings(endpoint_url=endpoint_url, cache_dir=cache_dir):
+        report = archive_status(
+            archive, level=level, task_run_id=task_run, errors_only=errors_only, list_experiments=experiments
+        )
     typer.echo(json.dumps(report.to_dict(), indent=2, default=str) if json_output else report.format())
 
 
