@@ -18,6 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from cleanup_helpers import Env, copy_tree_keeping_links, files_under
+from lake_helpers import assert_lake_equals_catalogs
 from seaweedfs import SeaweedFS
 from test_durability import assert_same_tables, catalog_tables
 
@@ -301,3 +302,21 @@ def test_a_cache_folder_belongs_to_one_archive(bucket: str, s3_env: dict[str, st
     (remote.root / "remote.json").write_text(json.dumps({"uri": f"s3://{bucket}/two", "writer": "x"}))
     with pytest.raises(Exception, match="belongs to"):
         RemoteArchive(f"s3://{bucket}/one", cache_dir=tmp_path)
+
+
+def test_publish_reads_an_archive_in_the_bucket_on_a_machine_that_never_archived(
+    bucket: str, s3_env: dict[str, str], rd_root: Path, tmp_path: Path
+) -> None:
+    uri = f"s3://{bucket}/ar"
+    with remote_settings(cache_dir=tmp_path / "archiving"):
+        archive(rd_root, archive=uri, progress=False)
+    lake = tmp_path / "lake"
+    published = cli(
+        ["publish", "--archive", uri, "--cache-dir", str(tmp_path / "reading"), "--lake", str(lake)], s3_env
+    )
+    out, err = published.communicate(timeout=300)
+    assert published.returncode == 0, err.decode()
+    assert b"experiments new or changed" in out
+    # the reading machine's cache was pulled from the bucket alone, and the lake equals it
+    assert_lake_equals_catalogs(lake, [cache_catalog(tmp_path / "reading").parent])
+    assert_lake_equals_catalogs(lake, [cache_catalog(tmp_path / "archiving").parent])
