@@ -12,12 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import polars as pl
-from deltalake import DeltaTable
-from deltalake.exceptions import TableNotFoundError
 
 from workbench.archive.catalog import open_catalog, read_frame
 from workbench.archive.db import fetch_frame
@@ -28,6 +26,9 @@ from workbench.archive.library_cache import (  # the catalog's own library queri
 from workbench.errors import LakeError
 from workbench.lake.storage import lake_root, storage_options, table_uri
 from workbench.lake.tables import LAKE_TABLES, LakeTable, lake_table
+
+if TYPE_CHECKING:  # deltalake loads only when a lake is read: the library reads catalogs through here too
+    from deltalake import DeltaTable
 
 __all__ = [
     "lake_connection",
@@ -50,6 +51,9 @@ def _missing(lake: str, table: str) -> LakeError:
 
 def open_table(lake: str | Path, table: str, *, version: int | None = None) -> DeltaTable:
     """One lake table's Delta log, read now (a missing table is a LakeError saying to publish first)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
     root = lake_root(lake)
     name = lake_table(table).name
     try:
@@ -65,6 +69,9 @@ def scan_table(lake: str | Path, table: str, *, version: int | None = None) -> p
 
 def lake_version(lake: str | Path, table: str) -> int | None:
     """A lake table's current version (None when it does not exist yet)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
     root = lake_root(lake)
     try:
         return DeltaTable(
