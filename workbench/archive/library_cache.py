@@ -155,8 +155,14 @@ def refresh_library_cache(archive: Path | str | None) -> None:
 def _read_library(archive: Path | str | None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Factors (with their window count) and every performance row, read from the catalog."""
     with open_catalog(archive, read_only=True) as con:
-        factors = fetch_frame(con, _SNAPSHOT_SQL["factors"])
-        performance = fetch_frame(con, _SNAPSHOT_SQL["performance"])
+        return read_library_frames(con)
+
+
+def read_library_frames(con: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Factors (with their window count) and every performance row, from any connection that has the
+    catalog's library tables (the catalog itself, or the team lake's tables under the same names)."""
+    factors = fetch_frame(con, _SNAPSHOT_SQL["factors"])
+    performance = fetch_frame(con, _SNAPSHOT_SQL["performance"])
     windows = performance.group_by("factor_id").agg(
         pl.col("window_name").n_unique().cast(pl.Int64).alias("n_windows")
     )

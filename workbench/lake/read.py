@@ -20,8 +20,8 @@ import polars as pl
 from workbench.archive.catalog import open_catalog, read_frame
 from workbench.archive.db import fetch_frame
 from workbench.archive.library_cache import (  # the catalog's own library queries
-    _SNAPSHOT_SQL,
     LibrarySnapshot,
+    read_library_frames,
 )
 from workbench.errors import LakeError
 from workbench.lake.storage import lake_root, storage_options, table_uri
@@ -175,12 +175,7 @@ def lake_library_snapshot(lake: str | Path) -> LibrarySnapshot:
     if cached is not None and cached.state == state:
         return cached
     with lake_connection(root, tables=_LIBRARY_TABLES) as con:
-        factors = fetch_frame(con, _SNAPSHOT_SQL["factors"])
-        performance = fetch_frame(con, _SNAPSHOT_SQL["performance"])
-    windows = performance.group_by("factor_id").agg(
-        pl.col("window_name").n_unique().cast(pl.Int64).alias("n_windows")
-    )
-    factors = factors.join(windows, on="factor_id", how="left").with_columns(pl.col("n_windows").fill_null(0))
+        factors, performance = read_library_frames(con)
     snapshot = LibrarySnapshot(state, factors, performance)
     _SNAPSHOTS[root] = snapshot
     return snapshot
