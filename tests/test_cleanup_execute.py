@@ -369,21 +369,25 @@ time.sleep(120)
 def test_move_whose_record_fails_is_kept_in_the_journal_and_undone(
     env: Env, monkeypatch: pytest.MonkeyPatch, stage: str
 ) -> None:
-    """A real second process holds the catalog while the second item's moves are recorded.
+    """A real second process holds the catalog while the second batch's moves are recorded.
 
-    The fault seam only pauses the job after the second item's moves (`pause:record:after=1`), so
-    that the holder, which waits for the second item's journal entry, takes the catalog first.
+    Batches of two items (`WORKBENCH_CLEANUP_BATCH=2`): the first batch is recorded; the fault seam
+    pauses the job before recording the second (`pause:record:after=1`), so that the holder, which
+    waits for the third item's journal entry, takes the catalog first. Both items of the second
+    batch are moved but unrecorded; nothing after them is touched; undo puts everything back.
     """
     before = files_under(env.workspace_root)
     planned = cleanup(env.rd, archive=env.ar, stage=stage, dry_run=True).plan
-    second = planned.items[1].item_id  # plans are deterministic: the confirm re-plans the same items
+    assert len(planned.items) >= 5
+    third = planned.items[2].item_id  # plans are deterministic: the confirm re-plans the same items
     folder_of = env.rd / ".workbench_quarantine"
     monkeypatch.setenv("WORKBENCH_CATALOG_TIMEOUT_S", "1")
+    monkeypatch.setenv("WORKBENCH_CLEANUP_BATCH", "2")
     holder = None
     try:
         faults.configure("pause:record:after=1:times=1:ms=4000")
         holder = subprocess.Popen(
-            [sys.executable, "-c", HOLDER, str(folder_of), str(env.ar / "catalog.duckdb"), second],
+            [sys.executable, "-c", HOLDER, str(folder_of), str(env.ar / "catalog.duckdb"), third],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -397,22 +401,27 @@ def test_move_whose_record_fails_is_kept_in_the_journal_and_undone(
     applied, plan_id = outcome.applied, outcome.plan.plan_id or ""
     calls = [o.item_id for o in applied.outcomes] if applied else []
     assert applied is not None and applied.needs_recovery and not outcome.ok
-    assert [o.status for o in applied.outcomes][:2] == ["moved", "failed"]
-    assert "is held by" in applied.outcomes[1].detail
-    assert all(o.status == "skipped" for o in applied.outcomes[2:])
+    assert [o.status for o in applied.outcomes][:4] == ["moved", "moved", "failed", "failed"]
+    assert all("is held by" in o.detail for o in applied.outcomes[2:4])
+    assert all(o.status == "skipped" and "not attempted" in o.detail for o in applied.outcomes[4:])
+    for later in outcome.plan.items[4:]:
+        assert Path(later.path).exists()  # untouched
     assert f"workbench cleanup undo {plan_id}" in outcome.format()
     listed = next(p for p in list_plans(archive=env.ar) if p["plan_id"] == plan_id)
     assert listed["status"] == "applying" and f"workbench cleanup undo {plan_id}" in listed["recovery"]
     folder = env.rd / ".workbench_quarantine" / plan_id
-    assert (folder / calls[1]).is_dir()  # moved, but without a wb_deletions row
-    purge_quarantine(rdagent_root=env.rd, archive=env.ar, older_than="0s")  # purges the recorded one only
-    assert (folder / "journal.jsonl").is_file() and (folder / calls[1]).is_dir()
+    assert all((folder / c).is_dir() for c in calls[2:4])  # moved, but without a wb_deletions row
+    purge_quarantine(rdagent_root=env.rd, archive=env.ar, older_than="0s")  # purges the recorded ones only
+    assert not (folder / calls[0]).exists()
+    assert (folder / "journal.jsonl").is_file() and all((folder / c).is_dir() for c in calls[2:4])
     result = undo_plan(plan_id, rdagent_root=env.rd, archive=env.ar)
     assert not result.refused and result.restored
     assert not folder.exists()
-    unrecorded = next(i for i in outcome.plan.items if i.item_id == calls[1])
-    if stage == "full":
-        assert Path(unrecorded.path).is_dir()
-    assert {
-        k: v for k, v in files_under(env.workspace_root).items() if k.startswith(Path(unrecorded.path).name)
-    } == {k: v for k, v in before.items() if k.startswith(Path(unrecorded.path).name)}
+    for item_id in calls[2:4]:
+        unrecorded = next(i for i in outcome.plan.items if i.item_id == item_id)
+        if stage == "full":
+            assert Path(unrecorded.path).is_dir()
+        name = Path(unrecorded.path).name
+        assert {k: v for k, v in files_under(env.workspace_root).items() if k.startswith(name)} == {
+            k: v for k, v in before.items() if k.startswith(name)
+        }

@@ -198,14 +198,18 @@ def test_injected_fault_while_writing_the_run_file_records_the_run_in_the_catalo
 
 
 @pytest.mark.parametrize(
-    ("fault", "stage"),
+    ("fault", "stage", "batch"),
     [
-        ("enospc:journal:after=2", "full"),
-        ("enospc:quarantine:after=3", "conservative"),
-        ("eio:record:after=1", "full"),
+        ("enospc:journal:after=2", "full", "2"),
+        ("enospc:quarantine:after=3", "conservative", "2"),
+        ("eio:record:after=1", "full", "2"),  # the second batch's record fails
+        ("eio:record", "full", ""),  # default batches: the whole (one) batch is moved, unrecorded
     ],
 )
-def test_storage_fault_during_cleanup_confirm_loses_nothing(env: Env, fault: str, stage: str) -> None:
+def test_storage_fault_during_cleanup_confirm_loses_nothing(
+    env: Env, fault: str, stage: str, batch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORKBENCH_CLEANUP_BATCH", batch)
     before = files_under(env.workspace_root)
     done = cli(
         "cleanup",

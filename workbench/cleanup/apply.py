@@ -2,16 +2,19 @@
 
 Right before each move the entry is checked again: inside its root, the archived copy verifies,
 nothing changed within the grace window and (full stage) every key file is byte for byte in the
-archive. Each move is journalled first (`quarantine`) and written to `wb_deletions` right after.
-A move whose row cannot be written (catalog busy, ...) stops the run and leaves the plan
-`applying`: the journal still knows the entry, and `workbench cleanup undo PLAN_ID` puts it back
-with the rest. The caller of `apply_items` holds the archive lock.
+archive. Moves go in batches (see `apply_items`): journalled first (`quarantine`), synced once,
+moved, then written to `wb_deletions` in one transaction per batch, so a plan of thousands of
+items costs one catalog transaction per batch, not per item. A batch whose rows cannot be written
+(catalog busy, ...) stops the run and leaves the plan `applying`: the journal still knows its
+entries, and `workbench cleanup undo PLAN_ID` puts them back with the rest. The caller of
+`apply_items` holds the archive lock.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,10 +27,8 @@ from workbench.cleanup.inventory import DirScan, WorkspaceDir, scan_dir, workspa
 from workbench.cleanup.plan import CleanupPlan, PlanFile, PlanItem
 from workbench.cleanup.planner import changed_since_archive
 from workbench.cleanup.policy import recently_modified
-from workbench.cleanup.quarantine import journal_move, quarantine_dir
-from workbench.cleanup.records import (
-    record_moves,
-)
+from workbench.cleanup.quarantine import QuarantineJournal, quarantine_dir
+from workbench.cleanup.records import record_moves
 from workbench.cleanup.safety import (
     checked_child,
     checked_entry,
@@ -36,7 +37,7 @@ from workbench.cleanup.safety import (
     quarantine_target,
 )
 from workbench.cleanup.units import format_bytes
-from workbench.errors import StorageFullError, StorageIOError, UnsafePathError
+from workbench.errors import ConfigError, StorageFullError, StorageIOError, UnsafePathError
 
 Status = Literal["moved", "partial", "skipped", "failed"]
 
@@ -131,26 +132,72 @@ class ApplyResult:
         return "\n".join(lines)
 
 
-def _record(
-    plan: CleanupPlan, item: PlanItem, moves: list[tuple[str, str, int]], context: PlanContext
-) -> None:
-    """`record_moves`, or `UnrecordedMove` when the rows cannot be written (the moves are done)."""
-    try:
-        faults.check("record", context.archive)
-        record_moves(plan, item, moves, archive=context.archive)
-    except Exception as exc:  # any failure here leaves moved entries without a row
-        raise UnrecordedMove(
-            f"moved {len(moves)} entries to quarantine but could not record them ({exc})"
-        ) from exc
+#: a batch's moves are recorded once it holds this many items (`WORKBENCH_CLEANUP_BATCH` overrides)
+BATCH_ITEMS = 256
+#: ... or once this many seconds have passed since its first item was checked, so no check is older
+#: than about this when its entry moves, and a failure leaves at most one short batch unrecorded
+BATCH_SECONDS = 1.0
+
+
+def batch_items() -> int:
+    """Items per batch: `WORKBENCH_CLEANUP_BATCH` (a positive integer) or `BATCH_ITEMS`."""
+    value = os.environ.get("WORKBENCH_CLEANUP_BATCH", "").strip()
+    if not value:
+        return BATCH_ITEMS
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigError(f"WORKBENCH_CLEANUP_BATCH={value!r} is not a positive integer of items per batch")
+    return int(value)
+
+
+@dataclass
+class _Move:
+    source: Path
+    target: Path
+    freed: int
+    name: str  # the path inside its item (a file of a conservative item), for notes
+
+
+@dataclass
+class _Prepared:
+    """An item that passed its last-moment checks: the moves it needs, journalled but not done."""
+
+    item: PlanItem
+    moves: list[_Move]
+    notes: list[str]
+    done: list[_Move] = field(default_factory=list)
+    error: str = ""
+
+
+class _Batch:
+    """Items checked and journalled, waiting to be moved and recorded together."""
+
+    def __init__(self) -> None:
+        self.items: list[_Prepared] = []
+        self.started = 0.0
+
+    def add(self, prepared: _Prepared) -> None:
+        if not self.items:
+            self.started = time.monotonic()
+        self.items.append(prepared)
+
+    def full(self, limit: int) -> bool:
+        return len(self.items) >= limit or time.monotonic() - self.started >= BATCH_SECONDS
 
 
 def apply_items(plan: CleanupPlan, items: list[PlanItem], *, context: PlanContext) -> ApplyResult:
-    """Move each item to quarantine after last-moment checks; the caller holds the archive lock."""
+    """Move each item to quarantine after last-moment checks; the caller holds the archive lock.
+
+    Items go in batches: each item is checked and its moves appended to the journal; then the
+    journal is synced once, the batch's entries are moved, and all their rows are written in one
+    catalog transaction. A batch whose rows cannot be written leaves its moved items `failed`
+    (the journal knows them, undo puts them back) and every later item untouched.
+    """
     assert plan.plan_id, "store the plan first (records.save_plan)"
     roots = context.roots
     result = ApplyResult(plan.plan_id)
     try:
         folder = quarantine_dir(roots, plan.plan_id)
+        journal = QuarantineJournal(folder)
     except (UnsafePathError, OSError) as exc:
         result.outcomes = [ItemOutcome(i.item_id, i.kind, i.path, "failed", detail=str(exc)) for i in items]
         return result
@@ -159,49 +206,147 @@ def apply_items(plan: CleanupPlan, items: list[PlanItem], *, context: PlanContex
         for d in workspace_dirs(context.facts, context.snapshot, context.installation, roots)
         if d.path is not None
     }
-    for item in items:
-        if result.needs_recovery or result.storage_error:
-            why = (
-                "the disk is full or failing"
-                if result.storage_error
-                else "an earlier move could not be recorded"
-            )
-            result.outcomes.append(
-                ItemOutcome(item.item_id, item.kind, item.path, "skipped", detail=f"not attempted: {why}")
-            )
-            continue
-        try:
-            outcome = _apply_one(plan, item, folder, dirs, context)
-        except SkipItem as exc:
-            outcome = ItemOutcome(
-                item.item_id, item.kind, item.path, "skipped", detail=f"{exc.reason}: {exc.detail}"
-            )
-        except UnrecordedMove as exc:
-            result.needs_recovery = True
-            result.storage_error = storage_error(
-                exc,
-                writing=f"the record of plan {plan.plan_id}'s moves",
-                path=context.archive,
-                archive=context.archive,
-            )
-            outcome = ItemOutcome(item.item_id, item.kind, item.path, "failed", detail=str(exc))
-        except (UnsafePathError, OSError, StorageFullError, StorageIOError) as exc:
-            result.storage_error = storage_error(
-                exc, writing=f"the quarantine of plan {plan.plan_id}", path=folder, archive=folder
-            )
-            outcome = ItemOutcome(item.item_id, item.kind, item.path, "failed", detail=str(exc))
-        result.outcomes.append(outcome)
+    limit = batch_items()
+    batch = _Batch()
+    outcomes: dict[str, ItemOutcome] = {}
+    with journal:
+        for item in items:
+            if result.needs_recovery or result.storage_error:
+                break
+            try:
+                prepared = _prepare(plan, item, folder, dirs, context, journal)
+            except SkipItem as exc:
+                outcomes[item.item_id] = ItemOutcome(
+                    item.item_id, item.kind, item.path, "skipped", detail=f"{exc.reason}: {exc.detail}"
+                )
+                continue
+            except (UnsafePathError, OSError, StorageFullError, StorageIOError) as exc:
+                result.storage_error = storage_error(
+                    exc, writing=f"the quarantine of plan {plan.plan_id}", path=folder, archive=folder
+                )
+                outcomes[item.item_id] = ItemOutcome(
+                    item.item_id, item.kind, item.path, "failed", detail=str(exc)
+                )
+                continue
+            batch.add(prepared)
+            if batch.full(limit):
+                outcomes.update(_flush(plan, batch, journal, folder, context, result))
+                batch = _Batch()
+        if batch.items:
+            outcomes.update(_flush(plan, batch, journal, folder, context, result))
+    result.outcomes = [outcomes.get(i.item_id) or _not_attempted(i, result) for i in items]
     return result
 
 
-def _apply_one(
-    plan: CleanupPlan, item: PlanItem, folder: Path, dirs: dict[str, WorkspaceDir], context: PlanContext
-) -> ItemOutcome:
+def _not_attempted(item: PlanItem, result: ApplyResult) -> ItemOutcome:
+    why = (
+        "the disk is full or failing"
+        if result.storage_error and not result.needs_recovery
+        else ("an earlier move could not be recorded")
+    )
+    return ItemOutcome(item.item_id, item.kind, item.path, "skipped", detail=f"not attempted: {why}")
+
+
+def _flush(
+    plan: CleanupPlan,
+    batch: _Batch,
+    journal: QuarantineJournal,
+    folder: Path,
+    context: PlanContext,
+    result: ApplyResult,
+) -> dict[str, ItemOutcome]:
+    """Sync the journal, move the batch's entries, record them in one transaction; the outcomes."""
+    try:
+        journal.sync()
+    except OSError as exc:
+        result.storage_error = storage_error(
+            exc, writing=f"the quarantine journal of plan {plan.plan_id}", path=journal.path, archive=folder
+        )
+        return {p.item.item_id: _outcome(p, "failed", str(exc)) for p in batch.items}
+    attempted = _move_batch(batch, plan, folder, context, result)
+    moved = [(p.item, [(str(m.source), str(m.target), m.freed) for m in p.done]) for p in attempted if p.done]
+    try:
+        faults.check("record", context.archive)
+        record_moves(plan, moved, archive=context.archive)
+    except Exception as exc:  # any failure here leaves moved entries without a row
+        count = sum(len(m) for _, m in moved)
+        unrecorded = UnrecordedMove(
+            f"moved {count} entries of {len(moved)} items to quarantine but could not record them ({exc})"
+        )
+        result.needs_recovery = True
+        result.storage_error = storage_error(
+            unrecorded,
+            writing=f"the record of plan {plan.plan_id}'s moves",
+            path=context.archive,
+            archive=context.archive,
+        )
+        return {
+            p.item.item_id: _outcome(p, "failed", str(unrecorded)) for p in attempted if p.done or p.error
+        }
+    return {p.item.item_id: _outcome(p) for p in attempted}
+
+
+def _move_batch(
+    batch: _Batch, plan: CleanupPlan, folder: Path, context: PlanContext, result: ApplyResult
+) -> list[_Prepared]:
+    """Do the batch's journalled moves; stops at a full or failing disk. The items attempted."""
+    attempted: list[_Prepared] = []
+    for prepared in batch.items:
+        attempted.append(prepared)
+        for move in prepared.moves:
+            try:
+                move_entry(move.source, move.target, roots=context.roots)
+            except (UnsafePathError, OSError) as exc:
+                if storage_errno(exc) is not None:
+                    result.storage_error = storage_error(
+                        exc, writing=f"the quarantine of plan {plan.plan_id}", path=folder, archive=folder
+                    )
+                    prepared.error = str(exc)
+                    return attempted
+                if prepared.item.kind == "workspace_heavy":
+                    prepared.notes.append(f"{move.name}: {exc}")
+                    continue
+                prepared.error = str(exc)
+                continue
+            prepared.done.append(move)
+    return attempted
+
+
+def _outcome(prepared: _Prepared, status: Status | None = None, detail: str = "") -> ItemOutcome:
+    item, done, notes = prepared.item, prepared.done, prepared.notes
+    if status is None:
+        if prepared.error and not done:
+            status, detail = "failed", prepared.error
+        elif not notes and not prepared.error:
+            status = "moved"
+        else:
+            status = "partial" if done else "skipped"
+            detail = "; ".join(([prepared.error] if prepared.error else []) + notes[:5])
+    return ItemOutcome(
+        item.item_id,
+        item.kind,
+        item.path,
+        status,
+        sum(m.freed for m in done),
+        detail,
+        moved=len(done),
+    )
+
+
+def _prepare(
+    plan: CleanupPlan,
+    item: PlanItem,
+    folder: Path,
+    dirs: dict[str, WorkspaceDir],
+    context: PlanContext,
+    journal: QuarantineJournal,
+) -> _Prepared:
+    """Last-moment checks of one item, then its moves appended to the journal (not yet done)."""
     if item.kind == "log_dir":
         real = checked_child(context.roots.log_root, item.path, what="log folder")
         _check_same(real, item)
         _check_idle(real, context)
-        return _move_whole(plan, item, real, folder, context)
+        return _journal(plan, item, [(real, real.name, item.bytes)], [], context, journal)
     workspace = dirs.get(item.path)
     if workspace is None:
         raise SkipItem("missing", "the folder is no longer one of an archived experiment's folders")
@@ -218,8 +363,8 @@ def _apply_one(
         changed = changed_since_archive(workspace, scan, rehash=True)
         if changed:
             raise SkipItem("changed_since_archive", "; ".join(changed[:3]))
-        return _move_whole(plan, item, real, folder, context)
-    return _move_files(plan, item, real, folder, context)
+        return _journal(plan, item, [(real, real.name, item.bytes)], [], context, journal)
+    return _journal_files(plan, item, real, context, journal)
 
 
 def _check_same(real: Path, item: PlanItem) -> None:
@@ -242,23 +387,29 @@ def _check_idle(real: Path, context: PlanContext) -> DirScan:
     return scan
 
 
-def _move_whole(
-    plan: CleanupPlan, item: PlanItem, real: Path, folder: Path, context: PlanContext
-) -> ItemOutcome:
-    target = quarantine_target(context.roots, plan.plan_id or "", item.item_id, real.name)
-    journal_move(
-        folder,
-        {
-            "item_id": item.item_id,
-            "original": str(real),
-            "quarantine": str(target),
-            "bytes": item.bytes,
-            "at": utc_now().isoformat(),
-        },
-    )
-    move_entry(real, target, roots=context.roots)
-    _record(plan, item, [(str(real), str(target), item.bytes)], context)
-    return ItemOutcome(item.item_id, item.kind, item.path, "moved", item.bytes, moved=1)
+def _journal(
+    plan: CleanupPlan,
+    item: PlanItem,
+    entries: list[tuple[Path, str, int]],
+    notes: list[str],
+    context: PlanContext,
+    journal: QuarantineJournal,
+) -> _Prepared:
+    """Append each (source, name in quarantine, bytes freed) to the journal before anything moves."""
+    moves = []
+    for source, name, freed in entries:
+        target = quarantine_target(context.roots, plan.plan_id or "", item.item_id, name)
+        journal.append(
+            {
+                "item_id": item.item_id,
+                "original": str(source),
+                "quarantine": str(target),
+                "bytes": freed,
+                "at": utc_now().isoformat(),
+            }
+        )
+        moves.append(_Move(source, target, freed, name))
+    return _Prepared(item, moves, notes)
 
 
 def _same_entry(entry: PlanFile, st: os.stat_result) -> bool:
@@ -267,10 +418,11 @@ def _same_entry(entry: PlanFile, st: os.stat_result) -> bool:
     return stat.S_ISREG(st.st_mode) and st.st_size == entry.bytes and st.st_nlink == entry.nlink
 
 
-def _move_files(
-    plan: CleanupPlan, item: PlanItem, real: Path, folder: Path, context: PlanContext
-) -> ItemOutcome:
-    moves: list[tuple[str, str, int]] = []
+def _journal_files(
+    plan: CleanupPlan, item: PlanItem, real: Path, context: PlanContext, journal: QuarantineJournal
+) -> _Prepared:
+    """A conservative item: each planned file still as planned is journalled; the rest noted."""
+    entries: list[tuple[Path, str, int]] = []
     notes = []
     for entry in item.files:
         try:
@@ -281,37 +433,6 @@ def _move_files(
         if not _same_entry(entry, st):
             notes.append(f"{entry.rel_path}: changed since planning, left in place")
             continue
-        target = quarantine_target(context.roots, plan.plan_id or "", item.item_id, entry.rel_path)
         freed = entry.bytes if not entry.is_link and entry.nlink == 1 else 0
-        journal_move(
-            folder,
-            {
-                "item_id": item.item_id,
-                "original": str(source),
-                "quarantine": str(target),
-                "bytes": freed,
-                "at": utc_now().isoformat(),
-            },
-        )
-        try:
-            move_entry(source, target, roots=context.roots)
-        except (UnsafePathError, OSError) as exc:
-            if storage_errno(exc) is not None and moves:
-                _record(plan, item, moves, context)  # what did move is recorded before the run stops
-            if storage_errno(exc) is not None:
-                raise
-            notes.append(f"{entry.rel_path}: {exc}")
-            continue
-        moves.append((str(source), str(target), freed))
-    if moves:
-        _record(plan, item, moves, context)
-    status: Status = "moved" if not notes else ("partial" if moves else "skipped")
-    return ItemOutcome(
-        item.item_id,
-        item.kind,
-        item.path,
-        status,
-        sum(m[2] for m in moves),
-        "; ".join(notes[:5]),
-        moved=len(moves),
-    )
+        entries.append((source, entry.rel_path, freed))
+    return _journal(plan, item, entries, notes, context, journal)

@@ -2,9 +2,9 @@
 
 Phase one of a cleanup moves each confirmed entry with `rename` into
 ``<rdagent_root>/.workbench_quarantine/<plan_id>/<item_id>/...`` on the same file system. Each move
-is appended to the plan's journal (`journal.jsonl`, synced) before it happens, so an interrupted
-run leaves a complete record even when its `wb_deletions` row could not be written; undo reads
-both. The journal is only deleted once nothing else is left in the plan's quarantine folder.
+is appended to the plan's journal (`journal.jsonl`, synced once per batch of moves) before it
+happens, so an interrupted run leaves a complete record even when its `wb_deletions` rows could
+not be written; undo reads both. The journal is only deleted once nothing else is left in the plan's quarantine folder.
 """
 
 from __future__ import annotations
@@ -47,16 +47,36 @@ def quarantine_dir(roots: Roots, plan_id: str) -> Path:
     return folder
 
 
-def journal_move(folder: Path, entry: dict[str, Any]) -> None:
-    """Append one intended move to the plan's journal, durably, before the move happens."""
-    faults.check("journal", folder / JOURNAL)
-    fd = os.open(
-        folder / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600
-    )
-    with open(fd, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+class QuarantineJournal:
+    """The plan's journal, open for appending: intended moves are written, then synced once per batch.
+
+    Every entry must be on disk before its move happens, so `sync` is called (one fsync for the
+    whole batch) before any move of the batch; undo reads the entries back (`journal_entries`).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / JOURNAL
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        self._handle = open(fd, "a", encoding="utf-8")  # noqa: SIM115 -- closed by close()/__exit__
+
+    def append(self, entry: dict[str, Any]) -> None:
+        """Write one intended move (not yet durable: call `sync` before moving)."""
+        faults.check("journal", self.path)
+        self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    def sync(self) -> None:
+        """Make every appended entry durable (one fsync)."""
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> QuarantineJournal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def journal_entries(folder: Path) -> list[dict[str, Any]]:

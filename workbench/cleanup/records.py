@@ -174,17 +174,20 @@ def set_plan_status(
 
 
 def record_moves(
-    plan: CleanupPlan, item: PlanItem, moves: list[tuple[str, str, int]], *, archive: Path | str | None
+    plan: CleanupPlan,
+    moved: list[tuple[PlanItem, list[tuple[str, str, int]]]],
+    *,
+    archive: Path | str | None,
 ) -> list[Deletion]:
-    """One `wb_deletions` row per moved entry, and the new workspace state of its experiments."""
+    """One `wb_deletions` row per moved entry of these items, and their experiments' new workspace
+    state, in one transaction (one catalog open and one record for a whole batch of items)."""
     now = utc_now()
-    experiment = item.experiment_ids[0] if item.experiment_ids else None
     rows = [
         Deletion(
             uuid.uuid4().hex,
             plan.plan_id or "",
             item.item_id,
-            experiment,
+            item.experiment_ids[0] if item.experiment_ids else None,
             item.kind,
             original,
             target,
@@ -192,13 +195,17 @@ def record_moves(
             "quarantined",
             now,
         )
+        for item, moves in moved
         for original, target, size in moves
     ]
+    if not rows:
+        return []
+    touched = {e for item, _ in moved for e in item.experiment_ids}
     with open_catalog(archive) as con, recorded(con, ArchiveLayout.at(archive), "cleanup-moves") as rec:
-        for d in rows:
-            con.execute(
-                "INSERT INTO wb_deletions (deletion_id, plan_id, item_id, experiment_id, kind, original_path, "
-                "quarantine_path, bytes, state, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        con.executemany(
+            "INSERT INTO wb_deletions (deletion_id, plan_id, item_id, experiment_id, kind, original_path, "
+            "quarantine_path, bytes, state, deleted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
                 [
                     d.deletion_id,
                     d.plan_id,
@@ -210,11 +217,13 @@ def record_moves(
                     d.bytes,
                     d.state,
                     d.deleted_at,
-                ],
-            )
-        refresh_workspace_states(con, set(item.experiment_ids))
+                ]
+                for d in rows
+            ],
+        )
+        refresh_workspace_states(con, touched)
         rec.capture("wb_deletions", deletion_id=[d.deletion_id for d in rows])
-        rec.experiments(set(item.experiment_ids))
+        rec.experiments(touched)
     return rows
 
 
@@ -250,11 +259,11 @@ def mark_deletions(
         return
     column = {"restored": "restored_at", "purged": "purged_at"}[state]
     with open_catalog(archive) as con, recorded(con, ArchiveLayout.at(archive), f"cleanup-{state}") as rec:
-        for deletion_id in deletion_ids:
-            con.execute(
-                f"UPDATE wb_deletions SET state = ?, {column} = ? WHERE deletion_id = ?",
-                [state, utc_now(), deletion_id],
-            )
+        con.execute(
+            f"UPDATE wb_deletions SET state = ?, {column} = ? "
+            "WHERE deletion_id IN (SELECT unnest(?::VARCHAR[]))",
+            [state, utc_now(), list(deletion_ids)],
+        )
         if experiment_ids:
             refresh_workspace_states(con, experiment_ids)
             rec.experiments(experiment_ids)
