@@ -281,6 +281,23 @@ def test_a_failed_loop_is_retried_and_heals(rd_root: Path, archive_dir: Path) ->
     assert level == 2
 
 
+def test_an_unchanged_failed_loop_waits_for_a_change_or_a_full_run(rd_root: Path, archive_dir: Path) -> None:
+    """Incremental runs skip loops that failed on their own, unchanged input (and record nothing
+    for them, so a scheduled run with nothing new writes nothing new); a full run retries them."""
+    archive(rd_root, archive=archive_dir, mode="full", progress=False)
+    failed = catalog_rows(archive_dir, "SELECT count(*) FROM wb_loop_state WHERE state = 'failed'")[0][0]
+    assert failed >= 2
+    errors = "SELECT count(*) FROM wb_item_errors"
+    before = catalog_rows(archive_dir, errors)[0][0]
+    quiet = archive(rd_root, archive=archive_dir, mode="incremental", progress=False)
+    assert quiet.skipped.get("failed_unchanged") == failed and not quiet.errors
+    assert quiet.level1 == quiet.level2 == 0
+    assert catalog_rows(archive_dir, errors)[0][0] == before
+    again = archive(rd_root, archive=archive_dir, mode="full", progress=False)
+    assert len(again.errors) >= failed and "failed_unchanged" not in again.skipped
+    assert catalog_rows(archive_dir, errors)[0][0] > before
+
+
 def test_missing_registry_is_a_clear_error(tmp_path: Path) -> None:
     from workbench.errors import WorkbenchError
 

@@ -211,15 +211,15 @@ def test_one_flipped_bit_in_table_data_fails_verify_and_every_reader_of_that_tab
     ar = copy_archive(archive_dir, tmp_path / "compare")
     assert_one_line_damage(cli("compare", task_run, "--archive", str(ar)), ar / "catalog.duckdb", "checksum")
 
-    # an incremental run retries the failed loops and writes their manifests, which looks up which
+    # a full run retries the failed loops and writes their manifests, which looks up which
     # experiments have a return series: it reads the damaged block
-    ar = copy_archive(archive_dir, tmp_path / "archive-incremental")
-    assert_one_line_damage(
-        cli(*COMMANDS["archive-incremental"](rd_root, ar)), ar / "catalog.duckdb", "checksum"
-    )
+    ar = copy_archive(archive_dir, tmp_path / "full-retry")
+    full = ["archive", "--rdagent-root", str(rd_root), "--archive", str(ar), "--mode", "full", "--no-progress"]
+    assert_one_line_damage(cli(*full), ar / "catalog.duckdb", "checksum")
 
-    # commands that never read that block still work (status, the factor library)
-    for name in ("status", "factors"):
+    # commands that never read that block still work (status, the factor library, and an
+    # incremental run, which leaves the unchanged failed loops alone)
+    for name in ("status", "factors", "archive-incremental"):
         ar = copy_archive(archive_dir, tmp_path / name)
         done = cli(*COMMANDS[name](rd_root, ar))
         assert done.returncode == 0, done.stderr
@@ -229,7 +229,7 @@ def test_one_flipped_bit_in_table_data_fails_verify_and_every_reader_of_that_tab
     # which reads the damaged block
     for ret in (rd_root / "git_ignore_folder").rglob("ret.pkl"):
         os.utime(ret, ns=(ret.stat().st_atime_ns, ret.stat().st_mtime_ns + 10**9))
-    ar = copy_archive(archive_dir, tmp_path / "archive-full")
+    ar = copy_archive(archive_dir, tmp_path / "full-run")
     assert_one_line_damage(cli(*COMMANDS["archive-full"](rd_root, ar)), ar / "catalog.duckdb", "checksum")
 
 

@@ -224,6 +224,32 @@ def test_deleted_object_is_stored_again_by_the_next_run(env: Env, mode: str) -> 
     assert not report.missing and not report.damaged
 
 
+def test_a_full_run_notices_an_object_truncated_in_place(env: Env) -> None:
+    """Truncation leaves folder times alone, so an incremental run cannot see it; a full run can."""
+    _experiment, digest, key = _stored(env, "o.codec IN ('raw', 'zstd')")
+    path = env.ar / "objects" / key
+    with open(path, "r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)
+    archive(env.rd, archive=env.ar, mode="incremental", progress=False)
+    assert digest in verify_archive(env.ar, read_data=True).damaged  # not looked for: by design
+    archive(env.rd, archive=env.ar, mode="full", progress=False)
+    report = verify_archive(env.ar, read_data=True)
+    assert not report.missing and not report.damaged
+
+
+def test_without_the_folder_times_an_incremental_run_checks_every_object(env: Env) -> None:
+    _experiment, digest, key = _stored(env, "o.codec IN ('raw', 'zstd')")
+    stamps = env.ar / "cache" / "object_folders.json"
+    assert stamps.is_file()
+    (env.ar / "objects" / key).unlink()
+    stamps.write_text("{not json")  # a damaged cache is no cache: the check falls back to every object
+    os.utime(path := env.ar / "objects" / key.split("/")[0], ns=(0, 0))  # and the folder time lies
+    assert not path.joinpath(Path(key).name).exists()
+    archive(env.rd, archive=env.ar, mode="incremental", progress=False)
+    report = verify_archive(env.ar, read_data=True)
+    assert not report.missing and not report.damaged
+
+
 def test_deleted_pack_is_written_again_by_the_next_run(env: Env) -> None:
     _experiment, digest, key = _stored(env, "o.codec = 'pack'")
     pack = next((env.ar / "packs").glob(f"*/{key.split(':')[1]}.pack"))

@@ -548,6 +548,16 @@ def record_files(layout: ArchiveLayout) -> list[Path]:
     return sorted(p for p in layout.records.iterdir() if _RECORD_NAME.match(p.name))
 
 
+def newest_record_seq(layout: ArchiveLayout) -> int:
+    """The highest sequence number among the record files (0 when there are none)."""
+    if not layout.records.exists():
+        return 0
+    with os.scandir(layout.records) as entries:
+        return max(
+            (int(m.group(1)) for e in entries if (m := _RECORD_NAME.match(e.name)) is not None), default=0
+        )
+
+
 def read_record(path: Path) -> Record:
     try:
         return Record.from_json(json.loads(path.read_bytes()))

@@ -102,7 +102,7 @@ def archive(
     ):
         with open_catalog(layout.root, create=True) as con:
             fix_ended_runs(con, layout)
-            state = load_state(con, layout, suspect=suspect)
+            state = load_state(con, layout, suspect=suspect, mode=mode)
             with recorded(con, layout, "archive-run-start", run_id=summary.run_id) as rec:
                 record_run_start(con, summary, params)
                 rec.capture("wb_archive_runs", run_id=[summary.run_id])
@@ -183,7 +183,8 @@ def _run(
     progress: bool,
     workers: int,
 ) -> None:
-    """Select, archive, then finish: merge name-only factors and move the cursor, in one transaction."""
+    """Select, archive, then finish: merge name-only factors and move the cursor, in one transaction
+    (skipped when nothing was archived and the cursor stays where it is)."""
     selection = select_loops(
         installation,
         summary,
@@ -209,6 +210,8 @@ def _run(
         progress=progress,
         workers=workers,
     )
+    if not (summary.level1 or summary.level2) and selection.cursor in (None, state.cursor):
+        return  # nothing archived and the cursor stays: no name-only factor to merge, nothing to save
     with (
         open_catalog(layout.root) as con,
         recorded(con, layout, "archive-run-finish", run_id=summary.run_id) as rec,

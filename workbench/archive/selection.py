@@ -13,23 +13,20 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
 import polars as pl
 
-from workbench.archive import ondemand
+from workbench.archive.damage import find_damaged_objects
 from workbench.archive.extract import ItemError, validate_request
 from workbench.archive.layout import ArchiveLayout
-from workbench.archive.packs import is_pack_key, parse_pack_key
 from workbench.archive.persist import Outcome, load_cursor
 from workbench.archive.runs import RunSummary, count_skip
 from workbench.archive.scan import LoopCandidate, build_candidates, is_archivable
-from workbench.archive.store import ObjectStore
 from workbench.errors import ConfigError
 from workbench.rdagent.installation import Installation
-from workbench.rdagent.registry import RegistrySnapshot, read_loops_changed_since, read_registry
+from workbench.rdagent.registry import MAX_ALSO, RegistrySnapshot, read_loops_changed_since, read_registry
 from workbench.rdagent.times import loop_timestamp, parse_time
 
 Mode = Literal["full", "incremental"]
@@ -47,6 +44,9 @@ class CatalogState:
     #: loops whose stored copy is missing or damaged (re-stored when the workspace still has the bytes)
     damaged: set[tuple[str, int]] = field(default_factory=set)
     damaged_objects: set[str] = field(default_factory=set)
+    #: failed or partial loops whose last attempt met only problems of their own input (broken
+    #: files, refused paths, an invalid request): an incremental run retries them once they change
+    settled: set[tuple[str, int]] = field(default_factory=set)
 
 
 @dataclass
@@ -90,7 +90,13 @@ def select_loops(
         key=lambda c: (c.task_run_id in requests, loop_timestamp(c.loop) or "", c.task_run_id, c.loop_id),
     ):
         decision = _decide(
-            candidate, state, summary, requests, target_level=target_level, include_heavy=include_heavy
+            candidate,
+            state,
+            summary,
+            requests,
+            target_level=target_level,
+            include_heavy=include_heavy,
+            retry_settled=mode == "full",
         )
         if isinstance(decision, Outcome):
             skipped.append(decision)
@@ -115,9 +121,15 @@ def _decide(
     *,
     target_level: int,
     include_heavy: bool,
+    retry_settled: bool = True,
 ) -> Outcome | str | None:
     """The loop's fingerprint when it must be archived, an outcome to record when it is skipped
-    for a reason the catalog keeps, or None when there is nothing to do (counted in `summary`)."""
+    for a reason the catalog keeps, or None when there is nothing to do (counted in `summary`).
+
+    Without `retry_settled` (incremental runs), a loop that failed on its own input, or was
+    archived partially, is tried again only once its registry rows or files changed: the same
+    input fails the same way, and retrying it would make every scheduled run cost (and record) it.
+    """
     previous = state.loops.get(candidate.key)
     if candidate.experiment_id in state.cleaned:
         # the workspace was slimmed or deleted by cleanup: the archive is the record now
@@ -130,6 +142,12 @@ def _decide(
         return None
     if candidate.duplicate_of:
         count_skip(summary, "duplicate")
+        if (
+            previous
+            and previous["state"] == "duplicate"
+            and previous["experiment_id"] == candidate.experiment_id
+        ):
+            return None
         return Outcome(
             candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0, "duplicate", "", ()
         )
@@ -139,6 +157,14 @@ def _decide(
         if ref is not None and ref.refused
     ]
     if refusals:  # a path escaping the roots, a link, an unreadable folder: reported, never read
+        if (
+            not retry_settled
+            and previous
+            and previous["state"] == "failed"
+            and previous["last_error"] == refusals[0][:2000]
+        ):
+            count_skip(summary, "failed_unchanged")
+            return None
         errors = tuple(ItemError("scan", "UnsafePathError", message) for message in refusals)
         return Outcome(
             candidate.experiment_id, candidate.task_run_id, candidate.loop_id, 0, "failed", "", errors
@@ -178,16 +204,41 @@ def _decide(
     ):
         summary.unchanged += 1
         return None
+    if (
+        not retry_settled
+        and previous
+        and candidate.key in state.settled
+        and candidate.key not in state.damaged
+        and previous["fingerprint"] in accepted
+    ):
+        count_skip(summary, f"{previous['state']}_unchanged")
+        return None
     return fingerprint
 
 
+#: error types that come from a loop's own input: retrying without a change to it fails the same way
+INPUT_ERRORS = ("InputFileError", "UnsafePickleError", "UnsafePathError", "ConfigError")
+
+
 def load_state(
-    con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, suspect: Iterable[str] = ()
+    con: duckdb.DuckDBPyConnection,
+    layout: ArchiveLayout,
+    *,
+    suspect: Iterable[str] = (),
+    mode: Mode = "full",
 ) -> CatalogState:
+    """The catalog's view before a run; an incremental one checks objects the quick way (`damage`)."""
     loops = {
-        (r[0], int(r[1])): {"state": r[2], "level": r[3], "fingerprint": r[4], "experiment_id": r[5]}
+        (r[0], int(r[1])): {
+            "state": r[2],
+            "level": r[3],
+            "fingerprint": r[4],
+            "experiment_id": r[5],
+            "last_error": r[6],
+        }
         for r in con.execute(
-            "SELECT task_run_id, loop_id, state, archiving_level, fingerprint, experiment_id FROM wb_loop_state"
+            "SELECT task_run_id, loop_id, state, archiving_level, fingerprint, experiment_id, last_error "
+            "FROM wb_loop_state"
         ).fetchall()
     }
     requests = {
@@ -207,56 +258,34 @@ def load_state(
             "coalesce((SELECT max(updated_at) FROM wb_cursor), TIMESTAMPTZ '1970-01-01 00:00:00+00')"
         ).fetchall()
     }
-    damaged_objects = find_damaged_objects(con, layout, suspect=suspect)
-    damaged = {
-        (r[0], int(r[1]))
-        for r in con.execute(
-            "SELECT DISTINCT e.task_run_id, e.loop_id FROM wb_stored_files f JOIN aistock_experiments e "
-            "ON e.id = f.experiment_id WHERE list_contains(?, f.sha256)",
-            [sorted(damaged_objects)],
-        ).fetchall()
-    }
-    return CatalogState(loops, load_cursor(con), requests, cleaned, fresh, damaged, damaged_objects)
+    damaged_objects = find_damaged_objects(con, layout, suspect=suspect, quick=mode == "incremental")
+    damaged = (
+        {
+            (r[0], int(r[1]))
+            for r in con.execute(
+                "SELECT DISTINCT e.task_run_id, e.loop_id FROM wb_stored_files f JOIN aistock_experiments e "
+                "ON e.id = f.experiment_id WHERE list_contains(?, f.sha256)",
+                [sorted(damaged_objects)],
+            ).fetchall()
+        }
+        if damaged_objects
+        else set()
+    )
+    return CatalogState(
+        loops, load_cursor(con), requests, cleaned, fresh, damaged, damaged_objects, _settled(con)
+    )
 
 
-def find_damaged_objects(
-    con: duckdb.DuckDBPyConnection, layout: ArchiveLayout, *, suspect: Iterable[str] = ()
-) -> set[str]:
-    """Objects the catalog lists whose file (or pack) is missing or has the wrong size, plus `suspect`.
-
-    A cheap check (one stat per object file, one per pack) that lets every run notice an object
-    deleted or truncated under ``objects/`` and store it again; `verify --read-data` and `repair`
-    find altered bytes and pass them as `suspect`.
-    """
-    damaged = set(suspect)
-    store = ObjectStore(layout.objects, tmp=layout.tmp, packs=layout.packs)
-    pack_sizes: dict[str, int] = {}
-    for sha, key, stored_bytes in con.execute(
-        "SELECT sha256, storage_key, stored_bytes FROM wb_objects"
-    ).fetchall():
-        if is_pack_key(key):
-            location = parse_pack_key(key)
-            if location.pack_sha256 not in pack_sizes:
-                try:
-                    pack_sizes[location.pack_sha256] = store.path_for(key).stat().st_size
-                except OSError:
-                    pack_sizes[location.pack_sha256] = _size_in_bucket(store.path_for(key))
-            if pack_sizes[location.pack_sha256] < location.offset + location.length:
-                damaged.add(sha)
-            continue
-        try:
-            if store.path_for(key).stat().st_size != stored_bytes:
-                damaged.add(sha)
-        except OSError:
-            if _size_in_bucket(store.path_for(key)) != stored_bytes:
-                damaged.add(sha)
-    return damaged
-
-
-def _size_in_bucket(path: Path) -> int:
-    """The size of a stored file that is only in the bucket of an s3:// archive (-1: not there either)."""
-    size = ondemand.remote_size(path)
-    return -1 if size is None else size
+def _settled(con: duckdb.DuckDBPyConnection) -> set[tuple[str, int]]:
+    """Failed or partial loops whose last run recorded no error outside `INPUT_ERRORS`."""
+    marks = ", ".join("?" for _ in INPUT_ERRORS)
+    rows = con.execute(
+        "SELECT s.task_run_id, s.loop_id FROM wb_loop_state s WHERE s.state IN ('failed', 'partial') "
+        "AND NOT EXISTS (SELECT 1 FROM wb_item_errors e WHERE e.run_id = s.last_run_id "
+        f"AND e.task_run_id = s.task_run_id AND e.loop_id = s.loop_id AND e.error_type NOT IN ({marks}))",
+        list(INPUT_ERRORS),
+    ).fetchall()
+    return {(r[0], int(r[1])) for r in rows}
 
 
 def pending_loops(state: CatalogState, target_level: int) -> set[tuple[str, int]]:
@@ -280,16 +309,18 @@ def load_snapshot(
     """The registry rows this run looks at.
 
     Full runs and first runs read everything. Incremental runs read only the loops past the
-    cursor; the `pending` loops (`pending_loops`: failed, partial, below the target level, newly
-    attached request) are added from a full read only when there are any (they are few, and
-    retrying them is the point).
+    cursor and the `pending` loops (`pending_loops`: failed, partial, below the target level,
+    newly attached request), named by key; a whole read is filtered only when there are more
+    pending loops than one query can name.
     """
     if mode == "full" or state.cursor is None:
         return read_registry(installation.registry_path)
     rowid, updated_at = state.cursor
+    if len(pending) <= MAX_ALSO:  # the usual case: the few pending loops are read by key
+        return read_loops_changed_since(
+            installation.registry_path, rowid=rowid, updated_at=updated_at, also=pending
+        )
     changed = read_loops_changed_since(installation.registry_path, rowid=rowid, updated_at=updated_at)
-    if not pending:
-        return changed
     whole = read_registry(installation.registry_path)
     changed_keys = set(
         zip(changed.loops["task_run_id"].to_list(), changed.loops["loop_id"].to_list(), strict=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from workbench.archive.catalog import open_catalog
 from workbench.archive.db import utc_now
 from workbench.archive.durable import copy_synced, fsync_dir
-from workbench.archive.journal import current_seq, read_record, record_files
+from workbench.archive.journal import current_seq, newest_record_seq, read_record, record_files
 from workbench.archive.layout import ArchiveLayout
 from workbench.errors import VerificationError, WorkbenchError
 
@@ -74,10 +74,10 @@ def snapshot_if_changed(layout: ArchiveLayout) -> Snapshot | None:
     if not layout.catalog.exists():
         return None
     try:
-        with open_catalog(layout.root, read_only=True) as con:
-            seq = current_seq(con)
         newest = list_snapshots(layout.root)
-        if newest and not _substantive_since(layout, newest[0].seq, seq):
+        # records are written before their transaction commits, so the newest record's sequence
+        # is the catalog's (or one ahead): no catalog open is needed to see that nothing changed
+        if newest and not _substantive_since(layout, newest[0].seq, newest_record_seq(layout)):
             return None
         return take_snapshot(layout.root)
     except (OSError, WorkbenchError) as exc:

@@ -23,7 +23,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -163,6 +163,7 @@ class RegistrySnapshot:
 class _Since:
     rowid: int
     updated_at: str | None
+    also: tuple[tuple[str, int], ...] = ()  # (task_run_id, loop_id) read whatever their rowid
 
 
 class _Retry(Exception):
@@ -178,16 +179,29 @@ def read_registry(path: Path, *, timeout_s: float = 10.0) -> RegistrySnapshot:
     return _with_retry(Path(path), timeout_s, lambda con, cols: _read_all(con, cols, since=None))
 
 
+#: at most this many `also` loops are named in one query (SQLite's bound-parameter limit is 32,766)
+MAX_ALSO = 2000
+
+
 def read_loops_changed_since(
-    path: Path, *, rowid: int, updated_at: str | None, timeout_s: float = 10.0
+    path: Path,
+    *,
+    rowid: int,
+    updated_at: str | None,
+    also: Iterable[tuple[str, int]] = (),
+    timeout_s: float = 10.0,
 ) -> RegistrySnapshot:
-    """Only loops with `rowid > rowid` or a newer timestamp, plus the rows belonging to them.
+    """Only loops with `rowid > rowid` or a newer timestamp (and the `also` loops, at most
+    `MAX_ALSO`), plus the rows belonging to them.
 
     Workspaces, artifacts, factor_registry rows are those with the same `(task_run_id, loop_id)`;
     artifact_files those of the selected artifacts; task_runs those of the selected loops. The
     cursor fields of the result cover the whole loops table, for the next call.
     """
-    since = _Since(int(rowid), updated_at)
+    keys = tuple(sorted(set(also)))
+    if len(keys) > MAX_ALSO:
+        raise ValueError(f"at most {MAX_ALSO} loops can be named; read the whole registry instead")
+    since = _Since(int(rowid), updated_at, keys)
     return _with_retry(Path(path), timeout_s, lambda con, cols: _read_all(con, cols, since=since))
 
 
@@ -439,6 +453,10 @@ def _filters(columns: dict[str, list[str]], since: _Since) -> dict[str, tuple[st
         params: list[Any] = [since.rowid, since.updated_at]
     else:
         changed, params = "rowid > ?", [since.rowid]
+    if since.also and columns["loops"]:
+        named = ", ".join("(?, ?)" for _ in since.also)
+        changed = f"({changed} OR (task_run_id, loop_id) IN (VALUES {named}))"
+        params += [value for key in since.also for value in key]
     keys = f"SELECT task_run_id, loop_id FROM loops WHERE {changed}"
     never: tuple[str, list[Any]] = ("WHERE 0", [])
     out: dict[str, tuple[str, list[Any]]] = {"loops": (f"WHERE {changed}", params)}
