@@ -8,7 +8,8 @@ process's peak RSS from `os.wait4`):
 full archive; no-op incremental (timed in process, after a warm-up run); `status`; a
 factor-library query (`factors --limit 20`, the first query of a fresh process); `compare` of
 the first comparable task run; cleanup plan (`--dry-run --stage full`) and confirm
-(`--confirm --yes --stage full`) of every eligible workspace; `undo` of that plan.
+(`--confirm --yes --stage full`) of every eligible workspace; `undo` of that plan; the same
+confirm again, then `purge --older-than 0s` of everything it quarantined.
 Prints a Markdown table (paste into BENCHMARKS.md) and writes `results_scaling.json`.
 """
 
@@ -123,6 +124,9 @@ def measure(loops: int, args: argparse.Namespace) -> dict[str, object]:
     plan_id = json.loads(confirmed)["plan"]["plan_id"] if confirmed.strip().startswith("{") else ""
     if plan_id:
         step("cleanup undo", cli("cleanup", "undo", plan_id, "--archive", ar))
+        again = cli("cleanup", "--rdagent-root", rd, "--archive", ar, "--confirm", "--yes", "--stage", "full")
+        step("cleanup confirm again", again)
+        step("cleanup purge", cli("cleanup", "purge", "--older-than", "0s", "--archive", ar))
     return {"loops": loops, "task_runs": task_runs, "cleanup_items": items, "steps": steps}
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from workbench.errors import RegistryError
 from workbench.rdagent.registry import (
+    MAX_ALSO,
     SCHEMA,
     read_loops_changed_since,
     read_registry,
@@ -213,6 +214,17 @@ def test_changed_since_selects_new_and_updated_loops_with_their_rows(tmp_path: P
     assert nothing.loops.schema == expected_schema("loops")
     only_rowid = read_loops_changed_since(db, rowid=2, updated_at=None)
     assert only_rowid.loops["_rowid"].to_list() == [3]
+    # loops named by key come with their rows whatever the cursor (an incremental run's retries)
+    named = read_loops_changed_since(
+        db, rowid=again.max_rowid, updated_at=again.max_updated_at, also=[("run1", 0)]
+    )
+    assert named.loops.select("task_run_id", "loop_id").rows() == [("run1", 0)]
+    assert named.workspaces["workspace_id"].to_list() == ["ws0"]
+    assert named.task_runs["task_run_id"].to_list() == ["run1"]
+    both = read_loops_changed_since(db, rowid=2, updated_at=None, also=[("run1", 0), ("nope", 9)])
+    assert sorted(both.loops["_rowid"].to_list()) == [1, 3]
+    with pytest.raises(ValueError, match="at most"):
+        read_loops_changed_since(db, rowid=0, updated_at=None, also=[("r", i) for i in range(MAX_ALSO + 1)])
 
 
 def test_changed_since_on_v1_db_without_updated_at_uses_other_timestamps(tmp_path: Path):
