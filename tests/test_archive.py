@@ -355,6 +355,7 @@ def test_objects_of_a_failed_file_check_are_still_written(rd_root: Path, archive
 
 
 def test_status_lists_experiment_ids_and_checks_its_filters(rd_root: Path, archive_dir: Path) -> None:
+    from workbench.archive.schema import WORKSPACE_BYTES_BACKFILL
     from workbench.archive.status import archive_status
     from workbench.errors import ConfigError
 
@@ -365,6 +366,20 @@ def test_status_lists_experiment_ids_and_checks_its_filters(rd_root: Path, archi
     assert ids == set(report.experiments["id"].to_list()) and len(ids) > 5
     assert all(isinstance(e["kept_bytes"], int) for e in data["experiments"])
     assert all(isinstance(r["workspace_bytes"], int) for r in data["by_task_run"])
+    # the stored workspace bytes (schema 8) are the file lists' sizes; the upgrade's backfill agrees
+    listed = {
+        r[0]: sum(f["size_bytes"] for f in json.loads(r[1]))
+        for r in catalog_rows(archive_dir, "SELECT id, file_refs_json FROM aistock_experiments")
+        if r[1]
+    }
+    shown = dict(zip(report.experiments["id"], report.experiments["workspace_bytes"], strict=True))
+    assert listed and all(shown[i] == b for i, b in listed.items())
+    assert sum(listed.values()) == report.storage["workspace_bytes"]
+    con = duckdb.connect(str(archive_dir / "catalog.duckdb"))
+    con.execute("UPDATE aistock_experiments SET workspace_bytes = NULL")
+    con.execute(WORKSPACE_BYTES_BACKFILL)
+    con.close()
+    assert archive_status(archive_dir).storage["workspace_bytes"] == sum(listed.values())
     first = data["experiments"][0]
     assert first["id"] in report.format() and first["workspace_id"] in report.format()
     assert "experiments" not in archive_status(archive_dir).to_dict()

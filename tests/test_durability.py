@@ -309,7 +309,8 @@ def test_a_torn_record_from_a_crash_is_reported_not_fatal(env: Env) -> None:
 def _make_like_schema_5(ar: Path) -> None:
     """Turn a current archive into what workbench wrote before schema 6: small objects in the
     catalog (`wb_inline_objects`, keys `inline:<sha>`), no packs, manifests, records or snapshots,
-    and performance rows without schema 7's columns (the upgrade fills them again)."""
+    and performance rows without schema 7's columns, experiments without schema 8's (the upgrade
+    fills them again)."""
     layout = ArchiveLayout.at(ar)
     con = duckdb.connect(str(layout.catalog))
     for sha, key in con.execute("SELECT sha256, storage_key FROM wb_objects WHERE codec = 'pack'").fetchall():
@@ -345,6 +346,7 @@ def _make_like_schema_5(ar: Path) -> None:
         "combination_size",
     ):
         con.execute(f"ALTER TABLE aistock_factor_performance DROP COLUMN {column}")
+    con.execute("ALTER TABLE aistock_experiments DROP COLUMN workspace_bytes")  # schema 8's
     con.execute("DROP TABLE wb_manifests")
     con.execute("DELETE FROM wb_meta WHERE key = 'record_seq'")
     con.execute("UPDATE wb_meta SET value = '5' WHERE key = 'schema_version'")

@@ -557,6 +557,7 @@ EXPERIMENT_COLS = [
     "recomputed_metrics_json",
     "feedback_json",
     "file_refs_json",
+    "workspace_bytes",
     "request_name",
     "strategy_role",
     "source_fingerprint",
@@ -593,7 +594,8 @@ def _write_experiments(
             INSERT INTO aistock_experiments ({", ".join(EXPERIMENT_COLS)})
             SELECT id, task_run_id, CAST(loop_id AS BIGINT), workspace_id, strategy_id, CAST(archiving_level AS INTEGER),
                    action, scenario, loop_status, workspace_path, workspace_dir, log_trace_path, metrics_json,
-                   recomputed_metrics_json, feedback_json, file_refs_json, request_name, strategy_role,
+                   recomputed_metrics_json, feedback_json, file_refs_json,
+                   list_sum(CAST(json_extract(file_refs_json, '$[*].size_bytes') AS BIGINT[])), request_name, strategy_role,
                    source_fingerprint, TRY_CAST(replace(created_at, ' ', 'T') AS TIMESTAMPTZ),
                    CAST(imported_at AS TIMESTAMPTZ), CAST(level2_at AS TIMESTAMPTZ)
             FROM _batch
@@ -606,6 +608,7 @@ def _write_experiments(
                 recomputed_metrics_json = coalesce(excluded.recomputed_metrics_json, aistock_experiments.recomputed_metrics_json),
                 feedback_json = coalesce(excluded.feedback_json, aistock_experiments.feedback_json),
                 file_refs_json = coalesce(excluded.file_refs_json, aistock_experiments.file_refs_json),
+                workspace_bytes = coalesce(excluded.workspace_bytes, aistock_experiments.workspace_bytes),
                 request_name = excluded.request_name, strategy_role = excluded.strategy_role,
                 source_fingerprint = excluded.source_fingerprint,
                 created_at = coalesce(excluded.created_at, aistock_experiments.created_at),

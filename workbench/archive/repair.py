@@ -42,7 +42,7 @@ from workbench.archive.layout import CATALOG_FILE, ArchiveLayout
 from workbench.archive.lock import archive_lock
 from workbench.archive.packs import iter_pack_files, parse_pack_key, read_blob, read_pack_index
 from workbench.archive.remote import accepts_s3
-from workbench.archive.schema import FACTOR_FIGURES_BACKFILL
+from workbench.archive.schema import FACTOR_FIGURES_BACKFILL, WORKSPACE_BYTES_BACKFILL
 from workbench.archive.snapshots import list_snapshots, take_snapshot
 from workbench.archive.verify import read_back_problem
 from workbench.errors import ArchiveError, VerificationError
@@ -121,6 +121,7 @@ def rebuild_catalog(layout: ArchiveLayout) -> tuple[Path, str, ReplayReport]:
         after_seq = current_seq(con)
         report = replay(con, layout, after_seq=after_seq)
         con.execute(FACTOR_FIGURES_BACKFILL)  # records written before schema 7 lack those columns
+        con.execute(WORKSPACE_BYTES_BACKFILL)  # ... and before schema 8, this one
         con.execute("CHECKPOINT")
     except BaseException:
         con.close()

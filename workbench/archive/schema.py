@@ -7,6 +7,15 @@ workbench is upgraded in place. Never edit a published step: add a new one.
 
 from __future__ import annotations
 
+WORKSPACE_BYTES_BACKFILL = """
+-- Rows written before schema 8 get the bytes of their archived workspace (the sum of the file
+-- list's sizes), so `status` reads one number per experiment instead of parsing every file list.
+-- Only rows still without it are touched: running this again (after a rebuild) changes nothing.
+UPDATE aistock_experiments
+SET workspace_bytes = coalesce(list_sum(CAST(json_extract(file_refs_json, '$[*].size_bytes') AS BIGINT[])), 0)
+WHERE workspace_bytes IS NULL AND file_refs_json IS NOT NULL;
+"""
+
 FACTOR_FIGURES_BACKFILL = """
 -- Rows written before schema 7 (combination_size IS NULL) get what they lacked, from what the
 -- catalog holds: the main window's dates from the experiment's return series (its backtest; a
@@ -376,6 +385,11 @@ ALTER TABLE aistock_factor_performance ADD COLUMN periods_per_year INTEGER;
 ALTER TABLE aistock_factor_performance ADD COLUMN combination_size INTEGER;
 """
     + FACTOR_FIGURES_BACKFILL,
+    8: """
+-- The bytes of each experiment's workspace as archived (kept and dropped files), for `status`.
+ALTER TABLE aistock_experiments ADD COLUMN workspace_bytes BIGINT;
+"""
+    + WORKSPACE_BYTES_BACKFILL,
 }
 
 LATEST_VERSION = max(MIGRATIONS)

@@ -136,12 +136,11 @@ def archive_status(
             con,
             f"""SELECT e.id, e.task_run_id, e.loop_id, e.workspace_id, e.action, e.archiving_level, e.workspace_state,
                        e.request_name, e.strategy_role, e.created_at, e.imported_at, s.state, s.last_error,
-                       (SELECT coalesce(sum(f.size_bytes), 0) FROM wb_stored_files f WHERE f.experiment_id = e.id)::BIGINT
-                           AS kept_bytes,
-                       (SELECT coalesce(sum((j->>'size_bytes')::BIGINT), 0)
-                          FROM (SELECT unnest(from_json(e.file_refs_json, '["JSON"]')) AS j))::BIGINT
-                           AS workspace_bytes
+                       coalesce(k.kept_bytes, 0)::BIGINT AS kept_bytes,
+                       coalesce(e.workspace_bytes, 0)::BIGINT AS workspace_bytes
                 FROM aistock_experiments e LEFT JOIN wb_loop_state s ON s.experiment_id = e.id
+                LEFT JOIN (SELECT experiment_id, sum(size_bytes) AS kept_bytes FROM wb_stored_files
+                           GROUP BY experiment_id) k ON k.experiment_id = e.id
                 WHERE {" AND ".join(where)} ORDER BY e.task_run_id, e.loop_id""",
             params,
         )

@@ -78,7 +78,9 @@ EXPERIMENTS = LakeTable(
     catalog_table="aistock_experiments",
     keys=("id",),
     select_sql=(
-        "SELECT t.* REPLACE ("
+        # workspace_bytes (schema 8) is derived from file_refs_json and left out, so lakes published
+        # before it keep their table schema
+        "SELECT t.* EXCLUDE (workspace_bytes) REPLACE ("
         + _as_text(_EXPERIMENT_JSON)
         + "), "
         + ", ".join(f"{sql} AS {name}" for name, sql in _EXPERIMENT_METRICS.items())
