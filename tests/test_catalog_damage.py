@@ -214,7 +214,16 @@ def test_one_flipped_bit_in_table_data_fails_verify_and_every_reader_of_that_tab
     # a full run retries the failed loops and writes their manifests, which looks up which
     # experiments have a return series: it reads the damaged block
     ar = copy_archive(archive_dir, tmp_path / "full-retry")
-    full = ["archive", "--rdagent-root", str(rd_root), "--archive", str(ar), "--mode", "full", "--no-progress"]
+    full = [
+        "archive",
+        "--rdagent-root",
+        str(rd_root),
+        "--archive",
+        str(ar),
+        "--mode",
+        "full",
+        "--no-progress",
+    ]
     assert_one_line_damage(cli(*full), ar / "catalog.duckdb", "checksum")
 
     # commands that never read that block still work (status, the factor library, and an
