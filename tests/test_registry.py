@@ -227,6 +227,21 @@ def test_changed_since_selects_new_and_updated_loops_with_their_rows(tmp_path: P
         read_loops_changed_since(db, rowid=0, updated_at=None, also=[("r", i) for i in range(MAX_ALSO + 1)])
 
 
+def test_loops_named_by_key_are_read_from_a_without_rowid_table_too(tmp_path: Path):
+    ddl = HEAD_DDL.replace(
+        "manifest_path TEXT, created_at_utc TEXT, updated_at_utc TEXT);",
+        "manifest_path TEXT, created_at_utc TEXT, updated_at_utc TEXT) WITHOUT ROWID;",
+    )
+    assert ddl != HEAD_DDL
+    db = make_db(tmp_path / "registry.sqlite", ddl, rows=HEAD_ROWS)
+    whole = read_registry(db)
+    named = read_loops_changed_since(
+        db, rowid=whole.max_rowid, updated_at=whole.max_updated_at, also=[("run1", 0)]
+    )
+    assert named.workspaces["workspace_id"].to_list() == ["ws0"]
+    assert named.loops.select("task_run_id", "loop_id").rows() == [("run1", 0)]
+
+
 def test_changed_since_on_v1_db_without_updated_at_uses_other_timestamps(tmp_path: Path):
     ddl = """CREATE TABLE loops (task_run_id TEXT, loop_id INTEGER, status TEXT, started_at_utc TEXT,
              ended_at_utc TEXT);"""

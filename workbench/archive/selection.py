@@ -19,6 +19,7 @@ import duckdb
 import polars as pl
 
 from workbench.archive.damage import find_damaged_objects
+from workbench.archive.db import fetch_frame
 from workbench.archive.extract import ItemError, validate_request
 from workbench.archive.layout import ArchiveLayout
 from workbench.archive.persist import Outcome, load_cursor
@@ -33,10 +34,54 @@ Mode = Literal["full", "incremental"]
 
 
 @dataclass(frozen=True)
+class LoopStates:
+    """`wb_loop_state` as one frame; rows become dicts only for the loops a run looks at.
+
+    Why: an incremental run with nothing new looks at a handful of loops, and turning every row of
+    a large archive into a dict would make it cost what the archive holds.
+    """
+
+    frame: pl.DataFrame
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection) -> LoopStates:
+        frame = fetch_frame(
+            con,
+            "SELECT task_run_id, loop_id, state, archiving_level AS level, fingerprint, experiment_id, last_error "
+            "FROM wb_loop_state",
+        )
+        return cls(frame.with_columns(pl.col("loop_id").cast(pl.Int64)))
+
+    def lookup(self, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
+        """The state rows of these loops (those the catalog has), as dicts."""
+        wanted = list(keys)
+        if not wanted or self.frame.is_empty():
+            return {}
+        found = self.frame.join(
+            pl.DataFrame(
+                {"task_run_id": [k[0] for k in wanted], "loop_id": [k[1] for k in wanted]},
+                schema={"task_run_id": self.frame.schema["task_run_id"], "loop_id": pl.Int64},
+            ),
+            on=["task_run_id", "loop_id"],
+            how="semi",
+        )
+        return {(r["task_run_id"], int(r["loop_id"])): r for r in found.iter_rows(named=True)}
+
+    def pending(self, target_level: int, fresh_requests: set[str]) -> set[tuple[str, int]]:
+        """Failed or partial, archived below `target_level`, or of a task run with a fresh request."""
+        rows = self.frame.filter(
+            pl.col("state").is_in(["failed", "partial"])
+            | ((pl.col("state") == "archived") & (pl.col("level").fill_null(0) < target_level))
+            | pl.col("task_run_id").is_in(sorted(fresh_requests))
+        )
+        return {(t, int(i)) for t, i in zip(rows["task_run_id"], rows["loop_id"], strict=True)}
+
+
+@dataclass(frozen=True)
 class CatalogState:
     """What the catalog knows before the run: per-loop state, cursor, attached requests."""
 
-    loops: dict[tuple[str, int], dict[str, Any]]
+    loops: LoopStates
     cursor: tuple[int, str | None] | None
     requests: dict[str, dict[str, Any]]
     cleaned: set[str]
@@ -82,6 +127,7 @@ def select_loops(
     chosen = apply_filters(candidates, since=since, hours=hours, last=last, pending=pending)
     requests = _requests_by_task_run(snapshot, state)
     summary.candidates = len(chosen)
+    previous = state.loops.lookup(c.key for c in chosen)
     work: list[tuple[LoopCandidate, str]] = []
     skipped: list[Outcome] = []
     # loops of task runs with a request go last, so the factors they name by name already exist
@@ -91,6 +137,7 @@ def select_loops(
     ):
         decision = _decide(
             candidate,
+            previous.get(candidate.key),
             state,
             summary,
             requests,
@@ -115,6 +162,7 @@ def select_loops(
 
 def _decide(
     candidate: LoopCandidate,
+    previous: dict[str, Any] | None,
     state: CatalogState,
     summary: RunSummary,
     requests: dict[str, dict[str, Any] | ItemError],
@@ -130,7 +178,6 @@ def _decide(
     archived partially, is tried again only once its registry rows or files changed: the same
     input fails the same way, and retrying it would make every scheduled run cost (and record) it.
     """
-    previous = state.loops.get(candidate.key)
     if candidate.experiment_id in state.cleaned:
         # the workspace was slimmed or deleted by cleanup: the archive is the record now
         count_skip(summary, "cleaned_up")
@@ -228,19 +275,7 @@ def load_state(
     mode: Mode = "full",
 ) -> CatalogState:
     """The catalog's view before a run; an incremental one checks objects the quick way (`damage`)."""
-    loops = {
-        (r[0], int(r[1])): {
-            "state": r[2],
-            "level": r[3],
-            "fingerprint": r[4],
-            "experiment_id": r[5],
-            "last_error": r[6],
-        }
-        for r in con.execute(
-            "SELECT task_run_id, loop_id, state, archiving_level, fingerprint, experiment_id, last_error "
-            "FROM wb_loop_state"
-        ).fetchall()
-    }
+    loops = LoopStates.read(con)
     requests = {
         r[0]: json.loads(r[1])
         for r in con.execute("SELECT task_run_id, request_json FROM wb_attached_requests").fetchall()
@@ -294,13 +329,7 @@ def pending_loops(state: CatalogState, target_level: int) -> set[tuple[str, int]
     Failed and partial loops (retried, never skipped for good), loops archived below the target
     level, and the loops of task runs whose request was attached since the last run.
     """
-    return {
-        key
-        for key, s in state.loops.items()
-        if s["state"] in ("failed", "partial")
-        or (s["state"] == "archived" and (s["level"] or 0) < target_level)
-        or key[0] in state.fresh_requests
-    } | state.damaged
+    return state.loops.pending(target_level, state.fresh_requests) | state.damaged
 
 
 def load_snapshot(

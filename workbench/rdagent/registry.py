@@ -402,6 +402,15 @@ def _table_columns(con: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in con.execute(f"PRAGMA table_info({_quote(table)})").fetchall()]
 
 
+def _has_rowid(con: sqlite3.Connection, table: str) -> bool:
+    """False for a WITHOUT ROWID table (no `rowid` to select by)."""
+    try:
+        con.execute(f"SELECT rowid FROM {_quote(table)} LIMIT 0")
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -414,7 +423,7 @@ def _read_all(
             "the database has none of the registry tables (" + ", ".join(TABLES) + "); "
             "is this RD-Agent's RDagentDB/registry.sqlite?"
         )
-    filters = _filters(columns, since) if since is not None else {}
+    filters = _filters(con, columns, since) if since is not None else {}
     frames = {}
     for table in TABLES:
         where = filters.get(table, ("", []))
@@ -445,42 +454,64 @@ def _cursor(con: sqlite3.Connection, columns: dict[str, list[str]]) -> tuple[int
     return int(max_rowid or 0), (str(max_time) if max_time is not None else None)
 
 
-def _filters(columns: dict[str, list[str]], since: _Since) -> dict[str, tuple[str, list[Any]]]:
-    """WHERE clauses selecting the changed loops and the rows that belong to them."""
+def _filters(
+    con: sqlite3.Connection, columns: dict[str, list[str]], since: _Since
+) -> dict[str, tuple[str, list[Any]]]:
+    """WHERE clauses selecting the changed loops and the rows that belong to them.
+
+    The changed loops' keys are read first (one pass over `loops`); the other tables are then
+    asked for those keys only, through their (task_run_id, loop_id) indexes, so a run with
+    nothing new costs one pass over `loops` and nothing more.
+    """
+    never: tuple[str, list[Any]] = ("WHERE 0", [])
+    if not columns["loops"]:
+        return {t: never for t in TABLES}
     time_expr = _loop_time_expr(columns["loops"])
     if time_expr and since.updated_at is not None:
         changed = f"(rowid > ? OR {time_expr} > ?)"
         params: list[Any] = [since.rowid, since.updated_at]
     else:
         changed, params = "rowid > ?", [since.rowid]
-    if since.also and columns["loops"]:
-        named = ", ".join("(?, ?)" for _ in since.also)
-        changed = f"({changed} OR (task_run_id, loop_id) IN (VALUES {named}))"
+    if since.also:
+        also = ", ".join("(?, ?)" for _ in since.also)
+        changed = f"({changed} OR (task_run_id, loop_id) IN (VALUES {also}))"
         params += [value for key in since.also for value in key]
-    keys = f"SELECT task_run_id, loop_id FROM loops WHERE {changed}"
-    never: tuple[str, list[Any]] = ("WHERE 0", [])
-    out: dict[str, tuple[str, list[Any]]] = {"loops": (f"WHERE {changed}", params)}
-    if not columns["loops"]:
+    keys = con.execute(f"SELECT DISTINCT task_run_id, loop_id FROM loops WHERE {changed}", params).fetchall()
+    if not keys:
         return {t: never for t in TABLES}
+    named = len(keys) <= MAX_ALSO
+    if named:
+        values = f"(VALUES {', '.join('(?, ?)' for _ in keys)})"
+        params = [value for key in keys for value in key]
+        runs = sorted({str(k[0]) for k in keys if k[0] is not None})
+        run_filter = (f"WHERE task_run_id IN ({', '.join('?' for _ in runs)})", list(runs))
+        selected = values
+    else:  # too many to name: select them again by the same condition
+        selected = f"(SELECT task_run_id, loop_id FROM loops WHERE {changed})"
+        run_filter = (f"WHERE task_run_id IN (SELECT task_run_id FROM loops WHERE {changed})", params)
+
+    def by_key(table: str) -> str:
+        """Rows of `table` with the selected keys; a join on named keys uses the table's index
+        (a row-value IN list makes SQLite scan the whole table)."""
+        if named and _has_rowid(con, table):
+            return (
+                f"WHERE rowid IN (SELECT t.rowid FROM {values} AS k JOIN {_quote(table)} AS t "
+                "ON t.task_run_id = k.column1 AND t.loop_id = k.column2)"
+            )
+        return f"WHERE (task_run_id, loop_id) IN {selected}"
+
+    out: dict[str, tuple[str, list[Any]]] = {"loops": (by_key("loops"), params)}
 
     def has(table: str, *names: str) -> bool:
         have = {c.lower() for c in columns[table]}
         return all(n in have for n in names)
 
-    out["task_runs"] = (
-        (f"WHERE task_run_id IN (SELECT task_run_id FROM loops WHERE {changed})", params)
-        if has("task_runs", "task_run_id")
-        else never
-    )
+    out["task_runs"] = run_filter if has("task_runs", "task_run_id") else never
     for table in ("workspaces", "artifacts", "factor_registry"):
-        out[table] = (
-            (f"WHERE (task_run_id, loop_id) IN ({keys})", params)
-            if has(table, "task_run_id", "loop_id")
-            else never
-        )
+        out[table] = (by_key(table), params) if has(table, "task_run_id", "loop_id") else never
     out["artifact_files"] = (
         (
-            f"WHERE artifact_id IN (SELECT artifact_id FROM artifacts WHERE (task_run_id, loop_id) IN ({keys}))",
+            f"WHERE artifact_id IN (SELECT artifact_id FROM artifacts {by_key('artifacts')})",
             params,
         )
         if has("artifact_files", "artifact_id") and has("artifacts", "artifact_id", "task_run_id", "loop_id")
