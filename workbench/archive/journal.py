@@ -49,6 +49,8 @@ RECORD_FORMAT = "workbench.record"
 MANIFEST_FORMAT = "workbench.manifest"
 FORMAT_VERSION = 1
 SEQ_KEY = "record_seq"
+MANIFEST_CHUNK = 256
+"""Manifests are built this many experiments at a time (one query per table per chunk)."""
 BULK_TABLES = frozenset({"aistock_return_series", "aistock_factor_values"})
 SERIES_COLUMNS = [
     "account",
@@ -677,12 +679,17 @@ class Recorder:
                     self._new_objects.append(obj)
             pointers[experiment_id] = series
         self._register_objects()
-        for experiment_id, manifest in build_manifests(
-            self.con, pointers, seq=seq, written_at=written_at
-        ).items():
-            obj = mstore.put_bytes(json.dumps(manifest, separators=(",", ":"), default=str).encode())
-            written[experiment_id] = {"sha256": obj.sha256, "storage_key": obj.storage_key}
-            rows.append((experiment_id, obj.sha256, obj.storage_key, seq, written_at))
+        ids = sorted(pointers)
+        # built and written a chunk at a time: a change that touches every experiment (a factor
+        # many experiments use, merged at the end of a run) must not hold all their rows at once
+        for start in range(0, len(ids), MANIFEST_CHUNK):
+            chunk = {i: pointers[i] for i in ids[start : start + MANIFEST_CHUNK]}
+            for experiment_id, manifest in build_manifests(
+                self.con, chunk, seq=seq, written_at=written_at
+            ).items():
+                obj = mstore.put_bytes(json.dumps(manifest, separators=(",", ":"), default=str).encode())
+                written[experiment_id] = {"sha256": obj.sha256, "storage_key": obj.storage_key}
+                rows.append((experiment_id, obj.sha256, obj.storage_key, seq, written_at))
         if rows:  # one statement (DuckDB's executemany runs one statement per row)
             frame = pl.DataFrame(
                 rows,
