@@ -76,7 +76,11 @@ def archive(
     endpoint_url: EndpointOpt = None,
     cache_dir: CacheDirOpt = None,
     mode: Annotated[
-        str, typer.Option(help="full: every loop; incremental: new, changed, failed or below target.")
+        str,
+        typer.Option(
+            help="full: every loop (failed ones retried); incremental: new or changed loops, loops below "
+            "target, and failed loops once their files or rows changed (or the failure was not their input's)."
+        ),
     ] = "full",
     registry: RegistryOpt = None,
     path_map: PathMapOpt = [],  # noqa: B006
