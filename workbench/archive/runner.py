@@ -8,6 +8,7 @@ loop becomes its outcome's errors and never stops the run, but a full or failing
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,12 +58,19 @@ def archive_loops(
     committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
     pending: Future[None] | None = None
     try:
-        for start in range(0, len(work), batch_size):
-            batch = work[start : start + batch_size]
+        batches = [work[start : start + batch_size] for start in range(0, len(work), batch_size)]
+        # the next batch is queued in the workers before this one is collected, so they never
+        # wait for the main process (and at most two batches of results are held in memory)
+        queued = [_launch(pool, batches[0])] if pool else []
+        for index, batch in enumerate(batches):
+            if pool is not None:
+                if index + 1 < len(batches):
+                    queued.append(_launch(pool, batches[index + 1]))
+                futures = queued.pop(0)
+                results: Iterator[_Result] = (r for f in futures for r in f.result())
+            else:
+                results = map(_archive_in_worker, batch)
             outcomes, items, stored = [], {}, {}
-            results = (
-                pool.map(_archive_in_worker, batch, chunksize=4) if pool else map(_archive_in_worker, batch)
-            )
             for (candidate, _), (outcome, item, files) in zip(batch, results, strict=True):
                 outcomes.append(outcome)
                 if item is not None:
@@ -83,6 +91,20 @@ def archive_loops(
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
+
+
+_Result = tuple[Outcome, Extracted | None, StoredBatch | None]
+CHUNK = 4
+"""Loops per task sent to a worker process (fewer round trips than one loop per task)."""
+
+
+def _launch(pool: ProcessPoolExecutor, batch: list[tuple[LoopCandidate, str]]) -> list[Future[list[_Result]]]:
+    """Queue one batch in the worker processes, `CHUNK` loops per task, in order."""
+    return [pool.submit(_archive_chunk, batch[i : i + CHUNK]) for i in range(0, len(batch), CHUNK)]
+
+
+def _archive_chunk(jobs: list[tuple[LoopCandidate, str]]) -> list[_Result]:
+    return [_archive_in_worker(job) for job in jobs]
 
 
 def _sync_and_commit(
