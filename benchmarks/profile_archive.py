@@ -1,68 +1,112 @@
-"""Where the CPU of a full archive goes, stage by stage, in ms per archived loop.
+"""Where the CPU of a full archive goes, stage by stage, in ms of CPU per archived loop.
 
-    .venv/bin/python benchmarks/profile_archive.py [--sample benchmarks/_work/rd_40x50_250d_top5] [--loops N]
+    .venv/bin/python benchmarks/profile_archive.py [--sample benchmarks/_work/rd_40x50_250d_top5]
 
 Runs one full archive of a generated installation (see `bench_archive.py`) in process with one
-worker, so that cProfile sees every stage: the main thread (selection, extraction, storing) and
-the commit thread (catalog writes, manifests, records) are profiled separately and summed.
-The timer is each thread's own CPU time, so other load on the machine does not count (time
-spent waiting for the disk does not either).
-The stages are the cumulative times of the functions that do each piece of work; the table
-goes into BENCHMARKS.md ("Archiving", "Where the CPU goes").
+worker, so that every stage runs in this process: the main thread (selection, extraction,
+storing) and the commit thread (catalog rows, manifests, records). Each stage's functions are
+wrapped with a timer of the calling thread's own CPU time (`time.thread_time`), so other load on
+the machine does not count, nor does waiting for the disk; nested stages are part of their
+parent's figure. `--cprofile FILE` also dumps a cProfile of the main thread for drilling down.
+The table goes into BENCHMARKS.md ("Archiving", "Where the CPU goes").
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
-import pstats
+import functools
+import importlib
 import shutil
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from workbench.archive import runner
 from workbench.archive.pipeline import archive
 
-#: stage → (module path suffix, function name) pairs whose cumulative time is the stage's
-STAGES: dict[str, list[tuple[str, str]]] = {
-    "select: registry read, candidates, fingerprint walk": [("archive/selection.py", "select_loops")],
-    "  of which fingerprint (workspace walk + hash of the listing)": [("archive/scan.py", "fingerprint")],
-    "catalog state before the run (load_state)": [("archive/selection.py", "load_state")],
-    "extract: parse the loop's files (total)": [("archive/extract.py", "extract_loop")],
-    "  safe unpickle of ret.pkl": [("files/safe_pickle.py", "load_dataframe_pickle")],
-    "  return-series conversion": [("files/returns.py", "returns_frame_from_pandas")],
-    "  metric recomputation": [("workbench/metrics.py", "compute_return_metrics")],
-    "  qlib_res.csv": [("archive/extract.py", "_read_qlib")],
-    "  JSON files (feedback, factor meta/perf, metadata)": [("archive/extract.py", "_read_optional")],
-    "  second workspace walk (_collect_files)": [("archive/extract.py", "_collect_files")],
-    "store: read, hash, compress, write the kept files (total)": [("archive/persist.py", "store_files")],
-    "  zstd compression (+ verify decode)": [("archive/store.py", "_encode")],
-    "  series Parquet": [("archive/persist.py", "series_parquet")],
-    "  pack write": [("archive/store.py", "flush_pack")],
-    "commit: catalog rows, manifests, record, sync (total)": [("archive/runner.py", "_commit")],
-    "  rows (INSERT ... SELECT from Arrow)": [("archive/persist.py", "_write_rows")],
-    "  manifests + record (Recorder.finish)": [("archive/journal.py", "finish")],
-    "finish: consolidate factors, cursor, library cache": [
-        ("archive/persist.py", "consolidate_factors"),
-        ("archive/library_cache.py", "refresh_library_cache"),
-    ],
+#: stage → (module, attribute path) of the functions whose CPU time is the stage's
+STAGES: dict[str, tuple[str, str]] = {
+    "select: registry read, candidates, fingerprints": ("workbench.archive.pipeline", "select_loops"),
+    "  fingerprint (workspace walk + hash of the listing)": ("workbench.archive.scan", "LoopCandidate.fingerprint"),
+    "extract: parse the loop's files (total)": ("workbench.archive.runner", "extract_loop"),
+    "  safe unpickle of ret.pkl": ("workbench.rdagent.files.returns", "load_dataframe_pickle"),
+    "  return-series conversion": ("workbench.rdagent.files.returns", "returns_frame_from_pandas"),
+    "  metric recomputation": ("workbench.archive.extract", "compute_return_metrics"),
+    "  qlib_res.csv": ("workbench.archive.extract", "_read_qlib"),
+    "  JSON files (feedback, factor meta/perf, metadata)": ("workbench.archive.extract", "_read_optional"),
+    "  file list (_collect_files)": ("workbench.archive.extract", "_collect_files"),
+    "store: read, hash, compress, write the kept files (total)": ("workbench.archive.runner", "store_files"),
+    "  zstd compression of objects (+ verify decode)": ("workbench.archive.store", "ObjectStore._encode"),
+    "  series Parquet": ("workbench.archive.persist", "series_parquet"),
+    "  pack encode + write": ("workbench.archive.store", "ObjectStore.flush_pack"),
+    "commit: catalog rows, manifests, record (total)": ("workbench.archive.runner", "commit_batch"),
+    "  rows (INSERT ... SELECT from Arrow)": ("workbench.archive.persist", "_write_rows"),
+    "  manifests + record (Recorder.finish)": ("workbench.archive.journal", "Recorder.finish"),
+    "  open + close the catalog": ("workbench.archive.runner", "open_catalog"),
+    "finish: consolidate factors, cursor": ("workbench.archive.pipeline", "consolidate_factors"),
 }
 
+_spent: dict[str, float] = defaultdict(float)
+_local = threading.local()
 
-def stage_times(stats: pstats.Stats) -> dict[str, float]:
-    """Cumulative seconds per stage (a function counted once even when it recurses)."""
-    table: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    out: dict[str, float] = {}
-    for stage, functions in STAGES.items():
-        total = 0.0
-        for (path, _line, name), (_cc, _nc, _tt, cumulative, _callers) in table.items():
-            if any(path.endswith(suffix) and name == fn for suffix, fn in functions):
-                total += cumulative
-        out[stage] = total
-    return out
+
+def _timed(stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` with its calling thread's CPU time added to `stage` (outermost call only)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        active: set[str] = getattr(_local, "active", None) or set()
+        _local.active = active
+        if stage in active:  # recursion or re-entry: counted by the outer call
+            return fn(*args, **kwargs)
+        active.add(stage)
+        start = time.thread_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _spent[stage] += time.thread_time() - start
+            active.discard(stage)
+
+    return wrapper
+
+
+def _context_timed(stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A context-manager factory whose enter and exit (open, close) count for `stage`."""
+
+    class Timed:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.inner = fn(*args, **kwargs)
+
+        def __enter__(self) -> Any:
+            start = time.thread_time()
+            try:
+                return self.inner.__enter__()
+            finally:
+                _spent[stage] += time.thread_time() - start
+
+        def __exit__(self, *exc: Any) -> Any:
+            start = time.thread_time()
+            try:
+                return self.inner.__exit__(*exc)
+            finally:
+                _spent[stage] += time.thread_time() - start
+
+    return Timed
+
+
+def install_timers() -> None:
+    for stage, (module_name, attr) in STAGES.items():
+        module = importlib.import_module(module_name)
+        owner: Any = module
+        *path, name = attr.split(".")
+        for part in path:
+            owner = getattr(owner, part)
+        fn = getattr(owner, name)
+        wrap = _context_timed if name == "open_catalog" else _timed
+        setattr(owner, name, wrap(stage, fn))
 
 
 def main() -> None:
@@ -71,40 +115,27 @@ def main() -> None:
     )
     parser.add_argument("--sample", type=Path, default=Path("benchmarks/_work/rd_40x50_250d_top5"))
     parser.add_argument("--work", type=Path, default=Path("benchmarks/_work/profile_archive"))
-    parser.add_argument("--out", type=Path, default=None, help="also dump the raw profiles here")
+    parser.add_argument("--cprofile", type=Path, default=None, help="dump a cProfile of the main thread here")
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
-    commit_profile = cProfile.Profile(time.thread_time)
-    original: Callable[..., None] = runner._commit
-
-    def profiled_commit(*a: Any, **k: Any) -> None:
-        if threading.current_thread() is threading.main_thread():
-            original(*a, **k)  # the main thread's own profile sees it
-        else:
-            commit_profile.runcall(original, *a, **k)
-
-    runner._commit = profiled_commit  # type: ignore[assignment]
-    main_profile = cProfile.Profile(time.thread_time)
-    started = time.perf_counter()
-    summary = main_profile.runcall(
-        archive, args.sample, archive=args.work, mode="full", progress=False, workers=1
-    )
-    wall = time.perf_counter() - started
-    runner._commit = original  # type: ignore[assignment]
-    stats = pstats.Stats(main_profile)
-    stats.add(commit_profile)
-    if args.out:
-        main_profile.dump_stats(str(args.out) + ".main")
-        commit_profile.dump_stats(str(args.out) + ".commit")
-    loops = summary.level1 + summary.level2
-    cpu = pstats.Stats(main_profile).total_tt + pstats.Stats(commit_profile).total_tt  # type: ignore[attr-defined]
-    print(f"{loops} loops archived (level 2: {summary.level2}) in {wall:.1f} s wall under cProfile, 1 worker")
-    print("| stage | ms per loop |")
+    install_timers()
+    profile = cProfile.Profile() if args.cprofile else None
+    started, cpu_started = time.perf_counter(), time.process_time()
+    if profile is not None:
+        profile.enable()
+    summary = archive(args.sample, archive=args.work, mode="full", progress=False, workers=1)
+    if profile is not None:
+        profile.disable()
+        profile.dump_stats(str(args.cprofile))
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    loops = max(summary.level1 + summary.level2, 1)
+    print(f"{loops} loops archived (level 2: {summary.level2}), 1 worker in process")
+    print("| stage | ms CPU per loop |")
     print("|---|---:|")
-    for stage, seconds in stage_times(stats).items():
-        print(f"| {stage} | {seconds * 1000 / max(loops, 1):.2f} |")
-    print(f"| whole run (CPU of both threads, profiled) | {cpu * 1000 / max(loops, 1):.2f} |")
-    print(f"| whole run (wall, profiled) | {wall * 1000 / max(loops, 1):.2f} |")
+    for stage in STAGES:
+        print(f"| {stage} | {_spent[stage] * 1000 / loops:.2f} |")
+    print(f"| whole run: CPU of the process | {cpu * 1000 / loops:.2f} |")
+    print(f"| whole run: wall | {wall * 1000 / loops:.2f} |")
 
 
 if __name__ == "__main__":

@@ -111,7 +111,7 @@ def decode_blob(encoded: bytes, *, label: str) -> bytes:
                 decoded: bytes = _ZSTD.decompress(
                     encoded[1 + BLOB_SIZE.size :], decompressed_size=size, asbytes=True
                 )
-            except (pa.ArrowException, ValueError) as exc:
+            except (pa.ArrowException, OSError, ValueError) as exc:
                 raise VerificationError(f"{label} does not decode ({exc}); it is damaged") from exc
             if len(decoded) == size:
                 return decoded
