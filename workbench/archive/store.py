@@ -15,9 +15,9 @@ what made a damaged catalog lose them. Archives written before packs kept them i
 table ``wb_inline_objects``; the upgrade to schema 6 moves them into a pack (`journal.py`), so
 every object of a current catalog is a file or a pack blob.
 
-Objects are stored zstd-compressed when that saves at least 10 %, raw otherwise (Parquet too:
-a Snappy or uncompressed Parquet file shrinks by a third or more; one written with zstd, like the
-archive's own return series, stays raw and opens directly in polars, duckdb and pyarrow).
+Objects are stored zstd-compressed when that saves at least 10 %, raw otherwise, whatever their
+kind (Parquet too: RD-Agent's Snappy `signals.parquet` shrinks to about a third; Parquet objects
+are read through `open_content`/`restore_to`, never opened where they lie).
 A compressed object starts with an 8-byte magic and the original size, so it can be restored
 without the catalog; one zstd frame follows. Pack blobs are compressed the same way (`packs.py`).
 
