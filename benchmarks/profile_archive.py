@@ -30,7 +30,10 @@ from workbench.archive.pipeline import archive
 #: stage → (module, attribute path) of the functions whose CPU time is the stage's
 STAGES: dict[str, tuple[str, str]] = {
     "select: registry read, candidates, fingerprints": ("workbench.archive.pipeline", "select_loops"),
-    "  fingerprint (workspace walk + hash of the listing)": ("workbench.archive.scan", "LoopCandidate.fingerprint"),
+    "  fingerprint (workspace walk + hash of the listing)": (
+        "workbench.archive.scan",
+        "LoopCandidate.fingerprint",
+    ),
     "extract: parse the loop's files (total)": ("workbench.archive.runner", "extract_loop"),
     "  safe unpickle of ret.pkl": ("workbench.rdagent.files.returns", "load_dataframe_pickle"),
     "  return-series conversion": ("workbench.rdagent.files.returns", "returns_frame_from_pandas"),

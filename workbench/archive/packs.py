@@ -90,7 +90,7 @@ def pack_path(packs_root: Path, pack_sha256: str) -> Path:
 def encode_blob(data: bytes) -> bytes:
     """One blob as a version 2 pack stores it: zstd when that saves 10 %, raw otherwise."""
     if len(data) >= 64:
-        compressed = _ZSTD.compress(data, asbytes=True)
+        compressed: bytes = _ZSTD.compress(data, asbytes=True)  # pyarrow is untyped
         if len(compressed) + 1 + BLOB_SIZE.size <= len(data) * MIN_SAVING:
             encoded = ZSTD_BLOB + BLOB_SIZE.pack(len(data)) + compressed
             if decode_blob(encoded, label="a blob just compressed") != data:
