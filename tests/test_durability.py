@@ -21,7 +21,7 @@ from cleanup_helpers import Env, copy_tree_keeping_links
 from workbench.archive.integrity import check_packs
 from workbench.archive.journal import load_manifest, record_files
 from workbench.archive.layout import ArchiveLayout
-from workbench.archive.packs import read_pack_index
+from workbench.archive.packs import read_blob, read_pack_index
 from workbench.archive.pipeline import archive
 from workbench.archive.repair import repair
 from workbench.archive.restore import restore_experiment
@@ -314,10 +314,7 @@ def _make_like_schema_5(ar: Path) -> None:
     layout = ArchiveLayout.at(ar)
     con = duckdb.connect(str(layout.catalog))
     for sha, key in con.execute("SELECT sha256, storage_key FROM wb_objects WHERE codec = 'pack'").fetchall():
-        _pack, offset, length = key.split(":")[1:]
-        with open(next(layout.packs.glob(f"*/{_pack}.pack")), "rb") as handle:
-            handle.seek(int(offset))
-            data = handle.read(int(length))
+        data = read_blob(layout.packs, key)
         con.execute("INSERT INTO wb_inline_objects VALUES (?, ?)", [sha, data])
         con.execute(
             "UPDATE wb_objects SET storage_key = ?, codec = 'inline' WHERE sha256 = ?", [f"inline:{sha}", sha]

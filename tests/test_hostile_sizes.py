@@ -4,9 +4,9 @@ that are only stored are streamed, and an archive run stays far below 1 GB of me
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -356,21 +356,26 @@ def test_streamed_objects_decode_with_open_content(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("small_stream")
-def test_streamed_parquet_and_incompressible_files_stay_raw(tmp_path: Path) -> None:
+def test_streamed_compact_parquet_and_incompressible_files_stay_raw(tmp_path: Path) -> None:
     store = ObjectStore(tmp_path / "objects", tmp=tmp_path / "tmp")
-    table = tmp_path / "signals.parquet"
-    buffer = io.BytesIO()
+    rng = random.Random(7)
+    noisy = pl.DataFrame({"x": [rng.random() for _ in range(100_000)]})
+    compact, loose = tmp_path / "signals.parquet", tmp_path / "loose.parquet"
+    noisy.write_parquet(compact, compression="zstd")  # nothing left to gain: stays raw
     pl.DataFrame({"x": list(range(100_000)), "s": ["same text"] * 100_000}).write_parquet(
-        buffer, compression="uncompressed"
+        loose, compression="uncompressed"
     )
-    table.write_bytes(buffer.getvalue())
     noise = tmp_path / "weights.bin"
     write_random(noise, 300_000)
-    for path in (table, noise):
+    for path in (compact, noise):
         obj = store.put_file(path)
         assert obj.codec == "raw" and obj.stored_bytes == obj.size_bytes == path.stat().st_size
         assert store.path_for(obj.storage_key).read_bytes() == path.read_bytes()
-    assert pl.read_parquet(store.path_for(store.put_file(table).storage_key)).height == 100_000
+    assert pl.read_parquet(store.path_for(store.put_file(compact).storage_key)).height == 100_000
+    # an uncompressed (or Snappy) Parquet file is stored compressed like any other file
+    obj = store.put_file(loose)
+    assert obj.codec == "zstd" and obj.stored_bytes < obj.size_bytes * 0.9
+    assert store.open_content(obj.storage_key) == loose.read_bytes()
 
 
 def test_objects_written_whole_stream_back_in_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -205,14 +205,18 @@ def compute_return_metrics(frame: pl.DataFrame, *, periods_per_year: int = 252) 
         out["end"] = rows["datetime"][-1].isoformat()
     if rows.height < 2:
         return out
+    # the same arithmetic as `excess_return()` ((return - bench) - cost), on arrays taken once
+    without_cost = rows["return"].to_numpy() - rows["bench"].to_numpy()
+    excess = {"excess_return_without_cost": without_cost}
+    excess["excess_return_with_cost"] = without_cost - rows["cost"].to_numpy()
     for series in SERIES_NAMES:
-        r = excess_returns(rows, with_cost=series == "excess_return_with_cost")
+        r = excess[series]
         for name, value in _additive_metrics(r, periods_per_year=periods_per_year).items():
             out[f"{series}.additive.{name}"] = value
         for name, value in _compounded_metrics(r, periods_per_year=periods_per_year).items():
             out[f"{series}.compounded.{name}"] = value
     out["sharpe"] = out["excess_return_with_cost.additive.information_ratio"]
-    out["skewness"], out["kurtosis"] = _moments(excess_returns(rows, with_cost=True))
+    out["skewness"], out["kurtosis"] = _moments(excess["excess_return_with_cost"])
     if "turnover" in rows.columns:
         turnover = rows["turnover"].drop_nulls().drop_nans()
         out["turnover_mean"] = float(cast(float, turnover.mean())) if turnover.len() else None

@@ -16,7 +16,7 @@ from typing import Any
 import polars as pl
 
 from workbench.archive import ids
-from workbench.archive.files import WorkspaceFile, walk_workspace
+from workbench.archive.files import WorkspaceFile
 from workbench.archive.scan import LoopCandidate
 from workbench.errors import ConfigError, InputFileError
 from workbench.metrics import compute_return_metrics
@@ -530,7 +530,7 @@ def _collect_files(out: Extracted, *, include_heavy: bool) -> None:
     for ref, prefix in refs:
         if ref is None or ref.directory is None:
             continue
-        for info in walk_workspace(ref.directory):
+        for info in out.candidate.listing(ref.directory):  # the fingerprint's walk, not a second one
             keep = info.file_class == "key" or (include_heavy and info.file_class == "heavy")
             rel = prefix + info.rel_path
             if info.file_class == "unreadable":  # the archive cannot hold it: no level 2, no cleanup

@@ -19,6 +19,7 @@ import math
 import os
 import uuid
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from workbench.archive.library_cache import refresh_library_cache
 from workbench.archive.lock import archive_lock
 from workbench.archive.persist import consolidate_factors, save_cursor
 from workbench.archive.remote import accepts_s3
-from workbench.archive.runner import archive_loops
+from workbench.archive.runner import PARALLEL_MIN_LOOPS, archive_loops, start_workers
 from workbench.archive.runs import (
     RunSummary,
     fix_ended_runs,
@@ -185,17 +186,30 @@ def _run(
 ) -> None:
     """Select, archive, then finish: merge name-only factors and move the cursor, in one transaction
     (skipped when nothing was archived and the cursor stays where it is)."""
-    selection = select_loops(
-        installation,
-        summary,
-        state,
-        mode=mode,
-        since=since,
-        hours=hours,
-        last=last,
-        target_level=target_level,
-        include_heavy=include_heavy,
-    )
+    pool: list[ProcessPoolExecutor] = []
+
+    def start_early(loops: int) -> None:
+        # a large run starts its worker processes now: they import while the loops are selected
+        if workers > 1 and loops >= PARALLEL_MIN_LOOPS:
+            pool.append(start_workers(workers))
+
+    try:
+        selection = select_loops(
+            installation,
+            summary,
+            state,
+            mode=mode,
+            since=since,
+            hours=hours,
+            last=last,
+            target_level=target_level,
+            include_heavy=include_heavy,
+            on_registry_read=start_early,
+        )
+    except BaseException:
+        for started in pool:
+            started.shutdown(wait=False, cancel_futures=True)
+        raise
     archive_loops(
         layout,
         summary,
@@ -209,6 +223,7 @@ def _run(
         include_heavy=include_heavy,
         progress=progress,
         workers=workers,
+        pool=pool[0] if pool else None,
     )
     if not (summary.level1 or summary.level2) and selection.cursor in (None, state.cursor):
         return  # nothing archived and the cursor stays: no name-only factor to merge, nothing to save

@@ -8,6 +8,9 @@ loop becomes its outcome's errors and never stops the run, but a full or failing
 from __future__ import annotations
 
 import multiprocessing
+import pickle
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,28 +44,64 @@ def archive_loops(
     include_heavy: bool,
     progress: bool,
     workers: int,
+    pool: ProcessPoolExecutor | None = None,
 ) -> None:
-    """Extract and store loops (in worker processes for large runs), commit batch by batch."""
-    ObjectStore(layout.objects, tmp=layout.tmp).clear_tmp()
-    if skip_outcomes:
-        _commit(layout, summary, skip_outcomes, {}, {})
-    if not work:
-        return
-    known = _known_objects(layout, exclude=damaged_objects) if target_level >= 2 else {}
-    settings = _WorkerSettings(
-        layout.objects, layout.tmp, requests, hashes, known, target_level, include_heavy
-    )
+    """Extract and store loops (in worker processes for large runs), commit batch by batch.
+
+    `pool` (from `start_workers`, started while the loops were being selected) is used, then
+    shut down; without one, a large run starts its own.
+    """
+    settings_file = ""
+    try:
+        ObjectStore(layout.objects, tmp=layout.tmp).clear_tmp()
+        if skip_outcomes:
+            _commit(layout, summary, skip_outcomes, {}, {})
+        if not work:
+            return
+        if pool is None and workers > 1 and len(work) >= PARALLEL_MIN_LOOPS:
+            pool = start_workers(workers)
+        known = _known_objects(layout, exclude=damaged_objects) if target_level >= 2 else {}
+        settings = _WorkerSettings(
+            layout.objects, layout.tmp, requests, hashes, known, target_level, include_heavy
+        )
+        _init_worker(settings)
+        settings_file = _settings_file(layout, settings) if pool is not None else ""
+        _run_batches(layout, summary, work, pool, settings_file, batch_size=batch_size, progress=progress)
+    finally:
+        if pool is not None:  # a pool that got no work is not waited for (it may still be importing)
+            pool.shutdown(wait=bool(work), cancel_futures=True)
+        if settings_file:
+            Path(settings_file).unlink(missing_ok=True)
+
+
+def _run_batches(
+    layout: ArchiveLayout,
+    summary: RunSummary,
+    work: list[tuple[LoopCandidate, str]],
+    pool: ProcessPoolExecutor | None,
+    settings_file: str,
+    *,
+    batch_size: int,
+    progress: bool,
+) -> None:
+    """Collect the loops' results batch by batch; each batch's commit overlaps the next's extraction."""
     bar = _progress_bar(len(work), enabled=progress)
-    pool = _worker_pool(settings, workers=workers if len(work) >= PARALLEL_MIN_LOOPS else 1)
     committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="commit")
     pending: Future[None] | None = None
     try:
-        for start in range(0, len(work), batch_size):
-            batch = work[start : start + batch_size]
+        batches = [work[start : start + batch_size] for start in range(0, len(work), batch_size)]
+        # the next batch is queued in the workers before this one is collected, so they never
+        # wait for the main process (and at most two batches of results are held in memory)
+        queued = [_launch(pool, settings_file, batches[0])] if pool else []
+        for index, batch in enumerate(batches):
+            if pool is not None:
+                if index + 1 < len(batches):
+                    queued.append(_launch(pool, settings_file, batches[index + 1]))
+                futures = queued.pop(0)
+                results: Iterator[_Result] = (r for f in futures for r in f.result())
+            else:
+                results = map(_archive_in_worker, batch)
             outcomes, items, stored = [], {}, {}
-            results = (
-                pool.map(_archive_in_worker, batch, chunksize=4) if pool else map(_archive_in_worker, batch)
-            )
             for (candidate, _), (outcome, item, files) in zip(batch, results, strict=True):
                 outcomes.append(outcome)
                 if item is not None:
@@ -74,15 +113,58 @@ def archive_loops(
                 bar.update(1)
             if pending is not None:
                 pending.result()
-            # the commit of this batch overlaps the extraction of the next one
             pending = committer.submit(_sync_and_commit, layout, summary, outcomes, items, stored)
         if pending is not None:
             pending.result()
     finally:
         committer.shutdown(wait=True)
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
+
+
+_Result = tuple[Outcome, Extracted | None, StoredBatch | None]
+CHUNK = 4
+"""Loops per task sent to a worker process (fewer round trips than one loop per task)."""
+
+
+def _launch(
+    pool: ProcessPoolExecutor, settings_file: str, batch: list[tuple[LoopCandidate, str]]
+) -> list[Future[list[_Result]]]:
+    """Queue one batch in the worker processes, `CHUNK` loops per task, in order."""
+    return [
+        pool.submit(_archive_chunk, settings_file, batch[i : i + CHUNK]) for i in range(0, len(batch), CHUNK)
+    ]
+
+
+def _archive_chunk(settings_file: str, jobs: list[tuple[LoopCandidate, str]]) -> list[_Result]:
+    if _WORKER.get("settings_file") != settings_file:
+        with open(settings_file, "rb") as handle:
+            _init_worker(pickle.load(handle))  # written by this run's own process (`_settings_file`)
+        _WORKER["settings_file"] = settings_file
+    return [_archive_in_worker(job) for job in jobs]
+
+
+def start_workers(workers: int) -> ProcessPoolExecutor:
+    """Start the worker processes now (spawned: no forked thread pools).
+
+    Each imports the archive code first (about a second), so a run starts them while it selects
+    its loops; the run's settings reach them later through a file (`_settings_file`).
+    """
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    for _ in range(workers):
+        pool.submit(_warm)  # one task per process makes the pool start them all now
+    return pool
+
+
+def _warm() -> None:
+    """Nothing: importing this module in the worker was the point."""
+
+
+def _settings_file(layout: ArchiveLayout, settings: _WorkerSettings) -> str:
+    """The run's worker settings (requests, registry hashes, known objects), pickled once for all workers."""
+    layout.tmp.mkdir(parents=True, exist_ok=True)
+    path = layout.tmp / f"workers-{uuid.uuid4().hex}.pickle"
+    path.write_bytes(pickle.dumps(settings, protocol=pickle.HIGHEST_PROTOCOL))
+    return str(path)
 
 
 def _sync_and_commit(
@@ -112,17 +194,6 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(settings: _WorkerSettings) -> None:
     _WORKER["settings"] = settings
     _WORKER["store"] = ObjectStore(settings.objects, tmp=settings.tmp)
-
-
-def _worker_pool(settings: _WorkerSettings, *, workers: int) -> ProcessPoolExecutor | None:
-    """Worker processes (spawned: no forked thread pools) for large runs; None means in-process."""
-    _init_worker(settings)
-    if workers <= 1:
-        return None
-    context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(settings,)
-    )
 
 
 def _archive_in_worker(

@@ -20,7 +20,7 @@ from typing import Any
 
 import polars as pl
 
-from workbench.archive.files import walk_workspace
+from workbench.archive.files import WorkspaceFile, walk_workspace
 from workbench.archive.ids import experiment_id
 from workbench.rdagent.installation import Installation
 from workbench.rdagent.paths import normalise_path_key
@@ -54,10 +54,20 @@ class LoopCandidate:
     has_results_on_disk: bool = False
     duplicate_of: str | None = None
     notes: list[str] = field(default_factory=list)
+    #: str(folder) → its walk, kept by `fingerprint` so that extraction lists each workspace once
+    #: and stores exactly the files the fingerprint describes
+    listings: dict[str, list[WorkspaceFile]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.task_run_id, self.loop_id)
+
+    def listing(self, directory: Path) -> list[WorkspaceFile]:
+        """The walk of one of the loop's workspace folders, taken once per run."""
+        found = self.listings.get(str(directory))
+        if found is None:
+            found = self.listings[str(directory)] = list(walk_workspace(directory))
+        return found
 
     def fingerprint(self) -> str:
         """Changes when the registry rows or the workspace files change."""
@@ -70,7 +80,7 @@ class LoopCandidate:
             digest.update(f"{ref.workspace_id}|{ref.directory}".encode())
             if ref.directory is not None:
                 # the whole tree: a change in a nested file (mlruns/**/params/...) is a change too
-                for info in walk_workspace(ref.directory):
+                for info in self.listing(ref.directory):
                     digest.update(
                         os.fsencode(f"{info.rel_path}|{info.size_bytes}|{info.mtime_ns}|{info.file_class}\n")
                     )

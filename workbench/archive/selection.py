@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -117,10 +117,16 @@ def select_loops(
     last: int | None,
     target_level: int,
     include_heavy: bool,
+    on_registry_read: Callable[[int], None] | None = None,
 ) -> Selection:
-    """Read the registry rows this run looks at, filter them and decide loop by loop (counted in `summary`)."""
+    """Read the registry rows this run looks at, filter them and decide loop by loop (counted in `summary`).
+
+    `on_registry_read` hears how many loop rows were read, before the slow part (the workspace walks).
+    """
     pending = pending_loops(state, target_level)
     snapshot = load_snapshot(installation, mode, state, pending)
+    if on_registry_read is not None:
+        on_registry_read(snapshot.loops.height)
     candidates = build_candidates(snapshot, installation)
     for c, order in zip(candidates, snapshot.loops["_rowid"].to_list(), strict=True):
         c.loop["_order"] = order

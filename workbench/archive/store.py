@@ -15,10 +15,11 @@ what made a damaged catalog lose them. Archives written before packs kept them i
 table ``wb_inline_objects``; the upgrade to schema 6 moves them into a pack (`journal.py`), so
 every object of a current catalog is a file or a pack blob.
 
-Objects are stored zstd-compressed when that saves at least 10 %, raw otherwise; Parquet is
-always stored raw, so the stored object opens directly in polars, duckdb and pyarrow.
+Objects are stored zstd-compressed when that saves at least 10 %, raw otherwise, whatever their
+kind (Parquet too: RD-Agent's Snappy `signals.parquet` shrinks to about a third; Parquet objects
+are read through `open_content`/`restore_to`, never opened where they lie).
 A compressed object starts with an 8-byte magic and the original size, so it can be restored
-without the catalog; one zstd frame follows.
+without the catalog; one zstd frame follows. Pack blobs are compressed the same way (`packs.py`).
 
 Memory stays bounded whatever the file size: a file above `STREAM_ABOVE` (16 MiB) is never read
 whole but streamed in `CHUNK`s — hashed, copied and compressed in one pass through temp files —
@@ -164,7 +165,7 @@ class ObjectStore:
             return StoredObject(sha, len(data), len(data), key, "pack", False)
         if key is not None and is_pack_key(key):
             if blob_present(self.packs, key):
-                return StoredObject(sha, len(data), len(data), key, "pack", False)
+                return StoredObject(sha, len(data), parse_pack_key(key).length, key, "pack", False)
         elif key is not None:
             codec: Codec = "zstd" if key.endswith(".zst") else "raw"
             stored = self.path_for(key)
@@ -188,7 +189,7 @@ class ObjectStore:
         return StoredObject(sha, len(data), len(payload), key, codec, True)
 
     def _encode(self, data: bytes) -> tuple[bytes, Codec]:
-        if len(data) < 64 or _is_parquet(data):
+        if len(data) < 64:
             return data, "raw"
         compressed = self._codec.compress(data, asbytes=True)
         if len(compressed) + HEADER.size <= len(data) * MIN_SAVING:
@@ -217,7 +218,7 @@ class ObjectStore:
         size = before.st_size
         self.tmp.mkdir(parents=True, exist_ok=True)
         raw_tmp = self._temp_path()
-        zst_tmp = None if _is_parquet_file(src.fileno(), size) else self._temp_path()
+        zst_tmp = self._temp_path()
         try:
             faults.check("objects", raw_tmp)
             sha = _stream_copy(src, size, raw_tmp, zst_tmp, source)
@@ -225,10 +226,8 @@ class ObjectStore:
             reused = self._reuse(sha, size, known)
             if reused is not None:
                 return reused
-            codec: Codec = (
-                "zstd" if zst_tmp is not None and zst_tmp.stat().st_size <= size * MIN_SAVING else "raw"
-            )
-            chosen = zst_tmp if codec == "zstd" and zst_tmp is not None else raw_tmp
+            codec: Codec = "zstd" if zst_tmp.stat().st_size <= size * MIN_SAVING else "raw"
+            chosen = zst_tmp if codec == "zstd" else raw_tmp
             if codec == "zstd" and verify:
                 self._verify_file(chosen, sha, f"compressed object {sha}")
             key = self.key_for(sha, codec)
@@ -238,8 +237,7 @@ class ObjectStore:
             return StoredObject(sha, size, stored, key, codec, True)
         finally:
             for temp in (raw_tmp, zst_tmp):
-                if temp is not None:
-                    temp.unlink(missing_ok=True)
+                temp.unlink(missing_ok=True)
 
     def _temp_path(self) -> Path:
         return self.tmp / f"{uuid.uuid4().hex}.part"
@@ -288,13 +286,13 @@ class ObjectStore:
         return keys
 
     def finalise(self, obj: StoredObject, keys: dict[str, str]) -> StoredObject:
-        """The object with its pack key once `flush_pack` has written it."""
+        """The object with its pack key (and its size as stored) once `flush_pack` has written it."""
         if not obj.storage_key.startswith(PENDING_PREFIX):
             return obj
         key = keys.get(obj.sha256) or self._session.get(obj.sha256)
         if key is None or key.startswith(PENDING_PREFIX):
             raise VerificationError(f"object {obj.sha256} was never written to a pack")
-        return replace(obj, storage_key=key)
+        return replace(obj, storage_key=key, stored_bytes=parse_pack_key(key).length)
 
     def sync(self) -> None:
         """Make every object written since the last call durable (data and directory entries)."""
@@ -377,16 +375,6 @@ class ObjectStore:
         """Remove temporary files left by an interrupted run."""
         if self.tmp.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _is_parquet(data: bytes) -> bool:
-    """Parquet stays raw so that polars, duckdb and pyarrow open the stored object directly."""
-    return data[:4] == b"PAR1" and data[-4:] == b"PAR1"
-
-
-def _is_parquet_file(fd: int, size: int) -> bool:
-    """`_is_parquet` on an open file, from its first and last 4 bytes (the read offset is untouched)."""
-    return size >= 8 and os.pread(fd, 4, 0) == b"PAR1" and os.pread(fd, 4, size - 4) == b"PAR1"
 
 
 def _check_unchanged(handle: BinaryIO, source: Path, before: os.stat_result, *, read: int) -> None:

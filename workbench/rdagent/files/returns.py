@@ -62,6 +62,18 @@ def returns_frame_from_pandas(frame: Any, path: Path) -> pl.DataFrame:
     for i, name in enumerate(present):
         values = block[:, i] if block is not None else _floats(frame[name], name, path)
         columns[name] = pl.Series(name, values, dtype=pl.Float64, nan_to_null=False)
+    days = columns["datetime"].to_numpy()
+    if len(days) < 2 or bool((days[1:] > days[:-1]).all()):
+        # the usual report: dates strictly increasing, so already what `normalise_returns_frame`
+        # makes of it (no duplicates, sorted); build it in one step
+        height = len(days)
+        return pl.DataFrame(
+            [columns["datetime"]]
+            + [
+                columns[name] if name in columns else pl.Series(name, [None] * height, dtype=pl.Float64)
+                for name in RETURN_COLUMNS
+            ]
+        )
     return normalise_returns_frame(pl.DataFrame(columns), path)
 
 
