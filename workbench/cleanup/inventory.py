@@ -169,7 +169,7 @@ def read_catalog_facts(archive: Path | str | None) -> CatalogFacts:
     )
     experiments = []
     for row in rows.iter_rows(named=True):
-        refs = json.loads(row["file_refs_json"]) if row["file_refs_json"] else None
+        refs = _slim_refs(row["file_refs_json"])
         experiments.append(
             ArchivedExperiment(
                 row["id"],
@@ -193,6 +193,19 @@ def read_catalog_facts(archive: Path | str | None) -> CatalogFacts:
     for exp_id, rel, sha, key in files.iter_rows():
         stored.setdefault(exp_id, {})[rel] = (sha, key)
     return CatalogFacts(tuple(experiments), loop_states, stored)
+
+
+#: the file-list fields cleanup reads; the rest (class, storage key, times, ...) is dropped on
+#: reading, so planning thousands of experiments does not hold every field of every file
+_REF_FIELDS = ("path", "kept", "sha256", "size_bytes", "workspace_id")
+
+
+def _slim_refs(text: str | None) -> list[dict[str, Any]] | None:
+    """An experiment's archived file list with only `_REF_FIELDS` (None: no list, level 1)."""
+    if not text:
+        return None
+    refs = json.loads(text)
+    return [{k: ref[k] for k in _REF_FIELDS if k in ref} for ref in refs if isinstance(ref, dict)]
 
 
 def _locate(
