@@ -87,7 +87,21 @@ def clean_json(value: Any) -> Any:
 
 
 def to_json_text(value: Any) -> str:
-    return json.dumps(clean_json(value), ensure_ascii=False, sort_keys=True, default=str)
+    """Sorted-key JSON text, NaN and infinities as null, anything else unknown as its `str`.
+
+    Most values (file lists, parsed JSON) have text keys, finite floats and plain types, and
+    `json.dumps` writes them as they are; only a value it refuses (a NaN, an object it cannot
+    encode, keys it cannot sort) goes through `clean_json` first. Walking every value in Python
+    was a large share of an archive batch's commit.
+    """
+    try:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, allow_nan=False, default=_refuse)
+    except (ValueError, TypeError):
+        return json.dumps(clean_json(value), ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not plain JSON")
 
 
 def _error(stage: str, exc: Exception, path: Path | None = None) -> ItemError:
@@ -144,6 +158,7 @@ def extract_loop(
     _build_experiment(out, qlib_named, qlib_raw, feedback, meta, recomputed, entry, request)
     if with_files:
         _collect_files(out, include_heavy=include_heavy)
+    candidate.listings.clear()  # used: the item goes back to the main process without them
     return out
 
 
