@@ -131,9 +131,10 @@ def measure(loops: int, args: argparse.Namespace) -> dict[str, object]:
 
 
 def table(results: list[dict[str, object]]) -> str:
+    """One row per step, one column per size, and how the figure grew from the first to the last size."""
     names = list(results[0]["steps"])  # type: ignore[call-overload]
-    head = "| step | " + " | ".join(f"{r['loops']:,} loops" for r in results) + " |"
-    lines = [head, "|---" * (len(results) + 1) + "|"]
+    head = "| step | " + " | ".join(f"{r['loops']:,} loops" for r in results) + " | growth (time, memory) |"
+    lines = [head, "|---" * (len(results) + 2) + "|"]
     for name in names:
         cells = []
         for r in results:
@@ -143,9 +144,19 @@ def table(results: list[dict[str, object]]) -> str:
                 continue
             extra = f" (in process {s['in_process_s']:.3f} s)" if "in_process_s" in s else ""
             cells.append(f"{s['s']:.2f} s{extra}, {s['rss_mb']:.0f} MB")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines.append("| cleanup items | " + " | ".join(f"{r['cleanup_items']:,}" for r in results) + " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_growth(results, name)} |")
+    lines.append("| cleanup items | " + " | ".join(f"{r['cleanup_items']:,}" for r in results) + " | |")
     return "\n".join(lines)
+
+
+def _growth(results: list[dict[str, object]], name: str) -> str:
+    """Last size over first size, for the time (in process when measured so) and the peak RSS."""
+    first, last = (r["steps"].get(name) for r in (results[0], results[-1]))  # type: ignore[attr-defined]
+    if len(results) < 2 or first is None or last is None:
+        return "–"
+    key = "in_process_s" if "in_process_s" in first else "s"
+    loops = int(results[-1]["loops"]) / int(results[0]["loops"])  # type: ignore[call-overload]
+    return f"×{last[key] / first[key]:.1f}, ×{last['rss_mb'] / first['rss_mb']:.1f} (loops ×{loops:.0f})"
 
 
 def main() -> None:
