@@ -24,8 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-from workbench.sample.generate import auto_workers, generate_sample
-
 NOOP = """
 import sys, time
 from workbench.archive.pipeline import archive
@@ -49,7 +47,12 @@ print(runs.row(0, named=True)["task_run_id"] if runs.height else "")
 
 
 def run(args: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS in MB and stdout of one child process."""
+    """Wall seconds, peak RSS in MB and stdout of one child process.
+
+    A child's peak RSS counts its parent's at the fork (the kernel keeps the high-water mark
+    across exec), so this script stays small: it imports nothing of workbench and generates the
+    samples in child processes too.
+    """
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     started = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
@@ -71,16 +74,29 @@ def measure(loops: int, args: argparse.Namespace) -> dict[str, object]:
     if not (root / "sample_manifest.json").exists():
         shutil.rmtree(root, ignore_errors=True)
         started = time.perf_counter()
-        generate_sample(
-            root,
-            seed=1,
-            task_runs=task_runs,
-            loops_per_run=args.loops_per_run,
-            trading_days=args.trading_days,
-            heavy_bytes=args.heavy_bytes,
-            signals_topk=3,
-            workers=auto_workers(task_runs=task_runs, loops_per_run=args.loops_per_run),
+        made = run(
+            [
+                sys.executable,
+                "-m",
+                "workbench.sample",
+                "--out",
+                str(root),
+                "--seed",
+                "1",
+                "--task-runs",
+                str(task_runs),
+                "--loops-per-run",
+                str(args.loops_per_run),
+                "--trading-days",
+                str(args.trading_days),
+                "--heavy-bytes",
+                str(args.heavy_bytes),
+                "--signals-topk",
+                "3",
+            ]
         )
+        if not (root / "sample_manifest.json").exists():
+            raise SystemExit(f"generating {root} failed: {made[2][-2000:]}")
         print(f"{loops} loops: generated in {time.perf_counter() - started:.0f} s", flush=True)
     shutil.rmtree(archive_dir, ignore_errors=True)
     shutil.rmtree(root / ".workbench_quarantine", ignore_errors=True)
