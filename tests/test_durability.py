@@ -237,6 +237,18 @@ def test_a_full_run_notices_an_object_truncated_in_place(env: Env) -> None:
     assert not report.missing and not report.damaged
 
 
+def test_a_run_that_stored_files_leaves_the_folder_times_current(env: Env) -> None:
+    """The run that wrote into the object folders looks at them itself, so the next run with
+    nothing new lists no folder at all."""
+    from workbench.archive.damage import folder_stamps
+
+    layout = ArchiveLayout.at(env.ar)
+    saved = json.loads((env.ar / "cache" / "object_folders.json").read_text())["folders"]
+    assert saved == folder_stamps(layout) and any(k.startswith("objects/") for k in saved)
+    quiet = archive(env.rd, archive=env.ar, mode="incremental", progress=False)
+    assert quiet.level2 == 0 and saved == folder_stamps(layout)
+
+
 def test_without_the_folder_times_an_incremental_run_checks_every_object(env: Env) -> None:
     _experiment, digest, key = _stored(env, "o.codec IN ('raw', 'zstd')")
     stamps = env.ar / "cache" / "object_folders.json"

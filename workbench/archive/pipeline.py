@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.archive.catalog import open_catalog
+from workbench.archive.damage import find_damaged_objects
 from workbench.archive.db import utc_now
 from workbench.archive.journal import recorded
 from workbench.archive.layout import ArchiveLayout
@@ -227,14 +228,17 @@ def _run(
     )
     if not (summary.level1 or summary.level2) and selection.cursor in (None, state.cursor):
         return  # nothing archived and the cursor stays: no name-only factor to merge, nothing to save
-    with (
-        open_catalog(layout.root) as con,
-        recorded(con, layout, "archive-run-finish", run_id=summary.run_id) as rec,
-    ):
-        merged = consolidate_factors(con, rec)
-        if merged:
-            summary.notes.append(
-                f"{merged} factors known only by name merged into the library factor of that name"
-            )
-        if selection.cursor is not None:
-            save_cursor(con, rec, selection.cursor, run_id=summary.run_id)
+    with open_catalog(layout.root) as con:
+        with recorded(con, layout, "archive-run-finish", run_id=summary.run_id) as rec:
+            merged = consolidate_factors(con, rec)
+            if merged:
+                summary.notes.append(
+                    f"{merged} factors known only by name merged into the library factor of that name"
+                )
+            if selection.cursor is not None:
+                save_cursor(con, rec, selection.cursor, run_id=summary.run_id)
+        if summary.level2:
+            # the folders this run wrote into are looked at now, by the run that wrote them, so the
+            # next run's check costs only what changed after it (damage found here is looked for
+            # again by the next run: the folder times are then not kept)
+            find_damaged_objects(con, layout, quick=True)
