@@ -208,7 +208,7 @@ def main() -> None:
     print(f"| full archive / zstd limit | {limit_zstd_s / full_s:.0%} |")
     print(
         f"| no-op incremental | best {min(noop_times):.3f} s, median {statistics.median(noop_times):.3f} s "
-        f"({noop.candidates} failed loops retried; target < 1 s) |"
+        f"({noop.candidates} loops looked at, {noop.level1 + noop.level2} archived; target < 0.2 s) |"
     )
     print(
         f"| stored / key-file bytes (wb_objects.stored_bytes) | {stored_bytes / key_bytes:.1%} (target ≤ 20%) |"
